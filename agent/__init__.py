@@ -1,0 +1,1 @@
+"""buckets agent: the per-host daemon that backs up, restores and verifies projects."""
