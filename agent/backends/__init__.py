@@ -1,0 +1,1 @@
+"""Project storage backends: where homes and persist locations live on a host."""

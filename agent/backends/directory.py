@@ -1,0 +1,193 @@
+"""The directory backend: projects are plain directories (laptops, CI without btrfs, the embedded default).
+
+What it cannot do, compared with btrfs (also reported by GetCapabilities):
+the engine reads the live tree, not a frozen read-only snapshot, so a file
+written during a backup may or may not be in it; there is no generation
+number, so an unchanged project is only found by the engine's own scan.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import structlog
+
+from agent import fsops
+from agent.backends import bindexec
+from agent.ids import project_dir_name
+
+log = structlog.get_logger("agent.backends.directory")
+
+LIMITATIONS = (
+    "directory backend: backups read the live tree, not an atomic read-only snapshot",
+    "directory backend: no generation number; unchanged projects are found by the engine's scan",
+    "directory backend: no quotas and no read-only freeze",
+)
+
+
+@dataclass(frozen=True)
+class EngineView:
+    """How an engine run sees a project's two roots: run ``wrapper + engine argv``;
+    inside, ``root/project`` and ``root/persist`` are the project's trees."""
+
+    wrapper: tuple[str, ...]
+    root: Path
+
+
+@dataclass(frozen=True)
+class Staging:
+    """A restore's fresh target trees, put in place only after the engine succeeded."""
+
+    operation_id: str
+    project: Path
+    persist: Path
+    view: EngineView
+
+
+def bind_wrapper(binds: list[tuple[Path, Path]]) -> tuple[str, ...]:
+    """The argv prefix that runs a program with ``binds`` (source, target) mounted privately."""
+    argv = [sys.executable, "-I", str(Path(bindexec.__file__))]
+    for source, target in binds:
+        argv += ["--bind", str(source), str(target)]
+    return (*argv, "--")
+
+
+class DirectoryBackend:
+    """Takes the roots of homes and persist locations and the agent's state directory."""
+
+    name = "directory"
+    limitations = LIMITATIONS
+
+    def __init__(self, *, projects_root: Path, persist_root: Path, state_dir: Path) -> None:
+        self.projects_root = projects_root
+        self.persist_root = persist_root
+        self._views = state_dir / "views"
+        for directory in (projects_root, persist_root, self._views):
+            directory.mkdir(parents=True, exist_ok=True)
+
+    # ------------------------------------------------------------ layout
+
+    def home(self, project_id: str) -> Path:
+        return self.projects_root / project_dir_name(project_id)
+
+    def persist(self, project_id: str) -> Path:
+        return self.persist_root / project_dir_name(project_id)
+
+    def exists(self, project_id: str) -> bool:
+        return self.home(project_id).is_dir()
+
+    def _staging_dirs(self, operation_id: str) -> tuple[Path, Path]:
+        return (
+            self.projects_root / ".staging" / operation_id,
+            self.persist_root / ".staging" / operation_id,
+        )
+
+    # ------------------------------------------------------------ backup
+
+    @contextmanager
+    def backup_view(self, project_id: str, operation_id: str) -> Iterator[EngineView]:
+        """Yield the view an engine backs up from.
+
+        The view directory is stable per project so the engine finds its parent
+        snapshot by path and skips unchanged files.
+        """
+        root = self._views / project_dir_name(project_id)
+        binds = []
+        for name, source in (("project", self.home(project_id)), ("persist", self.persist(project_id))):
+            mount_point = root / name
+            mount_point.mkdir(parents=True, exist_ok=True)
+            if source.is_dir():
+                binds.append((source, mount_point))
+        yield EngineView(wrapper=bind_wrapper(binds), root=root)
+
+    # ------------------------------------------------------------ restore
+
+    def prepare_staging(self, project_id: str, operation_id: str) -> Staging:
+        """Create empty staging trees for a restore and the view the engine restores into."""
+        project_staging, persist_staging = self._staging_dirs(operation_id)
+        project_dir = project_staging / "project"
+        persist_dir = persist_staging / "persist"
+        for directory in (project_dir, persist_dir):
+            directory.mkdir(parents=True, exist_ok=False)
+        view_root = self._views / f"restore-{operation_id}"
+        for name in ("project", "persist"):
+            (view_root / name).mkdir(parents=True, exist_ok=True)
+        view = EngineView(
+            wrapper=bind_wrapper([(project_dir, view_root / "project"), (persist_dir, view_root / "persist")]),
+            root=view_root,
+        )
+        return Staging(operation_id=operation_id, project=project_dir, persist=persist_dir, view=view)
+
+    def swap_plan(self, project_id: str, staging: Staging) -> list[dict]:
+        """What :meth:`swap_in` will do, as facts recovery can act on: for each
+        pair, the staged path, the live path and the staged tree's inode (which
+        tells, after a crash, whether that exchange already happened)."""
+        return [
+            {"staged": str(staged), "live": str(live), "inode": staged.stat().st_ino}
+            for staged, live in (
+                (staging.persist, self.persist(project_id)),
+                (staging.project, self.home(project_id)),
+            )
+        ]
+
+    def swap_in(self, plan: list[dict]) -> None:
+        """Put every staged tree of ``plan`` in place (each step atomic, and re-runnable)."""
+        for step in plan:
+            staged, live = Path(step["staged"]), Path(step["live"])
+            try:
+                if staged.lstat().st_ino != step["inode"]:
+                    continue  # this exchange already happened
+            except FileNotFoundError:
+                continue  # renamed into place already (there was no old tree)
+            fsops.put_in_place(staged, live)
+
+    def discard_staging(self, operation_id: str) -> None:
+        """Remove a restore's staging trees and view (old trees swapped out included)."""
+        for directory in self._staging_dirs(operation_id):
+            fsops.remove_tree(directory)
+        view = self._views / f"restore-{operation_id}"
+        if view.exists():
+            fsops.remove_tree(view)
+
+    def remove_stale(self, keep: set[str] = frozenset()) -> list[Path]:
+        """Remove staging trees and restore views of operations not in ``keep``; returns what was removed."""
+        removed = []
+        for parent in (self.projects_root / ".staging", self.persist_root / ".staging"):
+            if parent.is_dir():
+                for entry in parent.iterdir():
+                    if entry.name not in keep:
+                        fsops.remove_tree(entry)
+                        removed.append(entry)
+        for entry in self._views.iterdir():
+            if entry.name.startswith("restore-") and entry.name[len("restore-") :] not in keep:
+                fsops.remove_tree(entry)
+                removed.append(entry)
+        if removed:
+            log.info("staging.removed_stale", paths=[str(p) for p in removed])
+        return removed
+
+
+def tree_size(path: Path) -> tuple[int, int]:
+    """Return (bytes, files) of regular files under ``path``; missing paths count as empty."""
+    total_bytes = total_files = 0
+    stack = [str(path)]
+    while stack:
+        try:
+            with os.scandir(stack.pop()) as entries:
+                for entry in entries:
+                    try:
+                        if entry.is_dir(follow_symlinks=False):
+                            stack.append(entry.path)
+                        elif entry.is_file(follow_symlinks=False):
+                            total_files += 1
+                            total_bytes += entry.stat(follow_symlinks=False).st_size
+                    except FileNotFoundError:
+                        continue
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+    return total_bytes, total_files

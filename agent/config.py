@@ -1,0 +1,891 @@
+"""The agent's configuration: typed, frozen dataclasses loaded from TOML.
+
+The TOML file mirrors the dataclasses::
+
+    host_id = "host-1"            # default: the machine's host name
+    backend = "directory"         # "directory" | "btrfs"
+    base_dir = "/var/lib/buckets" # base of every defaulted path (optional)
+
+    [server]      listen, grace_period, keepalive_interval, port_file
+    [paths]       state_dir, projects_root, persist_root
+    [limits]      max_concurrent_operations, max_queued_operations,
+                  engine_timeout, kill_grace, read_file_max_bytes
+    [engine]      engine, restic_binary, rustic_binary
+    [repository]  kind
+    [repository.local]  root, password_file
+    [repository.s3]     endpoint, region, bucket_prefix, root_template,
+                        access_key_id, secret_access_key, password_file,
+                        create_bucket
+    [logging]     level, format
+
+Every section and key is optional. Validation never stops at the first
+problem: :func:`parse_config` collects every problem in the file, each
+prefixed with its key path (``limits.max_concurrent_operations: must be an
+integer >= 1, got 0``), and raises them together in one :class:`ConfigError`.
+Unknown keys are problems too, so a typo never silently falls back to a
+default.
+
+Secrets (``repository.s3.secret_access_key``) are left out of ``repr()``,
+masked as ``"***"`` by :func:`describe`, and never echoed in error messages.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import json
+import math
+import os
+import re
+import secrets
+import socket
+import stat
+import string
+import tomllib
+import urllib.parse
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from agent.errors import FailedPrecondition, InvalidArgument
+
+__all__ = [
+    "AgentConfig",
+    "ConfigError",
+    "EngineConfig",
+    "LimitsConfig",
+    "LocalRepositoryConfig",
+    "LoggingConfig",
+    "PathsConfig",
+    "RepositoryConfig",
+    "S3RepositoryConfig",
+    "ServerConfig",
+    "default_base_dir",
+    "default_config",
+    "describe",
+    "ensure_password_file",
+    "load_config",
+    "parse_config",
+]
+
+BACKENDS = ("directory", "btrfs")
+ENGINES = ("restic", "rustic", "auto")
+REPOSITORY_KINDS = ("local", "s3")
+LOG_LEVELS = ("debug", "info", "warning", "error")
+LOG_FORMATS = ("json", "console")
+
+HOST_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
+_S3_REGION_RE = re.compile(r"^[a-z0-9][a-z0-9-]*$")
+_S3_BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+_BARE_KEY_RE = re.compile(r"^[A-Za-z0-9_-]+$")
+
+SECRET_MASK = "***"
+
+
+# --------------------------------------------------------------------------
+# The error
+# --------------------------------------------------------------------------
+
+
+class ConfigError(InvalidArgument):
+    """An agent config with one or more problems.
+
+    ``problems`` holds every problem found, each prefixed with its key path
+    (or with the file name for problems of the file itself); the message is
+    the problems joined one per line. ``source`` names the config (a file
+    path, or ``"<defaults>"``).
+    """
+
+    def __init__(self, problems: Iterable[str], *, source: str = "") -> None:
+        self.problems: tuple[str, ...] = tuple(problems)
+        self.source = source
+        super().__init__("\n".join(self.problems))
+
+
+# --------------------------------------------------------------------------
+# The dataclasses
+# --------------------------------------------------------------------------
+
+
+def _secret(default: Any = None) -> Any:
+    """A dataclass field that ``repr()`` skips and :func:`describe` masks."""
+    return field(default=default, repr=False, metadata={"secret": True})
+
+
+@dataclass(frozen=True, kw_only=True)
+class ServerConfig:
+    """The gRPC listener."""
+
+    listen: str = "127.0.0.1:50051"
+    """``host:port`` (IPv6 as ``[::1]:port``); port 0 picks a free port."""
+    grace_period: float = 10.0
+    """Seconds given to in-flight RPCs at SIGTERM."""
+    keepalive_interval: float = 5.0
+    """StreamProgress keep-alive period in seconds, > 0."""
+    port_file: str | None = None
+    """When set, the agent writes the bound port there once listening."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class PathsConfig:
+    """Where the agent keeps its own state and the projects' data."""
+
+    state_dir: Path
+    """agent.sqlite journal, the repository password file, temporary files."""
+    projects_root: Path
+    """``<projects_root>/project-<uuid>`` homes; staging under ``.staging``."""
+    persist_root: Path
+    """``<persist_root>/project-<uuid>`` persistent state."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class LimitsConfig:
+    """Host-wide limits."""
+
+    max_concurrent_operations: int = 2
+    """Operations running at once on this host, >= 1."""
+    max_queued_operations: int = 100
+    """PENDING operations beyond the running ones, >= 0; 0 means no queue
+    (RESOURCE_EXHAUSTED when the running limit is reached)."""
+    engine_timeout: float = 86400.0
+    """Seconds an engine process may run, > 0."""
+    kill_grace: float = 5.0
+    """Seconds between SIGTERM and SIGKILL of an engine process, >= 0."""
+    read_file_max_bytes: int = 16 * 1024 * 1024
+    """Largest file ReadFile returns, >= 1."""
+    upload_limit_kib: int = 0
+    """Engine upload bandwidth limit in KiB/s (restic ``--limit-upload``); 0 = unlimited."""
+    download_limit_kib: int = 0
+    """Engine download bandwidth limit in KiB/s (restic ``--limit-download``); 0 = unlimited."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class EngineConfig:
+    """Which backup engine runs, and where its binaries are."""
+
+    engine: str = "restic"
+    """``"restic"``, ``"rustic"`` or ``"auto"``."""
+    restic_binary: str = "restic"
+    rustic_binary: str = "rustic"
+
+
+@dataclass(frozen=True, kw_only=True)
+class LocalRepositoryConfig:
+    """Local directory repositories (the embedded default)."""
+
+    root: Path
+    """One repository per project: ``<root>/project-<uuid>``."""
+    password_file: Path
+    """Generated with mode 0600 when missing (:func:`ensure_password_file`)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class S3RepositoryConfig:
+    """Repositories in S3-compatible buckets, one bucket per region."""
+
+    endpoint: str | None = None
+    """``http(s)://host[:port]``; None means the AWS default."""
+    region: str = "us-east-1"
+    bucket_prefix: str = "buckets"
+    """Bucket name is ``f"{bucket_prefix}-{region}"``."""
+    root_template: str = "rustic/project-{project_id}"
+    """Repository root inside the bucket; ``{project_id}`` is substituted."""
+    access_key_id: str | None = None
+    secret_access_key: str | None = _secret()
+    password_file: Path | None = None
+    create_bucket: bool = False
+
+    def bucket_name(self, region: str | None = None) -> str:
+        """Return the bucket name for ``region`` (default: the configured one)."""
+        return f"{self.bucket_prefix}-{region or self.region}"
+
+    def repository_root(self, project_id: str) -> str:
+        """Return the repository root of ``project_id`` inside its bucket."""
+        return self.root_template.format(project_id=project_id)
+
+
+@dataclass(frozen=True, kw_only=True)
+class RepositoryConfig:
+    """Where project repositories live."""
+
+    kind: str = "local"
+    """``"local"`` or ``"s3"``."""
+    local: LocalRepositoryConfig
+    s3: S3RepositoryConfig | None = None
+    """Required when ``kind == "s3"``."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class LoggingConfig:
+    level: str = "info"
+    """``debug``, ``info``, ``warning`` or ``error``."""
+    format: str = "json"
+    """``json`` or ``console``."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class AgentConfig:
+    """The whole agent configuration."""
+
+    host_id: str
+    """Matches ``^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$``; default: the host name."""
+    server: ServerConfig = field(default_factory=ServerConfig)
+    paths: PathsConfig
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
+    engine: EngineConfig = field(default_factory=EngineConfig)
+    repository: RepositoryConfig
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
+    backend: str = "directory"
+    """``"directory"`` or ``"btrfs"``."""
+
+
+# --------------------------------------------------------------------------
+# Value checks: pure functions value -> None (fine) or what was required
+# --------------------------------------------------------------------------
+
+Check = Callable[[object], "str | None"]
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: object) -> bool:
+    return (_is_int(value) or isinstance(value, float)) and math.isfinite(value)  # type: ignore[arg-type]
+
+
+def integer(minimum: int) -> Check:
+    """An integer (not a bool) >= ``minimum``."""
+
+    def check(value: object) -> str | None:
+        if _is_int(value) and value >= minimum:  # type: ignore[operator]
+            return None
+        return f"must be an integer >= {minimum}"
+
+    return check
+
+
+def number(minimum: float, *, exclusive: bool = False) -> Check:
+    """A finite int or float > (``exclusive``) or >= ``minimum``."""
+    op = ">" if exclusive else ">="
+
+    def check(value: object) -> str | None:
+        if _is_number(value) and (
+            value > minimum if exclusive else value >= minimum  # type: ignore[operator]
+        ):
+            return None
+        return f"must be a number {op} {minimum:g}"
+
+    return check
+
+
+def boolean(value: object) -> str | None:
+    """``true`` or ``false``."""
+    return None if isinstance(value, bool) else "must be true or false"
+
+
+def nonempty_string(value: object) -> str | None:
+    """A string that is not empty or all blanks."""
+    if isinstance(value, str) and value.strip():
+        return None
+    return "must be a non-empty string"
+
+
+def one_of(*choices: str) -> Check:
+    """One of the strings ``choices``."""
+    shown = ", ".join(json.dumps(c) for c in choices)
+
+    def check(value: object) -> str | None:
+        return None if value in choices and isinstance(value, str) else f"must be one of {shown}"
+
+    return check
+
+
+def host_id(value: object) -> str | None:
+    """A host id: ``^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$``."""
+    if isinstance(value, str) and HOST_ID_RE.match(value):
+        return None
+    return "must be 1-63 letters, digits, '.', '_' or '-', starting with a letter or digit"
+
+
+def listen_address(value: object) -> str | None:
+    """``host:port`` with port 0..65535; an IPv6 host is written ``[addr]``."""
+    required = 'must be "host:port" with a port in 0..65535'
+    if not isinstance(value, str):
+        return required
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isascii() or not port.isdigit():
+        return required
+    if int(port) > 65535:
+        return required
+    if host.startswith("["):
+        if not host.endswith("]") or len(host) < 3:
+            return required
+    elif ":" in host or any(c.isspace() for c in host):
+        return required
+    return None
+
+
+def http_url(value: object) -> str | None:
+    """An absolute ``http://`` or ``https://`` URL with a host."""
+    required = "must be an http:// or https:// URL"
+    if not isinstance(value, str):
+        return required
+    try:
+        url = urllib.parse.urlsplit(value)
+        url.port  # noqa: B018 - raises ValueError on a bad port
+    except ValueError:
+        return required
+    if url.scheme not in ("http", "https") or not url.hostname:
+        return required
+    return None
+
+
+def s3_region(value: object) -> str | None:
+    """A region name: lowercase letters, digits and '-' (``auto`` for R2)."""
+    if isinstance(value, str) and _S3_REGION_RE.match(value):
+        return None
+    return "must be a region name of lowercase letters, digits and '-'"
+
+
+def root_template(value: object) -> str | None:
+    """A relative object key template using ``{project_id}`` and no other field."""
+    required = 'must be a relative key template containing "{project_id}" and no other field'
+    if not isinstance(value, str) or value.startswith("/"):
+        return required
+    try:
+        fields = {name for _, name, _, _ in string.Formatter().parse(value) if name is not None}
+    except ValueError:
+        return required
+    return None if fields == {"project_id"} else required
+
+
+def s3_bucket_name(name: str) -> bool:
+    """True when ``name`` is a valid S3 bucket name."""
+    return bool(_S3_BUCKET_RE.match(name)) and ".." not in name
+
+
+def optional(check: Check) -> Check:
+    """``check``, or TOML's way of saying "unset": an empty string."""
+
+    def wrapped(value: object) -> str | None:
+        return None if value == "" else check(value)
+
+    return wrapped
+
+
+# --------------------------------------------------------------------------
+# Reading tables: collects problems with key paths, flags unknown keys
+# --------------------------------------------------------------------------
+
+
+def key_path(prefix: str, key: str) -> str:
+    """Return the dotted TOML key path of ``key`` under ``prefix``."""
+    shown = key if _BARE_KEY_RE.match(key) else json.dumps(key)
+    return f"{prefix}.{shown}" if prefix else shown
+
+
+def show_value(value: object) -> str:
+    """Return ``value`` as the TOML file spelled it, for an error message."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return json.dumps(value)
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, dict):
+        return "a table"
+    if isinstance(value, list):
+        return "an array"
+    return f"a {type(value).__name__} ({value})"
+
+
+def toml_type(value: object) -> str:
+    """Return the TOML type name of ``value`` (used where the value is secret)."""
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, int):
+        return "an integer"
+    if isinstance(value, float):
+        return "a float"
+    if isinstance(value, dict):
+        return "a table"
+    if isinstance(value, list):
+        return "an array"
+    return f"a {type(value).__name__}"
+
+
+_MISSING = object()
+
+
+class _Table:
+    """One TOML table being read: hands out checked values, records problems.
+
+    Every key taken is marked known; :meth:`finish` reports the rest as
+    unknown. A bad value is recorded and replaced by the default so that
+    reading goes on and later problems are found too.
+    """
+
+    def __init__(self, data: Mapping[str, Any], prefix: str, problems: list[str]) -> None:
+        self.data = data
+        self.prefix = prefix
+        self.problems = problems
+        self.known: list[str] = []
+
+    def path(self, key: str) -> str:
+        return key_path(self.prefix, key)
+
+    def problem(self, key: str, message: str) -> None:
+        self.problems.append(f"{self.path(key) if key else self.prefix}: {message}")
+
+    def has(self, key: str) -> bool:
+        return key in self.data
+
+    def raw(self, key: str) -> Any:
+        """Return the raw value of ``key`` (or ``_MISSING``) and mark it known."""
+        self.known.append(key)
+        return self.data.get(key, _MISSING)
+
+    def take(self, key: str, check: Check, default: Any, *, secret: bool = False) -> Any:
+        """Return the value of ``key`` when it passes ``check``, else ``default``."""
+        value = self.raw(key)
+        if value is _MISSING:
+            return default
+        required = check(value)
+        if required is None:
+            return value
+        got = toml_type(value) if secret else show_value(value)
+        self.problem(key, f"{required}, got {got}")
+        return default
+
+    def take_optional(self, key: str, check: Check, *, secret: bool = False) -> Any:
+        """Like :meth:`take` for a key whose absence (or ``""``) means None."""
+        value = self.take(key, optional(check), None, secret=secret)
+        return None if value == "" else value
+
+    def take_path(self, key: str, default: Path | None, relative_to: Path) -> Path | None:
+        """Return ``key`` as an absolute path (relative ones against ``relative_to``)."""
+        value = self.take(key, nonempty_string, _MISSING)
+        if value is _MISSING:
+            return default
+        return resolve_path(value, relative_to)
+
+    def table(self, key: str) -> _Table | None:
+        """Return the sub-table ``key``; None when absent or not a table."""
+        value = self.raw(key)
+        if value is _MISSING:
+            return None
+        if not isinstance(value, dict):
+            self.problem(key, f"must be a table, got {show_value(value)}")
+            return None
+        return _Table(value, self.path(key), self.problems)
+
+    def finish(self) -> None:
+        """Report every key that no reader asked for."""
+        for key in self.data:
+            if key in self.known:
+                continue
+            hint = difflib.get_close_matches(key, self.known, n=1, cutoff=0.5)
+            suffix = f" (did you mean {hint[0]!r}?)" if hint else ""
+            self.problem(key, f"unknown key{suffix}")
+
+
+def resolve_path(value: str, relative_to: Path) -> Path:
+    """Return ``value`` as an absolute, normalised path.
+
+    ``~`` is expanded; a relative path is taken against ``relative_to`` (the
+    config file's directory), not against the agent's working directory.
+    """
+    path = Path(value).expanduser()
+    if not path.is_absolute():
+        path = relative_to / path
+    return Path(os.path.normpath(path))
+
+
+def resolve_binary(value: str, relative_to: Path) -> str:
+    """Return an engine binary: a bare name is looked up on PATH later; a
+    relative path containing '/' is taken against ``relative_to``."""
+    if "/" in value or value.startswith("~"):
+        return str(resolve_path(value, relative_to))
+    return value
+
+
+# --------------------------------------------------------------------------
+# Defaults
+# --------------------------------------------------------------------------
+
+
+def default_base_dir(environ: Mapping[str, str] | None = None) -> Path:
+    """Return ``$BUCKETS_HOME``, or ``~/.local/share/buckets`` when unset."""
+    env = os.environ if environ is None else environ
+    home = env.get("BUCKETS_HOME")
+    if home:
+        return Path(os.path.normpath(Path(home).expanduser().absolute()))
+    return Path("~/.local/share/buckets").expanduser()
+
+
+def default_host_id() -> str | None:
+    """Return this machine's host name as a host id, or None when it is not
+    a valid one (then the first label of the name is tried)."""
+    name = socket.gethostname()
+    for candidate in (name, name.split(".", 1)[0]):
+        if host_id(candidate) is None:
+            return candidate
+    return None
+
+
+def default_config(base_dir: Path | None = None) -> AgentConfig:
+    """Return the embedded default config.
+
+    Everything lives under ``base_dir`` (default :func:`default_base_dir`):
+    ``state/``, ``projects/``, ``persist/``, local repositories in
+    ``state/repos`` with the password in ``state/repository.password``; the
+    directory backend, listening on 127.0.0.1:50051.
+
+    Raises:
+        ConfigError: the host name is not a valid host id.
+    """
+    data: dict[str, Any] = {}
+    if base_dir is not None:
+        data["base_dir"] = str(base_dir)
+    return parse_config(data, source="<defaults>", relative_to=Path.cwd())
+
+
+# --------------------------------------------------------------------------
+# Parsing
+# --------------------------------------------------------------------------
+
+
+def load_config(path: Path | str) -> AgentConfig:
+    """Read and validate the TOML config file at ``path``.
+
+    Missing sections and keys take their defaults; relative paths in the file
+    are resolved against the file's directory.
+
+    Raises:
+        ConfigError: the file cannot be read, is not valid TOML (the problem
+            names line and column), or has any invalid or unknown key (every
+            problem is listed).
+    """
+    path = Path(path)
+    source = str(path)
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except FileNotFoundError:
+        raise ConfigError([f"{source}: config file not found"], source=source) from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError([f"{source}: not UTF-8 text: {exc}"], source=source) from None
+    except OSError as exc:
+        raise ConfigError(
+            [f"{source}: cannot read config file: {exc.strerror or exc}"], source=source
+        ) from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        # tomllib's message ends with "(at line L, column C)".
+        raise ConfigError([f"{source}: invalid TOML: {exc}"], source=source) from None
+    return parse_config(data, source=source, relative_to=path.parent.absolute())
+
+
+def parse_config(data: Mapping[str, Any], *, source: str, relative_to: Path) -> AgentConfig:
+    """Validate the parsed TOML ``data`` and build the :class:`AgentConfig`.
+
+    ``relative_to`` is the directory relative paths are taken against;
+    ``source`` names the config in the raised error. Reads the environment
+    (``BUCKETS_HOME``, home directory) and the host name only for defaults.
+
+    Raises:
+        ConfigError: with every problem found, each prefixed by its key path.
+    """
+    relative_to = Path(os.path.normpath(relative_to.absolute()))
+    problems: list[str] = []
+    top = _Table(data, "", problems)
+
+    base = top.take_path("base_dir", None, relative_to) or default_base_dir()
+    hid = top.take("host_id", host_id, "")
+    if not top.has("host_id"):
+        hid = default_host_id()
+        if hid is None:
+            problems.append(
+                f"host_id: not set, and the host name {json.dumps(socket.gethostname())} "
+                "is not a valid host id; set host_id"
+            )
+    backend = top.take("backend", one_of(*BACKENDS), "directory")
+
+    server = _parse_server(top.table("server"), relative_to)
+    paths = _parse_paths(top.table("paths"), base, relative_to)
+    limits = _parse_limits(top.table("limits"))
+    engine = _parse_engine(top.table("engine"), relative_to)
+    repository = _parse_repository(top.table("repository"), paths, relative_to, problems)
+    logging = _parse_logging(top.table("logging"))
+    top.finish()
+
+    if paths.projects_root == paths.persist_root:
+        problems.append(
+            "paths.persist_root: must differ from paths.projects_root "
+            "(both hold project-<uuid> directories)"
+        )
+
+    if problems:
+        raise ConfigError(problems, source=source)
+    return AgentConfig(
+        host_id=hid,
+        server=server,
+        paths=paths,
+        limits=limits,
+        engine=engine,
+        repository=repository,
+        logging=logging,
+        backend=backend,
+    )
+
+
+_SERVER = ServerConfig()
+_LIMITS = LimitsConfig()
+_ENGINE = EngineConfig()
+_S3 = S3RepositoryConfig()
+_LOGGING = LoggingConfig()
+
+
+def _parse_server(table: _Table | None, relative_to: Path) -> ServerConfig:
+    if table is None:
+        return _SERVER
+    port_file = table.take_path("port_file", None, relative_to)
+    config = ServerConfig(
+        listen=table.take("listen", listen_address, _SERVER.listen),
+        grace_period=float(table.take("grace_period", number(0), _SERVER.grace_period)),
+        keepalive_interval=float(
+            table.take("keepalive_interval", number(0, exclusive=True), _SERVER.keepalive_interval)
+        ),
+        port_file=None if port_file is None else str(port_file),
+    )
+    table.finish()
+    return config
+
+
+def _parse_paths(table: _Table | None, base: Path, relative_to: Path) -> PathsConfig:
+    defaults = {
+        "state_dir": base / "state",
+        "projects_root": base / "projects",
+        "persist_root": base / "persist",
+    }
+    if table is None:
+        return PathsConfig(**defaults)
+    config = PathsConfig(
+        **{key: table.take_path(key, default, relative_to) for key, default in defaults.items()}
+    )
+    table.finish()
+    return config
+
+
+def _parse_limits(table: _Table | None) -> LimitsConfig:
+    if table is None:
+        return _LIMITS
+    config = LimitsConfig(
+        max_concurrent_operations=table.take(
+            "max_concurrent_operations", integer(1), _LIMITS.max_concurrent_operations
+        ),
+        max_queued_operations=table.take(
+            "max_queued_operations", integer(0), _LIMITS.max_queued_operations
+        ),
+        engine_timeout=float(
+            table.take("engine_timeout", number(0, exclusive=True), _LIMITS.engine_timeout)
+        ),
+        kill_grace=float(table.take("kill_grace", number(0), _LIMITS.kill_grace)),
+        read_file_max_bytes=table.take(
+            "read_file_max_bytes", integer(1), _LIMITS.read_file_max_bytes
+        ),
+        upload_limit_kib=table.take("upload_limit_kib", integer(0), _LIMITS.upload_limit_kib),
+        download_limit_kib=table.take("download_limit_kib", integer(0), _LIMITS.download_limit_kib),
+    )
+    table.finish()
+    return config
+
+
+def _parse_engine(table: _Table | None, relative_to: Path) -> EngineConfig:
+    if table is None:
+        return _ENGINE
+    config = EngineConfig(
+        engine=table.take("engine", one_of(*ENGINES), _ENGINE.engine),
+        restic_binary=resolve_binary(
+            table.take("restic_binary", nonempty_string, _ENGINE.restic_binary), relative_to
+        ),
+        rustic_binary=resolve_binary(
+            table.take("rustic_binary", nonempty_string, _ENGINE.rustic_binary), relative_to
+        ),
+    )
+    table.finish()
+    return config
+
+
+def _parse_repository(
+    table: _Table | None, paths: PathsConfig, relative_to: Path, problems: list[str]
+) -> RepositoryConfig:
+    local_defaults = LocalRepositoryConfig(
+        root=paths.state_dir / "repos",
+        password_file=paths.state_dir / "repository.password",
+    )
+    if table is None:
+        return RepositoryConfig(local=local_defaults)
+    kind = table.take("kind", one_of(*REPOSITORY_KINDS), "local")
+    local = _parse_local(table.table("local"), local_defaults, relative_to)
+    s3 = _parse_s3(table.table("s3"), relative_to)
+    if kind == "s3" and not table.has("s3"):
+        problems.append('repository.s3: required when repository.kind is "s3"')
+    table.finish()
+    return RepositoryConfig(kind=kind, local=local, s3=s3)
+
+
+def _parse_local(
+    table: _Table | None, defaults: LocalRepositoryConfig, relative_to: Path
+) -> LocalRepositoryConfig:
+    if table is None:
+        return defaults
+    config = LocalRepositoryConfig(
+        root=table.take_path("root", defaults.root, relative_to),
+        password_file=table.take_path("password_file", defaults.password_file, relative_to),
+    )
+    table.finish()
+    return config
+
+
+def _parse_s3(table: _Table | None, relative_to: Path) -> S3RepositoryConfig | None:
+    if table is None:
+        return None
+    config = S3RepositoryConfig(
+        endpoint=table.take_optional("endpoint", http_url),
+        region=table.take("region", s3_region, _S3.region),
+        bucket_prefix=table.take("bucket_prefix", nonempty_string, _S3.bucket_prefix),
+        root_template=table.take("root_template", root_template, _S3.root_template),
+        access_key_id=table.take_optional("access_key_id", nonempty_string),
+        secret_access_key=table.take_optional("secret_access_key", nonempty_string, secret=True),
+        password_file=table.take_path("password_file", None, relative_to),
+        create_bucket=table.take("create_bucket", boolean, _S3.create_bucket),
+    )
+    bucket = config.bucket_name()
+    if table.has("bucket_prefix") and not s3_bucket_name(bucket):
+        table.problem(
+            "bucket_prefix",
+            f"gives the bucket name {json.dumps(bucket)}, which is not a valid S3 bucket name "
+            "(3-63 lowercase letters, digits, '.' and '-', starting and ending with a "
+            "letter or digit)",
+        )
+    if (config.access_key_id is None) != (config.secret_access_key is None):
+        table.problem("", "access_key_id and secret_access_key must be set together")
+    table.finish()
+    return config
+
+
+def _parse_logging(table: _Table | None) -> LoggingConfig:
+    if table is None:
+        return _LOGGING
+    config = LoggingConfig(
+        level=table.take("level", one_of(*LOG_LEVELS), _LOGGING.level),
+        format=table.take("format", one_of(*LOG_FORMATS), _LOGGING.format),
+    )
+    table.finish()
+    return config
+
+
+# --------------------------------------------------------------------------
+# The repository password file
+# --------------------------------------------------------------------------
+
+
+def ensure_password_file(path: Path) -> None:
+    """Make sure the repository password file at ``path`` exists and is private.
+
+    A missing file is created with a random password
+    (``secrets.token_urlsafe(32)``, no trailing newline) and mode 0600; the
+    missing parent directories are created with mode 0700. The file is written
+    under a temporary name opened ``O_CREAT|O_EXCL`` with mode 0600 and then
+    hard-linked into place, so it is never readable by others and never seen
+    half-written; if another process creates it first, that file wins. An
+    existing file is left alone.
+
+    Raises:
+        FailedPrecondition: an existing file is not a regular file, is
+            accessible by group or others, or is empty.
+        OSError: the file or its directories cannot be created.
+    """
+    path = Path(path)
+    _make_private_dirs(path.parent)
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        _create_password_file(path)
+        st = os.stat(path)
+    _check_password_file(path, st)
+
+
+def _make_private_dirs(directory: Path) -> None:
+    """Create ``directory`` and its missing parents, each with mode 0700."""
+    missing = []
+    current = directory
+    while not current.exists():
+        missing.append(current)
+        if current.parent == current:
+            break
+        current = current.parent
+    for item in reversed(missing):
+        try:
+            os.mkdir(item, 0o700)
+        except FileExistsError:
+            pass  # created concurrently; fine
+
+
+def _create_password_file(path: Path) -> None:
+    password = secrets.token_urlsafe(32).encode("ascii")
+    temp = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    try:
+        try:
+            os.fchmod(fd, 0o600)  # the umask may have removed the owner's bits
+            os.write(fd, password)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        try:
+            os.link(temp, path)
+        except FileExistsError:
+            pass  # another process won the race: keep its password
+    finally:
+        temp.unlink(missing_ok=True)
+
+
+def _check_password_file(path: Path, st: os.stat_result) -> None:
+    if not stat.S_ISREG(st.st_mode):
+        raise FailedPrecondition(f"repository password file {path} is not a regular file")
+    mode = stat.S_IMODE(st.st_mode)
+    if mode & 0o077:
+        raise FailedPrecondition(
+            f"repository password file {path} is readable by group or others "
+            f"(mode {mode:04o}); run: chmod 600 {path}"
+        )
+    if st.st_size == 0:
+        raise FailedPrecondition(f"repository password file {path} is empty")
+
+
+# --------------------------------------------------------------------------
+# Describing
+# --------------------------------------------------------------------------
+
+
+def describe(config: Any) -> dict[str, Any]:
+    """Return a JSON-able dict of ``config`` (any of the config dataclasses)
+    for ``buckets-agent check-config``; paths become strings and every set
+    secret is replaced by ``"***"``."""
+    return {f.name: _describe_field(f, getattr(config, f.name)) for f in dataclasses.fields(config)}
+
+
+def _describe_field(f: dataclasses.Field[Any], value: Any) -> Any:
+    if f.metadata.get("secret") and value is not None:
+        return SECRET_MASK
+    if dataclasses.is_dataclass(value):
+        return describe(value)
+    if isinstance(value, Path):
+        return str(value)
+    return value

@@ -1,0 +1,150 @@
+"""Conversion between protobuf messages and the agent's domain values (and nothing else)."""
+
+from __future__ import annotations
+
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from agent import errors
+from agent.engine import restic_args as ra
+from agent.model import OperationError, OperationKind, OperationRecord, OperationState, ProgressEvent, Summary
+from agent.repository import LocalSpec, RepositorySpec, S3Spec
+from hub_client.proto.buckets.v1 import agent_pb2 as pb
+
+_KINDS = {
+    OperationKind.BACKUP: pb.OPERATION_KIND_BACKUP,
+    OperationKind.RESTORE: pb.OPERATION_KIND_RESTORE,
+    OperationKind.VERIFY: pb.OPERATION_KIND_VERIFY,
+    OperationKind.ENSURE: pb.OPERATION_KIND_ENSURE,
+    OperationKind.DRAIN: pb.OPERATION_KIND_DRAIN,
+    OperationKind.DELETE: pb.OPERATION_KIND_DELETE,
+    OperationKind.FORGET: pb.OPERATION_KIND_FORGET,
+}
+
+
+def timestamp(seconds: float | None) -> Timestamp | None:
+    if seconds is None:
+        return None
+    stamp = Timestamp()
+    stamp.FromNanoseconds(int(seconds * 1e9))
+    return stamp
+
+
+def state_to_proto(state: OperationState) -> int:
+    return pb.OperationState.Value(state.value)
+
+
+def state_from_proto(value: int) -> OperationState:
+    if value == pb.OPERATION_STATE_UNSPECIFIED or value not in pb.OperationState.values():
+        raise errors.InvalidArgument(f"unknown operation state {value}")
+    return OperationState(pb.OperationState.Name(value))
+
+
+def error_to_proto(error: OperationError | None) -> pb.OperationError | None:
+    return None if error is None else pb.OperationError(code=error.code, message=error.message)
+
+
+def summary_to_proto(summary: Summary | None) -> pb.OperationSummary | None:
+    if summary is None:
+        return None
+    return pb.OperationSummary(
+        snapshot_id=summary.snapshot_id,
+        bytes_added=summary.bytes_added,
+        bytes_processed=summary.bytes_processed,
+        files_processed=summary.files_processed,
+        files_new=summary.files_new,
+        files_changed=summary.files_changed,
+        duration_seconds=summary.duration_seconds,
+        warnings=list(summary.warnings),
+    )
+
+
+def operation_to_proto(record: OperationRecord, *, joined: bool = False) -> pb.Operation:
+    return pb.Operation(
+        id=record.id,
+        request_id=record.request_id,
+        kind=_KINDS[record.kind],
+        project_id=record.project_id,
+        state=state_to_proto(record.state),
+        created_at=timestamp(record.created_at),
+        started_at=timestamp(record.started_at),
+        finished_at=timestamp(record.finished_at),
+        error=error_to_proto(record.error),
+        summary=summary_to_proto(record.summary),
+        last_seq=record.last_seq,
+        joined=joined,
+    )
+
+
+def event_to_proto(event: ProgressEvent) -> pb.ProgressEvent:
+    return pb.ProgressEvent(
+        operation_id=event.operation_id,
+        seq=event.seq,
+        time=timestamp(event.time),
+        state=state_to_proto(event.state),
+        phase=event.phase,
+        percent=event.percent,
+        bytes_done=event.bytes_done,
+        bytes_total=event.bytes_total,
+        files_done=event.files_done,
+        files_total=event.files_total,
+        bytes_per_second=event.bytes_per_second,
+        eta_seconds=event.eta_seconds,
+        message=event.message,
+        terminal=event.terminal,
+        summary=summary_to_proto(event.summary),
+        error=error_to_proto(event.error),
+    )
+
+
+def repository_from_proto(message: pb.RepositorySpec, present: bool) -> RepositorySpec | None:
+    """The request's repository spec, or None when the request carried none."""
+    if not present:
+        return None
+    which = message.WhichOneof("location")
+    location: LocalSpec | S3Spec | None = None
+    if which == "local":
+        location = LocalSpec(path=message.local.path)
+    elif which == "s3":
+        s3 = message.s3
+        location = S3Spec(
+            endpoint=s3.endpoint,
+            region=s3.region,
+            bucket=s3.bucket,
+            root=s3.root,
+            access_key_id=s3.access_key_id,
+            secret_access_key=s3.secret_access_key,
+        )
+    return RepositorySpec(location=location, password=message.password)
+
+
+def snapshot_to_proto(snapshot: ra.Snapshot) -> pb.Snapshot:
+    tags = ra.tag_map(snapshot.tags)
+    return pb.Snapshot(
+        id=snapshot.id,
+        short_id=snapshot.short_id,
+        time=timestamp(snapshot.time.timestamp()),
+        hostname=snapshot.hostname,
+        paths=list(snapshot.paths),
+        tags=list(snapshot.tags),
+        layout=tags.get("layout", ""),
+        project_id=tags.get("project", ""),
+        source_host_id=tags.get("host", ""),
+        operation_id=tags.get("op", ""),
+        purpose=tags.get("purpose", ""),
+    )
+
+
+VERIFY_MODES = {
+    pb.VerifyRequest.MODE_UNSPECIFIED: "repository",
+    pb.VerifyRequest.REPOSITORY: "repository",
+    pb.VerifyRequest.READ_DATA: "read_data",
+    pb.VerifyRequest.SNAPSHOT_TREE: "snapshot_tree",
+    pb.VerifyRequest.SENTINEL: "sentinel",
+}
+
+
+def verify_mode_from_proto(value: int) -> str:
+    try:
+        return VERIFY_MODES[value]
+    except KeyError:
+        raise errors.InvalidArgument(f"unknown verify mode {value}") from None

@@ -1,0 +1,1 @@
+"""Backup engines (restic, rustic): pure argv builders, output parsers, one executor."""

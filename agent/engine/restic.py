@@ -1,0 +1,198 @@
+"""The restic driver: runs restic through the executor and turns its output into domain values.
+
+Argument lists and parsing live in :mod:`agent.engine.restic_args` (pure);
+this module only wires them to processes.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import structlog
+
+from agent import errors
+from agent.backends.directory import EngineView
+from agent.engine import restic_args as ra
+from agent.executor import ProcessResult, run_process
+from agent.repository import Repository
+
+log = structlog.get_logger("agent.engine.restic")
+
+# restic's exit code for "snapshot saved, but some files could not be read".
+EXIT_INCOMPLETE = 3
+
+
+@dataclass(frozen=True)
+class BackupOutcome:
+    summary: ra.BackupSummary
+    warnings: tuple[str, ...]
+
+
+class ResticEngine:
+    """Takes the restic binary, the agent's state dir (cache, HOME) and process limits."""
+
+    name = "restic"
+
+    def __init__(
+        self,
+        *,
+        binary: str,
+        state_dir: Path,
+        timeout: float,
+        kill_grace: float,
+        upload_limit_kib: int = 0,
+        download_limit_kib: int = 0,
+    ) -> None:
+        self.binary = binary
+        self._extra: tuple[str, ...] = ()
+        if upload_limit_kib:
+            self._extra += ("--limit-upload", str(upload_limit_kib))
+        if download_limit_kib:
+            self._extra += ("--limit-download", str(download_limit_kib))
+        self._cache_dir = state_dir / "cache"
+        self._home = state_dir
+        self._tmp = state_dir / "tmp"
+        self._timeout = timeout
+        self._kill_grace = kill_grace
+        self._version: tuple[int, int, int] | None = None
+
+    # ------------------------------------------------------------ plumbing
+
+    def _common(self, repo: Repository) -> ra.CommonOptions:
+        return ra.CommonOptions(
+            repository=repo.location, cache_dir=str(self._cache_dir), password_file=None, extra=self._extra
+        )
+
+    def _env(self, repo: Repository) -> dict[str, str]:
+        self._tmp.mkdir(parents=True, exist_ok=True)
+        env = {
+            "PATH": os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin"),
+            "HOME": str(self._home),
+            "TMPDIR": str(self._tmp),
+            "LANG": "C.UTF-8",
+            # A few status lines a second are plenty; the default is 60 when not on a terminal.
+            "RESTIC_PROGRESS_FPS": "2",
+            "RESTIC_PASSWORD": repo.password,
+        }
+        env.update(repo.env)
+        return env
+
+    async def _run(
+        self,
+        repo: Repository,
+        argv: Sequence[str],
+        *,
+        action: str,
+        cwd: Path | None = None,
+        on_stdout_line: Callable[[str], None] | None = None,
+        capture_stdout: bool = False,
+        ok_codes: tuple[int, ...] = (0,),
+    ) -> ProcessResult:
+        result = await run_process(
+            argv,
+            env=self._env(repo),
+            cwd=cwd,
+            timeout=self._timeout,
+            on_stdout_line=on_stdout_line,
+            capture_stdout=capture_stdout,
+            secrets=repo.secrets,
+            kill_grace=self._kill_grace,
+        )
+        if result.returncode not in ok_codes:
+            raise ra.classify_failure(result.returncode, result.stderr_tail, action=action)
+        return result
+
+    # ------------------------------------------------------------ commands
+
+    async def version(self) -> str:
+        """Return the engine version as "x.y.z"; raises Unimplemented when restic is missing."""
+        if self._version is None:
+            result = await run_process(ra.version_args(self.binary), env={"PATH": os.environ.get("PATH", "")},
+                                       capture_stdout=True, timeout=30)
+            self._version = ra.parse_version(result.stdout)
+        return ".".join(map(str, self._version))
+
+    async def init(self, repo: Repository) -> None:
+        await self._run(repo, ra.init_args(self.binary, self._common(repo)), action="restic init")
+        log.info("repository.initialised", repository=repo.display)
+
+    async def backup(
+        self,
+        repo: Repository,
+        view: EngineView,
+        *,
+        host: str,
+        tags: Sequence[str],
+        on_status: Callable[[ra.BackupStatus], None],
+        init_missing: bool = True,
+    ) -> BackupOutcome:
+        """Back up ``view.root``'s ``project`` and ``persist``; initialise the repository on first use.
+
+        Returns the summary and per-file warnings; raises a BucketsError.
+        """
+        summary: list[ra.BackupSummary] = []
+        item_errors: list[str] = []
+
+        def on_line(line: str) -> None:
+            parsed = ra.parse_backup_line(line)
+            if isinstance(parsed, ra.BackupStatus):
+                on_status(parsed)
+            elif isinstance(parsed, ra.BackupSummary):
+                summary.append(parsed)
+            elif isinstance(parsed, ra.BackupItemError):
+                item_errors.append(f"{parsed.item}: {parsed.message}")
+
+        argv = [
+            *view.wrapper,
+            *ra.backup_args(self.binary, self._common(repo), paths=["project", "persist"], host=host, tags=tags),
+        ]
+        try:
+            result = await self._run(
+                repo, argv, action="restic backup", cwd=view.root, on_stdout_line=on_line,
+                ok_codes=(0, EXIT_INCOMPLETE),
+            )
+        except errors.NotFound:
+            if not init_missing:
+                raise
+            await self.init(repo)
+            return await self.backup(repo, view, host=host, tags=tags, on_status=on_status, init_missing=False)
+        if not summary:
+            raise errors.Internal("restic backup ended without a summary", detail=result.stderr_tail)
+        warnings = list(item_errors)
+        if result.returncode == EXIT_INCOMPLETE:
+            warnings.append("some files could not be read; the snapshot is incomplete")
+        return BackupOutcome(summary=summary[-1], warnings=tuple(warnings))
+
+    async def snapshots(
+        self, repo: Repository, *, host: str | None = None, ids: Sequence[str] = ()
+    ) -> list[ra.Snapshot]:
+        """Return snapshots (oldest first, as restic lists them); raises NotFound for a missing repository."""
+        result = await self._run(
+            repo, ra.snapshots_args(self.binary, self._common(repo), host=host, ids=ids),
+            action="restic snapshots", capture_stdout=True,
+        )
+        return ra.parse_snapshots(result.stdout)
+
+    async def restore_size(self, repo: Repository, snapshot_id: str) -> ra.RestoreSize:
+        result = await self._run(
+            repo, ra.stats_restore_size_args(self.binary, self._common(repo), snapshot_id),
+            action="restic stats", capture_stdout=True,
+        )
+        return ra.parse_restore_size(result.stdout)
+
+    async def restore(self, repo: Repository, snapshot_id: str, view: EngineView) -> None:
+        """Restore the whole snapshot into ``view.root`` (its project/ and persist/ roots)."""
+        argv = [
+            *view.wrapper,
+            *ra.restore_args(self.binary, self._common(repo), snapshot_id=snapshot_id, target=str(view.root)),
+        ]
+        await self._run(repo, argv, action="restic restore")
+
+    async def check(self, repo: Repository, *, read_data_subset: str | None = None) -> None:
+        """Check the repository; raises DataLoss naming what restic found."""
+        await self._run(repo, ra.unlock_args(self.binary, self._common(repo)), action="restic unlock")
+        argv = ra.check_args(self.binary, self._common(repo), read_data_subset=read_data_subset)
+        await self._run(repo, argv, action="restic check", capture_stdout=True)

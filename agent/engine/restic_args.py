@@ -1,0 +1,728 @@
+"""restic: pure argv builders, output parsers and failure classification.
+
+Nothing in this module starts a process. The builders return argument lists
+for the one executor; the parsers turn restic's output into frozen domain
+types; :func:`classify_failure` turns a failed run into an
+:class:`agent.errors.BucketsError`.
+
+Written against restic 0.14.0 (Debian bookworm), whose output is recorded
+under ``tests/unit/samples/restic/``, and kept compatible with restic >= 0.17,
+which adds dedicated exit codes (10, 11, 12) and JSON error messages.
+
+Every builder puts the repository options first, in this fixed order::
+
+    [binary, "-r", repository, "--password-file", FILE, "--cache-dir", DIR | "--no-cache", *extra]
+
+and ends the options with ``--`` before positional arguments that come from
+callers (paths, snapshot ids), so that nothing positional is ever read as a
+flag. The repository password never appears in argv: it is read by restic
+from ``password_file`` (or from the environment the executor prepares).
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from agent import errors
+
+# Exit codes that are not failures. 3 means the snapshot was written but some
+# source files could not be read (restic >= 0.17 also uses it when `forget`
+# could not remove every snapshot); callers report it as a warning.
+EXIT_OK = 0
+EXIT_INCOMPLETE = 3
+
+# --------------------------------------------------------------------------
+# Domain types
+# --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CommonOptions:
+    """Options every restic invocation on one repository carries.
+
+    ``cache_dir`` None means ``--no-cache``; ``password_file`` None means the
+    password comes from the environment (``RESTIC_PASSWORD``) set by the
+    executor. ``extra`` is appended verbatim, e.g. ``("-o", "s3.connections=8")``.
+    """
+
+    repository: str
+    cache_dir: str | None
+    password_file: str | None
+    extra: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class BackupStatus:
+    """One ``backup --json`` progress line. ``percent`` is 0..100."""
+
+    percent: float
+    files_done: int
+    files_total: int
+    bytes_done: int
+    bytes_total: int
+    seconds_elapsed: float
+    seconds_remaining: float | None
+    current_files: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class BackupSummary:
+    """The final ``backup --json`` line.
+
+    ``snapshot_id`` is the id as restic prints it (short in 0.14, full in
+    newer versions); it is ``""`` when restic wrote no snapshot (restic >= 0.17
+    with ``--skip-if-unchanged`` or ``--dry-run``).
+    """
+
+    snapshot_id: str
+    files_new: int
+    files_changed: int
+    files_unmodified: int
+    data_added: int
+    total_files_processed: int
+    total_bytes_processed: int
+    total_duration: float
+
+
+@dataclass(frozen=True)
+class BackupItemError:
+    """A ``backup --json`` "error" message: one item restic could not read.
+
+    restic prints these on stderr; ``during`` is e.g. "scan" or "archival".
+    """
+
+    item: str
+    during: str
+    message: str
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """One entry of ``snapshots --json``; ``time`` is timezone-aware UTC."""
+
+    id: str
+    short_id: str
+    time: datetime
+    hostname: str
+    paths: tuple[str, ...]
+    tags: tuple[str, ...]
+    tree: str
+    username: str
+
+
+@dataclass(frozen=True)
+class RestoreSize:
+    """``stats --json --mode restore-size`` of one snapshot."""
+
+    total_bytes: int
+    total_files: int
+
+
+# --------------------------------------------------------------------------
+# Argument validation
+# --------------------------------------------------------------------------
+
+# Full ids are 64 hex digits; restic prints 8-digit short ids. Any prefix of at
+# least 8 digits is accepted; "latest" is refused on purpose: the agent always
+# names the exact snapshot it means.
+_SNAPSHOT_ID = re.compile(r"[0-9a-f]{8,64}")
+
+# --read-data-subset forms restic 0.14 accepts: "n/t", "x%" / "x.y%", or a
+# size in bytes with an optional k/m/g/t suffix.
+_SUBSET_PART = re.compile(r"([0-9]+)/([0-9]+)")
+_SUBSET_PERCENT = re.compile(r"([0-9]+(?:\.[0-9]+)?)%")
+_SUBSET_SIZE = re.compile(r"([0-9]+)[kKmMgGtT]?")
+
+
+def _check_snapshot_id(snapshot_id: str) -> str:
+    if not isinstance(snapshot_id, str) or not _SNAPSHOT_ID.fullmatch(snapshot_id):
+        raise ValueError(f"not a restic snapshot id: {snapshot_id!r}")
+    return snapshot_id
+
+
+def _check_tag(tag: str) -> str:
+    # restic splits a --tag value on ',', so a comma would silently turn one
+    # tag into two.
+    if not isinstance(tag, str) or not tag:
+        raise ValueError("a restic tag must not be empty")
+    if "," in tag:
+        raise ValueError(f"a restic tag must not contain ',': {tag!r}")
+    return tag
+
+
+def _check_read_data_subset(subset: str) -> str:
+    if m := _SUBSET_PART.fullmatch(subset):
+        n, t = int(m.group(1)), int(m.group(2))
+        if 1 <= n <= t:
+            return subset
+    elif m := _SUBSET_PERCENT.fullmatch(subset):
+        if 0 < float(m.group(1)) <= 100:
+            return subset
+    elif m := _SUBSET_SIZE.fullmatch(subset):
+        if int(m.group(1)) > 0:
+            return subset
+    raise ValueError(
+        f"read_data_subset must be 'n/t' (1 <= n <= t), 'x%' (0 < x <= 100) "
+        f"or a size such as '500M': {subset!r}"
+    )
+
+
+# --------------------------------------------------------------------------
+# Argv builders
+# --------------------------------------------------------------------------
+
+
+def _common(binary: str, common: CommonOptions) -> list[str]:
+    if not binary:
+        raise ValueError("the restic binary must be named")
+    if not common.repository:
+        raise ValueError("the repository must be named")
+    argv = [binary, "-r", common.repository]
+    if common.password_file is not None:
+        argv += ["--password-file", common.password_file]
+    if common.cache_dir is not None:
+        argv += ["--cache-dir", common.cache_dir]
+    else:
+        argv.append("--no-cache")
+    argv.extend(common.extra)
+    return argv
+
+
+def init_args(binary: str, common: CommonOptions) -> list[str]:
+    """``restic init``: create the repository."""
+    return [*_common(binary, common), "init"]
+
+
+def backup_args(
+    binary: str,
+    common: CommonOptions,
+    *,
+    paths: Sequence[str],
+    host: str,
+    tags: Sequence[str],
+    parent: str | None = None,
+    exclude_caches: bool = False,
+) -> list[str]:
+    """``restic backup --json``: one ``--tag`` per tag, paths after ``--``.
+
+    Raises ValueError for no paths, an empty host, a tag that is empty or
+    contains ',', or a malformed parent id.
+    """
+    if isinstance(paths, str) or not paths:
+        raise ValueError("backup needs at least one path")
+    if any(not p for p in paths):
+        raise ValueError("backup paths must not be empty")
+    if not host:
+        raise ValueError("backup needs a host name")
+    argv = [*_common(binary, common), "backup", "--json", "--host", host]
+    for tag in tags:
+        argv += ["--tag", _check_tag(tag)]
+    if parent is not None:
+        argv += ["--parent", _check_snapshot_id(parent)]
+    if exclude_caches:
+        argv.append("--exclude-caches")
+    return [*argv, "--", *paths]
+
+
+def snapshots_args(
+    binary: str,
+    common: CommonOptions,
+    *,
+    host: str | None = None,
+    tags: Sequence[str] = (),
+    ids: Sequence[str] = (),
+) -> list[str]:
+    """``restic snapshots --json``, optionally filtered.
+
+    ``tags`` are passed as one comma-joined ``--tag`` list, which restic reads
+    as "carries every one of these tags". Raises ValueError for a bad tag or id.
+    """
+    argv = [*_common(binary, common), "snapshots", "--json"]
+    if host is not None:
+        if not host:
+            raise ValueError("host filter must not be empty")
+        argv += ["--host", host]
+    if tags:
+        argv += ["--tag", ",".join(_check_tag(t) for t in tags)]
+    if ids:
+        argv += ["--", *(_check_snapshot_id(i) for i in ids)]
+    return argv
+
+
+def restore_args(
+    binary: str,
+    common: CommonOptions,
+    *,
+    snapshot_id: str,
+    target: str,
+    include: Sequence[str] = (),
+    verify: bool = False,
+) -> list[str]:
+    """``restic restore --target T [--include P]... [--verify] -- ID``.
+
+    Raises ValueError for a malformed id, an empty target or include pattern.
+    """
+    if not target:
+        raise ValueError("restore needs a target directory")
+    argv = [*_common(binary, common), "restore", "--target", target]
+    for pattern in include:
+        if not pattern:
+            raise ValueError("include patterns must not be empty")
+        argv += ["--include", pattern]
+    if verify:
+        argv.append("--verify")
+    return [*argv, "--", _check_snapshot_id(snapshot_id)]
+
+
+def check_args(
+    binary: str,
+    common: CommonOptions,
+    *,
+    read_data: bool = False,
+    read_data_subset: str | None = None,
+) -> list[str]:
+    """``restic check [--read-data | --read-data-subset S]``.
+
+    Raises ValueError if both are given or the subset is malformed.
+    """
+    argv = [*_common(binary, common), "check"]
+    if read_data and read_data_subset is not None:
+        raise ValueError("read_data and read_data_subset exclude each other")
+    if read_data:
+        argv.append("--read-data")
+    elif read_data_subset is not None:
+        argv += ["--read-data-subset", _check_read_data_subset(read_data_subset)]
+    return argv
+
+
+def unlock_args(binary: str, common: CommonOptions) -> list[str]:
+    """``restic unlock``: remove stale locks only (never ``--remove-all``)."""
+    return [*_common(binary, common), "unlock"]
+
+
+def stats_restore_size_args(binary: str, common: CommonOptions, snapshot_id: str) -> list[str]:
+    """``restic stats --json --mode restore-size -- ID``."""
+    return [
+        *_common(binary, common),
+        "stats",
+        "--json",
+        "--mode",
+        "restore-size",
+        "--",
+        _check_snapshot_id(snapshot_id),
+    ]
+
+
+def cat_config_args(binary: str, common: CommonOptions) -> list[str]:
+    """``restic cat config``: cheap probe that the repository exists and opens."""
+    return [*_common(binary, common), "cat", "config"]
+
+
+def forget_args(binary: str, common: CommonOptions, snapshot_ids: Sequence[str]) -> list[str]:
+    """``restic forget -- ID...`` (no prune). Raises ValueError for no or bad ids."""
+    if isinstance(snapshot_ids, str) or not snapshot_ids:
+        raise ValueError("forget needs at least one snapshot id")
+    return [*_common(binary, common), "forget", "--", *(_check_snapshot_id(i) for i in snapshot_ids)]
+
+
+def ls_args(
+    binary: str, common: CommonOptions, snapshot_id: str, path: str | None = None
+) -> list[str]:
+    """``restic ls --json -- ID [PATH]``; ``path`` must be absolute inside the snapshot."""
+    argv = [*_common(binary, common), "ls", "--json", "--", _check_snapshot_id(snapshot_id)]
+    if path is not None:
+        if not path.startswith("/"):
+            raise ValueError(f"ls path must be absolute: {path!r}")
+        argv.append(path)
+    return argv
+
+
+def version_args(binary: str) -> list[str]:
+    """``restic version``."""
+    if not binary:
+        raise ValueError("the restic binary must be named")
+    return [binary, "version"]
+
+
+# --------------------------------------------------------------------------
+# Parsers
+# --------------------------------------------------------------------------
+
+# restic clears the terminal line with ESC[2K before a status line when it
+# thinks it writes to a terminal.
+_ANSI_CSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+
+
+def _int(obj: dict[str, Any], key: str) -> int:
+    value = obj.get(key, 0)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"{key} is not a number")
+    return int(value)
+
+
+def _float(obj: dict[str, Any], key: str) -> float:
+    value = obj.get(key, 0)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"{key} is not a number")
+    return float(value)
+
+
+def _str(obj: dict[str, Any], key: str) -> str:
+    value = obj.get(key, "")
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise TypeError(f"{key} is not a string")
+    return value
+
+
+def _strs(obj: dict[str, Any], key: str) -> tuple[str, ...]:
+    value = obj.get(key) or []
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise TypeError(f"{key} is not a list of strings")
+    return tuple(value)
+
+
+def _error_text(error: object) -> str:
+    """The message of a backup "error" object.
+
+    restic >= 0.17 writes ``{"message": "..."}``. restic 0.14 serialises the Go
+    error value itself: ``{"Op": "open", "Path": "...", "Err": 13}`` for an
+    ``*os.PathError`` and ``{}`` for error types without exported fields.
+    """
+    if isinstance(error, str):
+        return error
+    if not isinstance(error, dict):
+        return ""
+    message = error.get("message")
+    if isinstance(message, str) and message:
+        return message
+    op, path, err = error.get("Op"), error.get("Path"), error.get("Err")
+    if isinstance(err, int) and not isinstance(err, bool):
+        reason = os.strerror(err) if err in errno.errorcode else f"errno {err}"
+    elif isinstance(err, str):
+        reason = err
+    else:
+        reason = ""
+    head = " ".join(str(p) for p in (op, path) if isinstance(p, str) and p)
+    if head and reason:
+        return f"{head}: {reason}"
+    if head or reason:
+        return head or reason
+    return "restic gave no error text"
+
+
+def parse_backup_line(line: str) -> BackupStatus | BackupSummary | BackupItemError | None:
+    """Parse one line of ``restic backup --json`` stdout or stderr.
+
+    Returns None for anything that is not a JSON object of a known message
+    type (plain text, "verbose_status", truncated lines …); never raises.
+    """
+    try:
+        text = _ANSI_CSI.sub("", line).strip()
+        if not text.startswith("{"):
+            return None
+        msg = json.loads(text)
+        if not isinstance(msg, dict):
+            return None
+        kind = msg.get("message_type")
+        if kind == "status":
+            remaining = msg.get("seconds_remaining")
+            return BackupStatus(
+                percent=_float(msg, "percent_done") * 100.0,
+                files_done=_int(msg, "files_done"),
+                files_total=_int(msg, "total_files"),
+                bytes_done=_int(msg, "bytes_done"),
+                bytes_total=_int(msg, "total_bytes"),
+                seconds_elapsed=_float(msg, "seconds_elapsed"),
+                seconds_remaining=None if remaining is None else _float(msg, "seconds_remaining"),
+                current_files=_strs(msg, "current_files"),
+            )
+        if kind == "summary":
+            return BackupSummary(
+                snapshot_id=_str(msg, "snapshot_id"),
+                files_new=_int(msg, "files_new"),
+                files_changed=_int(msg, "files_changed"),
+                files_unmodified=_int(msg, "files_unmodified"),
+                data_added=_int(msg, "data_added"),
+                total_files_processed=_int(msg, "total_files_processed"),
+                total_bytes_processed=_int(msg, "total_bytes_processed"),
+                total_duration=_float(msg, "total_duration"),
+            )
+        if kind == "error":
+            return BackupItemError(
+                item=_str(msg, "item"),
+                during=_str(msg, "during"),
+                message=_error_text(msg.get("error")),
+            )
+        return None
+    except (ValueError, TypeError, RecursionError):
+        return None
+
+
+def _parse_time(value: object) -> datetime:
+    if not isinstance(value, str):
+        raise TypeError("time is not a string")
+    parsed = datetime.fromisoformat(value)
+    if parsed.tzinfo is None:
+        return parsed.replace(tzinfo=UTC)
+    return parsed.astimezone(UTC)
+
+
+def _snapshot(obj: object) -> Snapshot:
+    if not isinstance(obj, dict):
+        raise TypeError("snapshot is not an object")
+    snapshot_id = obj["id"]
+    if not isinstance(snapshot_id, str) or not snapshot_id:
+        raise TypeError("snapshot id missing")
+    short_id = _str(obj, "short_id") or snapshot_id[:8]
+    return Snapshot(
+        id=snapshot_id,
+        short_id=short_id,
+        time=_parse_time(obj["time"]),
+        hostname=_str(obj, "hostname"),
+        paths=_strs(obj, "paths"),
+        tags=_strs(obj, "tags"),
+        tree=_str(obj, "tree"),
+        username=_str(obj, "username"),
+    )
+
+
+def parse_snapshots(stdout: str) -> list[Snapshot]:
+    """Parse ``restic snapshots --json`` output, in restic's order.
+
+    Accepts the plain list and the ``--group-by`` shape
+    ``[{"group_key": ..., "snapshots": [...]}]``. Raises
+    :class:`agent.errors.Internal` on anything else.
+    """
+    try:
+        data = json.loads(stdout)
+        if not isinstance(data, list):
+            raise TypeError("not a JSON list")
+        result: list[Snapshot] = []
+        for entry in data:
+            if isinstance(entry, dict) and "snapshots" in entry and "id" not in entry:
+                result.extend(_snapshot(s) for s in entry["snapshots"] or [])
+            else:
+                result.append(_snapshot(entry))
+        return result
+    except (ValueError, TypeError, KeyError, RecursionError) as exc:
+        raise errors.Internal(
+            "restic snapshots printed output that is not a snapshot list",
+            detail=f"{exc}: {stdout[:2000]}",
+        ) from exc
+
+
+def parse_restore_size(stdout: str) -> RestoreSize:
+    """Parse ``restic stats --json --mode restore-size``; raises Internal if malformed."""
+    try:
+        data = json.loads(stdout)
+        if not isinstance(data, dict):
+            raise TypeError("not a JSON object")
+        if "total_size" not in data or "total_file_count" not in data:
+            raise KeyError("total_size/total_file_count missing")
+        return RestoreSize(
+            total_bytes=_int(data, "total_size"),
+            total_files=_int(data, "total_file_count"),
+        )
+    except (ValueError, TypeError, KeyError, RecursionError) as exc:
+        raise errors.Internal(
+            "restic stats printed output that is not a restore size",
+            detail=f"{exc}: {stdout[:2000]}",
+        ) from exc
+
+
+_VERSION = re.compile(r"^restic\s+v?(\d+)\.(\d+)\.(\d+)", re.MULTILINE)
+
+
+def parse_version(stdout: str) -> tuple[int, int, int]:
+    """``"restic 0.14.0 compiled with go1.19.8 on linux/amd64"`` → ``(0, 14, 0)``.
+
+    Raises :class:`agent.errors.Internal` if no version is found.
+    """
+    m = _VERSION.search(stdout)
+    if m is None:
+        raise errors.Internal("cannot read the restic version", detail=stdout[:500])
+    return int(m.group(1)), int(m.group(2)), int(m.group(3))
+
+
+# Lines of `restic check` that are progress or chatter, not damage. Hints
+# printed on stdout ("pack X: not referenced in any index", "additional files
+# were found") are non-critical and are never reported as errors.
+_CHECK_NOISE = re.compile(
+    r"^(?:"
+    r"using temporary cache in "
+    r"|unable to create temporary directory for cache"
+    r"|error removing temporary cache directory"
+    r"|create exclusive lock for repository"
+    r"|load indexes"
+    r"|check all packs"
+    r"|check snapshots, trees and blobs"
+    r"|read all data"
+    r"|read group #"
+    r"|\[\d+:\d+(?::\d+)?\]"
+    r"|duration: "
+    r"|no errors were found"
+    r"|Fatal: repository contains errors"
+    r"|signal .* received, cleaning up"
+    r")"
+)
+_CHECK_STDOUT_ERROR = re.compile(r"^(?:error\b|Error\b|Fatal: )")
+
+
+def parse_check_output(stdout: str, stderr: str) -> list[str]:
+    """The damage ``restic check`` reported, one line per problem.
+
+    restic 0.14 writes each problem to stderr (pack errors bare, structure
+    errors as ``error: ...`` or ``error for tree X:`` followed by indented
+    lines, which are joined into ``error for tree X: <problem>``). Progress,
+    chatter and the closing "Fatal: repository contains errors" are dropped;
+    stdout contributes only lines that start like an error.
+    """
+    found: list[str] = []
+
+    def scan(lines: Iterable[str], keep: re.Pattern[str] | None) -> None:
+        tree_header: str | None = None
+        for raw in lines:
+            line = _ANSI_CSI.sub("", raw).rstrip()
+            if not line.strip():
+                tree_header = None
+                continue
+            if tree_header is not None and line[:1].isspace():
+                found.append(f"{tree_header}: {line.strip()}")
+                continue
+            tree_header = None
+            text = line.strip()
+            if _CHECK_NOISE.match(text):
+                continue
+            if keep is not None and not keep.match(text):
+                continue
+            if text.startswith("error for tree ") and text.endswith(":"):
+                tree_header = text[:-1]
+                continue
+            found.append(text)
+
+    scan(stderr.splitlines(), None)
+    scan(stdout.splitlines(), _CHECK_STDOUT_ERROR)
+    return found
+
+
+def tag_map(tags: Iterable[str]) -> dict[str, str]:
+    """``["layout=v2", "purpose=backup"]`` → ``{"layout": "v2", "purpose": "backup"}``.
+
+    Splits on the first '='; tags without '=' (or with an empty key) are
+    ignored; for a repeated key the last one wins.
+    """
+    result: dict[str, str] = {}
+    for tag in tags:
+        key, sep, value = tag.partition("=")
+        if sep and key:
+            result[key] = value
+    return result
+
+
+# --------------------------------------------------------------------------
+# Failure classification
+# --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FailureRule:
+    """``pattern`` found in the stderr tail → ``error`` with ``message``."""
+
+    pattern: re.Pattern[str]
+    error: type[errors.BucketsError]
+    message: str
+
+
+def _rule(pattern: str, error: type[errors.BucketsError], message: str, flags: int = 0) -> FailureRule:
+    return FailureRule(re.compile(pattern, flags), error, message)
+
+
+# restic >= 0.17: the exit code alone decides (cmd/restic/main.go).
+EXIT_CODE_RULES: dict[int, tuple[type[errors.BucketsError], str]] = {
+    10: (errors.NotFound, "repository does not exist"),
+    11: (errors.Unavailable, "repository is locked"),
+    12: (errors.FailedPrecondition, "wrong repository password"),
+    130: (errors.Cancelled, "interrupted"),
+}
+
+# restic 0.14 exits 1 for every failure, so the stderr text decides. First
+# match wins, and the order matters: restic 0.14 appends "Is there a
+# repository at the following location?" to *every* failure to open the
+# config file, including refused S3 credentials and unreachable endpoints, so
+# the not-found row comes after those.
+STDERR_RULES: tuple[FailureRule, ...] = (
+    _rule(r"wrong password or no key found", errors.FailedPrecondition, "wrong repository password"),
+    _rule(
+        r"InvalidAccessKeyId|The AWS Access Key Id you provided does not exist"
+        r"|SignatureDoesNotMatch|The request signature we calculated does not match"
+        r"|AccessDenied|Access Denied",
+        errors.PermissionDenied,
+        "the S3 credentials were refused by the storage endpoint",
+    ),
+    _rule(
+        r"unable to create lock|repository is already locked",
+        errors.Unavailable,
+        "repository is locked",
+    ),
+    _rule(
+        r"connection refused|no such host|i/o timeout|dial tcp|503 Service Unavailable"
+        r"|Client\.Timeout|connection reset|no route to host|network is unreachable"
+        r"|TLS handshake timeout|SlowDown|Please reduce your request rate",
+        errors.Unavailable,
+        "repository storage is unreachable",
+    ),
+    _rule(
+        r"no space left on device|disk quota exceeded",
+        errors.ResourceExhausted,
+        "no space left (disk or quota full)",
+        re.IGNORECASE,
+    ),
+    _rule(
+        r"ciphertext verification failed|\bMAC\b|(?i:\bdecrypt)|invalid data returned",
+        errors.DataLoss,
+        "repository data failed verification",
+    ),
+    _rule(r"Fatal: repository contains errors", errors.DataLoss, "repository check found errors"),
+    _rule(r"config file already exists", errors.AlreadyExists, "repository already exists"),
+    _rule(
+        r"Is there a repository at the following location\?|unable to open config file"
+        r"|repository does not exist",
+        errors.NotFound,
+        "repository does not exist",
+    ),
+)
+
+
+def classify_failure(returncode: int, stderr_tail: str, *, action: str) -> errors.BucketsError:
+    """Turn a failed restic run into the agent error to raise.
+
+    ``action`` is the restic subcommand ("backup", "restore" …) and appears in
+    the short message, e.g. "restic backup failed: repository is locked"; the
+    stderr tail goes into ``detail``. restic >= 0.17 exit codes 10/11/12/130
+    decide on their own; otherwise the first matching row of
+    :data:`STDERR_RULES` decides; anything else is :class:`errors.Internal`.
+
+    Raises ValueError for exit codes 0 and 3, which are not failures (3 is an
+    incomplete snapshot: the caller reports a warning).
+    """
+    if returncode in (EXIT_OK, EXIT_INCOMPLETE):
+        raise ValueError(f"restic exit code {returncode} is not a failure")
+    detail = stderr_tail.strip()
+    if returncode in EXIT_CODE_RULES:
+        cls, short = EXIT_CODE_RULES[returncode]
+        return cls(f"restic {action} failed: {short}", detail=detail)
+    for rule in STDERR_RULES:
+        if rule.pattern.search(stderr_tail):
+            return rule.error(f"restic {action} failed: {rule.message}", detail=detail)
+    if returncode < 0:
+        return errors.Internal(f"restic {action} was killed by signal {-returncode}", detail=detail)
+    return errors.Internal(f"restic {action} failed with exit code {returncode}", detail=detail)

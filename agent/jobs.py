@@ -1,0 +1,228 @@
+"""The work of each operation kind: what runs once the operation manager starts it.
+
+Each job takes the operation's context plus what it needs, and returns a
+:class:`~agent.model.Summary` or raises a BucketsError. Nothing here knows gRPC.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from dataclasses import dataclass
+from typing import Sequence
+
+from agent import errors
+from agent.backends.directory import DirectoryBackend, tree_size
+from agent.engine import restic_args as ra
+from agent.engine.restic import ResticEngine
+from agent.ids import project_dir_name
+from agent.journal import Journal
+from agent.model import OperationRecord, Summary
+from agent.operations import OperationContext
+from agent.repository import Repository
+
+LAYOUT = "v2"
+RESTORE_POLL_INTERVAL = 0.5
+
+
+@dataclass(frozen=True)
+class Services:
+    """What jobs use: the journal, the backend, the engine and this host's id."""
+
+    journal: Journal
+    backend: DirectoryBackend
+    engine: ResticEngine
+    host_id: str
+
+
+def snapshot_tags(*, project_id: str, host_id: str, operation_id: str, purpose: str, extra: Sequence[str]) -> list[str]:
+    """The layout-v2 metadata every snapshot carries, then the caller's extra tags."""
+    return [
+        f"layout={LAYOUT}",
+        f"project={project_id}",
+        f"host={host_id}",
+        f"op={operation_id}",
+        f"purpose={purpose}",
+        *extra,
+    ]
+
+
+def require_layout_v2(snapshot: ra.Snapshot, project_id: str) -> None:
+    """Raise FailedPrecondition unless the snapshot is a layout-v2 snapshot of ``project_id``."""
+    tags = ra.tag_map(snapshot.tags)
+    if tags.get("layout") != LAYOUT:
+        raise errors.FailedPrecondition(
+            f"snapshot {snapshot.short_id} has no layout=v2 metadata; only layout v2 snapshots can be restored"
+        )
+    if tags.get("project") not in (None, project_id):
+        raise errors.FailedPrecondition(
+            f"snapshot {snapshot.short_id} belongs to project {tags['project']}, not {project_id}"
+        )
+
+
+async def find_snapshot(services: Services, repo: Repository, project_id: str, snapshot_id: str) -> ra.Snapshot:
+    """Resolve a snapshot id (or "latest") of the project; raises NotFound."""
+    if snapshot_id == "latest":
+        snapshots = await services.engine.snapshots(repo, host=project_dir_name(project_id))
+        if not snapshots:
+            raise errors.NotFound(f"project {project_id} has no snapshot in {repo.display}")
+        return max(snapshots, key=lambda s: s.time)
+    snapshots = await services.engine.snapshots(repo, ids=[snapshot_id])
+    if not snapshots:
+        raise errors.NotFound(f"snapshot {snapshot_id} not found in {repo.display}")
+    return snapshots[0]
+
+
+async def backup(
+    context: OperationContext,
+    services: Services,
+    repo: Repository,
+    *,
+    purpose: str,
+    extra_tags: Sequence[str],
+) -> Summary:
+    project_id = context.project_id
+    if not services.backend.exists(project_id):
+        raise errors.NotFound(f"project {project_id} does not exist on this host")
+    started = time.monotonic()
+    tags = snapshot_tags(
+        project_id=project_id,
+        host_id=services.host_id,
+        operation_id=context.operation_id,
+        purpose=purpose,
+        extra=extra_tags,
+    )
+
+    def on_status(status: ra.BackupStatus) -> None:
+        context.progress(
+            "upload",
+            percent=min(100.0, status.percent * 100),
+            bytes_done=status.bytes_done,
+            bytes_total=status.bytes_total,
+            files_done=status.files_done,
+            files_total=status.files_total,
+            bytes_per_second=status.bytes_done / status.seconds_elapsed if status.seconds_elapsed else 0.0,
+            eta_seconds=status.seconds_remaining if status.seconds_remaining is not None else -1.0,
+            message=status.current_files[0] if status.current_files else "",
+        )
+
+    context.progress("snapshot", message="preparing the source view")
+    with services.backend.backup_view(project_id, context.operation_id) as view:
+        context.progress("scan", message=f"backing up to {repo.display}")
+        outcome = await services.engine.backup(
+            repo, view, host=project_dir_name(project_id), tags=tags, on_status=on_status
+        )
+    result = outcome.summary
+    services.journal.record_backup(
+        project_id, time=time.time(), snapshot_id=result.snapshot_id, operation_id=context.operation_id
+    )
+    return Summary(
+        snapshot_id=result.snapshot_id,
+        bytes_added=result.data_added,
+        bytes_processed=result.total_bytes_processed,
+        files_processed=result.total_files_processed,
+        files_new=result.files_new,
+        files_changed=result.files_changed,
+        duration_seconds=time.monotonic() - started,
+        warnings=outcome.warnings,
+    )
+
+
+async def restore(context: OperationContext, services: Services, repo: Repository, *, snapshot_id: str) -> Summary:
+    """Restore a whole snapshot into the project through staging, then swap it in."""
+    project_id = context.project_id
+    started = time.monotonic()
+    context.progress("resolve", message=f"looking up snapshot {snapshot_id}")
+    snapshot = await find_snapshot(services, repo, project_id, snapshot_id)
+    require_layout_v2(snapshot, project_id)
+    backend = services.backend
+    staging = backend.prepare_staging(project_id, context.operation_id)
+    context.set_recovery(staging=context.operation_id, snapshot_id=snapshot.id)
+    size_task = asyncio.create_task(services.engine.restore_size(repo, snapshot.id))
+    poller = asyncio.create_task(_report_restore_progress(context, staging.project, staging.persist, size_task))
+    try:
+        context.progress("restore", message=f"restoring snapshot {snapshot.short_id}")
+        await services.engine.restore(repo, snapshot.id, staging.view)
+        poller.cancel()
+        total = await _totals(size_task)
+        plan = backend.swap_plan(project_id, staging)
+        # From here on no await until the swap is done: cancellation lands only at
+        # an await, so it can never split the swap.
+        context.set_recovery(swap=plan)
+        backend.swap_in(plan)
+        context.progress(
+            "swap",
+            percent=100.0,
+            bytes_done=total.total_bytes if total else 0,
+            bytes_total=total.total_bytes if total else 0,
+            files_done=total.total_files if total else 0,
+            files_total=total.total_files if total else 0,
+            message="restored tree swapped into place",
+        )
+    finally:
+        poller.cancel()
+        size_task.cancel()
+        with contextlib.suppress(BaseException):
+            await asyncio.gather(poller, size_task, return_exceptions=True)
+        await asyncio.to_thread(backend.discard_staging, context.operation_id)
+    return Summary(
+        snapshot_id=snapshot.id,
+        bytes_processed=total.total_bytes if total else 0,
+        files_processed=total.total_files if total else 0,
+        duration_seconds=time.monotonic() - started,
+    )
+
+
+async def _totals(size_task: asyncio.Task) -> ra.RestoreSize | None:
+    # The size is for progress display only; failing to get it must not fail the restore.
+    try:
+        return await size_task
+    except errors.BucketsError:
+        return None
+
+
+async def _report_restore_progress(context: OperationContext, project, persist, size_task: asyncio.Task) -> None:
+    started = time.monotonic()
+    while True:
+        await asyncio.sleep(RESTORE_POLL_INTERVAL)
+        done_bytes, done_files = await asyncio.to_thread(
+            lambda: tuple(map(sum, zip(tree_size(project), tree_size(persist))))
+        )
+        total = size_task.result() if size_task.done() and not size_task.exception() else None
+        elapsed = time.monotonic() - started
+        rate = done_bytes / elapsed if elapsed > 0 else 0.0
+        fields = {"bytes_done": done_bytes, "files_done": done_files, "bytes_per_second": rate}
+        if total is not None and total.total_bytes:
+            fields.update(
+                bytes_total=total.total_bytes,
+                files_total=total.total_files,
+                percent=min(99.0, 100.0 * done_bytes / total.total_bytes),
+                eta_seconds=(total.total_bytes - done_bytes) / rate if rate > 0 else -1.0,
+            )
+        context.progress("restore", **fields)
+
+
+async def verify(context: OperationContext, services: Services, repo: Repository, *, read_data_subset: str) -> Summary:
+    started = time.monotonic()
+    context.progress("verify", message=f"checking {repo.display}")
+    await services.engine.check(repo, read_data_subset=read_data_subset or None)
+    return Summary(duration_seconds=time.monotonic() - started)
+
+
+def recover(record: OperationRecord, backend: DirectoryBackend) -> str | None:
+    """Bring a project back to a whole state after the agent died during ``record``.
+
+    A restore that had started its swap is finished (the staged tree was
+    complete); one that had not is dropped, leaving the project as it was.
+    Returns a note for the operation's record.
+    """
+    note = None
+    if record.recovery.get("swap"):
+        backend.swap_in(record.recovery["swap"])
+        note = "the restore had finished and its swap was completed during recovery"
+    elif record.recovery.get("staging"):
+        note = "the restore had not finished; the project was left as it was before"
+    if record.recovery.get("staging"):
+        backend.discard_staging(record.recovery["staging"])
+    return note

@@ -1,0 +1,253 @@
+"""The agent's durable journal: operations, their progress events and per-project facts.
+
+SQLite in WAL mode under the state directory. All calls are synchronous and
+short; the agent calls them from its event loop thread only.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sqlite3
+from pathlib import Path
+from typing import Iterable
+
+from agent.model import (
+    OperationError,
+    OperationKind,
+    OperationRecord,
+    OperationState,
+    ProgressEvent,
+    Summary,
+)
+
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS operations (
+    id TEXT PRIMARY KEY,
+    request_id TEXT NOT NULL UNIQUE,
+    kind TEXT NOT NULL,
+    project_id TEXT NOT NULL,
+    fingerprint TEXT NOT NULL,
+    params TEXT NOT NULL,
+    state TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    started_at REAL,
+    finished_at REAL,
+    error TEXT,
+    summary TEXT,
+    last_seq INTEGER NOT NULL DEFAULT 0,
+    recovery TEXT NOT NULL DEFAULT '{}'
+);
+CREATE INDEX IF NOT EXISTS operations_project ON operations(project_id, created_at);
+CREATE INDEX IF NOT EXISTS operations_state ON operations(state);
+CREATE TABLE IF NOT EXISTS events (
+    operation_id TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    body TEXT NOT NULL,
+    PRIMARY KEY (operation_id, seq)
+);
+CREATE TABLE IF NOT EXISTS projects (
+    project_id TEXT PRIMARY KEY,
+    last_backup_time REAL,
+    last_backup_snapshot TEXT,
+    last_backup_operation TEXT
+);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+"""
+
+
+def _summary_to_json(summary: Summary | None) -> str | None:
+    if summary is None:
+        return None
+    data = dataclasses.asdict(summary)
+    data["state"] = summary.state.value
+    return json.dumps(data)
+
+
+def _summary_from_json(text: str | None) -> Summary | None:
+    if not text:
+        return None
+    data = json.loads(text)
+    data["warnings"] = tuple(data.get("warnings", ()))
+    data["state"] = OperationState(data.get("state", OperationState.SUCCEEDED.value))
+    return Summary(**data)
+
+
+def _error_to_json(error: OperationError | None) -> str | None:
+    return None if error is None else json.dumps(dataclasses.asdict(error))
+
+
+def _error_from_json(text: str | None) -> OperationError | None:
+    return None if not text else OperationError(**json.loads(text))
+
+
+def event_to_json(event: ProgressEvent) -> str:
+    """Serialise an event for the journal."""
+    data = dataclasses.asdict(event)
+    data["state"] = event.state.value
+    data["summary"] = json.loads(_summary_to_json(event.summary) or "null")
+    return json.dumps(data)
+
+
+def event_from_json(text: str) -> ProgressEvent:
+    """Inverse of :func:`event_to_json`."""
+    data = json.loads(text)
+    data["state"] = OperationState(data["state"])
+    data["summary"] = _summary_from_json(json.dumps(data["summary"]) if data.get("summary") else None)
+    data["error"] = OperationError(**data["error"]) if data.get("error") else None
+    return ProgressEvent(**data)
+
+
+class Journal:
+    """Takes the path of the SQLite file; creates it and its schema when missing."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
+        self._db.row_factory = sqlite3.Row
+        self._db.execute("PRAGMA journal_mode=WAL")
+        # NORMAL in WAL mode survives a process crash (what SIGKILL does); only an OS
+        # crash may lose the newest transactions, which recovery treats like a kill.
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.executescript(_SCHEMA)
+        self._db.execute(
+            "INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
+        )
+
+    def close(self) -> None:
+        self._db.close()
+
+    # ------------------------------------------------------------ operations
+
+    def insert_operation(self, record: OperationRecord) -> None:
+        self._db.execute(
+            "INSERT INTO operations(id, request_id, kind, project_id, fingerprint, params, state,"
+            " created_at, last_seq, recovery) VALUES (?,?,?,?,?,?,?,?,?,?)",
+            (
+                record.id,
+                record.request_id,
+                record.kind.value,
+                record.project_id,
+                record.fingerprint,
+                json.dumps(record.params),
+                record.state.value,
+                record.created_at,
+                record.last_seq,
+                json.dumps(record.recovery),
+            ),
+        )
+
+    def update_operation(self, record: OperationRecord) -> None:
+        self._db.execute(
+            "UPDATE operations SET state=?, started_at=?, finished_at=?, error=?, summary=?,"
+            " last_seq=?, recovery=? WHERE id=?",
+            (
+                record.state.value,
+                record.started_at,
+                record.finished_at,
+                _error_to_json(record.error),
+                _summary_to_json(record.summary),
+                record.last_seq,
+                json.dumps(record.recovery),
+                record.id,
+            ),
+        )
+
+    def get_operation(self, operation_id: str) -> OperationRecord | None:
+        row = self._db.execute("SELECT * FROM operations WHERE id=?", (operation_id,)).fetchone()
+        return None if row is None else self._record(row)
+
+    def find_by_request_id(self, request_id: str) -> OperationRecord | None:
+        row = self._db.execute("SELECT * FROM operations WHERE request_id=?", (request_id,)).fetchone()
+        return None if row is None else self._record(row)
+
+    def list_operations(
+        self,
+        *,
+        project_id: str | None = None,
+        states: Iterable[OperationState] = (),
+        before: tuple[float, str] | None = None,
+        limit: int = 100,
+    ) -> list[OperationRecord]:
+        """Newest first; ``before`` = (created_at, id) of the last row of the previous page."""
+        clauses, args = [], []
+        if project_id:
+            clauses.append("project_id=?")
+            args.append(project_id)
+        state_values = [s.value for s in states]
+        if state_values:
+            clauses.append(f"state IN ({','.join('?' * len(state_values))})")
+            args.extend(state_values)
+        if before is not None:
+            clauses.append("(created_at < ? OR (created_at = ? AND id < ?))")
+            args.extend([before[0], before[0], before[1]])
+        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        rows = self._db.execute(
+            f"SELECT * FROM operations {where} ORDER BY created_at DESC, id DESC LIMIT ?", (*args, limit)
+        ).fetchall()
+        return [self._record(row) for row in rows]
+
+    def unfinished_operations(self) -> list[OperationRecord]:
+        """Operations left PENDING, RUNNING or CANCELLING (by a previous agent process)."""
+        return self.list_operations(
+            states=[OperationState.PENDING, OperationState.RUNNING, OperationState.CANCELLING], limit=1_000_000
+        )
+
+    @staticmethod
+    def _record(row: sqlite3.Row) -> OperationRecord:
+        return OperationRecord(
+            id=row["id"],
+            request_id=row["request_id"],
+            kind=OperationKind(row["kind"]),
+            project_id=row["project_id"],
+            fingerprint=row["fingerprint"],
+            params=json.loads(row["params"]),
+            state=OperationState(row["state"]),
+            created_at=row["created_at"],
+            started_at=row["started_at"],
+            finished_at=row["finished_at"],
+            error=_error_from_json(row["error"]),
+            summary=_summary_from_json(row["summary"]),
+            last_seq=row["last_seq"],
+            recovery=json.loads(row["recovery"]),
+        )
+
+    # ------------------------------------------------------------ events
+
+    def append_event(self, event: ProgressEvent, record: OperationRecord) -> None:
+        """Store the event and the operation's new state in one transaction."""
+        with self._db:
+            self._db.execute("BEGIN")
+            self._db.execute(
+                "INSERT INTO events(operation_id, seq, body) VALUES (?,?,?)",
+                (event.operation_id, event.seq, event_to_json(event)),
+            )
+            self.update_operation(record)
+
+    def events_since(self, operation_id: str, from_seq: int) -> list[ProgressEvent]:
+        rows = self._db.execute(
+            "SELECT body FROM events WHERE operation_id=? AND seq>=? ORDER BY seq", (operation_id, from_seq)
+        ).fetchall()
+        return [event_from_json(row["body"]) for row in rows]
+
+    # ------------------------------------------------------------ projects
+
+    def record_backup(self, project_id: str, *, time: float, snapshot_id: str, operation_id: str) -> None:
+        self._db.execute(
+            "INSERT INTO projects(project_id, last_backup_time, last_backup_snapshot, last_backup_operation)"
+            " VALUES (?,?,?,?) ON CONFLICT(project_id) DO UPDATE SET last_backup_time=excluded.last_backup_time,"
+            " last_backup_snapshot=excluded.last_backup_snapshot,"
+            " last_backup_operation=excluded.last_backup_operation",
+            (project_id, time, snapshot_id, operation_id),
+        )
+
+    def last_backup(self, project_id: str) -> tuple[float, str, str] | None:
+        """Return (time, snapshot id, operation id) of the project's last successful backup, or None."""
+        row = self._db.execute(
+            "SELECT last_backup_time, last_backup_snapshot, last_backup_operation FROM projects"
+            " WHERE project_id=? AND last_backup_time IS NOT NULL",
+            (project_id,),
+        ).fetchone()
+        return None if row is None else (row[0], row[1], row[2])

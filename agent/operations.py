@@ -1,0 +1,466 @@
+"""Durable operations: idempotency, per-project serialisation, the host-wide queue,
+progress events with sequence numbers, cancellation, and watchers.
+
+A job is an async callable taking an :class:`OperationContext` and returning a
+:class:`~agent.model.Summary`; it raises :class:`~agent.errors.BucketsError`
+to fail. The manager owns every state change and persists it (with an event)
+before anyone can observe it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import time
+import uuid
+from collections import deque
+from dataclasses import dataclass, field, replace
+from typing import AsyncIterator, Awaitable, Callable
+
+import structlog
+
+from agent import errors
+from agent.journal import Journal
+from agent.model import (
+    MUTATING_KINDS,
+    OperationError,
+    OperationKind,
+    OperationRecord,
+    OperationState,
+    ProgressEvent,
+    Summary,
+)
+from agent.status_codes import code_name_for
+
+log = structlog.get_logger("agent.operations")
+
+Job = Callable[["OperationContext"], Awaitable[Summary]]
+
+# Progress from engines can arrive many times a second; events of the same phase
+# closer together than this are coalesced (the newest wins).
+PROGRESS_INTERVAL = 0.25
+# Events kept in memory per live operation; older ones are read from the journal.
+LIVE_EVENT_WINDOW = 2000
+
+
+def fingerprint(kind: OperationKind, project_id: str, params: dict) -> str:
+    """A stable digest of what an operation was asked to do (secrets must not be in ``params``)."""
+    canonical = json.dumps({"kind": kind.value, "project": project_id, "params": params}, sort_keys=True)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+@dataclass
+class _Live:
+    record: OperationRecord
+    events: deque[ProgressEvent] = field(default_factory=lambda: deque(maxlen=LIVE_EVENT_WINDOW))
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
+    task: asyncio.Task | None = None
+    last_progress_at: float = 0.0
+    pending_progress: dict | None = None
+    flush_handle: asyncio.TimerHandle | None = None
+
+
+class OperationContext:
+    """Handed to a job: report progress, record recovery facts, add warnings."""
+
+    def __init__(self, manager: "OperationManager", live: _Live) -> None:
+        self._manager = manager
+        self._live = live
+        self.warnings: list[str] = []
+
+    @property
+    def operation_id(self) -> str:
+        return self._live.record.id
+
+    @property
+    def project_id(self) -> str:
+        return self._live.record.project_id
+
+    @property
+    def params(self) -> dict:
+        return self._live.record.params
+
+    def progress(self, phase: str, **fields) -> None:
+        """Report progress (fields of :class:`ProgressEvent`: percent, bytes_done, ..., message)."""
+        self._manager._progress(self._live, phase, fields)
+
+    def set_recovery(self, **facts) -> None:
+        """Persist facts that recovery needs if the agent dies during this operation."""
+        self._live.record.recovery.update(facts)
+        self._manager._journal.update_operation(self._live.record)
+
+    def warn(self, message: str) -> None:
+        self.warnings.append(message)
+
+
+class OperationManager:
+    """Takes the journal and the host-wide limits; see the module docstring."""
+
+    def __init__(
+        self,
+        journal: Journal,
+        *,
+        max_running: int,
+        max_queued: int,
+        keepalive_interval: float = 5.0,
+        recover: Callable[[OperationRecord], str | None] | None = None,
+    ) -> None:
+        self._journal = journal
+        self._slots = asyncio.Semaphore(max_running)
+        self._max_queued = max_queued
+        self._max_running = max_running
+        self._keepalive_interval = keepalive_interval
+        self._live: dict[str, _Live] = {}
+        self._recover = recover
+        self._closing = False
+
+    # ------------------------------------------------------------ start-up
+
+    def recover_interrupted(self) -> list[OperationRecord]:
+        """Mark every operation a previous agent left unfinished INTERRUPTED.
+
+        ``recover`` (given at construction) runs first for each one and may
+        return a note (e.g. "restore completed during recovery") for the
+        terminal event. Returns the records as they are now.
+        """
+        recovered = []
+        for record in self._journal.unfinished_operations():
+            note = ""
+            if self._recover is not None:
+                try:
+                    note = self._recover(record) or ""
+                except Exception as exc:  # recovery must never stop the agent from starting
+                    log.error("recovery.failed", operation_id=record.id, error=repr(exc))
+                    note = f"recovery failed: {exc}"
+            message = "the agent stopped while this operation ran" + (f"; {note}" if note else "")
+            if record.state is OperationState.PENDING:
+                message = "the agent stopped before this operation started"
+            record.state = OperationState.INTERRUPTED
+            record.finished_at = time.time()
+            record.error = OperationError(code="ABORTED", message=message)
+            self._append(record, phase="done", message=message, terminal=True)
+            log.warning("operation.interrupted", operation_id=record.id, kind=record.kind.value, note=note)
+            recovered.append(record)
+        return recovered
+
+    # ------------------------------------------------------------ submit
+
+    def submit(
+        self,
+        *,
+        kind: OperationKind,
+        project_id: str,
+        request_id: str,
+        params: dict,
+        job: Job,
+        joinable: bool = False,
+    ) -> tuple[OperationRecord, bool]:
+        """Start (or find) an operation.
+
+        Returns (record, joined): joined is True when the call returned an
+        operation that already existed (same request id, or a running backup
+        joined). Raises InvalidArgument (no request id), AlreadyExists (request
+        id reused with other parameters), Conflict (another operation runs on
+        the project), ResourceExhausted (queue full), Unavailable (shutting down).
+        """
+        if not request_id:
+            raise errors.InvalidArgument("request_id is required")
+        if len(request_id) > 200:
+            raise errors.InvalidArgument("request_id is longer than 200 characters")
+        digest = fingerprint(kind, project_id, params)
+        existing = self._journal.find_by_request_id(request_id)
+        if existing is not None:
+            if existing.fingerprint != digest:
+                raise errors.AlreadyExists(
+                    f"request_id {request_id!r} was used for operation {existing.id} with other parameters"
+                )
+            return self._current(existing), True
+        if self._closing:
+            raise errors.Unavailable("the agent is shutting down")
+        if kind in MUTATING_KINDS or kind is OperationKind.VERIFY:
+            active = self._active_on(project_id)
+            if active is not None:
+                if joinable and active.kind is kind and active.fingerprint == digest:
+                    return active, True
+                raise errors.Conflict(
+                    f"project {project_id} has a running {active.kind.value} operation {active.id}"
+                    f" ({active.state.value})"
+                )
+        if self._slots.locked() and self._queued_count() >= self._max_queued:
+            raise errors.ResourceExhausted(
+                f"{self._max_running} operations run and {self._queued_count()} wait; the queue is full"
+            )
+        record = OperationRecord(
+            id=str(uuid.uuid4()),
+            request_id=request_id,
+            kind=kind,
+            project_id=project_id,
+            fingerprint=digest,
+            params=params,
+            state=OperationState.PENDING,
+            created_at=time.time(),
+        )
+        self._journal.insert_operation(record)
+        live = _Live(record=record)
+        self._live[record.id] = live
+        self._append(record, phase="queue", message="waiting for a free slot")
+        live.task = asyncio.get_running_loop().create_task(self._run(live, job), name=f"op-{record.id}")
+        log.info("operation.submitted", operation_id=record.id, kind=kind.value, project_id=project_id)
+        return record, False
+
+    def _active_on(self, project_id: str) -> OperationRecord | None:
+        for live in self._live.values():
+            if live.record.project_id == project_id and not live.record.state.terminal:
+                return live.record
+        return None
+
+    def _queued_count(self) -> int:
+        return sum(1 for live in self._live.values() if live.record.state is OperationState.PENDING)
+
+    def counts(self) -> tuple[int, int]:
+        """Return (running, queued) operation counts."""
+        running = sum(
+            1
+            for live in self._live.values()
+            if live.record.state in (OperationState.RUNNING, OperationState.CANCELLING)
+        )
+        return running, self._queued_count()
+
+    def active_operation(self, project_id: str) -> OperationRecord | None:
+        return self._active_on(project_id)
+
+    def _current(self, record: OperationRecord) -> OperationRecord:
+        live = self._live.get(record.id)
+        return live.record if live is not None else record
+
+    # ------------------------------------------------------------ running
+
+    async def _run(self, live: _Live, job: Job) -> None:
+        record = live.record
+        context = OperationContext(self, live)
+        try:
+            async with self._slots:
+                record.state = OperationState.RUNNING
+                record.started_at = time.time()
+                self._append(record, phase="start", message=f"{record.kind.value} started")
+                summary = await job(context)
+            self._flush_progress(live)
+            if context.warnings:
+                summary = replace(summary, warnings=tuple(summary.warnings) + tuple(context.warnings))
+            state = summary.state
+            if state is OperationState.SUCCEEDED and summary.warnings:
+                state = OperationState.SUCCEEDED_WITH_WARNINGS
+            self._finish(live, state, summary=summary, message=f"{record.kind.value} {state.value.lower()}")
+        except asyncio.CancelledError:
+            self._flush_progress(live)
+            if self._closing:
+                self._finish(
+                    live,
+                    OperationState.INTERRUPTED,
+                    error=OperationError("ABORTED", "the agent shut down while this operation ran"),
+                    message="interrupted by agent shutdown",
+                )
+            else:
+                self._finish(
+                    live,
+                    OperationState.CANCELLED,
+                    error=OperationError("CANCELLED", "cancelled on request"),
+                    message="cancelled",
+                )
+        except errors.BucketsError as exc:
+            self._flush_progress(live)
+            log.warning(
+                "operation.failed",
+                operation_id=record.id,
+                code=code_name_for(exc),
+                error=exc.message,
+                detail=exc.detail[-2000:],
+            )
+            self._finish(live, OperationState.FAILED, error=OperationError(code_name_for(exc), exc.message))
+        except Exception as exc:
+            self._flush_progress(live)
+            log.exception("operation.crashed", operation_id=record.id)
+            self._finish(live, OperationState.FAILED, error=OperationError("INTERNAL", f"internal error: {exc!r}"))
+
+    def _finish(
+        self,
+        live: _Live,
+        state: OperationState,
+        *,
+        summary: Summary | None = None,
+        error: OperationError | None = None,
+        message: str = "",
+    ) -> None:
+        record = live.record
+        record.state = state
+        record.finished_at = time.time()
+        record.summary = summary
+        record.error = error
+        self._append(record, phase="done", message=message or (error.message if error else ""), terminal=True)
+        log.info(
+            "operation.finished",
+            operation_id=record.id,
+            kind=record.kind.value,
+            project_id=record.project_id,
+            state=state.value,
+            duration=round(record.finished_at - (record.started_at or record.created_at), 3),
+        )
+        del self._live[record.id]
+
+    def _append(
+        self, record: OperationRecord, *, phase: str, message: str = "", terminal: bool = False, **fields
+    ) -> ProgressEvent:
+        record.last_seq += 1
+        event = ProgressEvent(
+            operation_id=record.id,
+            seq=record.last_seq,
+            time=time.time(),
+            state=record.state,
+            phase=phase,
+            message=message,
+            terminal=terminal,
+            summary=record.summary if terminal else None,
+            error=record.error if terminal else None,
+            **fields,
+        )
+        self._journal.append_event(event, record)
+        live = self._live.get(record.id)
+        if live is not None:
+            live.events.append(event)
+            live.changed.set()
+            live.changed = asyncio.Event()
+        return event
+
+    def _progress(self, live: _Live, phase: str, fields: dict) -> None:
+        if live.record.state.terminal:
+            return
+        last = live.events[-1] if live.events else None
+        now = time.monotonic()
+        phase_changed = last is None or last.phase != phase
+        if phase_changed or now - live.last_progress_at >= PROGRESS_INTERVAL:
+            if live.flush_handle is not None:
+                live.flush_handle.cancel()
+                live.flush_handle = None
+            live.pending_progress = None
+            live.last_progress_at = now
+            self._append(live.record, phase=phase, **fields)
+            return
+        # Keep the newest report and publish it when the interval has passed, so the
+        # last figures before a quiet period are never lost.
+        live.pending_progress = {"phase": phase, **fields}
+        if live.flush_handle is None:
+            delay = PROGRESS_INTERVAL - (now - live.last_progress_at)
+            live.flush_handle = asyncio.get_running_loop().call_later(delay, self._flush_progress, live)
+
+    def _flush_progress(self, live: _Live) -> None:
+        if live.flush_handle is not None:
+            live.flush_handle.cancel()
+            live.flush_handle = None
+        pending, live.pending_progress = live.pending_progress, None
+        if pending and not live.record.state.terminal and live.record.id in self._live:
+            live.last_progress_at = time.monotonic()
+            phase = pending.pop("phase")
+            self._append(live.record, phase=phase, **pending)
+
+    # ------------------------------------------------------------ queries
+
+    def get(self, operation_id: str) -> OperationRecord:
+        """Return the operation; raises NotFound."""
+        live = self._live.get(operation_id)
+        if live is not None:
+            return live.record
+        record = self._journal.get_operation(operation_id)
+        if record is None:
+            raise errors.NotFound(f"operation {operation_id} not found")
+        return record
+
+    def list(
+        self,
+        *,
+        project_id: str | None,
+        states: list[OperationState],
+        page_size: int,
+        page_token: str,
+    ) -> tuple[list[OperationRecord], str]:
+        """Newest first, paginated; returns (records, next page token or "")."""
+        before = None
+        if page_token:
+            try:
+                created, _, op_id = page_token.partition(":")
+                before = (float(created), op_id)
+            except ValueError:
+                raise errors.InvalidArgument(f"malformed page_token {page_token!r}") from None
+        size = min(page_size or 100, 1000)
+        records = self._journal.list_operations(project_id=project_id, states=states, before=before, limit=size + 1)
+        records = [self._current(r) for r in records]
+        token = ""
+        if len(records) > size:
+            records = records[:size]
+            token = f"{records[-1].created_at!r}:{records[-1].id}"
+        return records, token
+
+    # ------------------------------------------------------------ cancel
+
+    async def cancel(self, operation_id: str) -> OperationRecord:
+        """Cancel a pending or running operation; a finished one is returned as it is."""
+        record = self.get(operation_id)
+        live = self._live.get(operation_id)
+        if live is None or record.state.terminal:
+            return record
+        if record.state is OperationState.RUNNING:
+            record.state = OperationState.CANCELLING
+            self._append(record, phase="cancel", message="cancellation requested")
+        self._cancel_task(live)
+        return record
+
+    @staticmethod
+    def _cancel_task(live: _Live) -> None:
+        # Jobs keep each step that must not be torn (a swap) free of awaits, so
+        # cancellation, which only lands at an await, never splits one.
+        if live.task is not None:
+            live.task.cancel()
+
+    async def shutdown(self, grace: float) -> None:
+        """Stop every operation (recorded INTERRUPTED) and wait up to ``grace`` seconds for them to end."""
+        self._closing = True
+        tasks = [live.task for live in list(self._live.values()) if live.task is not None]
+        for live in list(self._live.values()):
+            self._cancel_task(live)
+        if tasks:
+            await asyncio.wait(tasks, timeout=grace)
+
+    # ------------------------------------------------------------ watching
+
+    async def watch(
+        self, operation_id: str, from_seq: int
+    ) -> AsyncIterator[OperationRecord | ProgressEvent | None]:
+        """Yield the operation, then its events with seq >= from_seq, then keep-alives (None)
+        while nothing happens; ends after the terminal event. Raises NotFound."""
+        record = self.get(operation_id)
+        yield record
+        next_seq = max(from_seq, 1)
+        while True:
+            live = self._live.get(operation_id)
+            if live is None:
+                for event in self._journal.events_since(operation_id, next_seq):
+                    yield event
+                return
+            if live.events and next_seq < live.events[0].seq:
+                backlog = [e for e in self._journal.events_since(operation_id, next_seq) if e.seq < live.events[0].seq]
+            else:
+                backlog = []
+            changed = live.changed
+            for event in backlog + [e for e in list(live.events) if e.seq >= next_seq]:
+                if event.seq < next_seq:
+                    continue
+                yield event
+                next_seq = event.seq + 1
+                if event.terminal:
+                    return
+            if operation_id not in self._live:
+                continue
+            try:
+                await asyncio.wait_for(changed.wait(), timeout=self._keepalive_interval)
+            except asyncio.TimeoutError:
+                yield None

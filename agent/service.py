@@ -1,0 +1,260 @@
+"""The agent's domain facade: one method per RPC, domain values in and out.
+
+The servicer converts protos to the arguments of these methods and back;
+this class validates, resolves repositories and submits jobs.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import shutil
+from dataclasses import dataclass
+from typing import Sequence
+
+import psutil
+import structlog
+
+from agent import errors, ids, jobs
+from agent.backends.directory import DirectoryBackend
+from agent.config import AgentConfig, ensure_password_file
+from agent.engine import restic_args as ra
+from agent.engine.restic import ResticEngine
+from agent.journal import Journal
+from agent.model import OperationKind, OperationRecord, OperationState
+from agent.operations import OperationManager
+from agent.repository import RepositorySpec, resolve
+
+log = structlog.get_logger("agent.service")
+
+AGENT_VERSION = "0.1.0"
+PURPOSES = ("backup", "copy", "move")
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    engine: str
+    engine_version: str
+    backend: str
+    features: tuple[str, ...]
+    limitations: tuple[str, ...]
+    max_concurrent_operations: int
+    read_file_max_bytes: int
+    agent_version: str
+    host_id: str
+
+
+@dataclass(frozen=True)
+class HostStatus:
+    host_id: str
+    projects: int
+    running_operations: int
+    queued_operations: int
+    disk_total_bytes: int
+    disk_free_bytes: int
+    memory_total_bytes: int
+    memory_available_bytes: int
+    engine: str
+    backend: str
+
+
+class AgentService:
+    """Takes the agent's config; owns the journal, the operation manager, the backend and the engine."""
+
+    def __init__(self, config: AgentConfig) -> None:
+        self.config = config
+        paths = config.paths
+        paths.state_dir.mkdir(parents=True, exist_ok=True)
+        os.chmod(paths.state_dir, 0o700)
+        if config.repository.kind == "local":
+            ensure_password_file(config.repository.local.password_file)
+        self.journal = Journal(paths.state_dir / "agent.sqlite")
+        self.backend = DirectoryBackend(
+            projects_root=paths.projects_root, persist_root=paths.persist_root, state_dir=paths.state_dir
+        )
+        self.engine = ResticEngine(
+            binary=config.engine.restic_binary,
+            state_dir=paths.state_dir,
+            timeout=config.limits.engine_timeout,
+            kill_grace=config.limits.kill_grace,
+            upload_limit_kib=config.limits.upload_limit_kib,
+            download_limit_kib=config.limits.download_limit_kib,
+        )
+        self.services = jobs.Services(
+            journal=self.journal, backend=self.backend, engine=self.engine, host_id=config.host_id
+        )
+        self.operations = OperationManager(
+            self.journal,
+            max_running=config.limits.max_concurrent_operations,
+            max_queued=config.limits.max_queued_operations,
+            keepalive_interval=config.server.keepalive_interval,
+            recover=lambda record: jobs.recover(record, self.backend),
+        )
+
+    # ------------------------------------------------------------ life cycle
+
+    async def start(self) -> None:
+        """Recover what a previous process left behind; check the engine runs."""
+        interrupted = self.operations.recover_interrupted()
+        removed = self.backend.remove_stale()
+        await self.engine.version()
+        log.info(
+            "agent.recovered",
+            interrupted=[r.id for r in interrupted],
+            stale_staging_removed=[str(p) for p in removed],
+        )
+
+    async def stop(self, grace: float) -> None:
+        """Stop running operations (recorded INTERRUPTED) and refuse new ones."""
+        await self.operations.shutdown(grace)
+
+    def close(self) -> None:
+        self.journal.close()
+
+    # ------------------------------------------------------------ operations
+
+    def _repository(self, spec: RepositorySpec | None, project_id: str):
+        return resolve(spec, project_id, self.config)
+
+    def backup(
+        self,
+        *,
+        request_id: str,
+        project_id: str,
+        repository: RepositorySpec | None,
+        force: bool,
+        purpose: str,
+        tags: Sequence[str],
+    ) -> tuple[OperationRecord, bool]:
+        project_id = ids.project_id(project_id)
+        purpose = purpose or "backup"
+        if purpose not in PURPOSES:
+            raise errors.InvalidArgument(f"purpose must be one of {', '.join(PURPOSES)}, got {purpose[:40]!r}")
+        for tag in tags:
+            key, sep, _ = tag.partition("=")
+            if not sep or not key or "," in tag or key in ("layout", "project", "host", "op", "purpose"):
+                raise errors.InvalidArgument(f"tag {tag[:80]!r} must be key=value without ',' and not a reserved key")
+        repo = self._repository(repository, project_id)
+        if not self.backend.exists(project_id):
+            raise errors.NotFound(f"project {project_id} does not exist on this host")
+        params = {"repository": repo.display, "force": force, "purpose": purpose, "tags": list(tags)}
+        job = functools.partial(jobs.backup, services=self.services, repo=repo, purpose=purpose, extra_tags=tags)
+        return self.operations.submit(
+            kind=OperationKind.BACKUP, project_id=project_id, request_id=request_id, params=params, job=job,
+            joinable=True,
+        )
+
+    def restore(
+        self,
+        *,
+        request_id: str,
+        project_id: str,
+        repository: RepositorySpec | None,
+        snapshot_id: str,
+        subpath: str,
+        target_path: str,
+    ) -> tuple[OperationRecord, bool]:
+        project_id = ids.project_id(project_id)
+        snapshot_id = ids.snapshot_id(snapshot_id or "")
+        subpath = ids.relative_path(subpath, field="subpath")
+        target_path = ids.relative_path(target_path, field="target_path")
+        if subpath or target_path:
+            raise errors.Unimplemented("restoring a subpath is not built yet; restore the whole snapshot")
+        repo = self._repository(repository, project_id)
+        params = {"repository": repo.display, "snapshot_id": snapshot_id}
+        job = functools.partial(jobs.restore, services=self.services, repo=repo, snapshot_id=snapshot_id)
+        return self.operations.submit(
+            kind=OperationKind.RESTORE, project_id=project_id, request_id=request_id, params=params, job=job
+        )
+
+    def verify(
+        self,
+        *,
+        request_id: str,
+        project_id: str,
+        repository: RepositorySpec | None,
+        mode: str,
+        read_data_subset: str,
+    ) -> tuple[OperationRecord, bool]:
+        project_id = ids.project_id(project_id)
+        if mode not in ("repository", "read_data"):
+            raise errors.Unimplemented(f"verify mode {mode} is not built yet")
+        if mode == "read_data":
+            try:
+                ra.check_args("restic", ra.CommonOptions("x", None, None), read_data_subset=read_data_subset or None)
+            except ValueError as exc:
+                raise errors.InvalidArgument(f"read_data_subset: {exc}") from None
+            read_data_subset = read_data_subset or "100%"
+        else:
+            read_data_subset = ""
+        repo = self._repository(repository, project_id)
+        params = {"repository": repo.display, "mode": mode, "read_data_subset": read_data_subset}
+        job = functools.partial(jobs.verify, services=self.services, repo=repo, read_data_subset=read_data_subset)
+        return self.operations.submit(
+            kind=OperationKind.VERIFY, project_id=project_id, request_id=request_id, params=params, job=job
+        )
+
+    # ------------------------------------------------------------ browsing
+
+    async def list_snapshots(
+        self, *, project_id: str, repository: RepositorySpec | None, page_size: int, page_token: str
+    ) -> tuple[list[ra.Snapshot], str]:
+        """Newest first; the page token is the offset into that order."""
+        project_id = ids.project_id(project_id)
+        repo = self._repository(repository, project_id)
+        try:
+            offset = int(page_token) if page_token else 0
+        except ValueError:
+            raise errors.InvalidArgument(f"malformed page_token {page_token[:40]!r}") from None
+        if offset < 0:
+            raise errors.InvalidArgument("page_token must not be negative")
+        try:
+            snapshots = await self.engine.snapshots(repo, host=ids.project_dir_name(project_id))
+        except errors.NotFound:
+            snapshots = []  # no repository yet: no backups
+        snapshots.sort(key=lambda s: (s.time, s.id), reverse=True)
+        size = min(page_size or 100, 1000)
+        page = snapshots[offset : offset + size]
+        token = str(offset + size) if offset + size < len(snapshots) else ""
+        return page, token
+
+    # ------------------------------------------------------------ status
+
+    async def capabilities(self) -> Capabilities:
+        return Capabilities(
+            engine=self.engine.name,
+            engine_version=await self.engine.version(),
+            backend=self.backend.name,
+            features=("json-progress", "read-data-subset", "incremental-backup"),
+            limitations=self.backend.limitations,
+            max_concurrent_operations=self.config.limits.max_concurrent_operations,
+            read_file_max_bytes=self.config.limits.read_file_max_bytes,
+            agent_version=AGENT_VERSION,
+            host_id=self.config.host_id,
+        )
+
+    def host_status(self) -> HostStatus:
+        running, queued = self.operations.counts()
+        disk = shutil.disk_usage(self.config.paths.projects_root)
+        memory = psutil.virtual_memory()
+        projects = sum(1 for p in self.config.paths.projects_root.glob("project-*") if p.is_dir())
+        return HostStatus(
+            host_id=self.config.host_id,
+            projects=projects,
+            running_operations=running,
+            queued_operations=queued,
+            disk_total_bytes=disk.total,
+            disk_free_bytes=disk.free,
+            memory_total_bytes=memory.total,
+            memory_available_bytes=memory.available,
+            engine=self.engine.name,
+            backend=self.backend.name,
+        )
+
+    def list_operations(
+        self, *, project_id: str, states: list[OperationState], page_size: int, page_token: str
+    ) -> tuple[list[OperationRecord], str]:
+        if project_id:
+            project_id = ids.project_id(project_id)
+        return self.operations.list(project_id=project_id or None, states=states, page_size=page_size,
+                                    page_token=page_token)

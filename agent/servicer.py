@@ -1,0 +1,280 @@
+"""The gRPC servicer: bind log context, convert proto to domain, call the service, convert back.
+
+Every method goes through :func:`rpc` (unary) or :func:`stream_rpc`, which log
+one event per call and turn agent errors into status codes via
+:mod:`agent.status_codes`.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from typing import AsyncIterator, Callable
+
+import grpc
+import structlog
+
+from agent import convert, errors
+from agent.model import OperationRecord, ProgressEvent
+from agent.service import AgentService
+from agent.status_codes import status_code_for
+from hub_client.proto.buckets.v1 import agent_pb2 as pb
+from hub_client.proto.buckets.v1 import agent_pb2_grpc as pb_grpc
+
+log = structlog.get_logger("agent.rpc")
+
+
+def _ids(request) -> dict:
+    fields = {}
+    for name in ("project_id", "operation_id", "request_id"):
+        value = getattr(request, name, "")
+        if value:
+            fields[name] = value[:80]
+    return fields
+
+
+async def _abort(context: grpc.aio.ServicerContext, method: str, exc: BaseException) -> None:
+    code = status_code_for(exc)
+    if code is grpc.StatusCode.INTERNAL:
+        log.exception("rpc.internal_error", method=method)
+        message = "internal error; see the agent's log"
+    else:
+        message = str(exc)
+    await context.abort(code, message)
+
+
+def rpc(method: Callable) -> Callable:
+    """Wrap a unary servicer method: one log event per call, errors mapped to status codes."""
+
+    @functools.wraps(method)
+    async def wrapper(self, request, context: grpc.aio.ServicerContext):
+        started = time.monotonic()
+        code = grpc.StatusCode.OK
+        fields = _ids(request)
+        try:
+            response = await method(self, request, context)
+            if isinstance(response, pb.Operation) and response.id:
+                fields["operation_id"] = response.id
+            return response
+        except errors.BucketsError as exc:
+            code = status_code_for(exc)
+            await _abort(context, method.__name__, exc)
+        except Exception as exc:
+            if isinstance(exc, grpc.aio.AbortError):
+                raise
+            code = grpc.StatusCode.INTERNAL
+            await _abort(context, method.__name__, exc)
+        finally:
+            log.info(
+                "rpc",
+                method=method.__name__,
+                code=code.name,
+                duration=round(time.monotonic() - started, 4),
+                **fields,
+            )
+
+    return wrapper
+
+
+def stream_rpc(method: Callable) -> Callable:
+    """Like :func:`rpc`, for server-streaming methods."""
+
+    @functools.wraps(method)
+    async def wrapper(self, request, context: grpc.aio.ServicerContext):
+        started = time.monotonic()
+        code = grpc.StatusCode.OK
+        try:
+            async for item in method(self, request, context):
+                yield item
+        except errors.BucketsError as exc:
+            code = status_code_for(exc)
+            await _abort(context, method.__name__, exc)
+        except Exception as exc:
+            if isinstance(exc, grpc.aio.AbortError):
+                raise
+            code = grpc.StatusCode.INTERNAL
+            await _abort(context, method.__name__, exc)
+        finally:
+            log.info("rpc", method=method.__name__, code=code.name,
+                     duration=round(time.monotonic() - started, 4), **_ids(request))
+
+    return wrapper
+
+
+def _operation(result: tuple[OperationRecord, bool]) -> pb.Operation:
+    record, joined = result
+    return convert.operation_to_proto(record, joined=joined)
+
+
+def _repository(request) -> object:
+    return convert.repository_from_proto(request.repository, request.HasField("repository"))
+
+
+class AgentServicer(pb_grpc.AgentServicer):
+    """Takes the :class:`AgentService` it serves."""
+
+    def __init__(self, service: AgentService) -> None:
+        self._service = service
+
+    # ------------------------------------------------------------ operations
+
+    @rpc
+    async def Backup(self, request: pb.BackupRequest, context) -> pb.Operation:
+        return _operation(
+            self._service.backup(
+                request_id=request.request_id,
+                project_id=request.project_id,
+                repository=_repository(request),
+                force=request.force,
+                purpose=request.purpose,
+                tags=list(request.tags),
+            )
+        )
+
+    @rpc
+    async def Restore(self, request: pb.RestoreRequest, context) -> pb.Operation:
+        return _operation(
+            self._service.restore(
+                request_id=request.request_id,
+                project_id=request.project_id,
+                repository=_repository(request),
+                snapshot_id=request.snapshot_id,
+                subpath=request.subpath,
+                target_path=request.target_path,
+            )
+        )
+
+    @rpc
+    async def Verify(self, request: pb.VerifyRequest, context) -> pb.Operation:
+        return _operation(
+            self._service.verify(
+                request_id=request.request_id,
+                project_id=request.project_id,
+                repository=_repository(request),
+                mode=convert.verify_mode_from_proto(request.mode),
+                read_data_subset=request.read_data_subset,
+            )
+        )
+
+    @rpc
+    async def EnsureProject(self, request, context):
+        raise errors.Unimplemented("EnsureProject is not built yet")
+
+    @rpc
+    async def Drain(self, request, context):
+        raise errors.Unimplemented("Drain is not built yet")
+
+    @rpc
+    async def DeleteProject(self, request, context):
+        raise errors.Unimplemented("DeleteProject is not built yet")
+
+    @rpc
+    async def Forget(self, request, context):
+        raise errors.Unimplemented("Forget is not built yet")
+
+    # ------------------------------------------------------------ following operations
+
+    @stream_rpc
+    async def StreamProgress(self, request: pb.StreamProgressRequest, context) -> AsyncIterator[pb.ProgressUpdate]:
+        if request.from_seq < 0:
+            raise errors.InvalidArgument("from_seq must not be negative")
+        async for item in self._service.operations.watch(request.operation_id, request.from_seq):
+            if isinstance(item, OperationRecord):
+                yield pb.ProgressUpdate(operation=convert.operation_to_proto(item))
+            elif isinstance(item, ProgressEvent):
+                yield pb.ProgressUpdate(event=convert.event_to_proto(item))
+            else:
+                yield pb.ProgressUpdate(keep_alive=pb.KeepAlive(time=convert.timestamp(time.time())))
+
+    @rpc
+    async def GetOperation(self, request: pb.GetOperationRequest, context) -> pb.Operation:
+        return convert.operation_to_proto(self._service.operations.get(request.operation_id))
+
+    @rpc
+    async def ListOperations(self, request: pb.ListOperationsRequest, context) -> pb.ListOperationsResponse:
+        records, token = self._service.list_operations(
+            project_id=request.project_id,
+            states=[convert.state_from_proto(s) for s in request.states],
+            page_size=request.page_size,
+            page_token=request.page_token,
+        )
+        return pb.ListOperationsResponse(
+            operations=[convert.operation_to_proto(r) for r in records], next_page_token=token
+        )
+
+    @rpc
+    async def CancelOperation(self, request: pb.CancelOperationRequest, context) -> pb.Operation:
+        return convert.operation_to_proto(await self._service.operations.cancel(request.operation_id))
+
+    # ------------------------------------------------------------ status
+
+    @rpc
+    async def GetProjectStatus(self, request, context):
+        raise errors.Unimplemented("GetProjectStatus is not built yet")
+
+    @rpc
+    async def GetHostStatus(self, request: pb.GetHostStatusRequest, context) -> pb.HostStatus:
+        status = self._service.host_status()
+        return pb.HostStatus(
+            host_id=status.host_id,
+            projects=status.projects,
+            running_operations=status.running_operations,
+            queued_operations=status.queued_operations,
+            disk_total_bytes=status.disk_total_bytes,
+            disk_free_bytes=status.disk_free_bytes,
+            memory_total_bytes=status.memory_total_bytes,
+            memory_available_bytes=status.memory_available_bytes,
+            engine=status.engine,
+            backend=status.backend,
+        )
+
+    @rpc
+    async def GetCapabilities(self, request: pb.GetCapabilitiesRequest, context) -> pb.Capabilities:
+        caps = await self._service.capabilities()
+        return pb.Capabilities(
+            engine=caps.engine,
+            engine_version=caps.engine_version,
+            backend=caps.backend,
+            features=list(caps.features),
+            limitations=list(caps.limitations),
+            max_concurrent_operations=caps.max_concurrent_operations,
+            read_file_max_bytes=caps.read_file_max_bytes,
+            agent_version=caps.agent_version,
+            host_id=caps.host_id,
+        )
+
+    # ------------------------------------------------------------ browsing
+
+    @rpc
+    async def ListSnapshots(self, request: pb.ListSnapshotsRequest, context) -> pb.ListSnapshotsResponse:
+        snapshots, token = await self._service.list_snapshots(
+            project_id=request.project_id,
+            repository=_repository(request),
+            page_size=request.page_size,
+            page_token=request.page_token,
+        )
+        return pb.ListSnapshotsResponse(
+            snapshots=[convert.snapshot_to_proto(s) for s in snapshots], next_page_token=token
+        )
+
+    @rpc
+    async def ListFiles(self, request, context):
+        raise errors.Unimplemented("ListFiles is not built yet")
+
+    @rpc
+    async def ReadFile(self, request, context):
+        raise errors.Unimplemented("ReadFile is not built yet")
+
+    # ------------------------------------------------------------ move lock
+
+    @rpc
+    async def Freeze(self, request, context):
+        raise errors.Unimplemented("Freeze is not built yet")
+
+    @rpc
+    async def Thaw(self, request, context):
+        raise errors.Unimplemented("Thaw is not built yet")
+
+    @rpc
+    async def MarkEdited(self, request, context):
+        raise errors.Unimplemented("MarkEdited is not built yet")

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Install what `make demo` and `make test` need on a fresh Debian machine:
+# restic and btrfs-progs from Debian (when missing, as root), a venv with the package.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need_apt=()
+command -v restic >/dev/null 2>&1 || need_apt+=(restic)
+command -v mkfs.btrfs >/dev/null 2>&1 || need_apt+=(btrfs-progs)
+python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need_apt+=(python3-venv)
+if [ ${#need_apt[@]} -gt 0 ]; then
+    if [ "$(id -u)" -ne 0 ]; then
+        echo "bootstrap: please install ${need_apt[*]} (needs root)" >&2
+        exit 1
+    fi
+    echo "bootstrap: apt-get install ${need_apt[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get install -y -q "${need_apt[@]}" >/dev/null 2>&1 || {
+        apt-get update -q >/dev/null
+        apt-get install -y -q "${need_apt[@]}" >/dev/null
+    }
+fi
+
+if [ ! -x .venv/bin/python ]; then
+    python3 -m venv .venv
+fi
+.venv/bin/python -m pip install -q --disable-pip-version-check -e '.[dev]'
+touch .venv/.installed

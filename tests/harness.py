@@ -1,0 +1,245 @@
+"""Test harness: a real agent process on 127.0.0.1, its client stub, and tree helpers."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import random
+import signal
+import stat
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from hub_client.proto.buckets.v1 import agent_pb2 as pb
+from hub_client.proto.buckets.v1 import agent_pb2_grpc as pb_grpc
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+TERMINAL_STATES = {
+    pb.SUCCEEDED,
+    pb.SUCCEEDED_WITH_WARNINGS,
+    pb.UP_TO_DATE,
+    pb.FAILED,
+    pb.CANCELLED,
+    pb.INTERRUPTED,
+}
+
+
+def config_text(base: Path, *, port_file: Path, extra: str = "", limits: str = "", server: str = "") -> str:
+    return f"""
+host_id = "test-host"
+base_dir = "{base}"
+
+[server]
+listen = "127.0.0.1:0"
+port_file = "{port_file}"
+grace_period = 5.0
+keepalive_interval = 0.5
+{server}
+
+[limits]
+kill_grace = 2.0
+{limits}
+
+[logging]
+level = "debug"
+{extra}
+"""
+
+
+@dataclass
+class AgentProcess:
+    """One agent daemon run by the tests; ``base`` holds its state, projects and repositories."""
+
+    base: Path
+    limits: str = ""
+    extra: str = ""
+    process: subprocess.Popen | None = None
+    port: int = 0
+    channel: grpc.Channel | None = None
+    stub: pb_grpc.AgentStub | None = None
+    log_path: Path = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.base.mkdir(parents=True, exist_ok=True)
+        self.log_path = self.base / "agent.log"
+        self.config_path = self.base / "agent.toml"
+        self.port_file = self.base / "agent.port"
+        self.config_path.write_text(
+            config_text(self.base, port_file=self.port_file, limits=self.limits, extra=self.extra)
+        )
+
+    @property
+    def projects_root(self) -> Path:
+        return self.base / "projects"
+
+    @property
+    def persist_root(self) -> Path:
+        return self.base / "persist"
+
+    @property
+    def state_dir(self) -> Path:
+        return self.base / "state"
+
+    def home(self, project_id: str) -> Path:
+        return self.projects_root / f"project-{project_id}"
+
+    def persist(self, project_id: str) -> Path:
+        return self.persist_root / f"project-{project_id}"
+
+    def repository(self, project_id: str) -> Path:
+        return self.state_dir / "repos" / f"project-{project_id}"
+
+    def start(self, timeout: float = 30.0) -> "AgentProcess":
+        self.port_file.unlink(missing_ok=True)
+        log = open(self.log_path, "ab")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "agent", "serve", "--config", str(self.config_path)],
+            cwd=REPO_ROOT,
+            stdout=log,
+            stderr=log,
+            start_new_session=True,
+        )
+        log.close()
+        deadline = time.monotonic() + timeout
+        while not self.port_file.exists():
+            if self.process.poll() is not None:
+                raise RuntimeError(f"agent exited with {self.process.returncode}:\n{self.log_tail()}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"agent did not start:\n{self.log_tail()}")
+            time.sleep(0.05)
+        self.port = int(self.port_file.read_text())
+        self.channel = grpc.insecure_channel(f"127.0.0.1:{self.port}")
+        self.stub = pb_grpc.AgentStub(self.channel)
+        health = health_pb2_grpc.HealthStub(self.channel)
+        assert health.Check(health_pb2.HealthCheckRequest(), timeout=10).status == health_pb2.HealthCheckResponse.SERVING
+        return self
+
+    def log_tail(self, lines: int = 40) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except FileNotFoundError:
+            return ""
+
+    def signal(self, sig: int) -> None:
+        assert self.process is not None
+        self.process.send_signal(sig)
+
+    def wait_exit(self, timeout: float = 30.0) -> int:
+        assert self.process is not None
+        code = self.process.wait(timeout=timeout)
+        self._close_channel()
+        return code
+
+    def kill(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(timeout=30)
+        self._close_channel()
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        self._close_channel()
+
+    def _close_channel(self) -> None:
+        if self.channel is not None:
+            self.channel.close()
+            self.channel = None
+
+    # ------------------------------------------------------------ calls
+
+    def backup(self, project_id: str, request_id: str | None = None, **fields) -> pb.Operation:
+        return self.stub.Backup(
+            pb.BackupRequest(request_id=request_id or new_id(), project_id=project_id, **fields), timeout=30
+        )
+
+    def restore(self, project_id: str, snapshot_id: str, request_id: str | None = None, **fields) -> pb.Operation:
+        return self.stub.Restore(
+            pb.RestoreRequest(
+                request_id=request_id or new_id(), project_id=project_id, snapshot_id=snapshot_id, **fields
+            ),
+            timeout=30,
+        )
+
+    def verify(self, project_id: str, request_id: str | None = None, **fields) -> pb.Operation:
+        return self.stub.Verify(
+            pb.VerifyRequest(request_id=request_id or new_id(), project_id=project_id, **fields), timeout=30
+        )
+
+    def wait(self, operation_id: str, timeout: float = 120.0) -> pb.Operation:
+        """Poll GetOperation until the operation is terminal."""
+        deadline = time.monotonic() + timeout
+        while True:
+            operation = self.stub.GetOperation(pb.GetOperationRequest(operation_id=operation_id), timeout=10)
+            if operation.state in TERMINAL_STATES:
+                return operation
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"operation {operation_id} still {pb.OperationState.Name(operation.state)}")
+            time.sleep(0.05)
+
+    def events(self, operation_id: str, from_seq: int = 0, timeout: float = 120.0) -> list[pb.ProgressUpdate]:
+        """Every update of a StreamProgress call until the stream ends."""
+        return list(
+            self.stub.StreamProgress(
+                pb.StreamProgressRequest(operation_id=operation_id, from_seq=from_seq), timeout=timeout
+            )
+        )
+
+
+def new_id() -> str:
+    return str(uuid.uuid4())
+
+
+def write_tree(root: Path, *, files: int, size: int = 2048, seed: int = 1, depth: int = 3) -> None:
+    """Fill ``root`` with ``files`` files of random bytes (about ``size`` bytes each) in nested directories,
+    plus a symlink and a few distinctive modes."""
+    rng = random.Random(seed)
+    root.mkdir(parents=True, exist_ok=True)
+    for index in range(files):
+        parts = [f"d{rng.randrange(8)}" for _ in range(rng.randrange(depth + 1))]
+        directory = root.joinpath(*parts)
+        directory.mkdir(parents=True, exist_ok=True)
+        path = directory / f"f{index}.bin"
+        path.write_bytes(rng.randbytes(rng.randrange(size // 2, size + size // 2 + 1)))
+        if index % 7 == 0:
+            path.chmod(0o600)
+        elif index % 11 == 0:
+            path.chmod(0o755)
+        os.utime(path, ns=(1_600_000_000_000_000_000 + index * 1_000_000_007,) * 2)
+    link = root / "link-to-first"
+    if not link.is_symlink():
+        link.symlink_to("d0/f0.bin")
+
+
+def manifest(root: Path) -> dict[str, tuple]:
+    """(type, mode, mtime_ns, size, sha256 or link target) for every entry under ``root``, keyed by relative path.
+
+    Directory mtimes are included: a restore must bring them back too.
+    """
+    result: dict[str, tuple] = {}
+    for directory, dirnames, filenames in os.walk(root):
+        for name in dirnames + filenames:
+            path = Path(directory) / name
+            info = path.lstat()
+            relative = str(path.relative_to(root))
+            if stat.S_ISLNK(info.st_mode):
+                result[relative] = ("link", os.readlink(path))
+            elif stat.S_ISDIR(info.st_mode):
+                result[relative] = ("dir", stat.S_IMODE(info.st_mode), info.st_mtime_ns)
+            else:
+                digest = hashlib.sha256(path.read_bytes()).hexdigest()
+                result[relative] = ("file", stat.S_IMODE(info.st_mode), info.st_mtime_ns, info.st_size, digest)
+    info = root.lstat()
+    result["."] = ("dir", stat.S_IMODE(info.st_mode), info.st_mtime_ns)
+    return result

@@ -1,0 +1,156 @@
+"""Backup, Restore, Verify and ListSnapshots through a real agent process and the real restic binary."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+
+import grpc
+import pytest
+
+from hub_client.proto.buckets.v1 import agent_pb2 as pb
+from tests.conftest import requires_restic
+from tests.harness import manifest, new_id, write_tree
+
+pytestmark = requires_restic
+
+
+def make_project(agent, project_id: str, files: int = 300) -> None:
+    write_tree(agent.home(project_id), files=files, seed=hash(project_id) & 0xFFFF)
+    persist = agent.persist(project_id)
+    write_tree(persist, files=5, seed=7, depth=0)
+
+
+def test_backup_change_restore_gives_back_both_roots_exactly(shared_agent, project_id):
+    agent = shared_agent
+    make_project(agent, project_id)
+    home_before, persist_before = manifest(agent.home(project_id)), manifest(agent.persist(project_id))
+
+    backup = agent.wait(agent.backup(project_id).id)
+    assert backup.state == pb.SUCCEEDED, backup.error
+    snapshot_id = backup.summary.snapshot_id
+    assert snapshot_id
+    assert backup.summary.files_processed == len([v for v in home_before.values() if v[0] == "file"]) + len(
+        [v for v in persist_before.values() if v[0] == "file"]
+    )
+
+    # Change, add and delete files in both roots.
+    home = agent.home(project_id)
+    victims = sorted(p for p in home.rglob("*.bin"))[:20]
+    for path in victims[:10]:
+        path.unlink()
+    for path in victims[10:]:
+        path.write_bytes(b"changed")
+    (home / "new-file.txt").write_text("new")
+    shutil.rmtree(agent.persist(project_id))
+    agent.persist(project_id).mkdir()
+    (agent.persist(project_id) / "other.db").write_text("other")
+    assert manifest(home) != home_before
+
+    restore = agent.wait(agent.restore(project_id, snapshot_id).id)
+    assert restore.state == pb.SUCCEEDED, restore.error
+    assert restore.summary.snapshot_id.startswith(snapshot_id)
+    assert manifest(agent.home(project_id)) == home_before
+    assert manifest(agent.persist(project_id)) == persist_before
+    staging = [agent.projects_root / ".staging", agent.persist_root / ".staging"]
+    assert all(not d.exists() or not any(d.iterdir()) for d in staging)
+
+    verify = agent.wait(agent.verify(project_id).id)
+    assert verify.state == pb.SUCCEEDED, verify.error
+
+
+def test_snapshot_carries_layout_v2_metadata_and_two_roots(shared_agent, project_id):
+    agent = shared_agent
+    make_project(agent, project_id, files=10)
+    operation = agent.wait(agent.backup(project_id, purpose="move", tags=["ticket=42"]).id)
+    assert operation.state == pb.SUCCEEDED, operation.error
+
+    listing = agent.stub.ListSnapshots(pb.ListSnapshotsRequest(project_id=project_id), timeout=30)
+    assert len(listing.snapshots) == 1
+    snapshot = listing.snapshots[0]
+    assert snapshot.hostname == f"project-{project_id}"
+    assert (snapshot.layout, snapshot.project_id, snapshot.source_host_id) == ("v2", project_id, "test-host")
+    assert (snapshot.operation_id, snapshot.purpose) == (operation.id, "move")
+    assert "ticket=42" in snapshot.tags
+
+    env = {"RESTIC_PASSWORD_FILE": str(agent.state_dir / "repository.password"), "PATH": os.environ["PATH"]}
+    listing_lines = subprocess.run(
+        ["restic", "-r", str(agent.repository(project_id)), "--no-cache", "ls", "--json", snapshot.id],
+        env=env, capture_output=True, text=True, check=True,
+    ).stdout.splitlines()
+    nodes = [json.loads(line) for line in listing_lines]
+    roots = sorted(n["path"] for n in nodes if n.get("struct_type") == "node" and n["path"].count("/") == 1)
+    assert roots == ["/persist", "/project"]
+
+
+def test_list_snapshots_newest_first_with_pages(shared_agent, project_id):
+    agent = shared_agent
+    make_project(agent, project_id, files=3)
+    ids = []
+    for index in range(3):
+        (agent.home(project_id) / f"round-{index}").write_text(str(index))
+        operation = agent.wait(agent.backup(project_id).id)
+        assert operation.state == pb.SUCCEEDED, operation.error
+        ids.append(operation.summary.snapshot_id)
+    first = agent.stub.ListSnapshots(pb.ListSnapshotsRequest(project_id=project_id, page_size=2), timeout=30)
+    assert [s.short_id for s in first.snapshots] == [ids[2], ids[1]]
+    assert first.next_page_token
+    second = agent.stub.ListSnapshots(
+        pb.ListSnapshotsRequest(project_id=project_id, page_size=2, page_token=first.next_page_token), timeout=30
+    )
+    assert [s.short_id for s in second.snapshots] == [ids[0]]
+    assert second.next_page_token == ""
+
+
+def test_restore_into_a_missing_project_creates_it(shared_agent, project_id):
+    agent = shared_agent
+    make_project(agent, project_id, files=20)
+    before = manifest(agent.home(project_id))
+    backup = agent.wait(agent.backup(project_id).id)
+    shutil.rmtree(agent.home(project_id))
+    shutil.rmtree(agent.persist(project_id))
+    restore = agent.wait(agent.restore(project_id, backup.summary.snapshot_id).id)
+    assert restore.state == pb.SUCCEEDED, restore.error
+    assert manifest(agent.home(project_id)) == before
+
+
+def test_restore_latest_resolves_and_records_the_snapshot(shared_agent, project_id):
+    agent = shared_agent
+    make_project(agent, project_id, files=5)
+    backup = agent.wait(agent.backup(project_id).id)
+    restore = agent.wait(agent.restore(project_id, "latest").id)
+    assert restore.state == pb.SUCCEEDED, restore.error
+    assert restore.summary.snapshot_id.startswith(backup.summary.snapshot_id)
+
+
+def test_unimplemented_rpcs_say_so(shared_agent, project_id):
+    with pytest.raises(grpc.RpcError) as info:
+        shared_agent.stub.Freeze(pb.FreezeRequest(project_id=project_id), timeout=10)
+    assert info.value.code() == grpc.StatusCode.UNIMPLEMENTED
+
+
+def test_capabilities_and_host_status(shared_agent):
+    caps = shared_agent.stub.GetCapabilities(pb.GetCapabilitiesRequest(), timeout=10)
+    assert caps.engine == "restic" and caps.engine_version.startswith("0.")
+    assert caps.backend == "directory"
+    assert any("live tree" in line for line in caps.limitations)
+    status = shared_agent.stub.GetHostStatus(pb.GetHostStatusRequest(), timeout=10)
+    assert status.host_id == "test-host" and status.disk_total_bytes > 0
+
+
+def test_repository_spec_in_the_request_is_used(shared_agent, project_id, tmp_path):
+    agent = shared_agent
+    make_project(agent, project_id, files=5)
+    repo = tmp_path / "elsewhere"
+    spec = pb.RepositorySpec(local=pb.LocalRepository(path=str(repo)), password="a-request-password")
+    operation = agent.wait(agent.backup(project_id, repository=spec).id)
+    assert operation.state == pb.SUCCEEDED, operation.error
+    assert (repo / "config").exists()
+    listing = agent.stub.ListSnapshots(pb.ListSnapshotsRequest(project_id=project_id, repository=spec), timeout=30)
+    assert [s.short_id for s in listing.snapshots] == [operation.summary.snapshot_id]
+    wrong = pb.RepositorySpec(local=pb.LocalRepository(path=str(repo)), password="not-the-password")
+    failed = agent.wait(agent.backup(project_id, repository=wrong, request_id=new_id()).id)
+    assert failed.state == pb.FAILED
+    assert failed.error.code == "FAILED_PRECONDITION", failed.error

@@ -1,0 +1,159 @@
+"""The agent killed (SIGKILL) or stopped (SIGTERM) in the middle of work."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import psutil
+
+from hub_client.proto.buckets.v1 import agent_pb2 as pb
+from tests.conftest import requires_restic
+from tests.harness import manifest, write_tree
+from tests.integration.test_operations import SLOW, big_project, restic_check, restic_snapshot_count, wait_for_phase
+
+pytestmark = requires_restic
+
+
+def engine_processes(agent) -> list[psutil.Process]:
+    """restic processes working on this agent's repositories."""
+    found = []
+    for process in psutil.process_iter(["cmdline"]):
+        cmdline = process.info["cmdline"] or []
+        if any(str(agent.base) in part for part in cmdline) and any(part.endswith("restic") for part in cmdline):
+            found.append(process)
+    return found
+
+
+def assert_no_engine_left(agent, timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while engine_processes(agent):
+        assert time.monotonic() < deadline, f"engine processes outlived the agent: {engine_processes(agent)}"
+        time.sleep(0.1)
+
+
+def staging_is_empty(agent) -> bool:
+    return all(
+        not d.exists() or not any(d.iterdir())
+        for d in (agent.projects_root / ".staging", agent.persist_root / ".staging")
+    )
+
+
+def test_sigkill_during_backup_then_restart(agent_factory, project_id):
+    agent = agent_factory(limits=SLOW)
+    write_tree(agent.home(project_id), files=5)
+    assert agent.wait(agent.backup(project_id).id).state == pb.SUCCEEDED
+    large = agent.home(project_id) / "large"
+    large.mkdir()
+    for index in range(24):
+        (large / f"b{index}.bin").write_bytes(os.urandom(256 * 1024))
+    before = manifest(agent.home(project_id))
+    operation = agent.backup(project_id)
+    wait_for_phase(agent, operation.id, "upload")
+
+    agent.kill()
+    assert_no_engine_left(agent)
+    agent.start()
+
+    interrupted = agent.wait(operation.id)
+    assert interrupted.state == pb.INTERRUPTED
+    assert manifest(agent.home(project_id)) == before  # a backup never touches the project
+    assert restic_snapshot_count(agent, project_id) == 1
+    again = agent.wait(agent.backup(project_id).id)
+    assert again.state == pb.SUCCEEDED, again.error
+    check = restic_check(agent, project_id)
+    assert check.returncode == 0, check.stdout + check.stderr
+
+
+def test_sigkill_during_restore_leaves_the_old_tree_whole(agent_factory, project_id):
+    agent = agent_factory(limits=SLOW)
+    big_project(agent, project_id, megabytes=3)
+    backup = agent.wait(agent.backup(project_id).id, timeout=180)
+    assert backup.state == pb.SUCCEEDED
+    # The live tree now differs from the snapshot: after the kill it must be exactly this.
+    for path in list(agent.home(project_id).iterdir())[:3]:
+        path.unlink()
+    (agent.home(project_id) / "after-backup.txt").write_text("edited after the backup")
+    before = manifest(agent.home(project_id))
+    persist_before = manifest(agent.persist(project_id))
+
+    operation = agent.restore(project_id, backup.summary.snapshot_id)
+    wait_for_phase(agent, operation.id, "restore")
+    assert not staging_is_empty(agent)
+    agent.kill()
+    assert_no_engine_left(agent)
+    agent.start()
+
+    assert agent.wait(operation.id).state == pb.INTERRUPTED
+    assert manifest(agent.home(project_id)) == before
+    assert manifest(agent.persist(project_id)) == persist_before
+    assert staging_is_empty(agent)
+    again = agent.wait(agent.backup(project_id).id, timeout=180)
+    assert again.state == pb.SUCCEEDED, again.error
+    check = restic_check(agent, project_id)
+    assert check.returncode == 0, check.stdout + check.stderr
+
+
+def test_sigkill_during_the_swap_is_rolled_forward(agent_factory, project_id):
+    """The agent dies after the engine finished and the swap began: recovery completes the swap."""
+    agent = agent_factory()
+    write_tree(agent.home(project_id), files=50)
+    write_tree(agent.persist(project_id), files=3, depth=0)
+    snapshot_home = manifest(agent.home(project_id))
+    backup = agent.wait(agent.backup(project_id).id)
+    (agent.home(project_id) / "later.txt").write_text("later")
+    agent.stop()
+
+    # Replay what the agent persists right before swapping, then "die" between the two exchanges:
+    # the persist tree is swapped, the project tree is not.
+    from agent.backends.directory import DirectoryBackend
+    from agent.journal import Journal
+    from agent.model import OperationKind, OperationRecord, OperationState
+    import subprocess
+
+    backend = DirectoryBackend(projects_root=agent.projects_root, persist_root=agent.persist_root,
+                               state_dir=agent.state_dir)
+    staging = backend.prepare_staging(project_id, "op-crash")
+    env = {"RESTIC_PASSWORD_FILE": str(agent.state_dir / "repository.password"), "PATH": os.environ["PATH"]}
+    for root, target in (("/project", staging.project), ("/persist", staging.persist)):
+        subprocess.run(
+            ["restic", "-r", str(agent.repository(project_id)), "--no-cache", "restore",
+             f"{backup.summary.snapshot_id}:{root}", "--target", str(target)],
+            env=env, check=True, capture_output=True,
+        )
+    plan = backend.swap_plan(project_id, staging)
+    journal = Journal(agent.state_dir / "agent.sqlite")
+    record = OperationRecord(
+        id="op-crash", request_id="crash-request", kind=OperationKind.RESTORE, project_id=project_id,
+        fingerprint="x", params={}, state=OperationState.RUNNING, created_at=time.time(),
+        recovery={"staging": "op-crash", "swap": plan},
+    )
+    journal.insert_operation(record)
+    journal.close()
+    from agent import fsops
+    from pathlib import Path
+
+    fsops.put_in_place(Path(plan[0]["staged"]), Path(plan[0]["live"]))  # persist swapped; then "killed"
+
+    agent.start()
+    operation = agent.wait("op-crash")
+    assert operation.state == pb.INTERRUPTED
+    assert "completed during recovery" in operation.error.message
+    assert manifest(agent.home(project_id)) == snapshot_home
+    assert staging_is_empty(agent)
+
+
+def test_sigterm_during_backup_exits_cleanly_within_the_grace_period(agent_factory, project_id):
+    agent = agent_factory(limits=SLOW)
+    big_project(agent, project_id, megabytes=4)
+    operation = agent.backup(project_id)
+    wait_for_phase(agent, operation.id, "upload")
+    agent.signal(signal.SIGTERM)
+    assert agent.wait_exit(timeout=5.0 + 2.0 + 10.0) == 0
+    assert_no_engine_left(agent)
+    agent.start()
+    final = agent.wait(operation.id)
+    assert final.state == pb.INTERRUPTED
+    assert "shut down" in final.error.message
+    assert staging_is_empty(agent)
