@@ -143,8 +143,9 @@ def _secret_pattern(secrets: Iterable[str]) -> re.Pattern[str] | None:
 class _Child:
     """One running child: its process, its reaper task and its stop sequence."""
 
-    def __init__(self, proc: asyncio.subprocess.Process, log: Any) -> None:
+    def __init__(self, proc: asyncio.subprocess.Process, log: Any, stop_signal: signal.Signals) -> None:
         self.proc = proc
+        self.stop_signal = stop_signal
         self.pid = proc.pid
         # start_new_session=True makes the child the leader of its own group.
         self.pgid = proc.pid
@@ -178,7 +179,7 @@ class _Child:
         if self.wait_task.done():
             return
         self._log.warning("process.stop", pid=self.pid, reason=reason, grace=grace)
-        self._signal_group(signal.SIGTERM)
+        self._signal_group(self.stop_signal)
         done, _ = await asyncio.wait({self.wait_task}, timeout=max(grace, 0.0))
         if not done:
             self._log.warning("process.kill", pid=self.pid, reason=reason)
@@ -394,6 +395,7 @@ async def run_process(
     stderr_tail_bytes: int = 16384,
     kill_grace: float = 5.0,
     on_start: Callable[[int], None] | None = None,
+    stop_signal: signal.Signals = signal.SIGTERM,
 ) -> ProcessResult:
     """Run one program to completion and return its result.
 
@@ -413,6 +415,8 @@ async def run_process(
       stderr_tail_bytes: how much of the end of stderr to keep.
       kill_grace: seconds between SIGTERM and SIGKILL when stopping.
       on_start: called with the child's pid once it has started.
+      stop_signal: the polite signal of the stop sequence; some programs
+        clean up only on SIGINT (restic removes its repository lock).
 
     Stopping a child always signals its whole process group: SIGTERM, up to
     ``kill_grace`` seconds, then SIGKILL; the child is reaped before this
@@ -473,7 +477,7 @@ async def run_process(
     except Exception as exc:  # e.g. SubprocessError from preexec_fn
         raise errors.Internal(f"cannot start {program}: {exc}") from None
 
-    child = _Child(proc, log)
+    child = _Child(proc, log, stop_signal)
     _RUNNING[child.pid] = child
     log.info("process.start", argv=list(masked_argv), pid=child.pid, cwd=masked_cwd)
 

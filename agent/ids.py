@@ -24,6 +24,15 @@ def project_id(value: str) -> str:
     return str(parsed)
 
 
+def request_id(value: str) -> str:
+    """Return a caller-chosen request id (1 to 200 characters); raises InvalidArgument."""
+    if not value:
+        raise errors.InvalidArgument("request_id is required")
+    if len(value) > 200:
+        raise errors.InvalidArgument("request_id is longer than 200 characters")
+    return value
+
+
 def project_dir_name(project: str) -> str:
     """The directory, host name and repository name of a project: ``project-<uuid>``."""
     return f"project-{project}"

@@ -97,7 +97,7 @@ async def backup(
     def on_status(status: ra.BackupStatus) -> None:
         context.progress(
             "upload",
-            percent=min(100.0, status.percent * 100),
+            percent=min(100.0, status.percent),
             bytes_done=status.bytes_done,
             bytes_total=status.bytes_total,
             files_done=status.files_done,

@@ -20,7 +20,7 @@ from typing import AsyncIterator, Awaitable, Callable
 
 import structlog
 
-from agent import errors
+from agent import errors, ids
 from agent.journal import Journal
 from agent.model import (
     MUTATING_KINDS,
@@ -160,14 +160,11 @@ class OperationManager:
 
         Returns (record, joined): joined is True when the call returned an
         operation that already existed (same request id, or a running backup
-        joined). Raises InvalidArgument (no request id), AlreadyExists (request
+        joined). Raises InvalidArgument (bad request id), AlreadyExists (request
         id reused with other parameters), Conflict (another operation runs on
         the project), ResourceExhausted (queue full), Unavailable (shutting down).
         """
-        if not request_id:
-            raise errors.InvalidArgument("request_id is required")
-        if len(request_id) > 200:
-            raise errors.InvalidArgument("request_id is longer than 200 characters")
+        request_id = ids.request_id(request_id)
         digest = fingerprint(kind, project_id, params)
         existing = self._journal.find_by_request_id(request_id)
         if existing is not None:

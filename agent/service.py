@@ -126,6 +126,7 @@ class AgentService:
         purpose: str,
         tags: Sequence[str],
     ) -> tuple[OperationRecord, bool]:
+        ids.request_id(request_id)
         project_id = ids.project_id(project_id)
         purpose = purpose or "backup"
         if purpose not in PURPOSES:
@@ -154,6 +155,7 @@ class AgentService:
         subpath: str,
         target_path: str,
     ) -> tuple[OperationRecord, bool]:
+        ids.request_id(request_id)
         project_id = ids.project_id(project_id)
         snapshot_id = ids.snapshot_id(snapshot_id or "")
         subpath = ids.relative_path(subpath, field="subpath")
@@ -176,6 +178,7 @@ class AgentService:
         mode: str,
         read_data_subset: str,
     ) -> tuple[OperationRecord, bool]:
+        ids.request_id(request_id)
         project_id = ids.project_id(project_id)
         if mode not in ("repository", "read_data"):
             raise errors.Unimplemented(f"verify mode {mode} is not built yet")

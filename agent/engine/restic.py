@@ -7,6 +7,7 @@ this module only wires them to processes.
 from __future__ import annotations
 
 import os
+import signal
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
@@ -100,6 +101,8 @@ class ResticEngine:
             capture_stdout=capture_stdout,
             secrets=repo.secrets,
             kill_grace=self._kill_grace,
+            # restic 0.14 removes its repository lock on SIGINT but not on SIGTERM.
+            stop_signal=signal.SIGINT,
         )
         if result.returncode not in ok_codes:
             raise ra.classify_failure(result.returncode, result.stderr_tail, action=action)
@@ -116,7 +119,7 @@ class ResticEngine:
         return ".".join(map(str, self._version))
 
     async def init(self, repo: Repository) -> None:
-        await self._run(repo, ra.init_args(self.binary, self._common(repo)), action="restic init")
+        await self._run(repo, ra.init_args(self.binary, self._common(repo)), action="init")
         log.info("repository.initialised", repository=repo.display)
 
     async def backup(
@@ -151,7 +154,7 @@ class ResticEngine:
         ]
         try:
             result = await self._run(
-                repo, argv, action="restic backup", cwd=view.root, on_stdout_line=on_line,
+                repo, argv, action="backup", cwd=view.root, on_stdout_line=on_line,
                 ok_codes=(0, EXIT_INCOMPLETE),
             )
         except errors.NotFound:
@@ -172,14 +175,14 @@ class ResticEngine:
         """Return snapshots (oldest first, as restic lists them); raises NotFound for a missing repository."""
         result = await self._run(
             repo, ra.snapshots_args(self.binary, self._common(repo), host=host, ids=ids),
-            action="restic snapshots", capture_stdout=True,
+            action="snapshots", capture_stdout=True,
         )
         return ra.parse_snapshots(result.stdout)
 
     async def restore_size(self, repo: Repository, snapshot_id: str) -> ra.RestoreSize:
         result = await self._run(
             repo, ra.stats_restore_size_args(self.binary, self._common(repo), snapshot_id),
-            action="restic stats", capture_stdout=True,
+            action="stats", capture_stdout=True,
         )
         return ra.parse_restore_size(result.stdout)
 
@@ -189,10 +192,10 @@ class ResticEngine:
             *view.wrapper,
             *ra.restore_args(self.binary, self._common(repo), snapshot_id=snapshot_id, target=str(view.root)),
         ]
-        await self._run(repo, argv, action="restic restore")
+        await self._run(repo, argv, action="restore")
 
     async def check(self, repo: Repository, *, read_data_subset: str | None = None) -> None:
         """Check the repository; raises DataLoss naming what restic found."""
-        await self._run(repo, ra.unlock_args(self.binary, self._common(repo)), action="restic unlock")
+        await self._run(repo, ra.unlock_args(self.binary, self._common(repo)), action="unlock")
         argv = ra.check_args(self.binary, self._common(repo), read_data_subset=read_data_subset)
-        await self._run(repo, argv, action="restic check", capture_stdout=True)
+        await self._run(repo, argv, action="check", capture_stdout=True)

@@ -658,7 +658,9 @@ EXIT_CODE_RULES: dict[int, tuple[type[errors.BucketsError], str]] = {
 # match wins, and the order matters: restic 0.14 appends "Is there a
 # repository at the following location?" to *every* failure to open the
 # config file, including refused S3 credentials and unreachable endpoints, so
-# the not-found row comes after those.
+# the not-found row comes last; and it prefixes *every* failure to write a
+# lock file with "unable to create lock in backend", so the lock row comes
+# after the network and disk rows that name the real cause.
 STDERR_RULES: tuple[FailureRule, ...] = (
     _rule(r"wrong password or no key found", errors.FailedPrecondition, "wrong repository password"),
     _rule(
@@ -667,11 +669,6 @@ STDERR_RULES: tuple[FailureRule, ...] = (
         r"|AccessDenied|Access Denied",
         errors.PermissionDenied,
         "the S3 credentials were refused by the storage endpoint",
-    ),
-    _rule(
-        r"unable to create lock|repository is already locked",
-        errors.Unavailable,
-        "repository is locked",
     ),
     _rule(
         r"connection refused|no such host|i/o timeout|dial tcp|503 Service Unavailable"
@@ -685,6 +682,11 @@ STDERR_RULES: tuple[FailureRule, ...] = (
         errors.ResourceExhausted,
         "no space left (disk or quota full)",
         re.IGNORECASE,
+    ),
+    _rule(
+        r"unable to create lock|repository is already locked",
+        errors.Unavailable,
+        "repository is locked",
     ),
     _rule(
         r"ciphertext verification failed|\bMAC\b|(?i:\bdecrypt)|invalid data returned",
@@ -711,11 +713,14 @@ def classify_failure(returncode: int, stderr_tail: str, *, action: str) -> error
     decide on their own; otherwise the first matching row of
     :data:`STDERR_RULES` decides; anything else is :class:`errors.Internal`.
 
-    Raises ValueError for exit codes 0 and 3, which are not failures (3 is an
-    incomplete snapshot: the caller reports a warning).
+    Exit code 3 (:data:`EXIT_INCOMPLETE`) is not a failure of ``backup``: the
+    snapshot was written and the caller reports a warning without calling
+    this. Should 3 reach here anyway (restic >= 0.17 ``forget`` uses it for
+    "failed to remove one or more snapshots"), the stderr rules still apply and
+    the fallback says the run was incomplete. Raises ValueError for exit code 0.
     """
-    if returncode in (EXIT_OK, EXIT_INCOMPLETE):
-        raise ValueError(f"restic exit code {returncode} is not a failure")
+    if returncode == EXIT_OK:
+        raise ValueError("restic exit code 0 is not a failure")
     detail = stderr_tail.strip()
     if returncode in EXIT_CODE_RULES:
         cls, short = EXIT_CODE_RULES[returncode]
@@ -725,4 +730,6 @@ def classify_failure(returncode: int, stderr_tail: str, *, action: str) -> error
             return rule.error(f"restic {action} failed: {rule.message}", detail=detail)
     if returncode < 0:
         return errors.Internal(f"restic {action} was killed by signal {-returncode}", detail=detail)
+    if returncode == EXIT_INCOMPLETE:
+        return errors.Internal(f"restic {action} finished incomplete (exit code 3)", detail=detail)
     return errors.Internal(f"restic {action} failed with exit code {returncode}", detail=detail)

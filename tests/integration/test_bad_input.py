@@ -72,14 +72,14 @@ def test_wrong_repository_password_is_failed_precondition(shared_agent, project_
     agent = shared_agent
     write_tree(agent.home(project_id), files=3)
     assert agent.wait(agent.backup(project_id).id).state == pb.SUCCEEDED
-    spec = pb.RepositorySpec(local=pb.LocalRepository(path=str(agent.repository(project_id))), password="wrong")
+    spec = pb.RepositorySpec(local=pb.LocalRepository(path=str(agent.repository(project_id))), password="definitely-not-the-password-7")
     before = manifest(agent.home(project_id))
-    for operation in (
-        agent.restore(project_id, "latest", repository=spec),
-        agent.backup(project_id, repository=spec),
-        agent.verify(project_id, repository=spec),
+    for start in (
+        lambda: agent.restore(project_id, "latest", repository=spec),
+        lambda: agent.backup(project_id, repository=spec),
+        lambda: agent.verify(project_id, repository=spec),
     ):
-        final = agent.wait(operation.id)
+        final = agent.wait(start().id)
         assert final.state == pb.FAILED
         assert final.error.code == "FAILED_PRECONDITION", final.error
         assert "password" in final.error.message

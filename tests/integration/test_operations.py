@@ -34,10 +34,11 @@ def events_of(updates) -> list[pb.ProgressEvent]:
     return [u.event for u in updates if u.WhichOneof("update") == "event"]
 
 
-def wait_for_phase(agent, operation_id: str, phase: str, timeout: float = 60) -> None:
+def wait_for_phase(agent, operation_id: str, phase: str, timeout: float = 60, *, field: str = "bytes_done") -> None:
+    """Follow the operation until an event of ``phase`` reports a non-zero ``field``."""
     stream = agent.stub.StreamProgress(pb.StreamProgressRequest(operation_id=operation_id), timeout=timeout)
     for update in stream:
-        if update.WhichOneof("update") == "event" and update.event.phase == phase and update.event.bytes_done > 0:
+        if update.WhichOneof("update") == "event" and update.event.phase == phase and getattr(update.event, field):
             stream.cancel()
             return
     raise AssertionError(f"operation {operation_id} never reached phase {phase}")
@@ -49,6 +50,12 @@ def restic_check(agent, project_id: str) -> subprocess.CompletedProcess:
         ["restic", "-r", str(agent.repository(project_id)), "--no-cache", "check"],
         env=env, capture_output=True, text=True,
     )
+
+
+def assert_verify_clean(agent, project_id: str) -> None:
+    """The agent's Verify (repository check; stale locks of dead processes are removed first) succeeds."""
+    operation = agent.wait(agent.verify(project_id).id)
+    assert operation.state == pb.SUCCEEDED, operation.error
 
 
 def restic_snapshot_count(agent, project_id: str) -> int:
@@ -248,8 +255,10 @@ def test_cancel_a_running_backup_leaves_no_snapshot_and_a_clean_repository(agent
     events = events_of(agent.events(operation.id))
     assert events[-1].terminal and events[-1].state == pb.CANCELLED
     assert restic_snapshot_count(agent, project_id) == 1
+    # restic got SIGINT, so it removed its own lock: even stock restic finds the repository clean.
     check = restic_check(agent, project_id)
     assert check.returncode == 0, check.stdout + check.stderr
+    assert_verify_clean(agent, project_id)
 
 
 def test_cancel_a_pending_operation(agent_factory):
