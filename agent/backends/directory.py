@@ -173,21 +173,22 @@ class DirectoryBackend:
 
 
 def tree_size(path: Path) -> tuple[int, int]:
-    """Return (bytes, files) of regular files under ``path``; missing paths count as empty."""
-    total_bytes = total_files = 0
+    """Return (bytes of regular files, entries) under ``path``, counting every file, directory and
+    link the way the engine's restore size does; missing paths count as empty."""
+    total_bytes = entries = 0
     stack = [str(path)]
     while stack:
         try:
-            with os.scandir(stack.pop()) as entries:
-                for entry in entries:
+            with os.scandir(stack.pop()) as iterator:
+                for entry in iterator:
+                    entries += 1
                     try:
                         if entry.is_dir(follow_symlinks=False):
                             stack.append(entry.path)
                         elif entry.is_file(follow_symlinks=False):
-                            total_files += 1
                             total_bytes += entry.stat(follow_symlinks=False).st_size
                     except FileNotFoundError:
                         continue
         except (FileNotFoundError, NotADirectoryError):
             continue
-    return total_bytes, total_files
+    return total_bytes, entries
