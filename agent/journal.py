@@ -54,6 +54,10 @@ CREATE TABLE IF NOT EXISTS projects (
     last_backup_snapshot TEXT,
     last_backup_operation TEXT
 );
+CREATE TABLE IF NOT EXISTS request_aliases (
+    request_id TEXT PRIMARY KEY,
+    operation_id TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 
@@ -160,8 +164,20 @@ class Journal:
         return None if row is None else self._record(row)
 
     def find_by_request_id(self, request_id: str) -> OperationRecord | None:
-        row = self._db.execute("SELECT * FROM operations WHERE request_id=?", (request_id,)).fetchone()
+        """The operation a request id started or joined, or None."""
+        row = self._db.execute(
+            "SELECT * FROM operations WHERE request_id=? UNION ALL"
+            " SELECT operations.* FROM request_aliases JOIN operations ON operations.id = request_aliases.operation_id"
+            " WHERE request_aliases.request_id=? LIMIT 1",
+            (request_id, request_id),
+        ).fetchone()
         return None if row is None else self._record(row)
+
+    def add_request_alias(self, request_id: str, operation_id: str) -> None:
+        """Record that ``request_id`` joined ``operation_id``."""
+        self._db.execute(
+            "INSERT OR IGNORE INTO request_aliases(request_id, operation_id) VALUES (?,?)", (request_id, operation_id)
+        )
 
     def list_operations(
         self,

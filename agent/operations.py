@@ -133,9 +133,11 @@ class OperationManager:
                 except Exception as exc:  # recovery must never stop the agent from starting
                     log.error("recovery.failed", operation_id=record.id, error=repr(exc))
                     note = f"recovery failed: {exc}"
-            message = "the agent stopped while this operation ran" + (f"; {note}" if note else "")
-            if record.state is OperationState.PENDING:
-                message = "the agent stopped before this operation started"
+            message = (
+                "the agent stopped before this operation started"
+                if record.state is OperationState.PENDING
+                else "the agent stopped while this operation ran"
+            ) + (f"; {note}" if note else "")
             record.state = OperationState.INTERRUPTED
             record.finished_at = time.time()
             record.error = OperationError(code="ABORTED", message=message)
@@ -179,12 +181,16 @@ class OperationManager:
             active = self._active_on(project_id)
             if active is not None:
                 if joinable and active.kind is kind and active.fingerprint == digest:
+                    # A retry of this request must find the same operation after it ended.
+                    self._journal.add_request_alias(request_id, active.id)
                     return active, True
                 raise errors.Conflict(
                     f"project {project_id} has a running {active.kind.value} operation {active.id}"
                     f" ({active.state.value})"
                 )
-        if self._slots.locked() and self._queued_count() >= self._max_queued:
+        # Counted from the records, not the semaphore: tasks submitted in this same
+        # loop iteration have not taken their slot yet.
+        if len(self._live) >= self._max_running + self._max_queued:
             raise errors.ResourceExhausted(
                 f"{self._max_running} operations run and {self._queued_count()} wait; the queue is full"
             )
@@ -203,6 +209,7 @@ class OperationManager:
         self._live[record.id] = live
         self._append(record, phase="queue", message="waiting for a free slot")
         live.task = asyncio.get_running_loop().create_task(self._run(live, job), name=f"op-{record.id}")
+        live.task.add_done_callback(lambda _task: self._finish_unstarted(live))
         log.info("operation.submitted", operation_id=record.id, kind=kind.value, project_id=project_id)
         return record, False
 
@@ -280,6 +287,18 @@ class OperationManager:
             log.exception("operation.crashed", operation_id=record.id)
             self._finish(live, OperationState.FAILED, error=OperationError("INTERNAL", f"internal error: {exc!r}"))
 
+    def _finish_unstarted(self, live: _Live) -> None:
+        """A task cancelled before its first step never ran ``_run``'s handlers: finish it here."""
+        if live.record.id in self._live and not live.record.state.terminal:
+            if self._closing:
+                error = OperationError("ABORTED", "the agent shut down before this operation started")
+                self._finish(live, OperationState.INTERRUPTED, error=error, message="interrupted by agent shutdown")
+            else:
+                self._finish(
+                    live, OperationState.CANCELLED, error=OperationError("CANCELLED", "cancelled on request"),
+                    message="cancelled",
+                )
+
     def _finish(
         self,
         live: _Live,
@@ -336,6 +355,8 @@ class OperationManager:
         now = time.monotonic()
         phase_changed = last is None or last.phase != phase
         if phase_changed or now - live.last_progress_at >= PROGRESS_INTERVAL:
+            if phase_changed and live.pending_progress is not None:
+                self._flush_progress(live)  # the old phase's last figures come first
             if live.flush_handle is not None:
                 live.flush_handle.cancel()
                 live.flush_handle = None

@@ -86,7 +86,7 @@ def test_progress_stream_is_ordered_and_ends_with_the_summary(shared_agent, proj
     assert phases[0] == "queue" and "start" in phases and "snapshot" in phases
     assert events[-1].terminal and events[-1].state == pb.SUCCEEDED
     assert events[-1].summary.snapshot_id
-    assert events[-1].summary.files_processed == 201 - 0 or events[-1].summary.files_processed >= 200
+    assert events[-1].summary.files_processed >= 200
     assert all(not e.terminal for e in events[:-1])
 
 
