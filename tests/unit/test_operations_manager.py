@@ -819,7 +819,11 @@ def _dispose(loop: asyncio.AbstractEventLoop) -> None:
     tasks = asyncio.all_tasks(loop)
     for task in tasks:
         task.cancel()
-    loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
+
+    async def settle() -> None:
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    loop.run_until_complete(settle())
     loop.close()
 
 
