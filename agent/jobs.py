@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass
 from typing import Sequence
 
-from agent import errors
+from agent import buckets, errors
 from agent.backends.directory import DirectoryBackend, tree_size
 from agent.engine import restic_args as ra
 from agent.engine.restic import ResticEngine
@@ -34,6 +34,7 @@ class Services:
     backend: DirectoryBackend
     engine: ResticEngine
     host_id: str
+    create_buckets: bool = False
 
 
 def snapshot_tags(*, project_id: str, host_id: str, operation_id: str, purpose: str, extra: Sequence[str]) -> list[str]:
@@ -107,6 +108,10 @@ async def backup(
             message=status.current_files[0] if status.current_files else "",
         )
 
+    if repo.s3 is not None:
+        context.progress("snapshot", message=f"checking bucket {repo.s3.bucket}")
+        if await asyncio.to_thread(buckets.ensure_bucket, repo.s3, create=services.create_buckets):
+            context.progress("snapshot", message=f"created bucket {repo.s3.bucket}")
     context.progress("snapshot", message="preparing the source view")
     with services.backend.backup_view(project_id, context.operation_id) as view:
         context.progress("scan", message=f"backing up to {repo.display}")

@@ -46,6 +46,7 @@ class Repository:
     display: str
     password: str = field(repr=False)
     env: dict[str, str] = field(default_factory=dict, repr=False)
+    s3: S3Spec | None = field(default=None, repr=False)
 
     @property
     def secrets(self) -> tuple[str, ...]:
@@ -100,4 +101,4 @@ def resolve(spec: RepositorySpec | None, project_id: str, config: AgentConfig) -
         env["AWS_ACCESS_KEY_ID"] = location.access_key_id
         env["AWS_SECRET_ACCESS_KEY"] = location.secret_access_key
     where = f"s3:{endpoint}/{location.bucket}/{location.root.strip('/')}"
-    return Repository(kind="s3", location=where, display=where, password=password, env=env)
+    return Repository(kind="s3", location=where, display=where, password=password, env=env, s3=location)

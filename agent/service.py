@@ -81,7 +81,11 @@ class AgentService:
             download_limit_kib=config.limits.download_limit_kib,
         )
         self.services = jobs.Services(
-            journal=self.journal, backend=self.backend, engine=self.engine, host_id=config.host_id
+            journal=self.journal,
+            backend=self.backend,
+            engine=self.engine,
+            host_id=config.host_id,
+            create_buckets=bool(config.repository.s3 and config.repository.s3.create_bucket),
         )
         self.operations = OperationManager(
             self.journal,

@@ -47,3 +47,16 @@ def shared_agent(tmp_path_factory: pytest.TempPathFactory):
 @pytest.fixture
 def project_id() -> str:
     return str(uuid.uuid4())
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory):
+    """moto's S3 server on 127.0.0.1 with a random port and enforced credentials, for the whole session."""
+    from tests.s3server import S3Server
+
+    server = S3Server(log_path=tmp_path_factory.mktemp("moto") / "moto.log")
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()

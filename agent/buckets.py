@@ -1,0 +1,124 @@
+"""Object-storage chores the engine cannot do (boto3): check or create a bucket,
+measure a repository, delete all of a repository's objects.
+
+Every function is blocking; the agent calls them through ``asyncio.to_thread``.
+"""
+
+from __future__ import annotations
+
+import boto3
+import botocore.exceptions
+from botocore.config import Config
+
+from agent import errors
+from agent.repository import S3Spec
+
+_CLIENT_CONFIG = Config(retries={"max_attempts": 3, "mode": "standard"}, connect_timeout=10, read_timeout=60)
+_AUTH_CODES = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "403", "InvalidToken"}
+
+
+def _client(spec: S3Spec):
+    return boto3.client(
+        "s3",
+        endpoint_url=spec.endpoint or None,
+        region_name=spec.region or "us-east-1",
+        aws_access_key_id=spec.access_key_id or None,
+        aws_secret_access_key=spec.secret_access_key or None,
+        config=_CLIENT_CONFIG,
+    )
+
+
+def _translate(exc: Exception, what: str) -> errors.BucketsError:
+    if isinstance(exc, botocore.exceptions.ClientError):
+        code = str(exc.response.get("Error", {}).get("Code", ""))
+        if code in _AUTH_CODES:
+            return errors.PermissionDenied(f"{what}: the S3 credentials were refused ({code})")
+        if code in ("NoSuchBucket", "404", "NotFound"):
+            return errors.NotFound(f"{what}: no such bucket")
+        if code in ("SlowDown", "503", "ServiceUnavailable", "InternalError", "500"):
+            return errors.Unavailable(f"{what}: the S3 endpoint is unavailable ({code})")
+        return errors.Internal(f"{what}: S3 error {code}")
+    if isinstance(exc, (botocore.exceptions.EndpointConnectionError, botocore.exceptions.ConnectTimeoutError,
+                        botocore.exceptions.ReadTimeoutError, botocore.exceptions.ConnectionClosedError)):
+        return errors.Unavailable(f"{what}: the S3 endpoint cannot be reached")
+    if isinstance(exc, botocore.exceptions.NoCredentialsError):
+        return errors.FailedPrecondition(f"{what}: no S3 credentials configured")
+    return errors.Internal(f"{what}: {exc}")
+
+
+def ensure_bucket(spec: S3Spec, *, create: bool) -> bool:
+    """Make sure the bucket exists; returns True when it was created.
+
+    Raises NotFound (missing and ``create`` is False), PermissionDenied,
+    Unavailable.
+    """
+    client = _client(spec)
+    try:
+        client.head_bucket(Bucket=spec.bucket)
+        return False
+    except Exception as exc:
+        error = _translate(exc, f"bucket {spec.bucket}")
+        if not isinstance(error, errors.NotFound):
+            raise error from None
+    if not create:
+        raise errors.NotFound(f"bucket {spec.bucket} does not exist and the agent may not create buckets")
+    try:
+        if spec.region and spec.region != "us-east-1":
+            client.create_bucket(
+                Bucket=spec.bucket, CreateBucketConfiguration={"LocationConstraint": spec.region}
+            )
+        else:
+            client.create_bucket(Bucket=spec.bucket)
+    except Exception as exc:
+        raise _translate(exc, f"creating bucket {spec.bucket}") from None
+    return True
+
+
+def _objects(client, spec: S3Spec):
+    prefix = spec.root.strip("/") + "/"
+    for page in client.get_paginator("list_objects_v2").paginate(Bucket=spec.bucket, Prefix=prefix):
+        yield from page.get("Contents", [])
+
+
+def repository_size(spec: S3Spec) -> tuple[int, int]:
+    """Return (bytes, objects) stored under the repository's root."""
+    client = _client(spec)
+    try:
+        total = count = 0
+        for item in _objects(client, spec):
+            total += item["Size"]
+            count += 1
+        return total, count
+    except Exception as exc:
+        raise _translate(exc, f"measuring {spec.bucket}/{spec.root}") from None
+
+
+def delete_repository(spec: S3Spec) -> int:
+    """Delete every object under the repository's root; returns how many were deleted (0 when already gone)."""
+    client = _client(spec)
+    deleted = 0
+    try:
+        batch: list[dict] = []
+        for item in _objects(client, spec):
+            batch.append({"Key": item["Key"]})
+            if len(batch) == 1000:
+                deleted += _delete_batch(client, spec, batch)
+                batch = []
+        if batch:
+            deleted += _delete_batch(client, spec, batch)
+    except errors.BucketsError:
+        raise
+    except Exception as exc:
+        error = _translate(exc, f"deleting {spec.bucket}/{spec.root}")
+        if isinstance(error, errors.NotFound):
+            return deleted
+        raise error from None
+    return deleted
+
+
+def _delete_batch(client, spec: S3Spec, batch: list[dict]) -> int:
+    response = client.delete_objects(Bucket=spec.bucket, Delete={"Objects": batch, "Quiet": True})
+    failed = response.get("Errors", [])
+    if failed:
+        raise errors.Unavailable(f"{len(failed)} objects of {spec.bucket}/{spec.root} could not be deleted")
+    return len(batch)

@@ -1,0 +1,178 @@
+"""Repositories in an S3 bucket (moto's server on 127.0.0.1), and interop with stock restic."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import threading
+import time
+
+import psutil
+import pytest
+
+from hub_client.proto.buckets.v1 import agent_pb2 as pb
+from tests.conftest import requires_restic
+from tests.harness import manifest, new_id, write_tree
+from tests.integration.test_operations import SLOW, big_project, wait_for_phase
+
+pytestmark = requires_restic
+
+PASSWORD = "s3-repository-password-4c2e"
+
+
+def s3_agent(agent_factory, s3_server, tmp_path, *, limits: str = ""):
+    password_file = tmp_path / "s3.password"
+    password_file.write_text(PASSWORD)
+    password_file.chmod(0o600)
+    extra = f"""
+[repository]
+kind = "s3"
+
+[repository.s3]
+endpoint = "{s3_server.endpoint}"
+region = "us-east-1"
+bucket_prefix = "buckets"
+access_key_id = "{s3_server.access_key_id}"
+secret_access_key = "{s3_server.secret_access_key}"
+password_file = "{password_file}"
+create_bucket = true
+"""
+    return agent_factory("s3-agent", extra=extra, limits=limits)
+
+
+def restic_env(s3_server) -> dict[str, str]:
+    return {
+        "PATH": os.environ["PATH"],
+        "AWS_ACCESS_KEY_ID": s3_server.access_key_id,
+        "AWS_SECRET_ACCESS_KEY": s3_server.secret_access_key,
+        "RESTIC_PASSWORD": PASSWORD,
+    }
+
+
+def repo_url(s3_server, project_id: str) -> str:
+    return f"s3:{s3_server.endpoint}/buckets-us-east-1/rustic/project-{project_id}"
+
+
+def test_backup_list_restore_verify_in_a_bucket(agent_factory, s3_server, tmp_path, project_id):
+    agent = s3_agent(agent_factory, s3_server, tmp_path)
+    write_tree(agent.home(project_id), files=100)
+    write_tree(agent.persist(project_id), files=3, depth=0)
+    before = manifest(agent.home(project_id)), manifest(agent.persist(project_id))
+
+    backup = agent.wait(agent.backup(project_id).id)
+    assert backup.state == pb.SUCCEEDED, backup.error
+    keys = [o["Key"] for o in s3_server.client().list_objects_v2(
+        Bucket="buckets-us-east-1", Prefix=f"rustic/project-{project_id}/")["Contents"]]
+    assert f"rustic/project-{project_id}/config" in keys
+
+    listing = agent.stub.ListSnapshots(pb.ListSnapshotsRequest(project_id=project_id), timeout=30)
+    assert [s.short_id for s in listing.snapshots] == [backup.summary.snapshot_id]
+
+    for path in list(agent.home(project_id).rglob("*.bin"))[:10]:
+        path.unlink()
+    restore = agent.wait(agent.restore(project_id, backup.summary.snapshot_id).id)
+    assert restore.state == pb.SUCCEEDED, restore.error
+    assert (manifest(agent.home(project_id)), manifest(agent.persist(project_id))) == before
+    verify = agent.wait(agent.verify(project_id).id)
+    assert verify.state == pb.SUCCEEDED, verify.error
+
+
+def test_wrong_s3_credentials_and_wrong_password_have_their_own_codes(shared_agent, s3_server, project_id):
+    agent = shared_agent
+    write_tree(agent.home(project_id), files=3)
+    bucket = f"creds-{project_id[:8]}"
+    s3_server.client().create_bucket(Bucket=bucket)
+
+    def spec(secret: str, password: str) -> pb.RepositorySpec:
+        return pb.RepositorySpec(
+            s3=pb.S3Repository(endpoint=s3_server.endpoint, region="us-east-1", bucket=bucket,
+                               root=f"rustic/project-{project_id}", access_key_id=s3_server.access_key_id,
+                               secret_access_key=secret),
+            password=password,
+        )
+
+    good = agent.wait(agent.backup(project_id, repository=spec(s3_server.secret_access_key, PASSWORD)).id)
+    assert good.state == pb.SUCCEEDED, good.error
+    bad_keys = agent.wait(agent.backup(project_id, repository=spec("not-the-secret-key-0000", PASSWORD)).id)
+    assert (bad_keys.state, bad_keys.error.code) == (pb.FAILED, "PERMISSION_DENIED"), bad_keys.error
+    assert "S3 credentials" in bad_keys.error.message
+    bad_password = agent.wait(
+        agent.backup(project_id, repository=spec(s3_server.secret_access_key, "not-the-password-0000")).id
+    )
+    assert (bad_password.state, bad_password.error.code) == (pb.FAILED, "FAILED_PRECONDITION"), bad_password.error
+    log = agent.log_path.read_text()
+    assert s3_server.secret_access_key not in log and PASSWORD not in log and "not-the-secret-key-0000" not in log
+
+
+def test_no_secret_on_any_engine_command_line(agent_factory, s3_server, tmp_path, project_id):
+    agent = s3_agent(agent_factory, s3_server, tmp_path, limits=SLOW)
+    big_project(agent, project_id, megabytes=2)
+    operation = agent.backup(project_id)
+    seen: list[list[str]] = []
+    stop = threading.Event()
+
+    def sample() -> None:
+        while not stop.is_set():
+            for process in psutil.process_iter(["cmdline"]):
+                cmdline = process.info["cmdline"] or []
+                if any(part.endswith("restic") for part in cmdline):
+                    seen.append(cmdline)
+            time.sleep(0.05)
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    try:
+        assert agent.wait(operation.id).state == pb.SUCCEEDED
+    finally:
+        stop.set()
+        sampler.join()
+    assert seen, "no engine process was seen"
+    secrets = (PASSWORD, s3_server.secret_access_key)
+    assert not [c for c in seen if any(secret in " ".join(c) for secret in secrets)]
+    log = agent.log_path.read_text()
+    assert not [secret for secret in secrets if secret in log]
+
+
+def test_stock_restic_reads_what_the_agent_wrote(agent_factory, s3_server, tmp_path, project_id):
+    agent = s3_agent(agent_factory, s3_server, tmp_path)
+    write_tree(agent.home(project_id), files=60)
+    write_tree(agent.persist(project_id), files=2, depth=0)
+    backup = agent.wait(agent.backup(project_id).id)
+    assert backup.state == pb.SUCCEEDED
+    env = restic_env(s3_server)
+    url = repo_url(s3_server, project_id)
+    check = subprocess.run(["restic", "-r", url, "--no-cache", "check", "--read-data"], env=env,
+                           capture_output=True, text=True)
+    assert check.returncode == 0, check.stderr
+    target = tmp_path / "stock-restore"
+    subprocess.run(["restic", "-r", url, "--no-cache", "restore", "latest", "--target", str(target)],
+                   env=env, check=True, capture_output=True)
+    assert manifest(target / "project") == manifest(agent.home(project_id))
+    assert manifest(target / "persist") == manifest(agent.persist(project_id))
+
+
+def test_agent_restores_a_layout_v2_snapshot_written_by_stock_restic(agent_factory, s3_server, tmp_path, project_id):
+    agent = s3_agent(agent_factory, s3_server, tmp_path)
+    source = tmp_path / "stock-source"
+    write_tree(source / "project", files=40, seed=3)
+    write_tree(source / "persist", files=2, seed=4, depth=0)
+    env = restic_env(s3_server)
+    url = repo_url(s3_server, project_id)
+    # The bucket exists once any agent backup ran; make sure of it without relying on test order.
+    try:
+        s3_server.client().create_bucket(Bucket="buckets-us-east-1")
+    except s3_server.client().exceptions.BucketAlreadyOwnedByYou:
+        pass
+    subprocess.run(["restic", "-r", url, "--no-cache", "init"], env=env, check=True, capture_output=True)
+    tags = ["layout=v2", f"project={project_id}", "host=stock-cli", f"op={new_id()}", "purpose=backup"]
+    out = subprocess.run(
+        ["restic", "-r", url, "--no-cache", "backup", "--json", "--host", f"project-{project_id}",
+         *[arg for tag in tags for arg in ("--tag", tag)], "project", "persist"],
+        cwd=source, env=env, check=True, capture_output=True, text=True,
+    ).stdout
+    snapshot_id = [json.loads(line) for line in out.splitlines() if '"summary"' in line][0]["snapshot_id"]
+    restore = agent.wait(agent.restore(project_id, snapshot_id).id)
+    assert restore.state == pb.SUCCEEDED, restore.error
+    assert manifest(agent.home(project_id)) == manifest(source / "project")
+    assert manifest(agent.persist(project_id)) == manifest(source / "persist")
