@@ -1,0 +1,609 @@
+"""`make bench`: wall time of the agent's Backup and Restore against raw restic on the same data.
+
+For one generated tree (default 200 MB in 2,000 files of incompressible bytes,
+nested directories, plus a small persist/ location) this prints, per operation,
+the median (min-max) wall time through the agent, the same for the raw
+``restic`` commands, and their ratio (agent / raw) next to the target.
+Nothing is asserted: the script prints figures and writes them as JSON to
+``bench/results/latest.json`` (gitignored) so later work can compare or extend.
+
+What is timed
+-------------
+
+Every measured backup is a FULL backup into a NEW, empty local directory
+repository, on both sides, so no run profits from an earlier one:
+
+* agent Backup: from sending the ``Backup`` RPC (with a per-run
+  ``RepositorySpec``: local path + password) until ``StreamProgress`` delivers
+  the terminal event. The agent initialises a missing repository inside its
+  backup, so this includes repository initialisation.
+* raw backup: ``restic init`` + ``restic backup --json --host H -- projects/project-<id>
+  persist/project-<id>`` run with cwd = the agent's base directory. These are
+  the very directories the agent backs up (the agent reads them through a
+  private bind-mount view named ``project/`` and ``persist/``; raw restic reads
+  them by their real relative paths), so both read the same bytes and inodes.
+  ``init`` is inside the raw timing to match the agent.
+* agent Restore: from sending the ``Restore`` RPC for the snapshot just made
+  until the terminal event; the agent restores into staging and swaps the
+  staged trees into the project (and removes the old trees) before it ends.
+* raw restore: ``restic restore --target EMPTYDIR -- SNAP`` of the raw snapshot.
+
+Both sides use a restic cache directory of their own (the agent its state dir's
+``cache/``, raw restic one under the scratch dir) and the same restic binary.
+Page cache is not dropped; instead the order (agent first / raw first)
+alternates per run, and min and max are reported next to the median. Before
+every timed step ``sync`` writes back what earlier steps left dirty (untimed;
+``--no-sync`` to skip), so one step's writeback does not land in the next
+step's time. One unmeasured warm-up round runs first (``--warmup``).
+
+Measurements are a list of functions (:data:`MEASUREMENTS`), each taking the
+:class:`Bench` context and returning :class:`Figure` rows (samples of both
+sides); add a function there to add figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import random
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))
+
+from hub_client.proto.buckets.v1 import agent_pb2 as pb  # noqa: E402
+from tests.harness import AgentProcess, new_id  # noqa: E402
+
+TARGET_RATIO = 1.05
+RESULTS_PATH = REPO_ROOT / "bench" / "results" / "latest.json"
+RPC_TIMEOUT = 3600.0
+SUCCESS = (pb.SUCCEEDED, pb.SUCCEEDED_WITH_WARNINGS)
+
+
+# --------------------------------------------------------------------------
+# Figures and the bench context
+# --------------------------------------------------------------------------
+
+
+@dataclass
+class Figure:
+    """One row of the table: samples (seconds) of the agent and of raw restic for one operation."""
+
+    name: str
+    agent: list[float] = field(default_factory=list)
+    raw: list[float] = field(default_factory=list)
+    target: float | None = TARGET_RATIO
+    note: str = ""
+    # Further per-run samples worth keeping in the JSON (e.g. the agent's own job duration).
+    extra: dict[str, list[float]] = field(default_factory=dict)
+
+    @property
+    def ratio(self) -> float | None:
+        if not self.agent or not self.raw:
+            return None
+        raw = statistics.median(self.raw)
+        return statistics.median(self.agent) / raw if raw > 0 else None
+
+    def to_json(self) -> dict:
+        ratio = self.ratio
+        return {
+            "name": self.name,
+            "agent": _stats(self.agent),
+            "raw": _stats(self.raw),
+            "ratio": ratio,
+            "target": self.target,
+            "meets_target": None if ratio is None or self.target is None else ratio <= self.target,
+            "note": self.note,
+            "extra": {key: _stats(values) for key, values in self.extra.items()},
+        }
+
+
+def _stats(samples: list[float]) -> dict:
+    if not samples:
+        return {"samples": []}
+    return {
+        "median": statistics.median(samples),
+        "min": min(samples),
+        "max": max(samples),
+        "samples": samples,
+    }
+
+
+@dataclass
+class Bench:
+    """What a measurement gets: a running agent with one generated project, a scratch dir, the settings."""
+
+    agent: AgentProcess
+    project_id: str
+    scratch: Path
+    runs: int
+    warmup: int
+    restic: str
+    password: str
+    tree_bytes: int
+    tree_files: int
+
+    sync: bool = True
+
+    def settle(self) -> None:
+        """Before each timed step: write back what earlier steps left dirty (``sync``), so that
+        writeback of one step's output does not land in the next step's timing. Caches stay warm."""
+        if self.sync:
+            os.sync()
+
+    def log(self, message: str) -> None:
+        print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+    def fresh_dir(self, prefix: str) -> Path:
+        """A path under the scratch dir that does not exist yet."""
+        return Path(tempfile.mkdtemp(prefix=prefix, dir=self.scratch)) / "d"
+
+    # ------------------------------------------------------------ agent side
+
+    def repository_spec(self, path: Path) -> pb.RepositorySpec:
+        return pb.RepositorySpec(local=pb.LocalRepository(path=str(path)), password=self.password)
+
+    def run_operation(self, start: Callable[[], pb.Operation]) -> tuple[float, pb.Operation]:
+        """Send an op RPC and consume its progress stream; return (seconds until the terminal event, final op)."""
+        stub = self.agent.stub
+        self.settle()
+        began = time.perf_counter()
+        operation = start()
+        ended = None
+        stream = stub.StreamProgress(
+            pb.StreamProgressRequest(operation_id=operation.id, from_seq=0), timeout=RPC_TIMEOUT
+        )
+        for update in stream:
+            if update.HasField("event") and update.event.terminal and ended is None:
+                ended = time.perf_counter()
+        if ended is None:
+            raise RuntimeError(f"the progress stream of {operation.id} ended without a terminal event")
+        final = stub.GetOperation(pb.GetOperationRequest(operation_id=operation.id), timeout=30)
+        if final.state not in SUCCESS:
+            raise RuntimeError(
+                f"operation {operation.id} ended {pb.OperationState.Name(final.state)}: "
+                f"{final.error.code} {final.error.message}\n{self.agent.log_tail()}"
+            )
+        return ended - began, final
+
+    def agent_backup(self, repository: Path) -> tuple[float, pb.Operation]:
+        spec = self.repository_spec(repository)
+        return self.run_operation(
+            lambda: self.agent.stub.Backup(
+                pb.BackupRequest(request_id=new_id(), project_id=self.project_id, repository=spec, force=True),
+                timeout=60,
+            )
+        )
+
+    def agent_restore(self, repository: Path, snapshot_id: str) -> tuple[float, pb.Operation]:
+        spec = self.repository_spec(repository)
+        return self.run_operation(
+            lambda: self.agent.stub.Restore(
+                pb.RestoreRequest(
+                    request_id=new_id(), project_id=self.project_id, repository=spec, snapshot_id=snapshot_id
+                ),
+                timeout=60,
+            )
+        )
+
+    # ------------------------------------------------------------ raw side
+
+    def raw_env(self) -> dict[str, str]:
+        home = self.scratch / "raw-home"
+        tmp = self.scratch / "raw-tmp"
+        home.mkdir(exist_ok=True)
+        tmp.mkdir(exist_ok=True)
+        return {
+            "PATH": os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin"),
+            "HOME": str(home),
+            "TMPDIR": str(tmp),
+            "LANG": "C.UTF-8",
+            "RESTIC_PASSWORD": self.password,
+        }
+
+    def raw_argv(self, repository: Path, *args: str) -> list[str]:
+        return [self.restic, "-r", str(repository), "--cache-dir", str(self.scratch / "raw-cache"), *args]
+
+    def raw_run(self, argv: list[str], *, cwd: Path | None = None) -> str:
+        result = subprocess.run(argv, cwd=cwd, env=self.raw_env(), capture_output=True, text=True)
+        if result.returncode != 0:
+            raise RuntimeError(f"{' '.join(argv)} exited {result.returncode}:\n{result.stderr[-2000:]}")
+        return result.stdout
+
+    @property
+    def raw_paths(self) -> list[str]:
+        """The agent's two roots of the project, relative to the agent's base directory."""
+        base = self.agent.base
+        return [
+            str(self.agent.home(self.project_id).relative_to(base)),
+            str(self.agent.persist(self.project_id).relative_to(base)),
+        ]
+
+    def raw_backup(self, repository: Path) -> tuple[float, float, str]:
+        """``restic init`` + ``restic backup --json`` (both timed); returns (seconds, init seconds, snapshot id)."""
+        self.settle()
+        began = time.perf_counter()
+        self.raw_run(self.raw_argv(repository, "init"))
+        init_seconds = time.perf_counter() - began
+        stdout = self.raw_run(
+            self.raw_argv(
+                repository, "backup", "--json", "--host", f"project-{self.project_id}", "--", *self.raw_paths
+            ),
+            cwd=self.agent.base,
+        )
+        seconds = time.perf_counter() - began
+        snapshot_id = ""
+        for line in stdout.splitlines():
+            if line.startswith("{") and '"summary"' in line:
+                snapshot_id = json.loads(line).get("snapshot_id", "")
+        if not snapshot_id:
+            raise RuntimeError("raw restic backup printed no summary")
+        return seconds, init_seconds, snapshot_id
+
+    def raw_restore(self, repository: Path, snapshot_id: str, target: Path) -> float:
+        self.settle()
+        began = time.perf_counter()
+        self.raw_run(self.raw_argv(repository, "restore", "--target", str(target), "--", snapshot_id))
+        return time.perf_counter() - began
+
+    # ------------------------------------------------------------ checks (never timed)
+
+    def check_tree(self, what: str, *roots: Path) -> None:
+        total_bytes = total_files = 0
+        for root in roots:
+            size, files = tree_size(root)
+            total_bytes += size
+            total_files += files
+        if (total_bytes, total_files) != (self.tree_bytes, self.tree_files):
+            raise RuntimeError(
+                f"{what}: found {total_files} files / {total_bytes} bytes, "
+                f"expected {self.tree_files} / {self.tree_bytes}"
+            )
+
+
+Measurement = Callable[[Bench], list[Figure]]
+
+
+# --------------------------------------------------------------------------
+# Measurements
+# --------------------------------------------------------------------------
+
+
+def measure_full_backup_and_restore(bench: Bench) -> list[Figure]:
+    """Full backup into a new repository, then restore of that snapshot; agent vs raw restic."""
+    backup = Figure(
+        "Backup (full, new repo)",
+        note="agent: Backup RPC until the terminal progress event (repository init included); "
+        "raw: restic init + restic backup --json",
+    )
+    restore = Figure(
+        "Restore (full)",
+        note="agent: Restore RPC until the terminal event (staging, swap, old tree removed); "
+        "raw: restic restore into an empty directory",
+    )
+    for figure in (backup, restore):
+        figure.extra["agent_job_seconds"] = []  # the operation's own duration, as the agent reports it
+    backup.extra["raw_init_seconds"] = []  # the `restic init` part of the raw backup
+    home, persist = bench.agent.home(bench.project_id), bench.agent.persist(bench.project_id)
+
+    def agent_round(measured: bool) -> None:
+        repository = bench.fresh_dir("agent-repo-")
+        seconds, operation = bench.agent_backup(repository)
+        bench.log(f"  agent backup  {seconds:8.3f} s  snapshot {operation.summary.snapshot_id}")
+        if operation.summary.files_processed != bench.tree_files:
+            raise RuntimeError(f"agent backup processed {operation.summary.files_processed} files")
+        if measured:
+            backup.agent.append(seconds)
+            backup.extra["agent_job_seconds"].append(operation.summary.duration_seconds)
+        seconds, restored = bench.agent_restore(repository, operation.summary.snapshot_id)
+        bench.log(f"  agent restore {seconds:8.3f} s")
+        bench.check_tree("agent restore", home, persist)
+        if measured:
+            restore.agent.append(seconds)
+            restore.extra["agent_job_seconds"].append(restored.summary.duration_seconds)
+        shutil.rmtree(repository.parent)
+
+    def raw_round(measured: bool) -> None:
+        repository = bench.fresh_dir("raw-repo-")
+        seconds, init_seconds, snapshot_id = bench.raw_backup(repository)
+        bench.log(f"  raw backup    {seconds:8.3f} s  snapshot {snapshot_id} (init {init_seconds:.3f} s)")
+        if measured:
+            backup.raw.append(seconds)
+            backup.extra["raw_init_seconds"].append(init_seconds)
+        target = bench.fresh_dir("raw-restore-")
+        seconds = bench.raw_restore(repository, snapshot_id, target)
+        bench.log(f"  raw restore   {seconds:8.3f} s")
+        bench.check_tree("raw restore", *(target / p for p in bench.raw_paths))
+        if measured:
+            restore.raw.append(seconds)
+        shutil.rmtree(target.parent)
+        shutil.rmtree(repository.parent)
+
+    total = bench.warmup + bench.runs
+    for index in range(total):
+        measured = index >= bench.warmup
+        label = f"run {index - bench.warmup + 1}/{bench.runs}" if measured else f"warm-up {index + 1}/{bench.warmup}"
+        sides = [agent_round, raw_round] if index % 2 == 0 else [raw_round, agent_round]
+        bench.log(f"{label} ({'agent' if sides[0] is agent_round else 'raw'} first)")
+        for side in sides:
+            side(measured)
+    return [backup, restore]
+
+
+MEASUREMENTS: list[Measurement] = [measure_full_backup_and_restore]
+
+
+# --------------------------------------------------------------------------
+# Data, machine, output
+# --------------------------------------------------------------------------
+
+
+def generate_tree(root: Path, *, total_bytes: int, files: int, seed: int = 2026) -> None:
+    """``files`` files of incompressible bytes totalling exactly ``total_bytes``, in nested directories."""
+    rng = random.Random(seed)
+    weights = [rng.uniform(0.2, 1.8) for _ in range(files)]
+    scale = total_bytes / sum(weights)
+    sizes = [int(w * scale) for w in weights]
+    sizes[-1] += total_bytes - sum(sizes)
+    root.mkdir(parents=True, exist_ok=True)
+    for index, size in enumerate(sizes):
+        parts = [f"dir{rng.randrange(10)}" for _ in range(rng.randrange(5))]
+        directory = root.joinpath(*parts)
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / f"file{index:05d}.bin").write_bytes(os.urandom(size))
+
+
+def generate_persist(root: Path) -> None:
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "app.sqlite").write_bytes(os.urandom(64_000))
+    (root / "settings.json").write_text('{"theme": "dark"}\n')
+    (root / "state").mkdir(exist_ok=True)
+    (root / "state" / "counter").write_text("42\n")
+
+
+def tree_size(path: Path) -> tuple[int, int]:
+    """(bytes, files) of the regular files under ``path``."""
+    total_bytes = total_files = 0
+    for directory, _dirnames, filenames in os.walk(path):
+        for name in filenames:
+            info = os.lstat(os.path.join(directory, name))
+            if not os.path.islink(os.path.join(directory, name)):
+                total_bytes += info.st_size
+                total_files += 1
+    return total_bytes, total_files
+
+
+def machine_info(restic: str, scratch: Path) -> dict:
+    cpu = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    memory = 0
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                memory = int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        restic_version = subprocess.run(
+            [restic, "version"], capture_output=True, text=True, check=True
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError) as exc:
+        restic_version = f"unknown ({exc})"
+    return {
+        "cpu": cpu or platform.processor() or "unknown",
+        "cores": os.cpu_count(),
+        "usable_cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        "memory_bytes": memory,
+        "kernel": platform.release(),
+        "filesystem": filesystem_of(scratch),
+        "restic": restic_version,
+        "python": platform.python_version(),
+        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+    }
+
+
+def filesystem_of(path: Path) -> str:
+    """The type of the filesystem holding ``path`` (from /proc/mounts), e.g. "ext4"."""
+    best, fstype = "", "unknown"
+    try:
+        resolved = str(path.resolve())
+        for line in Path("/proc/mounts").read_text().splitlines():
+            fields = line.split()
+            if len(fields) >= 3:
+                mount = fields[1]
+                inside = resolved == mount or resolved.startswith(mount.rstrip("/") + "/")
+                if inside and len(mount) >= len(best):
+                    best, fstype = mount, fields[2]
+    except OSError:
+        pass
+    return fstype
+
+
+def _span(samples: list[float]) -> str:
+    if not samples:
+        return "-"
+    return f"{statistics.median(samples):.2f} s ({min(samples):.2f}–{max(samples):.2f})"
+
+
+def render(figures: list[Figure], machine: dict, params: dict) -> str:
+    header = ["operation", "agent median (min–max)", "raw median (min–max)", "ratio (agent/raw)", "target"]
+    rows = []
+    for figure in figures:
+        ratio = figure.ratio
+        verdict = ""
+        if ratio is not None and figure.target is not None:
+            verdict = " (met)" if ratio <= figure.target else " (over)"
+        rows.append(
+            [
+                figure.name,
+                _span(figure.agent),
+                _span(figure.raw),
+                f"{ratio:.3f}{verdict}" if ratio is not None else "-",
+                f"≤ {figure.target:.2f}" if figure.target is not None else "-",
+            ]
+        )
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+
+    def line(cells: list[str]) -> str:
+        return " | ".join(c.ljust(w) for c, w in zip(cells, widths)).rstrip()
+
+    out = [
+        f"buckets bench: {params['size_mb']} MB in {params['files']} files (+ {params['persist_files']} persist files), "
+        f"incompressible; median of {params['runs']} runs (+ {params['warmup']} warm-up), "
+        f"order agent/raw alternating{', sync before each step' if params['sync_before_each_step'] else ''}; "
+        f"local directory repositories, a new one per run",
+        "",
+        line(header),
+        "-+-".join("-" * w for w in widths),
+        *(line(r) for r in rows),
+        "",
+    ]
+    for figure in figures:
+        if figure.note:
+            out.append(f"  {figure.name}: {figure.note}")
+        for key, samples in figure.extra.items():
+            if samples:
+                out.append(f"    {key.replace('_', ' ')}: {_span(samples)}")
+    gib = machine["memory_bytes"] / 2**30
+    out += [
+        "",
+        f"machine: {machine['cpu']}, {machine['cores']} cores ({machine['usable_cores']} usable), "
+        f"{gib:.1f} GiB RAM, kernel {machine['kernel']}, scratch on {machine['filesystem']}",
+        f"         {machine['restic']}; Python {machine['python']}; {machine['date']}",
+    ]
+    return "\n".join(out)
+
+
+# --------------------------------------------------------------------------
+# Main
+# --------------------------------------------------------------------------
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="small run: 20 MB / 200 files / 3 runs")
+    parser.add_argument("--runs", type=int, default=None, help="measured runs per side (default 5, quick 3)")
+    parser.add_argument("--warmup", type=int, default=1, help="unmeasured rounds first (default 1)")
+    parser.add_argument("--size-mb", type=int, default=None, help="tree size in MB (default 200, quick 20)")
+    parser.add_argument("--files", type=int, default=None, help="number of files (default 2000, quick 200)")
+    parser.add_argument("--restic", default=shutil.which("restic") or "restic", help="restic binary")
+    parser.add_argument("--tmpdir", type=Path, default=None, help="where the scratch dir goes (default: $TMPDIR)")
+    parser.add_argument("--json", type=Path, default=RESULTS_PATH, help=f"JSON output (default {RESULTS_PATH})")
+    parser.add_argument(
+        "--agent-log-level", default="info", help="the agent's log level (default info, as in production)"
+    )
+    parser.add_argument(
+        "--no-sync", action="store_true", help="do not sync(2) before each timed step (default: sync)"
+    )
+    parser.add_argument("--keep-scratch", action="store_true", help="do not remove the scratch dir (debugging)")
+    args = parser.parse_args(argv)
+    quick = (20, 200, 3) if args.quick else (200, 2000, 5)
+    args.size_mb = args.size_mb if args.size_mb is not None else quick[0]
+    args.files = args.files if args.files is not None else quick[1]
+    args.runs = args.runs if args.runs is not None else quick[2]
+    if args.runs < 1 or args.files < 1 or args.size_mb < 1 or args.warmup < 0:
+        parser.error("--runs, --files and --size-mb must be positive, --warmup not negative")
+    return args
+
+
+def _terminate(signum, _frame):
+    raise SystemExit(128 + signum)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    signal.signal(signal.SIGTERM, _terminate)
+    if not shutil.which(args.restic):
+        print(f"bench: restic binary {args.restic!r} not found", file=sys.stderr)
+        return 2
+    scratch = Path(tempfile.mkdtemp(prefix="buckets-bench-", dir=args.tmpdir))
+    agent = AgentProcess(base=scratch / "agent")
+    try:
+        # Production-like logging (the harness writes debug).
+        text = agent.config_path.read_text()
+        agent.config_path.write_text(text.replace('level = "debug"', f'level = "{args.agent_log_level}"'))
+        project_id = new_id()
+        home, persist = agent.home(project_id), agent.persist(project_id)
+        bench = Bench(
+            agent=agent,
+            project_id=project_id,
+            scratch=scratch,
+            runs=args.runs,
+            warmup=args.warmup,
+            restic=shutil.which(args.restic),
+            password="bench-" + new_id(),
+            tree_bytes=0,
+            tree_files=0,
+            sync=not args.no_sync,
+        )
+        bench.log(f"generating {args.size_mb} MB in {args.files} files under {scratch}")
+        generate_tree(home, total_bytes=args.size_mb * 1_000_000, files=args.files)
+        generate_persist(persist)
+        home_size, persist_size = tree_size(home), tree_size(persist)
+        bench.tree_bytes = home_size[0] + persist_size[0]
+        bench.tree_files = home_size[1] + persist_size[1]
+        bench.log("starting the agent")
+        agent.start()
+
+        figures: list[Figure] = []
+        for measurement in MEASUREMENTS:
+            bench.log(f"measurement: {measurement.__name__}")
+            figures += measurement(bench)
+
+        machine = machine_info(bench.restic, scratch)
+        params = {
+            "size_mb": args.size_mb,
+            "files": args.files,
+            "persist_files": persist_size[1],
+            "tree_bytes": bench.tree_bytes,
+            "tree_files": bench.tree_files,
+            "runs": args.runs,
+            "warmup": args.warmup,
+            "agent_log_level": args.agent_log_level,
+            "repository_kind": "local",
+            "sync_before_each_step": bench.sync,
+        }
+        print(render(figures, machine, params))
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(
+            json.dumps(
+                {"params": params, "machine": machine, "figures": [f.to_json() for f in figures]}, indent=2
+            )
+            + "\n"
+        )
+        print(f"\nwritten: {args.json}")
+        return 0
+    except Exception:
+        tail = agent.log_tail()
+        if tail:
+            print(f"--- agent log tail ---\n{tail}", file=sys.stderr)
+        raise
+    finally:
+        agent.stop()
+        if args.keep_scratch:
+            print(f"scratch kept: {scratch}", file=sys.stderr)
+        else:
+            shutil.rmtree(scratch, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
