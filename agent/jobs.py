@@ -138,17 +138,32 @@ async def restore(context: OperationContext, services: Services, repo: Repositor
     """Restore a whole snapshot into the project through staging, then swap it in."""
     project_id = context.project_id
     started = time.monotonic()
-    context.progress("resolve", message=f"looking up snapshot {snapshot_id}")
-    snapshot = await find_snapshot(services, repo, project_id, snapshot_id)
-    require_layout_v2(snapshot, project_id)
     backend = services.backend
+    lookup: asyncio.Task | None = None
+    if snapshot_id == "latest":
+        context.progress("resolve", message="looking up the latest snapshot")
+        snapshot = await find_snapshot(services, repo, project_id, snapshot_id)
+        require_layout_v2(snapshot, project_id)
+        snapshot_id = snapshot.id
+    else:
+        # The lookup runs beside the restore: the restore writes only staging, and
+        # nothing is swapped in before the snapshot passed its layout check.
+        lookup = asyncio.create_task(find_snapshot(services, repo, project_id, snapshot_id))
     staging = backend.prepare_staging(project_id, context.operation_id)
-    context.set_recovery(staging=context.operation_id, snapshot_id=snapshot.id)
-    size_task = asyncio.create_task(services.engine.restore_size(repo, snapshot.id))
+    context.set_recovery(staging=context.operation_id, snapshot_id=snapshot_id)
+    size_task = asyncio.create_task(services.engine.restore_size(repo, snapshot_id))
     poller = asyncio.create_task(_report_restore_progress(context, staging.project, staging.persist, size_task))
     try:
-        context.progress("restore", message=f"restoring snapshot {snapshot.short_id}")
-        await services.engine.restore(repo, snapshot.id, staging.view)
+        context.progress("restore", message=f"restoring snapshot {snapshot_id[:8]}")
+        try:
+            await services.engine.restore(repo, snapshot_id, staging.view)
+        except errors.BucketsError:
+            if lookup is not None:
+                await lookup  # when the snapshot is missing or the password wrong, that error says it best
+            raise
+        if lookup is not None:
+            snapshot = await lookup
+            require_layout_v2(snapshot, project_id)
         poller.cancel()
         total = await _totals(size_task)
         plan = backend.swap_plan(project_id, staging)
@@ -166,10 +181,11 @@ async def restore(context: OperationContext, services: Services, repo: Repositor
             message="restored tree swapped into place",
         )
     finally:
-        poller.cancel()
-        size_task.cancel()
+        helpers = [task for task in (poller, size_task, lookup) if task is not None]
+        for task in helpers:
+            task.cancel()
         with contextlib.suppress(BaseException):
-            await asyncio.gather(poller, size_task, return_exceptions=True)
+            await asyncio.gather(*helpers, return_exceptions=True)
         await asyncio.to_thread(backend.discard_staging, context.operation_id)
     return Summary(
         snapshot_id=snapshot.id,

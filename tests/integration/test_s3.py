@@ -176,3 +176,4 @@ def test_agent_restores_a_layout_v2_snapshot_written_by_stock_restic(agent_facto
     assert restore.state == pb.SUCCEEDED, restore.error
     assert manifest(agent.home(project_id)) == manifest(source / "project")
     assert manifest(agent.persist(project_id)) == manifest(source / "persist")
+
