@@ -1,0 +1,972 @@
+"""rustic: profile rendering, pure argv builders, output parsers, failure classification.
+
+Nothing in this module starts a process. :func:`render_profile` writes the
+TOML profile the executor stores in a 0600 file; the builders return argument
+lists for the one executor; the parsers turn rustic's output into the frozen
+domain types of :mod:`agent.engine.restic_args` (rustic writes the same
+repository format and the agent reports the same things); and
+:func:`classify_failure` turns a failed run into an
+:class:`agent.errors.BucketsError`.
+
+Written against the sources of rustic v0.9.0 … v0.11.4 (github.com/rustic-rs/
+rustic, tags of the same names) and rustic_core 0.4 … 0.12
+(github.com/rustic-rs/rustic_core). No rustic binary was available: the samples
+under ``tests/unit/samples/rustic/`` are written by hand from those sources,
+each test naming the file that fixes the format. Facts this module relies on:
+
+* ``-P/--use-profile P`` reads ``P + ".toml"``: rustic joins that file name
+  onto its config directory, ``/etc/rustic`` and ``.`` and uses the first that
+  exists (``src/config.rs`` ``merge_profile``/``get_config_paths``). Joining an
+  absolute path replaces the directory, so ``-P /run/x/p`` reads exactly
+  ``/run/x/p.toml``. rustic < 0.11.1 appends ``.toml`` even when the name
+  already ends in it, so the builders always pass the path *without* the
+  suffix. A missing profile is only a warning ("using no config file, none of
+  these exist: …"); the run then fails with "No repository given". With ``-P``
+  the default profile ``rustic.toml`` is not read.
+* rustic exits 0 or 1 (abscissa ``Shutdown::Crash``); clap usage errors exit 2;
+  release builds set ``panic = "abort"`` (Cargo.toml), so a panic — e.g. a
+  failed write during restore, which rustic_core ``commands/restore.rs``
+  unwraps — kills the process with SIGABRT. The final error is printed as
+  ``error: <message>`` on stderr; log records as ``[LEVEL] message``.
+* ``rustic check`` before 0.10.1 logs damage as ``[ERROR]`` lines and still
+  exits 0: callers must read :func:`parse_check_output` as well as the exit code.
+* Snapshot tags are a sorted set (``StringList(BTreeSet<String>)``): rustic
+  returns them sorted and de-duplicated, and splits every ``--tag`` value on ','.
+
+Every builder starts with the same prefix::
+
+    [binary, "-P", PROFILE_WITHOUT_.toml, "--no-progress" | "--json-progress", subcommand, ...]
+
+and puts ``--`` before positional arguments that come from callers (paths,
+snapshot ids), so nothing positional is read as a flag. Secrets never appear in
+argv; they live in the profile file only.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from agent import errors
+from agent.engine.restic_args import BackupStatus, BackupSummary, Snapshot
+
+# --------------------------------------------------------------------------
+# Versions and features
+# --------------------------------------------------------------------------
+
+# The oldest rustic this module was checked against; older versions are refused.
+MIN_SUPPORTED_VERSION: tuple[int, int, int] = (0, 9, 0)
+
+# Feature → first rustic version that has it (source file in the rustic repo
+# at that tag, unless rustic_core is named).
+FEATURES_BY_VERSION: dict[str, tuple[int, int, int]] = {
+    # backup --as-path PATH (src/commands/backup.rs; present at every tag from v0.4.0).
+    # With more than one source rustic refuses: "as-path only works with a
+    # single source!" (v0.9.0 says "... single target!").
+    "as-path": (0, 4, 0),
+    # backup --no-scan (src/commands/backup.rs, first at v0.7.0)
+    "no-scan": (0, 7, 0),
+    # check --read-data-subset (rustic_core CheckOptions, rustic_core 0.5 = rustic v0.9.1);
+    # clap `requires = "read_data"`, so it is always passed with --read-data.
+    "read-data-subset": (0, 9, 1),
+    # rustic_core 0.7 error type: "`rustic_core` experienced an error related
+    # to ..." with codes C001 (MAC), C002 (password), C003 (verification).
+    "error-codes": (0, 9, 5),
+    # snapshots --json prints [{"group_key": ..., "snapshots": [...]}] (or a
+    # flat list when ungrouped) instead of [[group, [...]]] (src/commands/snapshots.rs)
+    "snapshots-group-key-json": (0, 10, 0),
+    # check exits 1 with "check found errors!" (src/commands/check.rs calls is_ok())
+    "check-fails-on-errors": (0, 10, 1),
+    # -P NAME.toml no longer becomes NAME.toml.toml (PR #1687)
+    "profile-toml-suffix": (0, 11, 1),
+    # global --json-progress: NDJSON status lines + a summary line on stdout (PR #1751)
+    "json-progress": (0, 11, 3),
+    # `rustic version` subcommand (PR #1738); `rustic --version` works everywhere
+    "version-command": (0, 11, 3),
+}
+
+
+def features(version: tuple[int, int, int]) -> frozenset[str]:
+    """The features of rustic ``version`` (from :func:`parse_version`).
+
+    Raises :class:`agent.errors.Unimplemented` for versions older than
+    :data:`MIN_SUPPORTED_VERSION`.
+    """
+    if tuple(version) < MIN_SUPPORTED_VERSION:
+        raise errors.Unimplemented(
+            "rustic {}.{}.{} is older than the oldest supported version {}.{}.{}".format(
+                *version, *MIN_SUPPORTED_VERSION
+            )
+        )
+    return frozenset(name for name, first in FEATURES_BY_VERSION.items() if tuple(version) >= first)
+
+
+def _require(feats: frozenset[str], feature: str) -> None:
+    if feature not in feats:
+        raise errors.Unimplemented(f"this rustic version has no {feature}")
+
+
+# --------------------------------------------------------------------------
+# Profile (TOML)
+# --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LocalRepository:
+    """A repository in a local directory; ``path`` must be absolute."""
+
+    path: str
+
+
+@dataclass(frozen=True)
+class S3Repository:
+    """An S3-compatible bucket through rustic's opendal backend (``opendal:s3``).
+
+    Option names are opendal's ``S3Config`` fields (opendal
+    ``core/src/services/s3/config.rs``): ``bucket``, ``root``, ``endpoint``,
+    ``region``, ``access_key_id``, ``secret_access_key``. ``isolated`` writes
+    ``disable_config_load`` and ``disable_ec2_metadata`` so opendal takes
+    credentials from the profile only (never ``AWS_*``, ``~/.aws`` or instance
+    metadata). ``options`` are further ``[repository.options]`` entries, e.g.
+    ``(("connections", "8"), ("retry", "5"))`` (rustic_backend ``opendal.rs``).
+    """
+
+    bucket: str
+    root: str
+    endpoint: str
+    region: str
+    access_key_id: str = field(repr=False)
+    secret_access_key: str = field(repr=False)
+    isolated: bool = True
+    options: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True)
+class Profile:
+    """Everything rustic needs to open one repository.
+
+    ``cache_dir`` None means ``no-cache = true``. The password and S3 keys are
+    kept out of ``repr()``.
+    """
+
+    repository: LocalRepository | S3Repository
+    password: str = field(repr=False)
+    cache_dir: str | None = None
+
+
+_TOML_ESCAPES = {'"': '\\"', "\\": "\\\\", "\b": "\\b", "\t": "\\t", "\n": "\\n", "\f": "\\f", "\r": "\\r"}
+_BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
+_S3_FIXED_KEYS = frozenset(
+    {"bucket", "root", "endpoint", "region", "access_key_id", "secret_access_key",
+     "disable_config_load", "disable_ec2_metadata"}
+)
+
+
+def toml_string(value: str) -> str:
+    """``value`` as a TOML basic string, quotes included.
+
+    Escapes '"', '\\' and every control character (TOML 1.0 forbids raw
+    control characters other than tab, and DEL, in basic strings). Raises
+    ValueError for text that is not valid Unicode (lone surrogates).
+    """
+    if not isinstance(value, str):
+        raise TypeError("a TOML string must be a str")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ValueError("TOML strings must be valid Unicode") from exc
+    out = []
+    for ch in value:
+        if ch in _TOML_ESCAPES:
+            out.append(_TOML_ESCAPES[ch])
+        elif ord(ch) < 0x20 or ord(ch) == 0x7F:
+            out.append(f"\\u{ord(ch):04X}")
+        else:
+            out.append(ch)
+    return '"' + "".join(out) + '"'
+
+
+def _nonempty(value: str, what: str) -> str:
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"{what} must not be empty")
+    return value
+
+
+def _local_location(path: str) -> str:
+    _nonempty(path, "the repository path")
+    if not path.startswith("/"):
+        raise ValueError(f"the repository path must be absolute: {path!r}")
+    # rustic_backend util.rs splits the location at the first ':' into
+    # "<backend>:<path>", so a bare path containing ':' needs the explicit
+    # "local:" backend.
+    return f"local:{path}" if ":" in path else path
+
+
+def render_profile(profile: Profile) -> str:
+    """The TOML text of ``profile`` for ``rustic -P``.
+
+    Layout (rustic ``config/README.md``, ``config/services/s3_aws.toml``)::
+
+        [repository]
+        repository = "/srv/repo"            # or "opendal:s3"
+        password = "..."
+        cache-dir = "/var/cache/..."        # or: no-cache = true
+
+        [repository.options]                # S3 only; values are strings
+        bucket = "..."
+        ...
+
+    Raises ValueError for an empty password, a relative local path, an empty
+    S3 field, or an extra option whose key is not a bare TOML key or clashes
+    with a fixed one.
+    """
+    _nonempty(profile.password, "the repository password")
+    repo = profile.repository
+    lines = ["# rustic profile written by the buckets agent", "[repository]"]
+    if isinstance(repo, LocalRepository):
+        lines.append(f"repository = {toml_string(_local_location(repo.path))}")
+    elif isinstance(repo, S3Repository):
+        lines.append(f"repository = {toml_string('opendal:s3')}")
+    else:
+        raise TypeError("repository must be a LocalRepository or an S3Repository")
+    lines.append(f"password = {toml_string(profile.password)}")
+    if profile.cache_dir is None:
+        lines.append("no-cache = true")
+    else:
+        if not profile.cache_dir.startswith("/"):
+            raise ValueError(f"cache_dir must be absolute: {profile.cache_dir!r}")
+        lines.append(f"cache-dir = {toml_string(profile.cache_dir)}")
+    if isinstance(repo, S3Repository):
+        options: list[tuple[str, str]] = [
+            ("bucket", _nonempty(repo.bucket, "the bucket")),
+            ("root", _nonempty(repo.root, "the repository root")),
+            ("endpoint", _nonempty(repo.endpoint, "the endpoint")),
+            ("region", _nonempty(repo.region, "the region")),
+            ("access_key_id", _nonempty(repo.access_key_id, "the access key id")),
+            ("secret_access_key", _nonempty(repo.secret_access_key, "the secret access key")),
+        ]
+        if repo.isolated:
+            options += [("disable_config_load", "true"), ("disable_ec2_metadata", "true")]
+        seen = set()
+        for key, value in repo.options:
+            if not isinstance(key, str) or not _BARE_KEY.fullmatch(key):
+                raise ValueError(f"not a plain option name: {key!r}")
+            if key in _S3_FIXED_KEYS or key in seen:
+                raise ValueError(f"option {key!r} is set twice")
+            if not isinstance(value, str):
+                raise ValueError(f"option {key!r} must be a string (rustic reads strings only)")
+            seen.add(key)
+            options.append((key, value))
+        lines += ["", "[repository.options]"]
+        lines += [f"{key} = {toml_string(value)}" for key, value in options]
+    return "\n".join(lines) + "\n"
+
+
+# --------------------------------------------------------------------------
+# Argument validation
+# --------------------------------------------------------------------------
+
+# Any hex prefix of at least 8 digits; "latest" is refused on purpose: the
+# agent always names the exact snapshot it means.
+_SNAPSHOT_ID = re.compile(r"[0-9a-f]{8,64}")
+
+# read-data-subset forms accepted by rustic_core ReadSubsetOption::from_str
+# (commands/check.rs) that are also restic's: "n/m", "x%" and a size. rustic
+# reads "n/m" as part n % m, so 1/m … m/m still cover every part once.
+_SUBSET_PART = re.compile(r"([0-9]+)/([0-9]+)")
+_SUBSET_PERCENT = re.compile(r"([0-9]+(?:\.[0-9]+)?)%")
+_SUBSET_SIZE = re.compile(r"([0-9]+)(?:[kKmMgGtT](?:i?B)?)?")
+# prune --max-unused: rustic_core LimitOption ("unlimited", "x%" or a size)
+_LIMIT = re.compile(r"unlimited|[0-9]+(?:\.[0-9]+)?%|[0-9]+(?:[kKmMgGtT](?:i?B)?)?")
+
+
+def _check_snapshot_id(snapshot_id: str) -> str:
+    if not isinstance(snapshot_id, str) or not _SNAPSHOT_ID.fullmatch(snapshot_id):
+        raise ValueError(f"not a snapshot id: {snapshot_id!r}")
+    return snapshot_id
+
+
+def _check_word(value: str, what: str) -> str:
+    """A value passed after a flag: not empty, and not mistakable for a flag."""
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"{what} must not be empty")
+    if value.startswith("-"):
+        raise ValueError(f"{what} must not start with '-': {value!r}")
+    return value
+
+
+def _check_tag(tag: str) -> str:
+    # rustic splits every --tag value on ',' (StringList::from_str).
+    _check_word(tag, "a tag")
+    if "," in tag:
+        raise ValueError(f"a tag must not contain ',': {tag!r}")
+    return tag
+
+
+def _check_read_data_subset(subset: str) -> str:
+    if m := _SUBSET_PART.fullmatch(subset):
+        n, t = int(m.group(1)), int(m.group(2))
+        if 1 <= n <= t:
+            return subset
+    elif m := _SUBSET_PERCENT.fullmatch(subset):
+        if 0 < float(m.group(1)) <= 100:
+            return subset
+    elif m := _SUBSET_SIZE.fullmatch(subset):
+        if int(m.group(1)) > 0:
+            return subset
+    raise ValueError(
+        f"read_data_subset must be 'n/t' (1 <= n <= t), 'x%' (0 < x <= 100) "
+        f"or a size such as '500M': {subset!r}"
+    )
+
+
+def profile_arg(profile_path: str) -> str:
+    """The ``-P`` value for the profile file ``profile_path``.
+
+    ``profile_path`` must be absolute and end in ".toml"; the suffix is cut
+    because rustic < 0.11.1 always appends it. Raises ValueError otherwise.
+    """
+    if not isinstance(profile_path, str) or not profile_path.startswith("/"):
+        raise ValueError(f"the profile path must be absolute: {profile_path!r}")
+    if not profile_path.endswith(".toml") or profile_path.endswith("/.toml"):
+        raise ValueError(f"the profile file must be named *.toml: {profile_path!r}")
+    return profile_path[: -len(".toml")]
+
+
+# --------------------------------------------------------------------------
+# Argv builders
+# --------------------------------------------------------------------------
+
+
+def _common(binary: str, profile_path: str, *, json_progress: bool = False) -> list[str]:
+    if not binary:
+        raise ValueError("the rustic binary must be named")
+    return [binary, "-P", profile_arg(profile_path), "--json-progress" if json_progress else "--no-progress"]
+
+
+def init_args(binary: str, profile_path: str) -> list[str]:
+    """``rustic init``: create the repository the profile names."""
+    return [*_common(binary, profile_path), "init"]
+
+
+def backup_args(
+    binary: str,
+    profile_path: str,
+    *,
+    features: frozenset[str],
+    paths: Sequence[str],
+    host: str,
+    tags: Sequence[str],
+    label: str | None = None,
+    parent: str | None = None,
+    as_path: str | None = None,
+    no_scan: bool = False,
+    json_progress: bool = False,
+    init: bool = False,
+) -> list[str]:
+    """``rustic backup --json``: one ``--tag`` per tag, paths after ``--``.
+
+    ``json_progress`` replaces ``--no-progress`` with the global
+    ``--json-progress``; rustic then prints NDJSON status lines and a summary
+    line *instead of* the ``--json`` snapshot (both read by
+    :func:`parse_backup_output`). ``as_path`` names the snapshot path of a
+    single source; ``init`` creates the repository if it has no config yet.
+
+    Raises ValueError for bad arguments (no paths, ``as_path`` with more than
+    one path, empty or flag-like host/tag/label, a tag with ',', a malformed
+    parent id) and :class:`agent.errors.Unimplemented` when ``features`` lacks
+    a requested flag.
+    """
+    if isinstance(paths, str) or not paths:
+        raise ValueError("backup needs at least one path")
+    if any(not isinstance(p, str) or not p for p in paths):
+        raise ValueError("backup paths must not be empty")
+    if json_progress:
+        _require(features, "json-progress")
+    argv = [*_common(binary, profile_path, json_progress=json_progress), "backup", "--json"]
+    argv += ["--host", _check_word(host, "the host name")]
+    for tag in tags:
+        argv += ["--tag", _check_tag(tag)]
+    if label is not None:
+        argv += ["--label", _check_word(label, "the label")]
+    if parent is not None:
+        argv += ["--parent", _check_snapshot_id(parent)]
+    if as_path is not None:
+        _require(features, "as-path")
+        if len(paths) != 1:
+            raise ValueError(
+                "as_path works with exactly one path (rustic: 'as-path only works with a single source!')"
+            )
+        argv += ["--as-path", _check_word(as_path, "as_path")]
+    if no_scan:
+        _require(features, "no-scan")
+        argv.append("--no-scan")
+    if init:
+        argv.append("--init")
+    return [*argv, "--", *paths]
+
+
+def snapshots_args(
+    binary: str,
+    profile_path: str,
+    *,
+    host: str | None = None,
+    tags: Sequence[str] = (),
+    ids: Sequence[str] = (),
+) -> list[str]:
+    """``rustic snapshots --json``, optionally filtered.
+
+    ``tags`` become one comma-joined ``--filter-tags`` list ("carries all of
+    these"); ``host`` becomes ``--filter-host`` (src/filtering.rs).
+    """
+    argv = [*_common(binary, profile_path), "snapshots", "--json"]
+    if host is not None:
+        argv += ["--filter-host", _check_word(host, "the host filter")]
+    if tags:
+        argv += ["--filter-tags", ",".join(_check_tag(t) for t in tags)]
+    if ids:
+        argv += ["--", *(_check_snapshot_id(i) for i in ids)]
+    return argv
+
+
+def _snapshot_path(snapshot_id: str, path: str | None) -> str:
+    _check_snapshot_id(snapshot_id)
+    if path is None:
+        return snapshot_id
+    if not isinstance(path, str) or not path.startswith("/"):
+        raise ValueError(f"a path inside a snapshot must be absolute: {path!r}")
+    return f"{snapshot_id}:{path}"
+
+
+def restore_args(
+    binary: str,
+    profile_path: str,
+    *,
+    snapshot_id: str,
+    target: str,
+    path: str | None = None,
+    numeric_id: bool = True,
+) -> list[str]:
+    """``rustic restore [--numeric-id] -- ID[:PATH] TARGET``.
+
+    Unlike restic, ``ID:/project/sub`` restores the *contents* of
+    ``/project/sub`` directly into ``target``. ``numeric_id`` (default on)
+    restores uid/gid numbers as stored; without it rustic maps user and group
+    *names* to this host's ids (rustic_core RestoreOptions).
+    """
+    if not isinstance(target, str) or not target:
+        raise ValueError("restore needs a target directory")
+    argv = [*_common(binary, profile_path), "restore"]
+    if numeric_id:
+        argv.append("--numeric-id")
+    return [*argv, "--", _snapshot_path(snapshot_id, path), target]
+
+
+def check_args(
+    binary: str,
+    profile_path: str,
+    *,
+    features: frozenset[str],
+    read_data: bool = False,
+    read_data_subset: str | None = None,
+) -> list[str]:
+    """``rustic check [--read-data [--read-data-subset S]]``.
+
+    rustic's ``--read-data-subset`` requires ``--read-data``, so a subset
+    implies both flags. Raises ValueError for a malformed subset or both
+    arguments at once, Unimplemented if the version has no subset reading.
+    """
+    if read_data and read_data_subset is not None:
+        raise ValueError("read_data and read_data_subset exclude each other")
+    argv = [*_common(binary, profile_path), "check"]
+    if read_data:
+        argv.append("--read-data")
+    elif read_data_subset is not None:
+        _check_read_data_subset(read_data_subset)
+        _require(features, "read-data-subset")
+        argv += ["--read-data", "--read-data-subset", read_data_subset]
+    return argv
+
+
+def forget_args(binary: str, profile_path: str, snapshot_ids: Sequence[str]) -> list[str]:
+    """``rustic forget -- ID...`` (no prune). Raises ValueError for no or bad ids.
+
+    With no ids rustic would apply the keep-* policy instead, hence the refusal.
+    """
+    if isinstance(snapshot_ids, str) or not snapshot_ids:
+        raise ValueError("forget needs at least one snapshot id")
+    return [*_common(binary, profile_path), "forget", "--", *(_check_snapshot_id(i) for i in snapshot_ids)]
+
+
+def prune_args(binary: str, profile_path: str, *, max_unused: str | None = None) -> list[str]:
+    """``rustic prune [--max-unused LIMIT]``.
+
+    rustic is lock-free: prune only marks packs and removes them after
+    ``keep-delete`` (23h by default), which keeps concurrent readers safe.
+    """
+    argv = [*_common(binary, profile_path), "prune"]
+    if max_unused is not None:
+        if not isinstance(max_unused, str) or not _LIMIT.fullmatch(max_unused):
+            raise ValueError(f"max_unused must be 'unlimited', 'x%' or a size: {max_unused!r}")
+        argv += ["--max-unused", max_unused]
+    return argv
+
+
+def ls_args(binary: str, profile_path: str, snapshot_id: str, path: str | None = None) -> list[str]:
+    """``rustic ls --json [--recursive] -- ID[:PATH]``.
+
+    rustic lists ``ID`` recursively but ``ID:PATH`` only one level deep
+    unless ``--recursive`` is given, which is added for a path.
+    """
+    argv = [*_common(binary, profile_path), "ls", "--json"]
+    if path is not None:
+        argv.append("--recursive")
+    return [*argv, "--", _snapshot_path(snapshot_id, path)]
+
+
+def version_args(binary: str) -> list[str]:
+    """``rustic --version`` (clap answers before any profile is read)."""
+    if not binary:
+        raise ValueError("the rustic binary must be named")
+    return [binary, "--version"]
+
+
+# --------------------------------------------------------------------------
+# Parsers
+# --------------------------------------------------------------------------
+
+_ANSI_CSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+
+
+def _int(obj: dict[str, Any], key: str) -> int:
+    value = obj.get(key, 0)
+    if value is None:
+        return 0
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"{key} is not a number")
+    return int(value)
+
+
+def _float(obj: dict[str, Any], key: str) -> float:
+    value = obj.get(key, 0)
+    if value is None:
+        return 0.0
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"{key} is not a number")
+    return float(value)
+
+
+def _str(obj: dict[str, Any], key: str) -> str:
+    value = obj.get(key, "")
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise TypeError(f"{key} is not a string")
+    return value
+
+
+def _strs(obj: dict[str, Any], key: str) -> tuple[str, ...]:
+    value = obj.get(key) or []
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise TypeError(f"{key} is not a list of strings")
+    return tuple(value)
+
+
+def _parse_time(value: object) -> datetime:
+    """rustic's snapshot time: RFC 3339 with offset and up to 9 fraction
+    digits (chrono ``DateTime<Local>`` before rustic_core 0.10, jiff
+    ``RusticTime::to_string`` after), as timezone-aware UTC."""
+    if not isinstance(value, str):
+        raise TypeError("time is not a string")
+    parsed = datetime.fromisoformat(value)
+    if parsed.tzinfo is None:
+        return parsed.replace(tzinfo=UTC)
+    return parsed.astimezone(UTC)
+
+
+def _snapshot(obj: object) -> Snapshot:
+    """One rustic SnapshotFile (rustic_core repofile/snapshotfile.rs).
+
+    rustic has no ``short_id``; it is the first 8 hex digits of ``id``.
+    """
+    if not isinstance(obj, dict):
+        raise TypeError("snapshot is not an object")
+    snapshot_id = obj["id"]
+    if not isinstance(snapshot_id, str) or not _SNAPSHOT_ID.fullmatch(snapshot_id):
+        raise TypeError("snapshot id missing or malformed")
+    return Snapshot(
+        id=snapshot_id,
+        short_id=snapshot_id[:8],
+        time=_parse_time(obj["time"]),
+        hostname=_str(obj, "hostname"),
+        paths=_strs(obj, "paths"),
+        tags=_strs(obj, "tags"),
+        tree=_str(obj, "tree"),
+        username=_str(obj, "username"),
+    )
+
+
+def _group_snapshots(entry: object) -> list[object] | None:
+    """The snapshots of one group entry, or None if ``entry`` is no group."""
+    if isinstance(entry, dict) and "snapshots" in entry and "id" not in entry:
+        snaps = entry["snapshots"] or []
+    elif isinstance(entry, list) and len(entry) == 2 and isinstance(entry[1], list):
+        snaps = entry[1]  # rustic < 0.10: a (group, snapshots) tuple
+    else:
+        return None
+    if not isinstance(snaps, list):
+        raise TypeError("group snapshots are not a list")
+    return snaps
+
+
+def parse_snapshots(stdout: str) -> list[Snapshot]:
+    """Parse ``rustic snapshots --json``, in rustic's order.
+
+    Three shapes exist: ``[[group_key, [snapshot, ...]], ...]`` (rustic < 0.10),
+    ``[{"group_key": {...}, "snapshots": [...]}, ...]`` (rustic >= 0.10) and a
+    plain list of snapshots (rustic >= 0.10 when the snapshots are not
+    grouped). Raises :class:`agent.errors.Internal` on anything else.
+    """
+    try:
+        data = json.loads(stdout)
+        if not isinstance(data, list):
+            raise TypeError("not a JSON list")
+        result: list[Snapshot] = []
+        for entry in data:
+            snaps = _group_snapshots(entry)
+            if snaps is None:
+                result.append(_snapshot(entry))
+            else:
+                result.extend(_snapshot(s) for s in snaps)
+        return result
+    except (ValueError, TypeError, KeyError, RecursionError) as exc:
+        raise errors.Internal(
+            "rustic snapshots printed output that is not a snapshot list",
+            detail=f"{exc}: {stdout[:2000]}",
+        ) from exc
+
+
+def _json_values(text: str) -> list[object]:
+    """Every JSON value in ``text``: one pretty-printed document, NDJSON lines,
+    or several documents in a row. Text between values that is not JSON is
+    skipped up to the next line."""
+    decoder = json.JSONDecoder()
+    values: list[object] = []
+    pos, end = 0, len(text)
+    while pos < end:
+        while pos < end and text[pos].isspace():
+            pos += 1
+        if pos >= end:
+            break
+        try:
+            value, pos = decoder.raw_decode(text, pos)
+        except ValueError:
+            nl = text.find("\n", pos)
+            if nl < 0:
+                break
+            pos = nl + 1
+            continue
+        values.append(value)
+    return values
+
+
+def _summary_from_snapshot(obj: dict[str, Any]) -> BackupSummary:
+    summary = obj.get("summary")
+    if not isinstance(summary, dict):
+        raise TypeError("the snapshot has no summary")
+    return BackupSummary(
+        snapshot_id=_str(obj, "id"),
+        files_new=_int(summary, "files_new"),
+        files_changed=_int(summary, "files_changed"),
+        files_unmodified=_int(summary, "files_unmodified"),
+        data_added=_int(summary, "data_added"),
+        total_files_processed=_int(summary, "total_files_processed"),
+        total_bytes_processed=_int(summary, "total_bytes_processed"),
+        total_duration=_float(summary, "total_duration"),
+    )
+
+
+def _summary_from_message(obj: dict[str, Any]) -> BackupSummary:
+    return BackupSummary(
+        snapshot_id=_str(obj, "snapshot_id"),
+        files_new=_int(obj, "files_new"),
+        files_changed=_int(obj, "files_changed"),
+        files_unmodified=_int(obj, "files_unmodified"),
+        data_added=_int(obj, "data_added"),
+        total_files_processed=_int(obj, "total_files_processed"),
+        total_bytes_processed=_int(obj, "total_bytes_processed"),
+        total_duration=_float(obj, "total_duration"),
+    )
+
+
+def parse_backup_output(stdout: str) -> BackupSummary:
+    """The summary of ``rustic backup --json`` (with or without ``--json-progress``).
+
+    ``--json`` prints the new snapshot, pretty-printed, with its ``summary``
+    (files_new, files_changed, files_unmodified, data_added,
+    total_files_processed, total_bytes_processed, total_duration, …);
+    ``--json-progress`` prints NDJSON ``status`` lines and one flat
+    ``{"message_type": "summary", ..., "snapshot_id": ...}`` line instead. The
+    last summary found wins. ``snapshot_id`` is "" when rustic wrote no
+    snapshot (``--dry-run``). Raises :class:`agent.errors.Internal` if no
+    summary is found.
+    """
+    try:
+        for value in reversed(_json_values(_ANSI_CSI.sub("", stdout))):
+            if not isinstance(value, dict):
+                continue
+            if value.get("message_type") == "summary":
+                return _summary_from_message(value)
+            if "tree" in value and "summary" in value:
+                return _summary_from_snapshot(value)
+        raise ValueError("no backup summary found")
+    except (ValueError, TypeError, RecursionError) as exc:
+        raise errors.Internal(
+            "rustic backup printed no readable summary", detail=f"{exc}: {stdout[-2000:]}"
+        ) from exc
+
+
+def parse_progress_line(line: str) -> BackupStatus | None:
+    """One ``--json-progress`` status line (rustic >= 0.11.3) as a BackupStatus.
+
+    rustic reports bytes only (src/config/progress_options.rs
+    ``JsonProgressStatus``): ``seconds_elapsed`` always, ``seconds_remaining``,
+    ``percent_done`` (0..1), ``total_bytes`` only once known. Files counters
+    are 0 and ``current_files`` is empty. Anything else (the summary line,
+    plain text, garbage) gives None; never raises.
+    """
+    try:
+        text = _ANSI_CSI.sub("", line).strip()
+        if not text.startswith("{"):
+            return None
+        msg = json.loads(text)
+        if not isinstance(msg, dict) or msg.get("message_type") != "status":
+            return None
+        remaining = msg.get("seconds_remaining")
+        return BackupStatus(
+            percent=_float(msg, "percent_done") * 100.0,
+            files_done=0,
+            files_total=0,
+            bytes_done=_int(msg, "bytes_done"),
+            bytes_total=_int(msg, "total_bytes"),
+            seconds_elapsed=_float(msg, "seconds_elapsed"),
+            seconds_remaining=None if remaining is None else _float(msg, "seconds_remaining"),
+            current_files=(),
+        )
+    except (ValueError, TypeError, RecursionError):
+        return None
+
+
+def parse_ls(stdout: str) -> list[str]:
+    """``rustic ls --json``: a JSON array of path strings (src/commands/ls.rs)."""
+    try:
+        data = json.loads(stdout)
+        if not isinstance(data, list) or not all(isinstance(p, str) for p in data):
+            raise TypeError("not a list of paths")
+        return data
+    except (ValueError, TypeError, RecursionError) as exc:
+        raise errors.Internal(
+            "rustic ls printed output that is not a path list", detail=f"{exc}: {stdout[:2000]}"
+        ) from exc
+
+
+_VERSION = re.compile(r"^rustic\s+v?(\d+)\.(\d+)\.(\d+)", re.MULTILINE)
+
+
+def parse_version(stdout: str) -> tuple[int, int, int]:
+    """``"rustic v0.9.5"`` → ``(0, 9, 5)``.
+
+    Release builds print the git tag (``PROJECT_VERSION=$(git describe --tags)``,
+    e.g. "rustic v0.10.0-3-gabc1234" for a build past a tag), ``cargo install``
+    builds the crate version without 'v'. Raises :class:`agent.errors.Internal`
+    if no version is found.
+    """
+    m = _VERSION.search(_ANSI_CSI.sub("", stdout))
+    if m is None:
+        raise errors.Internal("cannot read the rustic version", detail=stdout[:500])
+    return int(m.group(1)), int(m.group(2)), int(m.group(3))
+
+
+_LOG_ERROR = re.compile(r"^\[\s*ERROR\s*\]\s?(.*)$")
+
+
+def parse_check_output(stderr: str) -> list[str]:
+    """The damage ``rustic check`` reported: every ``[ERROR]`` log line, text only.
+
+    Warnings (``[WARN]``, e.g. "pack … not referenced in index. Can be a
+    parallel backup job.") and the final "error: …" message are not damage
+    lines. Before rustic 0.10.1 this is the only sign of damage (exit code 0).
+    """
+    found = []
+    for raw in stderr.splitlines():
+        m = _LOG_ERROR.match(_ANSI_CSI.sub("", raw).rstrip())
+        if m and m.group(1).strip():
+            found.append(m.group(1).strip())
+    return found
+
+
+# --------------------------------------------------------------------------
+# Failure classification
+# --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FailureRule:
+    """``pattern`` found in the stderr text → ``error`` with ``message``."""
+
+    pattern: re.Pattern[str]
+    error: type[errors.BucketsError]
+    message: str
+
+
+def _rule(pattern: str, error: type[errors.BucketsError], message: str, flags: int = 0) -> FailureRule:
+    return FailureRule(re.compile(pattern, flags), error, message)
+
+
+# First match wins. rustic >= 0.9.5 prints rustic_core errors as
+#   error: `rustic_core` experienced an error related to `<kind>`.
+#   Message: <guidance>  [For more information, see: https://rustic.cli.rs/docs/errors/C00n]
+#   ... Caused by: <cause>
+# and in log lines as "... (kind: related to <kind>, code: C00n): caused by: ...";
+# rustic 0.9.0–0.9.4 print the bare rustic_core 0.4/0.5 messages. opendal
+# errors read "<Kind> (<permanent|temporary|persistent>) at <op>, context: {…}
+# => <message>" (opendal core/src/types/error.rs). Order matters: the opendal
+# backend wraps a failed stat of `config` as "Path `config` does not exist."
+# with the network or auth error as cause, so those rows come first and no
+# not-found row matches that guidance.
+STDERR_RULES: tuple[FailureRule, ...] = (
+    # C002: rustic_core repofile/keyfile.rs; "incorrect password!" / "no
+    # suitable key found!": rustic_core 0.4/0.5 RepositoryErrorKind/KeyFileErrorKind
+    _rule(
+        r"\bC002\b|No suitable key found for the given password|incorrect password!|no suitable key found!",
+        errors.FailedPrecondition,
+        "wrong repository password",
+    ),
+    # opendal s3/error.rs maps HTTP 403 to ErrorKind::PermissionDenied; the S3
+    # <Code> is in the message of responses with a body (not for HEAD/stat).
+    _rule(
+        r"PermissionDenied \((?:permanent|temporary|persistent)\) at "
+        r"|InvalidAccessKeyId|SignatureDoesNotMatch|\bAccessDenied\b|InvalidToken|ExpiredToken",
+        errors.PermissionDenied,
+        "the S3 credentials were refused by the storage endpoint",
+    ),
+    # opendal raw/http_util/client.rs: a failed request is
+    # "Unexpected (temporary) … => send http request, source: error sending
+    # request for url (…)", "persistent" once the retry layer gives up; 5xx,
+    # SlowDown and RequestTimeout are retryable too (s3/error.rs).
+    _rule(
+        r"send http request|error sending request|Unexpected \((?:temporary|persistent)\)"
+        r"|RateLimited \(|\bSlowDown\b|\bServiceUnavailable\b|\bRequestTimeout\b"
+        r"|[Cc]onnection refused|ConnectionRefused|[Cc]onnection reset|ConnectionReset"
+        r"|dns error|failed to lookup address|tcp connect error|error trying to connect"
+        r"|[Oo]peration timed out|TimedOut|[Nn]etwork is unreachable|[Nn]o route to host",
+        errors.Unavailable,
+        "repository storage is unreachable",
+    ),
+    # Rust io::Error text ("No space left on device (os error 28)") and the
+    # Debug form of io::ErrorKind used by rustic_core 0.4/0.5 messages.
+    _rule(
+        r"no space left on device|disk quota exceeded|os error 28\b|os error 122\b|StorageFull|QuotaExceeded",
+        errors.ResourceExhausted,
+        "no space left (disk or quota full)",
+        re.IGNORECASE,
+    ),
+    # C001: rustic_core crypto/aespoly1305.rs "Data decryption failed, MAC check failed.";
+    # rustic_core 0.4/0.5: "data decryption failed: …", "decrypting from … failed"
+    _rule(
+        r"\bC001\b|MAC check failed|[Dd]ata decryption failed|decrypting from (?:binary|backend) failed",
+        errors.DataLoss,
+        "repository data failed decryption (MAC check)",
+    ),
+    # C003: rustic_core backend/decrypt.rs "Verification failed: After
+    # decrypting and decompressing the data changed!"; 0.4/0.5: "Extra verification failed: …"
+    _rule(
+        r"\bC003\b|[Vv]erification failed: After decrypting|length of uncompressed data does not match",
+        errors.DataLoss,
+        "repository data failed verification",
+    ),
+    # rustic_core commands/check.rs: CheckResults::is_ok "check found errors!"
+    # (rustic >= 0.10.1) and the pack checks it logs at ERROR level.
+    _rule(
+        r"check found errors|Hash mismatch|does not match the index"
+        r"|is referenced by the index but not present",
+        errors.DataLoss,
+        "repository check found errors",
+    ),
+    # src/commands/init.rs "Config file already exists. Aborting."; rustic_core
+    # repository.rs "Config file already exists for `{name}`."
+    _rule(r"Config file already exists", errors.AlreadyExists, "repository already exists"),
+    # rustic_core repository.rs "No repository config file found for `{name}`.";
+    # 0.4/0.5 "No repository config file found. Is there a repo at `{0}`?";
+    # S3 NoSuchBucket (opendal ConfigInvalid)
+    _rule(
+        r"No repository config file found|\bNoSuchBucket\b",
+        errors.NotFound,
+        "repository does not exist",
+    ),
+    # rustic_core backend.rs / id.rs "No suitable id found for `{id}`."
+    _rule(r"[Nn]o suitable id found|No snapshots found", errors.NotFound, "snapshot does not exist"),
+    _rule(r"Id not unique|is not unique", errors.InvalidArgument, "snapshot id prefix is ambiguous"),
+    # clap: "error: unexpected argument '--json-progress' found" (exit code 2)
+    _rule(
+        r"unexpected argument '[^']*' found",
+        errors.Unimplemented,
+        "this rustic version does not support an option the agent used",
+    ),
+    # rustic_backend choose.rs; follows "using no config file, none of these exist: …"
+    _rule(
+        r"No repository given",
+        errors.Internal,
+        "the rustic profile was not found or names no repository",
+    ),
+)
+
+# abscissa's status_err! prints the final error as "error: <message>".
+_FINAL_ERROR = re.compile(r"^error: ", re.MULTILINE)
+
+
+def _final_error(text: str) -> str:
+    """The last ``error: …`` block of ``text`` (to its end), or ""."""
+    last = None
+    for last in _FINAL_ERROR.finditer(text):
+        pass
+    return text[last.start():] if last is not None else ""
+
+
+def classify_failure(returncode: int, stderr_tail: str, *, action: str) -> errors.BucketsError:
+    """Turn a failed rustic run into the agent error to raise.
+
+    rustic exits 1 for every failure (2 for a clap usage error), so the
+    stderr text decides: the rows of :data:`STDERR_RULES` are tried first on
+    the final ``error: …`` block, which names the cause of the failure, then
+    on the whole tail (rustic logs per-source backup failures as ``[ERROR]``
+    lines and ends with "Not all snapshots were generated successfully!").
+    ``action`` is the subcommand and appears in the short message, e.g.
+    "rustic backup failed: wrong repository password"; the stderr tail goes
+    into ``detail``. Raises ValueError for exit code 0.
+    """
+    if returncode == 0:
+        raise ValueError("rustic exit code 0 is not a failure")
+    detail = stderr_tail.strip()
+    text = _ANSI_CSI.sub("", stderr_tail)
+    for scope in (_final_error(text), text):
+        if not scope:
+            continue
+        for rule in STDERR_RULES:
+            if rule.pattern.search(scope):
+                return rule.error(f"rustic {action} failed: {rule.message}", detail=detail)
+    if returncode < 0:
+        return errors.Internal(f"rustic {action} was killed by signal {-returncode}", detail=detail)
+    return errors.Internal(f"rustic {action} failed with exit code {returncode}", detail=detail)
+
+
+def tag_list(tags: Iterable[str]) -> tuple[str, ...]:
+    """``tags`` as rustic stores them: sorted and de-duplicated (a BTreeSet).
+
+    Useful to compare what was asked for with what a snapshot carries.
+    """
+    return tuple(sorted(set(tags)))
