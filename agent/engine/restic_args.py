@@ -31,6 +31,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from agent import errors
+from agent.engine import json_fields
 
 # Exit codes that are not failures. 3 means the snapshot was written but some
 # source files could not be read (restic >= 0.17 also uses it when `forget`
@@ -360,34 +361,10 @@ def version_args(binary: str) -> list[str]:
 _ANSI_CSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
 
-def _int(obj: dict[str, Any], key: str) -> int:
-    value = obj.get(key, 0)
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise TypeError(f"{key} is not a number")
-    return int(value)
-
-
-def _float(obj: dict[str, Any], key: str) -> float:
-    value = obj.get(key, 0)
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise TypeError(f"{key} is not a number")
-    return float(value)
-
-
-def _str(obj: dict[str, Any], key: str) -> str:
-    value = obj.get(key, "")
-    if value is None:
-        return ""
-    if not isinstance(value, str):
-        raise TypeError(f"{key} is not a string")
-    return value
-
-
-def _strs(obj: dict[str, Any], key: str) -> tuple[str, ...]:
-    value = obj.get(key) or []
-    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise TypeError(f"{key} is not a list of strings")
-    return tuple(value)
+_int = json_fields.int_field
+_float = json_fields.float_field
+_str = json_fields.str_field
+_strs = json_fields.strs_field
 
 
 def _error_text(error: object) -> str:

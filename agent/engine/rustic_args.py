@@ -44,6 +44,7 @@ argv; they live in the profile file only.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from collections.abc import Iterable, Sequence
@@ -52,6 +53,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from agent import errors
+from agent.engine import json_fields
 from agent.engine.restic_args import BackupStatus, BackupSummary, Snapshot
 
 # --------------------------------------------------------------------------
@@ -542,38 +544,11 @@ def version_args(binary: str) -> list[str]:
 _ANSI_CSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
 
-def _int(obj: dict[str, Any], key: str) -> int:
-    value = obj.get(key, 0)
-    if value is None:
-        return 0
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise TypeError(f"{key} is not a number")
-    return int(value)
-
-
-def _float(obj: dict[str, Any], key: str) -> float:
-    value = obj.get(key, 0)
-    if value is None:
-        return 0.0
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise TypeError(f"{key} is not a number")
-    return float(value)
-
-
-def _str(obj: dict[str, Any], key: str) -> str:
-    value = obj.get(key, "")
-    if value is None:
-        return ""
-    if not isinstance(value, str):
-        raise TypeError(f"{key} is not a string")
-    return value
-
-
-def _strs(obj: dict[str, Any], key: str) -> tuple[str, ...]:
-    value = obj.get(key) or []
-    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise TypeError(f"{key} is not a list of strings")
-    return tuple(value)
+# rustic writes null for figures it does not know.
+_int = functools.partial(json_fields.int_field, allow_null=True)
+_float = functools.partial(json_fields.float_field, allow_null=True)
+_str = functools.partial(json_fields.str_field, allow_null=True)
+_strs = json_fields.strs_field
 
 
 def _parse_time(value: object) -> datetime:

@@ -1,0 +1,45 @@
+"""Typed reads of fields from engine JSON objects; shared by the restic and rustic parsers.
+
+Each raises TypeError when the field has the wrong type. A missing field reads
+as zero or empty (both engines omit fields they have no value for); a null one
+too where ``allow_null`` (rustic writes null for unknown figures; restic never
+does, so there a null means garbage).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def int_field(obj: dict[str, Any], key: str, *, allow_null: bool = False) -> int:
+    value = obj.get(key, 0)
+    if value is None and allow_null:
+        return 0
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"{key} is not a number")
+    return int(value)
+
+
+def float_field(obj: dict[str, Any], key: str, *, allow_null: bool = False) -> float:
+    value = obj.get(key, 0)
+    if value is None and allow_null:
+        return 0.0
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"{key} is not a number")
+    return float(value)
+
+
+def str_field(obj: dict[str, Any], key: str, *, allow_null: bool = False) -> str:
+    value = obj.get(key, "")
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise TypeError(f"{key} is not a string")
+    return value
+
+
+def strs_field(obj: dict[str, Any], key: str) -> tuple[str, ...]:
+    value = obj.get(key) or []
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise TypeError(f"{key} is not a list of strings")
+    return tuple(value)
