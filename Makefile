@@ -16,7 +16,7 @@ test: setup
 	$(PYTHON) -m pytest -q -rs $(PYTEST_ARGS)
 
 bench: setup
-	$(PYTHON) bench/bench.py
+	$(PYTHON) bench/bench.py $(BENCH_ARGS)
 
 protos: setup
 	$(PYTHON) scripts/gen_protos.py
