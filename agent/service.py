@@ -188,7 +188,8 @@ class AgentService:
             raise errors.Unimplemented(f"verify mode {mode} is not built yet")
         if mode == "read_data":
             try:
-                ra.check_args("restic", ra.CommonOptions("x", None, None), read_data_subset=read_data_subset or None)
+                if read_data_subset:
+                    ra.check_read_data_subset(read_data_subset)
             except ValueError as exc:
                 raise errors.InvalidArgument(f"read_data_subset: {exc}") from None
             read_data_subset = read_data_subset or "100%"

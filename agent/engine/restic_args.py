@@ -158,7 +158,10 @@ def _check_tag(tag: str) -> str:
     return tag
 
 
-def _check_read_data_subset(subset: str) -> str:
+def check_read_data_subset(subset: str, size_pattern: re.Pattern[str] = _SUBSET_SIZE) -> str:
+    """Return ``subset`` if it is "n/t", "x%" or a size that ``size_pattern`` accepts; raises ValueError.
+
+    Shared with rustic, whose size syntax is wider (it is passed in)."""
     if m := _SUBSET_PART.fullmatch(subset):
         n, t = int(m.group(1)), int(m.group(2))
         if 1 <= n <= t:
@@ -166,7 +169,7 @@ def _check_read_data_subset(subset: str) -> str:
     elif m := _SUBSET_PERCENT.fullmatch(subset):
         if 0 < float(m.group(1)) <= 100:
             return subset
-    elif m := _SUBSET_SIZE.fullmatch(subset):
+    elif m := size_pattern.fullmatch(subset):
         if int(m.group(1)) > 0:
             return subset
     raise ValueError(
@@ -299,7 +302,7 @@ def check_args(
     if read_data:
         argv.append("--read-data")
     elif read_data_subset is not None:
-        argv += ["--read-data-subset", _check_read_data_subset(read_data_subset)]
+        argv += ["--read-data-subset", check_read_data_subset(read_data_subset)]
     return argv
 
 

@@ -54,7 +54,7 @@ from typing import Any
 
 from agent import errors
 from agent.engine import json_fields
-from agent.engine.restic_args import BackupStatus, BackupSummary, Snapshot
+from agent.engine.restic_args import BackupStatus, BackupSummary, Snapshot, check_read_data_subset
 
 # --------------------------------------------------------------------------
 # Versions and features
@@ -279,8 +279,6 @@ _SNAPSHOT_ID = re.compile(r"[0-9a-f]{8,64}")
 # read-data-subset forms accepted by rustic_core ReadSubsetOption::from_str
 # (commands/check.rs) that are also restic's: "n/m", "x%" and a size. rustic
 # reads "n/m" as part n % m, so 1/m … m/m still cover every part once.
-_SUBSET_PART = re.compile(r"([0-9]+)/([0-9]+)")
-_SUBSET_PERCENT = re.compile(r"([0-9]+(?:\.[0-9]+)?)%")
 _SUBSET_SIZE = re.compile(r"([0-9]+)(?:[kKmMgGtT](?:i?B)?)?")
 # prune --max-unused: rustic_core LimitOption ("unlimited", "x%" or a size)
 _LIMIT = re.compile(r"unlimited|[0-9]+(?:\.[0-9]+)?%|[0-9]+(?:[kKmMgGtT](?:i?B)?)?")
@@ -310,20 +308,7 @@ def _check_tag(tag: str) -> str:
 
 
 def _check_read_data_subset(subset: str) -> str:
-    if m := _SUBSET_PART.fullmatch(subset):
-        n, t = int(m.group(1)), int(m.group(2))
-        if 1 <= n <= t:
-            return subset
-    elif m := _SUBSET_PERCENT.fullmatch(subset):
-        if 0 < float(m.group(1)) <= 100:
-            return subset
-    elif m := _SUBSET_SIZE.fullmatch(subset):
-        if int(m.group(1)) > 0:
-            return subset
-    raise ValueError(
-        f"read_data_subset must be 'n/t' (1 <= n <= t), 'x%' (0 < x <= 100) "
-        f"or a size such as '500M': {subset!r}"
-    )
+    return check_read_data_subset(subset, _SUBSET_SIZE)
 
 
 def profile_arg(profile_path: str) -> str:
