@@ -164,8 +164,8 @@ class LimitsConfig:
 class EngineConfig:
     """Which backup engine runs, and where its binaries are."""
 
-    engine: str = "restic"
-    """``"restic"``, ``"rustic"`` or ``"auto"``."""
+    engine: str = "auto"
+    """``"restic"``, ``"rustic"`` or ``"auto"`` (rustic when its binary is found, else restic)."""
     restic_binary: str = "restic"
     rustic_binary: str = "rustic"
 

@@ -6,6 +6,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from agent import errors
 from agent.engine import restic_args as ra
+from agent.engine.base import Snapshot
 from agent.model import OperationError, OperationKind, OperationRecord, OperationState, ProgressEvent, Summary
 from agent.repository import LocalSpec, RepositorySpec, S3Spec
 from hub_client.proto.buckets.v1 import agent_pb2 as pb
@@ -117,7 +118,7 @@ def repository_from_proto(message: pb.RepositorySpec, present: bool) -> Reposito
     return RepositorySpec(location=location, password=message.password)
 
 
-def snapshot_to_proto(snapshot: ra.Snapshot) -> pb.Snapshot:
+def snapshot_to_proto(snapshot: Snapshot) -> pb.Snapshot:
     tags = ra.tag_map(snapshot.tags)
     return pb.Snapshot(
         id=snapshot.id,

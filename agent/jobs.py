@@ -15,7 +15,7 @@ from typing import Sequence
 from agent import buckets, errors
 from agent.backends.directory import DirectoryBackend, tree_size
 from agent.engine import restic_args as ra
-from agent.engine.restic import ResticEngine
+from agent.engine.base import BackupStatus, Engine, RestoreSize, Snapshot
 from agent.ids import project_dir_name
 from agent.journal import Journal
 from agent.model import OperationRecord, Summary
@@ -32,7 +32,7 @@ class Services:
 
     journal: Journal
     backend: DirectoryBackend
-    engine: ResticEngine
+    engine: Engine
     host_id: str
     create_buckets: bool = False
 
@@ -49,7 +49,7 @@ def snapshot_tags(*, project_id: str, host_id: str, operation_id: str, purpose: 
     ]
 
 
-def require_layout_v2(snapshot: ra.Snapshot, project_id: str) -> None:
+def require_layout_v2(snapshot: Snapshot, project_id: str) -> None:
     """Raise FailedPrecondition unless the snapshot is a layout-v2 snapshot of ``project_id``."""
     tags = ra.tag_map(snapshot.tags)
     if tags.get("layout") != LAYOUT:
@@ -62,7 +62,7 @@ def require_layout_v2(snapshot: ra.Snapshot, project_id: str) -> None:
         )
 
 
-async def find_snapshot(services: Services, repo: Repository, project_id: str, snapshot_id: str) -> ra.Snapshot:
+async def find_snapshot(services: Services, repo: Repository, project_id: str, snapshot_id: str) -> Snapshot:
     """Resolve a snapshot id (or "latest") of the project; raises NotFound."""
     if snapshot_id == "latest":
         snapshots = await services.engine.snapshots(repo, host=project_dir_name(project_id))
@@ -95,7 +95,7 @@ async def backup(
         extra=extra_tags,
     )
 
-    def on_status(status: ra.BackupStatus) -> None:
+    def on_status(status: BackupStatus) -> None:
         context.progress(
             "upload",
             percent=min(100.0, status.percent),
@@ -195,7 +195,7 @@ async def restore(context: OperationContext, services: Services, repo: Repositor
     )
 
 
-async def _totals(size_task: asyncio.Task) -> ra.RestoreSize | None:
+async def _totals(size_task: asyncio.Task) -> RestoreSize | None:
     # The size is for progress display only; failing to get it must not fail the restore.
     try:
         return await size_task

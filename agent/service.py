@@ -19,7 +19,8 @@ from agent import errors, ids, jobs
 from agent.backends.directory import DirectoryBackend
 from agent.config import AgentConfig, ensure_password_file
 from agent.engine import restic_args as ra
-from agent.engine.restic import ResticEngine
+from agent.engine.base import Snapshot
+from agent.engine.choice import make_engine
 from agent.journal import Journal
 from agent.model import OperationKind, OperationRecord, OperationState
 from agent.operations import OperationManager
@@ -72,14 +73,7 @@ class AgentService:
         self.backend = DirectoryBackend(
             projects_root=paths.projects_root, persist_root=paths.persist_root, state_dir=paths.state_dir
         )
-        self.engine = ResticEngine(
-            binary=config.engine.restic_binary,
-            state_dir=paths.state_dir,
-            timeout=config.limits.engine_timeout,
-            kill_grace=config.limits.kill_grace,
-            upload_limit_kib=config.limits.upload_limit_kib,
-            download_limit_kib=config.limits.download_limit_kib,
-        )
+        self.engine = make_engine(config)
         self.services = jobs.Services(
             journal=self.journal,
             backend=self.backend,
@@ -101,12 +95,16 @@ class AgentService:
         """Recover what a previous process left behind; check the engine runs."""
         interrupted = self.operations.recover_interrupted()
         removed = self.backend.remove_stale()
-        await self.engine.version()
+        profiles = self.engine.remove_stale()
+        version = await self.engine.version()
         log.info(
             "agent.recovered",
             interrupted=[r.id for r in interrupted],
             stale_staging_removed=[str(p) for p in removed],
+            stale_engine_files_removed=profiles,
         )
+        log.info("engine.ready", engine=self.engine.name, binary=self.engine.binary, version=version,
+                 features=sorted(await self.engine.features()))
 
     async def stop(self, grace: float) -> None:
         """Stop running operations (recorded INTERRUPTED) and refuse new ones."""
@@ -206,7 +204,7 @@ class AgentService:
 
     async def list_snapshots(
         self, *, project_id: str, repository: RepositorySpec | None, page_size: int, page_token: str
-    ) -> tuple[list[ra.Snapshot], str]:
+    ) -> tuple[list[Snapshot], str]:
         """Newest first; the page token is the offset into that order."""
         project_id = ids.project_id(project_id)
         repo = self._repository(repository, project_id)
@@ -233,8 +231,8 @@ class AgentService:
             engine=self.engine.name,
             engine_version=await self.engine.version(),
             backend=self.backend.name,
-            features=("json-progress", "read-data-subset", "incremental-backup"),
-            limitations=self.backend.limitations,
+            features=tuple(sorted(await self.engine.features())),
+            limitations=(*self.backend.limitations, *self.engine.limitations()),
             max_concurrent_operations=self.config.limits.max_concurrent_operations,
             read_file_max_bytes=self.config.limits.read_file_max_bytes,
             agent_version=AGENT_VERSION,

@@ -20,8 +20,8 @@ def agent_factory(tmp_path: Path):
     """Start agents on demand; every agent started is stopped (SIGKILL if needed) when the test ends."""
     started: list[AgentProcess] = []
 
-    def start(name: str = "agent", *, limits: str = "", extra: str = "") -> AgentProcess:
-        process = AgentProcess(base=tmp_path / name, limits=limits, extra=extra)
+    def start(name: str = "agent", *, limits: str = "", extra: str = "", engine: str = "restic") -> AgentProcess:
+        process = AgentProcess(base=tmp_path / name, limits=limits, extra=extra, engine=engine)
         process.start()
         started.append(process)
         return process

@@ -31,7 +31,9 @@ TERMINAL_STATES = {
 }
 
 
-def config_text(base: Path, *, port_file: Path, extra: str = "", limits: str = "", server: str = "") -> str:
+def config_text(
+    base: Path, *, port_file: Path, extra: str = "", limits: str = "", server: str = "", engine: str = "restic"
+) -> str:
     return f"""
 host_id = "test-host"
 base_dir = "{base}"
@@ -49,6 +51,9 @@ kill_grace = 2.0
 
 [logging]
 level = "debug"
+
+[engine]
+engine = "{engine}"
 {extra}
 """
 
@@ -60,6 +65,8 @@ class AgentProcess:
     base: Path
     limits: str = ""
     extra: str = ""
+    # Pinned, not "auto": most tests are about the agent over restic, the engine this machine has.
+    engine: str = "restic"
     process: subprocess.Popen | None = None
     port: int = 0
     channel: grpc.Channel | None = None
@@ -72,7 +79,7 @@ class AgentProcess:
         self.config_path = self.base / "agent.toml"
         self.port_file = self.base / "agent.port"
         self.config_path.write_text(
-            config_text(self.base, port_file=self.port_file, limits=self.limits, extra=self.extra)
+            config_text(self.base, port_file=self.port_file, limits=self.limits, extra=self.extra, engine=self.engine)
         )
 
     @property

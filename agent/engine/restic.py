@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import signal
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -17,6 +16,7 @@ import structlog
 from agent import errors
 from agent.backends.directory import EngineView
 from agent.engine import restic_args as ra
+from agent.engine.base import BackupOutcome, BackupStatus, RestoreSize, Snapshot
 from agent.executor import ProcessResult, run_process
 from agent.repository import Repository
 
@@ -24,12 +24,6 @@ log = structlog.get_logger("agent.engine.restic")
 
 # restic's exit code for "snapshot saved, but some files could not be read".
 EXIT_INCOMPLETE = 3
-
-
-@dataclass(frozen=True)
-class BackupOutcome:
-    summary: ra.BackupSummary
-    warnings: tuple[str, ...]
 
 
 class ResticEngine:
@@ -110,13 +104,28 @@ class ResticEngine:
 
     # ------------------------------------------------------------ commands
 
-    async def version(self) -> str:
-        """Return the engine version as "x.y.z"; raises Unimplemented when restic is missing."""
+    async def _probe(self) -> tuple[int, int, int]:
         if self._version is None:
             result = await run_process(ra.version_args(self.binary), env={"PATH": os.environ.get("PATH", "")},
                                        capture_stdout=True, timeout=30)
-            self._version = ra.parse_version(result.stdout)
-        return ".".join(map(str, self._version))
+            version = ra.parse_version(result.stdout)
+            ra.features(version)  # refuses versions that are too old
+            self._version = version
+        return self._version
+
+    async def version(self) -> str:
+        """Return the engine version as "x.y.z"; raises Unimplemented when restic is missing or too old."""
+        return ".".join(map(str, await self._probe()))
+
+    async def features(self) -> frozenset[str]:
+        return ra.features(await self._probe())
+
+    def limitations(self) -> tuple[str, ...]:
+        return ()
+
+    def remove_stale(self) -> list[str]:
+        # restic reads its password from the environment: it leaves no secret files behind.
+        return []
 
     async def init(self, repo: Repository) -> None:
         await self._run(repo, ra.init_args(self.binary, self._common(repo)), action="init")
@@ -129,7 +138,7 @@ class ResticEngine:
         *,
         host: str,
         tags: Sequence[str],
-        on_status: Callable[[ra.BackupStatus], None],
+        on_status: Callable[[BackupStatus], None],
         init_missing: bool = True,
     ) -> BackupOutcome:
         """Back up ``view.root``'s ``project`` and ``persist``; initialise the repository on first use.
@@ -171,7 +180,7 @@ class ResticEngine:
 
     async def snapshots(
         self, repo: Repository, *, host: str | None = None, ids: Sequence[str] = ()
-    ) -> list[ra.Snapshot]:
+    ) -> list[Snapshot]:
         """Return snapshots (oldest first, as restic lists them); raises NotFound for a missing repository."""
         result = await self._run(
             repo, ra.snapshots_args(self.binary, self._common(repo), host=host, ids=ids),
@@ -179,7 +188,7 @@ class ResticEngine:
         )
         return ra.parse_snapshots(result.stdout)
 
-    async def restore_size(self, repo: Repository, snapshot_id: str) -> ra.RestoreSize:
+    async def restore_size(self, repo: Repository, snapshot_id: str) -> RestoreSize:
         result = await self._run(
             repo, ra.stats_restore_size_args(self.binary, self._common(repo), snapshot_id),
             action="stats", capture_stdout=True,

@@ -28,10 +28,10 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
 
 from agent import errors
 from agent.engine import json_fields
+from agent.engine.base import BackupItemError, BackupStatus, BackupSummary, RestoreSize, Snapshot
 
 # Exit codes that are not failures. 3 means the snapshot was written but some
 # source files could not be read (restic >= 0.17 also uses it when `forget`
@@ -57,73 +57,6 @@ class CommonOptions:
     cache_dir: str | None
     password_file: str | None
     extra: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
-class BackupStatus:
-    """One ``backup --json`` progress line. ``percent`` is 0..100."""
-
-    percent: float
-    files_done: int
-    files_total: int
-    bytes_done: int
-    bytes_total: int
-    seconds_elapsed: float
-    seconds_remaining: float | None
-    current_files: tuple[str, ...]
-
-
-@dataclass(frozen=True)
-class BackupSummary:
-    """The final ``backup --json`` line.
-
-    ``snapshot_id`` is the id as restic prints it (short in 0.14, full in
-    newer versions); it is ``""`` when restic wrote no snapshot (restic >= 0.17
-    with ``--skip-if-unchanged`` or ``--dry-run``).
-    """
-
-    snapshot_id: str
-    files_new: int
-    files_changed: int
-    files_unmodified: int
-    data_added: int
-    total_files_processed: int
-    total_bytes_processed: int
-    total_duration: float
-
-
-@dataclass(frozen=True)
-class BackupItemError:
-    """A ``backup --json`` "error" message: one item restic could not read.
-
-    restic prints these on stderr; ``during`` is e.g. "scan" or "archival".
-    """
-
-    item: str
-    during: str
-    message: str
-
-
-@dataclass(frozen=True)
-class Snapshot:
-    """One entry of ``snapshots --json``; ``time`` is timezone-aware UTC."""
-
-    id: str
-    short_id: str
-    time: datetime
-    hostname: str
-    paths: tuple[str, ...]
-    tags: tuple[str, ...]
-    tree: str
-    username: str
-
-
-@dataclass(frozen=True)
-class RestoreSize:
-    """``stats --json --mode restore-size`` of one snapshot."""
-
-    total_bytes: int
-    total_files: int
 
 
 # --------------------------------------------------------------------------
@@ -517,6 +450,32 @@ def parse_restore_size(stdout: str) -> RestoreSize:
             "restic stats printed output that is not a restore size",
             detail=f"{exc}: {stdout[:2000]}",
         ) from exc
+
+
+# The oldest restic whose output this module was recorded from (Debian bookworm).
+MIN_SUPPORTED_VERSION: tuple[int, int, int] = (0, 14, 0)
+
+# Feature → first restic version that has it (restic CHANGELOG.md).
+FEATURES_BY_VERSION: dict[str, tuple[int, int, int]] = {
+    # backup --json: NDJSON status lines and a summary line (0.9.5)
+    "json-progress": (0, 9, 5),
+    # check --read-data-subset in all three forms: n/t, x% (0.12.0) and a size (0.14.0)
+    "read-data-subset": (0, 14, 0),
+    # restore --json: status and summary lines (0.17.0); unused while restore progress is
+    # measured on the staged tree, reported so the hub sees what the engine could do.
+    "restore-json-progress": (0, 17, 0),
+}
+
+
+def features(version: tuple[int, int, int]) -> frozenset[str]:
+    """The features of restic ``version``; Unimplemented below :data:`MIN_SUPPORTED_VERSION`."""
+    if tuple(version) < MIN_SUPPORTED_VERSION:
+        raise errors.Unimplemented(
+            "restic {}.{}.{} is older than the oldest supported version {}.{}.{}".format(
+                *version, *MIN_SUPPORTED_VERSION
+            )
+        )
+    return frozenset(name for name, first in FEATURES_BY_VERSION.items() if tuple(version) >= first)
 
 
 _VERSION = re.compile(r"^restic\s+v?(\d+)\.(\d+)\.(\d+)", re.MULTILINE)

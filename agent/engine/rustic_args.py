@@ -54,7 +54,8 @@ from typing import Any
 
 from agent import errors
 from agent.engine import json_fields
-from agent.engine.restic_args import BackupStatus, BackupSummary, Snapshot, check_read_data_subset
+from agent.engine.base import BackupStatus, BackupSummary, RestoreSize, Snapshot
+from agent.engine.restic_args import check_read_data_subset
 
 # --------------------------------------------------------------------------
 # Versions and features
@@ -608,6 +609,38 @@ def parse_snapshots(stdout: str) -> list[Snapshot]:
             "rustic snapshots printed output that is not a snapshot list",
             detail=f"{exc}: {stdout[:2000]}",
         ) from exc
+
+
+def parse_snapshot_totals(stdout: str) -> RestoreSize:
+    """What restoring the one snapshot of ``rustic snapshots --json ID`` writes:
+    its summary's ``total_bytes_processed`` and ``total_files_processed``
+    (rustic_core SnapshotSummary). Raises :class:`agent.errors.NotFound` when
+    the listing is empty and :class:`agent.errors.Internal` when the snapshot
+    has no summary (written by restic < 0.17, which stores none).
+    """
+    try:
+        data = json.loads(stdout)
+        if not isinstance(data, list):
+            raise TypeError("not a JSON list")
+        found: list[object] = []
+        for entry in data:
+            snaps = _group_snapshots(entry)
+            found.extend([entry] if snaps is None else snaps)
+    except (ValueError, TypeError, RecursionError) as exc:
+        raise errors.Internal("rustic snapshots printed output that is not a snapshot list",
+                              detail=f"{exc}: {stdout[:2000]}") from exc
+    if not found:
+        raise errors.NotFound("no such snapshot")
+    summary = found[0].get("summary") if isinstance(found[0], dict) else None
+    if not isinstance(summary, dict):
+        raise errors.Internal("the snapshot has no summary to take its size from")
+    try:
+        return RestoreSize(
+            total_bytes=_int(summary, "total_bytes_processed"),
+            total_files=_int(summary, "total_files_processed"),
+        )
+    except (ValueError, TypeError) as exc:
+        raise errors.Internal("the snapshot summary has no readable totals", detail=str(summary)[:2000]) from exc
 
 
 def _json_values(text: str) -> list[object]:

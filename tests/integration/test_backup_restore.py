@@ -10,6 +10,7 @@ import subprocess
 import grpc
 import pytest
 
+from agent.engine import restic_args as ra
 from hub_client.proto.buckets.v1 import agent_pb2 as pb
 from tests.conftest import requires_restic
 from tests.harness import manifest, new_id, write_tree
@@ -134,6 +135,10 @@ def test_unimplemented_rpcs_say_so(shared_agent, project_id):
 def test_capabilities_and_host_status(shared_agent):
     caps = shared_agent.stub.GetCapabilities(pb.GetCapabilitiesRequest(), timeout=10)
     assert caps.engine == "restic" and caps.engine_version.startswith("0.")
+    # Probed from the running binary's version, not a fixed list.
+    version = tuple(int(part) for part in caps.engine_version.split("."))
+    assert sorted(caps.features) == sorted(ra.features(version))
+    assert "read-data-subset" in caps.features and "json-progress" in caps.features
     assert caps.backend == "directory"
     assert any("live tree" in line for line in caps.limitations)
     status = shared_agent.stub.GetHostStatus(pb.GetHostStatusRequest(), timeout=10)

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from agent import errors
+from agent.engine import restic_args as ra
 from agent.engine.restic_args import (
     STDERR_RULES,
     BackupItemError,
@@ -760,3 +761,21 @@ def test_message_is_short_and_free_of_stderr() -> None:
         err = classify_failure(1, stderr, action="backup")
         assert len(err.message) < 80
         assert "127.0.0.1" not in err.message and "/tmp/" not in err.message
+
+
+@pytest.mark.parametrize(
+    ("version", "expected"),
+    [
+        ((0, 14, 0), {"json-progress", "read-data-subset"}),
+        ((0, 16, 4), {"json-progress", "read-data-subset"}),
+        ((0, 17, 0), {"json-progress", "read-data-subset", "restore-json-progress"}),
+    ],
+)
+def test_features_by_version(version, expected) -> None:
+    # restic CHANGELOG.md: restore --json arrived in 0.17.0, the size form of --read-data-subset in 0.14.0.
+    assert ra.features(version) == expected
+
+
+def test_versions_older_than_the_recorded_one_are_refused() -> None:
+    with pytest.raises(errors.Unimplemented, match="older than the oldest supported version 0.14.0"):
+        ra.features((0, 13, 1))

@@ -1,0 +1,138 @@
+"""What every engine driver offers, and the domain values it returns.
+
+Two drivers implement :class:`Engine`: :mod:`agent.engine.restic` and
+:mod:`agent.engine.rustic`. Jobs and the service use only this interface;
+which driver runs is decided once, by :mod:`agent.engine.choice`. Both engines
+read and write the same repository format, so the values below are the same
+for either; where an engine cannot fill a figure it is 0.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from agent.backends.directory import EngineView
+    from agent.repository import Repository
+
+
+@dataclass(frozen=True)
+class BackupStatus:
+    """One ``backup --json`` progress line. ``percent`` is 0..100."""
+
+    percent: float
+    files_done: int
+    files_total: int
+    bytes_done: int
+    bytes_total: int
+    seconds_elapsed: float
+    seconds_remaining: float | None
+    current_files: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class BackupSummary:
+    """The final ``backup --json`` line.
+
+    ``snapshot_id`` is the id as restic prints it (short in 0.14, full in
+    newer versions); it is ``""`` when restic wrote no snapshot (restic >= 0.17
+    with ``--skip-if-unchanged`` or ``--dry-run``).
+    """
+
+    snapshot_id: str
+    files_new: int
+    files_changed: int
+    files_unmodified: int
+    data_added: int
+    total_files_processed: int
+    total_bytes_processed: int
+    total_duration: float
+
+
+@dataclass(frozen=True)
+class BackupItemError:
+    """A ``backup --json`` "error" message: one item restic could not read.
+
+    restic prints these on stderr; ``during`` is e.g. "scan" or "archival".
+    """
+
+    item: str
+    during: str
+    message: str
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """One entry of ``snapshots --json``; ``time`` is timezone-aware UTC."""
+
+    id: str
+    short_id: str
+    time: datetime
+    hostname: str
+    paths: tuple[str, ...]
+    tags: tuple[str, ...]
+    tree: str
+    username: str
+
+
+@dataclass(frozen=True)
+class RestoreSize:
+    """``stats --json --mode restore-size`` of one snapshot."""
+
+    total_bytes: int
+    total_files: int
+
+
+@dataclass(frozen=True)
+class BackupOutcome:
+    """A finished backup: the engine's summary and per-file warnings."""
+
+    summary: BackupSummary
+    warnings: tuple[str, ...]
+
+
+class Engine(Protocol):
+    """One backup engine driver. Every method raises a BucketsError on failure."""
+
+    name: str
+    binary: str
+
+    async def version(self) -> str:
+        """"x.y.z" of the engine binary, probed once; Unimplemented when missing or too old."""
+
+    async def features(self) -> frozenset[str]:
+        """What this engine version can do (e.g. "json-progress", "read-data-subset")."""
+
+    def limitations(self) -> tuple[str, ...]:
+        """What configured behaviour this driver cannot honour, in words."""
+
+    def remove_stale(self) -> list[str]:
+        """Remove what an earlier agent process left behind (e.g. profile files); returns their paths."""
+
+    async def init(self, repo: Repository) -> None: ...
+
+    async def backup(
+        self,
+        repo: Repository,
+        view: EngineView,
+        *,
+        host: str,
+        tags: Sequence[str],
+        on_status: Callable[[BackupStatus], None],
+    ) -> BackupOutcome:
+        """Back up ``view.root``'s ``project`` and ``persist`` as the snapshot's two roots,
+        initialising a missing repository first."""
+
+    async def snapshots(self, repo: Repository, *, host: str | None = None, ids: Sequence[str] = ()) -> list[Snapshot]:
+        """Snapshots, filtered by host or ids; NotFound for a missing repository."""
+
+    async def restore_size(self, repo: Repository, snapshot_id: str) -> RestoreSize: ...
+
+    async def restore(self, repo: Repository, snapshot_id: str, view: EngineView) -> None:
+        """Restore the whole snapshot into ``view.root`` (its project/ and persist/ roots)."""
+
+    async def check(self, repo: Repository, *, read_data_subset: str | None = None) -> None:
+        """Check the repository; DataLoss naming what was found."""
