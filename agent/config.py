@@ -9,7 +9,8 @@ The TOML file mirrors the dataclasses::
     [server]      listen, grace_period, keepalive_interval, port_file
     [paths]       state_dir, projects_root, persist_root
     [limits]      max_concurrent_operations, max_queued_operations,
-                  engine_timeout, kill_grace, read_file_max_bytes
+                  engine_timeout, kill_grace, read_file_max_bytes,
+                  upload_limit_kib, download_limit_kib, stall_timeout
     [engine]      engine, restic_binary, rustic_binary
     [repository]  kind
     [repository.local]  root, password_file
@@ -158,6 +159,10 @@ class LimitsConfig:
     """Engine upload bandwidth limit in KiB/s (restic ``--limit-upload``); 0 = unlimited."""
     download_limit_kib: int = 0
     """Engine download bandwidth limit in KiB/s (restic ``--limit-download``); 0 = unlimited."""
+    stall_timeout: float = 300.0
+    """Seconds an engine process may go without progress (under 64 KiB of file or
+    network I/O) before it is stopped and its operation fails UNAVAILABLE; 0 = never.
+    Engines retry an unreachable repository for many minutes without a word."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -700,6 +705,7 @@ def _parse_limits(table: _Table | None) -> LimitsConfig:
         ),
         upload_limit_kib=table.take("upload_limit_kib", integer(0), _LIMITS.upload_limit_kib),
         download_limit_kib=table.take("download_limit_kib", integer(0), _LIMITS.download_limit_kib),
+        stall_timeout=float(table.take("stall_timeout", number(0), _LIMITS.stall_timeout)),
     )
     table.finish()
     return config

@@ -34,7 +34,9 @@ from agent import errors
 __all__ = [
     "ExecutableNotFound",
     "ProcessResult",
+    "ProcessStalled",
     "ProcessTimeout",
+    "STALL_MIN_BYTES",
     "mask",
     "run_process",
     "running_pids",
@@ -112,6 +114,14 @@ class ProcessTimeout(errors.DeadlineExceeded):
         self.argv = argv
         self.stderr_tail = detail
         self.timeout = timeout
+
+
+class ProcessStalled(errors.Unavailable):
+    """A child did (almost) no I/O for ``stall_timeout`` seconds and was stopped.
+
+    Engines retry an unreachable repository for many minutes without a word;
+    this is how such a run ends early. ``detail`` holds the masked stderr tail.
+    """
 
 
 def mask(text: str, secrets: Iterable[str]) -> str:
@@ -293,8 +303,15 @@ class _StderrTail:
         return pattern.sub(_MASK, text)[-self._limit :]
 
 
-async def _read_stderr(stream: asyncio.StreamReader, tail: _StderrTail) -> None:
+class _Piped:
+    """Bytes read from the child's pipes so far (the stall watch discounts them)."""
+
+    bytes = 0
+
+
+async def _read_stderr(stream: asyncio.StreamReader, tail: _StderrTail, piped: _Piped) -> None:
     while chunk := await stream.read(_READ_CHUNK):
+        piped.bytes += len(chunk)
         tail.add(chunk)
 
 
@@ -305,12 +322,14 @@ async def _read_stdout(
     captured: bytearray | None,
     max_bytes: int,
     program: str,
+    piped: _Piped,
 ) -> None:
     # Chunks rather than readline(): a line may be far longer than any
     # StreamReader limit (e.g. a big JSON document on one line).
     pending = bytearray()
     total = 0
     while chunk := await stream.read(_READ_CHUNK):
+        piped.bytes += len(chunk)
         if captured is not None:
             total += len(chunk)
             if total > max_bytes:
@@ -348,6 +367,52 @@ def _decode_line(raw: bytes | bytearray) -> str:
 
 class _TimedOut(Exception):
     """Internal: the timeout expired while the program was still running."""
+
+
+class _Stalled(Exception):
+    """Internal: the program did too little I/O for too long."""
+
+
+# Less I/O than this within the stall timeout is no progress: an engine that
+# only retries connections, or prints status lines, moves a few KiB at most.
+STALL_MIN_BYTES = 64 * 1024
+_STALL_POLL_SECONDS = 1.0
+
+
+def _io_chars(pid: int) -> int | None:
+    """rchar + wchar of ``pid`` (bytes through read/write syscalls, files and
+    sockets alike), or None when /proc does not tell."""
+    try:
+        with open(f"/proc/{pid}/io", "rb") as f:
+            fields = dict(line.split(b":", 1) for line in f.read().splitlines() if b":" in line)
+        return int(fields[b"rchar"]) + int(fields[b"wchar"])
+    except (OSError, KeyError, ValueError):
+        return None
+
+
+class _IoWatch:
+    """Tells when a child has done less than STALL_MIN_BYTES of I/O, apart from
+    writing to its own stdout/stderr, for ``limit`` seconds."""
+
+    def __init__(self, pid: int, limit: float, now: float, piped: _Piped) -> None:
+        self.pid = pid
+        self.limit = limit
+        self._piped = piped
+        self._baseline: int | None = None
+        self._since = now
+        self.next_poll = now + _STALL_POLL_SECONDS
+
+    def stalled(self, now: float) -> bool:
+        self.next_poll = now + _STALL_POLL_SECONDS
+        chars = _io_chars(self.pid)
+        if chars is None:
+            return False  # cannot tell: never call it stalled
+        own = chars - self._piped.bytes
+        if self._baseline is None or own - self._baseline >= STALL_MIN_BYTES:
+            self._baseline = own
+            self._since = now
+            return False
+        return now - self._since >= self.limit
 
 
 async def _await_uninterruptibly(task: asyncio.Task[None]) -> bool:
@@ -396,6 +461,7 @@ async def run_process(
     kill_grace: float = 5.0,
     on_start: Callable[[int], None] | None = None,
     stop_signal: signal.Signals = signal.SIGTERM,
+    stall_timeout: float | None = None,
 ) -> ProcessResult:
     """Run one program to completion and return its result.
 
@@ -417,6 +483,9 @@ async def run_process(
       on_start: called with the child's pid once it has started.
       stop_signal: the polite signal of the stop sequence; some programs
         clean up only on SIGINT (restic removes its repository lock).
+      stall_timeout: seconds the child may go with less than
+        :data:`STALL_MIN_BYTES` of file or network I/O (writes to its own
+        stdout/stderr do not count) before it is stopped; None for no limit.
 
     Stopping a child always signals its whole process group: SIGTERM, up to
     ``kill_grace`` seconds, then SIGKILL; the child is reaped before this
@@ -430,6 +499,7 @@ async def run_process(
       ExecutableNotFound: argv[0] does not exist or is not executable.
       agent.errors.NotFound: ``cwd`` does not exist.
       ProcessTimeout: the timeout expired (the child has been stopped).
+      ProcessStalled: the stall timeout expired (the child has been stopped).
       agent.errors.ResourceExhausted: stdout exceeded ``max_stdout_bytes``
         (the child has been stopped).
       asyncio.CancelledError: the calling task was cancelled (the child has
@@ -482,6 +552,8 @@ async def run_process(
     log.info("process.start", argv=list(masked_argv), pid=child.pid, cwd=masked_cwd)
 
     tail = _StderrTail(stderr_tail_bytes, secrets)
+    piped = _Piped()
+    watch = None if stall_timeout is None else _IoWatch(child.pid, stall_timeout, loop.time(), piped)
     captured = bytearray() if capture_stdout else None
     assert proc.stdout is not None and proc.stderr is not None
     out_task = loop.create_task(
@@ -491,9 +563,10 @@ async def run_process(
             captured=captured,
             max_bytes=max_stdout_bytes,
             program=program,
+            piped=piped,
         )
     )
-    err_task = loop.create_task(_read_stderr(proc.stderr, tail))
+    err_task = loop.create_task(_read_stderr(proc.stderr, tail, piped))
     readers = (out_task, err_task)
 
     def log_exit() -> None:
@@ -517,7 +590,7 @@ async def run_process(
     try:
         if on_start is not None:
             on_start(child.pid)
-        await _supervise(child, readers, timeout, loop)
+        await _supervise(child, readers, timeout, loop, watch)
     except asyncio.CancelledError:
         await stop("cancelled")
         raise
@@ -529,6 +602,14 @@ async def run_process(
             detail=tail.text(),
             argv=masked_argv,
             timeout=timeout,
+        ) from None
+    except _Stalled:
+        if await stop("stalled"):
+            raise asyncio.CancelledError from None
+        raise ProcessStalled(
+            f"{program} made no progress (under {STALL_MIN_BYTES // 1024} KiB of file or network I/O) "
+            f"for {stall_timeout:g} seconds and was stopped; is the repository reachable?",
+            detail=tail.text(),
         ) from None
     except BaseException as exc:
         cancelled = await stop("error")
@@ -556,11 +637,13 @@ async def _supervise(
     readers: tuple[asyncio.Task[None], ...],
     timeout: float | None,
     loop: asyncio.AbstractEventLoop,
+    watch: _IoWatch | None = None,
 ) -> None:
     """Wait until the child is reaped and its pipes are drained.
 
     Raises a reader's exception as soon as it happens, :class:`_TimedOut`
-    if the program is still running at the deadline.
+    if the program is still running at the deadline, :class:`_Stalled` when
+    ``watch`` says it stalled.
     """
     deadline = None if timeout is None else loop.time() + timeout
     drain_deadline: float | None = None
@@ -585,6 +668,10 @@ async def _supervise(
             if deadline is not None and now >= deadline:
                 raise _TimedOut()
             limit = deadline
+            if watch is not None:
+                if now >= watch.next_poll and watch.stalled(now):
+                    raise _Stalled()
+                limit = watch.next_poll if limit is None else min(limit, watch.next_poll)
         await asyncio.wait(
             pending,
             timeout=None if limit is None else limit - now,

@@ -10,12 +10,14 @@ Nothing is asserted: the script prints figures and writes them as JSON to
 What is timed
 -------------
 
-Every measured backup is a FULL backup into a NEW, empty local directory
-repository, on both sides, so no run profits from an earlier one:
+Every measured backup is a FULL backup into a NEW, empty repository, on both
+sides, so no run profits from an earlier one. The rows come twice: with local
+directory repositories, and with S3 repositories on a moto server on 127.0.0.1
+(``tests/s3server.py``; a new root in one bucket per run, ``--no-s3`` to skip):
 
 * agent Backup: from sending the ``Backup`` RPC (with a per-run
-  ``RepositorySpec``: local path + password) until ``StreamProgress`` delivers
-  the terminal event. The agent initialises a missing repository inside its
+  ``RepositorySpec``: local path or S3 location, + password) until
+  ``StreamProgress`` delivers the terminal event. The agent initialises a missing repository inside its
   backup, so this includes repository initialisation.
 * raw backup: ``restic init`` + ``restic backup --json --host H -- projects/project-<id>
   persist/project-<id>`` run with cwd = the agent's base directory. These are
@@ -59,6 +61,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:
@@ -67,10 +70,14 @@ if str(REPO_ROOT) not in sys.path:
 from hub_client.proto.buckets.v1 import agent_pb2 as pb  # noqa: E402
 from tests.harness import AgentProcess, new_id  # noqa: E402
 
+if TYPE_CHECKING:
+    from tests.s3server import S3Server
+
 TARGET_RATIO = 1.05
 RESULTS_PATH = REPO_ROOT / "bench" / "results" / "latest.json"
 RPC_TIMEOUT = 3600.0
 SUCCESS = (pb.SUCCEEDED, pb.SUCCEEDED_WITH_WARNINGS)
+S3_BUCKET = "buckets-bench"
 
 
 # --------------------------------------------------------------------------
@@ -137,6 +144,8 @@ class Bench:
     tree_files: int
 
     sync: bool = True
+    # The S3 server of this invocation (moto on 127.0.0.1, bucket S3_BUCKET made), None with --no-s3.
+    s3: S3Server | None = None
 
     def settle(self) -> None:
         """Before each timed step: write back what earlier steps left dirty (``sync``), so that
@@ -155,6 +164,21 @@ class Bench:
 
     def repository_spec(self, path: Path) -> pb.RepositorySpec:
         return pb.RepositorySpec(local=pb.LocalRepository(path=str(path)), password=self.password)
+
+    def s3_repository_spec(self, root: str) -> pb.RepositorySpec:
+        """The agent's spec of the repository under ``root`` in the bench bucket (the raw side: :meth:`s3_url`)."""
+        s3 = self._s3()
+        return pb.RepositorySpec(
+            s3=pb.S3Repository(
+                endpoint=s3.endpoint,
+                region=s3.region,
+                bucket=S3_BUCKET,
+                root=root,
+                access_key_id=s3.access_key_id,
+                secret_access_key=s3.secret_access_key,
+            ),
+            password=self.password,
+        )
 
     def run_operation(self, start: Callable[[], pb.Operation]) -> tuple[float, pb.Operation]:
         """Send an op RPC and consume its progress stream; return (seconds until the terminal event, final op)."""
@@ -179,8 +203,12 @@ class Bench:
             )
         return ended - began, final
 
-    def agent_backup(self, repository: Path) -> tuple[float, pb.Operation]:
-        spec = self.repository_spec(repository)
+    def _spec(self, repository: Path | pb.RepositorySpec) -> pb.RepositorySpec:
+        return repository if isinstance(repository, pb.RepositorySpec) else self.repository_spec(repository)
+
+    def agent_backup(self, repository: Path | pb.RepositorySpec) -> tuple[float, pb.Operation]:
+        """``repository``: a local path or a full spec (e.g. :meth:`s3_repository_spec`)."""
+        spec = self._spec(repository)
         return self.run_operation(
             lambda: self.agent.stub.Backup(
                 pb.BackupRequest(request_id=new_id(), project_id=self.project_id, repository=spec, force=True),
@@ -188,8 +216,8 @@ class Bench:
             )
         )
 
-    def agent_restore(self, repository: Path, snapshot_id: str) -> tuple[float, pb.Operation]:
-        spec = self.repository_spec(repository)
+    def agent_restore(self, repository: Path | pb.RepositorySpec, snapshot_id: str) -> tuple[float, pb.Operation]:
+        spec = self._spec(repository)
         return self.run_operation(
             lambda: self.agent.stub.Restore(
                 pb.RestoreRequest(
@@ -201,24 +229,34 @@ class Bench:
 
     # ------------------------------------------------------------ raw side
 
-    def raw_env(self) -> dict[str, str]:
+    def raw_env(self, repository: Path | str | None = None) -> dict[str, str]:
+        """restic's environment; an ``s3:`` repository adds the S3 credentials and region."""
         home = self.scratch / "raw-home"
         tmp = self.scratch / "raw-tmp"
         home.mkdir(exist_ok=True)
         tmp.mkdir(exist_ok=True)
-        return {
+        env = {
             "PATH": os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin"),
             "HOME": str(home),
             "TMPDIR": str(tmp),
             "LANG": "C.UTF-8",
             "RESTIC_PASSWORD": self.password,
         }
+        if str(repository or "").startswith("s3:"):
+            s3 = self._s3()
+            env.update(
+                AWS_ACCESS_KEY_ID=s3.access_key_id,
+                AWS_SECRET_ACCESS_KEY=s3.secret_access_key,
+                AWS_DEFAULT_REGION=s3.region,
+            )
+        return env
 
-    def raw_argv(self, repository: Path, *args: str) -> list[str]:
+    def raw_argv(self, repository: Path | str, *args: str) -> list[str]:
         return [self.restic, "-r", str(repository), "--cache-dir", str(self.scratch / "raw-cache"), *args]
 
     def raw_run(self, argv: list[str], *, cwd: Path | None = None) -> str:
-        result = subprocess.run(argv, cwd=cwd, env=self.raw_env(), capture_output=True, text=True)
+        repository = argv[argv.index("-r") + 1] if "-r" in argv else None
+        result = subprocess.run(argv, cwd=cwd, env=self.raw_env(repository), capture_output=True, text=True)
         if result.returncode != 0:
             raise RuntimeError(f"{' '.join(argv)} exited {result.returncode}:\n{result.stderr[-2000:]}")
         return result.stdout
@@ -232,8 +270,10 @@ class Bench:
             str(self.agent.persist(self.project_id).relative_to(base)),
         ]
 
-    def raw_backup(self, repository: Path) -> tuple[float, float, str]:
-        """``restic init`` + ``restic backup --json`` (both timed); returns (seconds, init seconds, snapshot id)."""
+    def raw_backup(self, repository: Path | str) -> tuple[float, float, str]:
+        """``restic init`` + ``restic backup --json`` (both timed); returns (seconds, init seconds, snapshot id).
+
+        ``repository``: a local path or a restic repository string (e.g. :meth:`s3_url`)."""
         self.settle()
         began = time.perf_counter()
         self.raw_run(self.raw_argv(repository, "init"))
@@ -253,11 +293,33 @@ class Bench:
             raise RuntimeError("raw restic backup printed no summary")
         return seconds, init_seconds, snapshot_id
 
-    def raw_restore(self, repository: Path, snapshot_id: str, target: Path) -> float:
+    def raw_restore(self, repository: Path | str, snapshot_id: str, target: Path) -> float:
         self.settle()
         began = time.perf_counter()
         self.raw_run(self.raw_argv(repository, "restore", "--target", str(target), "--", snapshot_id))
         return time.perf_counter() - began
+
+    # ------------------------------------------------------------ S3 (never timed)
+
+    def _s3(self) -> S3Server:
+        if self.s3 is None:
+            raise RuntimeError("no S3 server in this bench (--no-s3)")
+        return self.s3
+
+    def s3_url(self, root: str) -> str:
+        """restic's name of the repository under ``root`` in the bench bucket (the same the agent builds)."""
+        return f"s3:{self._s3().endpoint}/{S3_BUCKET}/{root}"
+
+    def s3_delete(self, root: str) -> int:
+        """Remove every object under ``root`` in the bench bucket (keeps moto's memory flat); returns the count."""
+        client = self._s3().client()
+        deleted = 0
+        for page in client.get_paginator("list_objects_v2").paginate(Bucket=S3_BUCKET, Prefix=root + "/"):
+            keys = [{"Key": item["Key"]} for item in page.get("Contents", [])]
+            for start in range(0, len(keys), 1000):
+                client.delete_objects(Bucket=S3_BUCKET, Delete={"Objects": keys[start : start + 1000], "Quiet": True})
+            deleted += len(keys)
+        return deleted
 
     # ------------------------------------------------------------ checks (never timed)
 
@@ -282,17 +344,30 @@ Measurement = Callable[[Bench], list[Figure]]
 # --------------------------------------------------------------------------
 
 
-def measure_full_backup_and_restore(bench: Bench) -> list[Figure]:
-    """Full backup into a new repository, then restore of that snapshot; agent vs raw restic."""
+# A new, empty repository for one round: (what agent_*/raw_* take, untimed cleanup afterwards).
+NewRepository = Callable[[], tuple[object, Callable[[], None]]]
+
+
+def full_backup_and_restore_rounds(
+    bench: Bench,
+    *,
+    kind: str,
+    name_suffix: str,
+    new_agent_repository: NewRepository,
+    new_raw_repository: NewRepository,
+) -> list[Figure]:
+    """Warm-up + measured rounds of: full backup into a new repository, then restore of that snapshot,
+    through the agent and with raw restic (order alternating per round). ``kind`` names the repositories
+    in the notes, ``name_suffix`` goes into the row names ("Backup{suffix} (full, new repo)")."""
     backup = Figure(
-        "Backup (full, new repo)",
-        note="agent: Backup RPC until the terminal progress event (repository init included); "
-        "raw: restic init + restic backup --json",
+        f"Backup{name_suffix} (full, new repo)",
+        note=f"agent: Backup RPC until the terminal progress event (repository init included); "
+        f"raw: restic init + restic backup --json; a new {kind} repository per run",
     )
     restore = Figure(
-        "Restore (full)",
+        f"Restore{name_suffix} (full)",
         note="agent: Restore RPC until the terminal event (staging, swap, old tree removed); "
-        "raw: restic restore into an empty directory",
+        f"raw: restic restore into an empty directory; from the {kind} repository just written",
     )
     for figure in (backup, restore):
         figure.extra["agent_job_seconds"] = []  # the operation's own duration, as the agent reports it
@@ -300,7 +375,7 @@ def measure_full_backup_and_restore(bench: Bench) -> list[Figure]:
     home, persist = bench.agent.home(bench.project_id), bench.agent.persist(bench.project_id)
 
     def agent_round(measured: bool) -> None:
-        repository = bench.fresh_dir("agent-repo-")
+        repository, cleanup = new_agent_repository()
         seconds, operation = bench.agent_backup(repository)
         bench.log(f"  agent backup  {seconds:8.3f} s  snapshot {operation.summary.snapshot_id}")
         if operation.summary.files_processed != bench.tree_files:
@@ -314,10 +389,10 @@ def measure_full_backup_and_restore(bench: Bench) -> list[Figure]:
         if measured:
             restore.agent.append(seconds)
             restore.extra["agent_job_seconds"].append(restored.summary.duration_seconds)
-        shutil.rmtree(repository.parent)
+        cleanup()
 
     def raw_round(measured: bool) -> None:
-        repository = bench.fresh_dir("raw-repo-")
+        repository, cleanup = new_raw_repository()
         seconds, init_seconds, snapshot_id = bench.raw_backup(repository)
         bench.log(f"  raw backup    {seconds:8.3f} s  snapshot {snapshot_id} (init {init_seconds:.3f} s)")
         if measured:
@@ -330,7 +405,7 @@ def measure_full_backup_and_restore(bench: Bench) -> list[Figure]:
         if measured:
             restore.raw.append(seconds)
         shutil.rmtree(target.parent)
-        shutil.rmtree(repository.parent)
+        cleanup()
 
     total = bench.warmup + bench.runs
     for index in range(total):
@@ -343,7 +418,55 @@ def measure_full_backup_and_restore(bench: Bench) -> list[Figure]:
     return [backup, restore]
 
 
-MEASUREMENTS: list[Measurement] = [measure_full_backup_and_restore]
+def measure_full_backup_and_restore(bench: Bench) -> list[Figure]:
+    """Full backup into a new local directory repository, then restore of that snapshot; agent vs raw restic."""
+
+    def new_local(prefix: str) -> NewRepository:
+        def make() -> tuple[Path, Callable[[], None]]:
+            repository = bench.fresh_dir(prefix)
+            return repository, lambda: shutil.rmtree(repository.parent)
+
+        return make
+
+    return full_backup_and_restore_rounds(
+        bench,
+        kind="local directory",
+        name_suffix="",
+        new_agent_repository=new_local("agent-repo-"),
+        new_raw_repository=new_local("raw-repo-"),
+    )
+
+
+def measure_s3_full_backup_and_restore(bench: Bench) -> list[Figure]:
+    """The same against the bench's S3 endpoint: each run a new root (prefix) in one bucket, on both sides.
+    Skipped (no rows) with --no-s3."""
+    if bench.s3 is None:
+        bench.log("  skipped (--no-s3)")
+        return []
+
+    def remove(root: str) -> None:
+        # Untimed; also checks that the side really wrote its repository into the bucket.
+        if not bench.s3_delete(root):
+            raise RuntimeError(f"no objects under {S3_BUCKET}/{root} after the round")
+
+    def new_agent() -> tuple[pb.RepositorySpec, Callable[[], None]]:
+        root = f"bench/agent-{new_id()}"
+        return bench.s3_repository_spec(root), lambda: remove(root)
+
+    def new_raw() -> tuple[str, Callable[[], None]]:
+        root = f"bench/raw-{new_id()}"
+        return bench.s3_url(root), lambda: remove(root)
+
+    return full_backup_and_restore_rounds(
+        bench,
+        kind="S3",
+        name_suffix=" S3",
+        new_agent_repository=new_agent,
+        new_raw_repository=new_raw,
+    )
+
+
+MEASUREMENTS: list[Measurement] = [measure_full_backup_and_restore, measure_s3_full_backup_and_restore]
 
 
 # --------------------------------------------------------------------------
@@ -438,6 +561,15 @@ def filesystem_of(path: Path) -> str:
     return fstype
 
 
+def _version_of(distribution: str) -> str:
+    try:
+        from importlib.metadata import version
+
+        return version(distribution)
+    except Exception:
+        return "unknown"
+
+
 def _span(samples: list[float]) -> str:
     if not samples:
         return "-"
@@ -470,7 +602,7 @@ def render(figures: list[Figure], machine: dict, params: dict) -> str:
         f"buckets bench: {params['size_mb']} MB in {params['files']} files (+ {params['persist_files']} persist files), "
         f"incompressible; median of {params['runs']} runs (+ {params['warmup']} warm-up), "
         f"order agent/raw alternating{', sync before each step' if params['sync_before_each_step'] else ''}; "
-        f"local directory repositories, a new one per run",
+        f"{' and '.join(params['repository_kinds'])} repositories, a new one per run",
         "",
         line(header),
         "-+-".join("-" * w for w in widths),
@@ -514,6 +646,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--no-sync", action="store_true", help="do not sync(2) before each timed step (default: sync)"
     )
+    parser.add_argument(
+        "--no-s3", action="store_true", help="skip the S3 rows (no moto server is started)"
+    )
     parser.add_argument("--keep-scratch", action="store_true", help="do not remove the scratch dir (debugging)")
     args = parser.parse_args(argv)
     quick = (20, 200, 3) if args.quick else (200, 2000, 5)
@@ -537,6 +672,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     scratch = Path(tempfile.mkdtemp(prefix="buckets-bench-", dir=args.tmpdir))
     agent = AgentProcess(base=scratch / "agent")
+    s3: S3Server | None = None
     try:
         # Production-like logging (the harness writes debug).
         text = agent.config_path.read_text()
@@ -563,6 +699,15 @@ def main(argv: list[str] | None = None) -> int:
         bench.tree_files = home_size[1] + persist_size[1]
         bench.log("starting the agent")
         agent.start()
+        if not args.no_s3:
+            from tests import s3server  # moto and boto3 only when the S3 rows run
+
+            bench.log("starting the S3 server (moto, 127.0.0.1)")
+            s3 = s3server.S3Server(log_path=scratch / "moto.log")
+            s3.start()
+            # The agent checks the bucket in every backup; its config does not let it create one.
+            s3.client().create_bucket(Bucket=S3_BUCKET)
+            bench.s3 = s3
 
         figures: list[Figure] = []
         for measurement in MEASUREMENTS:
@@ -579,7 +724,8 @@ def main(argv: list[str] | None = None) -> int:
             "runs": args.runs,
             "warmup": args.warmup,
             "agent_log_level": args.agent_log_level,
-            "repository_kind": "local",
+            "repository_kinds": ["local"] + ([] if s3 is None else ["S3"]),
+            "s3_server": None if s3 is None else f"moto {_version_of('moto')} server on 127.0.0.1",
             "sync_before_each_step": bench.sync,
         }
         print(render(figures, machine, params))
@@ -596,9 +742,13 @@ def main(argv: list[str] | None = None) -> int:
         tail = agent.log_tail()
         if tail:
             print(f"--- agent log tail ---\n{tail}", file=sys.stderr)
+        if s3 is not None and s3.log_path.exists():
+            print(f"--- moto log tail ---\n{s3.log_path.read_text()[-2000:]}", file=sys.stderr)
         raise
     finally:
         agent.stop()
+        if s3 is not None:
+            s3.stop()
         if args.keep_scratch:
             print(f"scratch kept: {scratch}", file=sys.stderr)
         else:

@@ -36,4 +36,5 @@ def make_engine(config: AgentConfig, which: Callable[[str], str | None] = shutil
         kill_grace=config.limits.kill_grace,
         upload_limit_kib=config.limits.upload_limit_kib,
         download_limit_kib=config.limits.download_limit_kib,
+        stall_timeout=config.limits.stall_timeout,
     )

@@ -40,6 +40,7 @@ class ResticEngine:
         kill_grace: float,
         upload_limit_kib: int = 0,
         download_limit_kib: int = 0,
+        stall_timeout: float = 0.0,
     ) -> None:
         self.binary = binary
         self._extra: tuple[str, ...] = ()
@@ -52,6 +53,7 @@ class ResticEngine:
         self._tmp = state_dir / "tmp"
         self._timeout = timeout
         self._kill_grace = kill_grace
+        self._stall_timeout = stall_timeout or None
         self._version: tuple[int, int, int] | None = None
 
     # ------------------------------------------------------------ plumbing
@@ -95,6 +97,7 @@ class ResticEngine:
             capture_stdout=capture_stdout,
             secrets=repo.secrets,
             kill_grace=self._kill_grace,
+            stall_timeout=self._stall_timeout,
             # restic 0.14 removes its repository lock on SIGINT but not on SIGTERM.
             stop_signal=signal.SIGINT,
         )

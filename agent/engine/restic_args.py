@@ -168,6 +168,13 @@ def backup_args(
     return [*argv, "--", *paths]
 
 
+# Listing commands take no lock. Two lockers race on S3: one lists the other's
+# lock, the other deletes it, and restic 0.14 then retries loading the missing
+# lock file for about 45 s (restic issue #1523). Reads need no lock: a snapshot
+# that vanishes meanwhile is simply not listed.
+READ_ONLY = ("--no-lock",)
+
+
 def snapshots_args(
     binary: str,
     common: CommonOptions,
@@ -176,12 +183,12 @@ def snapshots_args(
     tags: Sequence[str] = (),
     ids: Sequence[str] = (),
 ) -> list[str]:
-    """``restic snapshots --json``, optionally filtered.
+    """``restic --no-lock snapshots --json``, optionally filtered.
 
     ``tags`` are passed as one comma-joined ``--tag`` list, which restic reads
     as "carries every one of these tags". Raises ValueError for a bad tag or id.
     """
-    argv = [*_common(binary, common), "snapshots", "--json"]
+    argv = [*_common(binary, common), *READ_ONLY, "snapshots", "--json"]
     if host is not None:
         if not host:
             raise ValueError("host filter must not be empty")
@@ -245,9 +252,10 @@ def unlock_args(binary: str, common: CommonOptions) -> list[str]:
 
 
 def stats_restore_size_args(binary: str, common: CommonOptions, snapshot_id: str) -> list[str]:
-    """``restic stats --json --mode restore-size -- ID``."""
+    """``restic --no-lock stats --json --mode restore-size -- ID``."""
     return [
         *_common(binary, common),
+        *READ_ONLY,
         "stats",
         "--json",
         "--mode",
@@ -272,8 +280,8 @@ def forget_args(binary: str, common: CommonOptions, snapshot_ids: Sequence[str])
 def ls_args(
     binary: str, common: CommonOptions, snapshot_id: str, path: str | None = None
 ) -> list[str]:
-    """``restic ls --json -- ID [PATH]``; ``path`` must be absolute inside the snapshot."""
-    argv = [*_common(binary, common), "ls", "--json", "--", _check_snapshot_id(snapshot_id)]
+    """``restic --no-lock ls --json -- ID [PATH]``; ``path`` must be absolute inside the snapshot."""
+    argv = [*_common(binary, common), *READ_ONLY, "ls", "--json", "--", _check_snapshot_id(snapshot_id)]
     if path is not None:
         if not path.startswith("/"):
             raise ValueError(f"ls path must be absolute: {path!r}")

@@ -51,6 +51,7 @@ class RusticEngine:
         kill_grace: float,
         upload_limit_kib: int = 0,
         download_limit_kib: int = 0,
+        stall_timeout: float = 0.0,
     ) -> None:
         self.binary = binary
         self._cache_dir = state_dir / "cache"
@@ -59,6 +60,7 @@ class RusticEngine:
         self._tmp = state_dir / "tmp"
         self._timeout = timeout
         self._kill_grace = kill_grace
+        self._stall_timeout = stall_timeout or None
         self._limits_configured = bool(upload_limit_kib or download_limit_kib)
         self._version: tuple[int, int, int] | None = None
 
@@ -147,6 +149,7 @@ class RusticEngine:
                 capture_stdout=capture_stdout,
                 secrets=repo.secrets,
                 kill_grace=self._kill_grace,
+            stall_timeout=self._stall_timeout,
             )
         if result.returncode != 0:
             raise rua.classify_failure(result.returncode, result.stderr_tail, action=action)

@@ -177,3 +177,47 @@ def test_agent_restores_a_layout_v2_snapshot_written_by_stock_restic(agent_facto
     assert manifest(agent.home(project_id)) == manifest(source / "project")
     assert manifest(agent.persist(project_id)) == manifest(source / "persist")
 
+
+
+def test_s3_server_gone_mid_backup_fails_unavailable_then_a_retry_succeeds(
+    agent_factory, s3_server, tmp_path, project_id
+):
+    """The endpoint goes through a proxy that is cut mid-upload: new connections are
+    refused and open ones reset, as when the S3 server process stops; mending it
+    is the server coming back with its data (moto keeps its objects in memory, so
+    the real server cannot be restarted without losing the bucket).
+    """
+    from tests.faults import CuttableProxy
+
+    # restic retries a refused endpoint for many minutes; the stall watch ends it.
+    agent = agent_factory("flaky-s3", limits=f"{SLOW}\nstall_timeout = 5")
+    big_project(agent, project_id, megabytes=3)
+    before = manifest(agent.home(project_id)), manifest(agent.persist(project_id))
+    bucket = f"flaky-{project_id[:8]}"
+    s3_server.client().create_bucket(Bucket=bucket)
+    proxy = CuttableProxy(("127.0.0.1", s3_server.port))
+    spec = pb.RepositorySpec(
+        s3=pb.S3Repository(endpoint=proxy.endpoint, region="us-east-1", bucket=bucket,
+                           root=f"rustic/project-{project_id}", access_key_id=s3_server.access_key_id,
+                           secret_access_key=s3_server.secret_access_key),
+        password=PASSWORD,
+    )
+    try:
+        operation = agent.backup(project_id, repository=spec)
+        wait_for_phase(agent, operation.id, "upload")
+        proxy.cut()
+        failed = agent.wait(operation.id, timeout=180)
+        assert (failed.state, failed.error.code) == (pb.FAILED, "UNAVAILABLE"), failed.error
+        assert "repository reachable" in failed.error.message
+        assert (manifest(agent.home(project_id)), manifest(agent.persist(project_id))) == before
+        listing = s3_server.client().list_objects_v2(Bucket=bucket, Prefix=f"rustic/project-{project_id}/snapshots/")
+        assert listing.get("KeyCount", 0) == 0, "the cut backup must not have written a snapshot"
+
+        proxy.mend()
+        retry = agent.wait(agent.backup(project_id, repository=spec).id, timeout=300)
+        assert retry.state == pb.SUCCEEDED, retry.error
+        verify = agent.wait(agent.verify(project_id, repository=spec).id, timeout=300)
+        assert verify.state == pb.SUCCEEDED, verify.error
+        assert (manifest(agent.home(project_id)), manifest(agent.persist(project_id))) == before
+    finally:
+        proxy.close()

@@ -47,6 +47,7 @@ max_queued_operations = 0
 engine_timeout = 3600
 kill_grace = 0
 read_file_max_bytes = 1024
+stall_timeout = 0
 
 [engine]
 engine = "rustic"
@@ -179,6 +180,7 @@ def test_full_valid_file(tmp_path: Path) -> None:
         engine_timeout=3600.0,
         kill_grace=0.0,
         read_file_max_bytes=1024,
+        stall_timeout=0.0,
     )
     assert config.engine == cfg.EngineConfig(
         engine="rustic",
@@ -314,6 +316,7 @@ def test_section_that_is_not_a_table(tmp_path: Path) -> None:
         ({"server": {"grace_period": -1}}, "server.grace_period: must be a number >= 0, got -1"),
         ({"server": {"port_file": ""}}, 'server.port_file: must be a non-empty string, got ""'),
         ({"limits": {"kill_grace": float("nan")}}, "limits.kill_grace: must be a number >= 0"),
+        ({"limits": {"stall_timeout": -1}}, "limits.stall_timeout: must be a number >= 0, got -1"),
         ({"limits": {"read_file_max_bytes": 1.5}}, "limits.read_file_max_bytes: must be an "),
         ({"limits": {"max_concurrent_operations": True}}, "got true"),
         ({"engine": {"restic_binary": ""}}, "engine.restic_binary: must be a non-empty string"),

@@ -18,6 +18,7 @@ from agent import errors
 from agent.executor import (
     ExecutableNotFound,
     ProcessResult,
+    ProcessStalled,
     ProcessTimeout,
     mask,
     run_process,
@@ -412,3 +413,46 @@ def test_child_dies_when_the_agent_is_sigkilled(tmp_path):
             parent.wait()
         if child_pid is not None:
             _kill_quietly(child_pid)
+
+
+# ------------------------------------------------------------------ stall watch
+
+# Prints a status line twice a second and does nothing else, as restic does
+# while it retries an unreachable repository.
+STATUS_ONLY = "import time\nwhile True:\n    print('{\"status\": 1}', flush=True)\n    time.sleep(0.5)\n"
+
+
+@pytest.mark.parametrize("script", ["import time; time.sleep(60)", STATUS_ONLY], ids=["silent", "status-lines"])
+def test_a_child_without_io_is_stopped_as_stalled(script):
+    pids: list[int] = []
+    lines: list[str] = []
+
+    async def main():
+        await run_process([PY, "-c", script], env=PATH_ENV, timeout=60, stall_timeout=1.5, kill_grace=2,
+                          on_start=pids.append, on_stdout_line=lines.append)
+
+    with pytest.raises(ProcessStalled) as info:
+        asyncio.run(main())
+    assert isinstance(info.value, errors.Unavailable)
+    assert "no progress" in str(info.value) and "1.5 seconds" in str(info.value)
+    assert not _alive(pids[0])
+    if script == STATUS_ONLY:
+        assert len(lines) >= 2, "status lines must not count as progress"
+
+
+def test_a_child_doing_io_is_not_stalled(tmp_path):
+    # 128 KiB of file writes every 0.2 s for about 5 s: steady progress, well past the stall timeout.
+    script = (
+        "import os, sys, time\n"
+        "with open(sys.argv[1], 'wb') as f:\n"
+        "    for _ in range(25):\n"
+        "        f.write(os.urandom(128 * 1024)); f.flush(); time.sleep(0.2)\n"
+    )
+
+    async def main():
+        return await run_process([PY, "-c", script, str(tmp_path / "out")], env=PATH_ENV, timeout=60,
+                                 stall_timeout=2.0)
+
+    result = asyncio.run(main())
+    assert result.returncode == 0
+    assert (tmp_path / "out").stat().st_size == 25 * 128 * 1024

@@ -169,11 +169,13 @@ def test_backup_args_rejects_bad_arguments(kwargs: dict) -> None:
 
 
 def test_snapshots_args() -> None:
-    assert snapshots_args(RESTIC, BARE) == [*BARE_PREFIX, "snapshots", "--json"]
+    # listings take no lock (see READ_ONLY in restic_args)
+    assert snapshots_args(RESTIC, BARE) == [*BARE_PREFIX, "--no-lock", "snapshots", "--json"]
     assert snapshots_args(
         RESTIC, FULL, host="project-x", tags=["layout=v2", "purpose=backup"], ids=[SNAP, FULL_SNAP]
     ) == [
         *FULL_PREFIX,
+        "--no-lock",
         "snapshots",
         "--json",
         "--host",
@@ -268,12 +270,12 @@ def test_small_builders() -> None:
     assert unlock_args(RESTIC, BARE) == [*BARE_PREFIX, "unlock"]
     assert cat_config_args(RESTIC, FULL) == [*FULL_PREFIX, "cat", "config"]
     assert stats_restore_size_args(RESTIC, BARE, SNAP) == [
-        *BARE_PREFIX, "stats", "--json", "--mode", "restore-size", "--", SNAP,
+        *BARE_PREFIX, "--no-lock", "stats", "--json", "--mode", "restore-size", "--", SNAP,
     ]
     assert forget_args(RESTIC, FULL, [SNAP, FULL_SNAP]) == [*FULL_PREFIX, "forget", "--", SNAP, FULL_SNAP]
-    assert ls_args(RESTIC, BARE, SNAP) == [*BARE_PREFIX, "ls", "--json", "--", SNAP]
+    assert ls_args(RESTIC, BARE, SNAP) == [*BARE_PREFIX, "--no-lock", "ls", "--json", "--", SNAP]
     assert ls_args(RESTIC, BARE, SNAP, "/project/sub") == [
-        *BARE_PREFIX, "ls", "--json", "--", SNAP, "/project/sub",
+        *BARE_PREFIX, "--no-lock", "ls", "--json", "--", SNAP, "/project/sub",
     ]
     assert version_args(RESTIC) == [RESTIC, "version"]
 
