@@ -12,6 +12,7 @@ The TOML file mirrors the dataclasses::
                   engine_timeout, kill_grace, read_file_max_bytes,
                   upload_limit_kib, download_limit_kib, stall_timeout
     [engine]      engine, restic_binary, rustic_binary
+    [btrfs]       binary, default_quota_bytes
     [repository]  kind
     [repository.local]  root, password_file
     [repository.s3]     endpoint, region, bucket_prefix, root_template,
@@ -52,6 +53,7 @@ from typing import Any
 from agent.errors import FailedPrecondition, InvalidArgument
 
 __all__ = [
+    "BtrfsConfig",
     "AgentConfig",
     "ConfigError",
     "EngineConfig",
@@ -176,6 +178,15 @@ class EngineConfig:
 
 
 @dataclass(frozen=True, kw_only=True)
+class BtrfsConfig:
+    """The btrfs backend (``backend = "btrfs"``)."""
+
+    binary: str = "btrfs"
+    default_quota_bytes: int = 0
+    """qgroup limit of a new project's home when the request names none; 0 = no limit."""
+
+
+@dataclass(frozen=True, kw_only=True)
 class LocalRepositoryConfig:
     """Local directory repositories (the embedded default)."""
 
@@ -243,6 +254,7 @@ class AgentConfig:
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     backend: str = "directory"
     """``"directory"`` or ``"btrfs"``."""
+    btrfs: BtrfsConfig = field(default_factory=BtrfsConfig)
 
 
 # --------------------------------------------------------------------------
@@ -624,6 +636,7 @@ def parse_config(data: Mapping[str, Any], *, source: str, relative_to: Path) -> 
     paths = _parse_paths(top.table("paths"), base, relative_to)
     limits = _parse_limits(top.table("limits"))
     engine = _parse_engine(top.table("engine"), relative_to)
+    btrfs = _parse_btrfs(top.table("btrfs"), relative_to)
     repository = _parse_repository(top.table("repository"), paths, relative_to, problems)
     logging = _parse_logging(top.table("logging"))
     top.finish()
@@ -645,6 +658,7 @@ def parse_config(data: Mapping[str, Any], *, source: str, relative_to: Path) -> 
         repository=repository,
         logging=logging,
         backend=backend,
+        btrfs=btrfs,
     )
 
 
@@ -706,6 +720,20 @@ def _parse_limits(table: _Table | None) -> LimitsConfig:
         upload_limit_kib=table.take("upload_limit_kib", integer(0), _LIMITS.upload_limit_kib),
         download_limit_kib=table.take("download_limit_kib", integer(0), _LIMITS.download_limit_kib),
         stall_timeout=float(table.take("stall_timeout", number(0), _LIMITS.stall_timeout)),
+    )
+    table.finish()
+    return config
+
+
+_BTRFS = BtrfsConfig()
+
+
+def _parse_btrfs(table: _Table | None, relative_to: Path) -> BtrfsConfig:
+    if table is None:
+        return _BTRFS
+    config = BtrfsConfig(
+        binary=resolve_binary(table.take("binary", nonempty_string, _BTRFS.binary), relative_to),
+        default_quota_bytes=table.take("default_quota_bytes", integer(0), _BTRFS.default_quota_bytes),
     )
     table.finish()
     return config

@@ -149,3 +149,18 @@ def verify_mode_from_proto(value: int) -> str:
         return VERIFY_MODES[value]
     except KeyError:
         raise errors.InvalidArgument(f"unknown verify mode {value}") from None
+
+
+ENSURE_MODES = {
+    pb.EnsureProjectRequest.MODE_UNSPECIFIED: "none",
+    pb.EnsureProjectRequest.NONE: "none",
+    pb.EnsureProjectRequest.AUTO: "auto",
+    pb.EnsureProjectRequest.REQUIRED: "required",
+}
+
+
+def ensure_mode_from_proto(value: int) -> str:
+    try:
+        return ENSURE_MODES[value]
+    except KeyError:
+        raise errors.InvalidArgument(f"unknown EnsureProject mode {value}") from None

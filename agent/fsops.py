@@ -1,4 +1,5 @@
-"""Filesystem steps that must be atomic: exchange and no-replace renames (renameat2)."""
+"""Filesystem steps: atomic exchange and no-replace renames (renameat2), tree removal and sizing,
+btrfs subvolume identity."""
 
 from __future__ import annotations
 
@@ -65,3 +66,51 @@ def remove_tree(path: Path) -> None:
         shutil.rmtree(path, onerror=make_writable_and_retry)
     else:
         path.unlink()
+
+
+# BTRFS_IOC_INO_LOOKUP = _IOWR(0x94, 18, struct btrfs_ioctl_ino_lookup_args), a
+# 4096-byte struct {u64 treeid; u64 objectid; char name[4080]}. Looking up the
+# subvolume's root directory (objectid 256) needs no privilege.
+_BTRFS_IOC_INO_LOOKUP = 0xD0009412
+_BTRFS_FIRST_FREE_OBJECTID = 256
+
+
+def subvolume_id(path: Path) -> int:
+    """The id of the btrfs subvolume whose root is (or contains) ``path``.
+
+    Stable across remounts and reboots, unlike ``st_dev``; every subvolume
+    root has inode 256, so ``st_ino`` cannot tell subvolumes apart. Raises
+    OSError (ENOTTY when ``path`` is not on btrfs).
+    """
+    import fcntl
+    import struct
+
+    buffer = bytearray(struct.pack("=QQ", 0, _BTRFS_FIRST_FREE_OBJECTID) + bytes(4080))
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    try:
+        fcntl.ioctl(fd, _BTRFS_IOC_INO_LOOKUP, buffer, True)
+    finally:
+        os.close(fd)
+    return struct.unpack_from("=Q", buffer)[0]
+
+
+def tree_size(path: Path) -> tuple[int, int]:
+    """Return (bytes of regular files, entries) under ``path``, counting every file, directory and
+    link the way the engine's restore size does; missing paths count as empty."""
+    total_bytes = entries = 0
+    stack = [str(path)]
+    while stack:
+        try:
+            with os.scandir(stack.pop()) as iterator:
+                for entry in iterator:
+                    entries += 1
+                    try:
+                        if entry.is_dir(follow_symlinks=False):
+                            stack.append(entry.path)
+                        elif entry.is_file(follow_symlinks=False):
+                            total_bytes += entry.stat(follow_symlinks=False).st_size
+                    except FileNotFoundError:
+                        continue
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+    return total_bytes, entries

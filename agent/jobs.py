@@ -10,15 +10,17 @@ import asyncio
 import contextlib
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Sequence
 
-from agent import buckets, errors
-from agent.backends.directory import DirectoryBackend, tree_size
+from agent import buckets, errors, fsops
+from agent.backends.base import Backend
+from agent.fsops import tree_size
 from agent.engine import restic_args as ra
 from agent.engine.base import BackupStatus, Engine, RestoreSize, Snapshot
 from agent.ids import project_dir_name
 from agent.journal import Journal
-from agent.model import OperationRecord, Summary
+from agent.model import OperationRecord, OperationState, Summary
 from agent.operations import OperationContext
 from agent.repository import Repository
 
@@ -31,7 +33,7 @@ class Services:
     """What jobs use: the journal, the backend, the engine and this host's id."""
 
     journal: Journal
-    backend: DirectoryBackend
+    backend: Backend
     engine: Engine
     host_id: str
     create_buckets: bool = False
@@ -82,11 +84,18 @@ async def backup(
     *,
     purpose: str,
     extra_tags: Sequence[str],
+    force: bool = False,
 ) -> Summary:
     project_id = context.project_id
     if not services.backend.exists(project_id):
         raise errors.NotFound(f"project {project_id} does not exist on this host")
     started = time.monotonic()
+    if not force:
+        unchanged = await _unchanged_since_last_backup(services, repo, project_id)
+        if unchanged is not None:
+            context.progress("snapshot", percent=100.0, message=f"unchanged since snapshot {unchanged[:8]}")
+            return Summary(snapshot_id=unchanged, duration_seconds=time.monotonic() - started,
+                           state=OperationState.UP_TO_DATE)
     tags = snapshot_tags(
         project_id=project_id,
         host_id=services.host_id,
@@ -113,14 +122,15 @@ async def backup(
         if await asyncio.to_thread(buckets.ensure_bucket, repo.s3, create=services.create_buckets):
             context.progress("snapshot", message=f"created bucket {repo.s3.bucket}")
     context.progress("snapshot", message="preparing the source view")
-    with services.backend.backup_view(project_id, context.operation_id) as view:
+    async with services.backend.backup_view(project_id, context.operation_id) as view:
         context.progress("scan", message=f"backing up to {repo.display}")
         outcome = await services.engine.backup(
             repo, view, host=project_dir_name(project_id), tags=tags, on_status=on_status
         )
     result = outcome.summary
     services.journal.record_backup(
-        project_id, time=time.time(), snapshot_id=result.snapshot_id, operation_id=context.operation_id
+        project_id, time=time.time(), snapshot_id=result.snapshot_id, operation_id=context.operation_id,
+        generation=view.generation.as_text() if view.generation else None, repository=repo.display,
     )
     return Summary(
         snapshot_id=result.snapshot_id,
@@ -134,11 +144,25 @@ async def backup(
     )
 
 
+async def _unchanged_since_last_backup(services: Services, repo: Repository, project_id: str) -> str | None:
+    """The snapshot id of the last backup into ``repo`` when the project's generation is still the one
+    that backup read; None when anything changed or the backend cannot tell."""
+    last = services.journal.backed_up_generation(project_id, repo.display)
+    if last is None:
+        return None
+    now = await services.backend.generation(project_id)
+    if now is None or now.as_text() != last[0]:
+        return None
+    return last[1]
+
+
 async def restore(context: OperationContext, services: Services, repo: Repository, *, snapshot_id: str) -> Summary:
     """Restore a whole snapshot into the project through staging, then swap it in."""
     project_id = context.project_id
     started = time.monotonic()
     backend = services.backend
+    if await backend.is_frozen(project_id):
+        raise errors.FailedPrecondition(f"project {project_id} is frozen; thaw it before restoring")
     lookup: asyncio.Task | None = None
     if snapshot_id == "latest":
         context.progress("resolve", message="looking up the latest snapshot")
@@ -149,8 +173,15 @@ async def restore(context: OperationContext, services: Services, repo: Repositor
         # The lookup runs beside the restore: the restore writes only staging, and
         # nothing is swapped in before the snapshot passed its layout check.
         lookup = asyncio.create_task(find_snapshot(services, repo, project_id, snapshot_id))
-    staging = backend.prepare_staging(project_id, context.operation_id)
     context.set_recovery(staging=context.operation_id, snapshot_id=snapshot_id)
+    try:
+        staging = await backend.prepare_staging(project_id, context.operation_id)
+    except BaseException:
+        if lookup is not None:
+            lookup.cancel()
+            await asyncio.gather(lookup, return_exceptions=True)
+        await backend.discard_staging(context.operation_id)
+        raise
     size_task = asyncio.create_task(services.engine.restore_size(repo, snapshot_id))
     poller = asyncio.create_task(_report_restore_progress(context, staging.project, staging.persist, size_task))
     try:
@@ -186,7 +217,7 @@ async def restore(context: OperationContext, services: Services, repo: Repositor
             task.cancel()
         with contextlib.suppress(BaseException):
             await asyncio.gather(*helpers, return_exceptions=True)
-        await asyncio.to_thread(backend.discard_staging, context.operation_id)
+        await backend.discard_staging(context.operation_id)
     return Summary(
         snapshot_id=snapshot.id,
         bytes_processed=total.total_bytes if total else 0,
@@ -231,12 +262,50 @@ async def verify(context: OperationContext, services: Services, repo: Repository
     return Summary(duration_seconds=time.monotonic() - started)
 
 
-def recover(record: OperationRecord, backend: DirectoryBackend) -> str | None:
+async def ensure_project(context: OperationContext, services: Services, *, quota_bytes: int | None) -> Summary:
+    started = time.monotonic()
+    created = await services.backend.create(context.project_id, quota_bytes=quota_bytes)
+    context.progress("create", percent=100.0, message="project created" if created else "project exists")
+    return Summary(duration_seconds=time.monotonic() - started)
+
+
+async def delete_project(context: OperationContext, services: Services, *, repo: Repository | None) -> Summary:
+    """Remove the project from this host (home, persist, local snapshots) and, when ``repo`` is
+    given, every object of its repository. Deleting what is already gone succeeds."""
+    started = time.monotonic()
+    project_id = context.project_id
+    context.progress("delete", message="removing the project's subvolumes and snapshots")
+    if await services.backend.is_frozen(project_id):
+        await services.backend.thaw(project_id)
+    await services.backend.delete(project_id)
+    services.journal.forget_project(project_id)
+    if repo is not None:
+        context.progress("delete", message=f"deleting repository {repo.display}")
+        if repo.s3 is not None:
+            await asyncio.to_thread(buckets.delete_repository, repo.s3)
+        else:
+            await asyncio.to_thread(_remove_local_repository, Path(repo.location))
+    context.progress("delete", percent=100.0, message="deleted")
+    return Summary(duration_seconds=time.monotonic() - started)
+
+
+def _remove_local_repository(path: Path) -> None:
+    if not path.exists():
+        return
+    # Only ever a directory that is a repository: a wrong path in a request must not remove anything else.
+    if not ((path / "config").is_file() and (path / "keys").is_dir() and (path / "data").is_dir()):
+        raise errors.FailedPrecondition(f"{path} is not a restic repository; not deleting it")
+    fsops.remove_tree(path)
+
+
+def recover(record: OperationRecord, backend: Backend) -> str | None:
     """Bring a project back to a whole state after the agent died during ``record``.
 
     A restore that had started its swap is finished (the staged tree was
     complete); one that had not is dropped, leaving the project as it was.
-    Returns a note for the operation's record.
+    Its staging (and the old trees swapped into it) is removed afterwards with
+    every other stale staging (:meth:`Backend.remove_stale`). Returns a note
+    for the operation's record.
     """
     note = None
     if record.recovery.get("swap"):
@@ -244,6 +313,4 @@ def recover(record: OperationRecord, backend: DirectoryBackend) -> str | None:
         note = "the restore had finished and its swap was completed during recovery"
     elif record.recovery.get("staging"):
         note = "the restore had not finished; the project was left as it was before"
-    if record.recovery.get("staging"):
-        backend.discard_staging(record.recovery["staging"])
     return note

@@ -21,7 +21,7 @@ from agent.model import (
     Summary,
 )
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS operations (
@@ -52,7 +52,9 @@ CREATE TABLE IF NOT EXISTS projects (
     project_id TEXT PRIMARY KEY,
     last_backup_time REAL,
     last_backup_snapshot TEXT,
-    last_backup_operation TEXT
+    last_backup_operation TEXT,
+    last_backup_generation TEXT,
+    last_backup_repository TEXT
 );
 CREATE TABLE IF NOT EXISTS request_aliases (
     request_id TEXT PRIMARY KEY,
@@ -119,6 +121,17 @@ class Journal:
         self._db.execute(
             "INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
         )
+        self._migrate()
+
+    def _migrate(self) -> None:
+        version = int(self._db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0])
+        if version < 2:
+            # 2: the generation and repository of the last backup, for the unchanged-project skip.
+            columns = {row[1] for row in self._db.execute("PRAGMA table_info(projects)")}
+            for column in ("last_backup_generation", "last_backup_repository"):
+                if column not in columns:
+                    self._db.execute(f"ALTER TABLE projects ADD COLUMN {column} TEXT")
+            self._db.execute("UPDATE meta SET value='2' WHERE key='schema_version'")
 
     def close(self) -> None:
         self._db.close()
@@ -250,14 +263,42 @@ class Journal:
 
     # ------------------------------------------------------------ projects
 
-    def record_backup(self, project_id: str, *, time: float, snapshot_id: str, operation_id: str) -> None:
+    def record_backup(
+        self,
+        project_id: str,
+        *,
+        time: float,
+        snapshot_id: str,
+        operation_id: str,
+        generation: str | None = None,
+        repository: str | None = None,
+    ) -> None:
+        """Record a successful backup; ``generation`` (what the backup read) and ``repository``
+        (where it went) let the next backup of an unchanged project be skipped."""
         self._db.execute(
-            "INSERT INTO projects(project_id, last_backup_time, last_backup_snapshot, last_backup_operation)"
-            " VALUES (?,?,?,?) ON CONFLICT(project_id) DO UPDATE SET last_backup_time=excluded.last_backup_time,"
+            "INSERT INTO projects(project_id, last_backup_time, last_backup_snapshot, last_backup_operation,"
+            " last_backup_generation, last_backup_repository)"
+            " VALUES (?,?,?,?,?,?) ON CONFLICT(project_id) DO UPDATE SET last_backup_time=excluded.last_backup_time,"
             " last_backup_snapshot=excluded.last_backup_snapshot,"
-            " last_backup_operation=excluded.last_backup_operation",
-            (project_id, time, snapshot_id, operation_id),
+            " last_backup_operation=excluded.last_backup_operation,"
+            " last_backup_generation=excluded.last_backup_generation,"
+            " last_backup_repository=excluded.last_backup_repository",
+            (project_id, time, snapshot_id, operation_id, generation, repository),
         )
+
+    def backed_up_generation(self, project_id: str, repository: str) -> tuple[str, str] | None:
+        """(generation, snapshot id) of the project's last successful backup into ``repository``,
+        when its generation was known; else None."""
+        row = self._db.execute(
+            "SELECT last_backup_generation, last_backup_snapshot FROM projects WHERE project_id=?"
+            " AND last_backup_repository=? AND last_backup_generation IS NOT NULL",
+            (project_id, repository),
+        ).fetchone()
+        return None if row is None else (row[0], row[1])
+
+    def forget_project(self, project_id: str) -> None:
+        """Drop what the journal knows of a deleted project (its operations stay as history)."""
+        self._db.execute("DELETE FROM projects WHERE project_id=?", (project_id,))
 
     def last_backup(self, project_id: str) -> tuple[float, str, str] | None:
         """Return (time, snapshot id, operation id) of the project's last successful backup, or None."""

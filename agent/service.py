@@ -16,6 +16,8 @@ import psutil
 import structlog
 
 from agent import errors, ids, jobs
+from agent.backends.base import Backend
+from agent.backends.btrfs import BtrfsBackend
 from agent.backends.directory import DirectoryBackend
 from agent.config import AgentConfig, ensure_password_file
 from agent.engine import restic_args as ra
@@ -59,6 +61,17 @@ class HostStatus:
     backend: str
 
 
+def make_backend(config: AgentConfig) -> Backend:
+    paths = config.paths
+    if config.backend == "btrfs":
+        return BtrfsBackend(
+            projects_root=paths.projects_root, persist_root=paths.persist_root, state_dir=paths.state_dir,
+            binary=config.btrfs.binary, default_quota_bytes=config.btrfs.default_quota_bytes or None,
+        )
+    return DirectoryBackend(projects_root=paths.projects_root, persist_root=paths.persist_root,
+                            state_dir=paths.state_dir)
+
+
 class AgentService:
     """Takes the agent's config; owns the journal, the operation manager, the backend and the engine."""
 
@@ -70,9 +83,7 @@ class AgentService:
         if config.repository.kind == "local":
             ensure_password_file(config.repository.local.password_file)
         self.journal = Journal(paths.state_dir / "agent.sqlite")
-        self.backend = DirectoryBackend(
-            projects_root=paths.projects_root, persist_root=paths.persist_root, state_dir=paths.state_dir
-        )
+        self.backend = make_backend(config)
         self.engine = make_engine(config)
         self.services = jobs.Services(
             journal=self.journal,
@@ -94,7 +105,7 @@ class AgentService:
     async def start(self) -> None:
         """Recover what a previous process left behind; check the engine runs."""
         interrupted = self.operations.recover_interrupted()
-        removed = self.backend.remove_stale()
+        removed = await self.backend.remove_stale()
         profiles = self.engine.remove_stale()
         version = await self.engine.version()
         log.info(
@@ -141,7 +152,9 @@ class AgentService:
         if not self.backend.exists(project_id):
             raise errors.NotFound(f"project {project_id} does not exist on this host")
         params = {"repository": repo.display, "force": force, "purpose": purpose, "tags": list(tags)}
-        job = functools.partial(jobs.backup, services=self.services, repo=repo, purpose=purpose, extra_tags=tags)
+        job = functools.partial(
+            jobs.backup, services=self.services, repo=repo, purpose=purpose, extra_tags=tags, force=force
+        )
         return self.operations.submit(
             kind=OperationKind.BACKUP, project_id=project_id, request_id=request_id, params=params, job=job,
             joinable=True,
@@ -199,6 +212,67 @@ class AgentService:
         return self.operations.submit(
             kind=OperationKind.VERIFY, project_id=project_id, request_id=request_id, params=params, job=job
         )
+
+    def ensure_project(
+        self,
+        *,
+        request_id: str,
+        project_id: str,
+        repository: RepositorySpec | None,
+        mode: str,
+        quota_bytes: int,
+    ) -> tuple[OperationRecord, bool]:
+        """Mode "none": create the project's home (with its quota) and persist location if missing."""
+        ids.request_id(request_id)
+        project_id = ids.project_id(project_id)
+        if quota_bytes < 0:
+            raise errors.InvalidArgument("quota_bytes must not be negative")
+        if mode != "none":
+            raise errors.Unimplemented(f"EnsureProject mode {mode.upper()} (restore when missing) is not built yet")
+        params = {"mode": mode, "quota_bytes": quota_bytes}
+        job = functools.partial(jobs.ensure_project, services=self.services, quota_bytes=quota_bytes or None)
+        return self.operations.submit(
+            kind=OperationKind.ENSURE, project_id=project_id, request_id=request_id, params=params, job=job
+        )
+
+    def delete_project(
+        self,
+        *,
+        request_id: str,
+        project_id: str,
+        repository: RepositorySpec | None,
+        delete_repository: bool,
+    ) -> tuple[OperationRecord, bool]:
+        """Remove the home, the persist location and every local snapshot; with ``delete_repository``
+        also every object of the project's repository."""
+        ids.request_id(request_id)
+        project_id = ids.project_id(project_id)
+        repo = self._repository(repository, project_id) if delete_repository else None
+        params = {"delete_repository": delete_repository, "repository": repo.display if repo else ""}
+        job = functools.partial(jobs.delete_project, services=self.services, repo=repo)
+        return self.operations.submit(
+            kind=OperationKind.DELETE, project_id=project_id, request_id=request_id, params=params, job=job
+        )
+
+    # ------------------------------------------------------------ freeze
+
+    async def freeze(self, project_id: str) -> bool:
+        project_id = ids.project_id(project_id)
+        active = self.operations.active_operation(project_id)
+        if active is not None and active.kind in (OperationKind.RESTORE, OperationKind.DELETE, OperationKind.ENSURE):
+            raise errors.Conflict(
+                f"project {project_id} has a {active.kind.value} operation {active.id} running; "
+                "freeze it when that has ended"
+            )
+        await self.backend.freeze(project_id)
+        log.info("project.frozen", project_id=project_id)
+        return True
+
+    async def thaw(self, project_id: str) -> bool:
+        project_id = ids.project_id(project_id)
+        await self.backend.thaw(project_id)
+        log.info("project.thawed", project_id=project_id)
+        return False
 
     # ------------------------------------------------------------ browsing
 

@@ -157,16 +157,31 @@ class AgentServicer(pb_grpc.AgentServicer):
         )
 
     @rpc
-    async def EnsureProject(self, request, context):
-        raise errors.Unimplemented("EnsureProject is not built yet")
+    async def EnsureProject(self, request: pb.EnsureProjectRequest, context) -> pb.Operation:
+        return _operation(
+            self._service.ensure_project(
+                request_id=request.request_id,
+                project_id=request.project_id,
+                repository=_repository(request),
+                mode=convert.ensure_mode_from_proto(request.mode),
+                quota_bytes=request.quota_bytes,
+            )
+        )
 
     @rpc
     async def Drain(self, request, context):
         raise errors.Unimplemented("Drain is not built yet")
 
     @rpc
-    async def DeleteProject(self, request, context):
-        raise errors.Unimplemented("DeleteProject is not built yet")
+    async def DeleteProject(self, request: pb.DeleteProjectRequest, context) -> pb.Operation:
+        return _operation(
+            self._service.delete_project(
+                request_id=request.request_id,
+                project_id=request.project_id,
+                repository=_repository(request),
+                delete_repository=request.delete_repository,
+            )
+        )
 
     @rpc
     async def Forget(self, request, context):
@@ -268,12 +283,12 @@ class AgentServicer(pb_grpc.AgentServicer):
     # ------------------------------------------------------------ move lock
 
     @rpc
-    async def Freeze(self, request, context):
-        raise errors.Unimplemented("Freeze is not built yet")
+    async def Freeze(self, request: pb.FreezeRequest, context) -> pb.FreezeResponse:
+        return pb.FreezeResponse(frozen=await self._service.freeze(request.project_id))
 
     @rpc
-    async def Thaw(self, request, context):
-        raise errors.Unimplemented("Thaw is not built yet")
+    async def Thaw(self, request: pb.ThawRequest, context) -> pb.ThawResponse:
+        return pb.ThawResponse(frozen=await self._service.thaw(request.project_id))
 
     @rpc
     async def MarkEdited(self, request, context):

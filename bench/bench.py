@@ -3,15 +3,17 @@
 For one generated tree (default 200 MB in 2,000 files of incompressible bytes,
 nested directories, plus a small persist/ location) this prints, per operation,
 the median (min-max) wall time through the agent, the same for the raw
-``restic`` commands, and their ratio (agent / raw) next to the target.
-Nothing is asserted: the script prints figures and writes them as JSON to
+``restic`` commands, and their ratio (agent / raw) next to the target (for
+the unchanged btrfs backup row: the speed-up raw / agent against a minimum).
+Nothing is asserted about timings: the script prints figures and writes them as JSON to
 ``bench/results/latest.json`` (gitignored) so later work can compare or extend.
 
 What is timed
 -------------
 
-Every measured backup is a FULL backup into a NEW, empty repository, on both
-sides, so no run profits from an earlier one. The rows come twice: with local
+Every measured backup (except the unchanged btrfs row below) is a FULL backup
+into a NEW, empty repository, on both sides, so no run profits from an earlier
+one. The rows come twice: with local
 directory repositories, and with S3 repositories on a moto server on 127.0.0.1
 (``tests/s3server.py``; a new root in one bucket per run, ``--no-s3`` to skip):
 
@@ -30,8 +32,34 @@ directory repositories, and with S3 repositories on a moto server on 127.0.0.1
   staged trees into the project (and removes the old trees) before it ends.
 * raw restore: ``restic restore --target EMPTYDIR -- SNAP`` of the raw snapshot.
 
+Two more rows run on a btrfs filesystem on a loop device (``tests/btrfsfs.py``:
+one :class:`LoopBtrfs` per invocation, stopped at exit; skipped with the reason
+printed when this machine cannot make one, or with ``--no-btrfs``). A second
+agent runs there with ``backend = "btrfs"`` and its base directory on the
+mount; its project is made with ``EnsureProject`` (two subvolumes) and filled
+with the same generated tree. Raw restic reads the same subvolumes by their
+paths relative to that agent's base directory, as above.
+
+* Backup, unchanged btrfs project: the agent's ``Backup`` RPC WITHOUT force on
+  a project already backed up into the same repository and not changed since.
+  The agent compares the subvolume generations with the ones recorded at that
+  backup and answers ``UP_TO_DATE`` without running restic (the bench checks
+  the state, the snapshot id and that no restic process started). Raw side:
+  ``restic backup --json`` (no init) of the same unchanged tree into a
+  repository that already holds a backup of it, so restic scans with a parent
+  (the bench checks that it found every file unmodified). The two repositories
+  are made once per invocation (untimed) and reused by every run of this row;
+  ``--unchanged-runs`` runs. The figure is the speed-up raw / agent; its target
+  is a minimum (``≥ 50×``), not the usual maximum ratio.
+* Restore (btrfs, staging + swap): per run a new local repository and an
+  untimed full backup on each side, then the timed agent ``Restore`` (fresh
+  staging subvolumes, swap, old subvolumes deleted) vs the timed ``restic
+  restore --target EMPTYDIR`` with EMPTYDIR on the same btrfs filesystem.
+
 Both sides use a restic cache directory of their own (the agent its state dir's
-``cache/``, raw restic one under the scratch dir) and the same restic binary.
+``cache/``, raw restic one under the scratch dir, for the btrfs rows one on the
+btrfs mount) and the same restic binary. Repositories are always local
+directories in the scratch dir (or S3).
 Page cache is not dropped; instead the order (agent first / raw first)
 alternates per run, and min and max are reported next to the median. Before
 every timed step ``sync`` writes back what earlier steps left dirty (untimed;
@@ -46,6 +74,7 @@ sides); add a function there to add figures.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime as dt
 import json
 import os
@@ -68,12 +97,15 @@ if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
 from hub_client.proto.buckets.v1 import agent_pb2 as pb  # noqa: E402
+from tests.btrfsfs import LoopBtrfs, btrfs_unavailable_reason  # noqa: E402
 from tests.harness import AgentProcess, new_id  # noqa: E402
 
 if TYPE_CHECKING:
     from tests.s3server import S3Server
 
 TARGET_RATIO = 1.05
+# The unchanged-btrfs-project backup row: a minimum speed-up (raw / agent), not a maximum ratio.
+TARGET_UNCHANGED_SPEEDUP = 50.0
 RESULTS_PATH = REPO_ROOT / "bench" / "results" / "latest.json"
 RPC_TIMEOUT = 3600.0
 SUCCESS = (pb.SUCCEEDED, pb.SUCCEEDED_WITH_WARNINGS)
@@ -96,23 +128,47 @@ class Figure:
     note: str = ""
     # Further per-run samples worth keeping in the JSON (e.g. the agent's own job duration).
     extra: dict[str, list[float]] = field(default_factory=dict)
+    # False: ``target`` is a maximum of agent / raw (the usual rows). True: ``target`` is a
+    # minimum of the speed-up raw / agent (rows where the agent must be much faster than restic).
+    target_is_speedup: bool = False
 
     @property
     def ratio(self) -> float | None:
+        """agent / raw of the medians."""
         if not self.agent or not self.raw:
             return None
         raw = statistics.median(self.raw)
         return statistics.median(self.agent) / raw if raw > 0 else None
 
-    def to_json(self) -> dict:
+    @property
+    def speedup(self) -> float | None:
+        """raw / agent of the medians."""
+        if not self.agent or not self.raw:
+            return None
+        agent = statistics.median(self.agent)
+        return statistics.median(self.raw) / agent if agent > 0 else None
+
+    @property
+    def meets_target(self) -> bool | None:
+        if self.target is None:
+            return None
+        if self.target_is_speedup:
+            speedup = self.speedup
+            return None if speedup is None else speedup >= self.target
         ratio = self.ratio
+        return None if ratio is None else ratio <= self.target
+
+    def to_json(self) -> dict:
         return {
             "name": self.name,
             "agent": _stats(self.agent),
             "raw": _stats(self.raw),
-            "ratio": ratio,
+            "ratio": self.ratio,
+            "speedup": self.speedup,
             "target": self.target,
-            "meets_target": None if ratio is None or self.target is None else ratio <= self.target,
+            # "max_ratio": target is a maximum of agent/raw; "min_speedup": a minimum of raw/agent.
+            "target_kind": "min_speedup" if self.target_is_speedup else "max_ratio",
+            "meets_target": self.meets_target,
             "note": self.note,
             "extra": {key: _stats(values) for key, values in self.extra.items()},
         }
@@ -127,6 +183,16 @@ def _stats(samples: list[float]) -> dict:
         "max": max(samples),
         "samples": samples,
     }
+
+
+@dataclass
+class BtrfsSide:
+    """The btrfs part of an invocation: the loop-device filesystem, an agent with ``backend = "btrfs"``
+    whose base dir is on it, and that agent's project (subvolumes made by EnsureProject, same tree)."""
+
+    filesystem: LoopBtrfs
+    agent: AgentProcess
+    project_id: str
 
 
 @dataclass
@@ -146,6 +212,28 @@ class Bench:
     sync: bool = True
     # The S3 server of this invocation (moto on 127.0.0.1, bucket S3_BUCKET made), None with --no-s3.
     s3: S3Server | None = None
+    # Raw restic's cache dir and where raw restores go; None: in the scratch dir (see on_btrfs()).
+    raw_cache: Path | None = None
+    restore_root: Path | None = None
+    # The btrfs side (None when skipped; btrfs_skipped then says why) and the runs of the
+    # unchanged-backup row (its agent side takes milliseconds, so it gets more runs).
+    btrfs: BtrfsSide | None = None
+    btrfs_skipped: str = ""
+    unchanged_runs: int = 10
+
+    def on_btrfs(self) -> Bench:
+        """This bench with the btrfs agent and project; raw restic's cache and restore targets on the
+        btrfs mount too (repositories stay local directories in the scratch dir)."""
+        if self.btrfs is None:
+            raise RuntimeError(f"no btrfs in this bench ({self.btrfs_skipped or 'not set up'})")
+        mount = self.btrfs.filesystem.mountpoint
+        return dataclasses.replace(
+            self,
+            agent=self.btrfs.agent,
+            project_id=self.btrfs.project_id,
+            raw_cache=mount / "raw-cache",
+            restore_root=mount / "raw-restore",
+        )
 
     def settle(self) -> None:
         """Before each timed step: write back what earlier steps left dirty (``sync``), so that
@@ -159,6 +247,14 @@ class Bench:
     def fresh_dir(self, prefix: str) -> Path:
         """A path under the scratch dir that does not exist yet."""
         return Path(tempfile.mkdtemp(prefix=prefix, dir=self.scratch)) / "d"
+
+    def fresh_restore_dir(self) -> Path:
+        """A path that does not exist yet for a raw restore: under ``restore_root`` (e.g. on the
+        btrfs mount) or else under the scratch dir. Remove its parent afterwards."""
+        if self.restore_root is None:
+            return self.fresh_dir("raw-restore-")
+        self.restore_root.mkdir(parents=True, exist_ok=True)
+        return Path(tempfile.mkdtemp(prefix="raw-restore-", dir=self.restore_root)) / "d"
 
     # ------------------------------------------------------------ agent side
 
@@ -180,8 +276,12 @@ class Bench:
             password=self.password,
         )
 
-    def run_operation(self, start: Callable[[], pb.Operation]) -> tuple[float, pb.Operation]:
-        """Send an op RPC and consume its progress stream; return (seconds until the terminal event, final op)."""
+    def run_operation(
+        self, start: Callable[[], pb.Operation], *, accept: tuple[int, ...] = SUCCESS
+    ) -> tuple[float, pb.Operation]:
+        """Send an op RPC and consume its progress stream; return (seconds until the terminal event, final op).
+
+        Raises unless the operation ended in one of the ``accept`` states."""
         stub = self.agent.stub
         self.settle()
         began = time.perf_counter()
@@ -196,9 +296,10 @@ class Bench:
         if ended is None:
             raise RuntimeError(f"the progress stream of {operation.id} ended without a terminal event")
         final = stub.GetOperation(pb.GetOperationRequest(operation_id=operation.id), timeout=30)
-        if final.state not in SUCCESS:
+        if final.state not in accept:
+            expected = " or ".join(pb.OperationState.Name(state) for state in accept)
             raise RuntimeError(
-                f"operation {operation.id} ended {pb.OperationState.Name(final.state)}: "
+                f"operation {operation.id} ended {pb.OperationState.Name(final.state)}, expected {expected}: "
                 f"{final.error.code} {final.error.message}\n{self.agent.log_tail()}"
             )
         return ended - began, final
@@ -206,15 +307,34 @@ class Bench:
     def _spec(self, repository: Path | pb.RepositorySpec) -> pb.RepositorySpec:
         return repository if isinstance(repository, pb.RepositorySpec) else self.repository_spec(repository)
 
-    def agent_backup(self, repository: Path | pb.RepositorySpec) -> tuple[float, pb.Operation]:
-        """``repository``: a local path or a full spec (e.g. :meth:`s3_repository_spec`)."""
+    def agent_backup(
+        self, repository: Path | pb.RepositorySpec, *, force: bool = True, accept: tuple[int, ...] = SUCCESS
+    ) -> tuple[float, pb.Operation]:
+        """``repository``: a local path or a full spec (e.g. :meth:`s3_repository_spec`). ``force=False``
+        lets the agent skip an unchanged project (then pass ``accept=(pb.UP_TO_DATE,)``)."""
         spec = self._spec(repository)
         return self.run_operation(
             lambda: self.agent.stub.Backup(
-                pb.BackupRequest(request_id=new_id(), project_id=self.project_id, repository=spec, force=True),
+                pb.BackupRequest(request_id=new_id(), project_id=self.project_id, repository=spec, force=force),
                 timeout=60,
-            )
+            ),
+            accept=accept,
         )
+
+    def agent_engine_starts(self) -> int:
+        """How many restic processes the agent has started so far, from its log (``process.start``)."""
+        count = 0
+        for line in self.agent.log_path.read_text(errors="replace").splitlines():
+            if '"process.start"' not in line:
+                continue
+            try:
+                event = json.loads(line)
+            except ValueError:
+                continue
+            argv = event.get("argv", [])
+            if event.get("event") == "process.start" and any(str(a).endswith("restic") for a in argv):
+                count += 1
+        return count
 
     def agent_restore(self, repository: Path | pb.RepositorySpec, snapshot_id: str) -> tuple[float, pb.Operation]:
         spec = self._spec(repository)
@@ -252,7 +372,8 @@ class Bench:
         return env
 
     def raw_argv(self, repository: Path | str, *args: str) -> list[str]:
-        return [self.restic, "-r", str(repository), "--cache-dir", str(self.scratch / "raw-cache"), *args]
+        cache = self.raw_cache or self.scratch / "raw-cache"
+        return [self.restic, "-r", str(repository), "--cache-dir", str(cache), *args]
 
     def raw_run(self, argv: list[str], *, cwd: Path | None = None) -> str:
         repository = argv[argv.index("-r") + 1] if "-r" in argv else None
@@ -274,9 +395,17 @@ class Bench:
         """``restic init`` + ``restic backup --json`` (both timed); returns (seconds, init seconds, snapshot id).
 
         ``repository``: a local path or a restic repository string (e.g. :meth:`s3_url`)."""
+        seconds, init_seconds, summary = self.raw_backup_summary(repository, init=True)
+        return seconds, init_seconds, summary["snapshot_id"]
+
+    def raw_backup_summary(self, repository: Path | str, *, init: bool) -> tuple[float, float, dict]:
+        """[``restic init`` +] ``restic backup --json`` (timed); returns (seconds, init seconds, restic's
+        summary object). Without ``init`` the repository must exist; restic then picks the latest
+        snapshot of the same host and paths as the parent (an incremental scan)."""
         self.settle()
         began = time.perf_counter()
-        self.raw_run(self.raw_argv(repository, "init"))
+        if init:
+            self.raw_run(self.raw_argv(repository, "init"))
         init_seconds = time.perf_counter() - began
         stdout = self.raw_run(
             self.raw_argv(
@@ -285,13 +414,13 @@ class Bench:
             cwd=self.agent.base,
         )
         seconds = time.perf_counter() - began
-        snapshot_id = ""
+        summary: dict = {}
         for line in stdout.splitlines():
             if line.startswith("{") and '"summary"' in line:
-                snapshot_id = json.loads(line).get("snapshot_id", "")
-        if not snapshot_id:
+                summary = json.loads(line)
+        if not summary.get("snapshot_id"):
             raise RuntimeError("raw restic backup printed no summary")
-        return seconds, init_seconds, snapshot_id
+        return seconds, init_seconds, summary
 
     def raw_restore(self, repository: Path | str, snapshot_id: str, target: Path) -> float:
         self.settle()
@@ -398,7 +527,7 @@ def full_backup_and_restore_rounds(
         if measured:
             backup.raw.append(seconds)
             backup.extra["raw_init_seconds"].append(init_seconds)
-        target = bench.fresh_dir("raw-restore-")
+        target = bench.fresh_restore_dir()
         seconds = bench.raw_restore(repository, snapshot_id, target)
         bench.log(f"  raw restore   {seconds:8.3f} s")
         bench.check_tree("raw restore", *(target / p for p in bench.raw_paths))
@@ -407,14 +536,7 @@ def full_backup_and_restore_rounds(
         shutil.rmtree(target.parent)
         cleanup()
 
-    total = bench.warmup + bench.runs
-    for index in range(total):
-        measured = index >= bench.warmup
-        label = f"run {index - bench.warmup + 1}/{bench.runs}" if measured else f"warm-up {index + 1}/{bench.warmup}"
-        sides = [agent_round, raw_round] if index % 2 == 0 else [raw_round, agent_round]
-        bench.log(f"{label} ({'agent' if sides[0] is agent_round else 'raw'} first)")
-        for side in sides:
-            side(measured)
+    _alternating(bench, bench.runs, agent_round, raw_round)
     return [backup, restore]
 
 
@@ -466,7 +588,146 @@ def measure_s3_full_backup_and_restore(bench: Bench) -> list[Figure]:
     )
 
 
-MEASUREMENTS: list[Measurement] = [measure_full_backup_and_restore, measure_s3_full_backup_and_restore]
+def _alternating(bench: Bench, runs: int, agent_run: Callable[[bool], None], raw_run: Callable[[bool], None]) -> None:
+    """``bench.warmup`` unmeasured + ``runs`` measured rounds of both sides, agent first / raw first alternating."""
+    total = bench.warmup + runs
+    for index in range(total):
+        measured = index >= bench.warmup
+        label = f"run {index - bench.warmup + 1}/{runs}" if measured else f"warm-up {index + 1}/{bench.warmup}"
+        sides = [agent_run, raw_run] if index % 2 == 0 else [raw_run, agent_run]
+        bench.log(f"{label} ({'agent' if sides[0] is agent_run else 'raw'} first)")
+        for side in sides:
+            side(measured)
+
+
+def measure_btrfs_unchanged_backup(bench: Bench) -> list[Figure]:
+    """Backup of an unchanged btrfs project: the agent's generation check (UP_TO_DATE, no restic)
+    vs raw restic's incremental scan with a parent. One repository per side for all runs."""
+    if bench.btrfs is None:
+        bench.log(f"  skipped ({bench.btrfs_skipped})")
+        return []
+    bench = bench.on_btrfs()
+    runs = bench.unchanged_runs
+    figure = Figure(
+        "Backup, unchanged btrfs project",
+        target=TARGET_UNCHANGED_SPEEDUP,
+        target_is_speedup=True,
+        note=f"speed-up = raw / agent, target a minimum; median of {runs} runs. "
+        "agent: Backup RPC without force until the terminal event, answered UP_TO_DATE from the "
+        "subvolume generations (checked: state, snapshot id, no restic started); "
+        "raw: restic backup --json (no init) with the parent found by restic (checked: every file "
+        "unmodified); one local repository per side, made and filled once, reused by every run",
+    )
+    figure.extra["agent_job_seconds"] = []
+    repositories = [bench.fresh_dir("agent-repo-unchanged-"), bench.fresh_dir("raw-repo-unchanged-")]
+    agent_repository, raw_repository = repositories
+    try:
+        # Untimed set-up. Raw restic first: its full backup reads the files and directories of the
+        # tree itself, which sets their atime once (relatime) and so changes the subvolume's
+        # generation; the agent reads a read-only snapshot, so its backup changes nothing, and the
+        # generation it records stays valid. Unchanged scans later only stat and list the tree.
+        bench.log("  set-up: a full backup on each side (untimed)")
+        seconds, _init, raw_first = bench.raw_backup(raw_repository)
+        bench.log(f"  raw backup    {seconds:8.3f} s  snapshot {raw_first} (set-up)")
+        seconds, first = bench.agent_backup(agent_repository, force=False)
+        if first.state != pb.SUCCEEDED or first.summary.files_processed != bench.tree_files:
+            raise RuntimeError(
+                f"the set-up agent backup ended {pb.OperationState.Name(first.state)} "
+                f"with {first.summary.files_processed} files, expected SUCCEEDED and {bench.tree_files}"
+            )
+        snapshot_id = first.summary.snapshot_id
+        bench.log(f"  agent backup  {seconds:8.3f} s  snapshot {snapshot_id} (set-up)")
+
+        def agent_run(measured: bool) -> None:
+            starts = bench.agent_engine_starts()
+            seconds, operation = bench.agent_backup(agent_repository, force=False, accept=(pb.UP_TO_DATE,))
+            bench.log(f"  agent backup  {seconds:8.3f} s  {pb.OperationState.Name(operation.state)}")
+            # run_operation accepted only UP_TO_DATE; also the same snapshot and no engine process.
+            if operation.summary.snapshot_id != snapshot_id:
+                raise RuntimeError(
+                    f"UP_TO_DATE names snapshot {operation.summary.snapshot_id}, the set-up made {snapshot_id}"
+                )
+            if bench.agent_engine_starts() != starts:
+                raise RuntimeError("the agent started restic for an unchanged project")
+            if measured:
+                figure.agent.append(seconds)
+                figure.extra["agent_job_seconds"].append(operation.summary.duration_seconds)
+
+        def raw_run(measured: bool) -> None:
+            seconds, _init, summary = bench.raw_backup_summary(raw_repository, init=False)
+            bench.log(f"  raw backup    {seconds:8.3f} s  snapshot {summary['snapshot_id']}")
+            counts = {key: summary.get(key) for key in ("files_new", "files_changed", "files_unmodified")}
+            if counts != {"files_new": 0, "files_changed": 0, "files_unmodified": bench.tree_files}:
+                raise RuntimeError(f"raw restic did not scan an unchanged tree with a parent: {counts}")
+            if measured:
+                figure.raw.append(seconds)
+
+        _alternating(bench, runs, agent_run, raw_run)
+    finally:
+        for repository in repositories:
+            shutil.rmtree(repository.parent, ignore_errors=True)
+    return [figure]
+
+
+def measure_btrfs_restore(bench: Bench) -> list[Figure]:
+    """Restore on btrfs: the agent's staging subvolumes + swap vs raw restic into an empty directory
+    on the same filesystem. Per run a new repository and an untimed full backup on each side."""
+    if bench.btrfs is None:
+        bench.log(f"  skipped ({bench.btrfs_skipped})")
+        return []
+    bench = bench.on_btrfs()
+    figure = Figure(
+        "Restore (btrfs, staging + swap)",
+        note="agent: Restore RPC until the terminal event (new staging subvolumes, restore, swap, old "
+        "subvolumes deleted); raw: restic restore into an empty directory on the same btrfs filesystem; "
+        "per run a new local repository with one untimed full backup on each side",
+    )
+    figure.extra["agent_job_seconds"] = []
+    home, persist = bench.agent.home(bench.project_id), bench.agent.persist(bench.project_id)
+
+    def agent_run(measured: bool) -> None:
+        repository = bench.fresh_dir("agent-repo-btrfs-")
+        try:
+            _seconds, backup = bench.agent_backup(repository)
+            if backup.summary.files_processed != bench.tree_files:
+                raise RuntimeError(f"agent backup processed {backup.summary.files_processed} files")
+            seconds, restored = bench.agent_restore(repository, backup.summary.snapshot_id)
+            bench.log(f"  agent restore {seconds:8.3f} s  (snapshot {backup.summary.snapshot_id})")
+            bench.check_tree("agent restore", home, persist)
+            for root in (home, persist):
+                if root.stat().st_ino != 256:  # the root inode of a btrfs subvolume
+                    raise RuntimeError(f"{root} is no subvolume after the agent's restore")
+            if measured:
+                figure.agent.append(seconds)
+                figure.extra["agent_job_seconds"].append(restored.summary.duration_seconds)
+        finally:
+            shutil.rmtree(repository.parent, ignore_errors=True)
+
+    def raw_run(measured: bool) -> None:
+        repository = bench.fresh_dir("raw-repo-btrfs-")
+        target = bench.fresh_restore_dir()
+        try:
+            _seconds, _init, snapshot_id = bench.raw_backup(repository)
+            seconds = bench.raw_restore(repository, snapshot_id, target)
+            bench.log(f"  raw restore   {seconds:8.3f} s  (snapshot {snapshot_id})")
+            bench.check_tree("raw restore", *(target / p for p in bench.raw_paths))
+            if measured:
+                figure.raw.append(seconds)
+        finally:
+            shutil.rmtree(target.parent, ignore_errors=True)
+            shutil.rmtree(repository.parent, ignore_errors=True)
+
+    _alternating(bench, bench.runs, agent_run, raw_run)
+    return [figure]
+
+
+MEASUREMENTS: list[Measurement] = [
+    measure_full_backup_and_restore,
+    measure_s3_full_backup_and_restore,
+    # Unchanged first: the agent's restores replace the project's subvolumes.
+    measure_btrfs_unchanged_backup,
+    measure_btrfs_restore,
+]
 
 
 # --------------------------------------------------------------------------
@@ -573,42 +834,58 @@ def _version_of(distribution: str) -> str:
 def _span(samples: list[float]) -> str:
     if not samples:
         return "-"
+    if max(samples) < 0.1:  # e.g. the agent's UP_TO_DATE answer: milliseconds
+        return f"{statistics.median(samples) * 1000:.1f} ms ({min(samples) * 1000:.1f}–{max(samples) * 1000:.1f})"
     return f"{statistics.median(samples):.2f} s ({min(samples):.2f}–{max(samples):.2f})"
+
+
+def _ratio_cells(figure: Figure) -> tuple[str, str]:
+    """The ratio and target cells: agent/raw against a maximum, or the speed-up against a minimum."""
+    met = figure.meets_target
+    verdict = "" if met is None else " (met)" if met else (" (under)" if figure.target_is_speedup else " (over)")
+    if figure.target_is_speedup:
+        speedup = figure.speedup
+        value = f"speed-up {speedup:.1f}×{verdict}" if speedup is not None else "-"
+        target = f"speed-up ≥ {figure.target:g}×" if figure.target is not None else "-"
+        return value, target
+    ratio = figure.ratio
+    value = f"{ratio:.3f}{verdict}" if ratio is not None else "-"
+    return value, f"≤ {figure.target:.2f}" if figure.target is not None else "-"
 
 
 def render(figures: list[Figure], machine: dict, params: dict) -> str:
     header = ["operation", "agent median (min–max)", "raw median (min–max)", "ratio (agent/raw)", "target"]
     rows = []
     for figure in figures:
-        ratio = figure.ratio
-        verdict = ""
-        if ratio is not None and figure.target is not None:
-            verdict = " (met)" if ratio <= figure.target else " (over)"
-        rows.append(
-            [
-                figure.name,
-                _span(figure.agent),
-                _span(figure.raw),
-                f"{ratio:.3f}{verdict}" if ratio is not None else "-",
-                f"≤ {figure.target:.2f}" if figure.target is not None else "-",
-            ]
-        )
+        rows.append([figure.name, _span(figure.agent), _span(figure.raw), *_ratio_cells(figure)])
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
 
     def line(cells: list[str]) -> str:
         return " | ".join(c.ljust(w) for c, w in zip(cells, widths)).rstrip()
 
+    btrfs = params.get("btrfs") or {}
+    unchanged = (
+        f" (the unchanged-backup row: {params['unchanged_runs']} runs, one repository per side for all runs)"
+        if not btrfs.get("skipped")
+        else ""
+    )
     out = [
         f"buckets bench: {params['size_mb']} MB in {params['files']} files (+ {params['persist_files']} persist files), "
         f"incompressible; median of {params['runs']} runs (+ {params['warmup']} warm-up), "
         f"order agent/raw alternating{', sync before each step' if params['sync_before_each_step'] else ''}; "
-        f"{' and '.join(params['repository_kinds'])} repositories, a new one per run",
+        f"{' and '.join(params['repository_kinds'])} repositories, a new one per run{unchanged}",
         "",
         line(header),
         "-+-".join("-" * w for w in widths),
         *(line(r) for r in rows),
         "",
     ]
+    if any(figure.target_is_speedup for figure in figures):
+        out += ["speed-up = raw median / agent median (higher is better; its target is a minimum)", ""]
+    if btrfs.get("skipped"):
+        out += [f"btrfs rows skipped: {btrfs['skipped']}", ""]
+    elif btrfs:
+        out += [f"btrfs rows: {btrfs['filesystem']}", ""]
     for figure in figures:
         if figure.note:
             out.append(f"  {figure.name}: {figure.note}")
@@ -634,6 +911,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="small run: 20 MB / 200 files / 3 runs")
     parser.add_argument("--runs", type=int, default=None, help="measured runs per side (default 5, quick 3)")
+    parser.add_argument(
+        "--unchanged-runs",
+        type=int,
+        default=None,
+        help="measured runs per side of the unchanged btrfs backup row (default: max(10, 2 × runs))",
+    )
     parser.add_argument("--warmup", type=int, default=1, help="unmeasured rounds first (default 1)")
     parser.add_argument("--size-mb", type=int, default=None, help="tree size in MB (default 200, quick 20)")
     parser.add_argument("--files", type=int, default=None, help="number of files (default 2000, quick 200)")
@@ -649,19 +932,63 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--no-s3", action="store_true", help="skip the S3 rows (no moto server is started)"
     )
+    parser.add_argument(
+        "--no-btrfs", action="store_true", help="skip the btrfs rows (no loop-device btrfs is made)"
+    )
     parser.add_argument("--keep-scratch", action="store_true", help="do not remove the scratch dir (debugging)")
     args = parser.parse_args(argv)
     quick = (20, 200, 3) if args.quick else (200, 2000, 5)
     args.size_mb = args.size_mb if args.size_mb is not None else quick[0]
     args.files = args.files if args.files is not None else quick[1]
     args.runs = args.runs if args.runs is not None else quick[2]
-    if args.runs < 1 or args.files < 1 or args.size_mb < 1 or args.warmup < 0:
-        parser.error("--runs, --files and --size-mb must be positive, --warmup not negative")
+    args.unchanged_runs = args.unchanged_runs if args.unchanged_runs is not None else max(10, 2 * args.runs)
+    if args.runs < 1 or args.unchanged_runs < 1 or args.files < 1 or args.size_mb < 1 or args.warmup < 0:
+        parser.error("--runs, --unchanged-runs, --files and --size-mb must be positive, --warmup not negative")
     return args
 
 
 def _terminate(signum, _frame):
     raise SystemExit(128 + signum)
+
+
+def _configure_log_level(agent: AgentProcess, level: str) -> None:
+    """Production-like logging (the harness writes debug)."""
+    text = agent.config_path.read_text()
+    agent.config_path.write_text(text.replace('level = "debug"', f'level = "{level}"'))
+
+
+def loop_btrfs_size_mb(size_mb: int) -> int:
+    """MiB of the loop-device btrfs: the tree, the agent's staging copy during a restore (the old
+    subvolume is deleted afterwards, asynchronously), a raw restore, one more tree of slack; plus
+    room for metadata (DUP), the btrfs agent's state and restic's cache."""
+    return 4 * size_mb + 512
+
+
+def make_btrfs_project(
+    bench: Bench, filesystem: LoopBtrfs, agent: AgentProcess, *, size_mb: int, files: int
+) -> BtrfsSide:
+    """With the btrfs agent running: make a project with EnsureProject and write the same generated
+    tree into its subvolumes (untimed)."""
+    side = BtrfsSide(filesystem=filesystem, agent=agent, project_id=new_id())
+    ensure = agent.stub.EnsureProject(
+        pb.EnsureProjectRequest(request_id=new_id(), project_id=side.project_id), timeout=60
+    )
+    final = agent.wait(ensure.id)
+    if final.state != pb.SUCCEEDED:
+        raise RuntimeError(
+            f"EnsureProject ended {pb.OperationState.Name(final.state)}: {final.error.code} {final.error.message}"
+        )
+    home, persist = agent.home(side.project_id), agent.persist(side.project_id)
+    for root in (home, persist):
+        if root.stat().st_ino != 256:
+            raise RuntimeError(f"EnsureProject made {root}, but it is no btrfs subvolume")
+    bench.log("generating the same tree in the btrfs project")
+    generate_tree(home, total_bytes=size_mb * 1_000_000, files=files)
+    generate_persist(persist)
+    size = tree_size(home), tree_size(persist)
+    if (size[0][0] + size[1][0], size[0][1] + size[1][1]) != (bench.tree_bytes, bench.tree_files):
+        raise RuntimeError(f"the btrfs project's tree differs from the other one: {size}")
+    return side
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -673,10 +1000,10 @@ def main(argv: list[str] | None = None) -> int:
     scratch = Path(tempfile.mkdtemp(prefix="buckets-bench-", dir=args.tmpdir))
     agent = AgentProcess(base=scratch / "agent")
     s3: S3Server | None = None
+    filesystem: LoopBtrfs | None = None
+    btrfs_agent: AgentProcess | None = None
     try:
-        # Production-like logging (the harness writes debug).
-        text = agent.config_path.read_text()
-        agent.config_path.write_text(text.replace('level = "debug"', f'level = "{args.agent_log_level}"'))
+        _configure_log_level(agent, args.agent_log_level)
         project_id = new_id()
         home, persist = agent.home(project_id), agent.persist(project_id)
         bench = Bench(
@@ -690,6 +1017,7 @@ def main(argv: list[str] | None = None) -> int:
             tree_bytes=0,
             tree_files=0,
             sync=not args.no_sync,
+            unchanged_runs=args.unchanged_runs,
         )
         bench.log(f"generating {args.size_mb} MB in {args.files} files under {scratch}")
         generate_tree(home, total_bytes=args.size_mb * 1_000_000, files=args.files)
@@ -708,6 +1036,19 @@ def main(argv: list[str] | None = None) -> int:
             # The agent checks the bucket in every backup; its config does not let it create one.
             s3.client().create_bucket(Bucket=S3_BUCKET)
             bench.s3 = s3
+        bench.btrfs_skipped = "--no-btrfs" if args.no_btrfs else (btrfs_unavailable_reason() or "")
+        if bench.btrfs_skipped:
+            bench.log(f"btrfs rows skipped: {bench.btrfs_skipped}")
+        else:
+            filesystem = LoopBtrfs(scratch / "btrfs", size_mb=loop_btrfs_size_mb(args.size_mb))
+            bench.log(f"making a {filesystem.size_mb} MiB btrfs on a loop device ({filesystem.image})")
+            filesystem.start()
+            bench.log(f"loop device {filesystem.device} mounted on {filesystem.mountpoint}")
+            btrfs_agent = AgentProcess(base=filesystem.mountpoint / "agent", backend="btrfs")
+            _configure_log_level(btrfs_agent, args.agent_log_level)
+            bench.log(f"starting the btrfs agent (base {btrfs_agent.base})")
+            btrfs_agent.start()
+            bench.btrfs = make_btrfs_project(bench, filesystem, btrfs_agent, size_mb=args.size_mb, files=args.files)
 
         figures: list[Figure] = []
         for measurement in MEASUREMENTS:
@@ -727,6 +1068,17 @@ def main(argv: list[str] | None = None) -> int:
             "repository_kinds": ["local"] + ([] if s3 is None else ["S3"]),
             "s3_server": None if s3 is None else f"moto {_version_of('moto')} server on 127.0.0.1",
             "sync_before_each_step": bench.sync,
+            "unchanged_runs": args.unchanged_runs,
+            "btrfs": (
+                {"skipped": bench.btrfs_skipped}
+                if filesystem is None
+                else {
+                    "skipped": None,
+                    "filesystem": f"{filesystem.size_mb} MiB btrfs (quotas on) on a loop device, image on "
+                    f"{filesystem_of(scratch)}; agent backend btrfs, base dir on it",
+                    "size_mib": filesystem.size_mb,
+                }
+            ),
         }
         print(render(figures, machine, params))
         args.json.parent.mkdir(parents=True, exist_ok=True)
@@ -742,17 +1094,32 @@ def main(argv: list[str] | None = None) -> int:
         tail = agent.log_tail()
         if tail:
             print(f"--- agent log tail ---\n{tail}", file=sys.stderr)
+        tail = btrfs_agent.log_tail() if btrfs_agent is not None else ""
+        if tail:
+            print(f"--- btrfs agent log tail ---\n{tail}", file=sys.stderr)
         if s3 is not None and s3.log_path.exists():
             print(f"--- moto log tail ---\n{s3.log_path.read_text()[-2000:]}", file=sys.stderr)
         raise
     finally:
         agent.stop()
+        if btrfs_agent is not None:
+            btrfs_agent.stop()
         if s3 is not None:
             s3.stop()
-        if args.keep_scratch:
+        cleanup_error: BaseException | None = None
+        if filesystem is not None:
+            # Unmount, detach the loop device, delete the image; raises if any of it is left.
+            try:
+                filesystem.stop()
+            except BaseException as exc:  # noqa: BLE001 - reported (and raised) below
+                cleanup_error = exc
+                print(f"bench: cleaning up the loop-device btrfs failed: {exc}", file=sys.stderr)
+        if args.keep_scratch or cleanup_error is not None:
             print(f"scratch kept: {scratch}", file=sys.stderr)
         else:
             shutil.rmtree(scratch, ignore_errors=True)
+        if cleanup_error is not None:
+            raise cleanup_error
 
 
 if __name__ == "__main__":

@@ -20,8 +20,12 @@ def agent_factory(tmp_path: Path):
     """Start agents on demand; every agent started is stopped (SIGKILL if needed) when the test ends."""
     started: list[AgentProcess] = []
 
-    def start(name: str = "agent", *, limits: str = "", extra: str = "", engine: str = "restic") -> AgentProcess:
-        process = AgentProcess(base=tmp_path / name, limits=limits, extra=extra, engine=engine)
+    def start(
+        name: str = "agent", *, limits: str = "", extra: str = "", engine: str = "restic",
+        backend: str = "directory", base: Path | None = None,
+    ) -> AgentProcess:
+        process = AgentProcess(base=base or tmp_path / name, limits=limits, extra=extra, engine=engine,
+                               backend=backend)
         process.start()
         started.append(process)
         return process
@@ -60,3 +64,20 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory):
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def btrfs_fs(tmp_path_factory: pytest.TempPathFactory):
+    """A real btrfs filesystem (quotas on) on a loop device for the whole session; skips with the
+    reason when this machine cannot make one (not root, no btrfs-progs, no loop devices)."""
+    from tests.btrfsfs import LoopBtrfs, btrfs_unavailable_reason
+
+    reason = btrfs_unavailable_reason()
+    if reason is not None:
+        pytest.skip(f"btrfs tests need a loop-device btrfs: {reason}")
+    filesystem = LoopBtrfs(tmp_path_factory.mktemp("btrfs"), size_mb=1536)
+    filesystem.start()
+    try:
+        yield filesystem
+    finally:
+        filesystem.stop()

@@ -32,11 +32,13 @@ TERMINAL_STATES = {
 
 
 def config_text(
-    base: Path, *, port_file: Path, extra: str = "", limits: str = "", server: str = "", engine: str = "restic"
+    base: Path, *, port_file: Path, extra: str = "", limits: str = "", server: str = "", engine: str = "restic",
+    backend: str = "directory",
 ) -> str:
     return f"""
 host_id = "test-host"
 base_dir = "{base}"
+backend = "{backend}"
 
 [server]
 listen = "127.0.0.1:0"
@@ -67,6 +69,7 @@ class AgentProcess:
     extra: str = ""
     # Pinned, not "auto": most tests are about the agent over restic, the engine this machine has.
     engine: str = "restic"
+    backend: str = "directory"
     process: subprocess.Popen | None = None
     port: int = 0
     channel: grpc.Channel | None = None
@@ -79,7 +82,8 @@ class AgentProcess:
         self.config_path = self.base / "agent.toml"
         self.port_file = self.base / "agent.port"
         self.config_path.write_text(
-            config_text(self.base, port_file=self.port_file, limits=self.limits, extra=self.extra, engine=self.engine)
+            config_text(self.base, port_file=self.port_file, limits=self.limits, extra=self.extra, engine=self.engine,
+                        backend=self.backend)
         )
 
     @property

@@ -3,58 +3,35 @@
 What it cannot do, compared with btrfs (also reported by GetCapabilities):
 the engine reads the live tree, not a frozen read-only snapshot, so a file
 written during a backup may or may not be in it; there is no generation
-number, so an unchanged project is only found by the engine's own scan.
+number, so an unchanged project is only found by the engine's own scan; no
+quota is enforced; and Freeze is advisory: the agent refuses restores of a
+frozen project, but other processes can still write to it.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
-import sys
-from contextlib import contextmanager
-from dataclasses import dataclass
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Iterator
 
 import structlog
 
-from agent import fsops
-from agent.backends import bindexec
+from agent import errors, fsops
+from agent.backends.base import EngineView, Generation, Staging, bind_wrapper
 from agent.ids import project_dir_name
+
+__all__ = ["DirectoryBackend", "EngineView", "Staging", "bind_wrapper"]
 
 log = structlog.get_logger("agent.backends.directory")
 
 LIMITATIONS = (
     "directory backend: backups read the live tree, not an atomic read-only snapshot",
     "directory backend: no generation number; unchanged projects are found by the engine's scan",
-    "directory backend: no quotas and no read-only freeze",
+    "directory backend: no quotas are enforced",
+    "directory backend: Freeze is advisory (restores are refused; other processes can still write)",
 )
-
-
-@dataclass(frozen=True)
-class EngineView:
-    """How an engine run sees a project's two roots: run ``wrapper + engine argv``;
-    inside, ``root/project`` and ``root/persist`` are the project's trees."""
-
-    wrapper: tuple[str, ...]
-    root: Path
-
-
-@dataclass(frozen=True)
-class Staging:
-    """A restore's fresh target trees, put in place only after the engine succeeded."""
-
-    operation_id: str
-    project: Path
-    persist: Path
-    view: EngineView
-
-
-def bind_wrapper(binds: list[tuple[Path, Path]]) -> tuple[str, ...]:
-    """The argv prefix that runs a program with ``binds`` (source, target) mounted privately."""
-    argv = [sys.executable, "-I", str(Path(bindexec.__file__))]
-    for source, target in binds:
-        argv += ["--bind", str(source), str(target)]
-    return (*argv, "--")
 
 
 class DirectoryBackend:
@@ -67,7 +44,8 @@ class DirectoryBackend:
         self.projects_root = projects_root
         self.persist_root = persist_root
         self._views = state_dir / "views"
-        for directory in (projects_root, persist_root, self._views):
+        self._frozen = state_dir / "frozen"
+        for directory in (projects_root, persist_root, self._views, self._frozen):
             directory.mkdir(parents=True, exist_ok=True)
 
     # ------------------------------------------------------------ layout
@@ -87,10 +65,49 @@ class DirectoryBackend:
             self.persist_root / ".staging" / operation_id,
         )
 
+    # ------------------------------------------------------------ life cycle
+
+    async def create(self, project_id: str, *, quota_bytes: int | None) -> bool:
+        """Create the two directories if missing; ``quota_bytes`` cannot be enforced here."""
+        created = False
+        for path in (self.home(project_id), self.persist(project_id)):
+            if not path.is_dir():
+                path.mkdir(parents=True)
+                created = True
+        return created
+
+    async def delete(self, project_id: str) -> bool:
+        existed = False
+        for path in (self.home(project_id), self.persist(project_id), self._frozen / project_dir_name(project_id)):
+            if path.exists() or path.is_symlink():
+                existed = True
+                await asyncio.to_thread(fsops.remove_tree, path)
+        return existed
+
+    async def generation(self, project_id: str) -> Generation | None:
+        return None
+
+    # ------------------------------------------------------------ freeze (advisory: a marker file)
+
+    async def freeze(self, project_id: str) -> None:
+        self._require(project_id)
+        (self._frozen / project_dir_name(project_id)).touch()
+
+    async def thaw(self, project_id: str) -> None:
+        self._require(project_id)
+        (self._frozen / project_dir_name(project_id)).unlink(missing_ok=True)
+
+    async def is_frozen(self, project_id: str) -> bool:
+        return (self._frozen / project_dir_name(project_id)).exists()
+
+    def _require(self, project_id: str) -> None:
+        if not self.exists(project_id):
+            raise errors.NotFound(f"project {project_id} does not exist on this host")
+
     # ------------------------------------------------------------ backup
 
-    @contextmanager
-    def backup_view(self, project_id: str, operation_id: str) -> Iterator[EngineView]:
+    @asynccontextmanager
+    async def backup_view(self, project_id: str, operation_id: str) -> AsyncIterator[EngineView]:
         """Yield the view an engine backs up from.
 
         The view directory is stable per project so the engine finds its parent
@@ -107,7 +124,7 @@ class DirectoryBackend:
 
     # ------------------------------------------------------------ restore
 
-    def prepare_staging(self, project_id: str, operation_id: str) -> Staging:
+    async def prepare_staging(self, project_id: str, operation_id: str) -> Staging:
         """Create empty staging trees for a restore and the view the engine restores into."""
         project_staging, persist_staging = self._staging_dirs(operation_id)
         project_dir = project_staging / "project"
@@ -146,15 +163,21 @@ class DirectoryBackend:
                 continue  # renamed into place already (there was no old tree)
             fsops.put_in_place(staged, live)
 
-    def discard_staging(self, operation_id: str) -> None:
+    async def discard_staging(self, operation_id: str) -> None:
         """Remove a restore's staging trees and view (old trees swapped out included)."""
+        await asyncio.to_thread(self._discard_staging, operation_id)
+
+    def _discard_staging(self, operation_id: str) -> None:
         for directory in self._staging_dirs(operation_id):
             fsops.remove_tree(directory)
         view = self._views / f"restore-{operation_id}"
         if view.exists():
             fsops.remove_tree(view)
 
-    def remove_stale(self, keep: set[str] = frozenset()) -> list[Path]:
+    async def remove_stale(self, keep: frozenset[str] = frozenset()) -> list[Path]:
+        return await asyncio.to_thread(self._remove_stale, keep)
+
+    def _remove_stale(self, keep: frozenset[str]) -> list[Path]:
         """Remove staging trees and restore views of operations not in ``keep``; returns what was removed."""
         removed = []
         for parent in (self.projects_root / ".staging", self.persist_root / ".staging"):
@@ -171,24 +194,3 @@ class DirectoryBackend:
             log.info("staging.removed_stale", paths=[str(p) for p in removed])
         return removed
 
-
-def tree_size(path: Path) -> tuple[int, int]:
-    """Return (bytes of regular files, entries) under ``path``, counting every file, directory and
-    link the way the engine's restore size does; missing paths count as empty."""
-    total_bytes = entries = 0
-    stack = [str(path)]
-    while stack:
-        try:
-            with os.scandir(stack.pop()) as iterator:
-                for entry in iterator:
-                    entries += 1
-                    try:
-                        if entry.is_dir(follow_symlinks=False):
-                            stack.append(entry.path)
-                        elif entry.is_file(follow_symlinks=False):
-                            total_bytes += entry.stat(follow_symlinks=False).st_size
-                    except FileNotFoundError:
-                        continue
-        except (FileNotFoundError, NotADirectoryError):
-            continue
-    return total_bytes, entries

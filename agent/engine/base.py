@@ -15,7 +15,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
-    from agent.backends.directory import EngineView
+    from agent.backends.base import EngineView
     from agent.repository import Repository
 
 

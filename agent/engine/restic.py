@@ -14,7 +14,7 @@ from typing import Callable, Sequence
 import structlog
 
 from agent import errors
-from agent.backends.directory import EngineView
+from agent.backends.base import EngineView
 from agent.engine import restic_args as ra
 from agent.engine.base import BackupOutcome, BackupStatus, RestoreSize, Snapshot
 from agent.executor import ProcessResult, run_process

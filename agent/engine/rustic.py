@@ -21,7 +21,7 @@ from pathlib import Path
 import structlog
 
 from agent import errors
-from agent.backends.directory import EngineView
+from agent.backends.base import EngineView
 from agent.engine import rustic_args as rua
 from agent.engine.base import BackupOutcome, BackupStatus, RestoreSize, Snapshot
 from agent.executor import ProcessResult, run_process

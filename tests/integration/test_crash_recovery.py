@@ -130,7 +130,9 @@ def test_sigkill_during_the_swap_is_rolled_forward(agent_factory, project_id):
 
     backend = DirectoryBackend(projects_root=agent.projects_root, persist_root=agent.persist_root,
                                state_dir=agent.state_dir)
-    staging = backend.prepare_staging(project_id, "op-crash")
+    import asyncio
+
+    staging = asyncio.run(backend.prepare_staging(project_id, "op-crash"))
     env = {"RESTIC_PASSWORD_FILE": str(agent.state_dir / "repository.password"), "PATH": os.environ["PATH"]}
     unpacked = agent.projects_root / ".staging" / "op-crash" / "unpacked"
     subprocess.run(

@@ -6,6 +6,9 @@ needs a private mount namespace; otherwise an unprivileged user namespace.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import inspect
 import os
 import subprocess
 from pathlib import Path
@@ -13,18 +16,46 @@ from pathlib import Path
 import pytest
 
 from agent import errors, fsops
-from agent.backends.directory import DirectoryBackend, Staging, tree_size
+from agent.backends.directory import DirectoryBackend, Staging
+from agent.fsops import tree_size
 from agent.ids import project_dir_name
 
 PROJECT = "11111111-1111-1111-1111-111111111111"
 OTHER = "22222222-2222-2222-2222-222222222222"
 
 
+class Blocking:
+    """The backend with its coroutines run to completion, so these tests read as plain steps."""
+
+    def __init__(self, inner: DirectoryBackend) -> None:
+        self._inner = inner
+
+    def __getattr__(self, name: str):
+        attr = getattr(self._inner, name)
+        if name == "backup_view":
+            return lambda *args, **kwargs: _blocking_context(attr(*args, **kwargs))
+        if inspect.iscoroutinefunction(attr):
+            return lambda *args, **kwargs: asyncio.run(attr(*args, **kwargs))
+        return attr
+
+
+@contextlib.contextmanager
+def _blocking_context(manager):
+    value = asyncio.run(manager.__aenter__())
+    try:
+        yield value
+    except BaseException as exc:
+        if not asyncio.run(manager.__aexit__(type(exc), exc, exc.__traceback__)):
+            raise
+    else:
+        asyncio.run(manager.__aexit__(None, None, None))
+
+
 @pytest.fixture
-def backend(tmp_path: Path) -> DirectoryBackend:
-    return DirectoryBackend(
+def backend(tmp_path: Path) -> Blocking:
+    return Blocking(DirectoryBackend(
         projects_root=tmp_path / "projects", persist_root=tmp_path / "persist", state_dir=tmp_path / "state"
-    )
+    ))
 
 
 def write(path: Path, text: str) -> Path:
@@ -154,7 +185,7 @@ def test_remove_stale_keeps_listed_operations(backend, tmp_path):
     with backend.backup_view(PROJECT, "op-backup") as view:
         backup_view_root = view.root
 
-    removed = backend.remove_stale(keep={"op-keep"})
+    removed = backend.remove_stale(keep=frozenset({"op-keep"}))
 
     assert set(removed) == {
         tmp_path / "projects" / ".staging" / "op-stale",
@@ -165,7 +196,7 @@ def test_remove_stale_keeps_listed_operations(backend, tmp_path):
     assert listing(kept.project) == {"f": "y"}
     assert kept.persist.is_dir() and kept.view.root.is_dir()
     assert backup_view_root.is_dir()  # backup views are stable per project and are kept
-    assert backend.remove_stale(keep={"op-keep"}) == []
+    assert backend.remove_stale(keep=frozenset({"op-keep"})) == []
     assert len(backend.remove_stale()) == 3
     assert not kept.project.exists()
 
@@ -317,3 +348,27 @@ def test_remove_tree_handles_read_only_and_missing(tmp_path):
     single = write(tmp_path / "single", "x")
     fsops.remove_tree(single)
     assert not single.exists()
+
+
+# ---------------------------------------------------------------- life cycle and advisory freeze
+
+
+def test_create_delete_and_freeze_markers(backend):
+    assert backend.create(PROJECT, quota_bytes=None) is True
+    assert backend.home(PROJECT).is_dir() and backend.persist(PROJECT).is_dir()
+    assert backend.create(PROJECT, quota_bytes=None) is False
+    assert backend.generation(PROJECT) is None  # no generation number: never skips a backup
+    assert backend.is_frozen(PROJECT) is False
+    backend.freeze(PROJECT)
+    backend.freeze(PROJECT)
+    assert backend.is_frozen(PROJECT) is True
+    backend.thaw(PROJECT)
+    backend.thaw(PROJECT)
+    assert backend.is_frozen(PROJECT) is False
+    backend.freeze(PROJECT)
+    assert backend.delete(PROJECT) is True
+    assert not backend.home(PROJECT).exists() and not backend.persist(PROJECT).exists()
+    assert backend.is_frozen(PROJECT) is False
+    assert backend.delete(PROJECT) is False
+    with pytest.raises(errors.NotFound):
+        backend.freeze(PROJECT)

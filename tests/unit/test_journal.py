@@ -214,5 +214,31 @@ def test_reopening_keeps_everything(tmp_path):
     assert reopened.last_backup(P1) == (2001.0, "0123456789abcdef", "op-2")
     assert [r.id for r in reopened.unfinished_operations()] == ["op-1"]
     schema = reopened._db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0]
-    assert schema == "1"
+    assert schema == "2"
     reopened.close()
+
+
+def test_version_1_journal_is_migrated_and_records_generations(tmp_path: Path) -> None:
+    import sqlite3
+
+    path = tmp_path / "old.sqlite"
+    db = sqlite3.connect(path)
+    db.executescript(
+        "CREATE TABLE projects (project_id TEXT PRIMARY KEY, last_backup_time REAL, last_backup_snapshot TEXT,"
+        " last_backup_operation TEXT);"
+        "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);"
+        "INSERT INTO meta VALUES ('schema_version', '1');"
+        f"INSERT INTO projects VALUES ('{P1}', 1.0, 'aaaaaaaa', 'op-0');"
+    )
+    db.commit()
+    db.close()
+    journal = Journal(path)
+    assert journal.last_backup(P1) == (1.0, "aaaaaaaa", "op-0")
+    assert journal.backed_up_generation(P1, "/repo") is None  # no generation was recorded then
+    journal.record_backup(P1, time=2.0, snapshot_id="bbbbbbbb", operation_id="op-1", generation="7/3",
+                          repository="/repo")
+    assert journal.backed_up_generation(P1, "/repo") == ("7/3", "bbbbbbbb")
+    assert journal.backed_up_generation(P1, "/other-repo") is None
+    journal.forget_project(P1)
+    assert journal.last_backup(P1) is None
+    journal.close()

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from agent import errors
-from agent.backends.directory import EngineView
+from agent.backends.base import EngineView
 from agent.config import EngineConfig
 from agent.engine import choice
 from agent.engine.restic import ResticEngine

@@ -257,7 +257,7 @@ class VerifyRequest(_message.Message):
     def __init__(self, request_id: _Optional[str] = ..., project_id: _Optional[str] = ..., repository: _Optional[_Union[RepositorySpec, _Mapping]] = ..., mode: _Optional[_Union[VerifyRequest.Mode, str]] = ..., read_data_subset: _Optional[str] = ..., snapshot_id: _Optional[str] = ..., sentinel_path: _Optional[str] = ..., sentinel_content: _Optional[str] = ...) -> None: ...
 
 class EnsureProjectRequest(_message.Message):
-    __slots__ = ("request_id", "project_id", "repository", "mode")
+    __slots__ = ("request_id", "project_id", "repository", "mode", "quota_bytes")
     class Mode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
         __slots__ = ()
         MODE_UNSPECIFIED: _ClassVar[EnsureProjectRequest.Mode]
@@ -272,11 +272,13 @@ class EnsureProjectRequest(_message.Message):
     PROJECT_ID_FIELD_NUMBER: _ClassVar[int]
     REPOSITORY_FIELD_NUMBER: _ClassVar[int]
     MODE_FIELD_NUMBER: _ClassVar[int]
+    QUOTA_BYTES_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     project_id: str
     repository: RepositorySpec
     mode: EnsureProjectRequest.Mode
-    def __init__(self, request_id: _Optional[str] = ..., project_id: _Optional[str] = ..., repository: _Optional[_Union[RepositorySpec, _Mapping]] = ..., mode: _Optional[_Union[EnsureProjectRequest.Mode, str]] = ...) -> None: ...
+    quota_bytes: int
+    def __init__(self, request_id: _Optional[str] = ..., project_id: _Optional[str] = ..., repository: _Optional[_Union[RepositorySpec, _Mapping]] = ..., mode: _Optional[_Union[EnsureProjectRequest.Mode, str]] = ..., quota_bytes: _Optional[int] = ...) -> None: ...
 
 class DrainRequest(_message.Message):
     __slots__ = ("request_id", "concurrency", "repository")

@@ -1,0 +1,119 @@
+"""What a project storage backend offers: the interface jobs and the service use.
+
+Two implementations: :mod:`agent.backends.btrfs` (production: every project is
+a btrfs subvolume) and :mod:`agent.backends.directory` (plain directories: the
+embedded default, laptops, CI without root). Both serve the same API; what the
+directory backend cannot do is in its ``limitations`` (GetCapabilities, README).
+
+Layout of both::
+
+    <projects_root>/project-<uuid>              the home
+    <persist_root>/project-<uuid>               the persist location
+    <projects_root>/.staging/<op>/project       a restore's staged home
+    <persist_root>/.staging/<op>/persist        a restore's staged persist location
+    <projects_root>/.snapshots/<op>/{project,persist}   a backup's read-only snapshots (btrfs)
+"""
+
+from __future__ import annotations
+
+import sys
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from agent.backends import bindexec
+
+
+@dataclass(frozen=True)
+class EngineView:
+    """How an engine run sees a project's two roots: run ``wrapper + engine argv``;
+    inside, ``root/project`` and ``root/persist`` are the project's trees."""
+
+    wrapper: tuple[str, ...]
+    root: Path
+    # For a backup view: the generations of what the view shows (btrfs: the
+    # read-only snapshots); None when the backend cannot tell.
+    generation: Generation | None = None
+
+
+@dataclass(frozen=True)
+class Staging:
+    """A restore's fresh target trees, put in place only after the engine succeeded."""
+
+    operation_id: str
+    project: Path
+    persist: Path
+    view: EngineView
+
+
+@dataclass(frozen=True)
+class Generation:
+    """The change counters of a project's two trees; equal values mean nothing was written."""
+
+    project: int
+    persist: int
+
+    def as_text(self) -> str:
+        return f"{self.project}/{self.persist}"
+
+
+def bind_wrapper(binds: list[tuple[Path, Path]]) -> tuple[str, ...]:
+    """The argv prefix that runs a program with ``binds`` (source, target) mounted privately."""
+    argv = [sys.executable, "-I", str(Path(bindexec.__file__))]
+    for source, target in binds:
+        argv += ["--bind", str(source), str(target)]
+    return (*argv, "--")
+
+
+class Backend(Protocol):
+    """Project storage on one host. Methods raise BucketsErrors."""
+
+    name: str
+    limitations: tuple[str, ...]
+    projects_root: Path
+    persist_root: Path
+
+    def home(self, project_id: str) -> Path: ...
+
+    def persist(self, project_id: str) -> Path: ...
+
+    def exists(self, project_id: str) -> bool: ...
+
+    async def create(self, project_id: str, *, quota_bytes: int | None) -> bool:
+        """Create the home and persist location if missing; returns whether anything was created."""
+
+    async def delete(self, project_id: str) -> bool:
+        """Remove the home, the persist location and every snapshot of the project; returns
+        whether anything existed. Deleting a missing project is not an error."""
+
+    def backup_view(self, project_id: str, operation_id: str) -> AbstractAsyncContextManager[EngineView]:
+        """The view an engine backs up from, for the duration of the block; whatever it
+        took (a read-only snapshot) is removed in every outcome."""
+
+    async def generation(self, project_id: str) -> Generation | None:
+        """The project's committed change counters now, or None when the backend cannot tell."""
+
+    async def prepare_staging(self, project_id: str, operation_id: str) -> Staging: ...
+
+    def swap_plan(self, project_id: str, staging: Staging) -> list[dict]:
+        """What :meth:`swap_in` will do, as facts recovery can act on after a crash."""
+
+    def swap_in(self, plan: list[dict]) -> None:
+        """Put every staged tree of ``plan`` in place; each step atomic, the whole re-runnable.
+        Synchronous on purpose: no await (so no cancellation) can split it."""
+
+    async def discard_staging(self, operation_id: str) -> None:
+        """Remove a restore's staging (and the old trees swapped out into it)."""
+
+    async def remove_stale(self, keep: frozenset[str] = frozenset()) -> list[Path]:
+        """Remove staging and temporary snapshots of operations not in ``keep``."""
+
+    async def freeze(self, project_id: str) -> None:
+        """Make the project read-only on this host (idempotent)."""
+
+    async def thaw(self, project_id: str) -> None:
+        """Undo :meth:`freeze` (idempotent)."""
+
+    async def is_frozen(self, project_id: str) -> bool: ...
+

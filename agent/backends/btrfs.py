@@ -1,0 +1,330 @@
+"""The btrfs backend: every home and persist location is a btrfs subvolume.
+
+Backups read read-only snapshots taken for the operation
+(``<projects_root>/.snapshots/<op>/``, removed in every outcome); restores go
+into fresh staging subvolumes that are swapped into place with one
+``renameat2(RENAME_EXCHANGE)`` each; the old trees are deleted after the swap.
+Quotas are qgroup limits on the home subvolume; Freeze is the subvolume
+``ro`` property, which no process can write through and which survives an
+agent restart. Every btrfs command runs through the executor; argv building
+and parsing live in :mod:`agent.backends.btrfs_cli`.
+
+Both roots and the agent's snapshot and staging directories must be on one
+btrfs filesystem (snapshots and renames do not cross filesystems) with quotas
+enabled when quotas are used.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import structlog
+
+from agent import errors, fsops
+from agent.backends import btrfs_cli as bc
+from agent.backends.base import EngineView, Generation, Staging, bind_wrapper
+from agent.executor import ProcessResult, run_process
+from agent.ids import project_dir_name
+
+log = structlog.get_logger("agent.backends.btrfs")
+
+COMMAND_TIMEOUT = 600.0
+
+
+class BtrfsBackend:
+    """Takes the roots of homes and persist locations, the agent's state dir, the btrfs
+    binary and the default quota (bytes; None = no limit)."""
+
+    name = "btrfs"
+    limitations: tuple[str, ...] = ()
+
+    def __init__(
+        self,
+        *,
+        projects_root: Path,
+        persist_root: Path,
+        state_dir: Path,
+        binary: str = "btrfs",
+        default_quota_bytes: int | None = None,
+    ) -> None:
+        self.projects_root = projects_root
+        self.persist_root = persist_root
+        self.binary = binary
+        self.default_quota_bytes = default_quota_bytes
+        self._views = state_dir / "views"
+        self._snapshots = projects_root / ".snapshots"
+        for directory in (projects_root, persist_root, self._views, self._snapshots):
+            directory.mkdir(parents=True, exist_ok=True)
+        for directory in (self._snapshots, projects_root / ".staging", persist_root / ".staging"):
+            directory.mkdir(mode=0o700, exist_ok=True)
+
+    # ------------------------------------------------------------ plumbing
+
+    async def _run(self, argv: list[str], *, action: str, capture: bool = False) -> ProcessResult:
+        result = await run_process(
+            argv,
+            env={"PATH": os.environ.get("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"),
+                 "LANG": "C"},
+            timeout=COMMAND_TIMEOUT,
+            capture_stdout=capture,
+        )
+        if result.returncode != 0:
+            raise bc.classify_failure(result.returncode, result.stderr_tail, action=action)
+        return result
+
+    async def _show(self, path: Path) -> bc.SubvolumeInfo:
+        result = await self._run(bc.subvolume_show_args(self.binary, str(path)), action="subvolume show",
+                                 capture=True)
+        return bc.parse_subvolume_show(result.stdout)
+
+    async def _create_subvolume(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        await self._run(bc.subvolume_create_args(self.binary, str(path)), action="subvolume create")
+
+    async def _set_readonly(self, path: Path, readonly: bool) -> None:
+        await self._run(bc.property_set_ro_args(self.binary, str(path), readonly), action="property set ro")
+
+    async def _is_readonly(self, path: Path) -> bool:
+        result = await self._run(bc.property_get_ro_args(self.binary, str(path)), action="property get ro",
+                                 capture=True)
+        return bc.parse_property_ro(result.stdout)
+
+    async def _limit(self, path: Path, quota_bytes: int | None) -> None:
+        # Named by qgroup id through the parent directory: through its own path, the
+        # limit of a subvolume that is over it cannot be changed ("Disk quota exceeded").
+        qgroup = bc.qgroupid_of(fsops.subvolume_id(path))
+        await self._run(bc.qgroup_limit_args(self.binary, str(path.parent), quota_bytes, qgroupid=qgroup),
+                        action="qgroup limit")
+
+    async def _quota_of(self, path: Path) -> int | None:
+        result = await self._run(bc.qgroup_show_args(self.binary, str(path)), action="qgroup show", capture=True)
+        return bc.parse_qgroup_show(result.stdout).max_referenced
+
+    async def _delete_subvolume_tree(self, path: Path) -> None:
+        """Delete ``path`` (a subvolume or a directory) and every subvolume below it, deepest first."""
+        if not (path.exists() or path.is_symlink()):
+            return
+        if path.is_dir() and not path.is_symlink() and _is_subvolume_root(path):
+            if await self._is_readonly(path):
+                await self._set_readonly(path, False)
+            for nested in sorted(await self._nested_subvolumes(path), key=lambda p: len(p.parts), reverse=True):
+                await self._delete_subvolume_tree(nested)
+            await self._run(bc.subvolume_delete_args(self.binary, [str(path)]), action="subvolume delete")
+            return
+        if path.is_dir() and not path.is_symlink():
+            for child in list(path.iterdir()):
+                await self._delete_subvolume_tree(child)
+            path.rmdir()
+            return
+        path.unlink()
+
+    async def _nested_subvolumes(self, path: Path) -> list[Path]:
+        """Subvolumes strictly below ``path`` (found by walking: each has inode 256)."""
+        def walk() -> list[Path]:
+            found = []
+            for root, dirs, _files in os.walk(path):
+                for name in list(dirs):
+                    child = Path(root) / name
+                    if _is_subvolume_root(child):
+                        found.append(child)
+                        dirs.remove(name)  # its own nested ones are found when it is deleted
+            return found
+
+        return await asyncio.to_thread(walk)
+
+    # ------------------------------------------------------------ layout
+
+    def home(self, project_id: str) -> Path:
+        return self.projects_root / project_dir_name(project_id)
+
+    def persist(self, project_id: str) -> Path:
+        return self.persist_root / project_dir_name(project_id)
+
+    def exists(self, project_id: str) -> bool:
+        return self.home(project_id).is_dir()
+
+    def _staging_dirs(self, operation_id: str) -> tuple[Path, Path]:
+        return self.projects_root / ".staging" / operation_id, self.persist_root / ".staging" / operation_id
+
+    # ------------------------------------------------------------ life cycle
+
+    async def create(self, project_id: str, *, quota_bytes: int | None) -> bool:
+        created = False
+        home = self.home(project_id)
+        if not home.exists():
+            await self._create_subvolume(home)
+            created = True
+            quota = quota_bytes or self.default_quota_bytes
+            if quota:
+                await self._limit(home, quota)
+        elif quota_bytes:
+            await self._limit(home, quota_bytes)
+        if not self.persist(project_id).exists():
+            await self._create_subvolume(self.persist(project_id))
+            created = True
+        return created
+
+    async def delete(self, project_id: str) -> bool:
+        existed = False
+        for path in (self.home(project_id), self.persist(project_id)):
+            if path.exists() or path.is_symlink():
+                existed = True
+                await self._delete_subvolume_tree(path)
+        return existed
+
+    # ------------------------------------------------------------ backup
+
+    @contextlib.asynccontextmanager
+    async def backup_view(self, project_id: str, operation_id: str) -> AsyncIterator[EngineView]:
+        """Read-only snapshots of the home and persist location, bind-mounted as the view.
+
+        The view directory is stable per project so the engine finds its
+        parent snapshot by path. The snapshots are removed in every outcome;
+        ``EngineView.generation`` is what they froze.
+        """
+        snapshot_dir = self._snapshots / operation_id
+        snapshot_dir.mkdir(mode=0o700)
+        try:
+            binds = []
+            generation = {}
+            for name, source in (("project", self.home(project_id)), ("persist", self.persist(project_id))):
+                if not source.is_dir():
+                    continue
+                snapshot = snapshot_dir / name
+                await self._run(bc.snapshot_args(self.binary, str(source), str(snapshot), readonly=True),
+                                action="subvolume snapshot")
+                generation[name] = (await self._show(snapshot)).gen_at_creation
+                binds.append((snapshot, self._views / project_dir_name(project_id) / name))
+            root = self._views / project_dir_name(project_id)
+            for _snapshot, mount_point in binds:
+                mount_point.mkdir(parents=True, exist_ok=True)
+            frozen = Generation(project=generation.get("project", 0), persist=generation.get("persist", 0))
+            yield EngineView(wrapper=bind_wrapper(binds), root=root, generation=frozen)
+        finally:
+            await _uninterrupted(self._delete_subvolume_tree(snapshot_dir))
+
+    async def generation(self, project_id: str) -> Generation | None:
+        """Committed generations of both subvolumes, after a filesystem sync: writes still
+        in the running transaction are not in a root item's generation until it commits."""
+        home, persist = self.home(project_id), self.persist(project_id)
+        if not home.is_dir():
+            return None
+        await self._run(bc.filesystem_sync_args(self.binary, str(home)), action="filesystem sync")
+        project_gen = (await self._show(home)).generation
+        persist_gen = (await self._show(persist)).generation if persist.is_dir() else 0
+        return Generation(project=project_gen, persist=persist_gen)
+
+    # ------------------------------------------------------------ restore
+
+    async def prepare_staging(self, project_id: str, operation_id: str) -> Staging:
+        """Fresh staging subvolumes (the home's with the home's quota) and the engine's view."""
+        project_staging, persist_staging = self._staging_dirs(operation_id)
+        project_dir, persist_dir = project_staging / "project", persist_staging / "persist"
+        project_staging.mkdir(mode=0o700, parents=True, exist_ok=False)
+        persist_staging.mkdir(mode=0o700, parents=True, exist_ok=False)
+        await self._create_subvolume(project_dir)
+        await self._create_subvolume(persist_dir)
+        home = self.home(project_id)
+        quota = await self._quota_of(home) if home.is_dir() else None
+        quota = quota or self.default_quota_bytes
+        if quota:
+            await self._limit(project_dir, quota)
+        view_root = self._views / f"restore-{operation_id}"
+        for name in ("project", "persist"):
+            (view_root / name).mkdir(parents=True, exist_ok=True)
+        view = EngineView(
+            wrapper=bind_wrapper([(project_dir, view_root / "project"), (persist_dir, view_root / "persist")]),
+            root=view_root,
+        )
+        return Staging(operation_id=operation_id, project=project_dir, persist=persist_dir, view=view)
+
+    def swap_plan(self, project_id: str, staging: Staging) -> list[dict]:
+        return [
+            {"staged": str(staged), "live": str(live), "subvolume": fsops.subvolume_id(staged)}
+            for staged, live in ((staging.persist, self.persist(project_id)), (staging.project, self.home(project_id)))
+        ]
+
+    def swap_in(self, plan: list[dict]) -> None:
+        for step in plan:
+            staged, live = Path(step["staged"]), Path(step["live"])
+            try:
+                if fsops.subvolume_id(staged) != step["subvolume"]:
+                    continue  # this exchange already happened: the old tree is at the staged path
+            except FileNotFoundError:
+                continue  # renamed into place already (there was no old tree)
+            fsops.put_in_place(staged, live)
+
+    async def discard_staging(self, operation_id: str) -> None:
+        for directory in self._staging_dirs(operation_id):
+            await self._delete_subvolume_tree(directory)
+        view = self._views / f"restore-{operation_id}"
+        if view.exists():
+            await asyncio.to_thread(fsops.remove_tree, view)
+
+    async def remove_stale(self, keep: frozenset[str] = frozenset()) -> list[Path]:
+        removed = []
+        for parent in (self.projects_root / ".staging", self.persist_root / ".staging", self._snapshots):
+            if parent.is_dir():
+                for entry in list(parent.iterdir()):
+                    if entry.name not in keep:
+                        await self._delete_subvolume_tree(entry)
+                        removed.append(entry)
+        for entry in list(self._views.iterdir()):
+            if entry.name.startswith("restore-") and entry.name[len("restore-"):] not in keep:
+                await asyncio.to_thread(fsops.remove_tree, entry)
+                removed.append(entry)
+        if removed:
+            log.info("staging.removed_stale", paths=[str(p) for p in removed])
+        return removed
+
+    # ------------------------------------------------------------ freeze
+
+    async def freeze(self, project_id: str) -> None:
+        self._require(project_id)
+        for path in (self.home(project_id), self.persist(project_id)):
+            if path.is_dir() and not await self._is_readonly(path):
+                await self._set_readonly(path, True)
+
+    async def thaw(self, project_id: str) -> None:
+        self._require(project_id)
+        for path in (self.persist(project_id), self.home(project_id)):
+            if path.is_dir() and await self._is_readonly(path):
+                await self._set_readonly(path, False)
+
+    async def is_frozen(self, project_id: str) -> bool:
+        home = self.home(project_id)
+        return home.is_dir() and await self._is_readonly(home)
+
+    def _require(self, project_id: str) -> None:
+        if not self.exists(project_id):
+            raise errors.NotFound(f"project {project_id} does not exist on this host")
+
+
+def _is_subvolume_root(path: Path) -> bool:
+    # A btrfs subvolume's root directory always has inode number 256.
+    try:
+        return path.lstat().st_ino == 256
+    except FileNotFoundError:
+        return False
+
+
+async def _uninterrupted(coro) -> None:
+    """Run cleanup to its end even if the surrounding task is cancelled meanwhile; a failure is
+    logged (start-up removes leftovers), never raised over the operation's own outcome."""
+    task = asyncio.ensure_future(coro)
+    cancelled = False
+    while not task.done():
+        try:
+            await asyncio.shield(task)
+        except asyncio.CancelledError:
+            cancelled = True
+        except Exception:
+            break
+    if not task.cancelled() and task.exception() is not None:
+        log.warning("cleanup.failed", error=str(task.exception()))
+    if cancelled:
+        raise asyncio.CancelledError
