@@ -68,6 +68,18 @@ def remove_tree(path: Path) -> None:
         path.unlink()
 
 
+def syncfs(path: Path) -> None:
+    """Commit the filesystem holding ``path`` (syncfs(2)); on btrfs this ends the running
+    transaction, so generations read afterwards include every write made before."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        if _libc.syncfs(fd) != 0:
+            code = ctypes.get_errno()
+            raise OSError(code, os.strerror(code), str(path))
+    finally:
+        os.close(fd)
+
+
 # BTRFS_IOC_INO_LOOKUP = _IOWR(0x94, 18, struct btrfs_ioctl_ino_lookup_args), a
 # 4096-byte struct {u64 treeid; u64 objectid; char name[4080]}. Looking up the
 # subvolume's root directory (objectid 256) needs no privilege.
