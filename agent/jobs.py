@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import time
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Sequence
 
@@ -128,6 +129,10 @@ async def backup(
             repo, view, host=project_dir_name(project_id), tags=tags, on_status=on_status
         )
     result = outcome.summary
+    services.journal.record_snapshot(
+        repository=repo.display, snapshot_id=result.snapshot_id, project_id=project_id, tags=tags,
+        bytes=result.total_bytes_processed, files=result.total_files_processed, time=time.time(),
+    )
     services.journal.record_backup(
         project_id, time=time.time(), snapshot_id=result.snapshot_id, operation_id=context.operation_id,
         generation=view.generation.as_text() if view.generation else None, repository=repo.display,
@@ -164,7 +169,16 @@ async def restore(context: OperationContext, services: Services, repo: Repositor
     if await backend.is_frozen(project_id):
         raise errors.FailedPrecondition(f"project {project_id} is frozen; thaw it before restoring")
     lookup: asyncio.Task | None = None
-    if snapshot_id == "latest":
+    size_task: asyncio.Future
+    known = _known_snapshot(services, repo, project_id, snapshot_id)
+    if known is not None:
+        # Written by this agent: its layout metadata and size are in the journal, which spares two
+        # engine processes (each opening the repository) beside the restore.
+        snapshot, size = known
+        require_layout_v2(snapshot, project_id)
+        size_task = asyncio.get_running_loop().create_future()
+        size_task.set_result(size)
+    elif snapshot_id == "latest":
         context.progress("resolve", message="looking up the latest snapshot")
         snapshot = await find_snapshot(services, repo, project_id, snapshot_id)
         require_layout_v2(snapshot, project_id)
@@ -173,16 +187,18 @@ async def restore(context: OperationContext, services: Services, repo: Repositor
         # The lookup runs beside the restore: the restore writes only staging, and
         # nothing is swapped in before the snapshot passed its layout check.
         lookup = asyncio.create_task(find_snapshot(services, repo, project_id, snapshot_id))
+    if known is None:
+        size_task = asyncio.create_task(services.engine.restore_size(repo, snapshot_id))
     context.set_recovery(staging=context.operation_id, snapshot_id=snapshot_id)
     try:
         staging = await backend.prepare_staging(project_id, context.operation_id)
     except BaseException:
-        if lookup is not None:
-            lookup.cancel()
-            await asyncio.gather(lookup, return_exceptions=True)
+        for task in (lookup, size_task):
+            if task is not None:
+                task.cancel()
+        await asyncio.gather(*(t for t in (lookup, size_task) if t is not None), return_exceptions=True)
         await backend.discard_staging(context.operation_id)
         raise
-    size_task = asyncio.create_task(services.engine.restore_size(repo, snapshot_id))
     poller = asyncio.create_task(_report_restore_progress(context, staging.project, staging.persist, size_task))
     try:
         context.progress("restore", message=f"restoring snapshot {snapshot_id[:8]}")
@@ -226,7 +242,24 @@ async def restore(context: OperationContext, services: Services, repo: Repositor
     )
 
 
-async def _totals(size_task: asyncio.Task) -> RestoreSize | None:
+def _known_snapshot(
+    services: Services, repo: Repository, project_id: str, snapshot_id: str
+) -> tuple[Snapshot, RestoreSize] | None:
+    """The snapshot and its size from the journal, when this agent wrote it for this project."""
+    if snapshot_id == "latest":
+        return None
+    known = services.journal.known_snapshot(repo.display, snapshot_id)
+    if known is None or known["project_id"] != project_id:
+        return None
+    snapshot = Snapshot(
+        id=known["snapshot_id"], short_id=known["snapshot_id"][:8],
+        time=datetime.fromtimestamp(known["time"], UTC), hostname=project_dir_name(project_id), paths=(),
+        tags=tuple(known["tags"]), tree="", username="",
+    )
+    return snapshot, RestoreSize(total_bytes=known["bytes"], total_files=known["files"])
+
+
+async def _totals(size_task: asyncio.Future) -> RestoreSize | None:
     # The size is for progress display only; failing to get it must not fail the restore.
     try:
         return await size_task
@@ -278,7 +311,7 @@ async def delete_project(context: OperationContext, services: Services, *, repo:
     if await services.backend.is_frozen(project_id):
         await services.backend.thaw(project_id)
     await services.backend.delete(project_id)
-    services.journal.forget_project(project_id)
+    services.journal.forget_project(project_id, repo.display if repo is not None else None)
     if repo is not None:
         context.progress("delete", message=f"deleting repository {repo.display}")
         if repo.s3 is not None:

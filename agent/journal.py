@@ -61,6 +61,16 @@ CREATE TABLE IF NOT EXISTS request_aliases (
     operation_id TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS snapshots (
+    repository TEXT NOT NULL,
+    snapshot_id TEXT NOT NULL,
+    project_id TEXT NOT NULL,
+    tags TEXT NOT NULL,
+    bytes INTEGER NOT NULL,
+    files INTEGER NOT NULL,
+    time REAL NOT NULL,
+    PRIMARY KEY (repository, snapshot_id)
+);
 """
 
 
@@ -126,7 +136,8 @@ class Journal:
     def _migrate(self) -> None:
         version = int(self._db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0])
         if version < 2:
-            # 2: the generation and repository of the last backup, for the unchanged-project skip.
+            # 2: the generation and repository of the last backup, for the unchanged-project skip;
+            # the snapshots table (created by the schema script) of snapshots this agent wrote.
             columns = {row[1] for row in self._db.execute("PRAGMA table_info(projects)")}
             for column in ("last_backup_generation", "last_backup_repository"):
                 if column not in columns:
@@ -296,9 +307,39 @@ class Journal:
         ).fetchone()
         return None if row is None else (row[0], row[1])
 
-    def forget_project(self, project_id: str) -> None:
-        """Drop what the journal knows of a deleted project (its operations stay as history)."""
+    def forget_project(self, project_id: str, repository: str | None = None) -> None:
+        """Drop what the journal knows of a deleted project (its operations stay as history), and
+        of its snapshots in ``repository`` when that was deleted too."""
         self._db.execute("DELETE FROM projects WHERE project_id=?", (project_id,))
+        if repository is not None:
+            self._db.execute("DELETE FROM snapshots WHERE project_id=? AND repository=?", (project_id, repository))
+
+    def record_snapshot(
+        self, *, repository: str, snapshot_id: str, project_id: str, tags: list[str], bytes: int, files: int,
+        time: float,
+    ) -> None:
+        """Remember a snapshot this agent wrote: its tags and its size (for restores without a lookup)."""
+        self._db.execute(
+            "INSERT OR REPLACE INTO snapshots(repository, snapshot_id, project_id, tags, bytes, files, time)"
+            " VALUES (?,?,?,?,?,?,?)",
+            (repository, snapshot_id, project_id, json.dumps(tags), bytes, files, time),
+        )
+
+    def known_snapshot(self, repository: str, snapshot_id: str) -> dict | None:
+        """The one snapshot this agent wrote to ``repository`` whose id and ``snapshot_id`` (each at
+        least 8 hex digits) are prefixes of one another; None when there is no such or more than one."""
+        if len(snapshot_id) < 8:
+            return None
+        rows = self._db.execute(
+            "SELECT snapshot_id, project_id, tags, bytes, files, time FROM snapshots WHERE repository=?"
+            " AND (snapshot_id = substr(?, 1, length(snapshot_id)) OR substr(snapshot_id, 1, ?) = ?)",
+            (repository, snapshot_id, len(snapshot_id), snapshot_id),
+        ).fetchall()
+        if len(rows) != 1:
+            return None
+        row = rows[0]
+        return {"snapshot_id": row[0], "project_id": row[1], "tags": json.loads(row[2]), "bytes": row[3],
+                "files": row[4], "time": row[5]}
 
     def last_backup(self, project_id: str) -> tuple[float, str, str] | None:
         """Return (time, snapshot id, operation id) of the project's last successful backup, or None."""

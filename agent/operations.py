@@ -247,6 +247,8 @@ class OperationManager:
             async with self._slots:
                 record.state = OperationState.RUNNING
                 record.started_at = time.time()
+                log.info("operation.started", operation_id=record.id, kind=record.kind.value,
+                         project_id=record.project_id)
                 self._append(record, phase="start", message=f"{record.kind.value} started")
                 summary = await job(context)
             self._flush_progress(live)

@@ -159,3 +159,43 @@ def test_repository_spec_in_the_request_is_used(shared_agent, project_id, tmp_pa
     failed = agent.wait(agent.backup(project_id, repository=wrong, request_id=new_id()).id)
     assert failed.state == pb.FAILED
     assert failed.error.code == "FAILED_PRECONDITION", failed.error
+
+
+def restic_starts(agent, operation_id: str) -> list[list[str]]:
+    """The restic argvs the agent started while it ran ``operation_id`` (from its log)."""
+    starts, inside = [], False
+    for line in agent.log_path.read_text().splitlines():
+        try:
+            event = json.loads(line)
+        except ValueError:
+            continue
+        if event.get("operation_id") == operation_id and event.get("event") == "operation.started":
+            inside = True
+        elif event.get("operation_id") == operation_id and event.get("event") == "operation.finished":
+            inside = False
+        elif inside and event.get("event") == "process.start":
+            argv = [str(a) for a in event["argv"]]
+            engine = [i for i, a in enumerate(argv) if a == "restic" or a.endswith("/restic")]
+            if engine:  # the restore runs inside the bind-mount helper: its argv starts later
+                starts.append(argv[engine[0]:])
+    return starts
+
+
+def test_restore_of_a_snapshot_this_agent_wrote_runs_only_the_restore(shared_agent, project_id, tmp_path):
+    agent = shared_agent
+    make_project(agent, project_id, files=20)
+    backup = agent.wait(agent.backup(project_id).id)
+    restore = agent.wait(agent.restore(project_id, backup.summary.snapshot_id).id)
+    assert restore.state == pb.SUCCEEDED, restore.error
+    commands = [argv[argv.index("--cache-dir") + 2:][:1] for argv in restic_starts(agent, restore.id)]
+    assert commands == [["restore"]], commands  # layout and size came from the journal
+
+    # The same snapshot through another name for the repository is unknown: looked up as usual.
+    other = tmp_path / "copy"
+    shutil.copytree(agent.repository(project_id), other)
+    spec = pb.RepositorySpec(local=pb.LocalRepository(path=str(other)),
+                             password=(agent.state_dir / "repository.password").read_text().strip())
+    restore = agent.wait(agent.restore(project_id, backup.summary.snapshot_id, repository=spec).id)
+    assert restore.state == pb.SUCCEEDED, restore.error
+    commands = sorted(argv[argv.index("--cache-dir") + 2] for argv in restic_starts(agent, restore.id))
+    assert commands == ["--no-lock", "--no-lock", "restore"]

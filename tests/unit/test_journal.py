@@ -242,3 +242,20 @@ def test_version_1_journal_is_migrated_and_records_generations(tmp_path: Path) -
     journal.forget_project(P1)
     assert journal.last_backup(P1) is None
     journal.close()
+
+
+def test_known_snapshot_matches_short_and_full_ids_in_one_repository(tmp_path: Path) -> None:
+    journal = Journal(tmp_path / "j.sqlite")
+    full = "0123abcd" + "e" * 56
+    journal.record_snapshot(repository="/r", snapshot_id="0123abcd", project_id=P1, tags=["layout=v2"],
+                            bytes=10, files=2, time=5.0)
+    assert journal.known_snapshot("/r", "0123abcd")["bytes"] == 10
+    assert journal.known_snapshot("/r", full)["snapshot_id"] == "0123abcd"  # the full id of a short record
+    assert journal.known_snapshot("/r", "0123abc") is None  # too short to name a snapshot
+    assert journal.known_snapshot("/other", "0123abcd") is None
+    journal.record_snapshot(repository="/r", snapshot_id="0123abcdff", project_id=P1, tags=[], bytes=1,
+                            files=1, time=6.0)
+    assert journal.known_snapshot("/r", "0123abcd") is None  # ambiguous: two snapshots match
+    journal.forget_project(P1, "/r")
+    assert journal.known_snapshot("/r", full) is None
+    journal.close()
