@@ -10,7 +10,8 @@ The TOML file mirrors the dataclasses::
     [paths]       state_dir, projects_root, persist_root
     [limits]      max_concurrent_operations, max_queued_operations,
                   engine_timeout, kill_grace, read_file_max_bytes,
-                  upload_limit_kib, download_limit_kib, stall_timeout
+                  upload_limit_kib, download_limit_kib, stall_timeout,
+                  reconcile_interval
     [engine]      engine, restic_binary, rustic_binary
     [btrfs]       binary, default_quota_bytes
     [repository]  kind
@@ -161,6 +162,9 @@ class LimitsConfig:
     """Engine upload bandwidth limit in KiB/s (restic ``--limit-upload``); 0 = unlimited."""
     download_limit_kib: int = 0
     """Engine download bandwidth limit in KiB/s (restic ``--limit-download``); 0 = unlimited."""
+    reconcile_interval: float = 60.0
+    """Seconds between freshness looks at every project (generations, or a scan on the
+    directory backend); 0 = only when GetProjectStatus asks."""
     stall_timeout: float = 300.0
     """Seconds an engine process may go without progress (under 64 KiB of file or
     network I/O) before it is stopped and its operation fails UNAVAILABLE; 0 = never.
@@ -720,6 +724,7 @@ def _parse_limits(table: _Table | None) -> LimitsConfig:
         upload_limit_kib=table.take("upload_limit_kib", integer(0), _LIMITS.upload_limit_kib),
         download_limit_kib=table.take("download_limit_kib", integer(0), _LIMITS.download_limit_kib),
         stall_timeout=float(table.take("stall_timeout", number(0), _LIMITS.stall_timeout)),
+        reconcile_interval=float(table.take("reconcile_interval", number(0), _LIMITS.reconcile_interval)),
     )
     table.finish()
     return config

@@ -164,3 +164,49 @@ def ensure_mode_from_proto(value: int) -> str:
         return ENSURE_MODES[value]
     except KeyError:
         raise errors.InvalidArgument(f"unknown EnsureProject mode {value}") from None
+
+
+def project_status_to_proto(status) -> pb.ProjectStatus:
+    """An :class:`agent.service.ProjectStatus` as the wire message (no secrets in it)."""
+    fresh = status.freshness
+    message = pb.ProjectStatus(
+        project_id=status.project_id,
+        present=status.present,
+        size_bytes=status.size_bytes,
+        last_backup_snapshot_id=fresh.last_backup_snapshot,
+        dirty=fresh.dirty,
+        frozen=status.frozen,
+        repository_location=status.repository_location,
+    )
+    if fresh.last_backup is not None:
+        message.last_backup.CopyFrom(timestamp(fresh.last_backup))
+    if fresh.last_change is not None:
+        message.last_change.CopyFrom(timestamp(fresh.last_change))
+    if status.running_operation is not None:
+        message.running_operation.CopyFrom(operation_to_proto(status.running_operation))
+    if status.last_error is not None:
+        message.last_error.CopyFrom(error_to_proto(status.last_error))
+    if status.last_restore:
+        receipt = status.last_restore
+        message.last_restore.CopyFrom(pb.RestoreReceipt(
+            snapshot_id=receipt["snapshot_id"], time=timestamp(receipt["time"]), operation_id=receipt["operation_id"],
+        ))
+    return message
+
+
+ENTRY_TYPES = {
+    "file": pb.FileEntry.FILE,
+    "dir": pb.FileEntry.DIRECTORY,
+    "symlink": pb.FileEntry.SYMLINK,
+    "other": pb.FileEntry.OTHER,
+}
+
+
+def entry_to_proto(entry) -> pb.FileEntry:
+    """An :class:`agent.browse.Entry` as the wire message."""
+    message = pb.FileEntry(
+        path=entry.path, type=ENTRY_TYPES.get(entry.type, pb.FileEntry.OTHER), size=entry.size, mode=entry.mode,
+        link_target=entry.link_target,
+    )
+    message.mtime.CopyFrom(timestamp(entry.mtime.timestamp()))
+    return message

@@ -89,6 +89,10 @@ class ProcessResult:
     stdout: str
     stderr_tail: str
     duration: float
+    # True when the child was stopped because ``stdout_enough`` bytes had arrived.
+    stdout_cut: bool = False
+    # The captured stdout as bytes, instead of ``stdout``, when run with ``raw_stdout``.
+    stdout_raw: bytes = b""
 
 
 class ExecutableNotFound(errors.Unimplemented):
@@ -323,6 +327,8 @@ async def _read_stdout(
     max_bytes: int,
     program: str,
     piped: _Piped,
+    enough: int | None = None,
+    got_enough: asyncio.Event | None = None,
 ) -> None:
     # Chunks rather than readline(): a line may be far longer than any
     # StreamReader limit (e.g. a big JSON document on one line).
@@ -336,7 +342,11 @@ async def _read_stdout(
                 raise errors.ResourceExhausted(
                     f"{program} wrote more than {max_bytes} bytes to stdout"
                 )
+            if got_enough is not None and got_enough.is_set():
+                continue  # keep reading to the end: asyncio only reaps a child whose pipes closed
             captured += chunk
+            if enough is not None and got_enough is not None and len(captured) >= enough:
+                got_enough.set()
         if on_line is None:
             continue
         scan_from = len(pending)
@@ -371,6 +381,10 @@ class _TimedOut(Exception):
 
 class _Stalled(Exception):
     """Internal: the program did too little I/O for too long."""
+
+
+class _Enough(Exception):
+    """Internal: the caller has all the stdout it wants."""
 
 
 # Less I/O than this within the stall timeout is no progress: an engine that
@@ -462,6 +476,8 @@ async def run_process(
     on_start: Callable[[int], None] | None = None,
     stop_signal: signal.Signals = signal.SIGTERM,
     stall_timeout: float | None = None,
+    stdout_enough: int | None = None,
+    raw_stdout: bool = False,
 ) -> ProcessResult:
     """Run one program to completion and return its result.
 
@@ -486,6 +502,10 @@ async def run_process(
       stall_timeout: seconds the child may go with less than
         :data:`STALL_MIN_BYTES` of file or network I/O (writes to its own
         stdout/stderr do not count) before it is stopped; None for no limit.
+      stdout_enough: with ``capture_stdout``, stop the child once this many
+        stdout bytes arrived and return them (``stdout_cut`` set), e.g. to
+        read the head of a large file.
+      raw_stdout: give the captured stdout undecoded, as ``stdout_raw`` (file contents).
 
     Stopping a child always signals its whole process group: SIGTERM, up to
     ``kill_grace`` seconds, then SIGKILL; the child is reaped before this
@@ -553,6 +573,7 @@ async def run_process(
 
     tail = _StderrTail(stderr_tail_bytes, secrets)
     piped = _Piped()
+    got_enough = asyncio.Event() if capture_stdout and stdout_enough is not None else None
     watch = None if stall_timeout is None else _IoWatch(child.pid, stall_timeout, loop.time(), piped)
     captured = bytearray() if capture_stdout else None
     assert proc.stdout is not None and proc.stderr is not None
@@ -564,6 +585,8 @@ async def run_process(
             max_bytes=max_stdout_bytes,
             program=program,
             piped=piped,
+            enough=stdout_enough if capture_stdout else None,
+            got_enough=got_enough,
         )
     )
     err_task = loop.create_task(_read_stderr(proc.stderr, tail, piped))
@@ -590,7 +613,7 @@ async def run_process(
     try:
         if on_start is not None:
             on_start(child.pid)
-        await _supervise(child, readers, timeout, loop, watch)
+        await _supervise(child, readers, timeout, loop, watch, got_enough)
     except asyncio.CancelledError:
         await stop("cancelled")
         raise
@@ -603,6 +626,19 @@ async def run_process(
             argv=masked_argv,
             timeout=timeout,
         ) from None
+    except _Enough:
+        if await stop("enough output"):
+            raise asyncio.CancelledError from None
+        assert captured is not None and stdout_enough is not None
+        return ProcessResult(
+            argv=masked_argv,
+            returncode=proc.returncode if proc.returncode is not None else -1,
+            stdout="" if raw_stdout else captured[:stdout_enough].decode("utf-8", errors="replace"),
+            stderr_tail=tail.text(),
+            duration=(child.exited_at or time.monotonic()) - started,
+            stdout_cut=True,
+            stdout_raw=bytes(captured[:stdout_enough]) if raw_stdout else b"",
+        )
     except _Stalled:
         if await stop("stalled"):
             raise asyncio.CancelledError from None
@@ -626,9 +662,11 @@ async def run_process(
     return ProcessResult(
         argv=masked_argv,
         returncode=proc.returncode,
-        stdout="" if captured is None else captured.decode("utf-8", errors="replace"),
+        stdout="" if captured is None or raw_stdout else captured.decode("utf-8", errors="replace"),
         stderr_tail=tail.text(),
         duration=(child.exited_at or time.monotonic()) - started,
+        stdout_raw=bytes(captured) if captured is not None and raw_stdout else b"",
+        stdout_cut=got_enough is not None and got_enough.is_set(),
     )
 
 
@@ -638,6 +676,7 @@ async def _supervise(
     timeout: float | None,
     loop: asyncio.AbstractEventLoop,
     watch: _IoWatch | None = None,
+    got_enough: asyncio.Event | None = None,
 ) -> None:
     """Wait until the child is reaped and its pipes are drained.
 
@@ -667,13 +706,24 @@ async def _supervise(
         else:
             if deadline is not None and now >= deadline:
                 raise _TimedOut()
+            if got_enough is not None and got_enough.is_set():
+                raise _Enough()
             limit = deadline
             if watch is not None:
                 if now >= watch.next_poll and watch.stalled(now):
                     raise _Stalled()
                 limit = watch.next_poll if limit is None else min(limit, watch.next_poll)
-        await asyncio.wait(
-            pending,
-            timeout=None if limit is None else limit - now,
-            return_when=asyncio.FIRST_COMPLETED,
-        )
+        waiting = set(pending)
+        enough_task = None
+        if got_enough is not None and not got_enough.is_set() and not child.wait_task.done():
+            enough_task = asyncio.ensure_future(got_enough.wait())
+            waiting.add(enough_task)
+        try:
+            await asyncio.wait(
+                waiting,
+                timeout=None if limit is None else limit - now,
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+        finally:
+            if enough_task is not None and not enough_task.done():
+                enough_task.cancel()

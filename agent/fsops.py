@@ -126,3 +126,31 @@ def tree_size(path: Path) -> tuple[int, int]:
         except (FileNotFoundError, NotADirectoryError):
             continue
     return total_bytes, entries
+
+
+def newest_change(path: Path) -> float:
+    """The newest mtime or ctime of ``path`` and everything under it (0.0 when missing).
+
+    ctime catches what mtime does not: chmod, rename, and a utime that sets an old mtime.
+    """
+    newest = 0.0
+    stack = [str(path)]
+    try:
+        st = os.lstat(path)
+        newest = max(st.st_mtime, st.st_ctime)
+    except FileNotFoundError:
+        return 0.0
+    while stack:
+        try:
+            with os.scandir(stack.pop()) as iterator:
+                for entry in iterator:
+                    try:
+                        st = entry.stat(follow_symlinks=False)
+                    except FileNotFoundError:
+                        continue
+                    newest = max(newest, st.st_mtime, st.st_ctime)
+                    if entry.is_dir(follow_symlinks=False):
+                        stack.append(entry.path)
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+    return newest

@@ -123,6 +123,9 @@ async def backup(
         if await asyncio.to_thread(buckets.ensure_bucket, repo.s3, create=services.create_buckets):
             context.progress("snapshot", message=f"created bucket {repo.s3.bucket}")
     context.progress("snapshot", message="preparing the source view")
+    # Freshness compares changes with the moment the backup captured the data, not when it ended:
+    # a write during the upload is not in the snapshot.
+    captured_at = time.time()
     async with services.backend.backup_view(project_id, context.operation_id) as view:
         context.progress("scan", message=f"backing up to {repo.display}")
         outcome = await services.engine.backup(
@@ -134,7 +137,7 @@ async def backup(
         bytes=result.total_bytes_processed, files=result.total_files_processed, time=time.time(),
     )
     services.journal.record_backup(
-        project_id, time=time.time(), snapshot_id=result.snapshot_id, operation_id=context.operation_id,
+        project_id, time=captured_at, snapshot_id=result.snapshot_id, operation_id=context.operation_id,
         generation=view.generation.as_text() if view.generation else None, repository=repo.display,
     )
     return Summary(
@@ -170,7 +173,7 @@ async def restore(context: OperationContext, services: Services, repo: Repositor
         raise errors.FailedPrecondition(f"project {project_id} is frozen; thaw it before restoring")
     lookup: asyncio.Task | None = None
     size_task: asyncio.Future
-    known = _known_snapshot(services, repo, project_id, snapshot_id)
+    known = known_snapshot(services, repo, project_id, snapshot_id)
     if known is not None:
         # Written by this agent: its layout metadata and size are in the journal, which spares two
         # engine processes (each opening the repository) beside the restore.
@@ -218,6 +221,15 @@ async def restore(context: OperationContext, services: Services, repo: Repositor
         # an await, so it can never split the swap.
         context.set_recovery(swap=plan)
         backend.swap_in(plan)
+        restored_at = time.time()
+        services.journal.record_restore(project_id, snapshot_id=snapshot.id, time=restored_at,
+                                        operation_id=context.operation_id)
+        # The project now equals the snapshot: as safe as right after a backup of it.
+        generation = await backend.generation(project_id)
+        services.journal.record_backup(
+            project_id, time=restored_at, snapshot_id=snapshot.id, operation_id=context.operation_id,
+            generation=generation.as_text() if generation else None, repository=repo.display,
+        )
         context.progress(
             "swap",
             percent=100.0,
@@ -242,7 +254,7 @@ async def restore(context: OperationContext, services: Services, repo: Repositor
     )
 
 
-def _known_snapshot(
+def known_snapshot(
     services: Services, repo: Repository, project_id: str, snapshot_id: str
 ) -> tuple[Snapshot, RestoreSize] | None:
     """The snapshot and its size from the journal, when this agent wrote it for this project."""
@@ -295,11 +307,53 @@ async def verify(context: OperationContext, services: Services, repo: Repository
     return Summary(duration_seconds=time.monotonic() - started)
 
 
-async def ensure_project(context: OperationContext, services: Services, *, quota_bytes: int | None) -> Summary:
+async def ensure_project(
+    context: OperationContext, services: Services, repo: Repository, *, mode: str, quota_bytes: int | None
+) -> Summary:
+    """Before a project starts: NONE creates what is missing; AUTO restores the newest layout-v2
+    snapshot into a missing or empty home (else creates it empty); REQUIRED is AUTO that fails
+    FAILED_PRECONDITION when there is no backup. A home with files in it is never touched."""
     started = time.monotonic()
-    created = await services.backend.create(context.project_id, quota_bytes=quota_bytes)
+    project_id = context.project_id
+    backend = services.backend
+    if mode != "none" and await _home_is_empty(backend, project_id):
+        context.progress("resolve", message="looking for the newest backup")
+        newest = await newest_v2_snapshot(services, repo, project_id)
+        if newest is not None:
+            # Restore into staging and swap: an empty home left by a failed start is replaced whole.
+            summary = await restore(context, services, repo, snapshot_id=newest.id)
+            return Summary(snapshot_id=summary.snapshot_id, bytes_processed=summary.bytes_processed,
+                           files_processed=summary.files_processed, duration_seconds=time.monotonic() - started)
+        if mode == "required":
+            raise errors.FailedPrecondition(
+                f"project {project_id} is missing and has no layout-v2 backup in {repo.display}"
+            )
+    created = await backend.create(project_id, quota_bytes=quota_bytes)
     context.progress("create", percent=100.0, message="project created" if created else "project exists")
     return Summary(duration_seconds=time.monotonic() - started)
+
+
+async def _home_is_empty(backend: Backend, project_id: str) -> bool:
+    home = backend.home(project_id)
+    if not home.is_dir():
+        return True
+    return not await asyncio.to_thread(lambda: any(home.iterdir()))
+
+
+async def newest_v2_snapshot(services: Services, repo: Repository, project_id: str) -> Snapshot | None:
+    """The newest layout-v2 snapshot of the project in ``repo`` (None when there is none or no repository)."""
+    try:
+        snapshots = await services.engine.snapshots(repo, host=project_dir_name(project_id))
+    except errors.NotFound:
+        return None
+    usable = []
+    for snapshot in snapshots:
+        try:
+            require_layout_v2(snapshot, project_id)
+        except errors.FailedPrecondition:
+            continue
+        usable.append(snapshot)
+    return max(usable, key=lambda s: (s.time, s.id), default=None)
 
 
 async def delete_project(context: OperationContext, services: Services, *, repo: Repository | None) -> Summary:

@@ -54,7 +54,10 @@ CREATE TABLE IF NOT EXISTS projects (
     last_backup_snapshot TEXT,
     last_backup_operation TEXT,
     last_backup_generation TEXT,
-    last_backup_repository TEXT
+    last_backup_repository TEXT,
+    last_change_time REAL,
+    seen_generation TEXT,
+    last_restore TEXT
 );
 CREATE TABLE IF NOT EXISTS request_aliases (
     request_id TEXT PRIMARY KEY,
@@ -137,9 +140,11 @@ class Journal:
         version = int(self._db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0])
         if version < 2:
             # 2: the generation and repository of the last backup, for the unchanged-project skip;
+            # freshness (last change, the generation last seen) and the last restore receipt;
             # the snapshots table (created by the schema script) of snapshots this agent wrote.
             columns = {row[1] for row in self._db.execute("PRAGMA table_info(projects)")}
-            for column in ("last_backup_generation", "last_backup_repository"):
+            for column in ("last_backup_generation", "last_backup_repository", "last_change_time",
+                           "seen_generation", "last_restore"):
                 if column not in columns:
                     self._db.execute(f"ALTER TABLE projects ADD COLUMN {column} TEXT")
             self._db.execute("UPDATE meta SET value='2' WHERE key='schema_version'")
@@ -296,6 +301,8 @@ class Journal:
             " last_backup_repository=excluded.last_backup_repository",
             (project_id, time, snapshot_id, operation_id, generation, repository),
         )
+        if generation is not None:
+            self.set_seen_generation(project_id, generation)
 
     def backed_up_generation(self, project_id: str, repository: str) -> tuple[str, str] | None:
         """(generation, snapshot id) of the project's last successful backup into ``repository``,
@@ -306,6 +313,45 @@ class Journal:
             (project_id, repository),
         ).fetchone()
         return None if row is None else (row[0], row[1])
+
+    def _ensure_project_row(self, project_id: str) -> None:
+        self._db.execute("INSERT OR IGNORE INTO projects(project_id) VALUES (?)", (project_id,))
+
+    def freshness(self, project_id: str) -> dict:
+        """The freshness facts of a project (every value None when unknown)."""
+        row = self._db.execute(
+            "SELECT last_backup_time, last_backup_snapshot, last_backup_generation, last_change_time,"
+            " seen_generation FROM projects WHERE project_id=?",
+            (project_id,),
+        ).fetchone()
+        keys = ("last_backup_time", "last_backup_snapshot", "last_backup_generation", "last_change_time",
+                "seen_generation")
+        return dict(zip(keys, row)) if row is not None else dict.fromkeys(keys)
+
+    def mark_changed(self, project_id: str, when: float) -> None:
+        """Record a data change at ``when``; last_change only ever moves forward."""
+        self._ensure_project_row(project_id)
+        self._db.execute(
+            "UPDATE projects SET last_change_time = max(coalesce(last_change_time, 0), ?) WHERE project_id=?",
+            (when, project_id),
+        )
+
+    def set_seen_generation(self, project_id: str, generation: str) -> None:
+        self._ensure_project_row(project_id)
+        self._db.execute("UPDATE projects SET seen_generation=? WHERE project_id=?", (generation, project_id))
+
+    def record_restore(self, project_id: str, *, snapshot_id: str, time: float, operation_id: str) -> None:
+        """The restore receipt: which snapshot a restore put in place, when, by which operation."""
+        self._ensure_project_row(project_id)
+        receipt = json.dumps({"snapshot_id": snapshot_id, "time": time, "operation_id": operation_id})
+        self._db.execute("UPDATE projects SET last_restore=? WHERE project_id=?", (receipt, project_id))
+
+    def last_restore(self, project_id: str) -> dict | None:
+        row = self._db.execute("SELECT last_restore FROM projects WHERE project_id=?", (project_id,)).fetchone()
+        return json.loads(row[0]) if row is not None and row[0] else None
+
+    def known_projects(self) -> list[str]:
+        return [row[0] for row in self._db.execute("SELECT project_id FROM projects ORDER BY project_id")]
 
     def forget_project(self, project_id: str, repository: str | None = None) -> None:
         """Drop what the journal knows of a deleted project (its operations stay as history), and

@@ -6,22 +6,27 @@ this class validates, resolves repositories and submits jobs.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import os
 import shutil
+import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Sequence
 
 import psutil
 import structlog
 
-from agent import errors, ids, jobs
+from agent import browse, errors, ids, jobs
+from agent import freshness as fresh
+from agent.freshness import Freshness
 from agent.backends.base import Backend
 from agent.backends.btrfs import BtrfsBackend
 from agent.backends.directory import DirectoryBackend
 from agent.config import AgentConfig, ensure_password_file
 from agent.engine import restic_args as ra
-from agent.engine.base import Snapshot
+from agent.engine.base import Snapshot, TreeNode
 from agent.engine.choice import make_engine
 from agent.journal import Journal
 from agent.model import OperationKind, OperationRecord, OperationState
@@ -48,9 +53,25 @@ class Capabilities:
 
 
 @dataclass(frozen=True)
+class ProjectStatus:
+    project_id: str
+    present: bool
+    size_bytes: int
+    freshness: Freshness
+    frozen: bool
+    running_operation: OperationRecord | None
+    last_error: object  # OperationError | None
+    repository_location: str
+    last_restore: dict | None
+
+
+@dataclass(frozen=True)
 class HostStatus:
     host_id: str
     projects: int
+    dirty: int
+    up_to_date: int
+    never_backed_up: int
     running_operations: int
     queued_operations: int
     disk_total_bytes: int
@@ -72,6 +93,13 @@ def make_backend(config: AgentConfig) -> Backend:
                             state_dir=paths.state_dir)
 
 
+def _remember(cache: OrderedDict, key, value, *, limit: int) -> None:
+    cache[key] = value
+    cache.move_to_end(key)
+    while len(cache) > limit:
+        cache.popitem(last=False)
+
+
 class AgentService:
     """Takes the agent's config; owns the journal, the operation manager, the backend and the engine."""
 
@@ -85,6 +113,9 @@ class AgentService:
         self.journal = Journal(paths.state_dir / "agent.sqlite")
         self.backend = make_backend(config)
         self.engine = make_engine(config)
+        self._reconciler: asyncio.Task | None = None
+        self._checked_snapshots: OrderedDict = OrderedDict()
+        self._listings: OrderedDict = OrderedDict()
         self.services = jobs.Services(
             journal=self.journal,
             backend=self.backend,
@@ -116,9 +147,16 @@ class AgentService:
         )
         log.info("engine.ready", engine=self.engine.name, binary=self.engine.binary, version=version,
                  features=sorted(await self.engine.features()))
+        if self.config.limits.reconcile_interval > 0:
+            self._reconciler = asyncio.get_running_loop().create_task(
+                self.reconcile_forever(self.config.limits.reconcile_interval), name="freshness-reconciler"
+            )
 
     async def stop(self, grace: float) -> None:
         """Stop running operations (recorded INTERRUPTED) and refuse new ones."""
+        if self._reconciler is not None:
+            self._reconciler.cancel()
+            await asyncio.gather(self._reconciler, return_exceptions=True)
         await self.operations.shutdown(grace)
 
     def close(self) -> None:
@@ -222,17 +260,19 @@ class AgentService:
         mode: str,
         quota_bytes: int,
     ) -> tuple[OperationRecord, bool]:
-        """Mode "none": create the project's home (with its quota) and persist location if missing."""
+        """Make the project ready to start (see :func:`jobs.ensure_project` for the modes); a second
+        call while one runs joins it."""
         ids.request_id(request_id)
         project_id = ids.project_id(project_id)
         if quota_bytes < 0:
             raise errors.InvalidArgument("quota_bytes must not be negative")
-        if mode != "none":
-            raise errors.Unimplemented(f"EnsureProject mode {mode.upper()} (restore when missing) is not built yet")
-        params = {"mode": mode, "quota_bytes": quota_bytes}
-        job = functools.partial(jobs.ensure_project, services=self.services, quota_bytes=quota_bytes or None)
+        repo = self._repository(repository, project_id)
+        params = {"mode": mode, "quota_bytes": quota_bytes, "repository": repo.display}
+        job = functools.partial(jobs.ensure_project, services=self.services, repo=repo, mode=mode,
+                                quota_bytes=quota_bytes or None)
         return self.operations.submit(
-            kind=OperationKind.ENSURE, project_id=project_id, request_id=request_id, params=params, job=job
+            kind=OperationKind.ENSURE, project_id=project_id, request_id=request_id, params=params, job=job,
+            joinable=True,
         )
 
     def delete_project(
@@ -313,14 +353,28 @@ class AgentService:
             host_id=self.config.host_id,
         )
 
+    def _present_projects(self) -> list[str]:
+        found = []
+        for path in self.config.paths.projects_root.glob("project-*"):
+            try:
+                found.append(ids.project_id(path.name[len("project-"):]))
+            except errors.InvalidArgument:
+                continue  # not a project directory of ours
+        return sorted(found)
+
     def host_status(self) -> HostStatus:
+        """Counts from the journal as the reconciler last saw the projects (no scan here)."""
         running, queued = self.operations.counts()
         disk = shutil.disk_usage(self.config.paths.projects_root)
         memory = psutil.virtual_memory()
-        projects = sum(1 for p in self.config.paths.projects_root.glob("project-*") if p.is_dir())
+        projects = self._present_projects()
+        states = [fresh.freshness(self.journal, project_id) for project_id in projects]
         return HostStatus(
             host_id=self.config.host_id,
-            projects=projects,
+            projects=len(projects),
+            dirty=sum(1 for f in states if f.dirty),
+            up_to_date=sum(1 for f in states if not f.dirty),
+            never_backed_up=sum(1 for f in states if f.last_backup is None),
             running_operations=running,
             queued_operations=queued,
             disk_total_bytes=disk.total,
@@ -330,6 +384,119 @@ class AgentService:
             engine=self.engine.name,
             backend=self.backend.name,
         )
+
+    async def project_status(self, project_id: str) -> ProjectStatus:
+        """Looks at the project now (a generation read, or a scan on the directory backend)."""
+        project_id = ids.project_id(project_id)
+        present = self.backend.exists(project_id)
+        if present:
+            await fresh.observe(self.journal, self.backend, project_id)
+        running = self.operations.active_operation(project_id)
+        last_failed = self.operations.list(project_id=project_id, states=[OperationState.FAILED], page_size=1,
+                                           page_token="")[0]
+        return ProjectStatus(
+            project_id=project_id,
+            present=present,
+            size_bytes=await self.backend.size(project_id) if present else 0,
+            freshness=fresh.freshness(self.journal, project_id),
+            frozen=present and await self.backend.is_frozen(project_id),
+            running_operation=running,
+            last_error=last_failed[0].error if last_failed else None,
+            repository_location=self._repository_display(project_id),
+            last_restore=self.journal.last_restore(project_id),
+        )
+
+    # ------------------------------------------------------------ browsing inside snapshots
+
+    async def _browsable(self, repo, project_id: str, snapshot_id: str) -> str:
+        """The id of a layout-v2 snapshot of the project, checked once per (repository, id)."""
+        snapshot_id = ids.snapshot_id(snapshot_id or "")
+        key = (repo.display, project_id, snapshot_id)
+        if key not in self._checked_snapshots:
+            known = jobs.known_snapshot(self.services, repo, project_id, snapshot_id)
+            snapshot = known[0] if known else await jobs.find_snapshot(self.services, repo, project_id, snapshot_id)
+            jobs.require_layout_v2(snapshot, project_id)
+            _remember(self._checked_snapshots, key, snapshot.id, limit=256)
+        return self._checked_snapshots[key]
+
+    async def _nodes(self, repo, snapshot_id: str, path: str, *, recursive: bool) -> list[TreeNode]:
+        # Snapshots never change, so listings are kept (a few) for the pages that follow.
+        key = (repo.display, snapshot_id, path, recursive)
+        if key not in self._listings:
+            _remember(self._listings, key, await self.engine.ls(repo, snapshot_id, path, recursive=recursive),
+                      limit=8)
+        return self._listings[key]
+
+    async def list_files(
+        self, *, project_id: str, repository: RepositorySpec | None, snapshot_id: str, path: str, depth: int,
+        page_size: int, page_token: str,
+    ) -> tuple[list[browse.Entry], str]:
+        """One page of the entries below ``path`` (relative to the snapshot root, "project/src")."""
+        project_id = ids.project_id(project_id)
+        repo = self._repository(repository, project_id)
+        base = browse.snapshot_path(path, root=browse.SNAPSHOT_ROOT)
+        levels = browse.effective_depth(depth)
+        snapshot = await self._browsable(repo, project_id, snapshot_id)
+        nodes = await self._nodes(repo, snapshot, base, recursive=levels > 1)
+        return browse.list_page(nodes, base, depth, page_size, page_token, root=browse.SNAPSHOT_ROOT,
+                                scope=f"{repo.display}@{snapshot}")
+
+    async def read_file(
+        self, *, project_id: str, repository: RepositorySpec | None, snapshot_id: str, path: str, max_bytes: int,
+    ) -> tuple[bytes, bool, bool, int]:
+        """(content, truncated, binary, size) of a regular file, following symlinks that stay inside
+        their root; at most ``max_bytes`` (and the configured cap) are read."""
+        project_id = ids.project_id(project_id)
+        repo = self._repository(repository, project_id)
+        target = browse.snapshot_path(path, root=browse.SNAPSHOT_ROOT)
+        if target == "/":
+            raise errors.InvalidArgument("path names the snapshot root, not a file")
+        limit = browse.read_limit(max_bytes, self.config.limits.read_file_max_bytes)
+        snapshot = await self._browsable(repo, project_id, snapshot_id)
+        root = "/" + target.split("/")[1]
+        nodes = {node.path: node for node in await self._nodes(repo, snapshot, root, recursive=True)}
+        node = nodes.get(target)
+        if node is None:
+            raise errors.NotFound(f"{path!r} is not in snapshot {snapshot[:8]}")
+        hops = 0
+        while node.type == "symlink" and hops <= browse.MAX_SYMLINK_HOPS:
+            if not node.link_target:
+                found = [n for n in await self.engine.find(repo, snapshot, [node.path]) if n.path == node.path]
+                if not found:
+                    raise errors.NotFound(f"{path!r} is not in snapshot {snapshot[:8]}")
+                node = found[0]
+                nodes[node.path] = node
+            following = nodes.get(browse.symlink_target_path(node))
+            if following is None:
+                break  # check_readable names the dangling link
+            node, hops = following, hops + 1
+        readable = browse.check_readable(node, nodes)
+        data = await self.engine.dump(repo, snapshot, readable.path, limit=limit + 1)
+        content, truncated, binary = browse.read_result(data, readable.size, limit)
+        return content, truncated, binary, readable.size
+
+    def _repository_display(self, project_id: str) -> str:
+        try:
+            return self._repository(None, project_id).display
+        except errors.BucketsError:
+            return ""
+
+    def mark_edited(self, project_id: str, when: float | None) -> None:
+        project_id = ids.project_id(project_id)
+        self.journal.mark_changed(project_id, time.time() if when is None else when)
+
+    async def reconcile(self) -> None:
+        """One freshness look at every project on the host."""
+        for project_id in self._present_projects():
+            try:
+                await fresh.observe(self.journal, self.backend, project_id)
+            except errors.BucketsError as exc:
+                log.warning("freshness.observe_failed", project_id=project_id, error=str(exc))
+
+    async def reconcile_forever(self, interval: float) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            await self.reconcile()
 
     def list_operations(
         self, *, project_id: str, states: list[OperationState], page_size: int, page_token: str

@@ -224,8 +224,8 @@ class AgentServicer(pb_grpc.AgentServicer):
     # ------------------------------------------------------------ status
 
     @rpc
-    async def GetProjectStatus(self, request, context):
-        raise errors.Unimplemented("GetProjectStatus is not built yet")
+    async def GetProjectStatus(self, request: pb.GetProjectStatusRequest, context) -> pb.ProjectStatus:
+        return convert.project_status_to_proto(await self._service.project_status(request.project_id))
 
     @rpc
     async def GetHostStatus(self, request: pb.GetHostStatusRequest, context) -> pb.HostStatus:
@@ -233,6 +233,9 @@ class AgentServicer(pb_grpc.AgentServicer):
         return pb.HostStatus(
             host_id=status.host_id,
             projects=status.projects,
+            dirty=status.dirty,
+            up_to_date=status.up_to_date,
+            never_backed_up=status.never_backed_up,
             running_operations=status.running_operations,
             queued_operations=status.queued_operations,
             disk_total_bytes=status.disk_total_bytes,
@@ -273,12 +276,28 @@ class AgentServicer(pb_grpc.AgentServicer):
         )
 
     @rpc
-    async def ListFiles(self, request, context):
-        raise errors.Unimplemented("ListFiles is not built yet")
+    async def ListFiles(self, request: pb.ListFilesRequest, context) -> pb.ListFilesResponse:
+        entries, token = await self._service.list_files(
+            project_id=request.project_id,
+            repository=_repository(request),
+            snapshot_id=request.snapshot_id,
+            path=request.path,
+            depth=request.depth,
+            page_size=request.page_size,
+            page_token=request.page_token,
+        )
+        return pb.ListFilesResponse(entries=[convert.entry_to_proto(e) for e in entries], next_page_token=token)
 
     @rpc
-    async def ReadFile(self, request, context):
-        raise errors.Unimplemented("ReadFile is not built yet")
+    async def ReadFile(self, request: pb.ReadFileRequest, context) -> pb.ReadFileResponse:
+        content, truncated, binary, size = await self._service.read_file(
+            project_id=request.project_id,
+            repository=_repository(request),
+            snapshot_id=request.snapshot_id,
+            path=request.path,
+            max_bytes=request.max_bytes,
+        )
+        return pb.ReadFileResponse(content=content, truncated=truncated, binary=binary, size=size)
 
     # ------------------------------------------------------------ move lock
 
@@ -291,5 +310,7 @@ class AgentServicer(pb_grpc.AgentServicer):
         return pb.ThawResponse(frozen=await self._service.thaw(request.project_id))
 
     @rpc
-    async def MarkEdited(self, request, context):
-        raise errors.Unimplemented("MarkEdited is not built yet")
+    async def MarkEdited(self, request: pb.MarkEditedRequest, context) -> pb.MarkEditedResponse:
+        when = request.time.ToDatetime().timestamp() if request.HasField("time") else None
+        self._service.mark_edited(request.project_id, when)
+        return pb.MarkEditedResponse()

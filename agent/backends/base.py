@@ -22,7 +22,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from agent import errors
 from agent.backends import bindexec
+from agent.ids import project_dir_name
 
 
 @dataclass(frozen=True)
@@ -66,6 +68,29 @@ def bind_wrapper(binds: list[tuple[Path, Path]]) -> tuple[str, ...]:
     return (*argv, "--")
 
 
+class ProjectLayout:
+    """Where a project's trees and a restore's staging live; shared by both backends."""
+
+    projects_root: Path
+    persist_root: Path
+
+    def home(self, project_id: str) -> Path:
+        return self.projects_root / project_dir_name(project_id)
+
+    def persist(self, project_id: str) -> Path:
+        return self.persist_root / project_dir_name(project_id)
+
+    def exists(self, project_id: str) -> bool:
+        return self.home(project_id).is_dir()
+
+    def _staging_dirs(self, operation_id: str) -> tuple[Path, Path]:
+        return self.projects_root / ".staging" / operation_id, self.persist_root / ".staging" / operation_id
+
+    def _require(self, project_id: str) -> None:
+        if not self.exists(project_id):
+            raise errors.NotFound(f"project {project_id} does not exist on this host")
+
+
 class Backend(Protocol):
     """Project storage on one host. Methods raise BucketsErrors."""
 
@@ -93,6 +118,13 @@ class Backend(Protocol):
 
     async def generation(self, project_id: str) -> Generation | None:
         """The project's committed change counters now, or None when the backend cannot tell."""
+
+    async def last_modified(self, project_id: str) -> float | None:
+        """The newest mtime/ctime in the project's trees (a scan), for backends without
+        generations; None when the backend has generations or the project is missing."""
+
+    async def size(self, project_id: str) -> int:
+        """Bytes the project uses (home and persist); 0 when missing."""
 
     async def prepare_staging(self, project_id: str, operation_id: str) -> Staging: ...
 

@@ -26,7 +26,7 @@ import structlog
 
 from agent import errors, fsops
 from agent.backends import btrfs_cli as bc
-from agent.backends.base import EngineView, Generation, Staging, bind_wrapper
+from agent.backends.base import EngineView, Generation, ProjectLayout, Staging, bind_wrapper
 from agent.executor import ProcessResult, run_process
 from agent.ids import project_dir_name
 
@@ -35,12 +35,11 @@ log = structlog.get_logger("agent.backends.btrfs")
 COMMAND_TIMEOUT = 600.0
 
 
-class BtrfsBackend:
+class BtrfsBackend(ProjectLayout):
     """Takes the roots of homes and persist locations, the agent's state dir, the btrfs
     binary and the default quota (bytes; None = no limit)."""
 
     name = "btrfs"
-    limitations: tuple[str, ...] = ()
 
     def __init__(
         self,
@@ -61,6 +60,14 @@ class BtrfsBackend:
             directory.mkdir(parents=True, exist_ok=True)
         for directory in (self._snapshots, projects_root / ".staging", persist_root / ".staging"):
             directory.mkdir(mode=0o700, exist_ok=True)
+        self.limitations: tuple[str, ...] = ()
+        if "noatime" not in mount_options(projects_root):
+            # Reads then update atimes, which changes generations: reads look like writes.
+            self.limitations = (
+                f"btrfs backend: {projects_root} is not mounted noatime; reading a project counts as a "
+                "change (dirty, and no unchanged-backup skip)",
+            )
+            log.warning("btrfs.atime_updates", projects_root=str(projects_root))
 
     # ------------------------------------------------------------ plumbing
 
@@ -132,20 +139,6 @@ class BtrfsBackend:
                                   capture=True)
         return [Path(p) for p in bc.nested_paths(str(path), info, bc.parse_subvolume_list(listing.stdout))]
 
-    # ------------------------------------------------------------ layout
-
-    def home(self, project_id: str) -> Path:
-        return self.projects_root / project_dir_name(project_id)
-
-    def persist(self, project_id: str) -> Path:
-        return self.persist_root / project_dir_name(project_id)
-
-    def exists(self, project_id: str) -> bool:
-        return self.home(project_id).is_dir()
-
-    def _staging_dirs(self, operation_id: str) -> tuple[Path, Path]:
-        return self.projects_root / ".staging" / operation_id, self.persist_root / ".staging" / operation_id
-
     # ------------------------------------------------------------ life cycle
 
     async def create(self, project_id: str, *, quota_bytes: int | None) -> bool:
@@ -215,6 +208,23 @@ class BtrfsBackend:
         shows = [self._show(home)] + ([self._show(persist)] if persist.is_dir() else [])
         infos = await asyncio.gather(*shows)
         return Generation(project=infos[0].generation, persist=infos[1].generation if len(infos) > 1 else 0)
+
+    async def last_modified(self, project_id: str) -> float | None:
+        return None  # generations tell, without a scan
+
+    async def size(self, project_id: str) -> int:
+        """Referenced bytes of both subvolumes from their quota groups (a scan when quotas are off)."""
+        total = 0
+        for path in (self.home(project_id), self.persist(project_id)):
+            if not path.is_dir():
+                continue
+            try:
+                result = await self._run(bc.qgroup_show_args(self.binary, str(path)), action="qgroup show",
+                                         capture=True)
+                total += bc.parse_qgroup_show(result.stdout, subvolume_id=fsops.subvolume_id(path)).referenced
+            except errors.FailedPrecondition:
+                total += (await asyncio.to_thread(fsops.tree_size, path))[0]
+        return total
 
     # ------------------------------------------------------------ restore
 
@@ -297,9 +307,21 @@ class BtrfsBackend:
         home = self.home(project_id)
         return home.is_dir() and await self._is_readonly(home)
 
-    def _require(self, project_id: str) -> None:
-        if not self.exists(project_id):
-            raise errors.NotFound(f"project {project_id} does not exist on this host")
+
+def mount_options(path: Path) -> set[str]:
+    """The options of the mount that holds ``path`` (the longest mount point above it)."""
+    target = os.path.realpath(path)
+    best, options = "", set()
+    with open("/proc/self/mounts") as mounts:
+        for line in mounts:
+            fields = line.split()
+            if len(fields) < 4:
+                continue
+            point = fields[1].encode().decode("unicode_escape")
+            inside = target == point or target.startswith(point.rstrip("/") + "/")
+            if inside and len(point) >= len(best):
+                best, options = point, set(fields[3].split(","))
+    return options
 
 
 def _is_subvolume_root(path: Path) -> bool:

@@ -54,6 +54,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from agent import errors
+from agent.failure_rules import FailureRule, first_match
+from agent.failure_rules import rule as _rule
 
 # --------------------------------------------------------------------------
 # Domain types
@@ -557,19 +559,6 @@ def parse_version(stdout: str) -> tuple[int, int, int]:
 # --------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class FailureRule:
-    """``pattern`` found in the stderr tail → ``error`` with ``message``."""
-
-    pattern: re.Pattern[str]
-    error: type[errors.BucketsError]
-    message: str
-
-
-def _rule(pattern: str, error: type[errors.BucketsError], message: str, flags: int = 0) -> FailureRule:
-    return FailureRule(re.compile(pattern, flags), error, message)
-
-
 # First match wins. The order matters where btrfs prints two lines for one
 # failure: "not a btrfs filesystem: P" is followed by "can't access 'P'", so
 # the filesystem row comes before the not-found row; a missing quota group
@@ -637,7 +626,7 @@ def classify_failure(returncode: int, stderr_tail: str, action: str) -> errors.B
     detail = stderr_tail.strip()
     if returncode < 0:
         return errors.Internal(f"btrfs {action} was killed by signal {-returncode}", detail=detail)
-    for rule in STDERR_RULES:
-        if rule.pattern.search(stderr_tail):
-            return rule.error(f"btrfs {action} failed: {rule.message}", detail=detail)
+    matched = first_match(STDERR_RULES, stderr_tail)
+    if matched is not None:
+        return matched.error(f"btrfs {action} failed: {matched.message}", detail=detail)
     return errors.Internal(f"btrfs {action} failed with exit code {returncode}", detail=detail)

@@ -11,15 +11,14 @@ frozen project, but other processes can still write to it.
 from __future__ import annotations
 
 import asyncio
-import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
 import structlog
 
-from agent import errors, fsops
-from agent.backends.base import EngineView, Generation, Staging, bind_wrapper
+from agent import fsops
+from agent.backends.base import EngineView, Generation, ProjectLayout, Staging, bind_wrapper
 from agent.ids import project_dir_name
 
 __all__ = ["DirectoryBackend", "EngineView", "Staging", "bind_wrapper"]
@@ -34,7 +33,7 @@ LIMITATIONS = (
 )
 
 
-class DirectoryBackend:
+class DirectoryBackend(ProjectLayout):
     """Takes the roots of homes and persist locations and the agent's state directory."""
 
     name = "directory"
@@ -47,23 +46,6 @@ class DirectoryBackend:
         self._frozen = state_dir / "frozen"
         for directory in (projects_root, persist_root, self._views, self._frozen):
             directory.mkdir(parents=True, exist_ok=True)
-
-    # ------------------------------------------------------------ layout
-
-    def home(self, project_id: str) -> Path:
-        return self.projects_root / project_dir_name(project_id)
-
-    def persist(self, project_id: str) -> Path:
-        return self.persist_root / project_dir_name(project_id)
-
-    def exists(self, project_id: str) -> bool:
-        return self.home(project_id).is_dir()
-
-    def _staging_dirs(self, operation_id: str) -> tuple[Path, Path]:
-        return (
-            self.projects_root / ".staging" / operation_id,
-            self.persist_root / ".staging" / operation_id,
-        )
 
     # ------------------------------------------------------------ life cycle
 
@@ -87,6 +69,18 @@ class DirectoryBackend:
     async def generation(self, project_id: str) -> Generation | None:
         return None
 
+    async def last_modified(self, project_id: str) -> float | None:
+        if not self.exists(project_id):
+            return None
+        return await asyncio.to_thread(
+            lambda: max(fsops.newest_change(self.home(project_id)), fsops.newest_change(self.persist(project_id)))
+        )
+
+    async def size(self, project_id: str) -> int:
+        return await asyncio.to_thread(
+            lambda: fsops.tree_size(self.home(project_id))[0] + fsops.tree_size(self.persist(project_id))[0]
+        )
+
     # ------------------------------------------------------------ freeze (advisory: a marker file)
 
     async def freeze(self, project_id: str) -> None:
@@ -99,10 +93,6 @@ class DirectoryBackend:
 
     async def is_frozen(self, project_id: str) -> bool:
         return (self._frozen / project_dir_name(project_id)).exists()
-
-    def _require(self, project_id: str) -> None:
-        if not self.exists(project_id):
-            raise errors.NotFound(f"project {project_id} does not exist on this host")
 
     # ------------------------------------------------------------ backup
 

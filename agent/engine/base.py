@@ -79,6 +79,30 @@ class Snapshot:
 
 
 @dataclass(frozen=True)
+class TreeNode:
+    """One node of a snapshot's tree, as ``ls --json`` or ``find --json`` print it.
+
+    ``path`` is absolute inside the snapshot, e.g. "/project/src/a.txt" (a
+    layout-v2 snapshot has the two top-level directories /project and
+    /persist); ``name`` is its last component. ``type`` is "file", "dir",
+    "symlink" or "other" (fifo, socket, device …); ``size`` is 0 for all but
+    files; ``mode`` holds the POSIX permission bits (0o7777, with setuid,
+    setgid and sticky); ``mtime`` is timezone-aware UTC. ``link_target`` is a
+    symlink's target as stored, "" for every other type and wherever the
+    listing does not carry it (restic ``ls --json`` never does; restic
+    ``find --json`` does).
+    """
+
+    path: str
+    name: str
+    type: str
+    size: int
+    mode: int
+    mtime: datetime
+    link_target: str = ""
+
+
+@dataclass(frozen=True)
 class RestoreSize:
     """``stats --json --mode restore-size`` of one snapshot."""
 
@@ -136,3 +160,13 @@ class Engine(Protocol):
 
     async def check(self, repo: Repository, *, read_data_subset: str | None = None) -> None:
         """Check the repository; DataLoss naming what was found."""
+
+    async def ls(self, repo: Repository, snapshot_id: str, path: str, *, recursive: bool) -> list[TreeNode]:
+        """Nodes at ``path`` (absolute in the snapshot) and below it: direct children, or all
+        with ``recursive``; NotFound when nothing is there."""
+
+    async def find(self, repo: Repository, snapshot_id: str, paths: Sequence[str]) -> list[TreeNode]:
+        """The nodes at ``paths``, with symlink targets."""
+
+    async def dump(self, repo: Repository, snapshot_id: str, path: str, *, limit: int) -> bytes:
+        """At most ``limit`` bytes of the regular file at ``path``."""

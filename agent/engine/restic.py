@@ -16,7 +16,7 @@ import structlog
 from agent import errors
 from agent.backends.base import EngineView
 from agent.engine import restic_args as ra
-from agent.engine.base import BackupOutcome, BackupStatus, RestoreSize, Snapshot
+from agent.engine.base import BackupOutcome, BackupStatus, RestoreSize, Snapshot, TreeNode
 from agent.executor import ProcessResult, run_process
 from agent.repository import Repository
 
@@ -205,6 +205,33 @@ class ResticEngine:
             *ra.restore_args(self.binary, self._common(repo), snapshot_id=snapshot_id, target=str(view.root)),
         ]
         await self._run(repo, argv, action="restore")
+
+    async def ls(self, repo: Repository, snapshot_id: str, path: str, *, recursive: bool) -> list[TreeNode]:
+        """Nodes at and below ``path`` (absolute in the snapshot); NotFound when nothing is there."""
+        result = await self._run(
+            repo, ra.ls_args(self.binary, self._common(repo), snapshot_id, path, recursive=recursive),
+            action="ls", capture_stdout=True,
+        )
+        return ra.parse_ls(result.stdout)
+
+    async def find(self, repo: Repository, snapshot_id: str, paths: Sequence[str]) -> list[TreeNode]:
+        """The nodes at ``paths`` with their symlink targets (which ``ls`` does not give)."""
+        result = await self._run(
+            repo, ra.find_args(self.binary, self._common(repo), snapshot_id, paths), action="find",
+            capture_stdout=True,
+        )
+        return ra.parse_find(result.stdout)
+
+    async def dump(self, repo: Repository, snapshot_id: str, path: str, *, limit: int) -> bytes:
+        """Up to ``limit`` bytes of the regular file at ``path``; the engine is stopped once it has sent them."""
+        result = await run_process(
+            ra.dump_args(self.binary, self._common(repo), snapshot_id, path),
+            env=self._env(repo), timeout=self._timeout, capture_stdout=True, raw_stdout=True,
+            stdout_enough=limit, secrets=repo.secrets, kill_grace=self._kill_grace, stop_signal=signal.SIGINT,
+        )
+        if not result.stdout_cut and result.returncode != 0:
+            raise ra.classify_failure(result.returncode, result.stderr_tail, action="dump")
+        return result.stdout_raw
 
     async def check(self, repo: Repository, *, read_data_subset: str | None = None) -> None:
         """Check the repository; raises DataLoss naming what restic found."""

@@ -30,8 +30,17 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from agent import errors
+from agent.failure_rules import FailureRule, first_match
+from agent.failure_rules import rule as _rule
 from agent.engine import json_fields
-from agent.engine.base import BackupItemError, BackupStatus, BackupSummary, RestoreSize, Snapshot
+from agent.engine.base import (
+    BackupItemError,
+    BackupStatus,
+    BackupSummary,
+    RestoreSize,
+    Snapshot,
+    TreeNode,
+)
 
 # Exit codes that are not failures. 3 means the snapshot was written but some
 # source files could not be read (restic >= 0.17 also uses it when `forget`
@@ -277,16 +286,100 @@ def forget_args(binary: str, common: CommonOptions, snapshot_ids: Sequence[str])
     return [*_common(binary, common), "forget", "--", *(_check_snapshot_id(i) for i in snapshot_ids)]
 
 
+def _check_snapshot_path(path: str, what: str) -> str:
+    if not isinstance(path, str) or not path.startswith("/"):
+        raise ValueError(f"{what} path must be absolute inside the snapshot: {path!r}")
+    if "\x00" in path:
+        raise ValueError(f"{what} path must not contain NUL: {path!r}")
+    return path
+
+
 def ls_args(
-    binary: str, common: CommonOptions, snapshot_id: str, path: str | None = None
+    binary: str,
+    common: CommonOptions,
+    snapshot_id: str,
+    path: str | None = None,
+    *,
+    recursive: bool = False,
 ) -> list[str]:
-    """``restic --no-lock ls --json -- ID [PATH]``; ``path`` must be absolute inside the snapshot."""
-    argv = [*_common(binary, common), *READ_ONLY, "ls", "--json", "--", _check_snapshot_id(snapshot_id)]
+    """``restic --no-lock ls --json [--recursive] -- ID [PATH]``.
+
+    ``path`` must be absolute inside the snapshot (restic 0.14 itself refuses
+    a relative one: "All path filters must be absolute"). restic reads it as
+    a directory filter: without ``recursive`` it prints PATH's own node and
+    its direct children, with ``recursive`` PATH and its whole subtree; a
+    PATH naming a file prints that file, a missing PATH nothing but the
+    snapshot line. Without a path restic lists the whole snapshot.
+    """
+    argv = [*_common(binary, common), *READ_ONLY, "ls", "--json"]
+    if recursive:
+        argv.append("--recursive")
+    argv += ["--", _check_snapshot_id(snapshot_id)]
     if path is not None:
-        if not path.startswith("/"):
-            raise ValueError(f"ls path must be absolute: {path!r}")
-        argv.append(path)
+        argv.append(_check_snapshot_path(path, "ls"))
     return argv
+
+
+# restic matches find patterns as globs: Go's path.Match per component, plus
+# "**" across components; a backslash makes the next character literal.
+_GLOB_SPECIAL = re.compile(r"([\\*?\[\]])")
+
+
+def find_pattern(path: str) -> str:
+    """An absolute snapshot path as a ``restic find`` pattern matching exactly that path.
+
+    ``"/project/x*[y]?.txt"`` → ``"/project/x\\*\\[y\\]\\?.txt"``. A leading '/'
+    anchors the pattern at the snapshot root (without it restic matches any
+    path that ends so). Raises ValueError for a relative path.
+    """
+    return _GLOB_SPECIAL.sub(r"\\\1", _check_snapshot_path(path, "find"))
+
+
+def find_args(binary: str, common: CommonOptions, snapshot_id: str, paths: Sequence[str]) -> list[str]:
+    """``restic --no-lock find --json --snapshot ID -- PATTERN...`` for exact snapshot paths.
+
+    restic's ``ls --json`` carries no symlink target; ``find --json`` does
+    ("linktarget"), so this is how the target of a symlink is learnt. Each
+    path is escaped by :func:`find_pattern`; restic prints the nodes that
+    match any of them, and for a directory everything below it as well.
+    Raises ValueError for no paths, a relative path or a bad id.
+    """
+    if isinstance(paths, str) or not paths:
+        raise ValueError("find needs at least one path")
+    patterns = [find_pattern(p) for p in paths]
+    return [
+        *_common(binary, common),
+        *READ_ONLY,
+        "find",
+        "--json",
+        "--snapshot",
+        _check_snapshot_id(snapshot_id),
+        "--",
+        *patterns,
+    ]
+
+
+def dump_args(binary: str, common: CommonOptions, snapshot_id: str, path: str) -> list[str]:
+    """``restic --no-lock dump -- ID PATH``: the content of one file, on stdout.
+
+    restic 0.14 writes a file's bytes as they are, but a directory as a tar
+    archive of it, so callers make sure PATH is a regular file first
+    (:func:`agent.browse.check_readable`). For a symlink, a path through a
+    directory symlink or a missing path restic exits 2 ("should be a file,
+    but is a \"symlink\"", "should be a dir, …", "not found in snapshot"),
+    see :data:`STDERR_RULES`. ``path`` must be absolute and not "/" (the whole
+    snapshot as a tar archive). Raises ValueError otherwise or for a bad id.
+    """
+    if path == "/" or (isinstance(path, str) and not path.strip("/")):
+        raise ValueError("dump of the snapshot root would write the whole snapshot as an archive")
+    return [
+        *_common(binary, common),
+        *READ_ONLY,
+        "dump",
+        "--",
+        _check_snapshot_id(snapshot_id),
+        _check_snapshot_path(path, "dump"),
+    ]
 
 
 def version_args(binary: str) -> list[str]:
@@ -460,6 +553,122 @@ def parse_restore_size(stdout: str) -> RestoreSize:
         ) from exc
 
 
+# Go's os.FileMode, as restic prints "mode": the permission bits are the low
+# nine; type and special bits sit high (ModeDir 1<<31, ModeSymlink 1<<27,
+# ModeNamedPipe 1<<25, ModeSetuid 1<<23, ModeSetgid 1<<22, ModeSticky 1<<20).
+_GO_MODE_SPECIAL = ((1 << 23, 0o4000), (1 << 22, 0o2000), (1 << 20, 0o1000))
+_NODE_TYPES = {"file": "file", "dir": "dir", "symlink": "symlink"}
+
+
+def _posix_mode(obj: dict, key: str = "mode") -> int:
+    """Go os.FileMode → POSIX permission bits (0o7777)."""
+    go_mode = _int(obj, key)
+    if go_mode < 0 or go_mode >= 1 << 32:
+        raise TypeError(f"{key} is not a Go file mode")
+    mode = go_mode & 0o777
+    for go_bit, posix_bit in _GO_MODE_SPECIAL:
+        if go_mode & go_bit:
+            mode |= posix_bit
+    return mode
+
+
+def _tree_node(obj: object) -> TreeNode:
+    """A node object of ``ls --json`` or a match of ``find --json``."""
+    if not isinstance(obj, dict):
+        raise TypeError("node is not an object")
+    path = obj["path"]
+    if not isinstance(path, str) or not path.startswith("/"):
+        raise TypeError("node path is not absolute")
+    kind = obj["type"]
+    if not isinstance(kind, str) or not kind:
+        raise TypeError("node type missing")
+    # find --json (0.14) has no "name"; it is the last path component.
+    name = _str(obj, "name") or path.rsplit("/", 1)[-1]
+    # restic names the target "linktarget"; its documentation says "link_target".
+    link_target = _str(obj, "linktarget") or _str(obj, "link_target")
+    return TreeNode(
+        path=path,
+        name=name,
+        type=_NODE_TYPES.get(kind, "other"),
+        size=_int(obj, "size"),
+        mode=_posix_mode(obj),
+        mtime=_parse_time(obj["mtime"]),
+        link_target=link_target if kind == "symlink" else "",
+    )
+
+
+def parse_ls(stdout: str) -> list[TreeNode]:
+    """Parse ``restic ls --json``: the nodes after the snapshot line, in restic's order.
+
+    restic 0.14 prints one JSON object per line: first the snapshot
+    (``"struct_type": "snapshot"``), then one ``"struct_type": "node"`` per
+    node, its path absolute inside the snapshot; restic >= 0.17 adds
+    ``message_type`` with the same values. Nodes carry no symlink target
+    (see :func:`find_args`). Objects of other types are skipped.
+
+    An empty output is what restic 0.14 prints (exit code 0, "Ignoring …: no
+    matching ID found for prefix" on stderr) for a snapshot id that matches
+    nothing: :class:`agent.errors.NotFound`. Anything else that is not this
+    shape (a line that is not a JSON object, a node before the snapshot
+    line, a node with a missing or mistyped field) raises
+    :class:`agent.errors.Internal`.
+    """
+    if not stdout.strip():
+        raise errors.NotFound("restic ls found no snapshot with this id")
+    try:
+        nodes: list[TreeNode] = []
+        seen_snapshot = False
+        for line in stdout.splitlines():
+            if not line.strip():
+                continue
+            msg = json.loads(line)
+            if not isinstance(msg, dict):
+                raise TypeError("line is not a JSON object")
+            kind = msg.get("message_type") or msg.get("struct_type")
+            if kind == "snapshot":
+                seen_snapshot = True
+            elif kind == "node":
+                if not seen_snapshot:
+                    raise TypeError("node before the snapshot line")
+                nodes.append(_tree_node(msg))
+        if not seen_snapshot:
+            raise TypeError("no snapshot line")
+        return nodes
+    except (ValueError, TypeError, KeyError, RecursionError) as exc:
+        raise errors.Internal(
+            "restic ls printed output that is not a node listing",
+            detail=f"{exc}: {stdout[:2000]}",
+        ) from exc
+
+
+def parse_find(stdout: str) -> list[TreeNode]:
+    """Parse ``restic find --json``: the matches of every snapshot, in restic's order.
+
+    restic prints one JSON array of ``{"matches": [...], "hits": n,
+    "snapshot": id}``, ``[]`` when nothing matched. Match objects are nodes
+    with the symlink target ("linktarget") and without "name". Raises
+    :class:`agent.errors.Internal` on anything else.
+    """
+    try:
+        data = json.loads(stdout)
+        if not isinstance(data, list):
+            raise TypeError("not a JSON list")
+        nodes: list[TreeNode] = []
+        for entry in data:
+            if not isinstance(entry, dict):
+                raise TypeError("snapshot entry is not an object")
+            matches = entry["matches"]
+            if not isinstance(matches, list):
+                raise TypeError("matches is not a list")
+            nodes.extend(_tree_node(m) for m in matches)
+        return nodes
+    except (ValueError, TypeError, KeyError, RecursionError) as exc:
+        raise errors.Internal(
+            "restic find printed output that is not a match list",
+            detail=f"{exc}: {stdout[:2000]}",
+        ) from exc
+
+
 # The oldest restic whose output this module was recorded from (Debian bookworm).
 MIN_SUPPORTED_VERSION: tuple[int, int, int] = (0, 14, 0)
 
@@ -580,19 +789,6 @@ def tag_map(tags: Iterable[str]) -> dict[str, str]:
 # --------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class FailureRule:
-    """``pattern`` found in the stderr tail → ``error`` with ``message``."""
-
-    pattern: re.Pattern[str]
-    error: type[errors.BucketsError]
-    message: str
-
-
-def _rule(pattern: str, error: type[errors.BucketsError], message: str, flags: int = 0) -> FailureRule:
-    return FailureRule(re.compile(pattern, flags), error, message)
-
-
 # restic >= 0.17: the exit code alone decides (cmd/restic/main.go).
 EXIT_CODE_RULES: dict[int, tuple[type[errors.BucketsError], str]] = {
     10: (errors.NotFound, "repository does not exist"),
@@ -601,7 +797,7 @@ EXIT_CODE_RULES: dict[int, tuple[type[errors.BucketsError], str]] = {
     130: (errors.Cancelled, "interrupted"),
 }
 
-# restic 0.14 exits 1 for every failure, so the stderr text decides. First
+# restic 0.14 exits 1 for nearly every failure (dump: 2), so the stderr text decides. First
 # match wins, and the order matters: restic 0.14 appends "Is there a
 # repository at the following location?" to *every* failure to open the
 # config file, including refused S3 credentials and unreachable endpoints, so
@@ -642,6 +838,12 @@ STDERR_RULES: tuple[FailureRule, ...] = (
     ),
     _rule(r"Fatal: repository contains errors", errors.DataLoss, "repository check found errors"),
     _rule(r"config file already exists", errors.AlreadyExists, "repository already exists"),
+    # A snapshot id that matches nothing (restore and dump exit 1; ls and
+    # find print only "Ignoring ..." and exit 0), then the paths dump cannot
+    # dump (exit code 2).
+    _rule(r"no matching ID found for prefix", errors.NotFound, "snapshot does not exist"),
+    _rule(r"not found in snapshot", errors.NotFound, "path does not exist in the snapshot"),
+    _rule(r"should be a \w+, but is a", errors.InvalidArgument, "path is not a regular file"),
     _rule(
         r"Is there a repository at the following location\?|unable to open config file"
         r"|repository does not exist",
@@ -672,9 +874,9 @@ def classify_failure(returncode: int, stderr_tail: str, *, action: str) -> error
     if returncode in EXIT_CODE_RULES:
         cls, short = EXIT_CODE_RULES[returncode]
         return cls(f"restic {action} failed: {short}", detail=detail)
-    for rule in STDERR_RULES:
-        if rule.pattern.search(stderr_tail):
-            return rule.error(f"restic {action} failed: {rule.message}", detail=detail)
+    matched = first_match(STDERR_RULES, stderr_tail)
+    if matched is not None:
+        return matched.error(f"restic {action} failed: {matched.message}", detail=detail)
     if returncode < 0:
         return errors.Internal(f"restic {action} was killed by signal {-returncode}", detail=detail)
     if returncode == EXIT_INCOMPLETE:

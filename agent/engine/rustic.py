@@ -236,6 +236,17 @@ class RusticEngine:
             action="restore", view=view,
         )
 
+    # Browsing needs node details (type, size, mode, link targets) that the rustic driver
+    # does not parse yet; it says so instead of guessing.
+    async def ls(self, repo: Repository, snapshot_id: str, path: str, *, recursive: bool) -> list:
+        raise errors.Unimplemented("browsing backups is not built for the rustic engine yet")
+
+    async def find(self, repo: Repository, snapshot_id: str, paths: Sequence[str]) -> list:
+        raise errors.Unimplemented("browsing backups is not built for the rustic engine yet")
+
+    async def dump(self, repo: Repository, snapshot_id: str, path: str, *, limit: int) -> bytes:
+        raise errors.Unimplemented("reading files from backups is not built for the rustic engine yet")
+
     async def check(self, repo: Repository, *, read_data_subset: str | None = None) -> None:
         feats = await self._features()
         result = await self._run(

@@ -53,6 +53,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from agent import errors
+from agent.failure_rules import FailureRule, first_match
+from agent.failure_rules import rule as _rule
 from agent.engine import json_fields
 from agent.engine.base import BackupStatus, BackupSummary, RestoreSize, Snapshot
 from agent.engine.restic_args import check_read_data_subset
@@ -807,19 +809,6 @@ def parse_check_output(stderr: str) -> list[str]:
 # --------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class FailureRule:
-    """``pattern`` found in the stderr text → ``error`` with ``message``."""
-
-    pattern: re.Pattern[str]
-    error: type[errors.BucketsError]
-    message: str
-
-
-def _rule(pattern: str, error: type[errors.BucketsError], message: str, flags: int = 0) -> FailureRule:
-    return FailureRule(re.compile(pattern, flags), error, message)
-
-
 # First match wins. rustic >= 0.9.5 prints rustic_core errors as
 #   error: `rustic_core` experienced an error related to `<kind>`.
 #   Message: <guidance>  [For more information, see: https://rustic.cli.rs/docs/errors/C00n]
@@ -949,9 +938,9 @@ def classify_failure(returncode: int, stderr_tail: str, *, action: str) -> error
     for scope in (_final_error(text), text):
         if not scope:
             continue
-        for rule in STDERR_RULES:
-            if rule.pattern.search(scope):
-                return rule.error(f"rustic {action} failed: {rule.message}", detail=detail)
+        matched = first_match(STDERR_RULES, scope)
+        if matched is not None:
+            return matched.error(f"rustic {action} failed: {matched.message}", detail=detail)
     if returncode < 0:
         return errors.Internal(f"rustic {action} was killed by signal {-returncode}", detail=detail)
     return errors.Internal(f"rustic {action} failed with exit code {returncode}", detail=detail)

@@ -128,7 +128,7 @@ def test_restore_latest_resolves_and_records_the_snapshot(shared_agent, project_
 
 def test_unimplemented_rpcs_say_so(shared_agent, project_id):
     with pytest.raises(grpc.RpcError) as info:
-        shared_agent.stub.MarkEdited(pb.MarkEditedRequest(project_id=project_id), timeout=10)
+        shared_agent.stub.Drain(pb.DrainRequest(request_id=new_id()), timeout=10)
     assert info.value.code() == grpc.StatusCode.UNIMPLEMENTED
 
 

@@ -456,3 +456,27 @@ def test_a_child_doing_io_is_not_stalled(tmp_path):
     result = asyncio.run(main())
     assert result.returncode == 0
     assert (tmp_path / "out").stat().st_size == 25 * 128 * 1024
+
+
+def test_stdout_enough_stops_the_child_and_returns_the_head_as_bytes():
+    pids: list[int] = []
+    # Endless binary output, as `restic dump` of a large file would give.
+    script = "import sys\nwhile True:\n    sys.stdout.buffer.write(bytes(range(256)) * 64)\n"
+
+    async def main():
+        return await run_process([PY, "-c", script], env=PATH_ENV, timeout=60, capture_stdout=True,
+                                 stdout_enough=100_000, raw_stdout=True, on_start=pids.append, kill_grace=2)
+
+    result = asyncio.run(main())
+    assert result.stdout_cut and result.stdout == ""
+    assert result.stdout_raw == (bytes(range(256)) * 400)[:100_000]
+    assert not _alive(pids[0])
+
+
+def test_raw_stdout_keeps_bytes_that_are_not_utf8():
+    async def main():
+        return await run_process([PY, "-c", "import sys; sys.stdout.buffer.write(b'\\xff\\x00ok')"],
+                                 env=PATH_ENV, timeout=60, capture_stdout=True, raw_stdout=True)
+
+    result = asyncio.run(main())
+    assert (result.returncode, result.stdout_raw, result.stdout_cut) == (0, b"\xff\x00ok", False)

@@ -8,6 +8,7 @@ hand are inline below, each with a comment naming the restic message it mirrors.
 
 from __future__ import annotations
 
+import tarfile
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -680,6 +681,11 @@ STDERR_CASES: list[tuple[str, type[errors.BucketsError], str]] = [
     (HAND_WRITTEN["decrypt_caps"], errors.DataLoss, "repository data failed verification"),
     (sample("check_damaged.stderr"), errors.DataLoss, "repository check found errors"),
     (sample("init_exists.stderr"), errors.AlreadyExists, "repository already exists"),
+    (sample("restore_no_snapshot.stderr"), errors.NotFound, "snapshot does not exist"),
+    (sample("dump_no_snapshot.stderr"), errors.NotFound, "snapshot does not exist"),
+    (sample("dump_missing.stderr"), errors.NotFound, "path does not exist in the snapshot"),
+    (sample("dump_symlink.stderr"), errors.InvalidArgument, "path is not a regular file"),
+    (sample("dump_through_symlink.stderr"), errors.InvalidArgument, "path is not a regular file"),
     (sample("no_repository.stderr"), errors.NotFound, "repository does not exist"),
     (sample("s3_no_repository.stderr"), errors.NotFound, "repository does not exist"),
     (sample("s3_no_bucket.stderr"), errors.NotFound, "repository does not exist"),
@@ -781,3 +787,265 @@ def test_features_by_version(version, expected) -> None:
 def test_versions_older_than_the_recorded_one_are_refused() -> None:
     with pytest.raises(errors.Unimplemented, match="older than the oldest supported version 0.14.0"):
         ra.features((0, 13, 1))
+
+
+# --------------------------------------------------------------------------
+# Browsing: ls, find, dump (samples from one snapshot of a small tree, see README)
+# --------------------------------------------------------------------------
+
+LS_SNAP = "930a1149"
+T_RECORDED = datetime(2026, 11, 24, 1, 3, 46, 325411, tzinfo=UTC)
+
+
+def test_ls_args_recursive() -> None:
+    assert ls_args(RESTIC, FULL, LS_SNAP, "/project/src", recursive=True) == [
+        *FULL_PREFIX, "--no-lock", "ls", "--json", "--recursive", "--", LS_SNAP, "/project/src",
+    ]
+    assert ls_args(RESTIC, BARE, LS_SNAP, recursive=True) == [
+        *BARE_PREFIX, "--no-lock", "ls", "--json", "--recursive", "--", LS_SNAP,
+    ]
+    # A path that looks like a flag stays positional; restic only needs it absolute.
+    assert ls_args(RESTIC, BARE, LS_SNAP, "/-rf")[-3:] == ["--", LS_SNAP, "/-rf"]
+    for bad in ("", "project", "/a\x00b"):
+        with pytest.raises(ValueError):
+            ls_args(RESTIC, BARE, LS_SNAP, bad)
+
+
+def test_dump_args() -> None:
+    assert ra.dump_args(RESTIC, FULL, FULL_SNAP, "/project/src/my file.txt") == [
+        *FULL_PREFIX, "--no-lock", "dump", "--", FULL_SNAP, "/project/src/my file.txt",
+    ]
+    assert ra.dump_args(RESTIC, BARE, LS_SNAP, "/project/-rf") == [
+        *BARE_PREFIX, "--no-lock", "dump", "--", LS_SNAP, "/project/-rf",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("snapshot_id", "path"),
+    [
+        (LS_SNAP, "/"),  # the whole snapshot as a tar archive
+        (LS_SNAP, "//"),
+        (LS_SNAP, ""),
+        (LS_SNAP, "project/a.txt"),
+        (LS_SNAP, "/a\x00b"),
+        ("latest", "/project/a.txt"),
+        ("", "/project/a.txt"),
+    ],
+)
+def test_dump_args_rejects_bad_arguments(snapshot_id: str, path: str) -> None:
+    with pytest.raises(ValueError):
+        ra.dump_args(RESTIC, BARE, snapshot_id, path)
+
+
+def test_find_args_escape_glob_syntax() -> None:
+    # The argv below was run against restic 0.14 on a snapshot holding these
+    # names and matched exactly them (README: find_nodes.stdout.json).
+    assert ra.find_args(RESTIC, BARE, LS_SNAP, ["/project/link-in", "/project/x*[y]?.txt"]) == [
+        *BARE_PREFIX, "--no-lock", "find", "--json", "--snapshot", LS_SNAP, "--",
+        "/project/link-in", "/project/x\\*\\[y\\]\\?.txt",
+    ]
+    assert ra.find_pattern("/project/**/back\\slash") == "/project/\\*\\*/back\\\\slash"
+    assert ra.find_pattern("/project/new\nline") == "/project/new\nline"
+    with pytest.raises(ValueError):
+        ra.find_args(RESTIC, BARE, LS_SNAP, [])
+    with pytest.raises(ValueError):
+        ra.find_args(RESTIC, BARE, LS_SNAP, "/project/a")  # a str, not a list
+    with pytest.raises(ValueError):
+        ra.find_args(RESTIC, BARE, LS_SNAP, ["link-in"])  # relative: restic would match any suffix
+    with pytest.raises(ValueError):
+        ra.find_args(RESTIC, BARE, "latest", ["/project/a"])
+
+
+def test_parse_ls_tree_sample_restic_0_14() -> None:
+    nodes = ra.parse_ls(sample("ls_tree.stdout.jsonl"))
+    by_path = {n.path: n for n in nodes}
+    assert [n.path for n in nodes] == [
+        "/persist",
+        "/persist/state.db",
+        "/project",
+        "/project/bin.dat",
+        "/project/fifo",
+        "/project/link-abs",
+        "/project/link-dir",
+        "/project/link-in",
+        "/project/link-out",
+        "/project/shared",
+        "/project/src",
+        "/project/src/a.txt",
+        "/project/src/deep",
+        "/project/src/deep/deeper",
+        "/project/src/deep/deeper/d.txt",
+        "/project/src/my file.txt",
+        "/project/src/x*[y]?.txt",
+        "/project/src/ünï cödé.txt",
+        "/project/tool.sh",
+    ]
+    assert by_path["/project/src/a.txt"] == ra.TreeNode(
+        path="/project/src/a.txt",
+        name="a.txt",
+        type="file",
+        size=6,
+        mode=0o644,
+        mtime=datetime(2024, 1, 2, 3, 4, 5, tzinfo=UTC),
+        link_target="",
+    )
+    assert by_path["/project/src"] == ra.TreeNode(
+        path="/project/src", name="src", type="dir", size=0, mode=0o755, mtime=T_RECORDED,
+    )
+    unicode = by_path["/project/src/ünï cödé.txt"]
+    assert (unicode.name, unicode.size) == ("ünï cödé.txt", 8)
+    assert by_path["/project/src/my file.txt"].name == "my file.txt"
+    # ls --json carries no symlink target (find does).
+    link = by_path["/project/link-in"]
+    assert (link.type, link.mode, link.link_target) == ("symlink", 0o777, "")
+    assert (by_path["/project/fifo"].type, by_path["/project/fifo"].mode) == ("other", 0o644)
+    # Go's setuid / sticky bits become POSIX ones.
+    assert by_path["/project/tool.sh"].mode == 0o4755
+    assert by_path["/project/shared"].mode == 0o1777
+    assert all(n.mtime.tzinfo is not None for n in nodes)
+
+
+def test_parse_ls_directory_filter_samples_restic_0_14() -> None:
+    # A directory argument lists the directory and its direct children ...
+    assert [n.path for n in ra.parse_ls(sample("ls_dir.stdout.jsonl"))] == [
+        "/project/src",
+        "/project/src/a.txt",
+        "/project/src/deep",
+        "/project/src/my file.txt",
+        "/project/src/x*[y]?.txt",
+        "/project/src/ünï cödé.txt",
+    ]
+    # ... and with --recursive its whole subtree.
+    assert [n.path for n in ra.parse_ls(sample("ls_recursive.stdout.jsonl"))] == [
+        "/project/src",
+        "/project/src/a.txt",
+        "/project/src/deep",
+        "/project/src/deep/deeper",
+        "/project/src/deep/deeper/d.txt",
+        "/project/src/my file.txt",
+        "/project/src/x*[y]?.txt",
+        "/project/src/ünï cödé.txt",
+    ]
+    assert [n.path for n in ra.parse_ls(sample("ls_file.stdout.jsonl"))] == ["/project/src/a.txt"]
+    assert ra.parse_ls(sample("ls_missing.stdout.jsonl")) == []
+    assert [n.name for n in ra.parse_ls(sample("ls.stdout.jsonl"))] == ["sub", "a.txt"]
+
+
+def test_parse_ls_unknown_snapshot_is_not_found() -> None:
+    # restic 0.14 exits 0, prints nothing on stdout and "Ignoring ..." on stderr.
+    assert "no matching ID found" in sample("ls_no_snapshot.stderr")
+    with pytest.raises(errors.NotFound):
+        ra.parse_ls("")
+    with pytest.raises(errors.NotFound):
+        ra.parse_ls("\n")
+
+
+def test_parse_ls_restic_0_17_message_type() -> None:
+    # restic >= 0.17 (doc/075_scripting.rst): message_type next to the deprecated struct_type.
+    stdout = (
+        '{"time":"2026-11-24T01:03:48Z","id":"930a1149","message_type":"snapshot","struct_type":"snapshot"}\n'
+        '{"name":"a","type":"file","path":"/project/a","size":3,"mode":420,'
+        '"mtime":"2026-11-24T02:03:46.1+01:00","inode":42,"message_type":"node","struct_type":"node"}\n'
+        '{"message_type":"summary","total_files":1}\n'
+    )
+    assert ra.parse_ls(stdout) == [
+        ra.TreeNode(
+            path="/project/a",
+            name="a",
+            type="file",
+            size=3,
+            mode=0o644,
+            mtime=datetime(2026, 11, 24, 1, 3, 46, 100000, tzinfo=UTC),
+        )
+    ]
+
+
+NODE = '{"name":"a","type":"file","path":"/project/a","size":1,"mode":420,"mtime":"2026-11-24T01:03:46Z","struct_type":"node"}'
+SNAPSHOT_LINE = sample("ls_missing.stdout.jsonl").strip()
+
+
+@pytest.mark.parametrize(
+    "stdout",
+    [
+        "not json",
+        "[]",
+        NODE,  # no snapshot line first
+        SNAPSHOT_LINE + "\nnot json",
+        SNAPSHOT_LINE + "\n[1]",
+        SNAPSHOT_LINE + "\n" + NODE.replace('"path":"/project/a"', '"path":"project/a"'),
+        SNAPSHOT_LINE + "\n" + NODE.replace('"path":"/project/a",', ""),
+        SNAPSHOT_LINE + "\n" + NODE.replace('"type":"file"', '"type":""'),
+        SNAPSHOT_LINE + "\n" + NODE.replace('"size":1', '"size":"1"'),
+        SNAPSHOT_LINE + "\n" + NODE.replace('"mode":420', '"mode":-1'),
+        SNAPSHOT_LINE + "\n" + NODE.replace('"mode":420', '"mode":null'),
+        SNAPSHOT_LINE + "\n" + NODE.replace('"mtime":"2026-11-24T01:03:46Z"', '"mtime":"yesterday"'),
+        SNAPSHOT_LINE + "\n" + NODE.replace('"mtime":"2026-11-24T01:03:46Z",', ""),
+        SNAPSHOT_LINE + "\n" + NODE[:40],  # cut short
+    ],
+)
+def test_parse_ls_garbage_raises_internal(stdout: str) -> None:
+    with pytest.raises(errors.Internal):
+        ra.parse_ls(stdout)
+
+
+def test_parse_find_sample_restic_0_14() -> None:
+    nodes = ra.parse_find(sample("find_nodes.stdout.json"))
+    assert [(n.path, n.name, n.type, n.link_target) for n in nodes] == [
+        ("/project/link-abs", "link-abs", "symlink", "/etc/hostname"),
+        ("/project/link-dir", "link-dir", "symlink", "src"),
+        ("/project/link-in", "link-in", "symlink", "src/a.txt"),
+        ("/project/link-out", "link-out", "symlink", "../persist/state.db"),
+        ("/project/src/x*[y]?.txt", "x*[y]?.txt", "file", ""),
+    ]
+    link_in = nodes[2]
+    assert (link_in.mode, link_in.mtime) == (0o777, datetime(2024, 1, 2, 3, 4, 5, tzinfo=UTC))
+    assert nodes[4].size == 5
+    assert ra.parse_find(sample("find_none.stdout.json")) == []
+
+
+def test_parse_find_documented_link_target_key() -> None:
+    # doc/075_scripting.rst names the field "link_target"; restic 0.14 prints "linktarget".
+    stdout = (
+        '[{"matches":[{"path":"/project/l","type":"symlink","mode":134218239,'
+        '"mtime":"2026-11-24T01:03:46Z","link_target":"a"}],"hits":1,"snapshot":"930a1149"}]'
+    )
+    assert [n.link_target for n in ra.parse_find(stdout)] == ["a"]
+
+
+@pytest.mark.parametrize(
+    "stdout",
+    [
+        "",
+        "{}",
+        "[1]",
+        '[{"hits":0}]',
+        '[{"matches":{}}]',
+        '[{"matches":[{"path":"/project/a"}]}]',
+        '[{"matches":[{"path":"/p","type":"file","mode":"644","mtime":"2026-11-24T01:03:46Z"}]}]',
+    ],
+)
+def test_parse_find_garbage_raises_internal(stdout: str) -> None:
+    with pytest.raises(errors.Internal):
+        ra.parse_find(stdout)
+
+
+def test_dump_samples_restic_0_14() -> None:
+    # A file is written as it is; a directory as a tar archive of it.
+    assert (SAMPLES / "dump_file.stdout").read_bytes() == b"hello\n"
+    assert (SAMPLES / "dump_binary.stdout").read_bytes() == b"\x00\x01binary"
+    with tarfile.open(SAMPLES / "dump_dir.stdout.tar") as tar:
+        assert "project/src/a.txt" in tar.getnames()
+
+
+@pytest.mark.parametrize(
+    ("name", "cls", "short"),
+    [
+        ("dump_missing.stderr", errors.NotFound, "path does not exist in the snapshot"),
+        ("dump_symlink.stderr", errors.InvalidArgument, "path is not a regular file"),
+        ("dump_through_symlink.stderr", errors.InvalidArgument, "path is not a regular file"),
+    ],
+)
+def test_classify_dump_failures_exit_code_2(name: str, cls: type, short: str) -> None:
+    err = classify_failure(2, sample(name), action="dump")
+    assert type(err) is cls
+    assert err.message == f"restic dump failed: {short}"

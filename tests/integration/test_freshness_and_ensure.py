@@ -1,0 +1,140 @@
+"""Freshness (dirty/clean), GetProjectStatus/GetHostStatus, MarkEdited and EnsureProject's
+restore-on-missing, through real agents: the directory backend always, btrfs where a loop
+device can be made."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+
+import pytest
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from hub_client.proto.buckets.v1 import agent_pb2 as pb
+from tests.conftest import requires_restic
+from tests.harness import manifest, new_id, write_tree
+
+pytestmark = requires_restic
+
+
+@pytest.fixture(params=["directory", "btrfs"])
+def agent(request, agent_factory):
+    if request.param == "btrfs":
+        filesystem = request.getfixturevalue("btrfs_fs")
+        base = filesystem.mountpoint / f"fresh-{uuid.uuid4().hex[:8]}"
+        return agent_factory(base.name, backend="btrfs", base=base, limits="reconcile_interval = 0")
+    return agent_factory("fresh", limits="reconcile_interval = 0")
+
+
+def ensure(agent, project_id: str, mode=pb.EnsureProjectRequest.NONE, request_id: str | None = None):
+    return agent.stub.EnsureProject(
+        pb.EnsureProjectRequest(request_id=request_id or new_id(), project_id=project_id, mode=mode), timeout=30
+    )
+
+
+def status(agent, project_id: str) -> pb.ProjectStatus:
+    return agent.stub.GetProjectStatus(pb.GetProjectStatusRequest(project_id=project_id), timeout=30)
+
+
+def restic_restores(agent) -> int:
+    count = 0
+    for line in agent.log_path.read_text().splitlines():
+        try:
+            event = json.loads(line)
+        except ValueError:
+            continue
+        if event.get("event") == "process.start" and "restore" in [str(a) for a in event.get("argv", [])]:
+            count += 1
+    return count
+
+
+def test_dirty_after_a_write_clean_after_a_backup_dirty_after_mark_edited_across_restarts(agent, project_id):
+    assert agent.wait(ensure(agent, project_id).id).state == pb.SUCCEEDED
+    write_tree(agent.home(project_id), files=20)
+    first = status(agent, project_id)
+    assert first.present and first.dirty and not first.HasField("last_backup")
+    host = agent.stub.GetHostStatus(pb.GetHostStatusRequest(), timeout=10)
+    assert (host.projects, host.dirty, host.never_backed_up, host.up_to_date) == (1, 1, 1, 0)
+
+    backup = agent.wait(agent.backup(project_id).id)
+    assert backup.state == pb.SUCCEEDED, backup.error
+    clean = status(agent, project_id)
+    assert not clean.dirty, clean
+    assert clean.last_backup_snapshot_id == backup.summary.snapshot_id and clean.size_bytes > 0
+    host = agent.stub.GetHostStatus(pb.GetHostStatusRequest(), timeout=10)
+    assert (host.dirty, host.never_backed_up, host.up_to_date) == (0, 0, 1)
+
+    time.sleep(0.05)  # a write in a later instant than the backup's capture, on any clock granularity
+    (agent.home(project_id) / "d0" / "new.txt").parent.mkdir(exist_ok=True)
+    (agent.home(project_id) / "d0" / "new.txt").write_text("written after the backup")
+    assert status(agent, project_id).dirty
+
+    assert agent.wait(agent.backup(project_id).id).state == pb.SUCCEEDED
+    assert not status(agent, project_id).dirty
+
+    stamp = Timestamp()
+    stamp.FromSeconds(int(time.time()) + 1)
+    agent.stub.MarkEdited(pb.MarkEditedRequest(project_id=project_id, time=stamp), timeout=10)
+    edited = status(agent, project_id)
+    assert edited.dirty and edited.last_change.seconds == stamp.seconds
+    agent.stop()
+    agent.start()
+    assert status(agent, project_id).dirty, "freshness must survive a restart"
+    host = agent.stub.GetHostStatus(pb.GetHostStatusRequest(), timeout=10)
+    assert (host.projects, host.dirty) == (1, 1)
+
+
+def test_ensure_auto_restores_the_newest_backup_into_a_missing_home_and_records_the_receipt(agent, project_id):
+    assert agent.wait(ensure(agent, project_id).id).state == pb.SUCCEEDED
+    write_tree(agent.home(project_id), files=15, seed=1)
+    assert agent.wait(agent.backup(project_id).id).state == pb.SUCCEEDED
+    write_tree(agent.home(project_id), files=25, seed=2)
+    (agent.persist(project_id) / "state.db").write_text("newest")
+    newest = agent.wait(agent.backup(project_id).id)
+    expected = manifest(agent.home(project_id)), manifest(agent.persist(project_id))
+    deleted = agent.wait(agent.stub.DeleteProject(
+        pb.DeleteProjectRequest(request_id=new_id(), project_id=project_id), timeout=30).id)
+    assert deleted.state == pb.SUCCEEDED and not agent.home(project_id).exists()
+
+    before = restic_restores(agent)
+    first = ensure(agent, project_id, pb.EnsureProjectRequest.AUTO)
+    second = ensure(agent, project_id, pb.EnsureProjectRequest.AUTO)  # while the first runs: joins it
+    assert second.id == first.id and second.joined
+    final = agent.wait(first.id)
+    assert final.state == pb.SUCCEEDED, final.error
+    assert (manifest(agent.home(project_id)), manifest(agent.persist(project_id))) == expected
+    assert restic_restores(agent) == before + 1
+    receipt = status(agent, project_id).last_restore
+    assert newest.summary.snapshot_id.startswith(receipt.snapshot_id[:8]) and receipt.operation_id == first.id
+    assert not status(agent, project_id).dirty  # the home equals a backup
+
+    # A present home with files is never overwritten.
+    (agent.home(project_id) / "local-only.txt").write_text("not in any backup")
+    kept = manifest(agent.home(project_id))
+    again = agent.wait(ensure(agent, project_id, pb.EnsureProjectRequest.AUTO).id)
+    assert again.state == pb.SUCCEEDED and manifest(agent.home(project_id)) == kept
+    assert restic_restores(agent) == before + 1
+
+
+def test_ensure_required_without_a_backup_fails_and_auto_creates_an_empty_project(agent, project_id):
+    required = agent.wait(ensure(agent, project_id, pb.EnsureProjectRequest.REQUIRED).id)
+    assert (required.state, required.error.code) == (pb.FAILED, "FAILED_PRECONDITION"), required.error
+    assert not agent.home(project_id).exists()
+    auto = agent.wait(ensure(agent, project_id, pb.EnsureProjectRequest.AUTO).id)
+    assert auto.state == pb.SUCCEEDED, auto.error
+    assert agent.home(project_id).is_dir() and not any(agent.home(project_id).iterdir())
+
+
+def test_the_reconciler_notices_a_write_without_being_asked(agent_factory, project_id):
+    agent = agent_factory("reconciled", limits="reconcile_interval = 0.2")
+    assert agent.wait(ensure(agent, project_id).id).state == pb.SUCCEEDED
+    write_tree(agent.home(project_id), files=5)
+    assert agent.wait(agent.backup(project_id).id).state == pb.SUCCEEDED
+    assert agent.stub.GetHostStatus(pb.GetHostStatusRequest(), timeout=10).dirty == 0
+    time.sleep(0.05)
+    (agent.home(project_id) / "later.txt").write_text("later")
+    deadline = time.monotonic() + 30
+    while agent.stub.GetHostStatus(pb.GetHostStatusRequest(), timeout=10).dirty != 1:
+        assert time.monotonic() < deadline, "the reconciler never saw the write"
+        time.sleep(0.1)
