@@ -14,6 +14,7 @@ The TOML file mirrors the dataclasses::
                   reconcile_interval
     [engine]      engine, restic_binary, rustic_binary
     [btrfs]       binary, default_quota_bytes
+    [retention]   interval, keep_last, keep_hourly, keep_daily, keep_weekly, keep_monthly, prune
     [repository]  kind
     [repository.local]  root, password_file
     [repository.s3]     endpoint, region, bucket_prefix, root_template,
@@ -55,6 +56,7 @@ from agent.errors import FailedPrecondition, InvalidArgument
 
 __all__ = [
     "BtrfsConfig",
+    "RetentionConfig",
     "AgentConfig",
     "ConfigError",
     "EngineConfig",
@@ -182,6 +184,24 @@ class EngineConfig:
 
 
 @dataclass(frozen=True, kw_only=True)
+class RetentionConfig:
+    """A keep policy the agent applies to every project on its own schedule (optional)."""
+
+    interval: float = 0.0
+    """Seconds between runs; 0 = never (the hub calls Forget itself)."""
+    keep_last: int = 0
+    keep_hourly: int = 0
+    keep_daily: int = 0
+    keep_weekly: int = 0
+    keep_monthly: int = 0
+    prune: bool = False
+
+    def keep(self) -> dict[str, int]:
+        return {"last": self.keep_last, "hourly": self.keep_hourly, "daily": self.keep_daily,
+                "weekly": self.keep_weekly, "monthly": self.keep_monthly}
+
+
+@dataclass(frozen=True, kw_only=True)
 class BtrfsConfig:
     """The btrfs backend (``backend = "btrfs"``)."""
 
@@ -259,6 +279,7 @@ class AgentConfig:
     backend: str = "directory"
     """``"directory"`` or ``"btrfs"``."""
     btrfs: BtrfsConfig = field(default_factory=BtrfsConfig)
+    retention: RetentionConfig = field(default_factory=RetentionConfig)
 
 
 # --------------------------------------------------------------------------
@@ -641,6 +662,7 @@ def parse_config(data: Mapping[str, Any], *, source: str, relative_to: Path) -> 
     limits = _parse_limits(top.table("limits"))
     engine = _parse_engine(top.table("engine"), relative_to)
     btrfs = _parse_btrfs(top.table("btrfs"), relative_to)
+    retention = _parse_retention(top.table("retention"), problems)
     repository = _parse_repository(top.table("repository"), paths, relative_to, problems)
     logging = _parse_logging(top.table("logging"))
     top.finish()
@@ -663,6 +685,7 @@ def parse_config(data: Mapping[str, Any], *, source: str, relative_to: Path) -> 
         logging=logging,
         backend=backend,
         btrfs=btrfs,
+        retention=retention,
     )
 
 
@@ -731,6 +754,25 @@ def _parse_limits(table: _Table | None) -> LimitsConfig:
 
 
 _BTRFS = BtrfsConfig()
+_RETENTION = RetentionConfig()
+
+
+def _parse_retention(table: _Table | None, problems: list[str]) -> RetentionConfig:
+    if table is None:
+        return _RETENTION
+    config = RetentionConfig(
+        interval=float(table.take("interval", number(0), _RETENTION.interval)),
+        keep_last=table.take("keep_last", integer(0), 0),
+        keep_hourly=table.take("keep_hourly", integer(0), 0),
+        keep_daily=table.take("keep_daily", integer(0), 0),
+        keep_weekly=table.take("keep_weekly", integer(0), 0),
+        keep_monthly=table.take("keep_monthly", integer(0), 0),
+        prune=table.take("prune", boolean, False),
+    )
+    table.finish()
+    if config.interval > 0 and not any(config.keep().values()):
+        problems.append("retention: an interval needs at least one keep_* above 0 (it would forget every snapshot)")
+    return config
 
 
 def _parse_btrfs(table: _Table | None, relative_to: Path) -> BtrfsConfig:

@@ -118,7 +118,7 @@ def repository_from_proto(message: pb.RepositorySpec, present: bool) -> Reposito
     return RepositorySpec(location=location, password=message.password)
 
 
-def snapshot_to_proto(snapshot: Snapshot) -> pb.Snapshot:
+def snapshot_to_proto(snapshot: Snapshot, size_bytes: int = 0) -> pb.Snapshot:
     tags = ra.tag_map(snapshot.tags)
     return pb.Snapshot(
         id=snapshot.id,
@@ -132,6 +132,7 @@ def snapshot_to_proto(snapshot: Snapshot) -> pb.Snapshot:
         source_host_id=tags.get("host", ""),
         operation_id=tags.get("op", ""),
         purpose=tags.get("purpose", ""),
+        size_bytes=size_bytes,
     )
 
 

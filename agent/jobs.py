@@ -254,6 +254,49 @@ async def restore(context: OperationContext, services: Services, repo: Repositor
     )
 
 
+async def restore_path(
+    context: OperationContext, services: Services, repo: Repository, *, snapshot_id: str, subpath: str,
+    target_path: str,
+) -> Summary:
+    """Restore one file or directory of the snapshot's project/ root to ``target_path`` in the home.
+
+    It is restored into a hidden staging directory beside the target (same directory, so the
+    same filesystem and subvolume) and put in place with one rename or exchange; what was at
+    the target is removed afterwards. The rest of the home is not touched.
+    """
+    started = time.monotonic()
+    project_id = context.project_id
+    backend = services.backend
+    if not backend.exists(project_id):
+        raise errors.NotFound(f"project {project_id} does not exist on this host")
+    if await backend.is_frozen(project_id):
+        raise errors.FailedPrecondition(f"project {project_id} is frozen; thaw it before restoring")
+    known = known_snapshot(services, repo, project_id, snapshot_id)
+    snapshot = known[0] if known else await find_snapshot(services, repo, project_id, snapshot_id)
+    require_layout_v2(snapshot, project_id)
+    home = backend.home(project_id)
+    target = home / target_path
+    if home.resolve() not in (target.parent.resolve(), *target.parent.resolve().parents):
+        raise errors.InvalidArgument(f"target_path {target_path!r} leads out of the project (through a symlink)")
+    staging = target.parent / f".buckets-restore-{context.operation_id}"
+    context.set_recovery(partial_staging=str(staging))
+    try:
+        await asyncio.to_thread(staging.mkdir, 0o700, True, False)
+        context.progress("restore", message=f"restoring {subpath} from snapshot {snapshot.short_id}")
+        await services.engine.restore_path(repo, snapshot.id, f"/project/{subpath}", staging)
+        restored = staging / "project" / subpath
+        if not (restored.exists() or restored.is_symlink()):
+            raise errors.NotFound(f"{subpath!r} is not in snapshot {snapshot.short_id}")
+        fsops.put_in_place(restored, target)
+        size, entries = await asyncio.to_thread(fsops.tree_size, target) if target.is_dir() else (
+            target.lstat().st_size, 1)
+    finally:
+        await asyncio.to_thread(fsops.remove_tree, staging)
+    context.progress("restore", percent=100.0, message=f"{subpath} restored to {target_path}")
+    return Summary(snapshot_id=snapshot.id, bytes_processed=size, files_processed=entries,
+                   duration_seconds=time.monotonic() - started)
+
+
 def known_snapshot(
     services: Services, repo: Repository, project_id: str, snapshot_id: str
 ) -> tuple[Snapshot, RestoreSize] | None:
@@ -385,6 +428,32 @@ def _remove_local_repository(path: Path) -> None:
     fsops.remove_tree(path)
 
 
+async def forget(
+    context: OperationContext, services: Services, repo: Repository, *, policy: ra.KeepPolicy,
+    protected: Sequence[str], prune: bool,
+) -> Summary:
+    """Apply a keep policy to the project's snapshots, never removing a protected one (by full id
+    or a prefix of at least 8 digits), then prune when asked."""
+    started = time.monotonic()
+    project_id = context.project_id
+    context.progress("forget", message="computing what the policy keeps")
+    keep, remove = await services.engine.forget_plan(repo, host=project_dir_name(project_id), policy=policy)
+    spared = [s for s in remove if any(s.id.startswith(p) or p.startswith(s.id) for p in protected)]
+    doomed = [s.id for s in remove if s not in spared]
+    if doomed:
+        context.progress("forget", message=f"forgetting {len(doomed)} snapshot(s)")
+        await services.engine.forget(repo, doomed)
+        services.journal.forget_snapshots(repo.display, doomed)
+    if prune:
+        context.progress("prune", message="removing data no snapshot references")
+        await services.engine.prune(repo)
+    context.progress(
+        "forget", percent=100.0,
+        message=f"kept {len(keep) + len(spared)} snapshot(s) ({len(spared)} protected), forgot {len(doomed)}",
+    )
+    return Summary(duration_seconds=time.monotonic() - started, files_processed=len(doomed))
+
+
 def recover(record: OperationRecord, backend: Backend) -> str | None:
     """Bring a project back to a whole state after the agent died during ``record``.
 
@@ -395,6 +464,9 @@ def recover(record: OperationRecord, backend: Backend) -> str | None:
     for the operation's record.
     """
     note = None
+    if record.recovery.get("partial_staging"):
+        fsops.remove_tree(Path(record.recovery["partial_staging"]))
+        note = "the restore of a path had not finished; its staging was removed"
     if record.recovery.get("swap"):
         backend.swap_in(record.recovery["swap"])
         note = "the restore had finished and its swap was completed during recovery"

@@ -360,6 +360,14 @@ class Journal:
         if repository is not None:
             self._db.execute("DELETE FROM snapshots WHERE project_id=? AND repository=?", (project_id, repository))
 
+    def forget_snapshots(self, repository: str, snapshot_ids: list[str]) -> None:
+        """Drop forgotten snapshots (full ids; records may hold short ones)."""
+        for snapshot_id in snapshot_ids:
+            self._db.execute(
+                "DELETE FROM snapshots WHERE repository=? AND snapshot_id = substr(?, 1, length(snapshot_id))",
+                (repository, snapshot_id),
+            )
+
     def record_snapshot(
         self, *, repository: str, snapshot_id: str, project_id: str, tags: list[str], bytes: int, files: int,
         time: float,

@@ -114,6 +114,7 @@ class AgentService:
         self.backend = make_backend(config)
         self.engine = make_engine(config)
         self._reconciler: asyncio.Task | None = None
+        self._retention: asyncio.Task | None = None
         self._checked_snapshots: OrderedDict = OrderedDict()
         self._listings: OrderedDict = OrderedDict()
         self.services = jobs.Services(
@@ -147,6 +148,10 @@ class AgentService:
         )
         log.info("engine.ready", engine=self.engine.name, binary=self.engine.binary, version=version,
                  features=sorted(await self.engine.features()))
+        if self.config.retention.interval > 0:
+            self._retention = asyncio.get_running_loop().create_task(
+                self.retention_forever(self.config.retention.interval), name="retention"
+            )
         if self.config.limits.reconcile_interval > 0:
             self._reconciler = asyncio.get_running_loop().create_task(
                 self.reconcile_forever(self.config.limits.reconcile_interval), name="freshness-reconciler"
@@ -154,9 +159,10 @@ class AgentService:
 
     async def stop(self, grace: float) -> None:
         """Stop running operations (recorded INTERRUPTED) and refuse new ones."""
-        if self._reconciler is not None:
-            self._reconciler.cancel()
-            await asyncio.gather(self._reconciler, return_exceptions=True)
+        for task in (self._reconciler, self._retention):
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
         await self.operations.shutdown(grace)
 
     def close(self) -> None:
@@ -213,11 +219,16 @@ class AgentService:
         snapshot_id = ids.snapshot_id(snapshot_id or "")
         subpath = ids.relative_path(subpath, field="subpath")
         target_path = ids.relative_path(target_path, field="target_path")
-        if subpath or target_path:
-            raise errors.Unimplemented("restoring a subpath is not built yet; restore the whole snapshot")
+        if target_path and not subpath:
+            raise errors.InvalidArgument("target_path needs a subpath: the whole snapshot restores to the project")
         repo = self._repository(repository, project_id)
         params = {"repository": repo.display, "snapshot_id": snapshot_id}
-        job = functools.partial(jobs.restore, services=self.services, repo=repo, snapshot_id=snapshot_id)
+        if subpath:
+            params.update(subpath=subpath, target_path=target_path or subpath)
+            job = functools.partial(jobs.restore_path, services=self.services, repo=repo, snapshot_id=snapshot_id,
+                                    subpath=subpath, target_path=target_path or subpath)
+        else:
+            job = functools.partial(jobs.restore, services=self.services, repo=repo, snapshot_id=snapshot_id)
         return self.operations.submit(
             kind=OperationKind.RESTORE, project_id=project_id, request_id=request_id, params=params, job=job
         )
@@ -294,6 +305,34 @@ class AgentService:
             kind=OperationKind.DELETE, project_id=project_id, request_id=request_id, params=params, job=job
         )
 
+    def forget(
+        self,
+        *,
+        request_id: str,
+        project_id: str,
+        repository: RepositorySpec | None,
+        keep: dict[str, int],
+        prune: bool,
+        protected: Sequence[str],
+    ) -> tuple[OperationRecord, bool]:
+        """Retention: the project's snapshots that ``keep`` does not keep are forgotten, except
+        ``protected`` ones (e.g. the snapshot of a move or copy in progress); then prune."""
+        ids.request_id(request_id)
+        project_id = ids.project_id(project_id)
+        policy = ra.KeepPolicy(**keep)
+        try:
+            policy.flags()
+        except ValueError as exc:
+            raise errors.InvalidArgument(str(exc)) from None
+        protected = [ids.snapshot_id(p, allow_latest=False) for p in protected]
+        repo = self._repository(repository, project_id)
+        params = {"repository": repo.display, "keep": keep, "prune": prune, "protected": sorted(protected)}
+        job = functools.partial(jobs.forget, services=self.services, repo=repo, policy=policy,
+                                protected=protected, prune=prune)
+        return self.operations.submit(
+            kind=OperationKind.FORGET, project_id=project_id, request_id=request_id, params=params, job=job
+        )
+
     # ------------------------------------------------------------ freeze
 
     async def freeze(self, project_id: str) -> bool:
@@ -318,8 +357,9 @@ class AgentService:
 
     async def list_snapshots(
         self, *, project_id: str, repository: RepositorySpec | None, page_size: int, page_token: str
-    ) -> tuple[list[Snapshot], str]:
-        """Newest first; the page token is the offset into that order."""
+    ) -> tuple[list[Snapshot], str, list[int]]:
+        """Newest first, with each snapshot's size (0 when unknown); the page token is the offset
+        into that order."""
         project_id = ids.project_id(project_id)
         repo = self._repository(repository, project_id)
         try:
@@ -336,7 +376,13 @@ class AgentService:
         size = min(page_size or 100, 1000)
         page = snapshots[offset : offset + size]
         token = str(offset + size) if offset + size < len(snapshots) else ""
-        return page, token
+        return page, token, [self._snapshot_size(repo, s.id) for s in page]
+
+    def _snapshot_size(self, repo, snapshot_id: str) -> int:
+        """Bytes a restore of the snapshot writes, when this agent wrote it (restic 0.14 keeps no
+        summary in the snapshot); 0 when unknown."""
+        known = self.journal.known_snapshot(repo.display, snapshot_id)
+        return known["bytes"] if known else 0
 
     # ------------------------------------------------------------ status
 
@@ -492,6 +538,29 @@ class AgentService:
                 await fresh.observe(self.journal, self.backend, project_id)
             except errors.BucketsError as exc:
                 log.warning("freshness.observe_failed", project_id=project_id, error=str(exc))
+
+    def apply_retention(self, round_id: str) -> list[str]:
+        """Submit the configured keep policy for every project; the snapshot of each project's last
+        restore receipt is protected (what a move or copy put in place). Returns operation ids."""
+        policy = self.config.retention
+        started = []
+        for project_id in self._present_projects():
+            receipt = self.journal.last_restore(project_id)
+            try:
+                record, _ = self.forget(
+                    request_id=f"retention-{round_id}-{project_id}", project_id=project_id, repository=None,
+                    keep=policy.keep(), prune=policy.prune,
+                    protected=[receipt["snapshot_id"]] if receipt else [],
+                )
+                started.append(record.id)
+            except errors.BucketsError as exc:  # e.g. another operation runs on the project: next round
+                log.warning("retention.skipped", project_id=project_id, error=str(exc))
+        return started
+
+    async def retention_forever(self, interval: float) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            self.apply_retention(str(int(time.time() // interval)))
 
     async def reconcile_forever(self, interval: float) -> None:
         while True:

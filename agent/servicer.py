@@ -184,8 +184,18 @@ class AgentServicer(pb_grpc.AgentServicer):
         )
 
     @rpc
-    async def Forget(self, request, context):
-        raise errors.Unimplemented("Forget is not built yet")
+    async def Forget(self, request: pb.ForgetRequest, context) -> pb.Operation:
+        return _operation(
+            self._service.forget(
+                request_id=request.request_id,
+                project_id=request.project_id,
+                repository=_repository(request),
+                keep={"last": request.keep_last, "hourly": request.keep_hourly, "daily": request.keep_daily,
+                      "weekly": request.keep_weekly, "monthly": request.keep_monthly},
+                prune=request.prune,
+                protected=list(request.protected_snapshot_ids),
+            )
+        )
 
     # ------------------------------------------------------------ following operations
 
@@ -265,14 +275,15 @@ class AgentServicer(pb_grpc.AgentServicer):
 
     @rpc
     async def ListSnapshots(self, request: pb.ListSnapshotsRequest, context) -> pb.ListSnapshotsResponse:
-        snapshots, token = await self._service.list_snapshots(
+        snapshots, token, sizes = await self._service.list_snapshots(
             project_id=request.project_id,
             repository=_repository(request),
             page_size=request.page_size,
             page_token=request.page_token,
         )
         return pb.ListSnapshotsResponse(
-            snapshots=[convert.snapshot_to_proto(s) for s in snapshots], next_page_token=token
+            snapshots=[convert.snapshot_to_proto(s, size) for s, size in zip(snapshots, sizes)],
+            next_page_token=token,
         )
 
     @rpc

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
@@ -158,8 +159,20 @@ class Engine(Protocol):
     async def restore(self, repo: Repository, snapshot_id: str, view: EngineView) -> None:
         """Restore the whole snapshot into ``view.root`` (its project/ and persist/ roots)."""
 
+    async def restore_path(self, repo: Repository, snapshot_id: str, path: str, target: Path) -> None:
+        """Restore the snapshot's ``path`` (absolute in it) to ``target`` + ``path``."""
+
     async def check(self, repo: Repository, *, read_data_subset: str | None = None) -> None:
         """Check the repository; DataLoss naming what was found."""
+
+    async def forget_plan(self, repo: Repository, *, host: str, policy) -> tuple[list[Snapshot], list[Snapshot]]:
+        """(keep, remove) under the keep ``policy`` for ``host``'s snapshots; removes nothing."""
+
+    async def forget(self, repo: Repository, snapshot_ids: Sequence[str]) -> None:
+        """Remove these snapshots (not their data: see :meth:`prune`)."""
+
+    async def prune(self, repo: Repository) -> None:
+        """Remove data no snapshot references."""
 
     async def ls(self, repo: Repository, snapshot_id: str, path: str, *, recursive: bool) -> list[TreeNode]:
         """Nodes at ``path`` (absolute in the snapshot) and below it: direct children, or all

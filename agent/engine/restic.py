@@ -233,6 +233,28 @@ class ResticEngine:
             raise ra.classify_failure(result.returncode, result.stderr_tail, action="dump")
         return result.stdout_raw
 
+    async def forget_plan(
+        self, repo: Repository, *, host: str, policy: ra.KeepPolicy
+    ) -> tuple[list[Snapshot], list[Snapshot]]:
+        """(keep, remove) under ``policy`` for the snapshots of ``host``; nothing is removed."""
+        result = await self._run(
+            repo, ra.forget_plan_args(self.binary, self._common(repo), host=host, policy=policy),
+            action="forget", capture_stdout=True,
+        )
+        return ra.parse_forget_plan(result.stdout)
+
+    async def forget(self, repo: Repository, snapshot_ids: Sequence[str]) -> None:
+        await self._run(repo, ra.forget_args(self.binary, self._common(repo), snapshot_ids), action="forget")
+
+    async def prune(self, repo: Repository) -> None:
+        await self._run(repo, ra.prune_args(self.binary, self._common(repo)), action="prune")
+
+    async def restore_path(self, repo: Repository, snapshot_id: str, path: str, target: Path) -> None:
+        """Restore the snapshot's ``path`` (absolute in the snapshot) and its parents under ``target``."""
+        argv = ra.restore_args(self.binary, self._common(repo), snapshot_id=snapshot_id, target=str(target),
+                               include=[ra.find_pattern(path)])
+        await self._run(repo, argv, action="restore")
+
     async def check(self, repo: Repository, *, read_data_subset: str | None = None) -> None:
         """Check the repository; raises DataLoss naming what restic found."""
         await self._run(repo, ra.unlock_args(self.binary, self._common(repo)), action="unlock")

@@ -279,6 +279,69 @@ def cat_config_args(binary: str, common: CommonOptions) -> list[str]:
     return [*_common(binary, common), "cat", "config"]
 
 
+@dataclass(frozen=True)
+class KeepPolicy:
+    """How many snapshots each rule keeps (restic ``--keep-*``); 0 = the rule is off."""
+
+    last: int = 0
+    hourly: int = 0
+    daily: int = 0
+    weekly: int = 0
+    monthly: int = 0
+
+    def flags(self) -> list[str]:
+        flags = []
+        for name in ("last", "hourly", "daily", "weekly", "monthly"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"keep_{name} must be a count >= 0, got {value!r}")
+            if value:
+                flags += [f"--keep-{name}", str(value)]
+        if not flags:
+            raise ValueError("a keep policy needs at least one rule above 0 (it would forget every snapshot)")
+        return flags
+
+
+def forget_plan_args(binary: str, common: CommonOptions, *, host: str, policy: KeepPolicy) -> list[str]:
+    """``restic forget --json --dry-run --host H --group-by host --keep-...``: what the policy would
+    remove, without removing it. Grouped by host only: snapshot paths are the agent's view
+    directories, which differ between agents, and must not split one project's history."""
+    if not host or host.startswith("-"):
+        raise ValueError(f"forget needs a host name, got {host!r}")
+    return [*_common(binary, common), "forget", "--json", "--dry-run", "--host", host, "--group-by", "host",
+            *policy.flags()]
+
+
+def parse_forget_plan(stdout: str) -> tuple[list[Snapshot], list[Snapshot]]:
+    """(keep, remove) of ``forget --json --dry-run``: groups of ``{"keep": [...], "remove": [...] | null}``.
+
+    Empty output (no snapshot of the host) is ([], []). Raises :class:`agent.errors.Internal`
+    on anything else.
+    """
+    if not stdout.strip():
+        return [], []
+    try:
+        groups = json.loads(stdout)
+        if not isinstance(groups, list):
+            raise TypeError("not a JSON list")
+        keep: list[Snapshot] = []
+        remove: list[Snapshot] = []
+        for group in groups:
+            if not isinstance(group, dict):
+                raise TypeError("a group is not an object")
+            keep += [_snapshot(s) for s in group.get("keep") or []]
+            remove += [_snapshot(s) for s in group.get("remove") or []]
+        return keep, remove
+    except (ValueError, TypeError, KeyError, RecursionError) as exc:
+        raise errors.Internal("restic forget printed output that is not a forget plan",
+                              detail=f"{exc}: {stdout[:2000]}") from exc
+
+
+def prune_args(binary: str, common: CommonOptions) -> list[str]:
+    """``restic prune``: remove the data no snapshot references any more."""
+    return [*_common(binary, common), "prune"]
+
+
 def forget_args(binary: str, common: CommonOptions, snapshot_ids: Sequence[str]) -> list[str]:
     """``restic forget -- ID...`` (no prune). Raises ValueError for no or bad ids."""
     if isinstance(snapshot_ids, str) or not snapshot_ids:

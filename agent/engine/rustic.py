@@ -247,6 +247,26 @@ class RusticEngine:
     async def dump(self, repo: Repository, snapshot_id: str, path: str, *, limit: int) -> bytes:
         raise errors.Unimplemented("reading files from backups is not built for the rustic engine yet")
 
+    async def forget_plan(self, repo: Repository, *, host: str, policy) -> tuple[list, list]:
+        raise errors.Unimplemented("keep policies are not built for the rustic engine yet")
+
+    async def forget(self, repo: Repository, snapshot_ids: Sequence[str]) -> None:
+        await self._run(repo, lambda p: rua.forget_args(self.binary, p, snapshot_ids), action="forget")
+
+    async def prune(self, repo: Repository) -> None:
+        await self._run(repo, lambda p: rua.prune_args(self.binary, p), action="prune")
+
+    async def restore_path(self, repo: Repository, snapshot_id: str, path: str, target: Path) -> None:
+        # rustic restores ID:PATH's contents into the target itself; the agent's staging
+        # expects target/project/<path>, as restic's --include gives.
+        destination = target / path.lstrip("/")
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        await self._run(
+            repo, lambda p: rua.restore_args(self.binary, p, snapshot_id=snapshot_id, target=str(destination),
+                                             path=path),
+            action="restore",
+        )
+
     async def check(self, repo: Repository, *, read_data_subset: str | None = None) -> None:
         feats = await self._features()
         result = await self._run(

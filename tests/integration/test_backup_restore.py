@@ -103,6 +103,9 @@ def test_list_snapshots_newest_first_with_pages(shared_agent, project_id):
     )
     assert [s.short_id for s in second.snapshots] == [ids[0]]
     assert second.next_page_token == ""
+    # Sizes of the agent's own snapshots (bytes a restore writes), growing with each round.
+    sizes = [s.size_bytes for s in (*first.snapshots, *second.snapshots)]
+    assert sizes[0] > sizes[1] > sizes[2] > 0
 
 
 def test_restore_into_a_missing_project_creates_it(shared_agent, project_id):
@@ -199,3 +202,39 @@ def test_restore_of_a_snapshot_this_agent_wrote_runs_only_the_restore(shared_age
     assert restore.state == pb.SUCCEEDED, restore.error
     commands = sorted(argv[argv.index("--cache-dir") + 2] for argv in restic_starts(agent, restore.id))
     assert commands == ["--no-lock", "--no-lock", "restore"]
+
+
+def test_restore_of_one_file_or_directory_into_a_chosen_path(shared_agent, project_id):
+    agent = shared_agent
+    home = agent.home(project_id)
+    make_project(agent, project_id, files=30)
+    (home / "docs").mkdir()
+    (home / "docs" / "a.txt").write_text("a as backed up")
+    (home / "docs" / "b.txt").write_text("b as backed up")
+    backup = agent.wait(agent.backup(project_id).id)
+    snapshot = backup.summary.snapshot_id
+    snapshot_docs = manifest(home / "docs")
+
+    (home / "docs" / "a.txt").write_text("a edited later")
+    (home / "docs" / "new.txt").write_text("only in the live tree")
+    (home / "keep.txt").write_text("untouched by path restores")
+    # The home directory itself changes (entries come and go); everything else in it must not.
+    others = {k: v for k, v in manifest(home).items() if not k.startswith("docs") and k != "."}
+
+    one = agent.wait(agent.restore(project_id, snapshot, subpath="docs/a.txt", target_path="a-restored.txt").id)
+    assert one.state == pb.SUCCEEDED, one.error
+    assert (home / "a-restored.txt").read_text() == "a as backed up"
+    assert (home / "docs" / "a.txt").read_text() == "a edited later"
+
+    whole_dir = agent.wait(agent.restore(project_id, snapshot, subpath="docs").id)
+    assert whole_dir.state == pb.SUCCEEDED, whole_dir.error
+    assert manifest(home / "docs") == snapshot_docs  # new.txt is gone, a.txt is back
+    assert {k: v for k, v in manifest(home).items()
+            if not k.startswith("docs") and k not in (".", "a-restored.txt")} == others
+    assert not [p for p in home.rglob(".buckets-restore-*")]
+
+    missing = agent.wait(agent.restore(project_id, snapshot, subpath="no/such/thing").id)
+    assert (missing.state, missing.error.code) == (pb.FAILED, "NOT_FOUND")
+    with pytest.raises(grpc.RpcError) as info:
+        agent.restore(project_id, snapshot, subpath="docs", target_path="../escape")
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT

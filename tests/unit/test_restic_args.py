@@ -1049,3 +1049,35 @@ def test_classify_dump_failures_exit_code_2(name: str, cls: type, short: str) ->
     err = classify_failure(2, sample(name), action="dump")
     assert type(err) is cls
     assert err.message == f"restic dump failed: {short}"
+
+
+# --------------------------------------------------------------------------
+# Retention
+# --------------------------------------------------------------------------
+
+
+def test_forget_plan_args_and_policy_validation() -> None:
+    policy = ra.KeepPolicy(last=2, daily=7, monthly=12)
+    assert ra.forget_plan_args(RESTIC, BARE, host="project-x", policy=policy) == [
+        *BARE_PREFIX, "forget", "--json", "--dry-run", "--host", "project-x", "--group-by", "host",
+        "--keep-last", "2", "--keep-daily", "7", "--keep-monthly", "12",
+    ]
+    with pytest.raises(ValueError, match="at least one rule"):
+        ra.KeepPolicy().flags()
+    with pytest.raises(ValueError):
+        ra.KeepPolicy(last=-1).flags()
+    with pytest.raises(ValueError):
+        ra.forget_plan_args(RESTIC, BARE, host="-x", policy=policy)
+    assert ra.prune_args(RESTIC, BARE) == [*BARE_PREFIX, "prune"]
+
+
+def test_parse_forget_plan_samples_restic_0_14() -> None:
+    # recorded: samples/restic/README.md, forget_dry_run*
+    keep, remove = ra.parse_forget_plan(sample("forget_dry_run.stdout.json"))
+    assert [s.time.strftime("%m-%d %H") for s in keep] == ["01-03 15", "01-02 10"]
+    assert sorted(s.time.strftime("%m-%d %H") for s in remove) == ["01-01 10", "01-03 10"]
+    keep, remove = ra.parse_forget_plan(sample("forget_dry_run_nothing.stdout.json"))
+    assert len(keep) == 4 and remove == []
+    assert ra.parse_forget_plan(sample("forget_dry_run_no_host.stdout.json")) == ([], [])
+    with pytest.raises(errors.Internal):
+        ra.parse_forget_plan('{"keep": []}')
