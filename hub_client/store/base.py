@@ -1,0 +1,99 @@
+"""The :class:`Store` interface the hub programs against; SQLite and PostgreSQL implement it."""
+
+from __future__ import annotations
+
+from contextlib import AbstractContextManager
+from typing import Any, Protocol, runtime_checkable
+
+from hub_client.store.models import Host, Move, MovelogEntry, Project
+
+
+@runtime_checkable
+class Store(Protocol):
+    """The hub's durable record of hosts, project placement, moves and the movelog.
+
+    Every method is one transaction. Errors are :class:`~hub_client.store.errors.StoreError`
+    subclasses: ``NotFound``, ``MoveInProgress``, ``InvalidTransition``.
+    """
+
+    dialect: str
+
+    # -- schema ---------------------------------------------------------------------------
+    def migrate(self) -> int:
+        """Apply the migrations not yet applied; returns how many (0 when up to date)."""
+
+    def schema_version(self) -> int:
+        """The newest applied migration version (0 for an empty database)."""
+
+    # -- hosts and projects ---------------------------------------------------------------
+    def upsert_host(self, host: Host) -> Host:
+        """Insert or replace the host with ``host.id``; returns it as stored."""
+
+    def get_host(self, host_id: str) -> Host:
+        """The host; raises NotFound."""
+
+    def list_hosts(self, *, region: str | None = None) -> list[Host]:
+        """All hosts (of ``region`` if given), ordered by id."""
+
+    def upsert_project(self, project: Project) -> Project:
+        """Insert or replace the project with ``project.id``; raises NotFound for an unknown host."""
+
+    def get_project(self, project_id: str) -> Project:
+        """The project; raises NotFound."""
+
+    def list_projects(self, *, host_id: str | None = None, region: str | None = None) -> list[Project]:
+        """All projects (filtered by host and/or region), ordered by id."""
+
+    def set_placement(self, project_id: str, host_id: str) -> Project:
+        """Place the project on ``host_id``; raises NotFound for an unknown project or host."""
+
+    # -- moves ----------------------------------------------------------------------------
+    def create_move(
+        self, project_id: str, source_host: str, target_host: str, *, force: bool = False,
+        move_id: str | None = None, step: str = "created",
+    ) -> Move:
+        """Record a new PENDING move; raises MoveInProgress if the project has an active move
+        (enforced by a unique index, so it holds across hub processes) and NotFound for an unknown
+        project or host."""
+
+    def get_move(self, move_id: str) -> Move:
+        """The move; raises NotFound."""
+
+    def active_move(self, project_id: str) -> Move | None:
+        """The project's active (pending, running or failed) move, if any."""
+
+    def list_moves(self, *, project_id: str | None = None, active: bool | None = None) -> list[Move]:
+        """Moves, newest first, filtered by project and/or by being active."""
+
+    def update_move_step(self, move_id: str, step: str) -> Move:
+        """Record that ``step`` starts; raises NotFound, or InvalidTransition for a finished move."""
+
+    def update_move_status(
+        self, move_id: str, status: str, *, error: str | None = None, new_attempt: bool = False
+    ) -> Move:
+        """Set the status (not SUCCEEDED: that is :meth:`complete_move`) and the error text (None
+        clears it); ``new_attempt`` counts one more attempt. Raises NotFound, or InvalidTransition
+        for a finished (succeeded/cancelled) move or a bad status."""
+
+    def complete_move(self, move_id: str, *, message: str = "complete", data: dict[str, Any] | None = None) -> Move:
+        """Finish an active move in ONE transaction: status SUCCEEDED and step "complete", the
+        project placed on the move's target, and a movelog "complete" event. Either all of that
+        is stored or none. Raises NotFound or InvalidTransition."""
+
+    # -- movelog --------------------------------------------------------------------------
+    def append_movelog(
+        self, move_id: str, kind: str, message: str, data: dict[str, Any] | None = None
+    ) -> MovelogEntry:
+        """Append an event with the move's next sequence number (1, 2, 3 …); raises NotFound."""
+
+    def movelog(self, move_id: str, after_seq: int = 0, limit: int | None = None) -> list[MovelogEntry]:
+        """The move's events with seq > ``after_seq``, in seq order (at most ``limit``)."""
+
+    # -- locking --------------------------------------------------------------------------
+    def move_lock(self, project_id: str) -> AbstractContextManager[None]:
+        """Hold the project's move lock for the ``with`` block, across processes and hosts that
+        share the database; non-blocking: raises MoveInProgress naming the project when another
+        holder has it. Released at the block's end or when the holding process dies."""
+
+    def close(self) -> None:
+        """Release the connections."""

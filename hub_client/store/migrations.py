@@ -1,0 +1,109 @@
+"""Versioned schema migrations: an ordered list of SQL steps per dialect.
+
+Each :class:`Migration` has a version (1, 2, 3 … with no gaps) and the statements that take the
+schema from the previous version to it. A store records every applied version in
+``schema_version`` inside the same transaction as the statements, so a migration is applied
+completely or not at all, and applying again is a no-op. New migrations are appended to both
+dialects' lists with the same version number; applied ones are never edited.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from hub_client.store.models import MoveStatus
+
+_ACTIVE = ", ".join(f"'{status}'" for status in sorted(MoveStatus.ACTIVE))
+_ALL = ", ".join(f"'{status}'" for status in sorted(MoveStatus.ALL))
+
+# The name the dialects' error translation looks for: a violation of this index means "a move of
+# this project is already active".
+ACTIVE_MOVE_INDEX = "moves_one_active"
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    description: str
+    statements: tuple[str, ...]
+
+
+BOOTSTRAP = {
+    "sqlite": "CREATE TABLE IF NOT EXISTS schema_version ("
+    " version INTEGER PRIMARY KEY, description TEXT NOT NULL, applied_at TEXT NOT NULL)",
+    "postgres": "CREATE TABLE IF NOT EXISTS schema_version ("
+    " version INTEGER PRIMARY KEY, description TEXT NOT NULL, applied_at TIMESTAMPTZ NOT NULL)",
+}
+
+
+def _initial(text: str, time: str, boolean: str, json: str) -> tuple[str, ...]:
+    return (
+        f"""CREATE TABLE hosts (
+            id TEXT PRIMARY KEY,
+            address TEXT NOT NULL,
+            region TEXT NOT NULL,
+            status TEXT NOT NULL,
+            last_seen {time})""",
+        f"""CREATE TABLE projects (
+            id TEXT PRIMARY KEY,
+            host_id TEXT REFERENCES hosts(id),
+            region TEXT NOT NULL,
+            repository {text} NOT NULL DEFAULT '',
+            last_backup {time},
+            last_edited {time})""",
+        "CREATE INDEX projects_host ON projects(host_id)",
+        f"""CREATE TABLE moves (
+            id TEXT PRIMARY KEY,
+            project_id TEXT NOT NULL REFERENCES projects(id),
+            source_host TEXT NOT NULL REFERENCES hosts(id),
+            target_host TEXT NOT NULL REFERENCES hosts(id),
+            step TEXT NOT NULL,
+            status TEXT NOT NULL CHECK (status IN ({_ALL})),
+            force {boolean} NOT NULL,
+            error TEXT,
+            attempts INTEGER NOT NULL DEFAULT 0,
+            log_seq INTEGER NOT NULL DEFAULT 0,
+            created_at {time} NOT NULL,
+            updated_at {time} NOT NULL)""",
+        # At most one active move per project, enforced by the database for every writer.
+        f"CREATE UNIQUE INDEX {ACTIVE_MOVE_INDEX} ON moves(project_id) WHERE status IN ({_ACTIVE})",
+        "CREATE INDEX moves_project ON moves(project_id, created_at)",
+        f"""CREATE TABLE movelog (
+            move_id TEXT NOT NULL REFERENCES moves(id),
+            seq INTEGER NOT NULL,
+            "time" {time} NOT NULL,
+            kind TEXT NOT NULL,
+            message TEXT NOT NULL,
+            data {json} NOT NULL,
+            PRIMARY KEY (move_id, seq))""",
+    )
+
+
+MIGRATIONS: dict[str, tuple[Migration, ...]] = {
+    "sqlite": (
+        Migration(1, "hosts, projects, moves, movelog", _initial("TEXT", "TEXT", "INTEGER", "TEXT")),
+    ),
+    "postgres": (
+        Migration(1, "hosts, projects, moves, movelog", _initial("TEXT", "TIMESTAMPTZ", "BOOLEAN", "JSONB")),
+    ),
+}
+
+
+def pending(dialect: str, current: int) -> tuple[Migration, ...]:
+    """The migrations of ``dialect`` newer than version ``current``, in order.
+
+    Raises ValueError for an unknown dialect or a list whose versions are not 1, 2, 3 … in order.
+    """
+    try:
+        migrations = MIGRATIONS[dialect]
+    except KeyError:
+        raise ValueError(f"no migrations for dialect {dialect!r}") from None
+    versions = [migration.version for migration in migrations]
+    if versions != list(range(1, len(versions) + 1)):
+        raise ValueError(f"{dialect} migrations must be numbered 1..n in order, got {versions}")
+    return tuple(migration for migration in migrations if migration.version > current)
+
+
+def latest(dialect: str) -> int:
+    """The newest schema version of ``dialect``."""
+    return len(MIGRATIONS[dialect])

@@ -1,0 +1,90 @@
+"""Typed, immutable rows of the hub's store, and the move statuses.
+
+Times are timezone-aware UTC datetimes on both backends (SQLite keeps ISO 8601 text,
+PostgreSQL ``timestamptz``), so rows read back compare equal to what was written.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+
+class MoveStatus:
+    """Move statuses. ``ACTIVE`` ones block another move of the same project (database-enforced).
+
+    A FAILED move stays active on purpose: it is resumed, retried or forced, not replaced;
+    CANCELLED abandons it and frees the project for a new move.
+    """
+
+    PENDING = "pending"
+    RUNNING = "running"
+    FAILED = "failed"
+    SUCCEEDED = "succeeded"
+    CANCELLED = "cancelled"
+
+    ACTIVE = frozenset({PENDING, RUNNING, FAILED})
+    TERMINAL = frozenset({SUCCEEDED, CANCELLED})
+    ALL = ACTIVE | TERMINAL
+
+
+def utcnow() -> datetime:
+    """The current time, timezone-aware UTC, truncated to microseconds (what both databases keep)."""
+    return datetime.now(timezone.utc)
+
+
+@dataclass(frozen=True)
+class Host:
+    """A project host: ``address`` is the agent's host:port; ``status`` e.g. running / stopped / draining."""
+
+    id: str
+    address: str
+    region: str
+    status: str = "running"
+    last_seen: datetime | None = None
+
+
+@dataclass(frozen=True)
+class Project:
+    """Where a project lives (``host_id``, None when unplaced) and how fresh its last backup is."""
+
+    id: str
+    host_id: str | None
+    region: str
+    repository: str = ""
+    last_backup: datetime | None = None
+    last_edited: datetime | None = None
+
+
+@dataclass(frozen=True)
+class Move:
+    """One move of a project between hosts; ``step`` is the last step recorded as started."""
+
+    id: str
+    project_id: str
+    source_host: str
+    target_host: str
+    step: str
+    status: str
+    force: bool
+    error: str | None
+    attempts: int
+    created_at: datetime
+    updated_at: datetime
+
+    @property
+    def active(self) -> bool:
+        return self.status in MoveStatus.ACTIVE
+
+
+@dataclass(frozen=True)
+class MovelogEntry:
+    """One event of a move's progress channel; ``seq`` starts at 1 and grows by 1 per move."""
+
+    move_id: str
+    seq: int
+    time: datetime
+    kind: str
+    message: str
+    data: dict[str, Any] = field(default_factory=dict)

@@ -1,0 +1,326 @@
+"""The SQL both backends share; the dialect modules supply connections, transactions,
+value conversion and error translation.
+
+Queries are written with ``?`` placeholders; :meth:`SqlStore._q` rewrites them for drivers
+that use ``%s``.
+"""
+
+from __future__ import annotations
+
+import uuid
+from abc import ABC, abstractmethod
+from contextlib import AbstractContextManager
+from datetime import datetime
+from typing import Any, Iterable
+
+from hub_client.store import migrations
+from hub_client.store.errors import InvalidTransition, MoveInProgress, NotFound
+from hub_client.store.models import Host, Move, MovelogEntry, MoveStatus, Project, utcnow
+
+_HOST_COLUMNS = "id, address, region, status, last_seen"
+_PROJECT_COLUMNS = "id, host_id, region, repository, last_backup, last_edited"
+_MOVE_COLUMNS = (
+    "id, project_id, source_host, target_host, step, status, force, error, attempts, created_at, updated_at"
+)
+_MOVELOG_COLUMNS = 'move_id, seq, "time", kind, message, data'
+_ACTIVE_SQL = ", ".join(f"'{status}'" for status in sorted(MoveStatus.ACTIVE))
+
+
+class SqlStore(ABC):
+    """A :class:`~hub_client.store.base.Store` over a DB-API connection; subclasses add the dialect."""
+
+    dialect: str
+    paramstyle_format = False  # True: the driver wants %s instead of ?
+
+    # -- what a dialect provides ----------------------------------------------------------
+    @abstractmethod
+    def _transaction(self) -> AbstractContextManager[Any]:
+        """A write transaction; yields an object with ``execute(sql, params)`` returning a cursor."""
+
+    @abstractmethod
+    def _migration_transaction(self) -> AbstractContextManager[Any]:
+        """A transaction that excludes other processes' migrations."""
+
+    @abstractmethod
+    def _read(self) -> AbstractContextManager[Any]:
+        """A connection for one read statement."""
+
+    @abstractmethod
+    def _conflict(self, exc: Exception) -> str | None:
+        """``"active_move"``, ``"foreign_key"``, ``"unique"`` for an integrity error, else None."""
+
+    @abstractmethod
+    def _integrity_errors(self) -> tuple[type[Exception], ...]:
+        """The driver's integrity error classes."""
+
+    @abstractmethod
+    def _table_exists(self, name: str) -> bool:
+        """Whether table ``name`` exists (in the store's schema)."""
+
+    @abstractmethod
+    def _time_in(self, value: datetime | None) -> Any: ...
+
+    @abstractmethod
+    def _time_out(self, value: Any) -> datetime | None: ...
+
+    @abstractmethod
+    def _json_in(self, value: dict[str, Any]) -> Any: ...
+
+    @abstractmethod
+    def _json_out(self, value: Any) -> dict[str, Any]: ...
+
+    @abstractmethod
+    def move_lock(self, project_id: str) -> AbstractContextManager[None]: ...
+
+    @abstractmethod
+    def close(self) -> None: ...
+
+    def __enter__(self) -> "SqlStore":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def _q(self, sql: str) -> str:
+        return sql.replace("?", "%s") if self.paramstyle_format else sql
+
+    def _exec(self, conn: Any, sql: str, params: Iterable[Any] = ()) -> Any:
+        return conn.execute(self._q(sql), tuple(params))
+
+    def _fetchall(self, sql: str, params: Iterable[Any] = ()) -> list[tuple]:
+        with self._read() as conn:
+            return list(self._exec(conn, sql, params).fetchall())
+
+    # -- schema ---------------------------------------------------------------------------
+    def migrate(self) -> int:
+        with self._migration_transaction() as conn:
+            self._exec(conn, migrations.BOOTSTRAP[self.dialect])
+            current = self._exec(conn, "SELECT COALESCE(MAX(version), 0) FROM schema_version").fetchone()[0]
+            todo = migrations.pending(self.dialect, current)
+            for migration in todo:
+                for statement in migration.statements:
+                    self._exec(conn, statement)
+                self._exec(
+                    conn, "INSERT INTO schema_version (version, description, applied_at) VALUES (?, ?, ?)",
+                    (migration.version, migration.description, self._time_in(utcnow())),
+                )
+            return len(todo)
+
+    def schema_version(self) -> int:
+        if not self._table_exists("schema_version"):
+            return 0
+        return self._fetchall("SELECT COALESCE(MAX(version), 0) FROM schema_version")[0][0]
+
+    # -- rows -----------------------------------------------------------------------------
+    def _host(self, row: tuple) -> Host:
+        return Host(row[0], row[1], row[2], row[3], self._time_out(row[4]))
+
+    def _project(self, row: tuple) -> Project:
+        return Project(row[0], row[1], row[2], row[3], self._time_out(row[4]), self._time_out(row[5]))
+
+    def _move(self, row: tuple) -> Move:
+        return Move(
+            id=row[0], project_id=row[1], source_host=row[2], target_host=row[3], step=row[4], status=row[5],
+            force=bool(row[6]), error=row[7], attempts=row[8],
+            created_at=self._time_out(row[9]), updated_at=self._time_out(row[10]),
+        )
+
+    def _entry(self, row: tuple) -> MovelogEntry:
+        return MovelogEntry(row[0], row[1], self._time_out(row[2]), row[3], row[4], self._json_out(row[5]))
+
+    # -- hosts and projects ---------------------------------------------------------------
+    def upsert_host(self, host: Host) -> Host:
+        with self._transaction() as conn:
+            self._exec(
+                conn,
+                f"INSERT INTO hosts ({_HOST_COLUMNS}) VALUES (?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET"
+                " address = excluded.address, region = excluded.region, status = excluded.status,"
+                " last_seen = excluded.last_seen",
+                (host.id, host.address, host.region, host.status, self._time_in(host.last_seen)),
+            )
+        return self.get_host(host.id)
+
+    def get_host(self, host_id: str) -> Host:
+        rows = self._fetchall(f"SELECT {_HOST_COLUMNS} FROM hosts WHERE id = ?", (host_id,))
+        if not rows:
+            raise NotFound(f"host {host_id} not found")
+        return self._host(rows[0])
+
+    def list_hosts(self, *, region: str | None = None) -> list[Host]:
+        if region is None:
+            rows = self._fetchall(f"SELECT {_HOST_COLUMNS} FROM hosts ORDER BY id")
+        else:
+            rows = self._fetchall(f"SELECT {_HOST_COLUMNS} FROM hosts WHERE region = ? ORDER BY id", (region,))
+        return [self._host(row) for row in rows]
+
+    def upsert_project(self, project: Project) -> Project:
+        try:
+            with self._transaction() as conn:
+                self._exec(
+                    conn,
+                    f"INSERT INTO projects ({_PROJECT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE"
+                    " SET host_id = excluded.host_id, region = excluded.region,"
+                    " repository = excluded.repository, last_backup = excluded.last_backup,"
+                    " last_edited = excluded.last_edited",
+                    (project.id, project.host_id, project.region, project.repository,
+                     self._time_in(project.last_backup), self._time_in(project.last_edited)),
+                )
+        except self._integrity_errors() as exc:
+            if self._conflict(exc) == "foreign_key":
+                raise NotFound(f"host {project.host_id} not found (project {project.id})") from exc
+            raise
+        return self.get_project(project.id)
+
+    def get_project(self, project_id: str) -> Project:
+        rows = self._fetchall(f"SELECT {_PROJECT_COLUMNS} FROM projects WHERE id = ?", (project_id,))
+        if not rows:
+            raise NotFound(f"project {project_id} not found")
+        return self._project(rows[0])
+
+    def list_projects(self, *, host_id: str | None = None, region: str | None = None) -> list[Project]:
+        where, params = [], []
+        if host_id is not None:
+            where.append("host_id = ?")
+            params.append(host_id)
+        if region is not None:
+            where.append("region = ?")
+            params.append(region)
+        clause = f" WHERE {' AND '.join(where)}" if where else ""
+        rows = self._fetchall(f"SELECT {_PROJECT_COLUMNS} FROM projects{clause} ORDER BY id", params)
+        return [self._project(row) for row in rows]
+
+    def _write_placement(self, conn: Any, project_id: str, host_id: str) -> None:
+        """Point the project at ``host_id`` inside the caller's transaction; raises NotFound."""
+        try:
+            cursor = self._exec(conn, "UPDATE projects SET host_id = ? WHERE id = ?", (host_id, project_id))
+        except self._integrity_errors() as exc:
+            if self._conflict(exc) == "foreign_key":
+                raise NotFound(f"host {host_id} not found (placing project {project_id})") from exc
+            raise
+        if cursor.rowcount == 0:
+            raise NotFound(f"project {project_id} not found")
+
+    def set_placement(self, project_id: str, host_id: str) -> Project:
+        with self._transaction() as conn:
+            self._write_placement(conn, project_id, host_id)
+        return self.get_project(project_id)
+
+    # -- moves ----------------------------------------------------------------------------
+    def create_move(
+        self, project_id: str, source_host: str, target_host: str, *, force: bool = False,
+        move_id: str | None = None, step: str = "created",
+    ) -> Move:
+        move_id = move_id or str(uuid.uuid4())
+        now = self._time_in(utcnow())
+        try:
+            with self._transaction() as conn:
+                row = self._exec(
+                    conn,
+                    f"INSERT INTO moves ({_MOVE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, NULL, 0, ?, ?)"
+                    f" RETURNING {_MOVE_COLUMNS}",
+                    (move_id, project_id, source_host, target_host, step, MoveStatus.PENDING, bool(force), now, now),
+                ).fetchone()
+        except self._integrity_errors() as exc:
+            kind = self._conflict(exc)
+            if kind == "active_move":
+                active = self.active_move(project_id)
+                raise MoveInProgress(project_id, active.id if active else None) from exc
+            if kind == "foreign_key":
+                raise NotFound(
+                    f"project {project_id}, host {source_host} or host {target_host} not found"
+                ) from exc
+            raise
+        return self._move(row)
+
+    def get_move(self, move_id: str) -> Move:
+        rows = self._fetchall(f"SELECT {_MOVE_COLUMNS} FROM moves WHERE id = ?", (move_id,))
+        if not rows:
+            raise NotFound(f"move {move_id} not found")
+        return self._move(rows[0])
+
+    def active_move(self, project_id: str) -> Move | None:
+        rows = self._fetchall(
+            f"SELECT {_MOVE_COLUMNS} FROM moves WHERE project_id = ? AND status IN ({_ACTIVE_SQL})", (project_id,)
+        )
+        return self._move(rows[0]) if rows else None
+
+    def list_moves(self, *, project_id: str | None = None, active: bool | None = None) -> list[Move]:
+        where, params = [], []
+        if project_id is not None:
+            where.append("project_id = ?")
+            params.append(project_id)
+        if active is not None:
+            where.append(f"status {'IN' if active else 'NOT IN'} ({_ACTIVE_SQL})")
+        clause = f" WHERE {' AND '.join(where)}" if where else ""
+        rows = self._fetchall(f"SELECT {_MOVE_COLUMNS} FROM moves{clause} ORDER BY created_at DESC, id", params)
+        return [self._move(row) for row in rows]
+
+    def _update_active(self, conn: Any, move_id: str, assignments: str, params: tuple) -> Move:
+        """Update an active move inside the caller's transaction; raises NotFound or InvalidTransition."""
+        row = self._exec(
+            conn,
+            f"UPDATE moves SET {assignments}, updated_at = ? WHERE id = ? AND status IN ({_ACTIVE_SQL})"
+            f" RETURNING {_MOVE_COLUMNS}",
+            (*params, self._time_in(utcnow()), move_id),
+        ).fetchone()
+        if row is None:
+            found = self._exec(conn, "SELECT status FROM moves WHERE id = ?", (move_id,)).fetchone()
+            if found is None:
+                raise NotFound(f"move {move_id} not found")
+            raise InvalidTransition(f"move {move_id} is {found[0]}: finished moves do not change")
+        return self._move(row)
+
+    def update_move_step(self, move_id: str, step: str) -> Move:
+        with self._transaction() as conn:
+            return self._update_active(conn, move_id, "step = ?", (step,))
+
+    def update_move_status(
+        self, move_id: str, status: str, *, error: str | None = None, new_attempt: bool = False
+    ) -> Move:
+        if status not in MoveStatus.ALL:
+            raise InvalidTransition(f"unknown move status {status!r}")
+        if status == MoveStatus.SUCCEEDED:
+            raise InvalidTransition("a move succeeds only through complete_move (placement in the same transaction)")
+        with self._transaction() as conn:
+            return self._update_active(
+                conn, move_id, "status = ?, error = ?, attempts = attempts + ?", (status, error, int(new_attempt))
+            )
+
+    def complete_move(self, move_id: str, *, message: str = "complete", data: dict[str, Any] | None = None) -> Move:
+        with self._transaction() as conn:
+            move = self._update_active(
+                conn, move_id, "status = ?, step = ?, error = NULL", (MoveStatus.SUCCEEDED, "complete")
+            )
+            self._write_placement(conn, move.project_id, move.target_host)
+            self._append(conn, move_id, "complete", message, data)
+        return move
+
+    # -- movelog --------------------------------------------------------------------------
+    def _append(self, conn: Any, move_id: str, kind: str, message: str, data: dict[str, Any] | None) -> MovelogEntry:
+        # The counter on the move row is bumped under that row's write lock, so concurrent
+        # appenders get distinct, gap-free sequence numbers on both databases.
+        row = self._exec(
+            conn, "UPDATE moves SET log_seq = log_seq + 1 WHERE id = ? RETURNING log_seq", (move_id,)
+        ).fetchone()
+        if row is None:
+            raise NotFound(f"move {move_id} not found")
+        entry = MovelogEntry(move_id, row[0], utcnow(), kind, message, dict(data or {}))
+        self._exec(
+            conn, f"INSERT INTO movelog ({_MOVELOG_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)",
+            (move_id, entry.seq, self._time_in(entry.time), kind, message, self._json_in(entry.data)),
+        )
+        return entry
+
+    def append_movelog(
+        self, move_id: str, kind: str, message: str, data: dict[str, Any] | None = None
+    ) -> MovelogEntry:
+        with self._transaction() as conn:
+            return self._append(conn, move_id, kind, message, data)
+
+    def movelog(self, move_id: str, after_seq: int = 0, limit: int | None = None) -> list[MovelogEntry]:
+        sql = f"SELECT {_MOVELOG_COLUMNS} FROM movelog WHERE move_id = ? AND seq > ? ORDER BY seq"
+        params: list[Any] = [move_id, after_seq]
+        if limit is not None:
+            sql += " LIMIT ?"
+            params.append(limit)
+        return [self._entry(row) for row in self._fetchall(sql, params)]

@@ -1,0 +1,336 @@
+"""One suite for both store backends (SQLite and a throwaway PostgreSQL cluster)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+
+from hub_client.store import (
+    Host, InvalidTransition, MoveInProgress, MoveStatus, NotFound, Project, Store, migrations,
+)
+
+REPO = Path(__file__).resolve().parents[2]
+T0 = datetime(2026, 1, 2, 3, 4, 5, 678901, tzinfo=timezone.utc)
+
+
+def new_id() -> str:
+    return str(uuid.uuid4())
+
+
+def seed(store: Store, region: str = "eu") -> tuple[Host, Host, Project]:
+    """Two hosts of ``region`` and a project placed on the first."""
+    source = store.upsert_host(Host(new_id(), "10.0.0.1:7070", region, "running", T0))
+    target = store.upsert_host(Host(new_id(), "10.0.0.2:7070", region, "running", T0))
+    project = store.upsert_project(Project(new_id(), source.id, region, "rustic/project-x", T0, T0))
+    return source, target, project
+
+
+def test_store_satisfies_the_interface(store: Store) -> None:
+    assert isinstance(store, Store)
+    assert store.schema_version() == migrations.latest(store.dialect)
+
+
+def test_hosts_round_trip(store: Store) -> None:
+    host = Host("host-b", "10.0.0.2:7070", "eu", "running", T0)
+    assert store.upsert_host(host) == host
+    assert store.get_host("host-b") == host
+    other = store.upsert_host(Host("host-a", "10.0.0.1:7070", "us", "stopped", None))
+
+    changed = Host("host-b", "10.0.0.9:7070", "eu", "draining", T0 + timedelta(minutes=5))
+    store.upsert_host(changed)
+    assert store.get_host("host-b") == changed
+    assert store.list_hosts() == [other, changed]
+    assert store.list_hosts(region="eu") == [changed]
+    with pytest.raises(NotFound, match="host nope"):
+        store.get_host("nope")
+
+
+def test_projects_round_trip_and_placement(store: Store) -> None:
+    source, target, project = seed(store)
+    assert store.get_project(project.id) == project
+    unplaced = store.upsert_project(Project(new_id(), None, "eu"))
+    assert unplaced.host_id is None and unplaced.last_backup is None and unplaced.repository == ""
+    assert store.list_projects(host_id=source.id) == [project]
+    assert set(p.id for p in store.list_projects(region="eu")) == {project.id, unplaced.id}
+
+    updated = store.upsert_project(
+        Project(project.id, source.id, "eu", "rustic/project-x", T0 + timedelta(hours=1), T0 + timedelta(hours=2))
+    )
+    assert store.get_project(project.id) == updated
+    assert store.set_placement(project.id, target.id).host_id == target.id
+    assert store.list_projects(host_id=source.id) == []
+
+    with pytest.raises(NotFound):
+        store.upsert_project(Project(new_id(), "no-such-host", "eu"))
+    with pytest.raises(NotFound):
+        store.set_placement(project.id, "no-such-host")
+    with pytest.raises(NotFound):
+        store.set_placement("no-such-project", target.id)
+    with pytest.raises(NotFound):
+        store.get_project("no-such-project")
+    assert store.get_project(project.id).host_id == target.id
+
+
+def test_move_round_trip_and_updates(store: Store) -> None:
+    source, target, project = seed(store)
+    move = store.create_move(project.id, source.id, target.id, force=True)
+    assert (move.project_id, move.source_host, move.target_host) == (project.id, source.id, target.id)
+    assert (move.status, move.step, move.force, move.error, move.attempts) == ("pending", "created", True, None, 0)
+    assert move.created_at.tzinfo is not None
+    assert store.get_move(move.id) == move
+    assert store.active_move(project.id) == move
+    assert store.list_moves(project_id=project.id) == [move]
+
+    running = store.update_move_status(move.id, MoveStatus.RUNNING, new_attempt=True)
+    assert (running.status, running.attempts) == ("running", 1)
+    stepped = store.update_move_step(move.id, "backup")
+    assert stepped.step == "backup" and stepped.updated_at >= move.updated_at
+    failed = store.update_move_status(move.id, MoveStatus.FAILED, error="target unreachable")
+    assert (failed.status, failed.error, failed.attempts) == ("failed", "target unreachable", 1)
+    assert store.get_move(move.id) == failed
+    assert store.list_moves(active=True) == [failed]
+    assert store.list_moves(active=False) == []
+
+    with pytest.raises(InvalidTransition):
+        store.update_move_status(move.id, MoveStatus.SUCCEEDED)
+    with pytest.raises(InvalidTransition):
+        store.update_move_status(move.id, "bogus")
+    cancelled = store.update_move_status(move.id, MoveStatus.CANCELLED, error="given up")
+    assert not cancelled.active
+    with pytest.raises(InvalidTransition):
+        store.update_move_step(move.id, "restore")
+    with pytest.raises(InvalidTransition):
+        store.update_move_status(move.id, MoveStatus.RUNNING)
+    with pytest.raises(NotFound):
+        store.get_move("no-such-move")
+    with pytest.raises(NotFound):
+        store.update_move_step("no-such-move", "backup")
+    with pytest.raises(NotFound):
+        store.create_move("no-such-project", source.id, target.id)
+
+
+def test_one_active_move_per_project(store: Store, store_target) -> None:
+    source, target, project = seed(store)
+    first = store.create_move(project.id, source.id, target.id)
+    with pytest.raises(MoveInProgress, match=project.id) as info:
+        store.create_move(project.id, target.id, source.id)
+    assert info.value.project_id == project.id and info.value.move_id == first.id
+
+    # Another connection (a second hub process) is refused by the database the same way.
+    second_hub = store_target.open()
+    try:
+        with pytest.raises(MoveInProgress):
+            second_hub.create_move(project.id, source.id, target.id)
+    finally:
+        second_hub.close()
+
+    # A failed move is still active: it is resumed or retried, not replaced.
+    store.update_move_status(first.id, MoveStatus.FAILED, error="boom")
+    with pytest.raises(MoveInProgress):
+        store.create_move(project.id, source.id, target.id)
+
+    store.complete_move(first.id)
+    second = store.create_move(project.id, target.id, source.id)
+    assert store.active_move(project.id) == second
+    store.update_move_status(second.id, MoveStatus.CANCELLED)
+    third = store.create_move(project.id, target.id, source.id)
+    assert [m.id for m in store.list_moves(project_id=project.id, active=False)] != []
+    assert store.active_move(project.id).id == third.id
+
+    # Other projects are independent.
+    _, _, other = seed(store)
+    store.create_move(other.id, source.id, target.id)
+
+
+def test_movelog_sequence_and_after_seq(store: Store) -> None:
+    source, target, project = seed(store)
+    move = store.create_move(project.id, source.id, target.id)
+    other = store.create_move(seed(store)[2].id, source.id, target.id)
+    written = [
+        store.append_movelog(move.id, "step", f"step {i}", {"i": i, "nested": {"ok": True}, "list": [1, "a"]})
+        for i in range(1, 6)
+    ]
+    assert store.append_movelog(other.id, "step", "other move").seq == 1
+    assert [entry.seq for entry in written] == [1, 2, 3, 4, 5]
+    assert store.movelog(move.id) == written
+    assert store.movelog(move.id, after_seq=3) == written[3:]
+    assert store.movelog(move.id, after_seq=1, limit=2) == written[1:3]
+    assert store.movelog(move.id, after_seq=5) == []
+    assert written[0].data == {"i": 1, "nested": {"ok": True}, "list": [1, "a"]}
+    assert all(a.time <= b.time for a, b in zip(written, written[1:]))
+    with pytest.raises(NotFound):
+        store.append_movelog("no-such-move", "step", "x")
+
+
+def test_movelog_concurrent_appenders_get_distinct_gapless_seqs(store: Store, store_target) -> None:
+    source, target, project = seed(store)
+    move = store.create_move(project.id, source.id, target.id)
+    writers = [store_target.open() for _ in range(3)]
+    errors: list[BaseException] = []
+
+    def append(writer: Store, name: str) -> None:
+        try:
+            for i in range(20):
+                writer.append_movelog(move.id, "progress", f"{name} {i}")
+        except BaseException as exc:  # reported below, not swallowed
+            errors.append(exc)
+
+    threads = [threading.Thread(target=append, args=(w, f"w{n}")) for n, w in enumerate(writers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for writer in writers:
+        writer.close()
+    assert errors == []
+    assert [entry.seq for entry in store.movelog(move.id)] == list(range(1, 61))
+
+
+def test_complete_move_places_the_project_in_the_same_transaction(store: Store, monkeypatch) -> None:
+    source, target, project = seed(store)
+    move = store.create_move(project.id, source.id, target.id)
+    store.update_move_status(move.id, MoveStatus.RUNNING, new_attempt=True)
+    store.append_movelog(move.id, "step", "verify")
+
+    # The placement write fails inside the transaction: nothing of the completion may remain.
+    def broken_placement(conn, project_id, host_id):
+        raise RuntimeError("database went away mid-transaction")
+
+    monkeypatch.setattr(store, "_write_placement", broken_placement)
+    with pytest.raises(RuntimeError, match="went away"):
+        store.complete_move(move.id)
+    monkeypatch.undo()
+    assert store.get_move(move.id).status == MoveStatus.RUNNING
+    assert store.get_project(project.id).host_id == source.id
+    assert [entry.kind for entry in store.movelog(move.id)] == ["step"]
+
+    done = store.complete_move(move.id, data={"snapshot": "abc"})
+    assert (done.status, done.step, done.error) == ("succeeded", "complete", None)
+    assert store.get_project(project.id).host_id == target.id
+    log = store.movelog(move.id)
+    assert [(e.seq, e.kind) for e in log] == [(1, "step"), (2, "complete")]
+    assert log[-1].data == {"snapshot": "abc"}
+    assert store.active_move(project.id) is None
+    with pytest.raises(InvalidTransition):
+        store.complete_move(move.id)
+
+
+def test_migrations_are_versioned_and_idempotent(store: Store, store_target) -> None:
+    latest = migrations.latest(store.dialect)
+    assert latest >= 1
+    source, _, _ = seed(store)
+    assert store.migrate() == 0
+    assert store.migrate() == 0
+    assert store.schema_version() == latest
+    reopened = store_target.open()
+    try:
+        assert reopened.schema_version() == latest
+        assert reopened.migrate() == 0
+        assert reopened.get_host(source.id) == source
+    finally:
+        reopened.close()
+
+
+def test_fresh_store_without_migrate_has_version_zero_until_migrated(store_target) -> None:
+    fresh = store_target.open(migrate=False)
+    try:
+        assert fresh.schema_version() == 0
+        assert fresh.migrate() == migrations.latest(fresh.dialect)
+        assert fresh.schema_version() == migrations.latest(fresh.dialect)
+        assert fresh.migrate() == 0
+    finally:
+        fresh.close()
+
+
+def test_move_lock_in_one_process(store: Store) -> None:
+    project, other = new_id(), new_id()
+    with store.move_lock(project):
+        with pytest.raises(MoveInProgress, match=project):
+            with store.move_lock(project):
+                pass
+        with store.move_lock(other):
+            pass
+    with store.move_lock(project):
+        pass
+    with pytest.raises(ValueError):
+        with store.move_lock(project):
+            raise ValueError("the block failed")
+    with store.move_lock(project):  # released after the exception
+        pass
+
+
+LOCKER = r"""
+import json, os, sys, time
+from hub_client.store import MoveInProgress, open_store
+spec = json.loads(sys.argv[1])
+store = open_store(spec["url"], schema=spec["schema"], migrate=False)
+print("READY", flush=True)
+while not os.path.exists(spec["go"]):
+    time.sleep(0.002)
+try:
+    with store.move_lock(spec["project"]):
+        print("LOCKED", flush=True)
+        sys.stdin.read()
+except MoveInProgress as exc:
+    print("BUSY " + str(exc), flush=True)
+"""
+
+
+def test_move_lock_across_processes_released_on_sigkill(store: Store, store_target, tmp_path: Path) -> None:
+    project = new_id()
+    go = tmp_path / "go"
+    spec = json.dumps({**store_target.spec, "project": project, "go": str(go)})
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", LOCKER, spec], cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE, text=True, start_new_session=True,
+        )
+        for _ in range(2)
+    ]
+    try:
+        for proc in procs:
+            assert proc.stdout.readline().strip() == "READY", proc.stderr.read()
+        go.touch()  # both contend at the same moment
+        answers = [proc.stdout.readline().strip() for proc in procs]
+        assert sorted(a.split()[0] for a in answers if a) == ["BUSY", "LOCKED"], answers
+        holder = procs[[a.split()[0] for a in answers].index("LOCKED")]
+        loser = procs[1 - procs.index(holder)]
+        busy = answers[procs.index(loser)]
+        assert project in busy and "move in progress" in busy
+        assert loser.wait(timeout=60) == 0
+
+        # While the holder lives, this process cannot take the lock either.
+        with pytest.raises(MoveInProgress):
+            with store.move_lock(project):
+                pass
+
+        os.kill(holder.pid, signal.SIGKILL)
+        holder.wait(timeout=60)
+        # The kernel (flock) or the server (session end) frees the lock; the server may need a
+        # moment to notice the closed socket, so poll rather than assume.
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with store.move_lock(project):
+                    break
+            except MoveInProgress:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait()
+            for stream in (proc.stdin, proc.stdout, proc.stderr):
+                stream.close()
