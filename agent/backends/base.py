@@ -73,6 +73,7 @@ class ProjectLayout:
 
     projects_root: Path
     persist_root: Path
+    _views: Path
 
     def home(self, project_id: str) -> Path:
         return self.projects_root / project_dir_name(project_id)
@@ -89,6 +90,18 @@ class ProjectLayout:
     def _require(self, project_id: str) -> None:
         if not self.exists(project_id):
             raise errors.NotFound(f"project {project_id} does not exist on this host")
+
+    def _staging(self, operation_id: str, project_dir: Path, persist_dir: Path) -> Staging:
+        """A restore's staged trees and the view the engine restores into (``_views`` is the
+        backend's view directory)."""
+        view_root = self._views / f"restore-{operation_id}"
+        for name in ("project", "persist"):
+            (view_root / name).mkdir(parents=True, exist_ok=True)
+        view = EngineView(
+            wrapper=bind_wrapper([(project_dir, view_root / "project"), (persist_dir, view_root / "persist")]),
+            root=view_root,
+        )
+        return Staging(operation_id=operation_id, project=project_dir, persist=persist_dir, view=view)
 
 
 class Backend(Protocol):

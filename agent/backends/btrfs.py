@@ -241,14 +241,7 @@ class BtrfsBackend(ProjectLayout):
         quota = quota or self.default_quota_bytes
         if quota:
             await self._limit(project_dir, quota)
-        view_root = self._views / f"restore-{operation_id}"
-        for name in ("project", "persist"):
-            (view_root / name).mkdir(parents=True, exist_ok=True)
-        view = EngineView(
-            wrapper=bind_wrapper([(project_dir, view_root / "project"), (persist_dir, view_root / "persist")]),
-            root=view_root,
-        )
-        return Staging(operation_id=operation_id, project=project_dir, persist=persist_dir, view=view)
+        return self._staging(operation_id, project_dir, persist_dir)
 
     def swap_plan(self, project_id: str, staging: Staging) -> list[dict]:
         return [
