@@ -40,8 +40,7 @@ import hashlib
 import json
 from bisect import bisect_right
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
-from datetime import datetime
+import dataclasses
 
 from agent import errors
 from agent.engine.base import TreeNode
@@ -61,21 +60,8 @@ BINARY_SNIFF_BYTES = 8192
 _TOKEN_VERSION = 1
 
 
-@dataclass(frozen=True)
-class Entry:
-    """One ListFiles entry; ``path`` is relative to the root ("src/a.txt").
-
-    The other fields are those of :class:`TreeNode`: ``type`` is "file",
-    "dir", "symlink" or "other", ``mode`` the POSIX permission bits.
-    """
-
-    path: str
-    name: str
-    type: str
-    size: int
-    mode: int
-    mtime: datetime
-    link_target: str
+# One ListFiles entry: a TreeNode whose ``path`` is relative to the root ("src/a.txt").
+Entry = TreeNode
 
 
 # --------------------------------------------------------------------------
@@ -170,15 +156,7 @@ def _is_canonical(path: str) -> bool:
 
 def to_entry(node: TreeNode, root: str = DEFAULT_ROOT) -> Entry:
     """The :class:`Entry` of ``node``, its path made relative to ``root``."""
-    return Entry(
-        path=relative_path(node.path, root),
-        name=node.name,
-        type=node.type,
-        size=node.size,
-        mode=node.mode,
-        mtime=node.mtime,
-        link_target=node.link_target,
-    )
+    return dataclasses.replace(node, path=relative_path(node.path, root))
 
 
 # --------------------------------------------------------------------------

@@ -499,11 +499,15 @@ class AgentService:
             raise errors.InvalidArgument("path names the snapshot root, not a file")
         limit = browse.read_limit(max_bytes, self.config.limits.read_file_max_bytes)
         snapshot = await self._browsable(repo, project_id, snapshot_id)
-        root = "/" + target.split("/")[1]
-        nodes = {node.path: node for node in await self._nodes(repo, snapshot, root, recursive=True)}
-        node = nodes.get(target)
-        if node is None:
+        # The path alone first: a whole listing of its root is needed only to follow symlinks.
+        direct = [n for n in await self.engine.ls(repo, snapshot, target, recursive=False) if n.path == target]
+        if not direct:
             raise errors.NotFound(f"{path!r} is not in snapshot {snapshot[:8]}")
+        node = direct[0]
+        nodes = {node.path: node}
+        if node.type == "symlink":
+            root = "/" + target.split("/")[1]
+            nodes = {n.path: n for n in await self._nodes(repo, snapshot, root, recursive=True)}
         hops = 0
         while node.type == "symlink" and hops <= browse.MAX_SYMLINK_HOPS:
             if not node.link_target:

@@ -595,22 +595,25 @@ def parse_snapshots(stdout: str) -> list[Snapshot]:
     grouped). Raises :class:`agent.errors.Internal` on anything else.
     """
     try:
-        data = json.loads(stdout)
-        if not isinstance(data, list):
-            raise TypeError("not a JSON list")
-        result: list[Snapshot] = []
-        for entry in data:
-            snaps = _group_snapshots(entry)
-            if snaps is None:
-                result.append(_snapshot(entry))
-            else:
-                result.extend(_snapshot(s) for s in snaps)
-        return result
+        return [_snapshot(obj) for obj in _snapshot_objects(stdout)]
     except (ValueError, TypeError, KeyError, RecursionError) as exc:
         raise errors.Internal(
             "rustic snapshots printed output that is not a snapshot list",
             detail=f"{exc}: {stdout[:2000]}",
         ) from exc
+
+
+def _snapshot_objects(stdout: str) -> list[object]:
+    """The snapshot objects of ``snapshots --json`` in any of its shapes, groups flattened;
+    raises ValueError/TypeError for other output."""
+    data = json.loads(stdout)
+    if not isinstance(data, list):
+        raise TypeError("not a JSON list")
+    found: list[object] = []
+    for entry in data:
+        snaps = _group_snapshots(entry)
+        found.extend([entry] if snaps is None else snaps)
+    return found
 
 
 def parse_snapshot_totals(stdout: str) -> RestoreSize:
@@ -621,13 +624,7 @@ def parse_snapshot_totals(stdout: str) -> RestoreSize:
     has no summary (written by restic < 0.17, which stores none).
     """
     try:
-        data = json.loads(stdout)
-        if not isinstance(data, list):
-            raise TypeError("not a JSON list")
-        found: list[object] = []
-        for entry in data:
-            snaps = _group_snapshots(entry)
-            found.extend([entry] if snaps is None else snaps)
+        found = _snapshot_objects(stdout)
     except (ValueError, TypeError, RecursionError) as exc:
         raise errors.Internal("rustic snapshots printed output that is not a snapshot list",
                               detail=f"{exc}: {stdout[:2000]}") from exc
