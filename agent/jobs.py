@@ -9,12 +9,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Sequence
 
-from agent import buckets, errors, fsops
+from agent import buckets, errors, fsops, sentinel
 from agent.backends.base import Backend
 from agent.fsops import tree_size
 from agent.engine import restic_args as ra
@@ -26,6 +26,7 @@ from agent.operations import OperationContext
 from agent.repository import Repository
 
 LAYOUT = "v2"
+FULL_ID_LENGTH = 64
 RESTORE_POLL_INTERVAL = 0.5
 
 
@@ -164,8 +165,12 @@ async def _unchanged_since_last_backup(services: Services, repo: Repository, pro
     return last[1]
 
 
-async def restore(context: OperationContext, services: Services, repo: Repository, *, snapshot_id: str) -> Summary:
-    """Restore a whole snapshot into the project through staging, then swap it in."""
+async def restore(
+    context: OperationContext, services: Services, repo: Repository, *, snapshot_id: str,
+    resolved: Snapshot | None = None,
+) -> Summary:
+    """Restore a whole snapshot into the project through staging, then swap it in. ``resolved``
+    is the snapshot when the caller has looked it up already (its layout checked)."""
     project_id = context.project_id
     started = time.monotonic()
     backend = services.backend
@@ -178,9 +183,14 @@ async def restore(context: OperationContext, services: Services, repo: Repositor
         # Written by this agent: its layout metadata and size are in the journal, which spares two
         # engine processes (each opening the repository) beside the restore.
         snapshot, size = known
+        snapshot = resolved or snapshot  # the journal may hold a short id; a looked-up one is full
         require_layout_v2(snapshot, project_id)
         size_task = asyncio.get_running_loop().create_future()
         size_task.set_result(size)
+    elif resolved is not None:
+        snapshot = resolved
+        require_layout_v2(snapshot, project_id)
+        snapshot_id = snapshot.id
     elif snapshot_id == "latest":
         context.progress("resolve", message="looking up the latest snapshot")
         snapshot = await find_snapshot(services, repo, project_id, snapshot_id)
@@ -350,21 +360,54 @@ async def verify(context: OperationContext, services: Services, repo: Repository
     return Summary(duration_seconds=time.monotonic() - started)
 
 
+def sentinel_roots(backend: Backend, project_id: str) -> dict[str, Path]:
+    """The live trees a sentinel path is relative to: ``project/`` the home, ``persist/`` the
+    persist location."""
+    return sentinel.roots_of(backend.home(project_id), backend.persist(project_id))
+
+
+async def verify_sentinel(
+    context: OperationContext, services: Services, *, location: sentinel.Sentinel, expected: bytes
+) -> Summary:
+    """Compare the live sentinel file on this host with ``expected``; raises NotFound (no project),
+    InvalidArgument (a symlink leads out of its root), DataLoss (missing or different)."""
+    started = time.monotonic()
+    project_id = context.project_id
+    if not services.backend.exists(project_id):
+        raise errors.NotFound(f"project {project_id} does not exist on this host")
+    context.progress("verify", message=f"reading sentinel {location.path}")
+    problem = await asyncio.to_thread(
+        sentinel.mismatch, location, expected, sentinel_roots(services.backend, project_id)
+    )
+    if problem is not None:
+        # DATA_LOSS: what a move wrote before its freeze is not what this host has.
+        raise errors.DataLoss(f"sentinel {location.path} {problem} on this host")
+    context.progress("verify", percent=100.0, message=f"sentinel {location.path} matches")
+    return Summary(duration_seconds=time.monotonic() - started)
+
+
 async def ensure_project(
-    context: OperationContext, services: Services, repo: Repository, *, mode: str, quota_bytes: int | None
+    context: OperationContext, services: Services, repo: Repository, *, mode: str, quota_bytes: int | None,
+    snapshot_id: str = "",
 ) -> Summary:
     """Before a project starts: NONE creates what is missing; AUTO restores the newest layout-v2
     snapshot into a missing or empty home (else creates it empty); REQUIRED is AUTO that fails
-    FAILED_PRECONDITION when there is no backup. A home with files in it is never touched."""
+    FAILED_PRECONDITION when there is no backup. A home with files in it is never touched.
+
+    With ``snapshot_id`` (AUTO or REQUIRED alike) exactly that snapshot is restored; see
+    :func:`_ensure_snapshot`."""
     started = time.monotonic()
     project_id = context.project_id
     backend = services.backend
+    if snapshot_id:
+        summary = await _ensure_snapshot(context, services, repo, snapshot_id, quota_bytes)
+        return replace(summary, duration_seconds=time.monotonic() - started)
     if mode != "none" and await _home_is_empty(backend, project_id):
         context.progress("resolve", message="looking for the newest backup")
         newest = await newest_v2_snapshot(services, repo, project_id)
         if newest is not None:
             # Restore into staging and swap: an empty home left by a failed start is replaced whole.
-            summary = await restore(context, services, repo, snapshot_id=newest.id)
+            summary = await restore(context, services, repo, snapshot_id=newest.id, resolved=newest)
             return Summary(snapshot_id=summary.snapshot_id, bytes_processed=summary.bytes_processed,
                            files_processed=summary.files_processed, duration_seconds=time.monotonic() - started)
         if mode == "required":
@@ -374,6 +417,46 @@ async def ensure_project(
     created = await backend.create(project_id, quota_bytes=quota_bytes)
     context.progress("create", percent=100.0, message="project created" if created else "project exists")
     return Summary(duration_seconds=time.monotonic() - started)
+
+
+async def _ensure_snapshot(
+    context: OperationContext, services: Services, repo: Repository, snapshot_id: str, quota_bytes: int | None
+) -> Summary:
+    """Restore exactly ``snapshot_id`` (full id or unique prefix) into a missing or empty home.
+
+    A home with files is left alone when its restore receipt names that snapshot: the same
+    request again, e.g. from a resumed move. Raises NotFound (no such snapshot or repository),
+    FailedPrecondition (not layout v2, or the home has files that did not come from it).
+    """
+    project_id = context.project_id
+    if not await _home_is_empty(services.backend, project_id):
+        receipt = services.journal.last_restore(project_id)
+        # Either may be a prefix of the other: the request may name a prefix, and a receipt of a
+        # snapshot this agent wrote itself may hold the short id restic < 0.15 reports.
+        if receipt is not None and _same_snapshot(receipt["snapshot_id"], snapshot_id):
+            await services.backend.create(project_id, quota_bytes=quota_bytes)  # only what is missing
+            context.progress("restore", percent=100.0,
+                             message=f"snapshot {snapshot_id[:8]} is already in place (restored by "
+                                     f"operation {receipt['operation_id']})")
+            return Summary(snapshot_id=receipt["snapshot_id"])
+        raise errors.FailedPrecondition(
+            f"project {project_id} already has files on this host that did not come from snapshot "
+            f"{snapshot_id[:16]}; refusing to replace them"
+        )
+    context.progress("resolve", message=f"looking up snapshot {snapshot_id[:8]}")
+    known = known_snapshot(services, repo, project_id, snapshot_id)
+    if known is not None and len(known[0].id) == FULL_ID_LENGTH:
+        snapshot = known[0]
+    else:  # the caller is told the full id, which a journal record of a short one lacks
+        snapshot = await find_snapshot(services, repo, project_id, snapshot_id)
+    require_layout_v2(snapshot, project_id)
+    summary = await restore(context, services, repo, snapshot_id=snapshot.id, resolved=snapshot)
+    return Summary(snapshot_id=summary.snapshot_id, bytes_processed=summary.bytes_processed,
+                   files_processed=summary.files_processed)
+
+
+def _same_snapshot(a: str, b: str) -> bool:
+    return a.startswith(b) or b.startswith(a)
 
 
 async def _home_is_empty(backend: Backend, project_id: str) -> bool:

@@ -50,7 +50,8 @@ async def serve(config: AgentConfig) -> int:
             ("grpc.max_send_message_length", 64 * 1024 * 1024),
         ]
     )
-    pb_grpc.add_AgentServicer_to_server(AgentServicer(service), server)
+    servicer = AgentServicer(service)
+    pb_grpc.add_AgentServicer_to_server(servicer, server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
@@ -82,7 +83,13 @@ async def serve(config: AgentConfig) -> int:
     # event and ends by itself within the grace period.
     await service.stop(grace)
     await executor.terminate_all(config.limits.kill_grace)
-    await server.stop(grace)
+    # server.stop(grace) also waits out the grace period for idle connections whose client
+    # does not answer the GOAWAY at once (a quiet hub process): end it as soon as no call of
+    # ours is in flight any more.
+    stopping = asyncio.create_task(server.stop(grace))
+    if await servicer.wait_idle(grace) and not stopping.done():
+        await server.stop(0)
+    await stopping
     service.close()
     log.info("server.stopped")
     return 0

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import hashlib
 import os
 import shutil
 import time
@@ -18,7 +19,7 @@ from typing import Sequence
 import psutil
 import structlog
 
-from agent import browse, errors, ids, jobs
+from agent import browse, errors, ids, jobs, sentinel
 from agent import freshness as fresh
 from agent.freshness import Freshness
 from agent.backends.base import Backend
@@ -117,6 +118,7 @@ class AgentService:
         self._retention: asyncio.Task | None = None
         self._checked_snapshots: OrderedDict = OrderedDict()
         self._listings: OrderedDict = OrderedDict()
+        self._freeze_lock = asyncio.Lock()
         self.services = jobs.Services(
             journal=self.journal,
             backend=self.backend,
@@ -241,9 +243,15 @@ class AgentService:
         repository: RepositorySpec | None,
         mode: str,
         read_data_subset: str,
+        sentinel_path: str = "",
+        sentinel_content: str = "",
     ) -> tuple[OperationRecord, bool]:
+        """Check the repository (``repository``, ``read_data``) or the live sentinel file on this host
+        (``sentinel``: DATA_LOSS when it is missing or differs; no repository needed)."""
         ids.request_id(request_id)
         project_id = ids.project_id(project_id)
+        if mode == "sentinel":
+            return self._verify_sentinel(request_id, project_id, sentinel_path, sentinel_content)
         if mode not in ("repository", "read_data"):
             raise errors.Unimplemented(f"verify mode {mode} is not built yet")
         if mode == "read_data":
@@ -262,6 +270,21 @@ class AgentService:
             kind=OperationKind.VERIFY, project_id=project_id, request_id=request_id, params=params, job=job
         )
 
+    def _verify_sentinel(
+        self, request_id: str, project_id: str, path: str, content: str
+    ) -> tuple[OperationRecord, bool]:
+        checked = sentinel.check(path, content, required=True)
+        if self.backend.exists(project_id):  # a missing project fails the operation (NOT_FOUND)
+            sentinel.confine(checked, jobs.sentinel_roots(self.backend, project_id))
+        expected = content.encode("utf-8", "surrogatepass")
+        # The content's digest, not the content, goes into the journal (and the request fingerprint).
+        params = {"mode": "sentinel", "sentinel_path": checked.path,
+                  "sentinel_sha256": hashlib.sha256(expected).hexdigest()}
+        job = functools.partial(jobs.verify_sentinel, services=self.services, location=checked, expected=expected)
+        return self.operations.submit(
+            kind=OperationKind.VERIFY, project_id=project_id, request_id=request_id, params=params, job=job
+        )
+
     def ensure_project(
         self,
         *,
@@ -270,17 +293,28 @@ class AgentService:
         repository: RepositorySpec | None,
         mode: str,
         quota_bytes: int,
+        snapshot_id: str = "",
     ) -> tuple[OperationRecord, bool]:
-        """Make the project ready to start (see :func:`jobs.ensure_project` for the modes); a second
-        call while one runs joins it."""
+        """Make the project ready to start (see :func:`jobs.ensure_project` for the modes and
+        ``snapshot_id``); a second call while one runs joins it when it asks the same."""
         ids.request_id(request_id)
         project_id = ids.project_id(project_id)
         if quota_bytes < 0:
             raise errors.InvalidArgument("quota_bytes must not be negative")
+        if snapshot_id:
+            if mode == "none":
+                raise errors.InvalidArgument("snapshot_id needs mode AUTO or REQUIRED: NONE restores nothing")
+            # An exact snapshot is the point: "latest" would be resolved later than the caller meant.
+            snapshot_id = ids.snapshot_id(snapshot_id, allow_latest=False)
         repo = self._repository(repository, project_id)
         params = {"mode": mode, "quota_bytes": quota_bytes, "repository": repo.display}
+        if snapshot_id:
+            # Only when set: the fingerprints of requests without one stay what they were. The
+            # manager joins a running operation only when the fingerprint is equal, so a call for
+            # another snapshot while one runs is refused as a conflict rather than joined.
+            params["snapshot_id"] = snapshot_id
         job = functools.partial(jobs.ensure_project, services=self.services, repo=repo, mode=mode,
-                                quota_bytes=quota_bytes or None)
+                                quota_bytes=quota_bytes or None, snapshot_id=snapshot_id)
         return self.operations.submit(
             kind=OperationKind.ENSURE, project_id=project_id, request_id=request_id, params=params, job=job,
             joinable=True,
@@ -335,21 +369,49 @@ class AgentService:
 
     # ------------------------------------------------------------ freeze
 
-    async def freeze(self, project_id: str) -> bool:
+    async def freeze(self, project_id: str, sentinel_path: str = "", sentinel_content: str = "") -> bool:
+        """Make the project read-only on this host, after writing the move sentinel when one is
+        given (durably, before the freeze, so the catch-up backup carries it).
+
+        On a project already frozen (a resumed move) nothing is written: OK when the sentinel
+        already holds ``sentinel_content``, FailedPrecondition otherwise. Raises InvalidArgument
+        (bad id or sentinel), NotFound, Conflict (a restore, delete or ensure runs).
+        """
         project_id = ids.project_id(project_id)
+        checked = sentinel.check(sentinel_path, sentinel_content, required=False)
         active = self.operations.active_operation(project_id)
         if active is not None and active.kind in (OperationKind.RESTORE, OperationKind.DELETE, OperationKind.ENSURE):
             raise errors.Conflict(
                 f"project {project_id} has a {active.kind.value} operation {active.id} running; "
                 "freeze it when that has ended"
             )
-        await self.backend.freeze(project_id)
-        log.info("project.frozen", project_id=project_id)
+        if not self.backend.exists(project_id):
+            raise errors.NotFound(f"project {project_id} does not exist on this host")
+        async with self._freeze_lock:  # two Freeze calls must not interleave check, write and freeze
+            if checked is not None:
+                await self._put_sentinel(project_id, checked, sentinel_content.encode("utf-8", "surrogatepass"))
+            await self.backend.freeze(project_id)
+        log.info("project.frozen", project_id=project_id, sentinel=checked.path if checked else "")
         return True
+
+    async def _put_sentinel(self, project_id: str, checked: sentinel.Sentinel, content: bytes) -> None:
+        roots = jobs.sentinel_roots(self.backend, project_id)
+        if await self.backend.is_frozen(project_id):
+            # A frozen tree may be read-only, and rewriting the sentinel of a frozen project
+            # would let a second move take over the first one's freeze.
+            problem = await asyncio.to_thread(sentinel.mismatch, checked, content, roots)
+            if problem is not None:
+                raise errors.FailedPrecondition(
+                    f"project {project_id} is frozen and its sentinel differs; thaw it first "
+                    f"({checked.path} {problem})"
+                )
+            return
+        await asyncio.to_thread(sentinel.write, checked, content, roots)
 
     async def thaw(self, project_id: str) -> bool:
         project_id = ids.project_id(project_id)
-        await self.backend.thaw(project_id)
+        async with self._freeze_lock:
+            await self.backend.thaw(project_id)
         log.info("project.thawed", project_id=project_id)
         return False
 

@@ -7,6 +7,7 @@ one event per call and turn agent errors into status codes via
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import time
 from typing import AsyncIterator, Callable
@@ -51,6 +52,7 @@ def rpc(method: Callable) -> Callable:
         started = time.monotonic()
         code = grpc.StatusCode.OK
         fields = _ids(request)
+        self._enter()
         try:
             response = await method(self, request, context)
             if isinstance(response, pb.Operation) and response.id:
@@ -65,6 +67,7 @@ def rpc(method: Callable) -> Callable:
             code = grpc.StatusCode.INTERNAL
             await _abort(context, method.__name__, exc)
         finally:
+            self._leave()
             log.info(
                 "rpc",
                 method=method.__name__,
@@ -83,6 +86,7 @@ def stream_rpc(method: Callable) -> Callable:
     async def wrapper(self, request, context: grpc.aio.ServicerContext):
         started = time.monotonic()
         code = grpc.StatusCode.OK
+        self._enter()
         try:
             async for item in method(self, request, context):
                 yield item
@@ -95,6 +99,7 @@ def stream_rpc(method: Callable) -> Callable:
             code = grpc.StatusCode.INTERNAL
             await _abort(context, method.__name__, exc)
         finally:
+            self._leave()
             log.info("rpc", method=method.__name__, code=code.name,
                      duration=round(time.monotonic() - started, 4), **_ids(request))
 
@@ -115,6 +120,26 @@ class AgentServicer(pb_grpc.AgentServicer):
 
     def __init__(self, service: AgentService) -> None:
         self._service = service
+        self._in_flight = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    def _enter(self) -> None:
+        self._in_flight += 1
+        self._idle.clear()
+
+    def _leave(self) -> None:
+        self._in_flight -= 1
+        if self._in_flight == 0:
+            self._idle.set()
+
+    async def wait_idle(self, timeout: float) -> bool:
+        """Wait until none of this servicer's calls is in flight; False when ``timeout`` passed first."""
+        try:
+            await asyncio.wait_for(self._idle.wait(), timeout)
+            return True
+        except asyncio.TimeoutError:
+            return False
 
     # ------------------------------------------------------------ operations
 
@@ -153,6 +178,8 @@ class AgentServicer(pb_grpc.AgentServicer):
                 repository=_repository(request),
                 mode=convert.verify_mode_from_proto(request.mode),
                 read_data_subset=request.read_data_subset,
+                sentinel_path=request.sentinel_path,
+                sentinel_content=request.sentinel_content,
             )
         )
 
@@ -165,6 +192,7 @@ class AgentServicer(pb_grpc.AgentServicer):
                 repository=_repository(request),
                 mode=convert.ensure_mode_from_proto(request.mode),
                 quota_bytes=request.quota_bytes,
+                snapshot_id=request.snapshot_id,
             )
         )
 
@@ -314,7 +342,9 @@ class AgentServicer(pb_grpc.AgentServicer):
 
     @rpc
     async def Freeze(self, request: pb.FreezeRequest, context) -> pb.FreezeResponse:
-        return pb.FreezeResponse(frozen=await self._service.freeze(request.project_id))
+        return pb.FreezeResponse(frozen=await self._service.freeze(
+            request.project_id, sentinel_path=request.sentinel_path, sentinel_content=request.sentinel_content,
+        ))
 
     @rpc
     async def Thaw(self, request: pb.ThawRequest, context) -> pb.ThawResponse:

@@ -220,6 +220,8 @@ class Bench:
     btrfs: BtrfsSide | None = None
     btrfs_skipped: str = ""
     unchanged_runs: int = 10
+    move: bool = True
+    agent_log_level: str = "info"
 
     def on_btrfs(self) -> Bench:
         """This bench with the btrfs agent and project; raw restic's cache and restore targets on the
@@ -721,9 +723,21 @@ def measure_btrfs_restore(bench: Bench) -> list[Figure]:
     return [figure]
 
 
+def measure_move(bench: Bench) -> list[Figure]:
+    """A hub move between two agents vs raw restic backup + restore (bench/move_row.py)."""
+    if not bench.move:
+        bench.log("  skipped (--no-move)")
+        return []
+    # bench/ is sys.path[0] when this file runs as a script (make bench).
+    from move_row import measure_move as measure
+
+    return measure(bench, figure_type=Figure, alternating=_alternating, log_level=bench.agent_log_level)
+
+
 MEASUREMENTS: list[Measurement] = [
     measure_full_backup_and_restore,
     measure_s3_full_backup_and_restore,
+    measure_move,
     # Unchanged first: the agent's restores replace the project's subvolumes.
     measure_btrfs_unchanged_backup,
     measure_btrfs_restore,
@@ -935,6 +949,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--no-btrfs", action="store_true", help="skip the btrfs rows (no loop-device btrfs is made)"
     )
+    parser.add_argument("--no-move", action="store_true", help="skip the move row (two more agents)")
     parser.add_argument("--keep-scratch", action="store_true", help="do not remove the scratch dir (debugging)")
     args = parser.parse_args(argv)
     quick = (20, 200, 3) if args.quick else (200, 2000, 5)
@@ -1018,6 +1033,8 @@ def main(argv: list[str] | None = None) -> int:
             tree_files=0,
             sync=not args.no_sync,
             unchanged_runs=args.unchanged_runs,
+            move=not args.no_move,
+            agent_log_level=args.agent_log_level,
         )
         bench.log(f"generating {args.size_mb} MB in {args.files} files under {scratch}")
         generate_tree(home, total_bytes=args.size_mb * 1_000_000, files=args.files)

@@ -1,6 +1,7 @@
-"""``buckets``: the operator's command line for talking to agents.
+"""``buckets``: the operator's command line: one agent's operations, and the hub's hosts,
+projects and moves (see hub_client/hub_cli.py).
 
-Examples:
+Agent examples:
   buckets --agent 127.0.0.1:50051 backup 0b6f...-uuid          # back up, with a live progress bar
   buckets --agent 127.0.0.1:50051 restore 0b6f...-uuid 4488a640
   buckets --agent 127.0.0.1:50051 verify 0b6f...-uuid
@@ -8,7 +9,15 @@ Examples:
   buckets --agent 127.0.0.1:50051 watch OPERATION_ID
   buckets --agent 127.0.0.1:50051 cancel OPERATION_ID
 
-Exit codes: 0 success, 1 the operation failed, 2 usage or call error.
+Hub examples (the store is --store or $BUCKETS_STORE):
+  buckets hosts add host-a 10.0.0.1:50051 --region eu
+  buckets projects add 0b6f...-uuid --host host-a --region eu
+  buckets move 0b6f...-uuid --to host-b                # live movelog until complete
+  buckets movelog MOVE_ID --follow
+  buckets resume MOVE_ID
+
+Exit codes: 0 success, 1 the operation or move failed, 2 usage or call error,
+3 another move of the project is in progress.
 """
 
 from __future__ import annotations
@@ -19,11 +28,10 @@ import sys
 
 from google.protobuf.json_format import MessageToDict
 
-from hub_client.client import AgentClient, AgentError, ClientConfig
+from hub_client.client import OK_STATES, AgentClient, AgentError, OperationHandle
+from hub_client.hub_cli import HUB_COMMANDS, add_global_options, add_hub_commands, client_config_from, run_hub_command
 from hub_client.progress import ProgressPrinter
 from hub_client.proto.buckets.v1 import agent_pb2 as pb
-
-OK_STATES = {pb.SUCCEEDED, pb.SUCCEEDED_WITH_WARNINGS, pb.UP_TO_DATE}
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -32,7 +40,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--agent", default="127.0.0.1:50051", help="agent address host:port")
     parser.add_argument("--json", action="store_true", help="print JSON instead of text")
     parser.add_argument("--deadline", type=float, default=30.0, help="seconds per call")
+    add_global_options(parser)
     commands = parser.add_subparsers(dest="command", required=True)
+    add_hub_commands(commands)
     backup = commands.add_parser("backup", help="back up a project (buckets backup PROJECT)")
     backup.add_argument("project")
     backup.add_argument("--force", action="store_true")
@@ -61,15 +71,15 @@ def _print(message, as_json: bool) -> None:
         print(message)
 
 
-def _follow(client: AgentClient, operation: pb.Operation, args) -> int:
-    if args.no_wait:
-        _print(operation, args.json)
+def _follow(handle: OperationHandle, args) -> int:
+    if getattr(args, "no_wait", False):
+        _print(handle.operation, args.json)
         return 0
     printer = None if args.json else ProgressPrinter()
-    for event in client.progress(operation.id):
+    for event in handle.progress():
         if printer:
             printer.show(event)
-    final = client.get_operation(operation.id)
+    final = handle.refresh()
     if args.json:
         _print(final, True)
     return 0 if final.state in OK_STATES else 1
@@ -77,16 +87,17 @@ def _follow(client: AgentClient, operation: pb.Operation, args) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command in HUB_COMMANDS:
+        return run_hub_command(args)
     try:
-        with AgentClient(ClientConfig(target=args.agent, deadline=args.deadline)) as client:
+        with AgentClient(client_config_from(args)(args.agent)) as client:
             if args.command == "backup":
-                return _follow(client, client.backup(args.project, force=args.force), args)
+                return _follow(client.backup(args.project, force=args.force), args)
             if args.command == "restore":
-                return _follow(client, client.restore(args.project, args.snapshot), args)
+                return _follow(client.restore(args.project, args.snapshot), args)
             if args.command == "verify":
                 mode = pb.VerifyRequest.READ_DATA if args.read_data_subset else pb.VerifyRequest.REPOSITORY
-                operation = client.verify(args.project, mode=mode, read_data_subset=args.read_data_subset)
-                return _follow(client, operation, args)
+                return _follow(client.verify(args.project, mode=mode, read_data_subset=args.read_data_subset), args)
             if args.command == "snapshots":
                 for snapshot in client.snapshots(args.project):
                     if args.json:
@@ -96,9 +107,9 @@ def main(argv: list[str] | None = None) -> int:
                               f"{' '.join(snapshot.tags)}")
                 return 0
             if args.command == "watch":
-                return _follow(client, client.get_operation(args.operation), args)
+                return _follow(client.operation(args.operation), args)
             if args.command == "cancel":
-                _print(client.cancel(args.operation), args.json)
+                _print(client.operation(args.operation).cancel(), args.json)
                 return 0
     except AgentError as exc:
         print(f"buckets: {exc}", file=sys.stderr)

@@ -22,10 +22,10 @@ def agent_factory(tmp_path: Path):
 
     def start(
         name: str = "agent", *, limits: str = "", extra: str = "", engine: str = "restic",
-        backend: str = "directory", base: Path | None = None,
+        backend: str = "directory", base: Path | None = None, host_id: str = "test-host",
     ) -> AgentProcess:
         process = AgentProcess(base=base or tmp_path / name, limits=limits, extra=extra, engine=engine,
-                               backend=backend)
+                               backend=backend, host_id=host_id)
         process.start()
         started.append(process)
         return process

@@ -39,6 +39,12 @@ class CuttableProxy:
         """Close the listener (new connections are refused) and reset every open connection."""
         with self._lock:
             if self._listener is not None:
+                # Closing alone does not wake the thread blocked in accept(), which would then let
+                # one more connection through after the cut; shutting the socket down does.
+                try:
+                    self._listener.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
                 self._listener.close()
                 self._listener = None
             for connection in self._connections:

@@ -33,17 +33,17 @@ TERMINAL_STATES = {
 
 def config_text(
     base: Path, *, port_file: Path, extra: str = "", limits: str = "", server: str = "", engine: str = "restic",
-    backend: str = "directory",
+    backend: str = "directory", grace_period: float = 5.0, host_id: str = "test-host",
 ) -> str:
     return f"""
-host_id = "test-host"
+host_id = "{host_id}"
 base_dir = "{base}"
 backend = "{backend}"
 
 [server]
 listen = "127.0.0.1:0"
 port_file = "{port_file}"
-grace_period = 5.0
+grace_period = {grace_period}
 keepalive_interval = 0.5
 {server}
 
@@ -70,6 +70,8 @@ class AgentProcess:
     # Pinned, not "auto": most tests are about the agent over restic, the engine this machine has.
     engine: str = "restic"
     backend: str = "directory"
+    host_id: str = "test-host"
+    grace_period: float = 5.0
     process: subprocess.Popen | None = None
     port: int = 0
     channel: grpc.Channel | None = None
@@ -83,7 +85,7 @@ class AgentProcess:
         self.port_file = self.base / "agent.port"
         self.config_path.write_text(
             config_text(self.base, port_file=self.port_file, limits=self.limits, extra=self.extra, engine=self.engine,
-                        backend=self.backend)
+                        backend=self.backend, host_id=self.host_id, grace_period=self.grace_period)
         )
 
     @property
@@ -206,6 +208,19 @@ class AgentProcess:
                 pb.StreamProgressRequest(operation_id=operation_id, from_seq=from_seq), timeout=timeout
             )
         )
+
+
+def create_project(agent: AgentProcess, *, files: int, size: int = 512) -> str:
+    """A new project on ``agent`` (EnsureProject NONE) with ``files`` files and some persist state."""
+    project_id = new_id()
+    operation = agent.stub.EnsureProject(
+        pb.EnsureProjectRequest(request_id=new_id(), project_id=project_id, mode=pb.EnsureProjectRequest.NONE),
+        timeout=30)
+    assert agent.wait(operation.id).state == pb.SUCCEEDED
+    write_tree(agent.home(project_id), files=files, size=size)
+    agent.persist(project_id).mkdir(parents=True, exist_ok=True)
+    (agent.persist(project_id) / "app.db").write_bytes(b"persistent state\n" * 100)
+    return project_id
 
 
 def new_id() -> str:

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 from hub_client.store.base import Store
 from hub_client.store.errors import InvalidTransition, MoveInProgress, NotFound, StoreError
-from hub_client.store.models import Host, Move, MovelogEntry, MoveStatus, Project
+from hub_client.store.models import Cleanup, Host, Move, MovelogEntry, MoveStatus, Project
 from hub_client.store.sqlite import SQLiteStore
 
 if TYPE_CHECKING:
@@ -38,7 +38,7 @@ def open_store(url: str, *, schema: str | None = None, migrate: bool = True) -> 
 
 
 __all__ = [
-    "Host", "InvalidTransition", "Move", "MoveInProgress", "MoveStatus", "MovelogEntry", "NotFound",
+    "Cleanup", "Host", "InvalidTransition", "Move", "MoveInProgress", "MoveStatus", "MovelogEntry", "NotFound",
     "PostgresStore", "Project", "SQLiteStore", "Store", "StoreError", "open_store",
 ]
 

@@ -75,9 +75,23 @@ class Store(Protocol):
         clears it); ``new_attempt`` counts one more attempt. Raises NotFound, or InvalidTransition
         for a finished (succeeded/cancelled) move or a bad status."""
 
+    def set_move_force(self, move_id: str, force: bool) -> Move:
+        """Record that the active move runs with (or without) force; raises NotFound or InvalidTransition."""
+
+    def set_move_snapshot(self, move_id: str, snapshot_id: str | None) -> Move:
+        """Record the exact snapshot the move's target restores (None clears it, for a retry);
+        raises NotFound or InvalidTransition."""
+
+    def set_move_cleanup(self, move_id: str, cleanup: str) -> Move:
+        """Set the source cleanup state (``Cleanup``) of any move, finished or not; raises NotFound."""
+
+    def pending_cleanups(self) -> list[Move]:
+        """Moves whose source copy still has to be removed, oldest first."""
+
     def complete_move(self, move_id: str, *, message: str = "complete", data: dict[str, Any] | None = None) -> Move:
         """Finish an active move in ONE transaction: status SUCCEEDED and step "complete", the
-        project placed on the move's target, and a movelog "complete" event. Either all of that
+        project placed on the move's target, the source cleanup pending, and a movelog
+        "complete" event. Either all of that
         is stored or none. Raises NotFound or InvalidTransition."""
 
     # -- movelog --------------------------------------------------------------------------

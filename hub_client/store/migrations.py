@@ -11,10 +11,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from hub_client.store.models import MoveStatus
+from hub_client.store.models import Cleanup, MoveStatus
 
 _ACTIVE = ", ".join(f"'{status}'" for status in sorted(MoveStatus.ACTIVE))
 _ALL = ", ".join(f"'{status}'" for status in sorted(MoveStatus.ALL))
+_CLEANUP = ", ".join(f"'{state}'" for state in sorted(Cleanup.ALL))
 
 # The name the dialects' error translation looks for: a violation of this index means "a move of
 # this project is already active".
@@ -79,12 +80,24 @@ def _initial(text: str, time: str, boolean: str, json: str) -> tuple[str, ...]:
     )
 
 
+def _move_state() -> tuple[str, ...]:
+    # What a resumed move needs besides its step: the exact snapshot the target restores (never
+    # "latest" resolved later), and whether the source's copy still has to be removed.
+    return (
+        "ALTER TABLE moves ADD COLUMN snapshot_id TEXT",
+        f"ALTER TABLE moves ADD COLUMN cleanup TEXT NOT NULL DEFAULT 'none'"
+        f" CHECK (cleanup IN ({_CLEANUP}))",
+    )
+
+
 MIGRATIONS: dict[str, tuple[Migration, ...]] = {
     "sqlite": (
         Migration(1, "hosts, projects, moves, movelog", _initial("TEXT", "TEXT", "INTEGER", "TEXT")),
+        Migration(2, "moves: snapshot_id, cleanup", _move_state()),
     ),
     "postgres": (
         Migration(1, "hosts, projects, moves, movelog", _initial("TEXT", "TIMESTAMPTZ", "BOOLEAN", "JSONB")),
+        Migration(2, "moves: snapshot_id, cleanup", _move_state()),
     ),
 }
 

@@ -29,6 +29,17 @@ class MoveStatus:
     ALL = ACTIVE | TERMINAL
 
 
+class Cleanup:
+    """Removal of the source host's copy after a move: ``pending`` until the source agent has
+    deleted it (it may be offline when the move completes), then ``done``."""
+
+    NONE = "none"
+    PENDING = "pending"
+    DONE = "done"
+
+    ALL = frozenset({NONE, PENDING, DONE})
+
+
 def utcnow() -> datetime:
     """The current time, timezone-aware UTC, truncated to microseconds (what both databases keep)."""
     return datetime.now(timezone.utc)
@@ -72,6 +83,8 @@ class Move:
     attempts: int
     created_at: datetime
     updated_at: datetime
+    snapshot_id: str | None = None
+    cleanup: str = Cleanup.NONE
 
     @property
     def active(self) -> bool:

@@ -15,13 +15,14 @@ from typing import Any, Iterable
 
 from hub_client.store import migrations
 from hub_client.store.errors import InvalidTransition, MoveInProgress, NotFound
-from hub_client.store.models import Host, Move, MovelogEntry, MoveStatus, Project, utcnow
+from hub_client.store.models import Cleanup, Host, Move, MovelogEntry, MoveStatus, Project, utcnow
 
 _HOST_COLUMNS = "id, address, region, status, last_seen"
 _PROJECT_COLUMNS = "id, host_id, region, repository, last_backup, last_edited"
-_MOVE_COLUMNS = (
+_NEW_MOVE_COLUMNS = (
     "id, project_id, source_host, target_host, step, status, force, error, attempts, created_at, updated_at"
 )
+_MOVE_COLUMNS = f"{_NEW_MOVE_COLUMNS}, snapshot_id, cleanup"
 _MOVELOG_COLUMNS = 'move_id, seq, "time", kind, message, data'
 _ACTIVE_SQL = ", ".join(f"'{status}'" for status in sorted(MoveStatus.ACTIVE))
 
@@ -123,6 +124,7 @@ class SqlStore(ABC):
             id=row[0], project_id=row[1], source_host=row[2], target_host=row[3], step=row[4], status=row[5],
             force=bool(row[6]), error=row[7], attempts=row[8],
             created_at=self._time_out(row[9]), updated_at=self._time_out(row[10]),
+            snapshot_id=row[11], cleanup=row[12],
         )
 
     def _entry(self, row: tuple) -> MovelogEntry:
@@ -216,7 +218,7 @@ class SqlStore(ABC):
             with self._transaction() as conn:
                 row = self._exec(
                     conn,
-                    f"INSERT INTO moves ({_MOVE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, NULL, 0, ?, ?)"
+                    f"INSERT INTO moves ({_NEW_MOVE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, NULL, 0, ?, ?)"
                     f" RETURNING {_MOVE_COLUMNS}",
                     (move_id, project_id, source_host, target_host, step, MoveStatus.PENDING, bool(force), now, now),
                 ).fetchone()
@@ -286,10 +288,37 @@ class SqlStore(ABC):
                 conn, move_id, "status = ?, error = ?, attempts = attempts + ?", (status, error, int(new_attempt))
             )
 
+    def set_move_force(self, move_id: str, force: bool) -> Move:
+        with self._transaction() as conn:
+            return self._update_active(conn, move_id, "force = ?", (bool(force),))
+
+    def set_move_snapshot(self, move_id: str, snapshot_id: str | None) -> Move:
+        with self._transaction() as conn:
+            return self._update_active(conn, move_id, "snapshot_id = ?", (snapshot_id,))
+
+    def set_move_cleanup(self, move_id: str, cleanup: str) -> Move:
+        if cleanup not in Cleanup.ALL:
+            raise InvalidTransition(f"unknown cleanup state {cleanup!r}")
+        with self._transaction() as conn:
+            row = self._exec(
+                conn, f"UPDATE moves SET cleanup = ?, updated_at = ? WHERE id = ? RETURNING {_MOVE_COLUMNS}",
+                (cleanup, self._time_in(utcnow()), move_id),
+            ).fetchone()
+        if row is None:
+            raise NotFound(f"move {move_id} not found")
+        return self._move(row)
+
+    def pending_cleanups(self) -> list[Move]:
+        rows = self._fetchall(
+            f"SELECT {_MOVE_COLUMNS} FROM moves WHERE cleanup = ? ORDER BY created_at, id", (Cleanup.PENDING,)
+        )
+        return [self._move(row) for row in rows]
+
     def complete_move(self, move_id: str, *, message: str = "complete", data: dict[str, Any] | None = None) -> Move:
         with self._transaction() as conn:
             move = self._update_active(
-                conn, move_id, "status = ?, step = ?, error = NULL", (MoveStatus.SUCCEEDED, "complete")
+                conn, move_id, "status = ?, step = ?, error = NULL, cleanup = ?",
+                (MoveStatus.SUCCEEDED, "complete", Cleanup.PENDING),
             )
             self._write_placement(conn, move.project_id, move.target_host)
             self._append(conn, move_id, "complete", message, data)

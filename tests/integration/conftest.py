@@ -70,3 +70,16 @@ def store(store_target: StoreTarget):
         yield opened
     finally:
         opened.close()
+
+
+@pytest.fixture
+def two_hosts(agent_factory, tmp_path: Path):
+    """Two agents of one region ("host-a", "host-b") sharing one local repository root and
+    password, as hosts of a region share a bucket."""
+    password_file = tmp_path / "repo.password"
+    password_file.write_text("move-test-password\n")
+    password_file.chmod(0o600)
+    extra = (f'[repository]\nkind = "local"\n[repository.local]\nroot = "{tmp_path / "shared-repos"}"\n'
+             f'password_file = "{password_file}"\n')
+    return (agent_factory("host-a", extra=extra, host_id="host-a"),
+            agent_factory("host-b", extra=extra, host_id="host-b"))

@@ -5,13 +5,15 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import subprocess
+import sys
 import time
 
 import psutil
 
 from hub_client.proto.buckets.v1 import agent_pb2 as pb
 from tests.conftest import requires_restic
-from tests.harness import manifest, write_tree
+from tests.harness import REPO_ROOT, AgentProcess, manifest, write_tree
 from tests.integration.test_operations import (
     SLOW,
     assert_verify_clean,
@@ -179,3 +181,36 @@ def test_sigterm_during_backup_exits_cleanly_within_the_grace_period(agent_facto
     assert final.state == pb.INTERRUPTED
     assert "shut down" in final.error.message
     assert staging_is_empty(agent)
+
+
+IDLE_CLIENT = """
+import sys
+import grpc
+from hub_client.proto.buckets.v1 import agent_pb2 as pb, agent_pb2_grpc as pb_grpc
+channel = grpc.insecure_channel(sys.argv[1])
+pb_grpc.AgentStub(channel).GetHostStatus(pb.GetHostStatusRequest(), timeout=10)
+print("connected", flush=True)
+sys.stdin.read()  # idle, connection open, until the test ends
+"""
+
+
+def test_sigterm_with_an_idle_hub_connected_does_not_wait_out_the_grace_period(tmp_path):
+    # A hub keeps its connection open between calls, and a quiet client process answers the
+    # server's GOAWAY only when its poller next wakes (here: practically never). The agent must
+    # not sit out its grace period for such a connection when no call is in flight.
+    agent = AgentProcess(base=tmp_path / "agent", grace_period=600.0).start()
+    client = subprocess.Popen(
+        [sys.executable, "-c", IDLE_CLIENT, f"127.0.0.1:{agent.port}"], cwd=REPO_ROOT, stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE, text=True, env={**os.environ, "GRPC_CLIENT_CHANNEL_BACKUP_POLL_INTERVAL_MS": "600000"},
+    )
+    try:
+        assert client.stdout.readline().strip() == "connected"
+        agent._close_channel()  # only the idle client's connection is left
+        agent.signal(signal.SIGTERM)
+        # Idle, it stops in a fraction of a second. The bound is only there to tell that from
+        # waiting on the connection: the grace period (600 s) or gRPC's GOAWAY timeout (~20 s).
+        assert agent.wait_exit(timeout=10.0) == 0
+    finally:
+        client.kill()
+        client.wait()
+        agent.kill()

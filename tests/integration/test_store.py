@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from hub_client.store import (
-    Host, InvalidTransition, MoveInProgress, MoveStatus, NotFound, Project, Store, migrations,
+    Cleanup, Host, InvalidTransition, MoveInProgress, MoveStatus, NotFound, Project, Store, migrations,
 )
 
 REPO = Path(__file__).resolve().parents[2]
@@ -223,6 +223,56 @@ def test_complete_move_places_the_project_in_the_same_transaction(store: Store, 
     assert store.active_move(project.id) is None
     with pytest.raises(InvalidTransition):
         store.complete_move(move.id)
+
+
+def test_move_state_for_resume_and_source_cleanup(store: Store) -> None:
+    source, target, project = seed(store)
+    move = store.create_move(project.id, source.id, target.id)
+    assert (move.snapshot_id, move.cleanup, move.force) == (None, Cleanup.NONE, False)
+    assert store.set_move_force(move.id, True).force is True
+    assert store.set_move_snapshot(move.id, "4488a640" * 8).snapshot_id == "4488a640" * 8
+    assert store.get_move(move.id).snapshot_id == "4488a640" * 8
+    assert store.set_move_snapshot(move.id, None).snapshot_id is None
+    assert store.pending_cleanups() == []
+
+    done = store.complete_move(move.id)
+    assert done.cleanup == Cleanup.PENDING
+    assert [m.id for m in store.pending_cleanups()] == [move.id]
+    # Cleanup outlives the move's end; the move's other fields do not change any more.
+    assert store.set_move_cleanup(move.id, Cleanup.DONE).cleanup == Cleanup.DONE
+    assert store.pending_cleanups() == []
+    with pytest.raises(InvalidTransition):
+        store.set_move_snapshot(move.id, "x")
+    with pytest.raises(InvalidTransition):
+        store.set_move_cleanup(move.id, "bogus")
+    with pytest.raises(NotFound):
+        store.set_move_cleanup("no-such-move", Cleanup.DONE)
+
+
+def test_upgrade_from_version_1_keeps_existing_moves(store_target, monkeypatch) -> None:
+    dialect = "sqlite" if store_target.kind == "sqlite" else "postgres"
+    full = migrations.MIGRATIONS[dialect]
+    monkeypatch.setitem(migrations.MIGRATIONS, dialect, full[:1])
+    old = store_target.open(migrate=False)
+    try:
+        assert old.migrate() == 1
+        source, target, project = seed(old)
+        with old._transaction() as conn:  # a move written by a version-1 hub
+            old._exec(conn, "INSERT INTO moves (id, project_id, source_host, target_host, step, status, force,"
+                      " attempts, created_at, updated_at) VALUES ('m1', ?, ?, ?, 'backup', 'failed', ?, 1, ?, ?)",
+                      (project.id, source.id, target.id, False, old._time_in(T0), old._time_in(T0)))
+    finally:
+        old.close()
+    monkeypatch.setitem(migrations.MIGRATIONS, dialect, full)
+    new = store_target.open(migrate=False)
+    try:
+        assert new.migrate() == len(full) - 1
+        move = new.get_move("m1")
+        assert (move.step, move.status, move.attempts, move.snapshot_id, move.cleanup) == (
+            "backup", "failed", 1, None, Cleanup.NONE)
+        assert new.active_move(project.id) == move
+    finally:
+        new.close()
 
 
 def test_migrations_are_versioned_and_idempotent(store: Store, store_target) -> None:

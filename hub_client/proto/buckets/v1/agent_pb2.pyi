@@ -257,7 +257,7 @@ class VerifyRequest(_message.Message):
     def __init__(self, request_id: _Optional[str] = ..., project_id: _Optional[str] = ..., repository: _Optional[_Union[RepositorySpec, _Mapping]] = ..., mode: _Optional[_Union[VerifyRequest.Mode, str]] = ..., read_data_subset: _Optional[str] = ..., snapshot_id: _Optional[str] = ..., sentinel_path: _Optional[str] = ..., sentinel_content: _Optional[str] = ...) -> None: ...
 
 class EnsureProjectRequest(_message.Message):
-    __slots__ = ("request_id", "project_id", "repository", "mode", "quota_bytes")
+    __slots__ = ("request_id", "project_id", "repository", "mode", "quota_bytes", "snapshot_id")
     class Mode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
         __slots__ = ()
         MODE_UNSPECIFIED: _ClassVar[EnsureProjectRequest.Mode]
@@ -273,12 +273,14 @@ class EnsureProjectRequest(_message.Message):
     REPOSITORY_FIELD_NUMBER: _ClassVar[int]
     MODE_FIELD_NUMBER: _ClassVar[int]
     QUOTA_BYTES_FIELD_NUMBER: _ClassVar[int]
+    SNAPSHOT_ID_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     project_id: str
     repository: RepositorySpec
     mode: EnsureProjectRequest.Mode
     quota_bytes: int
-    def __init__(self, request_id: _Optional[str] = ..., project_id: _Optional[str] = ..., repository: _Optional[_Union[RepositorySpec, _Mapping]] = ..., mode: _Optional[_Union[EnsureProjectRequest.Mode, str]] = ..., quota_bytes: _Optional[int] = ...) -> None: ...
+    snapshot_id: str
+    def __init__(self, request_id: _Optional[str] = ..., project_id: _Optional[str] = ..., repository: _Optional[_Union[RepositorySpec, _Mapping]] = ..., mode: _Optional[_Union[EnsureProjectRequest.Mode, str]] = ..., quota_bytes: _Optional[int] = ..., snapshot_id: _Optional[str] = ...) -> None: ...
 
 class DrainRequest(_message.Message):
     __slots__ = ("request_id", "concurrency", "repository")
@@ -599,10 +601,14 @@ class ReadFileResponse(_message.Message):
     def __init__(self, content: _Optional[bytes] = ..., truncated: bool = ..., binary: bool = ..., size: _Optional[int] = ...) -> None: ...
 
 class FreezeRequest(_message.Message):
-    __slots__ = ("project_id",)
+    __slots__ = ("project_id", "sentinel_path", "sentinel_content")
     PROJECT_ID_FIELD_NUMBER: _ClassVar[int]
+    SENTINEL_PATH_FIELD_NUMBER: _ClassVar[int]
+    SENTINEL_CONTENT_FIELD_NUMBER: _ClassVar[int]
     project_id: str
-    def __init__(self, project_id: _Optional[str] = ...) -> None: ...
+    sentinel_path: str
+    sentinel_content: str
+    def __init__(self, project_id: _Optional[str] = ..., sentinel_path: _Optional[str] = ..., sentinel_content: _Optional[str] = ...) -> None: ...
 
 class FreezeResponse(_message.Message):
     __slots__ = ("frozen",)

@@ -1,0 +1,290 @@
+"""The move sentinel: a small file a move writes into the project before it freezes it, and
+checks on the target host after the restore.
+
+Its path is relative to the snapshot roots, as ListFiles paths are:
+``project/...`` is the home, ``persist/...`` the persist location.
+:func:`check` holds every rule a caller's path and content must follow and
+touches nothing; Freeze and Verify both call it. The other functions act on
+the live trees of a project, given as ``roots`` (``{"project": home,
+"persist": persist}``):
+
+- :func:`confine` refuses a path that a symlink leads out of its root;
+- :func:`write` puts the content in place durably and atomically;
+- :func:`mismatch` says whether the file holds exactly an expected content.
+
+All three refuse a path whose parent directory, with symlinks resolved, leaves
+its root; write and mismatch then walk to it without following symlinks, so a
+link swapped in after the check cannot lead them out either.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping
+
+from agent import browse, errors
+
+MAX_CONTENT_BYTES = 4096
+FILE_MODE = 0o644
+DIRECTORY_MODE = 0o755
+
+
+@dataclass(frozen=True)
+class Sentinel:
+    """A checked sentinel path: its root ("project" or "persist") and the components below it."""
+
+    root: str
+    parts: tuple[str, ...]
+
+    @property
+    def path(self) -> str:
+        """The path as the caller wrote it (without a trailing '/'), for messages."""
+        return "/".join((self.root, *self.parts))
+
+    @property
+    def name(self) -> str:
+        return self.parts[-1]
+
+
+def check(path: str, content: str, *, required: bool) -> Sentinel | None:
+    """Validate a caller's sentinel path and content; touches nothing.
+
+    Returns None when ``path`` and ``content`` are both empty and ``required``
+    is false (no sentinel asked for). Raises :class:`agent.errors.InvalidArgument`
+    for an empty path with content (or when ``required``), an absolute path, a
+    ".", ".." or empty component, a path not under ``project/`` or ``persist/``,
+    a path naming a root itself or ending in '/', and content over
+    :data:`MAX_CONTENT_BYTES` bytes (UTF-8).
+    """
+    if not path:
+        if content:
+            raise errors.InvalidArgument("sentinel_content is set but sentinel_path is empty")
+        if required:
+            raise errors.InvalidArgument("sentinel_path is required")
+        return None
+    if len(content.encode("utf-8", "surrogatepass")) > MAX_CONTENT_BYTES:
+        raise errors.InvalidArgument(f"sentinel_content is longer than {MAX_CONTENT_BYTES} bytes")
+    if path.endswith("/"):
+        raise errors.InvalidArgument(f"sentinel_path must name a file, not a directory: {path[:200]!r}")
+    absolute = browse.snapshot_path(path, root=browse.SNAPSHOT_ROOT)  # the component rules ListFiles uses
+    root, *parts = absolute.strip("/").split("/")
+    if not parts:
+        raise errors.InvalidArgument(f"sentinel_path must name a file below {root}/, not the root: {path[:200]!r}")
+    return Sentinel(root=root, parts=tuple(parts))
+
+
+def roots_of(home: Path, persist: Path) -> dict[str, Path]:
+    """The ``roots`` argument of :func:`write` and :func:`mismatch` for one project."""
+    return {"project": home, "persist": persist}
+
+
+def confine(sentinel: Sentinel, roots: Mapping[str, Path]) -> None:
+    """Raise InvalidArgument when the sentinel's parent directory, with symlinks resolved, is not
+    inside its root; reads the filesystem but changes nothing."""
+    _inside_parts(sentinel, Path(roots[sentinel.root]))
+
+
+def write(sentinel: Sentinel, content: bytes, roots: Mapping[str, Path]) -> None:
+    """Put ``content`` at the sentinel's path: a temporary file in the same directory, fsync,
+    rename over the target, fsync of the directory. Missing parent directories are created.
+
+    Raises InvalidArgument (the parent leaves its root, or the path passes through or names
+    something that is not a directory / a file), NotFound (the root itself is missing),
+    ResourceExhausted (disk or quota full), FailedPrecondition (read-only tree), Internal.
+    """
+    root = Path(roots[sentinel.root])
+    inside = _inside_parts(sentinel, root)
+    try:
+        directory = _open_root(root)
+    except FileNotFoundError:
+        raise errors.NotFound(f"the {sentinel.root} root of the project does not exist on this host") from None
+    except OSError as exc:
+        raise _os_error(sentinel, exc) from exc
+    try:
+        try:
+            owner = os.fstat(directory)
+        except BaseException:
+            os.close(directory)
+            raise
+        directory = _walk(sentinel, directory, inside, create=True, owner=owner)
+        try:
+            temporary = f".{sentinel.name[:200]}.tmp-{uuid.uuid4().hex}"
+            _write_file(directory, temporary, content, owner)
+            try:
+                os.rename(temporary, sentinel.name, src_dir_fd=directory, dst_dir_fd=directory)
+            except BaseException:
+                _unlink_quietly(directory, temporary)
+                raise
+            os.fsync(directory)  # the rename itself must survive a crash too
+        finally:
+            os.close(directory)
+    except OSError as exc:
+        raise _os_error(sentinel, exc) from exc
+
+
+def mismatch(sentinel: Sentinel, expected: bytes, roots: Mapping[str, Path]) -> str | None:
+    """None when the live file holds exactly ``expected``; otherwise why not, in words that
+    never quote the content ("is missing", "differs ...", "is not a regular file").
+
+    Reads at most ``len(expected) + 1`` bytes. Raises InvalidArgument when the parent leaves
+    its root, Internal for unexpected I/O errors.
+    """
+    root = Path(roots[sentinel.root])
+    inside = _inside_parts(sentinel, root)
+    try:
+        directory = _walk(sentinel, _open_root(root), inside, create=False, owner=None)
+    except (FileNotFoundError, NotADirectoryError):
+        return "is missing"
+    except OSError as exc:
+        raise _os_error(sentinel, exc) from exc
+    try:
+        descriptor = os.open(sentinel.name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC,
+                             dir_fd=directory)
+    except FileNotFoundError:
+        return "is missing"
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return "is a symlink, not the sentinel file"
+        raise _os_error(sentinel, exc) from exc
+    finally:
+        os.close(directory)
+    try:
+        if not stat.S_ISREG(os.fstat(descriptor).st_mode):
+            return "is not a regular file"
+        found = _read_at_most(descriptor, len(expected) + 1)
+    except OSError as exc:
+        raise _os_error(sentinel, exc) from exc
+    finally:
+        os.close(descriptor)
+    if found == expected:
+        return None
+    if len(found) > len(expected):
+        return f"differs from the expected content (longer than the {len(expected)} bytes expected)"
+    return f"differs from the expected content ({len(found)} bytes found, {len(expected)} expected)"
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def _inside_parts(sentinel: Sentinel, root: Path) -> tuple[str, ...]:
+    """The directories from the resolved root down to the resolved parent of the sentinel;
+    InvalidArgument when that parent is not inside the root (a symlink leads out)."""
+    real_root = Path(os.path.realpath(root))
+    parent = Path(os.path.realpath(root.joinpath(*sentinel.parts[:-1])))
+    if parent != real_root and real_root not in parent.parents:
+        raise errors.InvalidArgument(
+            f"sentinel_path {sentinel.path[:200]!r} leads out of the project's {sentinel.root} root (through a symlink)"
+        )
+    return parent.relative_to(real_root).parts
+
+
+def _open_root(root: Path) -> int:
+    return os.open(os.path.realpath(root), os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+
+
+def _walk(sentinel: Sentinel, directory: int, parts: tuple[str, ...], *, create: bool,
+          owner: os.stat_result | None) -> int:
+    """Descend from ``directory`` through ``parts`` without following symlinks, making missing
+    ones when ``create``. Takes ownership of ``directory``: returns the last directory's open
+    descriptor, every other one closed, also when it raises.
+
+    Without ``create`` a missing or non-directory part raises FileNotFoundError or
+    NotADirectoryError. With it, a part that is a symlink or not a directory (one that appeared
+    after the resolved check) raises InvalidArgument.
+    """
+    for part in parts:
+        try:
+            following = _open_or_make(directory, part, create=create, owner=owner)
+        except OSError as exc:
+            if exc.errno not in (errno.ELOOP, errno.ENOTDIR):
+                raise
+            if not create:
+                raise NotADirectoryError(exc.errno, exc.strerror) from None
+            raise errors.InvalidArgument(
+                f"sentinel_path {sentinel.path[:200]!r} passes through {part[:80]!r}, which is not a directory"
+            ) from None
+        finally:
+            os.close(directory)
+        directory = following
+    return directory
+
+
+def _open_or_make(directory: int, name: str, *, create: bool, owner: os.stat_result | None) -> int:
+    try:
+        return _open_directory(directory, name)
+    except FileNotFoundError:
+        if not create:
+            raise
+    try:
+        os.mkdir(name, DIRECTORY_MODE, dir_fd=directory)
+    except FileExistsError:
+        pass  # made meanwhile by someone else: use it if it is a directory
+    made = _open_directory(directory, name)
+    try:
+        _adopt_owner(made, owner)
+        os.fsync(directory)  # the new entry must survive a crash with the file below it
+    except BaseException:
+        os.close(made)
+        raise
+    return made
+
+
+def _open_directory(directory: int, name: str) -> int:
+    return os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=directory)
+
+
+def _write_file(directory: int, name: str, content: bytes, owner: os.stat_result) -> None:
+    descriptor = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, FILE_MODE,
+                         dir_fd=directory)
+    try:
+        view = memoryview(content)
+        while view:
+            view = view[os.write(descriptor, view):]
+        _adopt_owner(descriptor, owner)
+        os.fsync(descriptor)
+    except BaseException:
+        os.close(descriptor)
+        _unlink_quietly(directory, name)
+        raise
+    os.close(descriptor)
+
+
+def _adopt_owner(descriptor: int, owner: os.stat_result | None) -> None:
+    # The agent runs as root in production: what it creates in a project belongs to the
+    # project's owner (the owner of the root), as everything else in there does.
+    if owner is not None and os.geteuid() == 0:
+        os.fchown(descriptor, owner.st_uid, owner.st_gid)
+
+
+def _unlink_quietly(directory: int, name: str) -> None:
+    try:
+        os.unlink(name, dir_fd=directory)
+    except OSError:
+        pass
+
+
+def _read_at_most(descriptor: int, limit: int) -> bytes:
+    chunks, left = [], limit
+    while left > 0:
+        chunk = os.read(descriptor, min(left, 65536))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        left -= len(chunk)
+    return b"".join(chunks)
+
+
+def _os_error(sentinel: Sentinel, exc: OSError) -> errors.BucketsError:
+    where = f"sentinel {sentinel.path[:200]!r}"
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return errors.ResourceExhausted(f"no space to write {where}")
+    if exc.errno == errno.EROFS:
+        return errors.FailedPrecondition(f"cannot write {where}: the project's {sentinel.root} tree is read-only")
+    if exc.errno in (errno.EISDIR, errno.ENOTDIR, errno.ELOOP):
+        return errors.InvalidArgument(f"{where} names something that is not a regular file")
+    return errors.Internal(f"cannot access {where}: {exc.strerror}")

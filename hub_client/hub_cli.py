@@ -1,0 +1,211 @@
+"""The ``buckets`` commands that work on the hub's store: hosts, projects and moves.
+
+Examples:
+  buckets hosts add host-a 10.0.0.1:50051 --region eu
+  buckets hosts                                   # every host, probed: seen, projects, dirty
+  buckets projects add 0b6f...-uuid --host host-a --region eu
+  buckets projects --host host-a --json
+  buckets move 0b6f...-uuid --to host-b           # live movelog; exit 0 when complete
+  buckets move 0b6f...-uuid --to host-b --force   # source host down: move from the last backup
+  buckets moves --active
+  buckets movelog MOVE_ID --follow
+  buckets resume MOVE_ID | retry MOVE_ID [--force] | cancel-move MOVE_ID
+  buckets cleanup                                 # remove source copies left by completed moves
+
+The store is ``--store`` or $BUCKETS_STORE (a SQLite path or sqlite:///… URL, or a PostgreSQL
+URI); by default ~/.local/state/buckets/hub.sqlite.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, Callable
+
+from hub_client.client import ClientConfig, RetryPolicy, TlsConfig
+from hub_client.hub import Hub
+from hub_client.move import MoveError, MoveSettings
+from hub_client.movelog_view import entry_record, follow, render_entry
+from hub_client.store import MoveInProgress, MovelogEntry, NotFound, StoreError, open_store
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_IN_PROGRESS = 0, 1, 2, 3
+HUB_COMMANDS = ("hosts", "projects", "move", "moves", "movelog", "resume", "retry", "cancel-move", "cleanup")
+
+
+def default_store() -> str:
+    return os.environ.get("BUCKETS_STORE") or str(Path.home() / ".local/state/buckets/hub.sqlite")
+
+
+def add_global_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--store", default=None, help="hub store URL or SQLite path (default $BUCKETS_STORE)")
+    parser.add_argument("--token", default=os.environ.get("BUCKETS_TOKEN"),
+                        help="bearer token for the agents (default $BUCKETS_TOKEN)")
+    parser.add_argument("--ca", type=Path, help="PEM CA of the agents' certificates (enables TLS)")
+    parser.add_argument("--cert", type=Path, help="client certificate for mTLS (with --key)")
+    parser.add_argument("--key", type=Path, help="client key for mTLS")
+    parser.add_argument("--retries", type=int, default=5, help="tries of a call to an unreachable agent")
+
+
+def add_hub_commands(commands) -> None:
+    hosts = commands.add_parser("hosts", help="list hosts, probing each (buckets hosts [add ID ADDRESS --region R])")
+    hosts_actions = hosts.add_subparsers(dest="action")
+    add = hosts_actions.add_parser("add", help="register or update a host")
+    add.add_argument("id")
+    add.add_argument("address", help="the agent's host:port")
+    add.add_argument("--region", required=True)
+    add.add_argument("--status", default="running", help="running, draining, stopped …")
+    hosts.add_argument("--no-probe", action="store_true", help="do not call the agents")
+
+    projects = commands.add_parser("projects", help="list project placement (buckets projects [add|refresh …])")
+    projects.add_argument("--host", help="only the projects on this host")
+    projects_actions = projects.add_subparsers(dest="action")
+    add = projects_actions.add_parser("add", help="register a project where it lives")
+    add.add_argument("id")
+    add.add_argument("--host", dest="placement", required=True)
+    add.add_argument("--region", required=True)
+    add.add_argument("--repository", default="")
+    refresh = projects_actions.add_parser("refresh", help="copy last backup / last change from its agent")
+    refresh.add_argument("id")
+
+    move = commands.add_parser("move", help="move a project to another host (buckets move PROJECT --to HOST)")
+    move.add_argument("project")
+    move.add_argument("--to", required=True, dest="target")
+    move.add_argument("--force", action="store_true",
+                      help="move although the source host is down and edits newer than its last backup may be lost")
+    moves = commands.add_parser("moves", help="list moves, newest first")
+    moves.add_argument("--project")
+    moves.add_argument("--active", action="store_true")
+    movelog = commands.add_parser("movelog", help="a move's events (buckets movelog MOVE [--follow])")
+    movelog.add_argument("move")
+    movelog.add_argument("--follow", action="store_true", help="wait for new events until the move stops")
+    for name, text in (("resume", "continue a stopped or failed move where it stopped"),
+                       ("retry", "run a failed move again from preflight"),
+                       ("cancel-move", "abandon a move; the project stays on its source")):
+        command = commands.add_parser(name, help=f"{text} (buckets {name} MOVE)")
+        command.add_argument("move")
+        if name == "retry":
+            command.add_argument("--force", action="store_true")
+    commands.add_parser("cleanup", help="remove source copies that completed moves left behind")
+
+
+def client_config_from(args) -> Callable[[str], ClientConfig]:
+    tls = TlsConfig(ca_file=args.ca, cert_file=args.cert, key_file=args.key) if (args.ca or args.cert) else None
+    retry = RetryPolicy(attempts=max(1, args.retries))
+
+    def config(address: str) -> ClientConfig:
+        return ClientConfig(target=address, deadline=args.deadline, retry=retry, tls=tls, token=args.token)
+
+    return config
+
+
+def run_hub_command(args) -> int:
+    url = args.store or default_store()
+    try:
+        if "://" not in url:
+            Path(url).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        store = open_store(url)
+    except (StoreError, ValueError, ImportError, OSError) as exc:
+        print(f"buckets: cannot open the store: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        with Hub(store, client_config=client_config_from(args), settings=MoveSettings()) as hub:
+            return _dispatch(hub, args)
+    except MoveInProgress as exc:
+        print(f"buckets: {exc}", file=sys.stderr)
+        return EXIT_IN_PROGRESS
+    except MoveError as exc:
+        print(f"buckets: move failed: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except (NotFound, StoreError) as exc:
+        print(f"buckets: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    finally:
+        store.close()
+
+
+def _emit(args, record: dict[str, Any], text: str) -> None:
+    print(json.dumps(record, sort_keys=True, default=str) if args.json else text, flush=True)
+
+
+def _observer(args) -> Callable[[MovelogEntry], None]:
+    return lambda entry: _emit(args, entry_record(entry), render_entry(entry))
+
+
+def _dispatch(hub: Hub, args) -> int:
+    command = args.command
+    if command == "hosts":
+        if args.action == "add":
+            host = hub.add_host(args.id, args.address, args.region, args.status)
+            _emit(args, _row(host), f"{host.id} {host.address} {host.region} {host.status}")
+            return EXIT_OK
+        for host in hub.store.list_hosts():
+            status = None
+            if not args.no_probe:
+                host, status = hub.probe_host(host.id)
+            counts = ({"projects": status.projects, "dirty": status.dirty, "up_to_date": status.up_to_date,
+                       "never_backed_up": status.never_backed_up} if status is not None else {})
+            reach = "" if args.no_probe else ("up" if status is not None else "UNREACHABLE")
+            seen = host.last_seen.strftime("%Y-%m-%d %H:%M:%S") if host.last_seen else "never"
+            text = (f"{host.id:<16} {host.address:<22} {host.region:<8} {host.status:<9} {reach:<11} seen {seen}"
+                    + (f"  projects {counts['projects']} dirty {counts['dirty']}" if counts else ""))
+            _emit(args, {**_row(host), "reachable": status is not None if not args.no_probe else None, **counts},
+                  text)
+        return EXIT_OK
+    if command == "projects":
+        if args.action == "add":
+            project = hub.add_project(args.id, args.placement, args.region, args.repository)
+            _emit(args, _row(project), f"{project.id} on {project.host_id}")
+            return EXIT_OK
+        if args.action == "refresh":
+            project = hub.refresh_project(args.id)
+            _emit(args, _row(project), _project_line(project))
+            return EXIT_OK
+        for project in hub.store.list_projects(host_id=args.host):
+            _emit(args, _row(project), _project_line(project))
+        return EXIT_OK
+    if command == "move":
+        move = hub.move(args.project, args.target, force=args.force, observer=_observer(args))
+        return EXIT_OK if move.status == "succeeded" else EXIT_FAILED
+    if command == "moves":
+        for move in hub.store.list_moves(project_id=args.project, active=True if args.active else None):
+            _emit(args, _row(move), f"{move.id}  {move.project_id}  {move.source_host} → {move.target_host}  "
+                                    f"{move.status:<9} step {move.step:<12} attempts {move.attempts}"
+                                    + (f"  error: {move.error}" if move.error else ""))
+        return EXIT_OK
+    if command == "movelog":
+        entries = follow(hub.store, args.move) if args.follow else hub.store.movelog(args.move)
+        hub.store.get_move(args.move)  # NotFound for an unknown move
+        for entry in entries:
+            _emit(args, entry_record(entry), render_entry(entry))
+        return EXIT_OK
+    if command in ("resume", "retry", "cancel-move"):
+        observer = _observer(args)
+        if command == "resume":
+            move = hub.resume(args.move, observer=observer)
+        elif command == "retry":
+            move = hub.retry(args.move, force=True if args.force else None, observer=observer)
+        else:
+            move = hub.cancel(args.move, observer=observer)
+        return EXIT_OK if move.status in ("succeeded", "cancelled") else EXIT_FAILED
+    if command == "cleanup":
+        pending = hub.run_cleanups(observer=_observer(args))
+        for move in pending:
+            _emit(args, _row(move), f"still pending: {move.id} ({move.project_id} on {move.source_host})")
+        return EXIT_OK if not pending else EXIT_FAILED
+    return EXIT_USAGE
+
+
+def _row(item) -> dict[str, Any]:
+    return {key: (value.isoformat() if hasattr(value, "isoformat") else value) for key, value in asdict(item).items()}
+
+
+def _project_line(project) -> str:
+    def when(value):
+        return value.strftime("%Y-%m-%d %H:%M:%S") if value else "never"
+
+    return (f"{project.id}  on {project.host_id or '-':<16} {project.region:<8} "
+            f"last backup {when(project.last_backup)}  last edit {when(project.last_edited)}")

@@ -1,0 +1,539 @@
+"""Moving a project to another host of its region: the steps, their durable record, and recovery.
+
+A move with its source host online runs::
+
+    preflight → backup → freeze → final_backup → restore → verify → finalize
+
+The bulk ``backup`` runs while the project is still in use; ``freeze`` writes the move's sentinel
+into the project and makes it read-only; ``final_backup`` catches up what changed since, so no
+edit made before the freeze is lost; the target restores exactly that snapshot (never "latest"
+resolved later) and must then show the sentinel. With the source host unreachable the move runs
+``preflight → restore → verify → finalize`` from the newest backup, and only with ``force`` when
+the store knows of edits after that backup.
+
+Every step is recorded in the store before it starts, with a request id derived from the move and
+the step, so a hub that dies mid-step resumes by joining the agent operation it had started. Any
+failure leaves the placement on the source, thaws the source, removes the target's partial copy,
+and records why; the move then stays active until it is resumed, retried (from preflight, maybe
+with force) or cancelled. Placement changes in one store transaction with the move's completion,
+after verification.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import Any, Callable
+
+from hub_client.client import OK_STATES, AgentClient, AgentError, OperationHandle, new_request_id, state_name
+from hub_client.proto.buckets.v1 import agent_pb2 as pb
+from hub_client.store import Cleanup, Host, Move, MovelogEntry, MoveStatus, NotFound, Project, Store
+
+SENTINEL_PATH = "persist/.buckets-move-sentinel"
+ONLINE_STEPS = ("preflight", "backup", "freeze", "final_backup", "restore", "verify", "finalize")
+OFFLINE_STEPS = ("preflight", "restore", "verify", "finalize")
+# A failure undoes these (the source is thawed, the target's copy removed), so a resumed move
+# starts again there at the latest.
+FIRST_UNDONE_STEP = {"online": "freeze", "offline": "restore"}
+PROGRESS_INTERVAL = 1.0  # seconds between agent progress events copied into the movelog
+
+Connect = Callable[[Host], AgentClient]
+Observer = Callable[[MovelogEntry], None]
+
+
+class MoveError(Exception):
+    """A move could not start, or one of its steps failed; the text is for the operator."""
+
+
+class MoveRefused(MoveError):
+    """Preflight said no; nothing was changed on any host. ``loss_minutes`` is set when the
+    refusal is about changes that exist only on an unreachable source host."""
+
+    def __init__(self, message: str, loss_minutes: int | None = None) -> None:
+        super().__init__(message)
+        self.loss_minutes = loss_minutes
+
+
+# ---------------------------------------------------------------- pure decisions
+
+
+def possible_loss_minutes(last_backup: datetime | None, last_edited: datetime | None) -> int | None:
+    """Whole minutes (rounded up) of edits newer than the last backup, or None when the last
+    backup is not older than the last recorded edit (or nothing was ever edited)."""
+    if last_edited is None:
+        return None
+    if last_backup is not None and last_backup >= last_edited:
+        return None
+    if last_backup is None:
+        return None  # never backed up: there is nothing to move from; the caller refuses
+    return max(1, math.ceil((last_edited - last_backup).total_seconds() / 60))
+
+
+def steps_of(plan: str) -> tuple[str, ...]:
+    return ONLINE_STEPS if plan == "online" else OFFLINE_STEPS
+
+
+def resume_point(plan: str | None, step: str, crashed: bool) -> str:
+    """Where a resumed move starts: the recorded step after a hub crash (nothing was undone);
+    after a failure, the recorded step or the first step the failure undid, whichever is earlier."""
+    if plan is None or step not in steps_of(plan):
+        return "preflight"
+    if crashed:
+        return step
+    steps = steps_of(plan)
+    return steps[min(steps.index(step), steps.index(FIRST_UNDONE_STEP[plan]))]
+
+
+def sentinel_for(move_id: str) -> str:
+    return f"buckets move {move_id}\n"
+
+
+def request_id(move_id: str, step: str, round_: int) -> str:
+    """The agent request id of ``step``'s ``round_``-th start: repeating it joins the same operation."""
+    return f"move:{move_id}:{step}:{round_}"
+
+
+def same_snapshot(left: str, right: str) -> bool:
+    """Whether two snapshot ids name the same snapshot: restic reports 8-digit short ids after a
+    backup and full ids elsewhere, so one may be a prefix of the other."""
+    shorter, longer = sorted((left, right), key=len)
+    return len(shorter) >= 8 and longer.startswith(shorter)
+
+
+def newest_backup(snapshots: list[pb.Snapshot], project_id: str) -> pb.Snapshot | None:
+    usable = [s for s in snapshots if s.layout == "v2" and s.project_id == project_id]
+    return max(usable, key=lambda s: (s.time.ToDatetime(), s.id), default=None)
+
+
+def timestamp_or_none(message, field: str) -> datetime | None:
+    if not message.HasField(field):
+        return None
+    return getattr(message, field).ToDatetime(tzinfo=timezone.utc)
+
+
+def event_data(host_id: str, event: pb.ProgressEvent) -> dict[str, Any]:
+    return {
+        "host": host_id, "operation_id": event.operation_id, "seq": event.seq, "phase": event.phase,
+        "percent": round(event.percent, 2), "bytes_done": event.bytes_done, "bytes_total": event.bytes_total,
+        "files_done": event.files_done, "files_total": event.files_total,
+        "bytes_per_second": round(event.bytes_per_second, 1), "eta_seconds": round(event.eta_seconds, 1),
+        "terminal": event.terminal, "state": state_name(event.state) if event.terminal else "",
+    }
+
+
+# ---------------------------------------------------------------- the runner
+
+
+@dataclass
+class MoveSettings:
+    """``host_seen_within``: how recently the store must have seen a host to call it up."""
+
+    host_seen_within: timedelta = timedelta(minutes=10)
+    operation_timeout: float | None = None  # seconds to wait for one agent operation (None: no limit)
+
+
+class MoveRunner:
+    """Runs (starts, resumes, retries, cancels) one move. ``connect`` gives a client for a host;
+    ``observer`` sees every movelog entry as it is written; ``before_step`` is called with a
+    step's name after the step is recorded and before its work starts."""
+
+    def __init__(
+        self, store: Store, connect: Connect, move_id: str, *, settings: MoveSettings | None = None,
+        observer: Observer | None = None, before_step: Callable[[str], None] | None = None,
+    ) -> None:
+        self.store = store
+        self.connect = connect
+        self.move_id = move_id
+        self.settings = settings or MoveSettings()
+        self.observer = observer
+        self.before_step = before_step
+        self.move = store.get_move(move_id)
+        self.project_id = self.move.project_id
+        self.sentinel = sentinel_for(move_id)
+        self._seen_seq = 0
+
+    # ------------------------------------------------------------ entry points
+
+    def start(self) -> Move:
+        return self._run("start")
+
+    def resume(self) -> Move:
+        return self._run("resume")
+
+    def retry(self, *, force: bool | None = None) -> Move:
+        return self._run("retry", force=force)
+
+    def cancel(self) -> Move:
+        with self.store.move_lock(self.project_id):
+            move = self._require_active("cancel")
+            self._undo(move, self._plan())
+            cancelled = self.store.update_move_status(self.move_id, MoveStatus.CANCELLED, error=move.error)
+            self._log("cancelled", "move cancelled; the project stays on its source host")
+            return cancelled
+
+    def _run(self, how: str, *, force: bool | None = None) -> Move:
+        with self.store.move_lock(self.project_id):
+            move = self._require_active(how)
+            crashed = move.status == MoveStatus.RUNNING
+            if how == "start" and move.status != MoveStatus.PENDING:
+                raise MoveError(f"move {self.move_id} has started already; resume or retry it")
+            if how == "retry":
+                start, continuing = "preflight", False
+                if force is not None:
+                    self.store.set_move_force(self.move_id, force)
+                self.store.set_move_snapshot(self.move_id, None)
+            elif how == "resume" and move.status != MoveStatus.PENDING:
+                start = resume_point(self._plan(), move.step, crashed)
+                continuing = crashed and start == move.step
+            else:
+                start, continuing = "preflight", False
+            self.move = self.store.update_move_status(self.move_id, MoveStatus.RUNNING, new_attempt=True)
+            self._log("attempt", f"attempt {self.move.attempts}: {how} from {start}"
+                      + (" (continuing the step a stopped hub had started)" if continuing else ""),
+                      {"how": how, "from": start, "force": self.move.force})
+            try:
+                self._run_steps(start, continuing)
+            except BaseException as exc:
+                self._fail(exc)
+                if isinstance(exc, MoveError):
+                    raise
+                if isinstance(exc, AgentError):
+                    raise MoveError(f"{self.move.step}: {exc}") from exc
+                raise
+            return self.store.get_move(self.move_id)
+
+    def _require_active(self, what: str) -> Move:
+        move = self.store.get_move(self.move_id)
+        if not move.active:
+            raise MoveError(f"move {self.move_id} is {move.status}; there is nothing to {what}")
+        self.move = move
+        return move
+
+    # ------------------------------------------------------------ step machinery
+
+    def _run_steps(self, start: str, continuing: bool) -> None:
+        step: str | None = start
+        while step is not None:
+            if continuing:
+                continuing = False
+            else:
+                self.move = self.store.update_move_step(self.move_id, step)
+                self._log("step", step, {"step": step})
+            if self.before_step is not None:
+                self.before_step(step)
+            getattr(self, f"_step_{step}")()
+            steps = steps_of(self._plan() or "online")
+            position = steps.index(step)
+            step = steps[position + 1] if position + 1 < len(steps) else None
+
+    def _log(self, kind: str, message: str, data: dict[str, Any] | None = None) -> MovelogEntry:
+        entry = self.store.append_movelog(self.move_id, kind, message, data)
+        self._seen_seq = entry.seq
+        if self.observer is not None:
+            self.observer(entry)
+        return entry
+
+    def _entries(self, kind: str) -> list[MovelogEntry]:
+        return [entry for entry in self.store.movelog(self.move_id) if entry.kind == kind]
+
+    def _plan(self) -> str | None:
+        plans = self._entries("plan")
+        return plans[-1].data.get("plan") if plans else None
+
+    def _round(self, step: str) -> int:
+        return sum(1 for entry in self._entries("step") if entry.message == step)
+
+    def _hosts(self) -> tuple[Host, Host]:
+        return self.store.get_host(self.move.source_host), self.store.get_host(self.move.target_host)
+
+    def _client(self, host: Host) -> AgentClient:
+        return self.connect(host)
+
+    def _await(self, step: str, host: Host, handle: OperationHandle) -> pb.Operation:
+        """Copy the operation's progress into the movelog until it ends; raise unless it succeeded."""
+        operation = handle.operation
+        self._log("operation", f"{step}: operation {handle.id} on {host.id}"
+                  + (" (joined)" if operation.joined else ""),
+                  {"step": step, "host": host.id, "operation_id": handle.id})
+        last = 0.0
+        deadline = None if self.settings.operation_timeout is None else (
+            time.monotonic() + self.settings.operation_timeout)
+        try:
+            for event in handle.progress():
+                now = time.monotonic()
+                if event.terminal or now - last >= PROGRESS_INTERVAL:
+                    last = now
+                    self._log("progress", event.message or event.phase, event_data(host.id, event))
+                if deadline is not None and now > deadline:
+                    raise MoveError(f"{step}: operation {handle.id} on {host.id} did not end in time")
+            operation = handle.refresh()
+        except AgentError as exc:
+            raise MoveError(f"{step} on {host.id}: lost operation {handle.id}: {exc}") from exc
+        if operation.state not in OK_STATES:
+            error = operation.error
+            raise MoveError(f"{step} failed on {host.id}: operation {handle.id} ended "
+                            f"{state_name(operation.state)}: {error.code} {error.message}".rstrip())
+        return operation
+
+    # ------------------------------------------------------------ the steps
+
+    def _step_preflight(self) -> None:
+        move = self.move
+        project = self.store.get_project(self.project_id)
+        source, target = self._hosts()
+        if project.host_id != source.id:
+            raise MoveRefused(f"project {project.id} is placed on {project.host_id}, not on the move's source {source.id}")
+        if source.id == target.id:
+            raise MoveRefused(f"project {project.id} is already on {target.id}")
+        if not (project.region == source.region == target.region):
+            raise MoveRefused(
+                f"cross-region move ({source.region} → {target.region}, project region {project.region}) "
+                "is not a same-region move"
+            )
+        if target.status != "running" and not move.force:
+            raise MoveRefused(f"target host {target.id} is {target.status}; use force to move there anyway")
+        if not move.force and not self._seen_recently(target):
+            raise MoveRefused(f"target host {target.id} was not seen in the last "
+                              f"{self.settings.host_seen_within}; use force to move there anyway")
+        target_client = self._client(target)
+        try:
+            target_client.capabilities()
+        except AgentError as exc:
+            raise MoveRefused(f"target host {target.id} does not answer: {exc}") from exc
+        self.store.upsert_host(Host(target.id, target.address, target.region, target.status, _now()))
+        self._clear_target(target, target_client)
+
+        source_status = self._source_status(source)
+        if source_status is not None and source_status.present:
+            self._record_freshness(project, source_status)
+            self._log("plan", f"source {source.id} is online: back up, freeze, catch up, restore on {target.id}",
+                      {"plan": "online", "source_reachable": True})
+            return
+        self._plan_offline(project, source, target, target_client, reachable=source_status is not None)
+
+    def _seen_recently(self, host: Host) -> bool:
+        return host.last_seen is not None and _now() - host.last_seen <= self.settings.host_seen_within
+
+    def _source_status(self, source: Host) -> pb.ProjectStatus | None:
+        try:
+            status = self._client(source).project_status(self.project_id)
+        except AgentError as exc:
+            if exc.code.name not in ("UNAVAILABLE", "DEADLINE_EXCEEDED"):
+                raise
+            self._log("warning", f"source host {source.id} is unreachable: {exc}", {"host": source.id})
+            return None
+        self.store.upsert_host(Host(source.id, source.address, source.region, source.status, _now()))
+        return status
+
+    def _record_freshness(self, project: Project, status: pb.ProjectStatus) -> None:
+        last_backup = timestamp_or_none(status, "last_backup") or project.last_backup
+        last_edited = timestamp_or_none(status, "last_change") or project.last_edited
+        self.store.upsert_project(Project(project.id, project.host_id, project.region, project.repository,
+                                          last_backup, last_edited))
+
+    def _clear_target(self, target: Host, client: AgentClient) -> None:
+        """Remove a copy of the project on the target that this move (an earlier attempt) or an
+        unfinished source cleanup left; refuse to move over any other copy."""
+        status = client.project_status(self.project_id)
+        if not status.present:
+            return
+        ours = self._round("restore") > 0
+        stale = any(m.project_id == self.project_id and m.source_host == target.id
+                    for m in self.store.pending_cleanups())
+        if not (ours or stale):
+            raise MoveRefused(f"host {target.id} already holds a copy of project {self.project_id} that is not "
+                              "its placement; delete it there first")
+        self._log("cleanup", f"removing the copy left on {target.id} by an earlier "
+                  + ("attempt of this move" if ours else "move away from it"), {"host": target.id})
+        handle = client.delete_project(self.project_id, delete_repository=False,
+                                       request_id=request_id(self.move_id, "clear-target", self.move.attempts))
+        self._await("preflight", target, handle)
+
+    def _plan_offline(self, project: Project, source: Host, target: Host, target_client: AgentClient,
+                      *, reachable: bool) -> None:
+        why = "is unreachable" if not reachable else "does not hold the project"
+        if reachable and not self.move.force:
+            raise MoveRefused(f"project {project.id} is not present on its source host {source.id}; "
+                              "use force to move it from its last backup")
+        newest = newest_backup(target_client.snapshots(project.id), project.id)
+        if newest is None:
+            raise MoveRefused(f"source host {source.id} {why} and project {project.id} has no backup to move from")
+        snapshot_time = newest.time.ToDatetime(tzinfo=timezone.utc)
+        last_backup = max(filter(None, (project.last_backup, snapshot_time)))
+        minutes = possible_loss_minutes(last_backup, project.last_edited)
+        if minutes is not None and not self.move.force:
+            raise MoveRefused(
+                f"source host {source.id} {why}; its last backup ({_iso(last_backup)}) is older than its last "
+                f"recorded edit ({_iso(project.last_edited)}): up to {minutes} minutes of changes would be lost. "
+                "Repeat with force to move from the last backup.", loss_minutes=minutes)
+        self.move = self.store.set_move_snapshot(self.move_id, newest.id)
+        loss = (f"changes after it are lost (up to {minutes} minutes by the last recorded edit)" if minutes
+                else "no edit after it is recorded")
+        self._log("warning", f"source host {source.id} {why}: moving from backup {newest.short_id} of "
+                  f"{_iso(snapshot_time)}; {loss}",
+                  {"loss_minutes": minutes or 0, "snapshot_id": newest.id, "host": source.id})
+        self._log("plan", f"restore backup {newest.short_id} on {target.id} without the source",
+                  {"plan": "offline", "source_reachable": reachable, "snapshot_id": newest.id,
+                   "loss_minutes": minutes or 0})
+
+    def _step_backup(self) -> None:
+        source, _ = self._hosts()
+        operation = self._backup(source, "backup", force=False)
+        done = ("nothing changed since the last backup" if operation.state == pb.UP_TO_DATE
+                else f"snapshot {operation.summary.snapshot_id[:8]}")
+        self._log("backup", f"bulk backup on {source.id}: {done}", {"snapshot_id": operation.summary.snapshot_id})
+
+    def _step_freeze(self) -> None:
+        source, _ = self._hosts()
+        self._client(source).freeze(self.project_id, sentinel_path=SENTINEL_PATH, sentinel_content=self.sentinel)
+        self._log("freeze", f"sentinel written to {SENTINEL_PATH}; project read-only on {source.id}",
+                  {"host": source.id, "sentinel_path": SENTINEL_PATH})
+
+    def _step_final_backup(self) -> None:
+        source, _ = self._hosts()
+        # Forced: the sentinel alone is a change, and the snapshot must be one taken after the freeze.
+        operation = self._backup(source, "final_backup", force=True)
+        snapshot_id = operation.summary.snapshot_id
+        if not snapshot_id:
+            raise MoveError(f"final backup on {source.id} reported no snapshot")
+        self.move = self.store.set_move_snapshot(self.move_id, snapshot_id)
+        self._log("backup", f"catch-up backup of the frozen project: snapshot {snapshot_id[:8]}",
+                  {"snapshot_id": snapshot_id})
+
+    def _backup(self, source: Host, step: str, *, force: bool) -> pb.Operation:
+        handle = self._client(source).backup(
+            self.project_id, request_id=request_id(self.move_id, step, self._round(step)), force=force,
+            purpose="move", tags=[f"move={self.move_id}"],
+        )
+        return self._await(step, source, handle)
+
+    def _step_restore(self) -> None:
+        _, target = self._hosts()
+        snapshot_id = self.move.snapshot_id
+        if not snapshot_id:
+            raise MoveError("no snapshot recorded for the restore; retry the move")
+        handle = self._client(target).ensure_project(
+            self.project_id, request_id=request_id(self.move_id, "restore", self._round("restore")),
+            mode=pb.EnsureProjectRequest.REQUIRED, snapshot_id=snapshot_id,
+        )
+        operation = self._await("restore", target, handle)
+        restored = operation.summary.snapshot_id
+        if not same_snapshot(restored, snapshot_id):
+            raise MoveError(f"target {target.id} restored snapshot {restored[:8] or 'none'}, not {snapshot_id[:8]}")
+        if len(restored) > len(snapshot_id):
+            self.move = self.store.set_move_snapshot(self.move_id, restored)  # the full id, from now on
+
+    def _step_verify(self) -> None:
+        _, target = self._hosts()
+        client = self._client(target)
+        status = client.project_status(self.project_id)
+        receipt = status.last_restore.snapshot_id if status.HasField("last_restore") else ""
+        if not status.present or not same_snapshot(receipt, self.move.snapshot_id or ""):
+            raise MoveError(f"verification failed on {target.id}: it holds "
+                            f"{'snapshot ' + receipt[:8] if receipt else 'no restored snapshot'}, "
+                            f"not {self.move.snapshot_id[:8]}")
+        if self._plan() == "online":
+            handle = client.verify(
+                self.project_id, request_id=request_id(self.move_id, "verify", self._round("verify")),
+                mode=pb.VerifyRequest.SENTINEL, sentinel_path=SENTINEL_PATH, sentinel_content=self.sentinel,
+            )
+            try:
+                self._await("verify", target, handle)
+            except MoveError as exc:
+                raise MoveError(f"verification failed: {exc}") from exc
+            self._log("verify", f"sentinel found on {target.id}", {"host": target.id})
+        else:
+            self._log("verify", f"{target.id} holds backup {receipt[:8]}", {"host": target.id})
+
+    def _step_finalize(self) -> None:
+        source, target = self._hosts()
+        self.move = self.store.complete_move(
+            self.move_id, message=f"complete: project {self.project_id} is on {target.id}",
+            data={"snapshot_id": self.move.snapshot_id, "target": target.id},
+        )
+        if self.observer is not None:  # the store wrote the "complete" entry with the completion
+            for entry in self.store.movelog(self.move_id, after_seq=self._seen_seq):
+                self.observer(entry)
+        clean_source(self.store, self.connect, self.move, observer=self.observer)
+
+    # ------------------------------------------------------------ failure
+
+    def _fail(self, exc: BaseException) -> None:
+        move = self.store.get_move(self.move_id)
+        if not move.active:
+            return  # it completed; a later problem (e.g. the source cleanup) is not the move's failure
+        message = str(exc) or type(exc).__name__
+        if not isinstance(exc, MoveError):
+            message = f"{move.step}: {message}"
+        try:
+            self._undo(move, self._plan())
+        finally:
+            self.move = self.store.update_move_status(self.move_id, MoveStatus.FAILED, error=message)
+            self._log("failed", message, {"step": move.step, "refused": isinstance(exc, MoveRefused),
+                                          "loss_minutes": getattr(exc, "loss_minutes", None)})
+
+    def _undo(self, move: Move, plan: str | None) -> None:
+        """Put the source back in service and remove the target's partial copy (best effort:
+        what cannot be undone now is logged and undone by the next attempt or cancel)."""
+        if plan is None or move.step not in steps_of(plan):
+            return
+        steps = steps_of(plan)
+        reached = steps.index(move.step)
+        source, target = self._hosts()
+        if plan == "online" and reached >= steps.index("freeze"):
+            try:
+                self._client(source).thaw(self.project_id)
+                self._log("thaw", f"project writable again on {source.id}", {"host": source.id})
+            except AgentError as exc:
+                self._log("warning", f"could not thaw the project on {source.id} ({exc}); it stays read-only "
+                          "until the move is resumed, retried or cancelled", {"host": source.id})
+        if reached >= steps.index("restore") and self.store.get_project(self.project_id).host_id != target.id:
+            try:
+                handle = self._client(target).delete_project(
+                    self.project_id, delete_repository=False,
+                    request_id=request_id(self.move_id, "undo-restore", self.move.attempts))
+                self._await("undo", target, handle)
+                self._log("cleanup", f"partial copy removed from {target.id}", {"host": target.id})
+            except (AgentError, MoveError) as exc:
+                self._log("warning", f"could not remove the copy on {target.id} ({exc}); the next attempt "
+                          "removes it", {"host": target.id})
+
+
+def clean_source(store: Store, connect: Connect, move: Move, *, observer: Observer | None = None) -> Move:
+    """Remove a completed move's source copy (home, persist, local snapshots; never the
+    repository). Best effort: an unreachable source keeps the cleanup pending for a later run."""
+    if move.status != MoveStatus.SUCCEEDED or move.cleanup != Cleanup.PENDING:
+        return move
+    if store.get_project(move.project_id).host_id == move.source_host:
+        return store.set_move_cleanup(move.id, Cleanup.DONE)  # moved back since: that copy is the live one
+
+    def log(kind: str, message: str, data: dict[str, Any]) -> None:
+        entry = store.append_movelog(move.id, kind, message, data)
+        if observer is not None:
+            observer(entry)
+
+    try:
+        source = store.get_host(move.source_host)
+        # A fresh request id per run: a failed deletion must be tried again, not returned again.
+        handle = connect(source).delete_project(move.project_id, delete_repository=False,
+                                                request_id=new_request_id())
+        operation = handle.wait()
+    except (AgentError, NotFound) as exc:
+        log("warning", f"source cleanup on {move.source_host} postponed: {exc}", {"host": move.source_host})
+        return move
+    if operation.state not in OK_STATES:
+        log("warning", f"source cleanup on {move.source_host} failed: {operation.error.code} "
+            f"{operation.error.message}; it is retried later", {"host": move.source_host})
+        return move
+    log("cleanup", f"source copy removed from {move.source_host}", {"host": move.source_host})
+    return store.set_move_cleanup(move.id, Cleanup.DONE)
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def _iso(value: datetime | None) -> str:
+    return value.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%SZ") if value else "never"

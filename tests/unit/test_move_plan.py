@@ -1,0 +1,89 @@
+"""The move's pure decisions and the movelog's rendering."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+import pytest
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from hub_client.move import (
+    OFFLINE_STEPS, ONLINE_STEPS, newest_backup, possible_loss_minutes, request_id, resume_point, same_snapshot,
+    steps_of,
+)
+from hub_client.movelog_view import entry_record, render_entry
+from hub_client.proto.buckets.v1 import agent_pb2 as pb
+from hub_client.store import MovelogEntry
+
+T0 = datetime(2026, 11, 24, 12, 0, tzinfo=timezone.utc)
+
+
+@pytest.mark.parametrize("backup, edited, minutes", [
+    (T0, None, None),                                     # never edited
+    (T0, T0, None),                                       # edit captured by the backup
+    (T0 + timedelta(seconds=1), T0, None),
+    (T0, T0 + timedelta(seconds=1), 1),                   # any loss counts as a minute
+    (T0, T0 + timedelta(minutes=41, seconds=30), 42),     # rounded up
+    (T0, T0 + timedelta(hours=2), 120),
+    (None, T0, None),                                     # no backup: nothing to move from (refused elsewhere)
+])
+def test_possible_loss_minutes(backup, edited, minutes) -> None:
+    assert possible_loss_minutes(backup, edited) == minutes
+
+
+@pytest.mark.parametrize("plan, step, crashed, start", [
+    (None, "preflight", False, "preflight"),
+    ("online", "created", True, "preflight"),
+    ("online", "backup", False, "backup"),              # nothing undone before the freeze
+    ("online", "final_backup", True, "final_backup"),   # hub crash: continue the step
+    ("online", "final_backup", False, "freeze"),        # failure thawed the source: freeze again
+    ("online", "verify", False, "freeze"),
+    ("online", "restore", True, "restore"),
+    ("offline", "verify", False, "restore"),            # failure removed the target's copy
+    ("offline", "restore", True, "restore"),
+    ("offline", "backup", False, "preflight"),          # not a step of that plan
+])
+def test_resume_point(plan, step, crashed, start) -> None:
+    assert resume_point(plan, step, crashed) == start
+
+
+def test_steps_and_request_ids() -> None:
+    assert steps_of("online") == ONLINE_STEPS and steps_of("offline") == OFFLINE_STEPS
+    assert ONLINE_STEPS.index("freeze") < ONLINE_STEPS.index("final_backup") < ONLINE_STEPS.index("restore")
+    assert request_id("m1", "restore", 2) == "move:m1:restore:2"
+    assert request_id("m1", "restore", 2) != request_id("m1", "restore", 3)
+
+
+def test_same_snapshot_accepts_short_and_full_ids_only() -> None:
+    full = "4488a640" + "0" * 56
+    assert same_snapshot("4488a640", full) and same_snapshot(full, full)
+    assert not same_snapshot("4488a64", full)  # too short to mean anything
+    assert not same_snapshot("", full) and not same_snapshot("4488a641", full)
+
+
+def snapshot(sid: str, minute: int, *, layout: str = "v2", project: str = "p1") -> pb.Snapshot:
+    stamp = Timestamp()
+    stamp.FromDatetime(T0 + timedelta(minutes=minute))
+    return pb.Snapshot(id=sid, time=stamp, layout=layout, project_id=project)
+
+
+def test_newest_backup_takes_the_newest_v2_snapshot_of_the_project() -> None:
+    snapshots = [snapshot("a", 1), snapshot("b", 5, layout=""), snapshot("c", 3), snapshot("d", 9, project="p2")]
+    assert newest_backup(snapshots, "p1").id == "c"
+    assert newest_backup([snapshot("b", 5, layout="")], "p1") is None
+
+
+def test_render_entry_lines() -> None:
+    step = MovelogEntry("m1", 1, T0, "step", "restore", {"step": "restore"})
+    assert render_entry(step) == "12:00:00 step      restore"
+    progress = MovelogEntry("m1", 2, T0, "progress", "restore", {
+        "host": "host-b", "phase": "restore", "percent": 50.0, "bytes_done": 1024, "bytes_total": 2048,
+        "files_done": 5, "files_total": 10, "bytes_per_second": 0, "terminal": False})
+    line = render_entry(progress)
+    assert "host-b restore" in line and "50.0%" in line and "1.0 KiB/2.0 KiB" in line and "5/10 files" in line
+    assert "#" * 14 + "-" * 14 in line
+    done = MovelogEntry("m1", 3, T0, "progress", "", {"host": "host-b", "phase": "done", "terminal": True,
+                                                      "state": "SUCCEEDED"})
+    assert render_entry(done).endswith("host-b done: SUCCEEDED")
+    assert entry_record(step) == {"move_id": "m1", "seq": 1, "time": T0.isoformat(), "kind": "step",
+                                  "message": "restore", "data": {"step": "restore"}}
