@@ -29,7 +29,7 @@ from typing import Any, Callable
 from hub_client.client import ClientConfig, RetryPolicy, TlsConfig
 from hub_client.hub import Hub
 from hub_client.move import MoveError, MoveSettings
-from hub_client.movelog_view import entry_record, follow, render_entry
+from hub_client.movelog_view import MovelogPrinter, entry_record, follow
 from hub_client.store import MoveInProgress, MovelogEntry, NotFound, StoreError, open_store
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_IN_PROGRESS = 0, 1, 2, 3
@@ -132,7 +132,9 @@ def _emit(args, record: dict[str, Any], text: str) -> None:
 
 
 def _observer(args) -> Callable[[MovelogEntry], None]:
-    return lambda entry: _emit(args, entry_record(entry), render_entry(entry))
+    if args.json:
+        return lambda entry: _emit(args, entry_record(entry), "")
+    return MovelogPrinter().show
 
 
 def _dispatch(hub: Hub, args) -> int:
@@ -177,10 +179,10 @@ def _dispatch(hub: Hub, args) -> int:
                                     + (f"  error: {move.error}" if move.error else ""))
         return EXIT_OK
     if command == "movelog":
-        entries = follow(hub.store, args.move) if args.follow else hub.store.movelog(args.move)
         hub.store.get_move(args.move)  # NotFound for an unknown move
-        for entry in entries:
-            _emit(args, entry_record(entry), render_entry(entry))
+        show = _observer(args)
+        for entry in follow(hub.store, args.move) if args.follow else hub.store.movelog(args.move):
+            show(entry)
         return EXIT_OK
     if command in ("resume", "retry", "cancel-move"):
         observer = _observer(args)

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import sys
 import time
-from typing import Any, Iterator
+from typing import Any, Iterator, TextIO
 
 from hub_client.progress import BAR_WIDTH, human_bytes
 from hub_client.store import MovelogEntry, MoveStatus, Store
@@ -56,3 +57,25 @@ def follow(store: Store, move_id: str, *, after_seq: int = 0, poll: float = 0.5,
         if until_idle and move.status not in (MoveStatus.RUNNING, MoveStatus.PENDING):
             return
         time.sleep(poll)
+
+
+class MovelogPrinter:
+    """Prints entries as they come; on a terminal the progress entries redraw one live bar line
+    and every other entry gets a line of its own."""
+
+    def __init__(self, stream: TextIO = sys.stdout) -> None:
+        self._stream = stream
+        self._tty = stream.isatty()
+        self._live = 0  # width of the bar line being redrawn, 0 when none
+
+    def show(self, entry: MovelogEntry) -> None:
+        line = render_entry(entry)
+        if self._tty and entry.kind == "progress" and not entry.data.get("terminal"):
+            self._stream.write("\r" + line + " " * max(0, self._live - len(line)))
+            self._live = len(line)
+        else:
+            if self._live:
+                self._stream.write("\n")
+                self._live = 0
+            self._stream.write(line + "\n")
+        self._stream.flush()

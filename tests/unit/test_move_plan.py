@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -11,7 +12,7 @@ from hub_client.move import (
     OFFLINE_STEPS, ONLINE_STEPS, newest_backup, possible_loss_minutes, request_id, resume_point, same_snapshot,
     steps_of,
 )
-from hub_client.movelog_view import entry_record, render_entry
+from hub_client.movelog_view import MovelogPrinter, entry_record, render_entry
 from hub_client.proto.buckets.v1 import agent_pb2 as pb
 from hub_client.store import MovelogEntry
 
@@ -87,3 +88,31 @@ def test_render_entry_lines() -> None:
     assert render_entry(done).endswith("host-b done: SUCCEEDED")
     assert entry_record(step) == {"move_id": "m1", "seq": 1, "time": T0.isoformat(), "kind": "step",
                                   "message": "restore", "data": {"step": "restore"}}
+
+
+class Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_movelog_printer_redraws_progress_on_a_terminal_only() -> None:
+    def progress(seq: int, percent: float) -> MovelogEntry:
+        return MovelogEntry("m1", seq, T0, "progress", "", {"host": "host-b", "phase": "restore",
+                                                             "percent": percent, "terminal": False})
+
+    step = MovelogEntry("m1", 1, T0, "step", "restore", {})
+    done = MovelogEntry("m1", 4, T0, "step", "verify", {})
+    terminal = Terminal()
+    printer = MovelogPrinter(terminal)
+    for entry in (step, progress(2, 10.0), progress(3, 60.0), done):
+        printer.show(entry)
+    lines = terminal.getvalue().split("\n")
+    assert lines[0] == render_entry(step)
+    assert lines[1].startswith("\r") and lines[1].count("\r") == 2 and lines[1].rstrip().endswith("60.0%")
+    assert lines[2] == render_entry(done) and lines[3] == ""
+
+    plain = io.StringIO()
+    printer = MovelogPrinter(plain)
+    for entry in (step, progress(2, 10.0), progress(3, 60.0), done):
+        printer.show(entry)
+    assert plain.getvalue().splitlines() == [render_entry(e) for e in (step, progress(2, 10.0), progress(3, 60.0), done)]
