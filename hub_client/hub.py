@@ -9,10 +9,14 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Callable
 
-from hub_client.client import AgentClient, AgentError, ClientConfig
-from hub_client.move import MoveRefused, MoveRunner, MoveSettings, Observer, clean_source, timestamp_or_none
+from hub_client.client import OK_STATES, AgentClient, AgentError, ClientConfig
+from hub_client.move import (
+    MoveError, MoveRefused, MoveRunner, MoveSettings, Observer, clean_source, possible_loss_minutes, timestamp_or_none,
+)
 from hub_client.proto.buckets.v1 import agent_pb2 as pb
-from hub_client.store import Host, Move, MoveInProgress, MoveStatus, Project, Store
+from hub_client.store import (
+    Host, HostBackupStatus, Move, MoveInProgress, MoveStatus, NotFound, OfflineLoss, Project, Store,
+)
 
 ClientConfigFor = Callable[[str], ClientConfig]
 
@@ -76,6 +80,78 @@ class Hub:
             timestamp_or_none(status, "last_backup") or project.last_backup,
             timestamp_or_none(status, "last_change") or project.last_edited,
         ))
+
+    def refresh_host_status(self, host_id: str) -> HostBackupStatus | None:
+        """Record the host's project counts from its agent (keeping ``failing`` from the last
+        drain); None when the agent does not answer."""
+        host, status = self.probe_host(host_id)
+        if status is None:
+            return None
+        previous = self.store.host_backup_status(host.id)
+        return self.store.set_host_backup_status(HostBackupStatus(
+            host.id, status.projects, status.dirty, status.up_to_date, status.never_backed_up,
+            previous.failing if previous is not None else 0, _now()))
+
+    def set_host_status(self, host_id: str, status: str) -> Host:
+        host = self.store.get_host(host_id)
+        return self.store.upsert_host(Host(host.id, host.address, host.region, status, host.last_seen))
+
+    def force_off(self, host_id: str) -> list[OfflineLoss]:
+        """Take a host out of service without draining it: mark it ``off`` and record every
+        project on it whose newest changes are not backed up, with the window of possible loss
+        (from its agent when it answers, else from the store)."""
+        host = self.set_host_status(host_id, "off")
+        losses = []
+        now = _now()
+        for project in self.store.list_projects(host_id=host.id):
+            last_backup, last_edited = project.last_backup, project.last_edited
+            try:
+                status = self.client(host).project_status(project.id)
+                last_backup = timestamp_or_none(status, "last_backup") or last_backup
+                last_edited = timestamp_or_none(status, "last_change") or last_edited
+                dirty = status.dirty or last_backup is None
+            except AgentError:
+                dirty = last_backup is None or (last_edited is not None and last_edited > last_backup)
+            if dirty:
+                losses.append(OfflineLoss(host.id, project.id, last_backup, last_edited,
+                                          possible_loss_minutes(last_backup, last_edited), now))
+        self.store.record_offline_losses(losses)
+        return losses
+
+    # ------------------------------------------------------------ deletion
+
+    def delete_project(self, project_id: str, *, observer: Callable[[str], None] | None = None) -> bool:
+        """Delete the project everywhere: its home, persist and local snapshots on its host, every
+        object of its repository, and its records in the store. Refused (MoveInProgress) while a
+        move of it is active; False when it was already gone. The store records go last, so a
+        failure on the host leaves them for a second attempt."""
+        try:
+            project = self.store.get_project(project_id)
+        except NotFound:
+            return False
+        active = self.store.active_move(project_id)
+        if active is not None:
+            raise MoveInProgress(project_id, active.id, "a project is not deleted while it moves")
+        host = self._deleting_host(project)
+        handle = self.client(host).delete_project(project_id, delete_repository=True)
+        if observer is not None:
+            observer(f"deleting project {project_id} on {host.id} (operation {handle.id})")
+        operation = handle.wait()
+        if operation.state not in OK_STATES:
+            raise MoveError(f"deleting project {project_id} on {host.id} failed: {operation.error.code} "
+                            f"{operation.error.message}")
+        return self.store.delete_project(project_id)
+
+    def _deleting_host(self, project: Project) -> Host:
+        """The project's host; for an unplaced project, any running host of its region (its agent
+        can still remove the repository)."""
+        if project.host_id is not None:
+            return self.store.get_host(project.host_id)
+        for host in self.store.list_hosts(region=project.region):
+            if host.status == "running":
+                return host
+        raise MoveError(f"project {project.id} has no host and region {project.region} no running host "
+                        "to delete its repository from")
 
     # ------------------------------------------------------------ moves
 

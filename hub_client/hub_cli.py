@@ -29,11 +29,13 @@ from typing import Any, Callable
 from hub_client.client import ClientConfig, RetryPolicy, TlsConfig
 from hub_client.hub import Hub
 from hub_client.move import MoveError, MoveSettings
+from hub_client.regions import order_regions
 from hub_client.movelog_view import MovelogPrinter, entry_record, follow
 from hub_client.store import MoveInProgress, MovelogEntry, NotFound, StoreError, open_store
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_IN_PROGRESS = 0, 1, 2, 3
-HUB_COMMANDS = ("hosts", "projects", "move", "moves", "movelog", "resume", "retry", "cancel-move", "cleanup")
+HUB_COMMANDS = ("hosts", "projects", "move", "moves", "movelog", "resume", "retry", "cancel-move", "cleanup",
+                "delete", "force-off", "regions")
 
 
 def default_store() -> str:
@@ -90,6 +92,15 @@ def add_hub_commands(commands) -> None:
         if name == "retry":
             command.add_argument("--force", action="store_true")
     commands.add_parser("cleanup", help="remove source copies that completed moves left behind")
+    delete = commands.add_parser("delete", help="delete a project everywhere: files, backups, records "
+                                                "(buckets delete PROJECT --yes)")
+    delete.add_argument("project")
+    delete.add_argument("--yes", action="store_true", required=True, help="confirm: this cannot be undone")
+    force_off = commands.add_parser("force-off", help="take a host out of service without a drain, recording "
+                                                      "what may be lost (buckets force-off HOST)")
+    force_off.add_argument("host")
+    regions = commands.add_parser("regions", help="backup regions nearest first (buckets regions DE | 48.1,11.6)")
+    regions.add_argument("location", help="ISO country code or lat,lon")
 
 
 def client_config_from(args) -> Callable[[str], ClientConfig]:
@@ -193,6 +204,24 @@ def _dispatch(hub: Hub, args) -> int:
         else:
             move = hub.cancel(args.move, observer=observer)
         return EXIT_OK if move.status in ("succeeded", "cancelled") else EXIT_FAILED
+    if command == "delete":
+        deleted = hub.delete_project(args.project, observer=lambda text: None if args.json else print(text))
+        _emit(args, {"project_id": args.project, "deleted": deleted},
+              f"project {args.project} deleted" if deleted else f"project {args.project} was already gone")
+        return EXIT_OK
+    if command == "force-off":
+        for loss in hub.force_off(args.host):
+            minutes = "never backed up" if loss.loss_minutes is None else f"up to {loss.loss_minutes} min of changes"
+            _emit(args, _row(loss), f"{loss.project_id}: {minutes} not backed up")
+        return EXIT_OK
+    if command == "regions":
+        try:
+            order = order_regions(args.location)
+        except ValueError as exc:
+            print(f"buckets: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+        _emit(args, {"location": args.location, "regions": order}, " ".join(order))
+        return EXIT_OK
     if command == "cleanup":
         pending = hub.run_cleanups(observer=_observer(args))
         for move in pending:

@@ -11,7 +11,9 @@ from typing import TYPE_CHECKING
 
 from hub_client.store.base import Store
 from hub_client.store.errors import InvalidTransition, MoveInProgress, NotFound, StoreError
-from hub_client.store.models import Cleanup, Host, Move, MovelogEntry, MoveStatus, Project
+from hub_client.store.models import (
+    Cleanup, Host, HostBackupStatus, Move, MovelogEntry, MoveStatus, OfflineLoss, Project,
+)
 from hub_client.store.sqlite import SQLiteStore
 
 if TYPE_CHECKING:
@@ -38,7 +40,7 @@ def open_store(url: str, *, schema: str | None = None, migrate: bool = True) -> 
 
 
 __all__ = [
-    "Cleanup", "Host", "InvalidTransition", "Move", "MoveInProgress", "MoveStatus", "MovelogEntry", "NotFound",
+    "Cleanup", "Host", "HostBackupStatus", "InvalidTransition", "OfflineLoss", "Move", "MoveInProgress", "MoveStatus", "MovelogEntry", "NotFound",
     "PostgresStore", "Project", "SQLiteStore", "Store", "StoreError", "open_store",
 ]
 

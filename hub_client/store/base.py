@@ -5,7 +5,7 @@ from __future__ import annotations
 from contextlib import AbstractContextManager
 from typing import Any, Protocol, runtime_checkable
 
-from hub_client.store.models import Host, Move, MovelogEntry, Project
+from hub_client.store.models import Host, HostBackupStatus, Move, MovelogEntry, OfflineLoss, Project
 
 
 @runtime_checkable
@@ -93,6 +93,24 @@ class Store(Protocol):
         project placed on the move's target, the source cleanup pending, and a movelog
         "complete" event. Either all of that
         is stored or none. Raises NotFound or InvalidTransition."""
+
+    # -- host backup status and offline losses ----------------------------------------------
+    def set_host_backup_status(self, status: HostBackupStatus) -> HostBackupStatus:
+        """Record the host's backup counts (replacing the previous ones); raises NotFound."""
+
+    def host_backup_status(self, host_id: str) -> HostBackupStatus | None:
+        """The host's last recorded backup counts, if any."""
+
+    def record_offline_losses(self, losses: list[OfflineLoss]) -> None:
+        """Record, in one transaction, projects a host took offline with changes not backed up."""
+
+    def offline_losses(self, *, host_id: str | None = None) -> list[OfflineLoss]:
+        """Recorded offline losses (of ``host_id``), oldest first."""
+
+    # -- deletion ---------------------------------------------------------------------------
+    def delete_project(self, project_id: str) -> bool:
+        """Remove the project with its moves, movelog and offline-loss records in one transaction;
+        False when it was not there. Raises MoveInProgress while a move of it is active."""
 
     # -- movelog --------------------------------------------------------------------------
     def append_movelog(

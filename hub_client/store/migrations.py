@@ -90,14 +90,39 @@ def _move_state() -> tuple[str, ...]:
     )
 
 
+def _host_backup(time: str) -> tuple[str, ...]:
+    # What the hub knows of a host's backups (from its agent's counts and the last drain), and
+    # what a host turned off without a drain may have taken with it.
+    return (
+        f"""CREATE TABLE host_backup_status (
+            host_id TEXT PRIMARY KEY REFERENCES hosts(id),
+            projects INTEGER NOT NULL,
+            dirty INTEGER NOT NULL,
+            up_to_date INTEGER NOT NULL,
+            never_backed_up INTEGER NOT NULL,
+            failing INTEGER NOT NULL,
+            checked_at {time} NOT NULL)""",
+        f"""CREATE TABLE offline_losses (
+            host_id TEXT NOT NULL REFERENCES hosts(id),
+            project_id TEXT NOT NULL,
+            last_backup {time},
+            last_edited {time},
+            loss_minutes INTEGER,
+            recorded_at {time} NOT NULL,
+            PRIMARY KEY (host_id, project_id, recorded_at))""",
+    )
+
+
 MIGRATIONS: dict[str, tuple[Migration, ...]] = {
     "sqlite": (
         Migration(1, "hosts, projects, moves, movelog", _initial("TEXT", "TEXT", "INTEGER", "TEXT")),
         Migration(2, "moves: snapshot_id, cleanup", _move_state()),
+        Migration(3, "host backup status, offline losses", _host_backup("TEXT")),
     ),
     "postgres": (
         Migration(1, "hosts, projects, moves, movelog", _initial("TEXT", "TIMESTAMPTZ", "BOOLEAN", "JSONB")),
         Migration(2, "moves: snapshot_id, cleanup", _move_state()),
+        Migration(3, "host backup status, offline losses", _host_backup("TIMESTAMPTZ")),
     ),
 }
 

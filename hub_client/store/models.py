@@ -101,3 +101,31 @@ class MovelogEntry:
     kind: str
     message: str
     data: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class HostBackupStatus:
+    """A host's projects by backup state, as last checked (agent counts; ``failing`` from the
+    last drain)."""
+
+    host_id: str
+    projects: int
+    dirty: int
+    up_to_date: int
+    never_backed_up: int
+    failing: int
+    checked_at: datetime
+
+
+@dataclass(frozen=True)
+class OfflineLoss:
+    """A project whose newest changes may be lost because its host was turned off without a
+    drain: the window between ``last_backup`` and ``last_edited`` (``loss_minutes``; None when
+    the project was never backed up)."""
+
+    host_id: str
+    project_id: str
+    last_backup: datetime | None
+    last_edited: datetime | None
+    loss_minutes: int | None
+    recorded_at: datetime

@@ -15,7 +15,9 @@ from typing import Any, Iterable
 
 from hub_client.store import migrations
 from hub_client.store.errors import InvalidTransition, MoveInProgress, NotFound
-from hub_client.store.models import Cleanup, Host, Move, MovelogEntry, MoveStatus, Project, utcnow
+from hub_client.store.models import (
+    Cleanup, Host, HostBackupStatus, Move, MovelogEntry, MoveStatus, OfflineLoss, Project, utcnow,
+)
 
 _HOST_COLUMNS = "id, address, region, status, last_seen"
 _PROJECT_COLUMNS = "id, host_id, region, repository, last_backup, last_edited"
@@ -323,6 +325,67 @@ class SqlStore(ABC):
             self._write_placement(conn, move.project_id, move.target_host)
             self._append(conn, move_id, "complete", message, data)
         return move
+
+    # -- host backup status and offline losses ----------------------------------------------
+    def set_host_backup_status(self, status: HostBackupStatus) -> HostBackupStatus:
+        try:
+            with self._transaction() as conn:
+                self._exec(
+                    conn,
+                    "INSERT INTO host_backup_status (host_id, projects, dirty, up_to_date, never_backed_up, failing,"
+                    " checked_at) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (host_id) DO UPDATE SET"
+                    " projects = excluded.projects, dirty = excluded.dirty, up_to_date = excluded.up_to_date,"
+                    " never_backed_up = excluded.never_backed_up, failing = excluded.failing,"
+                    " checked_at = excluded.checked_at",
+                    (status.host_id, status.projects, status.dirty, status.up_to_date, status.never_backed_up,
+                     status.failing, self._time_in(status.checked_at)),
+                )
+        except self._integrity_errors() as exc:
+            if self._conflict(exc) == "foreign_key":
+                raise NotFound(f"host {status.host_id} not found") from exc
+            raise
+        return status
+
+    def host_backup_status(self, host_id: str) -> HostBackupStatus | None:
+        rows = self._fetchall(
+            "SELECT host_id, projects, dirty, up_to_date, never_backed_up, failing, checked_at"
+            " FROM host_backup_status WHERE host_id = ?", (host_id,))
+        if not rows:
+            return None
+        row = rows[0]
+        return HostBackupStatus(row[0], row[1], row[2], row[3], row[4], row[5], self._time_out(row[6]))
+
+    def record_offline_losses(self, losses: list[OfflineLoss]) -> None:
+        with self._transaction() as conn:
+            for loss in losses:
+                self._exec(
+                    conn,
+                    "INSERT INTO offline_losses (host_id, project_id, last_backup, last_edited, loss_minutes,"
+                    " recorded_at) VALUES (?, ?, ?, ?, ?, ?)",
+                    (loss.host_id, loss.project_id, self._time_in(loss.last_backup),
+                     self._time_in(loss.last_edited), loss.loss_minutes, self._time_in(loss.recorded_at)),
+                )
+
+    def offline_losses(self, *, host_id: str | None = None) -> list[OfflineLoss]:
+        sql = ("SELECT host_id, project_id, last_backup, last_edited, loss_minutes, recorded_at FROM offline_losses"
+               + (" WHERE host_id = ?" if host_id is not None else "") + " ORDER BY recorded_at, host_id, project_id")
+        rows = self._fetchall(sql, (host_id,) if host_id is not None else ())
+        return [OfflineLoss(r[0], r[1], self._time_out(r[2]), self._time_out(r[3]), r[4], self._time_out(r[5]))
+                for r in rows]
+
+    # -- deletion ---------------------------------------------------------------------------
+    def delete_project(self, project_id: str) -> bool:
+        with self._transaction() as conn:
+            active = self._exec(
+                conn, f"SELECT id FROM moves WHERE project_id = ? AND status IN ({_ACTIVE_SQL})", (project_id,)
+            ).fetchone()
+            if active is not None:
+                raise MoveInProgress(project_id, active[0], "a project is not deleted while it moves")
+            self._exec(conn, "DELETE FROM movelog WHERE move_id IN (SELECT id FROM moves WHERE project_id = ?)",
+                       (project_id,))
+            self._exec(conn, "DELETE FROM moves WHERE project_id = ?", (project_id,))
+            self._exec(conn, "DELETE FROM offline_losses WHERE project_id = ?", (project_id,))
+            return self._exec(conn, "DELETE FROM projects WHERE id = ?", (project_id,)).rowcount > 0
 
     # -- movelog --------------------------------------------------------------------------
     def _append(self, conn: Any, move_id: str, kind: str, message: str, data: dict[str, Any] | None) -> MovelogEntry:

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from hub_client.store import (
-    Cleanup, Host, InvalidTransition, MoveInProgress, MoveStatus, NotFound, Project, Store, migrations,
+    Cleanup, Host, HostBackupStatus, OfflineLoss, InvalidTransition, MoveInProgress, MoveStatus, NotFound, Project, Store, migrations,
 )
 
 REPO = Path(__file__).resolve().parents[2]
@@ -247,6 +247,43 @@ def test_move_state_for_resume_and_source_cleanup(store: Store) -> None:
         store.set_move_cleanup(move.id, "bogus")
     with pytest.raises(NotFound):
         store.set_move_cleanup("no-such-move", Cleanup.DONE)
+
+
+def test_host_backup_status_and_offline_losses(store: Store) -> None:
+    source, target, project = seed(store)
+    assert store.host_backup_status(source.id) is None
+    status = HostBackupStatus(source.id, 50, 20, 29, 1, 1, T0)
+    assert store.set_host_backup_status(status) == status
+    assert store.host_backup_status(source.id) == status
+    later = HostBackupStatus(source.id, 50, 0, 49, 0, 1, T0 + timedelta(minutes=3))
+    store.set_host_backup_status(later)
+    assert store.host_backup_status(source.id) == later
+    with pytest.raises(NotFound):
+        store.set_host_backup_status(HostBackupStatus("no-such-host", 0, 0, 0, 0, 0, T0))
+
+    losses = [OfflineLoss(source.id, project.id, T0, T0 + timedelta(minutes=42), 42, T0 + timedelta(hours=1)),
+              OfflineLoss(source.id, "never-backed-up", None, T0, None, T0 + timedelta(hours=1))]
+    store.record_offline_losses(losses)
+    assert store.offline_losses(host_id=source.id) == sorted(losses, key=lambda x: x.project_id)
+    assert store.offline_losses(host_id=target.id) == []
+
+
+def test_delete_project_removes_its_records_but_not_while_it_moves(store: Store) -> None:
+    source, target, project = seed(store)
+    move = store.create_move(project.id, source.id, target.id)
+    store.append_movelog(move.id, "step", "preflight")
+    store.record_offline_losses([OfflineLoss(source.id, project.id, T0, T0, 0, T0)])
+    with pytest.raises(MoveInProgress, match=move.id):
+        store.delete_project(project.id)
+    assert store.get_project(project.id) == project
+    store.update_move_status(move.id, MoveStatus.CANCELLED)
+    assert store.delete_project(project.id) is True
+    with pytest.raises(NotFound):
+        store.get_project(project.id)
+    with pytest.raises(NotFound):
+        store.get_move(move.id)
+    assert store.movelog(move.id) == [] and store.offline_losses() == []
+    assert store.delete_project(project.id) is False  # again: nothing left, not an error
 
 
 def test_upgrade_from_version_1_keeps_existing_moves(store_target, monkeypatch) -> None:
