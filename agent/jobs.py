@@ -443,14 +443,16 @@ async def _ensure_snapshot(
             f"project {project_id} already has files on this host that did not come from snapshot "
             f"{snapshot_id[:16]}; refusing to replace them"
         )
-    context.progress("resolve", message=f"looking up snapshot {snapshot_id[:8]}")
     known = known_snapshot(services, repo, project_id, snapshot_id)
-    if known is not None and len(known[0].id) == FULL_ID_LENGTH:
-        snapshot = known[0]
-    else:  # the caller is told the full id, which a journal record of a short one lacks
-        snapshot = await find_snapshot(services, repo, project_id, snapshot_id)
-    require_layout_v2(snapshot, project_id)
-    summary = await restore(context, services, repo, snapshot_id=snapshot.id, resolved=snapshot)
+    resolved = None
+    if known is not None and len(known[0].id) != FULL_ID_LENGTH:
+        # The caller is told the full id, which a journal record of a short one lacks.
+        context.progress("resolve", message=f"looking up snapshot {snapshot_id[:8]}")
+        resolved = await find_snapshot(services, repo, project_id, snapshot_id)
+        require_layout_v2(resolved, project_id)
+    # Otherwise the restore looks the snapshot up beside the engine run (a missing one is
+    # NOT_FOUND, one without layout v2 is refused before anything is swapped in).
+    summary = await restore(context, services, repo, snapshot_id=snapshot_id, resolved=resolved)
     return Summary(snapshot_id=summary.snapshot_id, bytes_processed=summary.bytes_processed,
                    files_processed=summary.files_processed)
 
