@@ -7,7 +7,15 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from agent import errors
 from agent.engine import restic_args as ra
 from agent.engine.base import Snapshot
-from agent.model import OperationError, OperationKind, OperationRecord, OperationState, ProgressEvent, Summary
+from agent.model import (
+    OperationError,
+    OperationKind,
+    OperationRecord,
+    OperationState,
+    ProgressEvent,
+    ProjectOutcome,
+    Summary,
+)
 from agent.repository import LocalSpec, RepositorySpec, S3Spec
 from hub_client.proto.buckets.v1 import agent_pb2 as pb
 
@@ -56,6 +64,17 @@ def summary_to_proto(summary: Summary | None) -> pb.OperationSummary | None:
         files_changed=summary.files_changed,
         duration_seconds=summary.duration_seconds,
         warnings=list(summary.warnings),
+        projects=[outcome_to_proto(outcome) for outcome in summary.projects],
+    )
+
+
+def outcome_to_proto(outcome: ProjectOutcome) -> pb.ProjectOutcome:
+    return pb.ProjectOutcome(
+        project_id=outcome.project_id,
+        state=state_to_proto(outcome.state),
+        snapshot_id=outcome.snapshot_id,
+        error=error_to_proto(outcome.error),
+        operation_id=outcome.operation_id,
     )
 
 

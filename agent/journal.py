@@ -18,6 +18,7 @@ from agent.model import (
     OperationRecord,
     OperationState,
     ProgressEvent,
+    ProjectOutcome,
     Summary,
 )
 
@@ -82,16 +83,30 @@ def _summary_to_json(summary: Summary | None) -> str | None:
         return None
     data = dataclasses.asdict(summary)
     data["state"] = summary.state.value
+    for outcome in data["projects"]:
+        outcome["state"] = OperationState(outcome["state"]).value
     return json.dumps(data)
 
 
 def _summary_from_json(text: str | None) -> Summary | None:
+    """Inverse of :func:`_summary_to_json`; rows written before a field existed get its default."""
     if not text:
         return None
     data = json.loads(text)
     data["warnings"] = tuple(data.get("warnings", ()))
     data["state"] = OperationState(data.get("state", OperationState.SUCCEEDED.value))
+    data["projects"] = tuple(_outcome_from_dict(item) for item in data.get("projects", ()))
     return Summary(**data)
+
+
+def _outcome_from_dict(data: dict) -> ProjectOutcome:
+    return ProjectOutcome(
+        project_id=data["project_id"],
+        state=OperationState(data["state"]),
+        snapshot_id=data.get("snapshot_id", ""),
+        error=OperationError(**data["error"]) if data.get("error") else None,
+        operation_id=data.get("operation_id", ""),
+    )
 
 
 def _error_to_json(error: OperationError | None) -> str | None:

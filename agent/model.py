@@ -48,6 +48,18 @@ class OperationError:
 
 
 @dataclass(frozen=True)
+class ProjectOutcome:
+    """What a host-wide operation (a drain) did for one project."""
+
+    project_id: str
+    state: OperationState
+    snapshot_id: str = ""
+    error: OperationError | None = None
+    # The backup operation that did the work; "" when none was needed.
+    operation_id: str = ""
+
+
+@dataclass(frozen=True)
 class Summary:
     snapshot_id: str = ""
     bytes_added: int = 0
@@ -57,6 +69,8 @@ class Summary:
     files_changed: int = 0
     duration_seconds: float = 0.0
     warnings: tuple[str, ...] = ()
+    # A drain's outcome per project (empty for every other kind).
+    projects: tuple[ProjectOutcome, ...] = ()
     # The state the job asks for: SUCCEEDED (default), UP_TO_DATE; warnings turn
     # SUCCEEDED into SUCCEEDED_WITH_WARNINGS.
     state: OperationState = OperationState.SUCCEEDED

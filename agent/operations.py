@@ -10,6 +10,7 @@ before anyone can observe it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import time
@@ -44,6 +45,16 @@ PROGRESS_INTERVAL = 0.25
 LIVE_EVENT_WINDOW = 2000
 
 
+class FailedWithSummary(Exception):
+    """Raised by a job that failed as a whole but has a summary worth keeping (a drain whose
+    projects partly failed): the operation ends FAILED with ``error`` and keeps ``summary``."""
+
+    def __init__(self, error: errors.BucketsError, summary: Summary) -> None:
+        super().__init__(error.message)
+        self.error = error
+        self.summary = summary
+
+
 def fingerprint(kind: OperationKind, project_id: str, params: dict) -> str:
     """A stable digest of what an operation was asked to do (secrets must not be in ``params``)."""
     canonical = json.dumps({"kind": kind.value, "project": project_id, "params": params}, sort_keys=True)
@@ -56,6 +67,7 @@ class _Live:
     events: deque[ProgressEvent] = field(default_factory=lambda: deque(maxlen=LIVE_EVENT_WINDOW))
     changed: asyncio.Event = field(default_factory=asyncio.Event)
     task: asyncio.Task | None = None
+    takes_slot: bool = True
     last_progress_at: float = 0.0
     pending_progress: dict | None = None
     flush_handle: asyncio.TimerHandle | None = None
@@ -81,9 +93,12 @@ class OperationContext:
     def params(self) -> dict:
         return self._live.record.params
 
-    def progress(self, phase: str, **fields) -> None:
-        """Report progress (fields of :class:`ProgressEvent`: percent, bytes_done, ..., message)."""
-        self._manager._progress(self._live, phase, fields)
+    def progress(self, phase: str, *, milestone: bool = False, **fields) -> None:
+        """Report progress (fields of :class:`ProgressEvent`: percent, bytes_done, ..., message).
+
+        Reports closer together than PROGRESS_INTERVAL are coalesced (the newest wins) unless
+        ``milestone`` is set: a milestone (e.g. "project X done") is always its own event."""
+        self._manager._progress(self._live, phase, fields, milestone=milestone)
 
     def set_recovery(self, **facts) -> None:
         """Persist facts that recovery needs if the agent dies during this operation."""
@@ -157,6 +172,7 @@ class OperationManager:
         params: dict,
         job: Job,
         joinable: bool = False,
+        takes_slot: bool = True,
     ) -> tuple[OperationRecord, bool]:
         """Start (or find) an operation.
 
@@ -165,6 +181,11 @@ class OperationManager:
         joined). Raises InvalidArgument (bad request id), AlreadyExists (request
         id reused with other parameters), Conflict (another operation runs on
         the project), ResourceExhausted (queue full), Unavailable (shutting down).
+
+        A host-wide operation (a drain) has an empty ``project_id``: at most one
+        runs at a time. ``takes_slot=False`` runs the job without one of the
+        host-wide running slots: for a job that only submits and waits for other
+        operations (which take their own), and would otherwise starve them.
         """
         request_id = ids.request_id(request_id)
         digest = fingerprint(kind, project_id, params)
@@ -177,20 +198,24 @@ class OperationManager:
             return self._current(existing), True
         if self._closing:
             raise errors.Unavailable("the agent is shutting down")
-        if kind in MUTATING_KINDS or kind is OperationKind.VERIFY:
+        if kind in MUTATING_KINDS or kind in (OperationKind.VERIFY, OperationKind.DRAIN):
             active = self._active_on(project_id)
             if active is not None:
                 if joinable and active.kind is kind and active.fingerprint == digest:
                     # A retry of this request must find the same operation after it ended.
                     self._journal.add_request_alias(request_id, active.id)
                     return active, True
+                where = f"project {project_id}" if project_id else "this host"
                 raise errors.Conflict(
-                    f"project {project_id} has a running {active.kind.value} operation {active.id}"
+                    f"{where} has a running {active.kind.value} operation {active.id}"
                     f" ({active.state.value})"
                 )
         # Counted from the records, not the semaphore: tasks submitted in this same
         # loop iteration have not taken their slot yet.
-        if len(self._live) >= self._max_running + self._max_queued:
+        # An operation without a slot (a drain) waits for others only: it takes no place either.
+        if takes_slot and sum(1 for live in self._live.values() if live.takes_slot) >= (
+            self._max_running + self._max_queued
+        ):
             raise errors.ResourceExhausted(
                 f"{self._max_running} operations run and {self._queued_count()} wait; the queue is full"
             )
@@ -205,7 +230,7 @@ class OperationManager:
             created_at=time.time(),
         )
         self._journal.insert_operation(record)
-        live = _Live(record=record)
+        live = _Live(record=record, takes_slot=takes_slot)
         self._live[record.id] = live
         self._append(record, phase="queue", message="waiting for a free slot")
         live.task = asyncio.get_running_loop().create_task(self._run(live, job), name=f"op-{record.id}")
@@ -244,7 +269,7 @@ class OperationManager:
         record = live.record
         context = OperationContext(self, live)
         try:
-            async with self._slots:
+            async with self._slots if live.takes_slot else contextlib.nullcontext():
                 record.state = OperationState.RUNNING
                 record.started_at = time.time()
                 log.info("operation.started", operation_id=record.id, kind=record.kind.value,
@@ -258,6 +283,12 @@ class OperationManager:
             if state is OperationState.SUCCEEDED and summary.warnings:
                 state = OperationState.SUCCEEDED_WITH_WARNINGS
             self._finish(live, state, summary=summary, message=f"{record.kind.value} {state.value.lower()}")
+        except FailedWithSummary as failure:
+            self._flush_progress(live)
+            exc = failure.error
+            log.warning("operation.failed", operation_id=record.id, code=code_name_for(exc), error=exc.message)
+            self._finish(live, OperationState.FAILED, summary=failure.summary,
+                         error=OperationError(code_name_for(exc), exc.message))
         except asyncio.CancelledError:
             self._flush_progress(live)
             if self._closing:
@@ -350,14 +381,14 @@ class OperationManager:
             live.changed = asyncio.Event()
         return event
 
-    def _progress(self, live: _Live, phase: str, fields: dict) -> None:
+    def _progress(self, live: _Live, phase: str, fields: dict, *, milestone: bool = False) -> None:
         if live.record.state.terminal:
             return
         last = live.events[-1] if live.events else None
         now = time.monotonic()
         phase_changed = last is None or last.phase != phase
-        if phase_changed or now - live.last_progress_at >= PROGRESS_INTERVAL:
-            if phase_changed and live.pending_progress is not None:
+        if milestone or phase_changed or now - live.last_progress_at >= PROGRESS_INTERVAL:
+            if (phase_changed or milestone) and live.pending_progress is not None:
                 self._flush_progress(live)  # the old phase's last figures come first
             if live.flush_handle is not None:
                 live.flush_handle.cancel()
@@ -419,6 +450,14 @@ class OperationManager:
             records = records[:size]
             token = f"{records[-1].created_at!r}:{records[-1].id}"
         return records, token
+
+    async def wait(self, operation_id: str) -> OperationRecord:
+        """Wait until the operation has ended; return its final record. Raises NotFound."""
+        while True:
+            live = self._live.get(operation_id)
+            if live is None:
+                return self.get(operation_id)
+            await live.changed.wait()
 
     # ------------------------------------------------------------ cancel
 

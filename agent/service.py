@@ -20,6 +20,7 @@ import psutil
 import structlog
 
 from agent import browse, errors, ids, jobs, sentinel
+from agent import drain as draining
 from agent import freshness as fresh
 from agent.freshness import Freshness
 from agent.backends.base import Backend
@@ -38,6 +39,9 @@ log = structlog.get_logger("agent.service")
 
 AGENT_VERSION = "0.1.0"
 PURPOSES = ("backup", "copy", "move")
+# Stands for "any project" where a request's repository spec is checked before a host-wide
+# operation knows its projects.
+_ANY_PROJECT = "00000000-0000-0000-0000-000000000000"
 
 
 @dataclass(frozen=True)
@@ -367,6 +371,46 @@ class AgentService:
             kind=OperationKind.FORGET, project_id=project_id, request_id=request_id, params=params, job=job
         )
 
+    def drain(
+        self, *, request_id: str, concurrency: int, repository: RepositorySpec | None
+    ) -> tuple[OperationRecord, bool]:
+        """Back up every dirty project on this host, ``concurrency`` backups at once (0: the
+        default; more than max_concurrent_operations: capped), each as its own Backup with
+        ``repository``; see :mod:`agent.drain`. At most one drain runs per host: another one
+        asking the same joins it, one asking otherwise raises Conflict."""
+        ids.request_id(request_id)
+        if concurrency < 0:
+            raise errors.InvalidArgument("concurrency must not be negative")
+        workers = draining.effective_concurrency(concurrency, self.config.limits.max_concurrent_operations)
+        # Checked now (bad spec, no password) rather than once per project later.
+        probe = self._repository(repository, _ANY_PROJECT)
+        located = repository is not None and repository.location is not None
+        params = {"concurrency": concurrency, "repository": probe.display if located else "per-project"}
+
+        def start_backup(request: str, project_id: str, force: bool) -> tuple[OperationRecord, bool]:
+            return self.backup(request_id=request, project_id=project_id, repository=repository, force=force,
+                               purpose="backup", tags=())
+
+        async def look(project_id: str) -> Freshness:
+            await fresh.observe(self.journal, self.backend, project_id)
+            return fresh.freshness(self.journal, project_id)
+
+        hooks = draining.DrainHooks(
+            projects=self._present_projects,
+            look=look,
+            freshness=functools.partial(fresh.freshness, self.journal),
+            start_backup=start_backup,
+            active=self.operations.active_operation,
+            wait=self.operations.wait,
+            cancel=self.operations.cancel,
+        )
+        job = functools.partial(draining.drain, hooks=hooks, concurrency=workers)
+        # No running slot: the drain only waits for its backups, which take their own.
+        return self.operations.submit(
+            kind=OperationKind.DRAIN, project_id="", request_id=request_id, params=params, job=job,
+            joinable=True, takes_slot=False,
+        )
+
     # ------------------------------------------------------------ freeze
 
     async def freeze(self, project_id: str, sentinel_path: str = "", sentinel_content: str = "") -> bool:
@@ -464,6 +508,8 @@ class AgentService:
     def _present_projects(self) -> list[str]:
         found = []
         for path in self.config.paths.projects_root.glob("project-*"):
+            if not path.is_dir():
+                continue  # a project's home is a directory (or subvolume)
             try:
                 found.append(ids.project_id(path.name[len("project-"):]))
             except errors.InvalidArgument:

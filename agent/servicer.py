@@ -197,8 +197,14 @@ class AgentServicer(pb_grpc.AgentServicer):
         )
 
     @rpc
-    async def Drain(self, request, context):
-        raise errors.Unimplemented("Drain is not built yet")
+    async def Drain(self, request: pb.DrainRequest, context) -> pb.Operation:
+        return _operation(
+            self._service.drain(
+                request_id=request.request_id,
+                concurrency=request.concurrency,
+                repository=_repository(request),
+            )
+        )
 
     @rpc
     async def DeleteProject(self, request: pb.DeleteProjectRequest, context) -> pb.Operation:

@@ -6,6 +6,7 @@ probes agents, and starts, resumes, retries and cancels moves through :mod:`hub_
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Callable
 
@@ -19,6 +20,27 @@ from hub_client.store import (
 )
 
 ClientConfigFor = Callable[[str], ClientConfig]
+
+
+@dataclass(frozen=True)
+class DrainReport:
+    """A finished drain: the agent's operation and one outcome per project on the host."""
+
+    host_id: str
+    operation: pb.Operation
+    outcomes: list[pb.ProjectOutcome]
+
+    @property
+    def failed(self) -> list[pb.ProjectOutcome]:
+        return [o for o in self.outcomes if o.state not in OK_STATES]
+
+    @property
+    def backed_up(self) -> list[pb.ProjectOutcome]:
+        return [o for o in self.outcomes if o.state in (pb.SUCCEEDED, pb.SUCCEEDED_WITH_WARNINGS)]
+
+    @property
+    def up_to_date(self) -> list[pb.ProjectOutcome]:
+        return [o for o in self.outcomes if o.state == pb.UP_TO_DATE]
 
 
 class Hub:
@@ -117,6 +139,36 @@ class Hub:
                                           possible_loss_minutes(last_backup, last_edited), now))
         self.store.record_offline_losses(losses)
         return losses
+
+    def drain(self, host_id: str, *, concurrency: int = 2,
+              observer: Callable[[pb.ProgressEvent], None] | None = None) -> DrainReport:
+        """Prepare a host to be turned off: mark it ``draining`` (no move targets it any more),
+        have its agent back up every dirty project (``concurrency`` at once, going on past
+        failures), and record the outcome: the host's backup status (``failing`` = projects whose
+        backup failed) and each known project's freshness."""
+        host = self.set_host_status(host_id, "draining")
+        client = self.client(host)
+        handle = client.drain(concurrency=concurrency)
+        for event in handle.progress():
+            if observer is not None:
+                observer(event)
+        operation = handle.refresh()
+        outcomes = list(operation.summary.projects)
+        failed = [o for o in outcomes if o.state not in OK_STATES]
+        try:
+            status = client.host_status()
+            counts = (status.projects, status.dirty, status.up_to_date, status.never_backed_up)
+        except AgentError:
+            counts = (len(outcomes), len(failed), len(outcomes) - len(failed), 0)
+        self.store.set_host_backup_status(HostBackupStatus(host.id, *counts, len(failed), _now()))
+        known = {p.id for p in self.store.list_projects(host_id=host.id)}
+        for outcome in outcomes:
+            if outcome.project_id in known:
+                try:
+                    self.refresh_project(outcome.project_id)
+                except AgentError:
+                    pass  # the freshness stays as it was; the drain's outcome is recorded anyway
+        return DrainReport(host.id, operation, outcomes)
 
     # ------------------------------------------------------------ deletion
 

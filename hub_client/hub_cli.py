@@ -26,16 +26,17 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Callable
 
-from hub_client.client import ClientConfig, RetryPolicy, TlsConfig
+from hub_client.client import ClientConfig, RetryPolicy, TlsConfig, state_name
 from hub_client.hub import Hub
 from hub_client.move import MoveError, MoveSettings
+from hub_client.progress import ProgressPrinter
 from hub_client.regions import order_regions
 from hub_client.movelog_view import MovelogPrinter, entry_record, follow
 from hub_client.store import MoveInProgress, MovelogEntry, NotFound, StoreError, open_store
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_IN_PROGRESS = 0, 1, 2, 3
 HUB_COMMANDS = ("hosts", "projects", "move", "moves", "movelog", "resume", "retry", "cancel-move", "cleanup",
-                "delete", "force-off", "regions")
+                "delete", "force-off", "regions", "drain")
 
 
 def default_store() -> str:
@@ -96,6 +97,10 @@ def add_hub_commands(commands) -> None:
                                                 "(buckets delete PROJECT --yes)")
     delete.add_argument("project")
     delete.add_argument("--yes", action="store_true", required=True, help="confirm: this cannot be undone")
+    drain = commands.add_parser("drain", help="back up every dirty project of a host before it is turned off "
+                                              "(buckets drain HOST [--concurrency N])")
+    drain.add_argument("host")
+    drain.add_argument("--concurrency", type=int, default=2)
     force_off = commands.add_parser("force-off", help="take a host out of service without a drain, recording "
                                                       "what may be lost (buckets force-off HOST)")
     force_off.add_argument("host")
@@ -156,17 +161,19 @@ def _dispatch(hub: Hub, args) -> int:
             _emit(args, _row(host), f"{host.id} {host.address} {host.region} {host.status}")
             return EXIT_OK
         for host in hub.store.list_hosts():
-            status = None
-            if not args.no_probe:
-                host, status = hub.probe_host(host.id)
-            counts = ({"projects": status.projects, "dirty": status.dirty, "up_to_date": status.up_to_date,
-                       "never_backed_up": status.never_backed_up} if status is not None else {})
-            reach = "" if args.no_probe else ("up" if status is not None else "UNREACHABLE")
+            backups = None if args.no_probe else hub.refresh_host_status(host.id)
+            reachable = None if args.no_probe else backups is not None
+            backups = backups or hub.store.host_backup_status(host.id)
+            host = hub.store.get_host(host.id)
+            counts = ({"projects": backups.projects, "dirty": backups.dirty, "up_to_date": backups.up_to_date,
+                       "never_backed_up": backups.never_backed_up, "failing": backups.failing,
+                       "checked_at": backups.checked_at.isoformat()} if backups is not None else {})
+            reach = {None: "", True: "up", False: "UNREACHABLE"}[reachable]
             seen = host.last_seen.strftime("%Y-%m-%d %H:%M:%S") if host.last_seen else "never"
             text = (f"{host.id:<16} {host.address:<22} {host.region:<8} {host.status:<9} {reach:<11} seen {seen}"
-                    + (f"  projects {counts['projects']} dirty {counts['dirty']}" if counts else ""))
-            _emit(args, {**_row(host), "reachable": status is not None if not args.no_probe else None, **counts},
-                  text)
+                    + (f"  projects {backups.projects}: dirty {backups.dirty}, up to date {backups.up_to_date},"
+                       f" failing {backups.failing}" if backups is not None else ""))
+            _emit(args, {**_row(host), "reachable": reachable, **counts}, text)
         return EXIT_OK
     if command == "projects":
         if args.action == "add":
@@ -209,6 +216,19 @@ def _dispatch(hub: Hub, args) -> int:
         _emit(args, {"project_id": args.project, "deleted": deleted},
               f"project {args.project} deleted" if deleted else f"project {args.project} was already gone")
         return EXIT_OK
+    if command == "drain":
+        printer = None if args.json else ProgressPrinter()
+        report = hub.drain(args.host, concurrency=args.concurrency, observer=printer.show if printer else None)
+        for outcome in report.outcomes:
+            record = {"host_id": report.host_id, "project_id": outcome.project_id,
+                      "state": state_name(outcome.state), "snapshot_id": outcome.snapshot_id,
+                      "error": f"{outcome.error.code} {outcome.error.message}".strip()}
+            _emit(args, record, f"{outcome.project_id}  {record['state']:<12} "
+                                f"{outcome.snapshot_id[:8] or record['error']}")
+        if not args.json:
+            print(f"{len(report.backed_up)} backed up, {len(report.up_to_date)} up to date, "
+                  f"{len(report.failed)} failed")
+        return EXIT_OK if not report.failed else EXIT_FAILED
     if command == "force-off":
         for loss in hub.force_off(args.host):
             minutes = "never backed up" if loss.loss_minutes is None else f"up to {loss.loss_minutes} min of changes"

@@ -129,9 +129,10 @@ def test_restore_latest_resolves_and_records_the_snapshot(shared_agent, project_
     assert restore.summary.snapshot_id.startswith(backup.summary.snapshot_id)
 
 
-def test_unimplemented_rpcs_say_so(shared_agent, project_id):
+def test_unbuilt_modes_say_unimplemented(shared_agent, project_id):
     with pytest.raises(grpc.RpcError) as info:
-        shared_agent.stub.Drain(pb.DrainRequest(request_id=new_id()), timeout=10)
+        shared_agent.stub.Verify(pb.VerifyRequest(request_id=new_id(), project_id=project_id,
+                                                  mode=pb.VerifyRequest.SNAPSHOT_TREE), timeout=10)
     assert info.value.code() == grpc.StatusCode.UNIMPLEMENTED
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import shutil
 import subprocess
 import uuid
 from datetime import timedelta
@@ -119,3 +121,49 @@ def test_force_off_records_the_projects_with_changes_not_backed_up(hub: Hub, age
                                      project.last_backup + timedelta(minutes=7)))
     losses = hub.force_off("host-a")
     assert {loss.project_id: loss.loss_minutes for loss in losses}[clean] == 7
+
+
+def restic_backups_started(agent) -> list[str]:
+    """Project ids of the restic backups the agent started, from its log (``process.start``)."""
+    started = []
+    for line in agent.log_path.read_text(errors="replace").splitlines():
+        if '"process.start"' not in line:
+            continue
+        argv = json.loads(line).get("argv", [])
+        if "backup" in argv and "--host" in argv:
+            started.append(argv[argv.index("--host") + 1].removeprefix("project-"))
+    return started
+
+
+def test_drain_backs_up_exactly_the_dirty_projects_and_reports_a_failure(hub: Hub, agent_factory) -> None:
+    agent = agent_factory("host-a", host_id="host-a", limits="max_concurrent_operations = 4")
+    hub.add_host("host-a", f"127.0.0.1:{agent.port}", "eu")
+    projects = [create_project(agent, files=2, size=256) for _ in range(50)]
+    for pid in projects:
+        hub.add_project(pid, "host-a", "eu")
+    first = hub.drain("host-a", concurrency=4)
+    assert len(first.backed_up) == 50 and not first.failed
+
+    dirty = projects[::5] + projects[1::5]  # 20 of them
+    for pid in dirty:
+        (agent.home(pid) / "changed.txt").write_text("after the first drain\n")
+    failing = dirty[3]
+    shutil.rmtree(agent.repository(failing))
+    agent.repository(failing).write_text("not a repository any more\n")  # its backup fails for real
+    before = len(restic_backups_started(agent))
+
+    events = []
+    report = hub.drain("host-a", concurrency=4, observer=events.append)
+    assert sorted(restic_backups_started(agent)[before:]) == sorted(dirty)  # no engine for the other 30
+    assert sorted(o.project_id for o in report.backed_up) == sorted(set(dirty) - {failing})
+    assert sorted(o.project_id for o in report.up_to_date) == sorted(set(projects) - set(dirty))
+    assert [o.project_id for o in report.failed] == [failing] and report.failed[0].error.code
+    assert report.operation.state == pb.FAILED and failing in report.operation.error.message
+    assert any(failing in e.message and "FAILED" in e.message for e in events)
+    assert events[-1].terminal
+
+    assert hub.store.get_host("host-a").status == "draining"
+    status = hub.store.host_backup_status("host-a")
+    assert (status.projects, status.dirty, status.failing) == (50, 1, 1)
+    moved_in = hub.store.get_project(dirty[0])
+    assert moved_in.last_backup is not None and moved_in.last_backup >= moved_in.last_edited

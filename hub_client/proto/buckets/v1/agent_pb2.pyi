@@ -93,7 +93,7 @@ class OperationError(_message.Message):
     def __init__(self, code: _Optional[str] = ..., message: _Optional[str] = ...) -> None: ...
 
 class OperationSummary(_message.Message):
-    __slots__ = ("snapshot_id", "bytes_added", "bytes_processed", "files_processed", "duration_seconds", "warnings", "files_new", "files_changed")
+    __slots__ = ("snapshot_id", "bytes_added", "bytes_processed", "files_processed", "duration_seconds", "warnings", "files_new", "files_changed", "projects")
     SNAPSHOT_ID_FIELD_NUMBER: _ClassVar[int]
     BYTES_ADDED_FIELD_NUMBER: _ClassVar[int]
     BYTES_PROCESSED_FIELD_NUMBER: _ClassVar[int]
@@ -102,6 +102,7 @@ class OperationSummary(_message.Message):
     WARNINGS_FIELD_NUMBER: _ClassVar[int]
     FILES_NEW_FIELD_NUMBER: _ClassVar[int]
     FILES_CHANGED_FIELD_NUMBER: _ClassVar[int]
+    PROJECTS_FIELD_NUMBER: _ClassVar[int]
     snapshot_id: str
     bytes_added: int
     bytes_processed: int
@@ -110,7 +111,22 @@ class OperationSummary(_message.Message):
     warnings: _containers.RepeatedScalarFieldContainer[str]
     files_new: int
     files_changed: int
-    def __init__(self, snapshot_id: _Optional[str] = ..., bytes_added: _Optional[int] = ..., bytes_processed: _Optional[int] = ..., files_processed: _Optional[int] = ..., duration_seconds: _Optional[float] = ..., warnings: _Optional[_Iterable[str]] = ..., files_new: _Optional[int] = ..., files_changed: _Optional[int] = ...) -> None: ...
+    projects: _containers.RepeatedCompositeFieldContainer[ProjectOutcome]
+    def __init__(self, snapshot_id: _Optional[str] = ..., bytes_added: _Optional[int] = ..., bytes_processed: _Optional[int] = ..., files_processed: _Optional[int] = ..., duration_seconds: _Optional[float] = ..., warnings: _Optional[_Iterable[str]] = ..., files_new: _Optional[int] = ..., files_changed: _Optional[int] = ..., projects: _Optional[_Iterable[_Union[ProjectOutcome, _Mapping]]] = ...) -> None: ...
+
+class ProjectOutcome(_message.Message):
+    __slots__ = ("project_id", "state", "snapshot_id", "error", "operation_id")
+    PROJECT_ID_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    SNAPSHOT_ID_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    OPERATION_ID_FIELD_NUMBER: _ClassVar[int]
+    project_id: str
+    state: OperationState
+    snapshot_id: str
+    error: OperationError
+    operation_id: str
+    def __init__(self, project_id: _Optional[str] = ..., state: _Optional[_Union[OperationState, str]] = ..., snapshot_id: _Optional[str] = ..., error: _Optional[_Union[OperationError, _Mapping]] = ..., operation_id: _Optional[str] = ...) -> None: ...
 
 class Operation(_message.Message):
     __slots__ = ("id", "request_id", "kind", "project_id", "state", "created_at", "started_at", "finished_at", "error", "summary", "last_seq", "joined")
