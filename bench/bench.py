@@ -1,4 +1,4 @@
-"""`make bench`: wall time of the agent's Backup and Restore against raw restic on the same data.
+"""`make bench`: wall time of the agent's Backup, Restore and a hub move against raw restic on the same data.
 
 For one generated tree (default 200 MB in 2,000 files of incompressible bytes,
 nested directories, plus a small persist/ location) this prints, per operation,
@@ -55,6 +55,11 @@ paths relative to that agent's base directory, as above.
   untimed full backup on each side, then the timed agent ``Restore`` (fresh
   staging subvolumes, swap, old subvolumes deleted) vs the timed ``restic
   restore --target EMPTYDIR`` with EMPTYDIR on the same btrfs filesystem.
+
+One more row moves a project between two agents through the hub (``bench/move_row.py``: a new
+project with a copy of the same tree per run, moved from one agent to another that shares its
+repository root) against raw ``restic init`` + ``backup`` + ``restore`` of the same tree; its
+target is a ratio of 1.2 (``--no-move`` to skip).
 
 Both sides use a restic cache directory of their own (the agent its state dir's
 ``cache/``, raw restic one under the scratch dir, for the btrfs rows one on the

@@ -213,32 +213,43 @@ class Hub:
                           before_step=before_step)
 
     def move(self, project_id: str, target_host: str, *, force: bool = False, observer: Observer | None = None,
-             before_step: Callable[[str], None] | None = None) -> Move:
+             before_step: Callable[[str], None] | None = None, clean_now: bool = True) -> Move:
         """Move the project to ``target_host`` and return the finished move; raises MoveError
         (the move stays recorded as failed) or MoveInProgress (another move of it is active).
 
         A move to the same target that preflight refused is taken up again (with ``force`` as
-        given) instead of starting another record."""
+        given) instead of starting another record. The move is complete when the project is
+        placed on the target; the source copy's removal is scheduled then, and done right away
+        unless ``clean_now`` is False (then :meth:`run_cleanups` does it later)."""
         project = self.store.get_project(project_id)
         if project.host_id is None:
             raise MoveRefused(f"project {project_id} has no placement to move from")
         if project.host_id == target_host:
             raise MoveRefused(f"project {project_id} is already on {target_host}")
         active = self.store.active_move(project_id)
+        runner_hooks = {"observer": observer, "before_step": before_step}
         if (active is not None and active.status == MoveStatus.FAILED and active.step == "preflight"
                 and active.target_host == target_host):
-            return self.runner(active.id, observer=observer, before_step=before_step).retry(force=force)
-        move = self.store.create_move(project_id, project.host_id, target_host, force=force)
-        return self.runner(move.id, observer=observer, before_step=before_step).start()
+            move = self.runner(active.id, **runner_hooks).retry(force=force)
+        else:
+            move = self.store.create_move(project_id, project.host_id, target_host, force=force)
+            move = self.runner(move.id, **runner_hooks).start()
+        return self._scheduled_cleanup(move, observer, clean_now)
 
-    def resume(self, move_id: str, **hooks) -> Move:
-        return self.runner(move_id, **hooks).resume()
+    def resume(self, move_id: str, *, clean_now: bool = True, **hooks) -> Move:
+        return self._scheduled_cleanup(self.runner(move_id, **hooks).resume(), hooks.get("observer"), clean_now)
 
-    def retry(self, move_id: str, *, force: bool | None = None, **hooks) -> Move:
-        return self.runner(move_id, **hooks).retry(force=force)
+    def retry(self, move_id: str, *, force: bool | None = None, clean_now: bool = True, **hooks) -> Move:
+        move = self.runner(move_id, **hooks).retry(force=force)
+        return self._scheduled_cleanup(move, hooks.get("observer"), clean_now)
 
     def cancel(self, move_id: str, **hooks) -> Move:
         return self.runner(move_id, **hooks).cancel()
+
+    def _scheduled_cleanup(self, move: Move, observer: Observer | None, now: bool) -> Move:
+        if now:
+            move = clean_source(self.store, self.client, move, observer=observer)
+        return move
 
     def run_cleanups(self, observer: Observer | None = None) -> list[Move]:
         """Remove the source copies of completed moves whose cleanup is still pending; returns the

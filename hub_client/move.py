@@ -456,7 +456,6 @@ class MoveRunner:
         if self.observer is not None:  # the store wrote the "complete" entry with the completion
             for entry in self.store.movelog(self.move_id, after_seq=self._seen_seq):
                 self.observer(entry)
-        clean_source(self.store, self.connect, self.move, observer=self.observer)
 
     # ------------------------------------------------------------ failure
 
