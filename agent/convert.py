@@ -5,6 +5,7 @@ from __future__ import annotations
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from agent import errors
+from agent.placing import ConflictPolicy
 from agent.engine import restic_args as ra
 from agent.engine.base import Snapshot
 from agent.model import (
@@ -27,6 +28,7 @@ _KINDS = {
     OperationKind.DRAIN: pb.OPERATION_KIND_DRAIN,
     OperationKind.DELETE: pb.OPERATION_KIND_DELETE,
     OperationKind.FORGET: pb.OPERATION_KIND_FORGET,
+    OperationKind.COPY: pb.OPERATION_KIND_COPY,
 }
 
 
@@ -184,6 +186,22 @@ def ensure_mode_from_proto(value: int) -> str:
         return ENSURE_MODES[value]
     except KeyError:
         raise errors.InvalidArgument(f"unknown EnsureProject mode {value}") from None
+
+
+CONFLICT_POLICIES = {
+    pb.CONFLICT_POLICY_UNSPECIFIED: None,
+    pb.FAIL: ConflictPolicy.FAIL,
+    pb.OVERWRITE: ConflictPolicy.OVERWRITE,
+    pb.SKIP: ConflictPolicy.SKIP,
+}
+
+
+def conflict_policy_from_proto(value: int) -> ConflictPolicy | None:
+    """The request's on_conflict; None when unspecified (the caller's default, OVERWRITE)."""
+    try:
+        return CONFLICT_POLICIES[value]
+    except KeyError:
+        raise errors.InvalidArgument(f"unknown on_conflict {value}") from None
 
 
 def project_status_to_proto(status) -> pb.ProjectStatus:

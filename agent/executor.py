@@ -10,17 +10,18 @@ A module-level registry tracks the children that are running, so the agent
 can stop them all at shutdown (:func:`terminate_all`) and tests can assert
 that no engine process was started (:func:`running_pids`).
 
-All functions must be used from the agent's one long-lived event loop thread
-(see :func:`_make_preexec` for why the thread matters).
+All functions must be used from the agent's one long-lived event loop thread:
+the kernel ties a child's death signal (PR_SET_PDEATHSIG, set in the child by
+setpriv, see :func:`child_argv`) to the thread that forked it.
 """
 
 from __future__ import annotations
 
 import asyncio
-import ctypes
 import errno
 import os
 import re
+import shutil
 import signal
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -49,28 +50,24 @@ _READ_CHUNK = 256 * 1024
 # process that left the process group (and so escaped our SIGKILL sweep) can
 # hold them open longer; we stop waiting for it rather than hang.
 _PIPE_DRAIN_SECONDS = 5.0
-_PR_SET_PDEATHSIG = 1
+# The child asks the kernel for SIGKILL when the agent dies through setpriv(1) (util-linux),
+# which sets PR_SET_PDEATHSIG and then execs the program: see :func:`child_argv`.
+_SETPRIV = shutil.which("setpriv")
 
 
-def _load_prctl() -> Callable[..., int] | None:
-    """Return libc's ``prctl`` as a ctypes function, or None off Linux.
+def child_argv(argv: Sequence[str], setpriv: str | None = _SETPRIV) -> list[str]:
+    """The argv actually executed for ``argv``: prefixed with ``setpriv --pdeathsig KILL --``
+    when setpriv is there, so the program dies with the agent.
 
-    Loaded once at import time because the child may only do the bare
-    minimum between fork and exec.
+    No Python code runs in the child between fork and exec (no ``preexec_fn``): the agent has
+    gRPC and other threads, and a child of a threaded process that runs Python (or calls
+    malloc) before exec can deadlock on a lock another thread held at fork time; the agent's
+    event loop then waits for that child's exec forever. Without a preexec_fn, Python also
+    starts the child with vfork, and the parent never runs fork handlers.
     """
-    try:
-        # CDLL(None) is the running interpreter, which links libc; find_library
-        # would spawn ldconfig at import time.
-        libc = ctypes.CDLL(None, use_errno=True)
-        prctl = libc.prctl
-    except (OSError, AttributeError):
-        return None
-    prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
-    prctl.restype = ctypes.c_int
-    return prctl
-
-
-_prctl = _load_prctl()
+    if setpriv is None:
+        return list(argv)
+    return [setpriv, "--pdeathsig", "KILL", "--", *argv]
 
 
 @dataclass(frozen=True)
@@ -225,35 +222,6 @@ async def terminate_all(grace: float) -> None:
 
 # --------------------------------------------------------------------------
 # Child setup
-
-
-def _make_preexec() -> Callable[[], None]:
-    """Return the preexec_fn that ties the child's life to the agent's.
-
-    The child is in its own session (so signals to the agent's group, e.g. a
-    terminal's Ctrl-C, do not reach it and we can signal its whole group),
-    which also means nothing kills it if the agent dies. A SIGKILLed agent
-    must never leave an engine running and writing to a repository that the
-    next agent then works on, so the kernel is asked to SIGKILL the child when
-    its parent dies (PR_SET_PDEATHSIG). The kernel ties this to the *thread*
-    that forked, i.e. the event loop thread; that is why all of this module
-    must be used from the agent's long-lived loop thread.
-    """
-    parent_pid = os.getpid()
-    prctl = _prctl
-    sigkill = int(signal.SIGKILL)
-
-    def preexec() -> None:
-        if prctl is None:
-            return
-        if prctl(_PR_SET_PDEATHSIG, sigkill, 0, 0, 0) != 0:
-            raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
-        # The parent may have died before prctl took effect: we have already
-        # been re-parented and the death signal will never come.
-        if os.getppid() != parent_pid:
-            os._exit(1)
-
-    return preexec
 
 
 # --------------------------------------------------------------------------
@@ -537,17 +505,21 @@ async def run_process(
     log = structlog.get_logger("agent.executor")
     loop = asyncio.get_running_loop()
 
+    # setpriv execs the program itself, so a missing one would only show as setpriv's exit
+    # status: look it up first, in the child's PATH.
+    executable = shutil.which(argv[0], path=env.get("PATH", os.defpath))
+    if executable is None:
+        raise ExecutableNotFound(f"{program}: executable not found or not executable")
     started = time.monotonic()
     try:
         proc = await asyncio.create_subprocess_exec(
-            *argv,
+            *child_argv([executable, *argv[1:]]),
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
             env=dict(env),
             cwd=cwd,
             start_new_session=True,
-            preexec_fn=_make_preexec(),
         )
     except OSError as exc:
         # The child reports a failed chdir or exec with the offending path.
@@ -564,7 +536,7 @@ async def run_process(
         ):
             raise ExecutableNotFound(f"{program}: executable not found or not executable") from None
         raise errors.Internal(f"cannot start {program}: {exc.strerror}") from None
-    except Exception as exc:  # e.g. SubprocessError from preexec_fn
+    except Exception as exc:  # e.g. SubprocessError
         raise errors.Internal(f"cannot start {program}: {exc}") from None
 
     child = _Child(proc, log, stop_signal)

@@ -25,6 +25,16 @@ def _renameat2(source: Path, target: Path, flags: int) -> None:
         raise OSError(code, os.strerror(code), str(source), None, str(target))
 
 
+def renameat2(source_dir: int, source_name: str, target_dir: int, target_name: str, flags: int) -> None:
+    """renameat2(2) between two open directories: ``flags`` 0, :data:`RENAME_NOREPLACE` or
+    :data:`RENAME_EXCHANGE`. Names are single components, so no symlink is followed on the way.
+    Raises OSError (FileExistsError for a no-replace rename onto an existing name)."""
+    result = _libc.renameat2(source_dir, os.fsencode(source_name), target_dir, os.fsencode(target_name), flags)
+    if result != 0:
+        code = ctypes.get_errno()
+        raise OSError(code, os.strerror(code), source_name, None, target_name)
+
+
 def exchange(a: Path, b: Path) -> None:
     """Swap two existing paths in one atomic step (both must be on one filesystem)."""
     _renameat2(a, b, RENAME_EXCHANGE)

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import time
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Sequence
 
-from agent import buckets, errors, fsops, sentinel
+from agent import buckets, errors, fsops, placing, project_paths, sentinel
 from agent.backends.base import Backend
 from agent.fsops import tree_size
 from agent.engine import restic_args as ra
@@ -26,6 +27,8 @@ from agent.operations import OperationContext
 from agent.repository import Repository
 
 LAYOUT = "v2"
+# The tag of a snapshot that holds one path of the project (BackupRequest.subpath), not all of it.
+SUBPATH_SCOPE_TAG = "scope=subpath"
 FULL_ID_LENGTH = 64
 RESTORE_POLL_INTERVAL = 0.5
 
@@ -41,16 +44,36 @@ class Services:
     create_buckets: bool = False
 
 
-def snapshot_tags(*, project_id: str, host_id: str, operation_id: str, purpose: str, extra: Sequence[str]) -> list[str]:
-    """The layout-v2 metadata every snapshot carries, then the caller's extra tags."""
+def snapshot_tags(
+    *, project_id: str, host_id: str, operation_id: str, purpose: str, extra: Sequence[str], subpath: bool = False,
+) -> list[str]:
+    """The layout-v2 metadata every snapshot carries (with :data:`SUBPATH_SCOPE_TAG` when it
+    holds one path only), then the caller's extra tags."""
     return [
         f"layout={LAYOUT}",
         f"project={project_id}",
         f"host={host_id}",
         f"op={operation_id}",
         f"purpose={purpose}",
+        *([SUBPATH_SCOPE_TAG] if subpath else []),
         *extra,
     ]
+
+
+def is_subpath_snapshot(snapshot: Snapshot) -> bool:
+    """Whether the snapshot holds one path of its project only (a copy's temporary snapshot)."""
+    return SUBPATH_SCOPE_TAG in snapshot.tags
+
+
+def require_whole(snapshot: Snapshot, project_id: str) -> None:
+    """:func:`require_layout_v2`, and FailedPrecondition for a snapshot of one path only: restoring
+    it as the whole project would drop everything else."""
+    require_layout_v2(snapshot, project_id)
+    if is_subpath_snapshot(snapshot):
+        raise errors.FailedPrecondition(
+            f"snapshot {snapshot.short_id} holds one path of the project only (a copy's snapshot); "
+            "restore a path of it with subpath"
+        )
 
 
 def require_layout_v2(snapshot: Snapshot, project_id: str) -> None:
@@ -69,7 +92,9 @@ def require_layout_v2(snapshot: Snapshot, project_id: str) -> None:
 async def find_snapshot(services: Services, repo: Repository, project_id: str, snapshot_id: str) -> Snapshot:
     """Resolve a snapshot id (or "latest") of the project; raises NotFound."""
     if snapshot_id == "latest":
-        snapshots = await services.engine.snapshots(repo, host=project_dir_name(project_id))
+        # "latest" is the newest backup of the whole project, never a copy's snapshot of one path.
+        snapshots = [s for s in await services.engine.snapshots(repo, host=project_dir_name(project_id))
+                     if not is_subpath_snapshot(s)]
         if not snapshots:
             raise errors.NotFound(f"project {project_id} has no snapshot in {repo.display}")
         return max(snapshots, key=lambda s: s.time)
@@ -87,12 +112,15 @@ async def backup(
     purpose: str,
     extra_tags: Sequence[str],
     force: bool = False,
+    subpath: str = "",
 ) -> Summary:
+    """Back up the project (or with ``subpath`` only that file or directory of its home, see
+    BackupRequest.subpath: never UP_TO_DATE, never the project's last backup)."""
     project_id = context.project_id
     if not services.backend.exists(project_id):
         raise errors.NotFound(f"project {project_id} does not exist on this host")
     started = time.monotonic()
-    if not force:
+    if not force and not subpath:
         unchanged = await _unchanged_since_last_backup(services, repo, project_id)
         if unchanged is not None:
             context.progress("snapshot", percent=100.0, message=f"unchanged since snapshot {unchanged[:8]}")
@@ -104,6 +132,7 @@ async def backup(
         operation_id=context.operation_id,
         purpose=purpose,
         extra=extra_tags,
+        subpath=bool(subpath),
     )
 
     def on_status(status: BackupStatus) -> None:
@@ -128,19 +157,25 @@ async def backup(
     # a write during the upload is not in the snapshot.
     captured_at = time.time()
     async with services.backend.backup_view(project_id, context.operation_id) as view:
-        context.progress("scan", message=f"backing up to {repo.display}")
+        if subpath and view.project is not None:
+            # Checked again in the tree the engine reads (a read-only snapshot on btrfs): a symlink
+            # swapped in since the request must not lead the engine out of the project.
+            await asyncio.to_thread(project_paths.source, view.project, subpath, field="subpath", check_link=False)
+        context.progress("scan", message=f"backing up {'project/' + subpath if subpath else 'the project'} "
+                                         f"to {repo.display}")
         outcome = await services.engine.backup(
-            repo, view, host=project_dir_name(project_id), tags=tags, on_status=on_status
+            repo, view, host=project_dir_name(project_id), tags=tags, on_status=on_status, subpath=subpath
         )
     result = outcome.summary
     services.journal.record_snapshot(
         repository=repo.display, snapshot_id=result.snapshot_id, project_id=project_id, tags=tags,
         bytes=result.total_bytes_processed, files=result.total_files_processed, time=time.time(),
     )
-    services.journal.record_backup(
-        project_id, time=captured_at, snapshot_id=result.snapshot_id, operation_id=context.operation_id,
-        generation=view.generation.as_text() if view.generation else None, repository=repo.display,
-    )
+    if not subpath:  # one path is not the whole project: freshness stays with the last full backup
+        services.journal.record_backup(
+            project_id, time=captured_at, snapshot_id=result.snapshot_id, operation_id=context.operation_id,
+            generation=view.generation.as_text() if view.generation else None, repository=repo.display,
+        )
     return Summary(
         snapshot_id=result.snapshot_id,
         bytes_added=result.data_added,
@@ -184,17 +219,17 @@ async def restore(
         # engine processes (each opening the repository) beside the restore.
         snapshot, size = known
         snapshot = resolved or snapshot  # the journal may hold a short id; a looked-up one is full
-        require_layout_v2(snapshot, project_id)
+        require_whole(snapshot, project_id)
         size_task = asyncio.get_running_loop().create_future()
         size_task.set_result(size)
     elif resolved is not None:
         snapshot = resolved
-        require_layout_v2(snapshot, project_id)
+        require_whole(snapshot, project_id)
         snapshot_id = snapshot.id
     elif snapshot_id == "latest":
         context.progress("resolve", message="looking up the latest snapshot")
         snapshot = await find_snapshot(services, repo, project_id, snapshot_id)
-        require_layout_v2(snapshot, project_id)
+        require_whole(snapshot, project_id)
         snapshot_id = snapshot.id
     else:
         # The lookup runs beside the restore: the restore writes only staging, and
@@ -223,7 +258,7 @@ async def restore(
             raise
         if lookup is not None:
             snapshot = await lookup
-            require_layout_v2(snapshot, project_id)
+            require_whole(snapshot, project_id)
         poller.cancel()
         total = await _totals(size_task)
         plan = backend.swap_plan(project_id, staging)
@@ -266,43 +301,41 @@ async def restore(
 
 async def restore_path(
     context: OperationContext, services: Services, repo: Repository, *, snapshot_id: str, subpath: str,
-    target_path: str,
+    target_path: str, source_project_id: str = "",
+    on_conflict: placing.ConflictPolicy = placing.ConflictPolicy.OVERWRITE,
 ) -> Summary:
     """Restore one file or directory of the snapshot's project/ root to ``target_path`` in the home.
 
-    It is restored into a hidden staging directory beside the target (same directory, so the
-    same filesystem and subvolume) and put in place with one rename or exchange; what was at
-    the target is removed afterwards. The rest of the home is not touched.
+    The snapshot is one of ``source_project_id`` (default: this project; ``repo`` is that
+    project's repository): how a copy between hosts brings another project's files here. It is
+    restored into a hidden staging directory beside the target (same directory, so the same
+    filesystem and subvolume) and put in place by ``on_conflict`` (:mod:`agent.placing`); what
+    an overwrite replaced is removed afterwards. The rest of the home is not touched.
     """
     started = time.monotonic()
     project_id = context.project_id
+    source_project_id = source_project_id or project_id
     backend = services.backend
     if not backend.exists(project_id):
         raise errors.NotFound(f"project {project_id} does not exist on this host")
     if await backend.is_frozen(project_id):
         raise errors.FailedPrecondition(f"project {project_id} is frozen; thaw it before restoring")
-    known = known_snapshot(services, repo, project_id, snapshot_id)
-    snapshot = known[0] if known else await find_snapshot(services, repo, project_id, snapshot_id)
-    require_layout_v2(snapshot, project_id)
-    home = backend.home(project_id)
-    target = home / target_path
-    if home.resolve() not in (target.parent.resolve(), *target.parent.resolve().parents):
-        raise errors.InvalidArgument(f"target_path {target_path!r} leads out of the project (through a symlink)")
-    staging = target.parent / f".buckets-restore-{context.operation_id}"
-    context.set_recovery(partial_staging=str(staging))
-    try:
-        await asyncio.to_thread(staging.mkdir, 0o700, True, False)
+    known = known_snapshot(services, repo, source_project_id, snapshot_id)
+    snapshot = known[0] if known else await find_snapshot(services, repo, source_project_id, snapshot_id)
+    require_layout_v2(snapshot, source_project_id)
+
+    async def produce(staging: placing.Staging) -> None:
         context.progress("restore", message=f"restoring {subpath} from snapshot {snapshot.short_id}")
-        await services.engine.restore_path(repo, snapshot.id, f"/project/{subpath}", staging)
-        restored = staging / "project" / subpath
+        await services.engine.restore_path(repo, snapshot.id, f"/project/{subpath}", staging.scratch)
+        restored = staging.scratch / "project" / subpath
         if not (restored.exists() or restored.is_symlink()):
             raise errors.NotFound(f"{subpath!r} is not in snapshot {snapshot.short_id}")
-        fsops.put_in_place(restored, target)
-        size, entries = await asyncio.to_thread(fsops.tree_size, target) if target.is_dir() else (
-            target.lstat().st_size, 1)
-    finally:
-        await asyncio.to_thread(fsops.remove_tree, staging)
-    context.progress("restore", percent=100.0, message=f"{subpath} restored to {target_path}")
+        os.rename(restored, staging.item)
+
+    placed, size, entries = await placing.staged_put(
+        context, backend, project_id, target_path, on_conflict, kind="restore", produce=produce
+    )
+    context.progress("restore", percent=100.0, message=f"{subpath} restored to {target_path} ({placed.describe()})")
     return Summary(snapshot_id=snapshot.id, bytes_processed=size, files_processed=entries,
                    duration_seconds=time.monotonic() - started)
 
@@ -449,7 +482,7 @@ async def _ensure_snapshot(
         # The caller is told the full id, which a journal record of a short one lacks.
         context.progress("resolve", message=f"looking up snapshot {snapshot_id[:8]}")
         resolved = await find_snapshot(services, repo, project_id, snapshot_id)
-        require_layout_v2(resolved, project_id)
+        require_whole(resolved, project_id)
     # Otherwise the restore looks the snapshot up beside the engine run (a missing one is
     # NOT_FOUND, one without layout v2 is refused before anything is swapped in).
     summary = await restore(context, services, repo, snapshot_id=snapshot_id, resolved=resolved)
@@ -477,7 +510,7 @@ async def newest_v2_snapshot(services: Services, repo: Repository, project_id: s
     usable = []
     for snapshot in snapshots:
         try:
-            require_layout_v2(snapshot, project_id)
+            require_whole(snapshot, project_id)
         except errors.FailedPrecondition:
             continue
         usable.append(snapshot)
@@ -539,6 +572,44 @@ async def forget(
     return Summary(duration_seconds=time.monotonic() - started, files_processed=len(doomed))
 
 
+async def forget_exactly(
+    context: OperationContext, services: Services, repo: Repository, *, snapshot_ids: Sequence[str], prune: bool,
+) -> Summary:
+    """Forget exactly ``snapshot_ids`` (full ids or unique prefixes) of the project, then prune
+    when asked. Each must name one snapshot of this project, else nothing is forgotten:
+    NotFound (no such snapshot), FailedPrecondition (one of another project), InvalidArgument
+    (a prefix naming several)."""
+    started = time.monotonic()
+    project_id = context.project_id
+    context.progress("forget", message=f"looking up {len(snapshot_ids)} snapshot(s)")
+    found = await services.engine.snapshots(repo, ids=snapshot_ids)
+    doomed = [_one_snapshot(found, wanted, project_id).id for wanted in snapshot_ids]
+    doomed = list(dict.fromkeys(doomed))  # two prefixes of one snapshot
+    context.progress("forget", message=f"forgetting {len(doomed)} snapshot(s)")
+    await services.engine.forget(repo, doomed)
+    services.journal.forget_snapshots(repo.display, doomed)
+    if prune:
+        context.progress("prune", message="removing data no snapshot references")
+        await services.engine.prune(repo)
+    context.progress("forget", percent=100.0, message=f"forgot {len(doomed)} snapshot(s)")
+    return Summary(duration_seconds=time.monotonic() - started, files_processed=len(doomed))
+
+
+def _one_snapshot(found: Sequence[Snapshot], wanted: str, project_id: str) -> Snapshot:
+    matches = [s for s in found if s.id.startswith(wanted)]
+    if not matches:
+        raise errors.NotFound(f"snapshot {wanted[:64]} not found")
+    if len(matches) > 1:
+        raise errors.InvalidArgument(f"snapshot id prefix {wanted} names {len(matches)} snapshots")
+    snapshot = matches[0]
+    owner = ra.tag_map(snapshot.tags).get("project")
+    if snapshot.hostname != project_dir_name(project_id) or owner not in (None, project_id):
+        raise errors.FailedPrecondition(
+            f"snapshot {snapshot.short_id} belongs to {owner or snapshot.hostname}, not project {project_id}"
+        )
+    return snapshot
+
+
 def recover(record: OperationRecord, backend: Backend) -> str | None:
     """Bring a project back to a whole state after the agent died during ``record``.
 
@@ -551,7 +622,7 @@ def recover(record: OperationRecord, backend: Backend) -> str | None:
     note = None
     if record.recovery.get("partial_staging"):
         fsops.remove_tree(Path(record.recovery["partial_staging"]))
-        note = "the restore of a path had not finished; its staging was removed"
+        note = "the restore or copy of a path had not finished; its staging was removed"
     if record.recovery.get("swap"):
         backend.swap_in(record.recovery["swap"])
         note = "the restore had finished and its swap was completed during recovery"

@@ -17,6 +17,7 @@ class OperationKind(str, enum.Enum):
     DRAIN = "drain"
     DELETE = "delete"
     FORGET = "forget"
+    COPY = "copy"
 
 
 class OperationState(str, enum.Enum):
@@ -37,7 +38,8 @@ class OperationState(str, enum.Enum):
 
 # Kinds that change a project's data or repository; at most one runs per project.
 MUTATING_KINDS = frozenset(
-    {OperationKind.BACKUP, OperationKind.RESTORE, OperationKind.ENSURE, OperationKind.DELETE, OperationKind.FORGET}
+    {OperationKind.BACKUP, OperationKind.RESTORE, OperationKind.ENSURE, OperationKind.DELETE, OperationKind.FORGET,
+     OperationKind.COPY}
 )
 
 

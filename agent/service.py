@@ -19,7 +19,8 @@ from typing import Sequence
 import psutil
 import structlog
 
-from agent import browse, errors, ids, jobs, sentinel
+from agent import browse, errors, ids, jobs, placing, project_paths, sentinel
+from agent import copy as copying
 from agent import drain as draining
 from agent import freshness as fresh
 from agent.freshness import Freshness
@@ -39,6 +40,9 @@ log = structlog.get_logger("agent.service")
 
 AGENT_VERSION = "0.1.0"
 PURPOSES = ("backup", "copy", "move")
+MAX_FORGET_IDS = 1000
+# Kinds that change a project's home: a copy must not read a project while one of these runs.
+SOURCE_WRITERS = (OperationKind.RESTORE, OperationKind.DELETE, OperationKind.ENSURE)
 # Stands for "any project" where a request's repository spec is checked before a host-wide
 # operation knows its projects.
 _ANY_PROJECT = "00000000-0000-0000-0000-000000000000"
@@ -123,6 +127,8 @@ class AgentService:
         self._checked_snapshots: OrderedDict = OrderedDict()
         self._listings: OrderedDict = OrderedDict()
         self._freeze_lock = asyncio.Lock()
+        # COPY operation id → its source project, while it may still run (see _copies_reading).
+        self._copy_sources: dict[str, str] = {}
         self.services = jobs.Services(
             journal=self.journal,
             backend=self.backend,
@@ -188,22 +194,32 @@ class AgentService:
         force: bool,
         purpose: str,
         tags: Sequence[str],
+        subpath: str = "",
     ) -> tuple[OperationRecord, bool]:
+        """Back up the project, or with ``subpath`` only that file or directory of its home (see
+        BackupRequest.subpath); a second call while one runs joins it when it asks the same."""
         ids.request_id(request_id)
         project_id = ids.project_id(project_id)
+        subpath = ids.relative_path(subpath, field="subpath")
         purpose = purpose or "backup"
         if purpose not in PURPOSES:
             raise errors.InvalidArgument(f"purpose must be one of {', '.join(PURPOSES)}, got {purpose[:40]!r}")
         for tag in tags:
             key, sep, _ = tag.partition("=")
-            if not sep or not key or "," in tag or key in ("layout", "project", "host", "op", "purpose"):
+            if not sep or not key or "," in tag or key in ("layout", "project", "host", "op", "purpose", "scope"):
                 raise errors.InvalidArgument(f"tag {tag[:80]!r} must be key=value without ',' and not a reserved key")
         repo = self._repository(repository, project_id)
         if not self.backend.exists(project_id):
             raise errors.NotFound(f"project {project_id} does not exist on this host")
         params = {"repository": repo.display, "force": force, "purpose": purpose, "tags": list(tags)}
+        if subpath:
+            # Only when set: the fingerprints of whole-project backups stay what they were.
+            params["subpath"] = subpath
+            if not self._known_request(request_id):
+                project_paths.source(self.backend.home(project_id), subpath, field="subpath")
         job = functools.partial(
-            jobs.backup, services=self.services, repo=repo, purpose=purpose, extra_tags=tags, force=force
+            jobs.backup, services=self.services, repo=repo, purpose=purpose, extra_tags=tags, force=force,
+            subpath=subpath,
         )
         return self.operations.submit(
             kind=OperationKind.BACKUP, project_id=project_id, request_id=request_id, params=params, job=job,
@@ -219,20 +235,44 @@ class AgentService:
         snapshot_id: str,
         subpath: str,
         target_path: str,
+        source_project_id: str = "",
+        on_conflict: placing.ConflictPolicy | None = None,
     ) -> tuple[OperationRecord, bool]:
+        """Restore a whole snapshot, or with ``subpath`` one path of it to ``target_path`` by
+        ``on_conflict`` (None: OVERWRITE), read from ``source_project_id``'s repository when
+        given (a copy between hosts; only with ``subpath``)."""
         ids.request_id(request_id)
         project_id = ids.project_id(project_id)
         snapshot_id = ids.snapshot_id(snapshot_id or "")
         subpath = ids.relative_path(subpath, field="subpath")
         target_path = ids.relative_path(target_path, field="target_path")
+        source_project = ids.project_id(source_project_id) if source_project_id else project_id
         if target_path and not subpath:
             raise errors.InvalidArgument("target_path needs a subpath: the whole snapshot restores to the project")
-        repo = self._repository(repository, project_id)
+        if source_project != project_id and not subpath:
+            raise errors.InvalidArgument(
+                "source_project_id needs a subpath: a whole project is restored from its own repository only"
+            )
+        if on_conflict is not None and not subpath:
+            raise errors.InvalidArgument("on_conflict needs a subpath: a whole restore always replaces the project")
+        policy = on_conflict or placing.ConflictPolicy.OVERWRITE
+        repo = self._repository(repository, source_project)
+        self._refuse_while_copied_from(project_id, "restored", request_id)
         params = {"repository": repo.display, "snapshot_id": snapshot_id}
         if subpath:
-            params.update(subpath=subpath, target_path=target_path or subpath)
+            target_path = target_path or subpath
+            params.update(subpath=subpath, target_path=target_path)
+            # Only when not the defaults: the fingerprints of earlier requests stay what they were.
+            if source_project != project_id:
+                params["source_project_id"] = source_project
+            if policy is not placing.ConflictPolicy.OVERWRITE:
+                params["on_conflict"] = policy.value
+            if self.backend.exists(project_id) and not self._known_request(request_id):
+                target = project_paths.target(self.backend.home(project_id), target_path, field="target_path")
+                placing.refuse_existing(target, policy, field="target_path", shown=target_path)
             job = functools.partial(jobs.restore_path, services=self.services, repo=repo, snapshot_id=snapshot_id,
-                                    subpath=subpath, target_path=target_path or subpath)
+                                    subpath=subpath, target_path=target_path, source_project_id=source_project,
+                                    on_conflict=policy)
         else:
             job = functools.partial(jobs.restore, services=self.services, repo=repo, snapshot_id=snapshot_id)
         return self.operations.submit(
@@ -311,6 +351,7 @@ class AgentService:
             # An exact snapshot is the point: "latest" would be resolved later than the caller meant.
             snapshot_id = ids.snapshot_id(snapshot_id, allow_latest=False)
         repo = self._repository(repository, project_id)
+        self._refuse_while_copied_from(project_id, "ensured", request_id)
         params = {"mode": mode, "quota_bytes": quota_bytes, "repository": repo.display}
         if snapshot_id:
             # Only when set: the fingerprints of requests without one stay what they were. The
@@ -337,6 +378,7 @@ class AgentService:
         ids.request_id(request_id)
         project_id = ids.project_id(project_id)
         repo = self._repository(repository, project_id) if delete_repository else None
+        self._refuse_while_copied_from(project_id, "deleted", request_id)
         params = {"delete_repository": delete_repository, "repository": repo.display if repo else ""}
         job = functools.partial(jobs.delete_project, services=self.services, repo=repo)
         return self.operations.submit(
@@ -352,11 +394,15 @@ class AgentService:
         keep: dict[str, int],
         prune: bool,
         protected: Sequence[str],
+        snapshot_ids: Sequence[str] = (),
     ) -> tuple[OperationRecord, bool]:
         """Retention: the project's snapshots that ``keep`` does not keep are forgotten, except
-        ``protected`` ones (e.g. the snapshot of a move or copy in progress); then prune."""
+        ``protected`` ones (e.g. the snapshot of a move or copy in progress); then prune. With
+        ``snapshot_ids`` exactly those are forgotten instead (``keep`` all 0, no ``protected``)."""
         ids.request_id(request_id)
         project_id = ids.project_id(project_id)
+        if snapshot_ids:
+            return self._forget_exactly(request_id, project_id, repository, keep, prune, protected, snapshot_ids)
         policy = ra.KeepPolicy(**keep)
         try:
             policy.flags()
@@ -370,6 +416,102 @@ class AgentService:
         return self.operations.submit(
             kind=OperationKind.FORGET, project_id=project_id, request_id=request_id, params=params, job=job
         )
+
+    def _forget_exactly(
+        self, request_id: str, project_id: str, repository: RepositorySpec | None, keep: dict[str, int],
+        prune: bool, protected: Sequence[str], snapshot_ids: Sequence[str],
+    ) -> tuple[OperationRecord, bool]:
+        if any(keep.values()) or protected:
+            raise errors.InvalidArgument(
+                "snapshot_ids forgets exactly those snapshots: keep_* and protected_snapshot_ids must be unset"
+            )
+        if len(snapshot_ids) > MAX_FORGET_IDS:
+            raise errors.InvalidArgument(f"at most {MAX_FORGET_IDS} snapshot_ids at once")
+        wanted = sorted({ids.snapshot_id(s, allow_latest=False) for s in snapshot_ids})
+        repo = self._repository(repository, project_id)
+        params = {"repository": repo.display, "snapshot_ids": wanted, "prune": prune}
+        job = functools.partial(jobs.forget_exactly, services=self.services, repo=repo, snapshot_ids=wanted,
+                                prune=prune)
+        return self.operations.submit(
+            kind=OperationKind.FORGET, project_id=project_id, request_id=request_id, params=params, job=job
+        )
+
+    def copy_files(
+        self,
+        *,
+        request_id: str,
+        source_project_id: str,
+        source_path: str,
+        target_project_id: str,
+        target_path: str,
+        on_conflict: placing.ConflictPolicy | None,
+    ) -> tuple[OperationRecord, bool]:
+        """Copy a file or directory between two projects on this host (see :mod:`agent.copy`);
+        the operation belongs to the target project. Raises InvalidArgument (a bad id or path,
+        a path leading out of its project, a target inside the source), NotFound (a project or
+        the source is missing), FailedPrecondition (FAIL and the target exists), Conflict
+        (the source is being restored, ensured or deleted; another operation on the target)."""
+        ids.request_id(request_id)
+        source_project = ids.project_id(source_project_id)
+        target_project = ids.project_id(target_project_id)
+        source_rel = project_paths.relative(source_path, field="source_path")
+        target_rel = project_paths.relative(target_path, field="target_path")
+        policy = on_conflict or placing.ConflictPolicy.OVERWRITE
+        if not self._known_request(request_id):  # a retry finds its operation even after it wrote the target
+            for project in dict.fromkeys((source_project, target_project)):
+                if not self.backend.exists(project):
+                    raise errors.NotFound(f"project {project} does not exist on this host")
+            source = project_paths.source(self.backend.home(source_project), source_rel, field="source_path")
+            target = project_paths.target(self.backend.home(target_project), target_rel, field="target_path")
+            if source_project == target_project and project_paths.nested(source, target):
+                raise errors.InvalidArgument(f"target_path {target_rel[:200]!r} is source_path or inside it")
+            placing.refuse_existing(target, policy, field="target_path", shown=target_rel)
+            active = self.operations.active_operation(source_project)
+            if source_project != target_project and active is not None and active.kind in SOURCE_WRITERS:
+                raise errors.Conflict(
+                    f"project {source_project} has a running {active.kind.value} operation {active.id}; "
+                    "copy from it when that has ended"
+                )
+        params = {"source_project_id": source_project, "source_path": source_rel, "target_path": target_rel,
+                  "on_conflict": policy.value}
+        job = functools.partial(
+            copying.copy_files, services=self.services, source_project_id=source_project, source_path=source_rel,
+            target_path=target_rel, on_conflict=policy, timeout=self.config.limits.engine_timeout,
+            kill_grace=self.config.limits.kill_grace,
+        )
+        record, joined = self.operations.submit(
+            kind=OperationKind.COPY, project_id=target_project, request_id=request_id, params=params, job=job
+        )
+        if not joined and source_project != target_project:
+            self._copy_sources[record.id] = source_project
+        return record, joined
+
+    def _known_request(self, request_id: str) -> bool:
+        """Whether an operation has this request id already (its retry returns it unchecked)."""
+        return self.journal.find_by_request_id(request_id) is not None
+
+    def _copies_reading(self, project_id: str) -> list[str]:
+        """Ids of the COPY operations, queued or running, that read ``project_id``."""
+        reading = []
+        for operation_id, source in list(self._copy_sources.items()):
+            record = self.operations.get(operation_id)
+            if record.state.terminal:
+                del self._copy_sources[operation_id]
+            elif source == project_id:
+                reading.append(operation_id)
+        return reading
+
+    def _refuse_while_copied_from(self, project_id: str, verb: str, request_id: str) -> None:
+        """Conflict while a copy reads the project: it must not be restored, ensured or deleted
+        under the copy (a retry of a request that has its operation already is let through)."""
+        copies = self._copies_reading(project_id)
+        if copies and self._known_request(request_id):
+            return
+        if copies:
+            raise errors.Conflict(
+                f"project {project_id} is being copied from by operation {copies[0]}; it can be {verb} "
+                "when that has ended"
+            )
 
     def drain(
         self, *, request_id: str, concurrency: int, repository: RepositorySpec | None
@@ -424,7 +566,7 @@ class AgentService:
         project_id = ids.project_id(project_id)
         checked = sentinel.check(sentinel_path, sentinel_content, required=False)
         active = self.operations.active_operation(project_id)
-        if active is not None and active.kind in (OperationKind.RESTORE, OperationKind.DELETE, OperationKind.ENSURE):
+        if active is not None and active.kind in (*SOURCE_WRITERS, OperationKind.COPY):
             raise errors.Conflict(
                 f"project {project_id} has a {active.kind.value} operation {active.id} running; "
                 "freeze it when that has ended"

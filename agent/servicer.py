@@ -153,6 +153,7 @@ class AgentServicer(pb_grpc.AgentServicer):
                 force=request.force,
                 purpose=request.purpose,
                 tags=list(request.tags),
+                subpath=request.subpath,
             )
         )
 
@@ -166,6 +167,8 @@ class AgentServicer(pb_grpc.AgentServicer):
                 snapshot_id=request.snapshot_id,
                 subpath=request.subpath,
                 target_path=request.target_path,
+                source_project_id=request.source_project_id,
+                on_conflict=convert.conflict_policy_from_proto(request.on_conflict),
             )
         )
 
@@ -228,6 +231,20 @@ class AgentServicer(pb_grpc.AgentServicer):
                       "weekly": request.keep_weekly, "monthly": request.keep_monthly},
                 prune=request.prune,
                 protected=list(request.protected_snapshot_ids),
+                snapshot_ids=list(request.snapshot_ids),
+            )
+        )
+
+    @rpc
+    async def CopyFiles(self, request: pb.CopyFilesRequest, context) -> pb.Operation:
+        return _operation(
+            self._service.copy_files(
+                request_id=request.request_id,
+                source_project_id=request.source_project_id,
+                source_path=request.source_path,
+                target_project_id=request.target_project_id,
+                target_path=request.target_path,
+                on_conflict=convert.conflict_policy_from_proto(request.on_conflict),
             )
         )
 

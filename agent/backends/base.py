@@ -37,6 +37,10 @@ class EngineView:
     # For a backup view: the generations of what the view shows (btrfs: the
     # read-only snapshots); None when the backend cannot tell.
     generation: Generation | None = None
+    # For a backup view: the project tree the view shows, as a path outside the engine's
+    # namespace (btrfs: the read-only snapshot; directory: the live home), for the agent to
+    # read itself (a copy, or checking a backup's subpath); None when the project has no home.
+    project: Path | None = None
 
 
 @dataclass(frozen=True)

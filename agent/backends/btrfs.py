@@ -192,7 +192,8 @@ class BtrfsBackend(ProjectLayout):
             for _snapshot, mount_point in binds:
                 mount_point.mkdir(parents=True, exist_ok=True)
             frozen = Generation(project=generation.get("project", 0), persist=generation.get("persist", 0))
-            yield EngineView(wrapper=bind_wrapper(binds), root=root, generation=frozen)
+            yield EngineView(wrapper=bind_wrapper(binds), root=root, generation=frozen,
+                             project=snapshot_dir / "project" if "project" in generation else None)
         finally:
             await _uninterrupted(self._delete_subvolume_tree(snapshot_dir))
 

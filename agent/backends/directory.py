@@ -110,7 +110,8 @@ class DirectoryBackend(ProjectLayout):
             mount_point.mkdir(parents=True, exist_ok=True)
             if source.is_dir():
                 binds.append((source, mount_point))
-        yield EngineView(wrapper=bind_wrapper(binds), root=root)
+        home = self.home(project_id)
+        yield EngineView(wrapper=bind_wrapper(binds), root=root, project=home if home.is_dir() else None)
 
     # ------------------------------------------------------------ restore
 

@@ -147,9 +147,11 @@ class Engine(Protocol):
         host: str,
         tags: Sequence[str],
         on_status: Callable[[BackupStatus], None],
+        subpath: str = "",
     ) -> BackupOutcome:
-        """Back up ``view.root``'s ``project`` and ``persist`` as the snapshot's two roots,
-        initialising a missing repository first."""
+        """Back up ``view.root``'s ``project`` and ``persist`` as the snapshot's two roots, or
+        with ``subpath`` (relative, normalised, checked by the caller) only
+        ``project/<subpath>``, stored at that path; initialising a missing repository first."""
 
     async def snapshots(self, repo: Repository, *, host: str | None = None, ids: Sequence[str] = ()) -> list[Snapshot]:
         """Snapshots, filtered by host or ids; NotFound for a missing repository."""

@@ -142,9 +142,11 @@ class ResticEngine:
         host: str,
         tags: Sequence[str],
         on_status: Callable[[BackupStatus], None],
+        subpath: str = "",
         init_missing: bool = True,
     ) -> BackupOutcome:
-        """Back up ``view.root``'s ``project`` and ``persist``; initialise the repository on first use.
+        """Back up ``view.root``'s ``project`` and ``persist`` (or ``project/<subpath>`` only);
+        initialise the repository on first use.
 
         Returns the summary and per-file warnings; raises a BucketsError.
         """
@@ -162,7 +164,7 @@ class ResticEngine:
 
         argv = [
             *view.wrapper,
-            *ra.backup_args(self.binary, self._common(repo), paths=["project", "persist"], host=host, tags=tags),
+            *ra.backup_args(self.binary, self._common(repo), paths=ra.backup_paths(subpath), host=host, tags=tags),
         ]
         try:
             result = await self._run(
@@ -173,7 +175,8 @@ class ResticEngine:
             if not init_missing:
                 raise
             await self.init(repo)
-            return await self.backup(repo, view, host=host, tags=tags, on_status=on_status, init_missing=False)
+            return await self.backup(repo, view, host=host, tags=tags, on_status=on_status, subpath=subpath,
+                                     init_missing=False)
         if not summary:
             raise errors.Internal("restic backup ended without a summary", detail=result.stderr_tail)
         warnings = list(item_errors)

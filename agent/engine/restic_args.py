@@ -177,6 +177,21 @@ def backup_args(
     return [*argv, "--", *paths]
 
 
+def backup_paths(subpath: str = "") -> list[str]:
+    """What a backup gives restic, relative to the view root (the engine runs there): the two
+    roots ``project`` and ``persist``, or ``project/<subpath>`` only, which restic stores at
+    ``/project/<subpath>`` (so a restore of that path finds it where a whole backup has it).
+
+    Raises ValueError for a subpath that is absolute, not normalised or climbs with "..".
+    """
+    if not subpath:
+        return ["project", "persist"]
+    parts = subpath.split("/")
+    if subpath.startswith("/") or "\x00" in subpath or any(p in ("", ".", "..") for p in parts):
+        raise ValueError(f"a backup subpath must be relative and normalised: {subpath!r}")
+    return [f"project/{subpath}"]
+
+
 # Listing commands take no lock. Two lockers race on S3: one lists the other's
 # lock, the other deletes it, and restic 0.14 then retries loading the missing
 # lock file for about 45 s (restic issue #1523). Reads need no lock: a snapshot

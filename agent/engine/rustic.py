@@ -29,11 +29,6 @@ from agent.repository import Repository
 
 log = structlog.get_logger("agent.engine.rustic")
 
-# rustic runs in the view root, whose only entries are the project/ and persist/
-# mounts; backing up "." as "/" makes those the snapshot's two roots (rustic
-# would otherwise store the view's absolute path, and --as-path takes one source).
-BACKUP_SOURCE = "."
-BACKUP_AS_PATH = "/"
 DEFAULT_REGION = "us-east-1"
 
 
@@ -191,8 +186,10 @@ class RusticEngine:
         host: str,
         tags: Sequence[str],
         on_status: Callable[[BackupStatus], None],
+        subpath: str = "",
     ) -> BackupOutcome:
         feats = await self._features()
+        source, as_path = rua.backup_source(subpath)
         json_progress = "json-progress" in feats
 
         def on_line(line: str) -> None:
@@ -203,8 +200,8 @@ class RusticEngine:
         result = await self._run(
             repo,
             lambda p: rua.backup_args(
-                self.binary, p, features=feats, paths=[BACKUP_SOURCE], host=host, tags=tags,
-                as_path=BACKUP_AS_PATH, json_progress=json_progress,
+                self.binary, p, features=feats, paths=[source], host=host, tags=tags,
+                as_path=as_path, json_progress=json_progress,
                 # Without progress output the pre-scan only costs time.
                 no_scan=not json_progress and "no-scan" in feats,
                 init=True,

@@ -57,7 +57,7 @@ from agent.failure_rules import FailureRule, first_match
 from agent.failure_rules import rule as _rule
 from agent.engine import json_fields
 from agent.engine.base import BackupStatus, BackupSummary, RestoreSize, Snapshot
-from agent.engine.restic_args import check_read_data_subset
+from agent.engine.restic_args import backup_paths, check_read_data_subset
 
 # --------------------------------------------------------------------------
 # Versions and features
@@ -398,6 +398,25 @@ def backup_args(
     if init:
         argv.append("--init")
     return [*argv, "--", *paths]
+
+
+# rustic runs in the view root, whose only entries are the project/ and persist/ mounts;
+# backing up "." as "/" makes those the snapshot's two roots (rustic would otherwise store
+# the view's absolute path, and --as-path takes one source).
+WHOLE_SOURCE = "."
+WHOLE_AS_PATH = "/"
+
+
+def backup_source(subpath: str = "") -> tuple[str, str]:
+    """(source, as_path) of a backup run in the view root: the whole view as "/", or
+    ``project/<subpath>`` stored as ``/project/<subpath>`` (where a restic backup of the same
+    subpath puts it). Raises ValueError for a subpath that is absolute, not normalised or
+    climbs with "..".
+    """
+    if not subpath:
+        return WHOLE_SOURCE, WHOLE_AS_PATH
+    (source,) = backup_paths(subpath)
+    return source, "/" + source
 
 
 def snapshots_args(

@@ -480,3 +480,14 @@ def test_raw_stdout_keeps_bytes_that_are_not_utf8():
 
     result = asyncio.run(main())
     assert (result.returncode, result.stdout_raw, result.stdout_cut) == (0, b"\xff\x00ok", False)
+
+
+def test_child_argv_sets_the_death_signal_through_setpriv_and_nothing_runs_before_exec():
+    from agent.executor import child_argv
+
+    assert child_argv(["/usr/bin/restic", "backup"], setpriv="/usr/bin/setpriv") == [
+        "/usr/bin/setpriv", "--pdeathsig", "KILL", "--", "/usr/bin/restic", "backup"]
+    assert child_argv(["/usr/bin/restic", "backup"], setpriv=None) == ["/usr/bin/restic", "backup"]
+    # No preexec_fn anywhere: Python code in a forked child of the threaded agent can deadlock.
+    source = (REPO_ROOT / "agent" / "executor.py").read_text()
+    assert "preexec_fn=" not in source

@@ -169,6 +169,21 @@ def test_backup_args_rejects_bad_arguments(kwargs: dict) -> None:
         backup_args(RESTIC, BARE, **kwargs)
 
 
+def test_backup_paths_whole_project_or_one_subpath() -> None:
+    assert ra.backup_paths() == ["project", "persist"]
+    assert ra.backup_paths("docs/a b.txt") == ["project/docs/a b.txt"]
+    # with the paths after "--", a subpath that looks like a flag is still a path
+    assert backup_args(RESTIC, BARE, paths=ra.backup_paths("-rf"), host="h", tags=()) == [
+        *BARE_PREFIX, "backup", "--json", "--host", "h", "--", "project/-rf",
+    ]
+
+
+@pytest.mark.parametrize("bad", ["/etc", "../x", "a/../../x", "a//b", "a/", "./a", "a/\x00"])
+def test_backup_paths_refuses_subpaths_that_are_not_normalised_and_relative(bad: str) -> None:
+    with pytest.raises(ValueError):
+        ra.backup_paths(bad)
+
+
 def test_snapshots_args() -> None:
     # listings take no lock (see READ_ONLY in restic_args)
     assert snapshots_args(RESTIC, BARE) == [*BARE_PREFIX, "--no-lock", "snapshots", "--json"]

@@ -25,6 +25,7 @@ from agent.engine.rustic_args import (
     Profile,
     S3Repository,
     backup_args,
+    backup_source,
     check_args,
     classify_failure,
     features,
@@ -354,6 +355,18 @@ def test_backup_args_as_path_refuses_two_paths() -> None:
     # rustic bails "as-path only works with a single source!" (src/commands/backup.rs)
     with pytest.raises(ValueError, match="exactly one path"):
         backup_args(RUSTIC, PROFILE, features=NEW, paths=["a", "b"], host="h", tags=(), as_path="/x")
+
+
+def test_backup_source_whole_view_or_one_subpath() -> None:
+    assert backup_source() == (".", "/")
+    source, as_path = backup_source("docs/a.txt")
+    assert (source, as_path) == ("project/docs/a.txt", "/project/docs/a.txt")  # where restic stores it too
+    assert backup_args(RUSTIC, PROFILE, features=OLD, paths=[source], host="h", tags=(), as_path=as_path) == [
+        *PREFIX, "backup", "--json", "--host", "h", "--as-path", "/project/docs/a.txt", "--", "project/docs/a.txt",
+    ]
+    for bad in ("/etc", "../x", "a/../../x", "a//b"):
+        with pytest.raises(ValueError):
+            backup_source(bad)
 
 
 def test_backup_args_version_dependent_flags() -> None:

@@ -20,6 +20,14 @@ class OperationKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     OPERATION_KIND_DRAIN: _ClassVar[OperationKind]
     OPERATION_KIND_DELETE: _ClassVar[OperationKind]
     OPERATION_KIND_FORGET: _ClassVar[OperationKind]
+    OPERATION_KIND_COPY: _ClassVar[OperationKind]
+
+class ConflictPolicy(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    CONFLICT_POLICY_UNSPECIFIED: _ClassVar[ConflictPolicy]
+    FAIL: _ClassVar[ConflictPolicy]
+    OVERWRITE: _ClassVar[ConflictPolicy]
+    SKIP: _ClassVar[ConflictPolicy]
 
 class OperationState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -41,6 +49,11 @@ OPERATION_KIND_ENSURE: OperationKind
 OPERATION_KIND_DRAIN: OperationKind
 OPERATION_KIND_DELETE: OperationKind
 OPERATION_KIND_FORGET: OperationKind
+OPERATION_KIND_COPY: OperationKind
+CONFLICT_POLICY_UNSPECIFIED: ConflictPolicy
+FAIL: ConflictPolicy
+OVERWRITE: ConflictPolicy
+SKIP: ConflictPolicy
 OPERATION_STATE_UNSPECIFIED: OperationState
 PENDING: OperationState
 RUNNING: OperationState
@@ -209,36 +222,42 @@ class ProgressUpdate(_message.Message):
     def __init__(self, operation: _Optional[_Union[Operation, _Mapping]] = ..., event: _Optional[_Union[ProgressEvent, _Mapping]] = ..., keep_alive: _Optional[_Union[KeepAlive, _Mapping]] = ...) -> None: ...
 
 class BackupRequest(_message.Message):
-    __slots__ = ("request_id", "project_id", "repository", "force", "purpose", "tags")
+    __slots__ = ("request_id", "project_id", "repository", "force", "purpose", "tags", "subpath")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     PROJECT_ID_FIELD_NUMBER: _ClassVar[int]
     REPOSITORY_FIELD_NUMBER: _ClassVar[int]
     FORCE_FIELD_NUMBER: _ClassVar[int]
     PURPOSE_FIELD_NUMBER: _ClassVar[int]
     TAGS_FIELD_NUMBER: _ClassVar[int]
+    SUBPATH_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     project_id: str
     repository: RepositorySpec
     force: bool
     purpose: str
     tags: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, request_id: _Optional[str] = ..., project_id: _Optional[str] = ..., repository: _Optional[_Union[RepositorySpec, _Mapping]] = ..., force: bool = ..., purpose: _Optional[str] = ..., tags: _Optional[_Iterable[str]] = ...) -> None: ...
+    subpath: str
+    def __init__(self, request_id: _Optional[str] = ..., project_id: _Optional[str] = ..., repository: _Optional[_Union[RepositorySpec, _Mapping]] = ..., force: bool = ..., purpose: _Optional[str] = ..., tags: _Optional[_Iterable[str]] = ..., subpath: _Optional[str] = ...) -> None: ...
 
 class RestoreRequest(_message.Message):
-    __slots__ = ("request_id", "project_id", "repository", "snapshot_id", "subpath", "target_path")
+    __slots__ = ("request_id", "project_id", "repository", "snapshot_id", "subpath", "target_path", "source_project_id", "on_conflict")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     PROJECT_ID_FIELD_NUMBER: _ClassVar[int]
     REPOSITORY_FIELD_NUMBER: _ClassVar[int]
     SNAPSHOT_ID_FIELD_NUMBER: _ClassVar[int]
     SUBPATH_FIELD_NUMBER: _ClassVar[int]
     TARGET_PATH_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_PROJECT_ID_FIELD_NUMBER: _ClassVar[int]
+    ON_CONFLICT_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     project_id: str
     repository: RepositorySpec
     snapshot_id: str
     subpath: str
     target_path: str
-    def __init__(self, request_id: _Optional[str] = ..., project_id: _Optional[str] = ..., repository: _Optional[_Union[RepositorySpec, _Mapping]] = ..., snapshot_id: _Optional[str] = ..., subpath: _Optional[str] = ..., target_path: _Optional[str] = ...) -> None: ...
+    source_project_id: str
+    on_conflict: ConflictPolicy
+    def __init__(self, request_id: _Optional[str] = ..., project_id: _Optional[str] = ..., repository: _Optional[_Union[RepositorySpec, _Mapping]] = ..., snapshot_id: _Optional[str] = ..., subpath: _Optional[str] = ..., target_path: _Optional[str] = ..., source_project_id: _Optional[str] = ..., on_conflict: _Optional[_Union[ConflictPolicy, str]] = ...) -> None: ...
 
 class VerifyRequest(_message.Message):
     __slots__ = ("request_id", "project_id", "repository", "mode", "read_data_subset", "snapshot_id", "sentinel_path", "sentinel_content")
@@ -321,7 +340,7 @@ class DeleteProjectRequest(_message.Message):
     def __init__(self, request_id: _Optional[str] = ..., project_id: _Optional[str] = ..., repository: _Optional[_Union[RepositorySpec, _Mapping]] = ..., delete_repository: bool = ...) -> None: ...
 
 class ForgetRequest(_message.Message):
-    __slots__ = ("request_id", "project_id", "repository", "keep_last", "keep_hourly", "keep_daily", "keep_weekly", "keep_monthly", "prune", "protected_snapshot_ids")
+    __slots__ = ("request_id", "project_id", "repository", "keep_last", "keep_hourly", "keep_daily", "keep_weekly", "keep_monthly", "prune", "protected_snapshot_ids", "snapshot_ids")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     PROJECT_ID_FIELD_NUMBER: _ClassVar[int]
     REPOSITORY_FIELD_NUMBER: _ClassVar[int]
@@ -332,6 +351,7 @@ class ForgetRequest(_message.Message):
     KEEP_MONTHLY_FIELD_NUMBER: _ClassVar[int]
     PRUNE_FIELD_NUMBER: _ClassVar[int]
     PROTECTED_SNAPSHOT_IDS_FIELD_NUMBER: _ClassVar[int]
+    SNAPSHOT_IDS_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     project_id: str
     repository: RepositorySpec
@@ -342,7 +362,24 @@ class ForgetRequest(_message.Message):
     keep_monthly: int
     prune: bool
     protected_snapshot_ids: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, request_id: _Optional[str] = ..., project_id: _Optional[str] = ..., repository: _Optional[_Union[RepositorySpec, _Mapping]] = ..., keep_last: _Optional[int] = ..., keep_hourly: _Optional[int] = ..., keep_daily: _Optional[int] = ..., keep_weekly: _Optional[int] = ..., keep_monthly: _Optional[int] = ..., prune: bool = ..., protected_snapshot_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+    snapshot_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, request_id: _Optional[str] = ..., project_id: _Optional[str] = ..., repository: _Optional[_Union[RepositorySpec, _Mapping]] = ..., keep_last: _Optional[int] = ..., keep_hourly: _Optional[int] = ..., keep_daily: _Optional[int] = ..., keep_weekly: _Optional[int] = ..., keep_monthly: _Optional[int] = ..., prune: bool = ..., protected_snapshot_ids: _Optional[_Iterable[str]] = ..., snapshot_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class CopyFilesRequest(_message.Message):
+    __slots__ = ("request_id", "source_project_id", "source_path", "target_project_id", "target_path", "on_conflict")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_PROJECT_ID_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_PATH_FIELD_NUMBER: _ClassVar[int]
+    TARGET_PROJECT_ID_FIELD_NUMBER: _ClassVar[int]
+    TARGET_PATH_FIELD_NUMBER: _ClassVar[int]
+    ON_CONFLICT_FIELD_NUMBER: _ClassVar[int]
+    request_id: str
+    source_project_id: str
+    source_path: str
+    target_project_id: str
+    target_path: str
+    on_conflict: ConflictPolicy
+    def __init__(self, request_id: _Optional[str] = ..., source_project_id: _Optional[str] = ..., source_path: _Optional[str] = ..., target_project_id: _Optional[str] = ..., target_path: _Optional[str] = ..., on_conflict: _Optional[_Union[ConflictPolicy, str]] = ...) -> None: ...
 
 class StreamProgressRequest(_message.Message):
     __slots__ = ("operation_id", "from_seq")

@@ -69,6 +69,11 @@ class AgentStub(object):
                 request_serializer=buckets_dot_v1_dot_agent__pb2.ForgetRequest.SerializeToString,
                 response_deserializer=buckets_dot_v1_dot_agent__pb2.Operation.FromString,
                 _registered_method=True)
+        self.CopyFiles = channel.unary_unary(
+                '/buckets.v1.Agent/CopyFiles',
+                request_serializer=buckets_dot_v1_dot_agent__pb2.CopyFilesRequest.SerializeToString,
+                response_deserializer=buckets_dot_v1_dot_agent__pb2.Operation.FromString,
+                _registered_method=True)
         self.StreamProgress = channel.unary_stream(
                 '/buckets.v1.Agent/StreamProgress',
                 request_serializer=buckets_dot_v1_dot_agent__pb2.StreamProgressRequest.SerializeToString,
@@ -178,6 +183,13 @@ class AgentServicer(object):
 
     def Forget(self, request, context):
         """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CopyFiles(self, request, context):
+        """Copy a file or directory between two projects on this host (kind COPY).
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -300,6 +312,11 @@ def add_AgentServicer_to_server(servicer, server):
             'Forget': grpc.unary_unary_rpc_method_handler(
                     servicer.Forget,
                     request_deserializer=buckets_dot_v1_dot_agent__pb2.ForgetRequest.FromString,
+                    response_serializer=buckets_dot_v1_dot_agent__pb2.Operation.SerializeToString,
+            ),
+            'CopyFiles': grpc.unary_unary_rpc_method_handler(
+                    servicer.CopyFiles,
+                    request_deserializer=buckets_dot_v1_dot_agent__pb2.CopyFilesRequest.FromString,
                     response_serializer=buckets_dot_v1_dot_agent__pb2.Operation.SerializeToString,
             ),
             'StreamProgress': grpc.unary_stream_rpc_method_handler(
@@ -556,6 +573,33 @@ class Agent(object):
             target,
             '/buckets.v1.Agent/Forget',
             buckets_dot_v1_dot_agent__pb2.ForgetRequest.SerializeToString,
+            buckets_dot_v1_dot_agent__pb2.Operation.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CopyFiles(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/buckets.v1.Agent/CopyFiles',
+            buckets_dot_v1_dot_agent__pb2.CopyFilesRequest.SerializeToString,
             buckets_dot_v1_dot_agent__pb2.Operation.FromString,
             options,
             channel_credentials,
