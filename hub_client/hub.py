@@ -6,15 +6,16 @@ probes agents, and starts, resumes, retries and cancels moves through :mod:`hub_
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from datetime import datetime, timezone
+from dataclasses import dataclass, replace
 from typing import Callable
 
 from hub_client.client import OK_STATES, AgentClient, AgentError, ClientConfig
 from hub_client.move import (
-    MoveError, MoveRefused, MoveRunner, MoveSettings, Observer, clean_source, possible_loss_minutes, timestamp_or_none,
+    MoveError, MoveRefused, MoveRunner, MoveSettings, Observer, clean_source, possible_loss_minutes, seen_now,
+    with_freshness,
 )
 from hub_client.proto.buckets.v1 import agent_pb2 as pb
+from hub_client.store.models import utcnow
 from hub_client.store import (
     Host, HostBackupStatus, Move, MoveInProgress, MoveStatus, NotFound, OfflineLoss, Project, Store,
 )
@@ -85,8 +86,7 @@ class Hub:
             status = self.client(host).host_status()
         except AgentError:
             return host, None
-        seen = self.store.upsert_host(Host(host.id, host.address, host.region, host.status, _now()))
-        return seen, status
+        return seen_now(self.store, host), status
 
     def add_project(self, project_id: str, host_id: str | None, region: str, repository: str = "") -> Project:
         return self.store.upsert_project(Project(project_id, host_id, region, repository))
@@ -97,11 +97,8 @@ class Hub:
         if project.host_id is None:
             return project
         status = self.client(self.store.get_host(project.host_id)).project_status(project_id)
-        return self.store.upsert_project(Project(
-            project.id, project.host_id, project.region, project.repository or status.repository_location,
-            timestamp_or_none(status, "last_backup") or project.last_backup,
-            timestamp_or_none(status, "last_change") or project.last_edited,
-        ))
+        fresh = with_freshness(project, status)
+        return self.store.upsert_project(replace(fresh, repository=project.repository or status.repository_location))
 
     def refresh_host_status(self, host_id: str) -> HostBackupStatus | None:
         """Record the host's project counts from its agent (keeping ``failing`` from the last
@@ -112,11 +109,10 @@ class Hub:
         previous = self.store.host_backup_status(host.id)
         return self.store.set_host_backup_status(HostBackupStatus(
             host.id, status.projects, status.dirty, status.up_to_date, status.never_backed_up,
-            previous.failing if previous is not None else 0, _now()))
+            previous.failing if previous is not None else 0, utcnow()))
 
     def set_host_status(self, host_id: str, status: str) -> Host:
-        host = self.store.get_host(host_id)
-        return self.store.upsert_host(Host(host.id, host.address, host.region, status, host.last_seen))
+        return self.store.upsert_host(replace(self.store.get_host(host_id), status=status))
 
     def force_off(self, host_id: str) -> list[OfflineLoss]:
         """Take a host out of service without draining it: mark it ``off`` and record every
@@ -124,19 +120,18 @@ class Hub:
         (from its agent when it answers, else from the store)."""
         host = self.set_host_status(host_id, "off")
         losses = []
-        now = _now()
+        now = utcnow()
         for project in self.store.list_projects(host_id=host.id):
-            last_backup, last_edited = project.last_backup, project.last_edited
             try:
                 status = self.client(host).project_status(project.id)
-                last_backup = timestamp_or_none(status, "last_backup") or last_backup
-                last_edited = timestamp_or_none(status, "last_change") or last_edited
-                dirty = status.dirty or last_backup is None
+                project = with_freshness(project, status)
+                dirty = status.dirty or project.last_backup is None
             except AgentError:
-                dirty = last_backup is None or (last_edited is not None and last_edited > last_backup)
+                dirty = project.last_backup is None or (
+                    project.last_edited is not None and project.last_edited > project.last_backup)
             if dirty:
-                losses.append(OfflineLoss(host.id, project.id, last_backup, last_edited,
-                                          possible_loss_minutes(last_backup, last_edited), now))
+                losses.append(OfflineLoss(host.id, project.id, project.last_backup, project.last_edited,
+                                          possible_loss_minutes(project.last_backup, project.last_edited), now))
         self.store.record_offline_losses(losses)
         return losses
 
@@ -160,7 +155,7 @@ class Hub:
             counts = (status.projects, status.dirty, status.up_to_date, status.never_backed_up)
         except AgentError:
             counts = (len(outcomes), len(failed), len(outcomes) - len(failed), 0)
-        self.store.set_host_backup_status(HostBackupStatus(host.id, *counts, len(failed), _now()))
+        self.store.set_host_backup_status(HostBackupStatus(host.id, *counts, len(failed), utcnow()))
         known = {p.id for p in self.store.list_projects(host_id=host.id)}
         for outcome in outcomes:
             if outcome.project_id in known:
@@ -257,7 +252,3 @@ class Hub:
         for move in self.store.pending_cleanups():
             clean_source(self.store, self.client, move, observer=observer)
         return self.store.pending_cleanups()
-
-
-def _now() -> datetime:
-    return datetime.now(timezone.utc)

@@ -23,13 +23,14 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable
 
 from hub_client.client import OK_STATES, AgentClient, AgentError, OperationHandle, new_request_id, state_name
 from hub_client.proto.buckets.v1 import agent_pb2 as pb
 from hub_client.store import Cleanup, Host, Move, MovelogEntry, MoveStatus, NotFound, Project, Store
+from hub_client.store.models import utcnow
 
 SENTINEL_PATH = "persist/.buckets-move-sentinel"
 ONLINE_STEPS = ("preflight", "backup", "freeze", "final_backup", "restore", "verify", "finalize")
@@ -111,6 +112,18 @@ def timestamp_or_none(message, field: str) -> datetime | None:
     if not message.HasField(field):
         return None
     return getattr(message, field).ToDatetime(tzinfo=timezone.utc)
+
+
+def with_freshness(project: Project, status: pb.ProjectStatus) -> Project:
+    """``project`` with its last backup and last edit as its agent reports them (kept as they
+    were where the agent reports none)."""
+    return replace(project, last_backup=timestamp_or_none(status, "last_backup") or project.last_backup,
+                   last_edited=timestamp_or_none(status, "last_change") or project.last_edited)
+
+
+def seen_now(store: Store, host: Host) -> Host:
+    """Record that ``host``'s agent answered just now."""
+    return store.upsert_host(replace(host, last_seen=utcnow()))
 
 
 def event_data(host_id: str, event: pb.ProgressEvent) -> dict[str, Any]:
@@ -302,19 +315,19 @@ class MoveRunner:
             target_client.capabilities()
         except AgentError as exc:
             raise MoveRefused(f"target host {target.id} does not answer: {exc}") from exc
-        self.store.upsert_host(Host(target.id, target.address, target.region, target.status, _now()))
+        seen_now(self.store, target)
         self._clear_target(target, target_client)
 
         source_status = self._source_status(source)
         if source_status is not None and source_status.present:
-            self._record_freshness(project, source_status)
+            self.store.upsert_project(with_freshness(project, source_status))
             self._log("plan", f"source {source.id} is online: back up, freeze, catch up, restore on {target.id}",
                       {"plan": "online", "source_reachable": True})
             return
         self._plan_offline(project, source, target, target_client, reachable=source_status is not None)
 
     def _seen_recently(self, host: Host) -> bool:
-        return host.last_seen is not None and _now() - host.last_seen <= self.settings.host_seen_within
+        return host.last_seen is not None and utcnow() - host.last_seen <= self.settings.host_seen_within
 
     def _source_status(self, source: Host) -> pb.ProjectStatus | None:
         try:
@@ -324,14 +337,8 @@ class MoveRunner:
                 raise
             self._log("warning", f"source host {source.id} is unreachable: {exc}", {"host": source.id})
             return None
-        self.store.upsert_host(Host(source.id, source.address, source.region, source.status, _now()))
+        seen_now(self.store, source)
         return status
-
-    def _record_freshness(self, project: Project, status: pb.ProjectStatus) -> None:
-        last_backup = timestamp_or_none(status, "last_backup") or project.last_backup
-        last_edited = timestamp_or_none(status, "last_change") or project.last_edited
-        self.store.upsert_project(Project(project.id, project.host_id, project.region, project.repository,
-                                          last_backup, last_edited))
 
     def _clear_target(self, target: Host, client: AgentClient) -> None:
         """Remove a copy of the project on the target that this move (an earlier attempt) or an
@@ -347,9 +354,13 @@ class MoveRunner:
                               "its placement; delete it there first")
         self._log("cleanup", f"removing the copy left on {target.id} by an earlier "
                   + ("attempt of this move" if ours else "move away from it"), {"host": target.id})
-        handle = client.delete_project(self.project_id, delete_repository=False,
-                                       request_id=request_id(self.move_id, "clear-target", self.move.attempts))
-        self._await("preflight", target, handle)
+        self._remove_copy(target, "preflight", "clear-target")
+
+    def _remove_copy(self, host: Host, step: str, purpose: str) -> None:
+        """Delete the project's local copy on ``host`` (never its repository) and wait for it."""
+        handle = self._client(host).delete_project(
+            self.project_id, delete_repository=False, request_id=request_id(self.move_id, purpose, self.move.attempts))
+        self._await(step, host, handle)
 
     def _plan_offline(self, project: Project, source: Host, target: Host, target_client: AgentClient,
                       *, reachable: bool) -> None:
@@ -490,10 +501,7 @@ class MoveRunner:
                           "until the move is resumed, retried or cancelled", {"host": source.id})
         if reached >= steps.index("restore") and self.store.get_project(self.project_id).host_id != target.id:
             try:
-                handle = self._client(target).delete_project(
-                    self.project_id, delete_repository=False,
-                    request_id=request_id(self.move_id, "undo-restore", self.move.attempts))
-                self._await("undo", target, handle)
+                self._remove_copy(target, "undo", "undo-restore")
                 self._log("cleanup", f"partial copy removed from {target.id}", {"host": target.id})
             except (AgentError, MoveError) as exc:
                 self._log("warning", f"could not remove the copy on {target.id} ({exc}); the next attempt "
@@ -528,10 +536,6 @@ def clean_source(store: Store, connect: Connect, move: Move, *, observer: Observ
         return move
     log("cleanup", f"source copy removed from {move.source_host}", {"host": move.source_host})
     return store.set_move_cleanup(move.id, Cleanup.DONE)
-
-
-def _now() -> datetime:
-    return datetime.now(timezone.utc)
 
 
 def _iso(value: datetime | None) -> str:
