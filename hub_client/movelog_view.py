@@ -6,7 +6,8 @@ import sys
 import time
 from typing import Any, Iterator, TextIO
 
-from hub_client.progress import BAR_WIDTH, human_bytes
+from hub_client.progress import LiveLine, render
+from hub_client.proto.buckets.v1 import agent_pb2 as pb
 from hub_client.store import MovelogEntry, MoveStatus, Store
 
 # Entries that end an attempt: after one of them the move is not running any more.
@@ -14,26 +15,26 @@ ENDING_KINDS = frozenset({"complete", "failed", "cancelled"})
 
 
 def render_entry(entry: MovelogEntry) -> str:
-    """``HH:MM:SS kind message``; progress entries carry a bar, bytes, files and rate."""
+    """``HH:MM:SS kind message``; progress entries carry the agent's progress line (bar, bytes,
+    files, rate) after the host."""
     stamp = entry.time.strftime("%H:%M:%S")
     if entry.kind != "progress":
         return f"{stamp} {entry.kind:<9} {entry.message}"
     data = entry.data
     if data.get("terminal"):
         return f"{stamp} {'progress':<9} {data.get('host', '')} {data.get('phase', '')}: {data.get('state', '')}"
-    percent = max(0.0, min(float(data.get("percent", 0.0)), 100.0))
-    filled = int(BAR_WIDTH * percent / 100)
-    parts = [f"{stamp} {'progress':<9} {data.get('host', '')} {data.get('phase', ''):<8}",
-             f"[{'#' * filled}{'-' * (BAR_WIDTH - filled)}] {percent:5.1f}%"]
-    if data.get("bytes_total") or data.get("bytes_done"):
-        parts.append(f"{human_bytes(data.get('bytes_done', 0))}/{human_bytes(data.get('bytes_total', 0))}")
-    if data.get("files_total") or data.get("files_done"):
-        parts.append(f"{data.get('files_done', 0)}/{data.get('files_total', 0)} files")
-    if data.get("bytes_per_second", 0) > 0:
-        parts.append(f"{human_bytes(data['bytes_per_second'])}/s")
-    if not (data.get("bytes_total") or data.get("files_total")) and entry.message:
-        parts.append(entry.message[:60])
-    return " ".join(parts)
+    return f"{stamp} {'progress':<9} {data.get('host', '')} {render(event_of(entry))}"
+
+
+def event_of(entry: MovelogEntry) -> pb.ProgressEvent:
+    """The agent's progress event a movelog progress entry was copied from (see ``move.event_data``)."""
+    data = entry.data
+    return pb.ProgressEvent(
+        phase=data.get("phase", ""), percent=data.get("percent", 0.0), message=entry.message,
+        bytes_done=data.get("bytes_done", 0), bytes_total=data.get("bytes_total", 0),
+        files_done=data.get("files_done", 0), files_total=data.get("files_total", 0),
+        bytes_per_second=data.get("bytes_per_second", 0.0), eta_seconds=data.get("eta_seconds", -1.0),
+    )
 
 
 def entry_record(entry: MovelogEntry) -> dict[str, Any]:
@@ -64,18 +65,10 @@ class MovelogPrinter:
     and every other entry gets a line of its own."""
 
     def __init__(self, stream: TextIO = sys.stdout) -> None:
-        self._stream = stream
-        self._tty = stream.isatty()
-        self._live = 0  # width of the bar line being redrawn, 0 when none
+        self._live = LiveLine(stream)
 
     def show(self, entry: MovelogEntry) -> None:
-        line = render_entry(entry)
-        if self._tty and entry.kind == "progress" and not entry.data.get("terminal"):
-            self._stream.write("\r" + line + " " * max(0, self._live - len(line)))
-            self._live = len(line)
+        if entry.kind == "progress" and not entry.data.get("terminal"):
+            self._live.redraw(render_entry(entry))
         else:
-            if self._live:
-                self._stream.write("\n")
-                self._live = 0
-            self._stream.write(line + "\n")
-        self._stream.flush()
+            self._live.println(render_entry(entry))

@@ -40,22 +40,40 @@ def render(event: pb.ProgressEvent) -> str:
     return " ".join(parts)
 
 
-class ProgressPrinter:
-    """Redraws one line per event on a terminal; prints plain lines otherwise."""
+class LiveLine:
+    """One line redrawn in place on a terminal, among plain lines; off a terminal every line is plain."""
 
     def __init__(self, stream: TextIO = sys.stdout) -> None:
         self._stream = stream
         self._tty = stream.isatty()
-        self._width = 0
+        self._width = 0  # of the line being redrawn; 0 when there is none
+
+    def redraw(self, line: str, *, final: bool = False) -> None:
+        """Draw ``line`` over the live one; ``final`` ends it there."""
+        if not self._tty:
+            self.println(line)
+            return
+        self._stream.write(f"\r{line}{' ' * max(0, self._width - len(line))}")
+        self._width = len(line)
+        if final:
+            self._stream.write("\n")
+            self._width = 0
+        self._stream.flush()
+
+    def println(self, line: str) -> None:
+        """A line of its own, below the live one (which stays as it was last drawn)."""
+        if self._width:
+            self._stream.write("\n")
+            self._width = 0
+        self._stream.write(line + "\n")
+        self._stream.flush()
+
+
+class ProgressPrinter:
+    """Redraws one line per event on a terminal; prints plain lines otherwise."""
+
+    def __init__(self, stream: TextIO = sys.stdout) -> None:
+        self._live = LiveLine(stream)
 
     def show(self, event: pb.ProgressEvent) -> None:
-        line = render(event)
-        if self._tty:
-            padding = " " * max(0, self._width - len(line))
-            self._stream.write(f"\r{line}{padding}")
-            self._width = len(line)
-            if event.terminal:
-                self._stream.write("\n")
-        else:
-            self._stream.write(line + "\n")
-        self._stream.flush()
+        self._live.redraw(render(event), final=event.terminal)
