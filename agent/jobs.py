@@ -558,13 +558,7 @@ async def forget(
     keep, remove = await services.engine.forget_plan(repo, host=project_dir_name(project_id), policy=policy)
     spared = [s for s in remove if any(s.id.startswith(p) or p.startswith(s.id) for p in protected)]
     doomed = [s.id for s in remove if s not in spared]
-    if doomed:
-        context.progress("forget", message=f"forgetting {len(doomed)} snapshot(s)")
-        await services.engine.forget(repo, doomed)
-        services.journal.forget_snapshots(repo.display, doomed)
-    if prune:
-        context.progress("prune", message="removing data no snapshot references")
-        await services.engine.prune(repo)
+    await _forget_and_prune(context, services, repo, doomed, prune=prune)
     context.progress(
         "forget", percent=100.0,
         message=f"kept {len(keep) + len(spared)} snapshot(s) ({len(spared)} protected), forgot {len(doomed)}",
@@ -585,14 +579,22 @@ async def forget_exactly(
     found = await services.engine.snapshots(repo, ids=snapshot_ids)
     doomed = [_one_snapshot(found, wanted, project_id).id for wanted in snapshot_ids]
     doomed = list(dict.fromkeys(doomed))  # two prefixes of one snapshot
-    context.progress("forget", message=f"forgetting {len(doomed)} snapshot(s)")
-    await services.engine.forget(repo, doomed)
-    services.journal.forget_snapshots(repo.display, doomed)
+    await _forget_and_prune(context, services, repo, doomed, prune=prune)
+    context.progress("forget", percent=100.0, message=f"forgot {len(doomed)} snapshot(s)")
+    return Summary(duration_seconds=time.monotonic() - started, files_processed=len(doomed))
+
+
+async def _forget_and_prune(
+    context: OperationContext, services: Services, repo: Repository, doomed: list[str], *, prune: bool
+) -> None:
+    """Forget ``doomed`` (full ids) in the repository and the journal, then prune when asked."""
+    if doomed:
+        context.progress("forget", message=f"forgetting {len(doomed)} snapshot(s)")
+        await services.engine.forget(repo, doomed)
+        services.journal.forget_snapshots(repo.display, doomed)
     if prune:
         context.progress("prune", message="removing data no snapshot references")
         await services.engine.prune(repo)
-    context.progress("forget", percent=100.0, message=f"forgot {len(doomed)} snapshot(s)")
-    return Summary(duration_seconds=time.monotonic() - started, files_processed=len(doomed))
 
 
 def _one_snapshot(found: Sequence[Snapshot], wanted: str, project_id: str) -> Snapshot:
