@@ -330,18 +330,7 @@ class Bench:
 
     def agent_engine_starts(self) -> int:
         """How many restic processes the agent has started so far, from its log (``process.start``)."""
-        count = 0
-        for line in self.agent.log_path.read_text(errors="replace").splitlines():
-            if '"process.start"' not in line:
-                continue
-            try:
-                event = json.loads(line)
-            except ValueError:
-                continue
-            argv = event.get("argv", [])
-            if event.get("event") == "process.start" and any(str(a).endswith("restic") for a in argv):
-                count += 1
-        return count
+        return sum(1 for argv in self.agent.started_argvs() if any(a.endswith("restic") for a in argv))
 
     def agent_restore(self, repository: Path | pb.RepositorySpec, snapshot_id: str) -> tuple[float, pb.Operation]:
         spec = self._spec(repository)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import random
 import signal
@@ -139,6 +140,22 @@ class AgentProcess:
             return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
         except FileNotFoundError:
             return ""
+
+    def log_events(self) -> list[dict]:
+        """The JSON events of the agent's log, in order (other lines, e.g. from gRPC, skipped)."""
+        events = []
+        for line in self.log_path.read_text(errors="replace").splitlines():
+            try:
+                event = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(event, dict):
+                events.append(event)
+        return events
+
+    def started_argvs(self) -> list[list[str]]:
+        """The argv of every process the agent started, in order (its ``process.start`` events)."""
+        return [[str(a) for a in e.get("argv", [])] for e in self.log_events() if e.get("event") == "process.start"]
 
     def signal(self, sig: int) -> None:
         assert self.process is not None

@@ -85,6 +85,23 @@ class S3Server:
             config=Config(retries={"max_attempts": 1}),
         )
 
+    def agent_repository_config(self, password_file: Path) -> str:
+        """The agent config (TOML) of S3 repositories on this server: bucket ``buckets-us-east-1``,
+        made by the agent if missing, the password in ``password_file``."""
+        return f"""
+[repository]
+kind = "s3"
+
+[repository.s3]
+endpoint = "{self.endpoint}"
+region = "us-east-1"
+bucket_prefix = "buckets"
+access_key_id = "{self.access_key_id}"
+secret_access_key = "{self.secret_access_key}"
+password_file = "{password_file}"
+create_bucket = true
+"""
+
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
             self.process.terminate()

@@ -168,11 +168,7 @@ def test_repository_spec_in_the_request_is_used(shared_agent, project_id, tmp_pa
 def restic_starts(agent, operation_id: str) -> list[list[str]]:
     """The restic argvs the agent started while it ran ``operation_id`` (from its log)."""
     starts, inside = [], False
-    for line in agent.log_path.read_text().splitlines():
-        try:
-            event = json.loads(line)
-        except ValueError:
-            continue
+    for event in agent.log_events():
         if event.get("operation_id") == operation_id and event.get("event") == "operation.started":
             inside = True
         elif event.get("operation_id") == operation_id and event.get("event") == "operation.finished":

@@ -7,7 +7,6 @@ Skipped, with the reason printed, where no loop-device btrfs can be made
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import subprocess
 import time
@@ -74,15 +73,7 @@ def staging_entries(agent) -> list[Path]:
 
 def engine_starts(agent) -> int:
     """How many restic processes the agent has started, from its log."""
-    count = 0
-    for line in agent.log_path.read_text().splitlines():
-        try:
-            event = json.loads(line)
-        except ValueError:
-            continue
-        if event.get("event") == "process.start" and any(str(a).endswith("restic") for a in event.get("argv", [])):
-            count += 1
-    return count
+    return sum(1 for argv in agent.started_argvs() if any(a.endswith("restic") for a in argv))
 
 
 def restic_restore(agent, snapshot_id: str, target: Path, project_id: str) -> None:

@@ -4,7 +4,6 @@ idempotency, one drain per host, cancellation."""
 
 from __future__ import annotations
 
-import json
 import os
 import time
 
@@ -40,16 +39,7 @@ def snapshot_ids(agent, project_id: str) -> list[str]:
 def engine_runs(agent, project_id: str) -> int:
     """restic processes the agent started on the project's repository, from its log (argv)."""
     repository = str(agent.repository(project_id))
-    count = 0
-    for line in agent.log_path.read_text().splitlines():
-        try:
-            event = json.loads(line)
-        except ValueError:
-            continue
-        argv = [str(a) for a in event.get("argv", [])] if event.get("event") == "process.start" else []
-        if any(a.endswith("restic") for a in argv) and repository in argv:
-            count += 1
-    return count
+    return sum(1 for argv in agent.started_argvs() if any(a.endswith("restic") for a in argv) and repository in argv)
 
 
 def change(agent, project_id: str, size: int = 300) -> None:

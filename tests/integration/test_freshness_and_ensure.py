@@ -4,7 +4,6 @@ device can be made."""
 
 from __future__ import annotations
 
-import json
 import time
 import uuid
 
@@ -38,15 +37,7 @@ def status(agent, project_id: str) -> pb.ProjectStatus:
 
 
 def restic_restores(agent) -> int:
-    count = 0
-    for line in agent.log_path.read_text().splitlines():
-        try:
-            event = json.loads(line)
-        except ValueError:
-            continue
-        if event.get("event") == "process.start" and "restore" in [str(a) for a in event.get("argv", [])]:
-            count += 1
-    return count
+    return sum(1 for argv in agent.started_argvs() if "restore" in argv)
 
 
 def test_dirty_after_a_write_clean_after_a_backup_dirty_after_mark_edited_across_restarts(agent, project_id):

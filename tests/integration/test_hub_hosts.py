@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import shutil
 import subprocess
 import uuid
@@ -48,20 +47,7 @@ def test_full_deletion_leaves_no_object_no_subvolume_no_record_and_repeats(hub: 
     password_file = tmp_path / "s3.password"
     password_file.write_text("deletion-test-password")
     password_file.chmod(0o600)
-    extra = f"""
-[repository]
-kind = "s3"
-
-[repository.s3]
-endpoint = "{s3_server.endpoint}"
-region = "us-east-1"
-bucket_prefix = "buckets"
-access_key_id = "{s3_server.access_key_id}"
-secret_access_key = "{s3_server.secret_access_key}"
-password_file = "{password_file}"
-create_bucket = true
-"""
-    agent = btrfs_agent(agent_factory, btrfs_fs, extra=extra)
+    agent = btrfs_agent(agent_factory, btrfs_fs, extra=s3_server.agent_repository_config(password_file))
     hub.add_host("host-a", f"127.0.0.1:{agent.port}", "eu")
     project_id, other_id = str(uuid.uuid4()), str(uuid.uuid4())
     for pid in (project_id, other_id):
@@ -125,14 +111,8 @@ def test_force_off_records_the_projects_with_changes_not_backed_up(hub: Hub, age
 
 def restic_backups_started(agent) -> list[str]:
     """Project ids of the restic backups the agent started, from its log (``process.start``)."""
-    started = []
-    for line in agent.log_path.read_text(errors="replace").splitlines():
-        if '"process.start"' not in line:
-            continue
-        argv = json.loads(line).get("argv", [])
-        if "backup" in argv and "--host" in argv:
-            started.append(argv[argv.index("--host") + 1].removeprefix("project-"))
-    return started
+    return [argv[argv.index("--host") + 1].removeprefix("project-")
+            for argv in agent.started_argvs() if "backup" in argv and "--host" in argv]
 
 
 def test_drain_backs_up_exactly_the_dirty_projects_and_reports_a_failure(hub: Hub, agent_factory) -> None:

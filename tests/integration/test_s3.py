@@ -25,20 +25,7 @@ def s3_agent(agent_factory, s3_server, tmp_path, *, limits: str = ""):
     password_file = tmp_path / "s3.password"
     password_file.write_text(PASSWORD)
     password_file.chmod(0o600)
-    extra = f"""
-[repository]
-kind = "s3"
-
-[repository.s3]
-endpoint = "{s3_server.endpoint}"
-region = "us-east-1"
-bucket_prefix = "buckets"
-access_key_id = "{s3_server.access_key_id}"
-secret_access_key = "{s3_server.secret_access_key}"
-password_file = "{password_file}"
-create_bucket = true
-"""
-    return agent_factory("s3-agent", extra=extra, limits=limits)
+    return agent_factory("s3-agent", extra=s3_server.agent_repository_config(password_file), limits=limits)
 
 
 def restic_env(s3_server) -> dict[str, str]:
