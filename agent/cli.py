@@ -43,7 +43,11 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(describe(config), indent=2, sort_keys=True))
         return 0
     logs.configure(config.logging.level, config.logging.format)
-    return asyncio.run(_serve(config))
+    try:
+        return asyncio.run(_serve(config))
+    except ConfigError as exc:  # a file the config names (TLS) changed since it was checked
+        print(f"buckets-agent: invalid configuration:\n{exc}", file=sys.stderr)
+        return 2
 
 
 async def _serve(config) -> int:

@@ -7,6 +7,8 @@ The TOML file mirrors the dataclasses::
     base_dir = "/var/lib/buckets" # base of every defaulted path (optional)
 
     [server]      listen, grace_period, keepalive_interval, port_file
+    [server.tls]  cert_file, key_file, client_ca_file (TLS; mTLS with client_ca_file)
+    [auth]        tokens_file (lines "<role> <token>"; role "read-only" or "operator")
     [paths]       state_dir, projects_root, persist_root
     [limits]      max_concurrent_operations, max_queued_operations,
                   engine_timeout, kill_grace, read_file_max_bytes,
@@ -21,6 +23,7 @@ The TOML file mirrors the dataclasses::
                         access_key_id, secret_access_key, password_file,
                         create_bucket
     [logging]     level, format
+    [metrics]     listen (Prometheus /metrics; "" or absent: off), port_file
 
 Every section and key is optional. Validation never stops at the first
 problem: :func:`parse_config` collects every problem in the file, each
@@ -29,8 +32,13 @@ integer >= 1, got 0``), and raises them together in one :class:`ConfigError`.
 Unknown keys are problems too, so a typo never silently falls back to a
 default.
 
-Secrets (``repository.s3.secret_access_key``) are left out of ``repr()``,
-masked as ``"***"`` by :func:`describe`, and never echoed in error messages.
+Secrets (``repository.s3.secret_access_key``, the ``[auth]`` tokens) are left
+out of ``repr()``, masked as ``"***"`` by :func:`describe`, and never echoed in
+error messages.
+
+The files named by ``[server.tls]`` and ``[auth]`` are read while the config
+is parsed, so a missing, unreadable or mismatched certificate or token file is
+a config problem like any other (``check-config`` finds it; ``serve`` exits 2).
 """
 
 from __future__ import annotations
@@ -55,6 +63,8 @@ from typing import Any
 from agent.errors import FailedPrecondition, InvalidArgument
 
 __all__ = [
+    "AuthConfig",
+    "AuthToken",
     "BtrfsConfig",
     "RetentionConfig",
     "AgentConfig",
@@ -63,10 +73,12 @@ __all__ = [
     "LimitsConfig",
     "LocalRepositoryConfig",
     "LoggingConfig",
+    "MetricsConfig",
     "PathsConfig",
     "RepositoryConfig",
     "S3RepositoryConfig",
     "ServerConfig",
+    "ServerTlsConfig",
     "default_base_dir",
     "default_config",
     "describe",
@@ -78,6 +90,7 @@ __all__ = [
 BACKENDS = ("directory", "btrfs")
 ENGINES = ("restic", "rustic", "auto")
 REPOSITORY_KINDS = ("local", "s3")
+AUTH_ROLES = ("read-only", "operator")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 LOG_FORMATS = ("json", "console")
 
@@ -120,6 +133,24 @@ def _secret(default: Any = None) -> Any:
 
 
 @dataclass(frozen=True, kw_only=True)
+class ServerTlsConfig:
+    """TLS of the gRPC listener (``[server.tls]``); with ``client_ca_file`` also mTLS.
+
+    Validated when the config is parsed (PEM, key matches certificate); the
+    listener reads the files again at start, so a renewed certificate needs a
+    restart.
+    """
+
+    cert_file: Path
+    """PEM certificate chain of this host, leaf first."""
+    key_file: Path
+    """Unencrypted PEM private key of ``cert_file`` (not readable by others)."""
+    client_ca_file: Path | None = None
+    """PEM CA certificate(s) of the hub; when set, every client must present a
+    certificate signed by one of them (mTLS), else the handshake fails."""
+
+
+@dataclass(frozen=True, kw_only=True)
 class ServerConfig:
     """The gRPC listener."""
 
@@ -131,6 +162,8 @@ class ServerConfig:
     """StreamProgress keep-alive period in seconds, > 0."""
     port_file: str | None = None
     """When set, the agent writes the bound port there once listening."""
+    tls: ServerTlsConfig | None = None
+    """``[server.tls]``; None means a plaintext listener (loopback, tests)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -265,6 +298,38 @@ class LoggingConfig:
 
 
 @dataclass(frozen=True, kw_only=True)
+class MetricsConfig:
+    """The Prometheus ``/metrics`` endpoint (``[metrics]``); off unless ``listen`` is set."""
+
+    listen: str | None = None
+    """``host:port`` of the HTTP listener (port 0 picks a free port); None: no endpoint."""
+    port_file: str | None = None
+    """When set, the agent writes the bound port there once the endpoint listens."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class AuthToken:
+    """One bearer token and the role it grants (one of :data:`AUTH_ROLES`)."""
+
+    role: str
+    token: str = field(repr=False)
+
+
+@dataclass(frozen=True, kw_only=True)
+class AuthConfig:
+    """Bearer tokens callers present as ``authorization: Bearer <token>`` (``[auth]``).
+
+    No tokens (the default) means no token is asked for: the listener's own
+    protection (loopback, mTLS) is all there is.
+    """
+
+    tokens_file: Path | None = None
+    """Lines ``<role> <token>`` (``#`` comments, blank lines allowed), mode 0600."""
+    tokens: tuple[AuthToken, ...] | None = _secret()
+    """The tokens read from ``tokens_file``; None without one."""
+
+
+@dataclass(frozen=True, kw_only=True)
 class AgentConfig:
     """The whole agent configuration."""
 
@@ -280,6 +345,8 @@ class AgentConfig:
     """``"directory"`` or ``"btrfs"``."""
     btrfs: BtrfsConfig = field(default_factory=BtrfsConfig)
     retention: RetentionConfig = field(default_factory=RetentionConfig)
+    auth: AuthConfig = field(default_factory=AuthConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
 
 
 # --------------------------------------------------------------------------
@@ -658,6 +725,7 @@ def parse_config(data: Mapping[str, Any], *, source: str, relative_to: Path) -> 
     backend = top.take("backend", one_of(*BACKENDS), "directory")
 
     server = _parse_server(top.table("server"), relative_to)
+    auth = _parse_auth(top.table("auth"), relative_to)
     paths = _parse_paths(top.table("paths"), base, relative_to)
     limits = _parse_limits(top.table("limits"))
     engine = _parse_engine(top.table("engine"), relative_to)
@@ -665,6 +733,7 @@ def parse_config(data: Mapping[str, Any], *, source: str, relative_to: Path) -> 
     retention = _parse_retention(top.table("retention"), problems)
     repository = _parse_repository(top.table("repository"), paths, relative_to, problems)
     logging = _parse_logging(top.table("logging"))
+    metrics = _parse_metrics(top.table("metrics"), relative_to)
     top.finish()
 
     if paths.projects_root == paths.persist_root:
@@ -686,6 +755,8 @@ def parse_config(data: Mapping[str, Any], *, source: str, relative_to: Path) -> 
         backend=backend,
         btrfs=btrfs,
         retention=retention,
+        auth=auth,
+        metrics=metrics,
     )
 
 
@@ -707,6 +778,7 @@ def _parse_server(table: _Table | None, relative_to: Path) -> ServerConfig:
             table.take("keepalive_interval", number(0, exclusive=True), _SERVER.keepalive_interval)
         ),
         port_file=None if port_file is None else str(port_file),
+        tls=_parse_server_tls(table.table("tls"), relative_to),
     )
     table.finish()
     return config
@@ -869,6 +941,161 @@ def _parse_logging(table: _Table | None) -> LoggingConfig:
     )
     table.finish()
     return config
+
+
+def _parse_metrics(table: _Table | None, relative_to: Path) -> MetricsConfig:
+    if table is None:
+        return MetricsConfig()
+    port_file = table.take_path("port_file", None, relative_to)
+    config = MetricsConfig(
+        listen=table.take_optional("listen", listen_address),
+        port_file=None if port_file is None else str(port_file),
+    )
+    table.finish()
+    return config
+
+
+# --------------------------------------------------------------------------
+# Transport security and callers: [server.tls] and [auth]
+# --------------------------------------------------------------------------
+
+MIN_TOKEN_LENGTH = 16
+"""Shorter bearer tokens are refused: a token is the only thing between a caller and the data."""
+
+
+class _EncryptedKey(Exception):
+    """Raised by the password callback: the agent never asks for a key's passphrase."""
+
+
+def _no_passphrase() -> bytes:
+    # Without a callback OpenSSL would prompt on the terminal and hang a daemon's start.
+    raise _EncryptedKey()
+
+
+def _read_text(table: _Table, key: str, path: Path) -> str | None:
+    """Return the text of ``path`` (named by ``key``), or None after recording why not."""
+    try:
+        return path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError:
+        table.problem(key, f"{path} is not PEM text")
+    except OSError as exc:
+        table.problem(key, f"cannot read {path}: {exc.strerror or exc}")
+    return None
+
+
+def _parse_server_tls(table: _Table | None, relative_to: Path) -> ServerTlsConfig | None:
+    """Read ``[server.tls]`` and check its files (see :func:`_check_tls_files`); None when absent."""
+    if table is None:
+        return None
+    cert = table.take_path("cert_file", None, relative_to)
+    key = table.take_path("key_file", None, relative_to)
+    client_ca = table.take_path("client_ca_file", None, relative_to)
+    for name in ("cert_file", "key_file"):
+        if not table.has(name):
+            table.problem(name, "required in [server.tls]")
+    table.finish()
+    if cert is None or key is None:
+        return None
+    _check_tls_files(table, cert, key, client_ca)
+    return ServerTlsConfig(cert_file=cert, key_file=key, client_ca_file=client_ca)
+
+
+def _check_tls_files(table: _Table, cert: Path, key: Path, client_ca: Path | None) -> None:
+    """Record a problem for each TLS file that gRPC would refuse later, or only at the first
+    handshake: unreadable, not PEM, an encrypted or foreign key, a key readable by others."""
+    import ssl  # only needed when [server.tls] is configured
+
+    cert_text = _read_text(table, "cert_file", cert)
+    if cert_text is not None:
+        try:
+            ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT).load_verify_locations(cadata=cert_text)
+        except ssl.SSLError:
+            table.problem("cert_file", f"no PEM certificate in {cert}")
+            cert_text = None
+    key_text = _read_text(table, "key_file", key)
+    if key_text is not None:
+        mode = stat.S_IMODE(os.stat(key).st_mode)
+        if mode & 0o007:
+            table.problem("key_file", f"{key} is accessible by others (mode {mode:04o}); run: chmod o-rwx {key}")
+    if cert_text is not None and key_text is not None:
+        try:
+            ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(cert, key, password=_no_passphrase)
+        except _EncryptedKey:
+            table.problem("key_file", f"{key} is encrypted; the agent needs an unencrypted key")
+        except ssl.SSLError as exc:
+            if exc.reason == "KEY_VALUES_MISMATCH":
+                table.problem("key_file", f"{key} does not match the certificate in {cert}")
+            else:
+                table.problem("key_file", f"no PEM private key in {key}")
+        except OSError as exc:
+            table.problem("key_file", f"cannot read {key}: {exc.strerror or exc}")
+    if client_ca is not None:
+        ca_text = _read_text(table, "client_ca_file", client_ca)
+        if ca_text is not None:
+            try:
+                ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_verify_locations(cadata=ca_text)
+            except ssl.SSLError:
+                table.problem("client_ca_file", f"no PEM CA certificate in {client_ca}")
+
+
+def _parse_auth(table: _Table | None, relative_to: Path) -> AuthConfig:
+    """Read ``[auth]`` and its tokens file. An ``[auth]`` table without a tokens file is a
+    problem rather than "no tokens": whoever wrote it meant to require them."""
+    if table is None:
+        return AuthConfig()
+    tokens_file = table.take_path("tokens_file", None, relative_to)
+    if not table.has("tokens_file"):
+        table.problem("tokens_file", "required in [auth] (leave [auth] out to run without tokens)")
+    table.finish()
+    if tokens_file is None:
+        return AuthConfig()
+    text = _read_text(table, "tokens_file", tokens_file)
+    if text is None:
+        return AuthConfig(tokens_file=tokens_file)
+    mode = stat.S_IMODE(os.stat(tokens_file).st_mode)
+    if mode & 0o077:
+        table.problem(
+            "tokens_file",
+            f"{tokens_file} is accessible by group or others (mode {mode:04o}); run: chmod 600 {tokens_file}",
+        )
+    tokens, problems = parse_tokens(text)
+    for problem in problems:
+        table.problem("tokens_file", f"{tokens_file} {problem}")
+    return AuthConfig(tokens_file=tokens_file, tokens=tokens)
+
+
+def parse_tokens(text: str) -> tuple[tuple[AuthToken, ...], list[str]]:
+    """Parse a tokens file: one ``<role> <token>`` per line, ``#`` comments and blank lines.
+
+    Returns the tokens and the problems (``"line N: ..."``). A problem never quotes a
+    token, nor a role (a line written ``<token> <role>`` would put the token there).
+    """
+    tokens: list[AuthToken] = []
+    problems: list[str] = []
+    seen: dict[str, int] = {}
+    roles = " or ".join(json.dumps(r) for r in AUTH_ROLES)
+    for number, line in enumerate(text.splitlines(), 1):
+        words = line.split()
+        if not words or words[0].startswith("#"):
+            continue
+        if len(words) != 2:
+            problems.append(f'line {number}: must be "<role> <token>" ({len(words)} words found)')
+            continue
+        role, token = words
+        if role not in AUTH_ROLES:
+            problems.append(f'line {number}: the role must be {roles} (is the line "<role> <token>"?)')
+        elif len(token) < MIN_TOKEN_LENGTH:
+            problems.append(f"line {number}: the token is shorter than {MIN_TOKEN_LENGTH} characters")
+        elif not all(33 <= ord(c) < 127 for c in token):
+            problems.append(f"line {number}: the token must be printable ASCII without blanks")
+        elif token in seen:
+            problems.append(f"line {number}: the same token as on line {seen[token]}")
+        else:
+            seen[token] = number
+            tokens.append(AuthToken(role=role, token=token))
+    if not tokens and not problems:
+        problems.append('has no tokens (lines "<role> <token>")')
+    return tuple(tokens), problems
 
 
 # --------------------------------------------------------------------------

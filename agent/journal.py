@@ -10,7 +10,7 @@ import dataclasses
 import json
 import sqlite3
 from pathlib import Path
-from typing import Iterable
+from typing import Callable, Iterable
 
 from agent.model import (
     OperationError,
@@ -135,9 +135,14 @@ def event_from_json(text: str) -> ProgressEvent:
 
 
 class Journal:
-    """Takes the path of the SQLite file; creates it and its schema when missing."""
+    """Takes the path of the SQLite file; creates it and its schema when missing.
 
-    def __init__(self, path: Path) -> None:
+    ``on_freshness_change`` (optional) is called with a project id after every write of that
+    project's freshness facts (a backup, a change, its deletion): how the metrics follow them.
+    """
+
+    def __init__(self, path: Path, *, on_freshness_change: Callable[[str], None] | None = None) -> None:
+        self._on_freshness_change = on_freshness_change or (lambda project_id: None)
         path.parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
         self._db.row_factory = sqlite3.Row
@@ -318,6 +323,7 @@ class Journal:
         )
         if generation is not None:
             self.set_seen_generation(project_id, generation)
+        self._on_freshness_change(project_id)
 
     def backed_up_generation(self, project_id: str, repository: str) -> tuple[str, str] | None:
         """(generation, snapshot id) of the project's last successful backup into ``repository``,
@@ -350,6 +356,7 @@ class Journal:
             "UPDATE projects SET last_change_time = max(coalesce(last_change_time, 0), ?) WHERE project_id=?",
             (when, project_id),
         )
+        self._on_freshness_change(project_id)
 
     def set_seen_generation(self, project_id: str, generation: str) -> None:
         self._ensure_project_row(project_id)
@@ -374,6 +381,7 @@ class Journal:
         self._db.execute("DELETE FROM projects WHERE project_id=?", (project_id,))
         if repository is not None:
             self._db.execute("DELETE FROM snapshots WHERE project_id=? AND repository=?", (project_id, repository))
+        self._on_freshness_change(project_id)
 
     def forget_snapshots(self, repository: str, snapshot_ids: list[str]) -> None:
         """Drop forgotten snapshots (full ids; records may hold short ones)."""

@@ -120,8 +120,12 @@ class OperationManager:
         max_queued: int,
         keepalive_interval: float = 5.0,
         recover: Callable[[OperationRecord], str | None] | None = None,
+        on_finish: Callable[[OperationRecord], None] | None = None,
     ) -> None:
         self._journal = journal
+        # Told of every operation this process ends (not of those recover_interrupted closes:
+        # they ran in an earlier process).
+        self._on_finish = on_finish or (lambda record: None)
         self._slots = asyncio.Semaphore(max_running)
         self._max_queued = max_queued
         self._max_running = max_running
@@ -259,6 +263,14 @@ class OperationManager:
     def active_operation(self, project_id: str) -> OperationRecord | None:
         return self._active_on(project_id)
 
+    def states(self) -> list[OperationState]:
+        """The state of every operation not finished yet.
+
+        Called from the metrics server's thread too: list() copies the dict in one step that
+        runs no Python code, so the loop thread cannot change it halfway (which would raise).
+        """
+        return [live.record.state for live in list(self._live.values())]
+
     def _current(self, record: OperationRecord) -> OperationRecord:
         live = self._live.get(record.id)
         return live.record if live is not None else record
@@ -356,6 +368,10 @@ class OperationManager:
             duration=round(record.finished_at - (record.started_at or record.created_at), 3),
         )
         del self._live[record.id]
+        try:
+            self._on_finish(record)
+        except Exception:  # observing an operation must never break it
+            log.exception("operation.on_finish_failed", operation_id=record.id)
 
     def _append(
         self, record: OperationRecord, *, phase: str, message: str = "", terminal: bool = False, **fields

@@ -32,6 +32,7 @@ from agent.engine import restic_args as ra
 from agent.engine.base import Snapshot, TreeNode
 from agent.engine.choice import make_engine
 from agent.journal import Journal
+from agent.metrics import AgentMetrics
 from agent.model import OperationKind, OperationRecord, OperationState
 from agent.operations import OperationManager
 from agent.repository import RepositorySpec, resolve
@@ -119,9 +120,11 @@ class AgentService:
         os.chmod(paths.state_dir, 0o700)
         if config.repository.kind == "local":
             ensure_password_file(config.repository.local.password_file)
-        self.journal = Journal(paths.state_dir / "agent.sqlite")
+        # Always kept, served only when [metrics] listen is set: one code path either way.
+        self.metrics = AgentMetrics(operation_states=lambda: self.operations.states())
+        self.journal = Journal(paths.state_dir / "agent.sqlite", on_freshness_change=self._publish_freshness)
         self.backend = make_backend(config)
-        self.engine = make_engine(config)
+        self.engine = make_engine(config, on_failure=self.metrics.engine_failed)
         self._reconciler: asyncio.Task | None = None
         self._retention: asyncio.Task | None = None
         self._checked_snapshots: OrderedDict = OrderedDict()
@@ -142,6 +145,7 @@ class AgentService:
             max_queued=config.limits.max_queued_operations,
             keepalive_interval=config.server.keepalive_interval,
             recover=lambda record: jobs.recover(record, self.backend),
+            on_finish=self._operation_finished,
         )
 
     # ------------------------------------------------------------ life cycle
@@ -151,6 +155,8 @@ class AgentService:
         interrupted = self.operations.recover_interrupted()
         removed = await self.backend.remove_stale()
         profiles = self.engine.remove_stale()
+        for project_id in self._present_projects():  # one query each: the metrics start complete
+            self._publish_freshness(project_id)
         version = await self.engine.version()
         log.info(
             "agent.recovered",
@@ -179,6 +185,26 @@ class AgentService:
 
     def close(self) -> None:
         self.journal.close()
+
+    # ------------------------------------------------------------ metrics
+
+    def _publish_freshness(self, project_id: str) -> None:
+        """Bring the project's metrics in line with the journal: its freshness while it is on this
+        host, no series once it is not (deleted, or never here)."""
+        try:
+            if self.backend.exists(project_id):
+                self.metrics.project_freshness(project_id, fresh.freshness(self.journal, project_id))
+            else:
+                self.metrics.forget_project(project_id)
+        except Exception:  # metrics must never fail the write they follow
+            log.exception("metrics.freshness_failed", project_id=project_id)
+
+    def _operation_finished(self, record: OperationRecord) -> None:
+        self.metrics.operation_finished(record)
+        if record.project_id:
+            # After any operation: a project EnsureProject created (no freshness written yet)
+            # appears at once, one DeleteProject removed disappears.
+            self._publish_freshness(record.project_id)
 
     # ------------------------------------------------------------ operations
 
@@ -435,6 +461,19 @@ class AgentService:
         return self.operations.submit(
             kind=OperationKind.FORGET, project_id=project_id, request_id=request_id, params=params, job=job
         )
+
+    def check_copy_target(self, project_id: str, target_path: str,
+                          on_conflict: placing.ConflictPolicy | None) -> bool:
+        """Whether something is at ``target_path`` of the project now, after the checks a restore of
+        a path makes when it arrives (see CheckCopyTargetRequest); changes nothing."""
+        project_id = ids.project_id(project_id)
+        target_rel = project_paths.relative(target_path, field="target_path")
+        if not self.backend.exists(project_id):
+            raise errors.NotFound(f"project {project_id} is not on this host")
+        target = project_paths.target(self.backend.home(project_id), target_rel, field="target_path")
+        placing.refuse_existing(target, on_conflict or placing.ConflictPolicy.OVERWRITE, field="target_path",
+                                shown=target_rel)
+        return os.path.lexists(target)
 
     def copy_files(
         self,

@@ -248,6 +248,12 @@ class AgentServicer(pb_grpc.AgentServicer):
             )
         )
 
+    @rpc
+    async def CheckCopyTarget(self, request: pb.CheckCopyTargetRequest, context) -> pb.CheckCopyTargetResponse:
+        exists = self._service.check_copy_target(
+            request.project_id, request.target_path, convert.conflict_policy_from_proto(request.on_conflict))
+        return pb.CheckCopyTargetResponse(exists=exists)
+
     # ------------------------------------------------------------ following operations
 
     @stream_rpc

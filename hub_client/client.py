@@ -463,6 +463,17 @@ class AgentClient:
         return self._start("Forget", pb.ForgetRequest(
             request_id=request_id or new_request_id(), project_id=project_id, **fields))
 
+    def copy_files(self, source_project_id: str, source_path: str, target_project_id: str, target_path: str, *,
+                   request_id: str | None = None, **fields) -> OperationHandle:
+        return self._start("CopyFiles", pb.CopyFilesRequest(
+            request_id=request_id or new_request_id(), source_project_id=source_project_id,
+            source_path=source_path, target_project_id=target_project_id, target_path=target_path, **fields))
+
+    def check_copy_target(self, project_id: str, target_path: str, on_conflict: int = 0) -> bool:
+        """Whether something is at ``target_path`` now; raises AgentError where a copy may not write."""
+        return self.call("CheckCopyTarget", pb.CheckCopyTargetRequest(
+            project_id=project_id, target_path=target_path, on_conflict=on_conflict)).exists
+
     def drain(self, *, request_id: str | None = None, **fields) -> OperationHandle:
         return self._start("Drain", pb.DrainRequest(request_id=request_id or new_request_id(), **fields))
 

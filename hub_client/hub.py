@@ -10,6 +10,7 @@ from dataclasses import dataclass, replace
 from typing import Callable
 
 from hub_client.client import OK_STATES, AgentClient, AgentError, ClientConfig
+from hub_client.copying import CopyRefused, CopyRunner, copy_path
 from hub_client.move import (
     MoveError, MoveRefused, MoveRunner, MoveSettings, Observer, clean_source, possible_loss_minutes, seen_now,
     with_freshness,
@@ -17,7 +18,8 @@ from hub_client.move import (
 from hub_client.proto.buckets.v1 import agent_pb2 as pb
 from hub_client.store.models import utcnow
 from hub_client.store import (
-    Host, HostBackupStatus, Move, MoveInProgress, MoveStatus, NotFound, OfflineLoss, Project, Store,
+    Conflict, Copy, CopyInProgress, Host, HostBackupStatus, Move, MoveInProgress, MoveStatus, NotFound, OfflineLoss,
+    Project, Store,
 )
 
 ClientConfigFor = Callable[[str], ClientConfig]
@@ -179,6 +181,10 @@ class Hub:
         active = self.store.active_move(project_id)
         if active is not None:
             raise MoveInProgress(project_id, active.id, "a project is not deleted while it moves")
+        copying = self.store.list_copies(project_id=project_id, blocking=True)
+        if copying:
+            raise CopyInProgress(project_id, copying[0].id, "a project is not deleted while files are copied "
+                                 "from or into it")
         host = self._deleting_host(project)
         handle = self.client(host).delete_project(project_id, delete_repository=True)
         if observer is not None:
@@ -199,6 +205,41 @@ class Hub:
                 return host
         raise MoveError(f"project {project.id} has no host and region {project.region} no running host "
                         "to delete its repository from")
+
+    # ------------------------------------------------------------ copies
+
+    def copy(self, source_project: str, source_path: str, target_project: str, target_path: str, *,
+             on_conflict: str = Conflict.FAIL, observer: Observer | None = None,
+             before_step: Callable[[str], None] | None = None) -> Copy:
+        """Copy ``source_path`` of one project to ``target_path`` of another (or the same) and
+        return the finished copy; raises CopyRefused (INVALID_ARGUMENT …) before any work for a
+        bad path, rule or placement, CopyError when a step fails (the copy stays recorded as
+        failed, its temporary snapshot forgotten)."""
+        source_path = copy_path(source_path, field="source_path")
+        target_path = copy_path(target_path, field="target_path")
+        if on_conflict not in Conflict.ALL:
+            raise CopyRefused(f"on_conflict must be one of {', '.join(sorted(Conflict.ALL))}, not {on_conflict!r}",
+                              "INVALID_ARGUMENT")
+        hosts = []
+        for project_id in (source_project, target_project):
+            project = self.store.get_project(project_id)
+            if project.host_id is None:
+                raise CopyRefused(f"project {project_id} is not placed on any host", "FAILED_PRECONDITION")
+            hosts.append(project.host_id)
+        copy = self.store.create_copy(source_project, source_path, target_project, target_path, on_conflict,
+                                      source_host=hosts[0], target_host=hosts[1])
+        return self.copy_runner(copy.id, observer=observer, before_step=before_step).start()
+
+    def copy_runner(self, copy_id: str, *, observer: Observer | None = None,
+                    before_step: Callable[[str], None] | None = None) -> CopyRunner:
+        return CopyRunner(self.store, self.client, copy_id, observer=observer, before_step=before_step,
+                          operation_timeout=self.settings.operation_timeout)
+
+    def resume_copy(self, copy_id: str, **hooks) -> Copy:
+        return self.copy_runner(copy_id, **hooks).resume()
+
+    def cancel_copy(self, copy_id: str, **hooks) -> Copy:
+        return self.copy_runner(copy_id, **hooks).cancel()
 
     # ------------------------------------------------------------ moves
 

@@ -11,6 +11,8 @@ Examples:
   buckets movelog MOVE_ID --follow
   buckets resume MOVE_ID | retry MOVE_ID [--force] | cancel-move MOVE_ID
   buckets cleanup                                 # remove source copies left by completed moves
+  buckets copy SRC_PROJECT:data DST_PROJECT:incoming/data --on-conflict skip
+  buckets copies --active | copylog COPY_ID --follow | resume-copy COPY_ID | cancel-copy COPY_ID
 
 The store is ``--store`` or $BUCKETS_STORE (a SQLite path or sqlite:///… URL, or a PostgreSQL
 URI); by default ~/.local/state/buckets/hub.sqlite.
@@ -28,15 +30,19 @@ from typing import Any, Callable
 
 from hub_client.client import ClientConfig, RetryPolicy, TlsConfig, state_name
 from hub_client.hub import Hub
-from hub_client.move import MoveError, MoveSettings
+from hub_client.copying import CopyRefused
+from hub_client.move import MoveSettings
+from hub_client.steps import JobError
 from hub_client.progress import ProgressPrinter
 from hub_client.regions import order_regions
-from hub_client.movelog_view import MovelogPrinter, entry_record, follow
-from hub_client.store import MoveInProgress, MovelogEntry, NotFound, StoreError, open_store
+from hub_client.movelog_view import MovelogPrinter, entry_record, follow, follow_copy
+from hub_client.store import (
+    Conflict, CopyInProgress, CopyStatus, MoveInProgress, MovelogEntry, NotFound, StoreError, open_store,
+)
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_IN_PROGRESS = 0, 1, 2, 3
 HUB_COMMANDS = ("hosts", "projects", "move", "moves", "movelog", "resume", "retry", "cancel-move", "cleanup",
-                "delete", "force-off", "regions", "drain")
+                "delete", "force-off", "regions", "drain", "copy", "copies", "copylog", "resume-copy", "cancel-copy")
 
 
 def default_store() -> str:
@@ -104,6 +110,21 @@ def add_hub_commands(commands) -> None:
     force_off = commands.add_parser("force-off", help="take a host out of service without a drain, recording "
                                                       "what may be lost (buckets force-off HOST)")
     force_off.add_argument("host")
+    copy = commands.add_parser("copy", help="copy a file or directory between projects, on one host or across "
+                                            "hosts (buckets copy SRC:PATH DST:PATH [--on-conflict RULE])")
+    copy.add_argument("source", metavar="SOURCE_PROJECT:PATH")
+    copy.add_argument("target", metavar="TARGET_PROJECT:PATH")
+    copy.add_argument("--on-conflict", choices=sorted(Conflict.ALL), default=Conflict.FAIL,
+                      help="when the target path exists: fail (default), overwrite it, or skip what exists")
+    copies = commands.add_parser("copies", help="list copies, newest first")
+    copies.add_argument("--project", help="only copies from or into this project")
+    copies.add_argument("--active", action="store_true", help="only pending or running copies")
+    copylog = commands.add_parser("copylog", help="a copy's events (buckets copylog COPY [--follow])")
+    copylog.add_argument("copy")
+    copylog.add_argument("--follow", action="store_true", help="wait for new events until the copy stops")
+    for name, text in (("resume-copy", "continue a stopped or failed copy"),
+                       ("cancel-copy", "abandon a copy, forgetting its temporary snapshot")):
+        commands.add_parser(name, help=f"{text} (buckets {name} COPY)").add_argument("copy")
     regions = commands.add_parser("regions", help="backup regions nearest first (buckets regions DE | 48.1,11.6)")
     regions.add_argument("location", help="ISO country code or lat,lon")
 
@@ -130,11 +151,14 @@ def run_hub_command(args) -> int:
     try:
         with Hub(store, client_config=client_config_from(args), settings=MoveSettings()) as hub:
             return _dispatch(hub, args)
-    except MoveInProgress as exc:
+    except (MoveInProgress, CopyInProgress) as exc:
         print(f"buckets: {exc}", file=sys.stderr)
         return EXIT_IN_PROGRESS
-    except MoveError as exc:
-        print(f"buckets: move failed: {exc}", file=sys.stderr)
+    except CopyRefused as exc:
+        print(f"buckets: copy refused ({exc.code}): {exc}", file=sys.stderr)
+        return EXIT_USAGE if exc.code == "INVALID_ARGUMENT" else EXIT_FAILED
+    except JobError as exc:
+        print(f"buckets: {args.command} failed: {exc}", file=sys.stderr)
         return EXIT_FAILED
     except (NotFound, StoreError) as exc:
         print(f"buckets: {exc}", file=sys.stderr)
@@ -147,10 +171,17 @@ def _emit(args, record: dict[str, Any], text: str) -> None:
     print(json.dumps(record, sort_keys=True, default=str) if args.json else text, flush=True)
 
 
-def _observer(args) -> Callable[[MovelogEntry], None]:
+def _observer(args, key: str = "move_id") -> Callable[[MovelogEntry], None]:
     if args.json:
-        return lambda entry: _emit(args, entry_record(entry), "")
+        return lambda entry: _emit(args, entry_record(entry, key), "")
     return MovelogPrinter().show
+
+
+def _project_path(value: str) -> tuple[str, str]:
+    project, sep, path = value.partition(":")
+    if not sep or not project:
+        raise CopyRefused(f"{value!r} is not PROJECT:PATH", "INVALID_ARGUMENT")
+    return project, path
 
 
 def _dispatch(hub: Hub, args) -> int:
@@ -234,6 +265,29 @@ def _dispatch(hub: Hub, args) -> int:
             minutes = "never backed up" if loss.loss_minutes is None else f"up to {loss.loss_minutes} min of changes"
             _emit(args, _row(loss), f"{loss.project_id}: {minutes} not backed up")
         return EXIT_OK
+    if command == "copy":
+        (source, source_path), (target, target_path) = _project_path(args.source), _project_path(args.target)
+        copy = hub.copy(source, source_path, target, target_path, on_conflict=args.on_conflict,
+                        observer=_observer(args, "copy_id"))
+        return EXIT_OK if copy.status == CopyStatus.SUCCEEDED else EXIT_FAILED
+    if command == "copies":
+        for copy in hub.store.list_copies(project_id=args.project, blocking=True if args.active else None):
+            _emit(args, _row(copy), f"{copy.id}  {copy.source_project}:{copy.source_path} ({copy.source_host}) → "
+                                    f"{copy.target_project}:{copy.target_path} ({copy.target_host})  "
+                                    f"{copy.status:<9} step {copy.step:<9} attempts {copy.attempts}"
+                                    + (f"  error: {copy.error}" if copy.error else ""))
+        return EXIT_OK
+    if command == "copylog":
+        hub.store.get_copy(args.copy)  # NotFound for an unknown copy
+        show = _observer(args, "copy_id")
+        for entry in follow_copy(hub.store, args.copy) if args.follow else hub.store.copylog(args.copy):
+            show(entry)
+        return EXIT_OK
+    if command in ("resume-copy", "cancel-copy"):
+        observer = _observer(args, "copy_id")
+        run = hub.resume_copy if command == "resume-copy" else hub.cancel_copy
+        copy = run(args.copy, observer=observer)
+        return EXIT_OK if copy.status in (CopyStatus.SUCCEEDED, CopyStatus.CANCELLED) else EXIT_FAILED
     if command == "regions":
         try:
             order = order_regions(args.location)

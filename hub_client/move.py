@@ -22,15 +22,15 @@ after verification.
 from __future__ import annotations
 
 import math
-import time
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable
 
-from hub_client.client import OK_STATES, AgentClient, AgentError, OperationHandle, new_request_id, state_name
+from hub_client.client import OK_STATES, AgentClient, AgentError, OperationHandle, new_request_id
 from hub_client.proto.buckets.v1 import agent_pb2 as pb
 from hub_client.store import Cleanup, Host, Move, MovelogEntry, MoveStatus, NotFound, Project, Store
 from hub_client.store.models import utcnow
+from hub_client.steps import JobError, follow_operation
 
 SENTINEL_PATH = "persist/.buckets-move-sentinel"
 ONLINE_STEPS = ("preflight", "backup", "freeze", "final_backup", "restore", "verify", "finalize")
@@ -38,13 +38,12 @@ OFFLINE_STEPS = ("preflight", "restore", "verify", "finalize")
 # A failure undoes these (the source is thawed, the target's copy removed), so a resumed move
 # starts again there at the latest.
 FIRST_UNDONE_STEP = {"online": "freeze", "offline": "restore"}
-PROGRESS_INTERVAL = 1.0  # seconds between agent progress events copied into the movelog
 
 Connect = Callable[[Host], AgentClient]
 Observer = Callable[[MovelogEntry], None]
 
 
-class MoveError(Exception):
+class MoveError(JobError):
     """A move could not start, or one of its steps failed; the text is for the operator."""
 
 
@@ -52,8 +51,8 @@ class MoveRefused(MoveError):
     """Preflight said no; nothing was changed on any host. ``loss_minutes`` is set when the
     refusal is about changes that exist only on an unreachable source host."""
 
-    def __init__(self, message: str, loss_minutes: int | None = None) -> None:
-        super().__init__(message)
+    def __init__(self, message: str, loss_minutes: int | None = None, code: str = "FAILED_PRECONDITION") -> None:
+        super().__init__(message, code)
         self.loss_minutes = loss_minutes
 
 
@@ -124,16 +123,6 @@ def with_freshness(project: Project, status: pb.ProjectStatus) -> Project:
 def seen_now(store: Store, host: Host) -> Host:
     """Record that ``host``'s agent answered just now."""
     return store.upsert_host(replace(host, last_seen=utcnow()))
-
-
-def event_data(host_id: str, event: pb.ProgressEvent) -> dict[str, Any]:
-    return {
-        "host": host_id, "operation_id": event.operation_id, "seq": event.seq, "phase": event.phase,
-        "percent": round(event.percent, 2), "bytes_done": event.bytes_done, "bytes_total": event.bytes_total,
-        "files_done": event.files_done, "files_total": event.files_total,
-        "bytes_per_second": round(event.bytes_per_second, 1), "eta_seconds": round(event.eta_seconds, 1),
-        "terminal": event.terminal, "state": state_name(event.state) if event.terminal else "",
-    }
 
 
 # ---------------------------------------------------------------- the runner
@@ -266,29 +255,8 @@ class MoveRunner:
 
     def _await(self, step: str, host: Host, handle: OperationHandle) -> pb.Operation:
         """Copy the operation's progress into the movelog until it ends; raise unless it succeeded."""
-        operation = handle.operation
-        self._log("operation", f"{step}: operation {handle.id} on {host.id}"
-                  + (" (joined)" if operation.joined else ""),
-                  {"step": step, "host": host.id, "operation_id": handle.id})
-        last = 0.0
-        deadline = None if self.settings.operation_timeout is None else (
-            time.monotonic() + self.settings.operation_timeout)
-        try:
-            for event in handle.progress():
-                now = time.monotonic()
-                if event.terminal or now - last >= PROGRESS_INTERVAL:
-                    last = now
-                    self._log("progress", event.message or event.phase, event_data(host.id, event))
-                if deadline is not None and now > deadline:
-                    raise MoveError(f"{step}: operation {handle.id} on {host.id} did not end in time")
-            operation = handle.refresh()
-        except AgentError as exc:
-            raise MoveError(f"{step} on {host.id}: lost operation {handle.id}: {exc}") from exc
-        if operation.state not in OK_STATES:
-            error = operation.error
-            raise MoveError(f"{step} failed on {host.id}: operation {handle.id} ended "
-                            f"{state_name(operation.state)}: {error.code} {error.message}".rstrip())
-        return operation
+        return follow_operation(self._log, step, host.id, handle, timeout=self.settings.operation_timeout,
+                                error=MoveError)
 
     # ------------------------------------------------------------ the steps
 
@@ -305,6 +273,10 @@ class MoveRunner:
                 f"cross-region move ({source.region} → {target.region}, project region {project.region}) "
                 "is not a same-region move"
             )
+        copying = self.store.list_copies(project_id=project.id, blocking=True)
+        if copying:
+            raise MoveRefused(f"files are being copied from or into project {project.id} (copy {copying[0].id}); "
+                              "let it finish or cancel it first")
         if target.status != "running" and not move.force:
             raise MoveRefused(f"target host {target.id} is {target.status}; use force to move there anyway")
         if not move.force and not self._seen_recently(target):

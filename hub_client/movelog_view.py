@@ -1,10 +1,11 @@
-"""Reading a move's movelog: one line per entry (pure), JSON records, and following it live."""
+"""Reading a move's movelog or a copy's copylog: one line per entry (pure), JSON records, and
+following it live."""
 
 from __future__ import annotations
 
 import sys
 import time
-from typing import Any, Iterator, TextIO
+from typing import Any, Callable, Iterator, TextIO
 
 from hub_client.progress import LiveLine, render
 from hub_client.proto.buckets.v1 import agent_pb2 as pb
@@ -27,7 +28,7 @@ def render_entry(entry: MovelogEntry) -> str:
 
 
 def event_of(entry: MovelogEntry) -> pb.ProgressEvent:
-    """The agent's progress event a movelog progress entry was copied from (see ``move.event_data``)."""
+    """The agent's progress event a movelog progress entry was copied from (see ``steps.event_data``)."""
     data = entry.data
     return pb.ProgressEvent(
         phase=data.get("phase", ""), percent=data.get("percent", 0.0), message=entry.message,
@@ -37,27 +38,40 @@ def event_of(entry: MovelogEntry) -> pb.ProgressEvent:
     )
 
 
-def entry_record(entry: MovelogEntry) -> dict[str, Any]:
-    return {"move_id": entry.move_id, "seq": entry.seq, "time": entry.time.isoformat(), "kind": entry.kind,
+def entry_record(entry: MovelogEntry, key: str = "move_id") -> dict[str, Any]:
+    """The entry as JSON-ready data; ``key`` names the job's id ("copy_id" for a copylog)."""
+    return {key: entry.move_id, "seq": entry.seq, "time": entry.time.isoformat(), "kind": entry.kind,
             "message": entry.message, "data": entry.data}
 
 
-def follow(store: Store, move_id: str, *, after_seq: int = 0, poll: float = 0.5,
-           until_idle: bool = True) -> Iterator[MovelogEntry]:
-    """Yield the move's entries from ``after_seq`` on, waiting for new ones while the move runs
-    (or is pending); stops when the move is not running and nothing new is left."""
+def follow_log(read: Callable[[int], list[MovelogEntry]], status: Callable[[], str], *, after_seq: int = 0,
+               poll: float = 0.5, until_idle: bool = True) -> Iterator[MovelogEntry]:
+    """Yield a job's entries (``read(after_seq)``) from ``after_seq`` on, waiting for new ones
+    while the job runs or is pending (``status()``); stops when it is not running and nothing
+    new is left."""
     seq = after_seq
     while True:
-        entries = store.movelog(move_id, after_seq=seq)
+        entries = read(seq)
         for entry in entries:
             seq = entry.seq
             yield entry
         if entries:
             continue
-        move = store.get_move(move_id)
-        if until_idle and move.status not in (MoveStatus.RUNNING, MoveStatus.PENDING):
+        if until_idle and status() not in (MoveStatus.RUNNING, MoveStatus.PENDING):
             return
         time.sleep(poll)
+
+
+def follow(store: Store, move_id: str, **options) -> Iterator[MovelogEntry]:
+    """The move's movelog, live (see :func:`follow_log`)."""
+    return follow_log(lambda seq: store.movelog(move_id, after_seq=seq), lambda: store.get_move(move_id).status,
+                      **options)
+
+
+def follow_copy(store: Store, copy_id: str, **options) -> Iterator[MovelogEntry]:
+    """The copy's copylog, live (see :func:`follow_log`)."""
+    return follow_log(lambda seq: store.copylog(copy_id, after_seq=seq), lambda: store.get_copy(copy_id).status,
+                      **options)
 
 
 class MovelogPrinter:

@@ -73,6 +73,11 @@ class AgentProcess:
     backend: str = "directory"
     host_id: str = "test-host"
     grace_period: float = 5.0
+    # Added to (a None value: removed from) the environment the agent inherits.
+    env: dict[str, str | None] | None = None
+    # For an agent with [server.tls] (in ``extra``): the channel's credentials, e.g. TLS composed
+    # with a bearer token (grpc.composite_channel_credentials), so ``stub`` and the helpers work.
+    credentials: grpc.ChannelCredentials | None = None
     process: subprocess.Popen | None = None
     port: int = 0
     channel: grpc.Channel | None = None
@@ -119,6 +124,7 @@ class AgentProcess:
             stdout=log,
             stderr=log,
             start_new_session=True,
+            env=self._environment(),
         )
         log.close()
         deadline = time.monotonic() + timeout
@@ -129,11 +135,18 @@ class AgentProcess:
                 raise RuntimeError(f"agent did not start:\n{self.log_tail()}")
             time.sleep(0.05)
         self.port = int(self.port_file.read_text())
-        self.channel = grpc.insecure_channel(f"127.0.0.1:{self.port}")
+        self.channel = (grpc.insecure_channel(f"127.0.0.1:{self.port}") if self.credentials is None
+                        else grpc.secure_channel(f"127.0.0.1:{self.port}", self.credentials))
         self.stub = pb_grpc.AgentStub(self.channel)
         health = health_pb2_grpc.HealthStub(self.channel)
         assert health.Check(health_pb2.HealthCheckRequest(), timeout=10).status == health_pb2.HealthCheckResponse.SERVING
         return self
+
+    def _environment(self) -> dict[str, str] | None:
+        if self.env is None:
+            return None  # inherit unchanged
+        merged: dict[str, str | None] = {**os.environ, **self.env}
+        return {key: value for key, value in merged.items() if value is not None}
 
     def log_tail(self, lines: int = 40) -> str:
         try:

@@ -10,6 +10,7 @@ import shutil
 from collections.abc import Callable
 
 from agent.config import AgentConfig, EngineConfig
+from agent.errors import BucketsError
 from agent.engine.base import Engine
 from agent.engine.restic import ResticEngine
 from agent.engine.rustic import RusticEngine
@@ -26,7 +27,13 @@ def choose(engine: EngineConfig, which: Callable[[str], str | None] = shutil.whi
     return "restic", engine.restic_binary
 
 
-def make_engine(config: AgentConfig, which: Callable[[str], str | None] = shutil.which) -> Engine:
+def make_engine(
+    config: AgentConfig,
+    which: Callable[[str], str | None] = shutil.which,
+    *,
+    on_failure: Callable[[BucketsError], None] | None = None,
+) -> Engine:
+    """The configured driver; ``on_failure`` is told of every engine run that failed."""
     name, binary = choose(config.engine, which)
     driver = RusticEngine if name == "rustic" else ResticEngine
     return driver(
@@ -37,4 +44,5 @@ def make_engine(config: AgentConfig, which: Callable[[str], str | None] = shutil
         upload_limit_kib=config.limits.upload_limit_kib,
         download_limit_kib=config.limits.download_limit_kib,
         stall_timeout=config.limits.stall_timeout,
+        on_failure=on_failure,
     )

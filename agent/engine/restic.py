@@ -41,8 +41,10 @@ class ResticEngine:
         upload_limit_kib: int = 0,
         download_limit_kib: int = 0,
         stall_timeout: float = 0.0,
+        on_failure: Callable[[errors.BucketsError], None] | None = None,
     ) -> None:
         self.binary = binary
+        self._on_failure = on_failure
         self._extra: tuple[str, ...] = ()
         if upload_limit_kib:
             self._extra += ("--limit-upload", str(upload_limit_kib))
@@ -88,22 +90,32 @@ class ResticEngine:
         capture_stdout: bool = False,
         ok_codes: tuple[int, ...] = (0,),
     ) -> ProcessResult:
-        result = await run_process(
-            argv,
-            env=self._env(repo),
-            cwd=cwd,
-            timeout=self._timeout,
-            on_stdout_line=on_stdout_line,
-            capture_stdout=capture_stdout,
-            secrets=repo.secrets,
-            kill_grace=self._kill_grace,
-            stall_timeout=self._stall_timeout,
-            # restic 0.14 removes its repository lock on SIGINT but not on SIGTERM.
-            stop_signal=signal.SIGINT,
-        )
+        try:
+            result = await run_process(
+                argv,
+                env=self._env(repo),
+                cwd=cwd,
+                timeout=self._timeout,
+                on_stdout_line=on_stdout_line,
+                capture_stdout=capture_stdout,
+                secrets=repo.secrets,
+                kill_grace=self._kill_grace,
+                stall_timeout=self._stall_timeout,
+                # restic 0.14 removes its repository lock on SIGINT but not on SIGTERM.
+                stop_signal=signal.SIGINT,
+            )
+        except errors.BucketsError as exc:  # timed out, stalled, could not start
+            self._failed(exc)
+            raise
         if result.returncode not in ok_codes:
-            raise ra.classify_failure(result.returncode, result.stderr_tail, action=action)
+            raise self._failed(ra.classify_failure(result.returncode, result.stderr_tail, action=action))
         return result
+
+    def _failed(self, error: errors.BucketsError) -> errors.BucketsError:
+        """Report a failed engine run (to the agent's metrics); returns ``error`` to be raised."""
+        if self._on_failure is not None:
+            self._on_failure(error)
+        return error
 
     # ------------------------------------------------------------ commands
 
@@ -233,7 +245,7 @@ class ResticEngine:
             stdout_enough=limit, secrets=repo.secrets, kill_grace=self._kill_grace, stop_signal=signal.SIGINT,
         )
         if not result.stdout_cut and result.returncode != 0:
-            raise ra.classify_failure(result.returncode, result.stderr_tail, action="dump")
+            raise self._failed(ra.classify_failure(result.returncode, result.stderr_tail, action="dump"))
         return result.stdout_raw
 
     async def forget_plan(

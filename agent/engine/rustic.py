@@ -47,8 +47,10 @@ class RusticEngine:
         upload_limit_kib: int = 0,
         download_limit_kib: int = 0,
         stall_timeout: float = 0.0,
+        on_failure: Callable[[errors.BucketsError], None] | None = None,
     ) -> None:
         self.binary = binary
+        self._on_failure = on_failure
         self._cache_dir = state_dir / "cache"
         self._profiles = state_dir / "profiles"
         self._home = state_dir
@@ -135,20 +137,30 @@ class RusticEngine:
             argv = build(profile)
             if view is not None:
                 argv = [*view.wrapper, *argv]
-            result = await run_process(
-                argv,
-                env=self._env(),
-                cwd=view.root if view is not None else None,
-                timeout=self._timeout,
-                on_stdout_line=on_stdout_line,
-                capture_stdout=capture_stdout,
-                secrets=repo.secrets,
-                kill_grace=self._kill_grace,
-            stall_timeout=self._stall_timeout,
-            )
+            try:
+                result = await run_process(
+                    argv,
+                    env=self._env(),
+                    cwd=view.root if view is not None else None,
+                    timeout=self._timeout,
+                    on_stdout_line=on_stdout_line,
+                    capture_stdout=capture_stdout,
+                    secrets=repo.secrets,
+                    kill_grace=self._kill_grace,
+                    stall_timeout=self._stall_timeout,
+                )
+            except errors.BucketsError as exc:  # timed out, stalled, could not start
+                self._failed(exc)
+                raise
         if result.returncode != 0:
-            raise rua.classify_failure(result.returncode, result.stderr_tail, action=action)
+            raise self._failed(rua.classify_failure(result.returncode, result.stderr_tail, action=action))
         return result
+
+    def _failed(self, error: errors.BucketsError) -> errors.BucketsError:
+        """Report a failed engine run (to the agent's metrics); returns ``error`` to be raised."""
+        if self._on_failure is not None:
+            self._on_failure(error)
+        return error
 
     # ------------------------------------------------------------ interface
 

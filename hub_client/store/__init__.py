@@ -10,9 +10,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from hub_client.store.base import Store
-from hub_client.store.errors import InvalidTransition, MoveInProgress, NotFound, StoreError
+from hub_client.store.errors import CopyInProgress, InvalidTransition, MoveInProgress, NotFound, StoreError
 from hub_client.store.models import (
-    Cleanup, Host, HostBackupStatus, Move, MovelogEntry, MoveStatus, OfflineLoss, Project,
+    Cleanup, Conflict, Copy, CopyStatus, Host, HostBackupStatus, Move, MovelogEntry, MoveStatus, OfflineLoss,
+    Project,
 )
 from hub_client.store.sqlite import SQLiteStore
 
@@ -40,7 +41,7 @@ def open_store(url: str, *, schema: str | None = None, migrate: bool = True) -> 
 
 
 __all__ = [
-    "Cleanup", "Host", "HostBackupStatus", "InvalidTransition", "OfflineLoss", "Move", "MoveInProgress", "MoveStatus", "MovelogEntry", "NotFound",
+    "Cleanup", "Conflict", "Copy", "CopyInProgress", "CopyStatus", "Host", "HostBackupStatus", "InvalidTransition", "OfflineLoss", "Move", "MoveInProgress", "MoveStatus", "MovelogEntry", "NotFound",
     "PostgresStore", "Project", "SQLiteStore", "Store", "StoreError", "open_store",
 ]
 

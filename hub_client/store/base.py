@@ -5,7 +5,7 @@ from __future__ import annotations
 from contextlib import AbstractContextManager
 from typing import Any, Protocol, runtime_checkable
 
-from hub_client.store.models import Host, HostBackupStatus, Move, MovelogEntry, OfflineLoss, Project
+from hub_client.store.models import Copy, Host, HostBackupStatus, Move, MovelogEntry, OfflineLoss, Project
 
 
 @runtime_checkable
@@ -50,11 +50,12 @@ class Store(Protocol):
     # -- moves ----------------------------------------------------------------------------
     def create_move(
         self, project_id: str, source_host: str, target_host: str, *, force: bool = False,
-        move_id: str | None = None, step: str = "created",
+        move_id: str | None = None, step: str = "created", cross_region: bool = False,
     ) -> Move:
         """Record a new PENDING move; raises MoveInProgress if the project has an active move
         (enforced by a unique index, so it holds across hub processes) and NotFound for an unknown
-        project or host."""
+        project or host. ``cross_region``: the move takes the project's repository to the target
+        host's region, and completing it sets the project's region."""
 
     def get_move(self, move_id: str) -> Move:
         """The move; raises NotFound."""
@@ -94,6 +95,43 @@ class Store(Protocol):
         "complete" event. Either all of that
         is stored or none. Raises NotFound or InvalidTransition."""
 
+    # -- copies -------------------------------------------------------------------------------
+    def create_copy(
+        self, source_project: str, source_path: str, target_project: str, target_path: str, on_conflict: str, *,
+        source_host: str, target_host: str, copy_id: str | None = None,
+    ) -> Copy:
+        """Record a new PENDING copy (``on_conflict`` one of ``Conflict``); raises NotFound for an
+        unknown host, InvalidTransition for an unknown rule."""
+
+    def get_copy(self, copy_id: str) -> Copy:
+        """The copy; raises NotFound."""
+
+    def list_copies(self, *, project_id: str | None = None, blocking: bool | None = None) -> list[Copy]:
+        """Copies, newest first: from or into ``project_id``, and/or (not) pending or running."""
+
+    def update_copy_step(self, copy_id: str, step: str) -> Copy:
+        """Record that ``step`` starts; raises NotFound, or InvalidTransition for a finished copy."""
+
+    def update_copy_status(
+        self, copy_id: str, status: str, *, error: str | None = None, new_attempt: bool = False
+    ) -> Copy:
+        """Set the status (not SUCCEEDED: that is :meth:`complete_copy`) and error; raises NotFound
+        or InvalidTransition for a finished copy or a bad status."""
+
+    def set_copy_snapshot(self, copy_id: str, snapshot_id: str | None) -> Copy:
+        """Record the copy's temporary snapshot (None: forgotten); raises NotFound or InvalidTransition."""
+
+    def complete_copy(self, copy_id: str, *, message: str = "complete", data: dict[str, Any] | None = None) -> Copy:
+        """Mark the copy SUCCEEDED with its "complete" log event in one transaction."""
+
+    def append_copylog(
+        self, copy_id: str, kind: str, message: str, data: dict[str, Any] | None = None
+    ) -> MovelogEntry:
+        """Append an event to the copy's log (the movelog's shape); raises NotFound."""
+
+    def copylog(self, copy_id: str, after_seq: int = 0, limit: int | None = None) -> list[MovelogEntry]:
+        """The copy's events with seq > ``after_seq``, in seq order."""
+
     # -- host backup status and offline losses ----------------------------------------------
     def set_host_backup_status(self, status: HostBackupStatus) -> HostBackupStatus:
         """Record the host's backup counts (replacing the previous ones); raises NotFound."""
@@ -109,8 +147,9 @@ class Store(Protocol):
 
     # -- deletion ---------------------------------------------------------------------------
     def delete_project(self, project_id: str) -> bool:
-        """Remove the project with its moves, movelog and offline-loss records in one transaction;
-        False when it was not there. Raises MoveInProgress while a move of it is active."""
+        """Remove the project with its moves, copies, their logs and offline-loss records in one
+        transaction; False when it was not there. Raises MoveInProgress while a move of it is
+        active, CopyInProgress while a copy from or into it is pending or running."""
 
     # -- movelog --------------------------------------------------------------------------
     def append_movelog(

@@ -30,3 +30,18 @@ class MoveInProgress(StoreError):
 
 class InvalidTransition(StoreError):
     """A move was asked to change in a way its current status does not allow (e.g. finishing a finished move)."""
+
+
+class CopyInProgress(StoreError):
+    """A copy from or into ``project_id`` is pending or running (``copy_id``), so the project is
+    not deleted or moved now."""
+
+    def __init__(self, project_id: str, copy_id: str | None = None, detail: str = "") -> None:
+        text = f"copy in progress for project {project_id}"
+        if copy_id:
+            text += f" (copy {copy_id})"
+        if detail:
+            text += f": {detail}"
+        super().__init__(text)
+        self.project_id = project_id
+        self.copy_id = copy_id

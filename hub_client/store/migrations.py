@@ -11,11 +11,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from hub_client.store.models import Cleanup, MoveStatus
+from hub_client.store.models import Cleanup, Conflict, MoveStatus
 
 _ACTIVE = ", ".join(f"'{status}'" for status in sorted(MoveStatus.ACTIVE))
 _ALL = ", ".join(f"'{status}'" for status in sorted(MoveStatus.ALL))
 _CLEANUP = ", ".join(f"'{state}'" for state in sorted(Cleanup.ALL))
+_CONFLICT = ", ".join(f"'{rule}'" for rule in sorted(Conflict.ALL))
 
 # The name the dialects' error translation looks for: a violation of this index means "a move of
 # this project is already active".
@@ -113,16 +114,56 @@ def _host_backup(time: str) -> tuple[str, ...]:
     )
 
 
+def _copies(time: str, boolean: str, json: str) -> tuple[str, ...]:
+    # Copies keep their hosts (as placed when the copy was created) and the temporary snapshot
+    # of a copy between hosts; their log has the movelog's shape, so one writer and one reader serve both.
+    # No foreign keys to projects: a copy's record outlives neither project (deletion removes
+    # it) but must not stop a project row from being replaced.
+    return (
+        f"""CREATE TABLE copies (
+            id TEXT PRIMARY KEY,
+            source_project TEXT NOT NULL,
+            source_path TEXT NOT NULL,
+            target_project TEXT NOT NULL,
+            target_path TEXT NOT NULL,
+            on_conflict TEXT NOT NULL CHECK (on_conflict IN ({_CONFLICT})),
+            source_host TEXT NOT NULL REFERENCES hosts(id),
+            target_host TEXT NOT NULL REFERENCES hosts(id),
+            step TEXT NOT NULL,
+            status TEXT NOT NULL CHECK (status IN ({_ALL})),
+            error TEXT,
+            attempts INTEGER NOT NULL DEFAULT 0,
+            snapshot_id TEXT,
+            log_seq INTEGER NOT NULL DEFAULT 0,
+            created_at {time} NOT NULL,
+            updated_at {time} NOT NULL)""",
+        "CREATE INDEX copies_source ON copies(source_project, status)",
+        "CREATE INDEX copies_target ON copies(target_project, status)",
+        f"""CREATE TABLE copylog (
+            copy_id TEXT NOT NULL REFERENCES copies(id),
+            seq INTEGER NOT NULL,
+            "time" {time} NOT NULL,
+            kind TEXT NOT NULL,
+            message TEXT NOT NULL,
+            data {json} NOT NULL,
+            PRIMARY KEY (copy_id, seq))""",
+        # A move that changes the project's backup region (its repository copied between buckets).
+        f"ALTER TABLE moves ADD COLUMN cross_region {boolean} NOT NULL DEFAULT FALSE",
+    )
+
+
 MIGRATIONS: dict[str, tuple[Migration, ...]] = {
     "sqlite": (
         Migration(1, "hosts, projects, moves, movelog", _initial("TEXT", "TEXT", "INTEGER", "TEXT")),
         Migration(2, "moves: snapshot_id, cleanup", _move_state()),
         Migration(3, "host backup status, offline losses", _host_backup("TEXT")),
+        Migration(4, "copies, copylog; moves.cross_region", _copies("TEXT", "INTEGER", "TEXT")),
     ),
     "postgres": (
         Migration(1, "hosts, projects, moves, movelog", _initial("TEXT", "TIMESTAMPTZ", "BOOLEAN", "JSONB")),
         Migration(2, "moves: snapshot_id, cleanup", _move_state()),
         Migration(3, "host backup status, offline losses", _host_backup("TIMESTAMPTZ")),
+        Migration(4, "copies, copylog; moves.cross_region", _copies("TIMESTAMPTZ", "BOOLEAN", "JSONB")),
     ),
 }
 

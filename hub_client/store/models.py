@@ -29,6 +29,31 @@ class MoveStatus:
     ALL = ACTIVE | TERMINAL
 
 
+class CopyStatus:
+    """Copy statuses: the move statuses, but a FAILED copy blocks nothing (its temporary snapshot
+    is forgotten when it fails). ``BLOCKING`` ones keep both projects from being deleted or moved."""
+
+    PENDING = MoveStatus.PENDING
+    RUNNING = MoveStatus.RUNNING
+    FAILED = MoveStatus.FAILED
+    SUCCEEDED = MoveStatus.SUCCEEDED
+    CANCELLED = MoveStatus.CANCELLED
+
+    BLOCKING = frozenset({PENDING, RUNNING})
+    UNFINISHED = frozenset({PENDING, RUNNING, FAILED})
+    ALL = MoveStatus.ALL
+
+
+class Conflict:
+    """What a copy does when its target path exists (the agent's ConflictPolicy)."""
+
+    FAIL = "fail"
+    OVERWRITE = "overwrite"
+    SKIP = "skip"
+
+    ALL = frozenset({FAIL, OVERWRITE, SKIP})
+
+
 class Cleanup:
     """Removal of the source host's copy after a move: ``pending`` until the source agent has
     deleted it (it may be offline when the move completes), then ``done``."""
@@ -85,6 +110,7 @@ class Move:
     updated_at: datetime
     snapshot_id: str | None = None
     cleanup: str = Cleanup.NONE
+    cross_region: bool = False
 
     @property
     def active(self) -> bool:
@@ -92,8 +118,40 @@ class Move:
 
 
 @dataclass(frozen=True)
+class Copy:
+    """One copy of a file or directory from one project to another. ``source_host`` and
+    ``target_host`` are the projects' hosts when the copy was created (equal: a copy on one host,
+    without an engine); ``snapshot_id`` is the temporary snapshot of a copy between hosts."""
+
+    id: str
+    source_project: str
+    source_path: str
+    target_project: str
+    target_path: str
+    on_conflict: str
+    source_host: str
+    target_host: str
+    step: str
+    status: str
+    error: str | None
+    attempts: int
+    created_at: datetime
+    updated_at: datetime
+    snapshot_id: str | None = None
+
+    @property
+    def between_hosts(self) -> bool:
+        return self.source_host != self.target_host
+
+    @property
+    def unfinished(self) -> bool:
+        return self.status in CopyStatus.UNFINISHED
+
+
+@dataclass(frozen=True)
 class MovelogEntry:
-    """One event of a move's progress channel; ``seq`` starts at 1 and grows by 1 per move."""
+    """One event of a move's (or a copy's) progress channel; ``seq`` starts at 1 and grows by 1
+    per move. ``move_id`` is the id of the move, or of the copy for a copy's log."""
 
     move_id: str
     seq: int

@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import uuid
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
 from contextlib import AbstractContextManager
 from datetime import datetime
 from typing import Any, Iterable
 
 from hub_client.store import migrations
-from hub_client.store.errors import InvalidTransition, MoveInProgress, NotFound
+from hub_client.store.errors import CopyInProgress, InvalidTransition, MoveInProgress, NotFound
 from hub_client.store.models import (
-    Cleanup, Host, HostBackupStatus, Move, MovelogEntry, MoveStatus, OfflineLoss, Project, utcnow,
+    Cleanup, Conflict, Copy, CopyStatus, Host, HostBackupStatus, Move, MovelogEntry, MoveStatus, OfflineLoss,
+    Project, utcnow,
 )
 
 _HOST_COLUMNS = "id, address, region, status, last_seen"
@@ -24,9 +26,31 @@ _PROJECT_COLUMNS = "id, host_id, region, repository, last_backup, last_edited"
 _NEW_MOVE_COLUMNS = (
     "id, project_id, source_host, target_host, step, status, force, error, attempts, created_at, updated_at"
 )
-_MOVE_COLUMNS = f"{_NEW_MOVE_COLUMNS}, snapshot_id, cleanup"
-_MOVELOG_COLUMNS = 'move_id, seq, "time", kind, message, data'
+_MOVE_COLUMNS = f"{_NEW_MOVE_COLUMNS}, snapshot_id, cleanup, cross_region"
+_COPY_COLUMNS = (
+    "id, source_project, source_path, target_project, target_path, on_conflict, source_host, target_host, step,"
+    " status, error, attempts, created_at, updated_at, snapshot_id"
+)
 _ACTIVE_SQL = ", ".join(f"'{status}'" for status in sorted(MoveStatus.ACTIVE))
+_COPY_BLOCKING_SQL = ", ".join(f"'{status}'" for status in sorted(CopyStatus.BLOCKING))
+
+
+@dataclass(frozen=True)
+class _Log:
+    """A job table and its event log: moves/movelog and copies/copylog share one writer and reader."""
+
+    noun: str
+    owner: str  # the job table; its log_seq column numbers the events
+    table: str
+    key: str  # the log's column naming the job
+
+    @property
+    def columns(self) -> str:
+        return f'{self.key}, seq, "time", kind, message, data'
+
+
+MOVELOG = _Log("move", "moves", "movelog", "move_id")
+COPYLOG = _Log("copy", "copies", "copylog", "copy_id")
 
 
 class SqlStore(ABC):
@@ -126,7 +150,15 @@ class SqlStore(ABC):
             id=row[0], project_id=row[1], source_host=row[2], target_host=row[3], step=row[4], status=row[5],
             force=bool(row[6]), error=row[7], attempts=row[8],
             created_at=self._time_out(row[9]), updated_at=self._time_out(row[10]),
-            snapshot_id=row[11], cleanup=row[12],
+            snapshot_id=row[11], cleanup=row[12], cross_region=bool(row[13]),
+        )
+
+    def _copy(self, row: tuple) -> Copy:
+        return Copy(
+            id=row[0], source_project=row[1], source_path=row[2], target_project=row[3], target_path=row[4],
+            on_conflict=row[5], source_host=row[6], target_host=row[7], step=row[8], status=row[9], error=row[10],
+            attempts=row[11], created_at=self._time_out(row[12]), updated_at=self._time_out(row[13]),
+            snapshot_id=row[14],
         )
 
     def _entry(self, row: tuple) -> MovelogEntry:
@@ -212,7 +244,7 @@ class SqlStore(ABC):
     # -- moves ----------------------------------------------------------------------------
     def create_move(
         self, project_id: str, source_host: str, target_host: str, *, force: bool = False,
-        move_id: str | None = None, step: str = "created",
+        move_id: str | None = None, step: str = "created", cross_region: bool = False,
     ) -> Move:
         move_id = move_id or str(uuid.uuid4())
         now = self._time_in(utcnow())
@@ -220,9 +252,10 @@ class SqlStore(ABC):
             with self._transaction() as conn:
                 row = self._exec(
                     conn,
-                    f"INSERT INTO moves ({_NEW_MOVE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, NULL, 0, ?, ?)"
-                    f" RETURNING {_MOVE_COLUMNS}",
-                    (move_id, project_id, source_host, target_host, step, MoveStatus.PENDING, bool(force), now, now),
+                    f"INSERT INTO moves ({_NEW_MOVE_COLUMNS}, cross_region)"
+                    f" VALUES (?, ?, ?, ?, ?, ?, ?, NULL, 0, ?, ?, ?) RETURNING {_MOVE_COLUMNS}",
+                    (move_id, project_id, source_host, target_host, step, MoveStatus.PENDING, bool(force), now, now,
+                     bool(cross_region)),
                 ).fetchone()
         except self._integrity_errors() as exc:
             kind = self._conflict(exc)
@@ -323,7 +356,10 @@ class SqlStore(ABC):
                 (MoveStatus.SUCCEEDED, "complete", Cleanup.PENDING),
             )
             self._write_placement(conn, move.project_id, move.target_host)
-            self._append(conn, move_id, "complete", message, data)
+            if move.cross_region:  # the project's backups now live in the target host's region
+                self._exec(conn, "UPDATE projects SET region = (SELECT region FROM hosts WHERE id = ?) WHERE id = ?",
+                           (move.target_host, move.project_id))
+            self._append(conn, MOVELOG, move_id, "complete", message, data)
         return move
 
     # -- host backup status and offline losses ----------------------------------------------
@@ -381,38 +417,143 @@ class SqlStore(ABC):
             ).fetchone()
             if active is not None:
                 raise MoveInProgress(project_id, active[0], "a project is not deleted while it moves")
+            copying = self._exec(
+                conn, f"SELECT id FROM copies WHERE (source_project = ? OR target_project = ?)"
+                f" AND status IN ({_COPY_BLOCKING_SQL})", (project_id, project_id)).fetchone()
+            if copying is not None:
+                raise CopyInProgress(project_id, copying[0], "a project is not deleted while files are copied "
+                                     "from or into it")
             self._exec(conn, "DELETE FROM movelog WHERE move_id IN (SELECT id FROM moves WHERE project_id = ?)",
                        (project_id,))
             self._exec(conn, "DELETE FROM moves WHERE project_id = ?", (project_id,))
+            mine = "SELECT id FROM copies WHERE source_project = ? OR target_project = ?"
+            self._exec(conn, f"DELETE FROM copylog WHERE copy_id IN ({mine})", (project_id, project_id))
+            self._exec(conn, "DELETE FROM copies WHERE source_project = ? OR target_project = ?",
+                       (project_id, project_id))
             self._exec(conn, "DELETE FROM offline_losses WHERE project_id = ?", (project_id,))
             return self._exec(conn, "DELETE FROM projects WHERE id = ?", (project_id,)).rowcount > 0
 
-    # -- movelog --------------------------------------------------------------------------
-    def _append(self, conn: Any, move_id: str, kind: str, message: str, data: dict[str, Any] | None) -> MovelogEntry:
-        # The counter on the move row is bumped under that row's write lock, so concurrent
-        # appenders get distinct, gap-free sequence numbers on both databases.
+    # -- copies -------------------------------------------------------------------------
+    def create_copy(
+        self, source_project: str, source_path: str, target_project: str, target_path: str, on_conflict: str, *,
+        source_host: str, target_host: str, copy_id: str | None = None,
+    ) -> Copy:
+        if on_conflict not in Conflict.ALL:
+            raise InvalidTransition(f"unknown on_conflict rule {on_conflict!r}")
+        copy_id = copy_id or str(uuid.uuid4())
+        now = self._time_in(utcnow())
+        try:
+            with self._transaction() as conn:
+                row = self._exec(
+                    conn,
+                    "INSERT INTO copies (id, source_project, source_path, target_project, target_path, on_conflict,"
+                    " source_host, target_host, step, status, attempts, created_at, updated_at)"
+                    f" VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'created', ?, 0, ?, ?) RETURNING {_COPY_COLUMNS}",
+                    (copy_id, source_project, source_path, target_project, target_path, on_conflict, source_host,
+                     target_host, CopyStatus.PENDING, now, now),
+                ).fetchone()
+        except self._integrity_errors() as exc:
+            if self._conflict(exc) == "foreign_key":
+                raise NotFound(f"host {source_host} or host {target_host} not found") from exc
+            raise
+        return self._copy(row)
+
+    def get_copy(self, copy_id: str) -> Copy:
+        rows = self._fetchall(f"SELECT {_COPY_COLUMNS} FROM copies WHERE id = ?", (copy_id,))
+        if not rows:
+            raise NotFound(f"copy {copy_id} not found")
+        return self._copy(rows[0])
+
+    def list_copies(self, *, project_id: str | None = None, blocking: bool | None = None) -> list[Copy]:
+        where, params = [], []
+        if project_id is not None:
+            where.append("(source_project = ? OR target_project = ?)")
+            params += [project_id, project_id]
+        if blocking is not None:
+            where.append(f"status {'IN' if blocking else 'NOT IN'} ({_COPY_BLOCKING_SQL})")
+        clause = f" WHERE {' AND '.join(where)}" if where else ""
+        rows = self._fetchall(f"SELECT {_COPY_COLUMNS} FROM copies{clause} ORDER BY created_at DESC, id", params)
+        return [self._copy(row) for row in rows]
+
+    def _update_unfinished_copy(self, conn: Any, copy_id: str, assignments: str, params: tuple) -> Copy:
         row = self._exec(
-            conn, "UPDATE moves SET log_seq = log_seq + 1 WHERE id = ? RETURNING log_seq", (move_id,)
+            conn,
+            f"UPDATE copies SET {assignments}, updated_at = ? WHERE id = ? AND status NOT IN (?, ?)"
+            f" RETURNING {_COPY_COLUMNS}",
+            (*params, self._time_in(utcnow()), copy_id, CopyStatus.SUCCEEDED, CopyStatus.CANCELLED),
         ).fetchone()
         if row is None:
-            raise NotFound(f"move {move_id} not found")
-        entry = MovelogEntry(move_id, row[0], utcnow(), kind, message, dict(data or {}))
+            found = self._exec(conn, "SELECT status FROM copies WHERE id = ?", (copy_id,)).fetchone()
+            if found is None:
+                raise NotFound(f"copy {copy_id} not found")
+            raise InvalidTransition(f"copy {copy_id} is {found[0]}: finished copies do not change")
+        return self._copy(row)
+
+    def update_copy_step(self, copy_id: str, step: str) -> Copy:
+        with self._transaction() as conn:
+            return self._update_unfinished_copy(conn, copy_id, "step = ?", (step,))
+
+    def update_copy_status(
+        self, copy_id: str, status: str, *, error: str | None = None, new_attempt: bool = False
+    ) -> Copy:
+        if status not in CopyStatus.ALL:
+            raise InvalidTransition(f"unknown copy status {status!r}")
+        if status == CopyStatus.SUCCEEDED:
+            raise InvalidTransition("a copy succeeds only through complete_copy")
+        with self._transaction() as conn:
+            return self._update_unfinished_copy(
+                conn, copy_id, "status = ?, error = ?, attempts = attempts + ?", (status, error, int(new_attempt)))
+
+    def set_copy_snapshot(self, copy_id: str, snapshot_id: str | None) -> Copy:
+        with self._transaction() as conn:
+            return self._update_unfinished_copy(conn, copy_id, "snapshot_id = ?", (snapshot_id,))
+
+    def complete_copy(self, copy_id: str, *, message: str = "complete", data: dict[str, Any] | None = None) -> Copy:
+        with self._transaction() as conn:
+            copy = self._update_unfinished_copy(
+                conn, copy_id, "status = ?, step = ?, error = NULL", (CopyStatus.SUCCEEDED, "complete"))
+            self._append(conn, COPYLOG, copy_id, "complete", message, data)
+        return copy
+
+    def append_copylog(
+        self, copy_id: str, kind: str, message: str, data: dict[str, Any] | None = None
+    ) -> MovelogEntry:
+        with self._transaction() as conn:
+            return self._append(conn, COPYLOG, copy_id, kind, message, data)
+
+    def copylog(self, copy_id: str, after_seq: int = 0, limit: int | None = None) -> list[MovelogEntry]:
+        return self._read_log(COPYLOG, copy_id, after_seq, limit)
+
+    # -- movelog --------------------------------------------------------------------------
+    def _append(self, conn: Any, log: _Log, job_id: str, kind: str, message: str,
+                data: dict[str, Any] | None) -> MovelogEntry:
+        # The counter on the job's row is bumped under that row's write lock, so concurrent
+        # appenders get distinct, gap-free sequence numbers on both databases.
+        row = self._exec(
+            conn, f"UPDATE {log.owner} SET log_seq = log_seq + 1 WHERE id = ? RETURNING log_seq", (job_id,)
+        ).fetchone()
+        if row is None:
+            raise NotFound(f"{log.noun} {job_id} not found")
+        entry = MovelogEntry(job_id, row[0], utcnow(), kind, message, dict(data or {}))
         self._exec(
-            conn, f"INSERT INTO movelog ({_MOVELOG_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)",
-            (move_id, entry.seq, self._time_in(entry.time), kind, message, self._json_in(entry.data)),
+            conn, f"INSERT INTO {log.table} ({log.columns}) VALUES (?, ?, ?, ?, ?, ?)",
+            (job_id, entry.seq, self._time_in(entry.time), kind, message, self._json_in(entry.data)),
         )
         return entry
+
+    def _read_log(self, log: _Log, job_id: str, after_seq: int, limit: int | None) -> list[MovelogEntry]:
+        sql = f"SELECT {log.columns} FROM {log.table} WHERE {log.key} = ? AND seq > ? ORDER BY seq"
+        params: list[Any] = [job_id, after_seq]
+        if limit is not None:
+            sql += " LIMIT ?"
+            params.append(limit)
+        return [self._entry(row) for row in self._fetchall(sql, params)]
 
     def append_movelog(
         self, move_id: str, kind: str, message: str, data: dict[str, Any] | None = None
     ) -> MovelogEntry:
         with self._transaction() as conn:
-            return self._append(conn, move_id, kind, message, data)
+            return self._append(conn, MOVELOG, move_id, kind, message, data)
 
     def movelog(self, move_id: str, after_seq: int = 0, limit: int | None = None) -> list[MovelogEntry]:
-        sql = f"SELECT {_MOVELOG_COLUMNS} FROM movelog WHERE move_id = ? AND seq > ? ORDER BY seq"
-        params: list[Any] = [move_id, after_seq]
-        if limit is not None:
-            sql += " LIMIT ?"
-            params.append(limit)
-        return [self._entry(row) for row in self._fetchall(sql, params)]
+        return self._read_log(MOVELOG, move_id, after_seq, limit)

@@ -355,3 +355,24 @@ def test_copy_files_on_btrfs_shares_extents_and_a_subpath_backup_leaves_freshnes
     assert partial.summary.snapshot_id != full.summary.snapshot_id
     assert status(agent, source).last_backup_snapshot_id == full.summary.snapshot_id
     assert not list((agent.projects_root / ".snapshots").iterdir())
+
+
+def test_check_copy_target_answers_without_changing_anything(shared_agent, project_id, tmp_path):
+    agent = shared_agent
+    ensure(agent, project_id)
+    home = agent.home(project_id)
+    (home / "present").write_text("x\n")
+    (home / "out").symlink_to(tmp_path)
+    before = sorted(os.listdir(home))
+
+    def check(path: str, policy=pb.CONFLICT_POLICY_UNSPECIFIED, project: str = project_id):
+        return agent.stub.CheckCopyTarget(
+            pb.CheckCopyTargetRequest(project_id=project, target_path=path, on_conflict=policy), timeout=10)
+
+    assert check("present").exists and check("present", pb.SKIP).exists
+    assert not check("new/deeper/path", pb.FAIL).exists
+    assert code_of(lambda: check("present", pb.FAIL)) == grpc.StatusCode.FAILED_PRECONDITION
+    for bad in ("out/x", "out", "../x", "/etc", ""):
+        assert code_of(lambda: check(bad)) == grpc.StatusCode.INVALID_ARGUMENT, bad
+    assert code_of(lambda: check("x", project=str(uuid.uuid4()))) == grpc.StatusCode.NOT_FOUND
+    assert sorted(os.listdir(home)) == before and os.listdir(tmp_path) == []

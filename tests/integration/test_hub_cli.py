@@ -74,3 +74,30 @@ def test_register_move_and_follow_the_movelog_from_another_process(two_hosts, tm
         assert unknown.returncode == 2 and "not found" in unknown.stderr
     finally:
         store.close()
+
+
+def test_copy_commands_with_exit_codes(two_hosts, tmp_path: Path) -> None:
+    a, b = two_hosts
+    store_url = f"sqlite://{tmp_path / 'hub.sqlite'}"
+    for name, agent in (("host-a", a), ("host-b", b)):
+        assert buckets(store_url, "hosts", "add", name, f"127.0.0.1:{agent.port}", "--region", "eu").returncode == 0
+    source, target = create_project(a, files=30), create_project(b, files=0)
+    for project_id, host in ((source, "host-a"), (target, "host-b")):
+        assert buckets(store_url, "projects", "add", project_id, "--host", host, "--region", "eu").returncode == 0
+
+    refused = buckets(store_url, "copy", f"{source}:../etc", f"{target}:x")
+    assert refused.returncode == 2 and "INVALID_ARGUMENT" in refused.stderr, refused.stderr
+
+    copied = buckets(store_url, "--json", "copy", f"{source}:d1", f"{target}:from-a/d1")
+    assert copied.returncode == 0, copied.stderr
+    entries = json_lines(copied.stdout)
+    copy_id = entries[-1]["copy_id"]
+    assert entries[-1]["kind"] == "complete"
+    assert manifest(b.home(target) / "from-a" / "d1") == manifest(a.home(source) / "d1")
+
+    again = buckets(store_url, "copy", f"{source}:d1", f"{target}:from-a/d1")  # on_conflict fail by default
+    assert again.returncode == 1 and "FAILED_PRECONDITION" in again.stderr, again.stderr
+    rows = json_lines(buckets(store_url, "--json", "copies", "--project", target).stdout)
+    assert [(r["id"] == copy_id, r["status"]) for r in rows] == [(False, "failed"), (True, "succeeded")]
+    log = json_lines(buckets(store_url, "--json", "copylog", copy_id).stdout)
+    assert [e["seq"] for e in log] == list(range(1, len(log) + 1)) and log[-1]["kind"] == "complete"

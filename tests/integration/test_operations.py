@@ -12,7 +12,7 @@ import pytest
 
 from hub_client.proto.buckets.v1 import agent_pb2 as pb
 from tests.conftest import requires_restic
-from tests.harness import manifest, new_id, write_tree
+from tests.harness import new_id, write_tree
 
 pytestmark = requires_restic
 

@@ -9,7 +9,6 @@ import threading
 import time
 
 import psutil
-import pytest
 
 from hub_client.proto.buckets.v1 import agent_pb2 as pb
 from tests.conftest import requires_restic

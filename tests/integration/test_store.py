@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from hub_client.store import (
-    Cleanup, Host, HostBackupStatus, OfflineLoss, InvalidTransition, MoveInProgress, MoveStatus, NotFound, Project, Store, migrations,
+    Cleanup, Conflict, CopyInProgress, CopyStatus, Host, HostBackupStatus, OfflineLoss, InvalidTransition, MoveInProgress, MoveStatus, NotFound, Project, Store, migrations,
 )
 
 REPO = Path(__file__).resolve().parents[2]
@@ -284,6 +284,70 @@ def test_delete_project_removes_its_records_but_not_while_it_moves(store: Store)
         store.get_move(move.id)
     assert store.movelog(move.id) == [] and store.offline_losses() == []
     assert store.delete_project(project.id) is False  # again: nothing left, not an error
+
+
+def test_copy_round_trip_log_and_completion(store: Store) -> None:
+    source, target, project = seed(store)
+    other = store.upsert_project(Project(new_id(), target.id, "eu"))
+    copy = store.create_copy(project.id, "data", other.id, "incoming/data", Conflict.SKIP,
+                             source_host=source.id, target_host=target.id)
+    assert (copy.status, copy.step, copy.attempts, copy.snapshot_id, copy.between_hosts) == (
+        CopyStatus.PENDING, "created", 0, None, True)
+    assert store.get_copy(copy.id) == copy
+    running = store.update_copy_status(copy.id, CopyStatus.RUNNING, new_attempt=True)
+    assert (running.status, running.attempts) == (CopyStatus.RUNNING, 1)
+    assert store.update_copy_step(copy.id, "backup").step == "backup"
+    assert store.set_copy_snapshot(copy.id, "abcdef0123456789").snapshot_id == "abcdef0123456789"
+    assert [e.seq for e in (store.append_copylog(copy.id, "step", "backup"),
+                            store.append_copylog(copy.id, "progress", "50%", {"percent": 50.0}))] == [1, 2]
+    assert store.movelog(copy.id) == []  # the two logs are apart
+    done = store.complete_copy(copy.id, message="complete: 3 files", data={"files": 3})
+    assert (done.status, done.step, done.error) == (CopyStatus.SUCCEEDED, "complete", None)
+    log = store.copylog(copy.id)
+    assert [(e.seq, e.kind) for e in log] == [(1, "step"), (2, "progress"), (3, "complete")]
+    assert log[1].data == {"percent": 50.0} and store.copylog(copy.id, after_seq=2) == [log[2]]
+    with pytest.raises(InvalidTransition, match="finished"):
+        store.update_copy_step(copy.id, "again")
+    with pytest.raises(InvalidTransition):
+        store.update_copy_status(copy.id, CopyStatus.SUCCEEDED)
+    with pytest.raises(InvalidTransition, match="on_conflict"):
+        store.create_copy(project.id, "a", other.id, "b", "merge", source_host=source.id, target_host=target.id)
+    with pytest.raises(NotFound):
+        store.create_copy(project.id, "a", other.id, "b", Conflict.FAIL, source_host="nope", target_host=target.id)
+    with pytest.raises(NotFound, match="copy nope"):
+        store.append_copylog("nope", "step", "x")
+    assert [c.id for c in store.list_copies(project_id=other.id)] == [copy.id]
+    assert store.list_copies(blocking=True) == []
+
+
+def test_a_running_copy_blocks_deletion_of_both_projects(store: Store) -> None:
+    source, target, project = seed(store)
+    other = store.upsert_project(Project(new_id(), target.id, "eu"))
+    copy = store.create_copy(project.id, "a", other.id, "b", Conflict.FAIL, source_host=source.id,
+                             target_host=target.id)
+    store.update_copy_status(copy.id, CopyStatus.RUNNING, new_attempt=True)
+    for project_id in (project.id, other.id):
+        with pytest.raises(CopyInProgress, match=copy.id):
+            store.delete_project(project_id)
+    assert [c.id for c in store.list_copies(blocking=True)] == [copy.id]
+    store.update_copy_status(copy.id, CopyStatus.FAILED, error="target down")  # a failed copy blocks nothing
+    assert store.delete_project(other.id) is True
+    with pytest.raises(NotFound):
+        store.get_copy(copy.id)
+
+
+def test_completing_a_cross_region_move_sets_the_project_region(store: Store) -> None:
+    source, _, project = seed(store)
+    far = store.upsert_host(Host(new_id(), "10.9.0.1:7070", "apac", "running", T0))
+    move = store.create_move(project.id, source.id, far.id, cross_region=True)
+    assert move.cross_region and store.get_move(move.id).cross_region
+    store.update_move_status(move.id, MoveStatus.RUNNING, new_attempt=True)
+    store.complete_move(move.id)
+    assert (store.get_project(project.id).host_id, store.get_project(project.id).region) == (far.id, "apac")
+    same = store.create_move(project.id, far.id, source.id)
+    store.update_move_status(same.id, MoveStatus.RUNNING)
+    store.complete_move(same.id)  # a same-region move never changes the region
+    assert (store.get_project(project.id).host_id, store.get_project(project.id).region) == (source.id, "apac")
 
 
 def test_upgrade_from_version_1_keeps_existing_moves(store_target, monkeypatch) -> None:

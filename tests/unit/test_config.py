@@ -295,7 +295,7 @@ def test_unknown_keys_are_problems_with_their_paths(tmp_path: Path) -> None:
         "repository.local.rooot: unknown key (did you mean 'root'?)",
         'repository.s3."a.b": unknown key',
         "hostid: unknown key (did you mean 'host_id'?)",
-        "extra: unknown key",
+        "extra: unknown key (did you mean 'metrics'?)",
     )
 
 
@@ -401,7 +401,7 @@ def test_relative_paths_resolve_against_the_config_directory(
     elsewhere = tmp_path / "cwd"
     elsewhere.mkdir()
     monkeypatch.chdir(elsewhere)
-    path = write(
+    write(
         etc,
         """
 base_dir = "../data"

@@ -381,6 +381,22 @@ class CopyFilesRequest(_message.Message):
     on_conflict: ConflictPolicy
     def __init__(self, request_id: _Optional[str] = ..., source_project_id: _Optional[str] = ..., source_path: _Optional[str] = ..., target_project_id: _Optional[str] = ..., target_path: _Optional[str] = ..., on_conflict: _Optional[_Union[ConflictPolicy, str]] = ...) -> None: ...
 
+class CheckCopyTargetRequest(_message.Message):
+    __slots__ = ("project_id", "target_path", "on_conflict")
+    PROJECT_ID_FIELD_NUMBER: _ClassVar[int]
+    TARGET_PATH_FIELD_NUMBER: _ClassVar[int]
+    ON_CONFLICT_FIELD_NUMBER: _ClassVar[int]
+    project_id: str
+    target_path: str
+    on_conflict: ConflictPolicy
+    def __init__(self, project_id: _Optional[str] = ..., target_path: _Optional[str] = ..., on_conflict: _Optional[_Union[ConflictPolicy, str]] = ...) -> None: ...
+
+class CheckCopyTargetResponse(_message.Message):
+    __slots__ = ("exists",)
+    EXISTS_FIELD_NUMBER: _ClassVar[int]
+    exists: bool
+    def __init__(self, exists: bool = ...) -> None: ...
+
 class StreamProgressRequest(_message.Message):
     __slots__ = ("operation_id", "from_seq")
     OPERATION_ID_FIELD_NUMBER: _ClassVar[int]

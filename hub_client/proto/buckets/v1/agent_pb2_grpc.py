@@ -74,6 +74,11 @@ class AgentStub(object):
                 request_serializer=buckets_dot_v1_dot_agent__pb2.CopyFilesRequest.SerializeToString,
                 response_deserializer=buckets_dot_v1_dot_agent__pb2.Operation.FromString,
                 _registered_method=True)
+        self.CheckCopyTarget = channel.unary_unary(
+                '/buckets.v1.Agent/CheckCopyTarget',
+                request_serializer=buckets_dot_v1_dot_agent__pb2.CheckCopyTargetRequest.SerializeToString,
+                response_deserializer=buckets_dot_v1_dot_agent__pb2.CheckCopyTargetResponse.FromString,
+                _registered_method=True)
         self.StreamProgress = channel.unary_stream(
                 '/buckets.v1.Agent/StreamProgress',
                 request_serializer=buckets_dot_v1_dot_agent__pb2.StreamProgressRequest.SerializeToString,
@@ -189,6 +194,13 @@ class AgentServicer(object):
 
     def CopyFiles(self, request, context):
         """Copy a file or directory between two projects on this host (kind COPY).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CheckCopyTarget(self, request, context):
+        """Check, changing nothing, that a copy may write a path of a project here.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -318,6 +330,11 @@ def add_AgentServicer_to_server(servicer, server):
                     servicer.CopyFiles,
                     request_deserializer=buckets_dot_v1_dot_agent__pb2.CopyFilesRequest.FromString,
                     response_serializer=buckets_dot_v1_dot_agent__pb2.Operation.SerializeToString,
+            ),
+            'CheckCopyTarget': grpc.unary_unary_rpc_method_handler(
+                    servicer.CheckCopyTarget,
+                    request_deserializer=buckets_dot_v1_dot_agent__pb2.CheckCopyTargetRequest.FromString,
+                    response_serializer=buckets_dot_v1_dot_agent__pb2.CheckCopyTargetResponse.SerializeToString,
             ),
             'StreamProgress': grpc.unary_stream_rpc_method_handler(
                     servicer.StreamProgress,
@@ -601,6 +618,33 @@ class Agent(object):
             '/buckets.v1.Agent/CopyFiles',
             buckets_dot_v1_dot_agent__pb2.CopyFilesRequest.SerializeToString,
             buckets_dot_v1_dot_agent__pb2.Operation.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CheckCopyTarget(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/buckets.v1.Agent/CheckCopyTarget',
+            buckets_dot_v1_dot_agent__pb2.CheckCopyTargetRequest.SerializeToString,
+            buckets_dot_v1_dot_agent__pb2.CheckCopyTargetResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,0 +1,161 @@
+"""The agent's Prometheus metrics, and the HTTP endpoint that serves them.
+
+Every agent owns one :class:`AgentMetrics` with a private registry (never
+prometheus_client's global one), so several agents or tests in one process
+never share series. It is fed from a few places only:
+
+* :meth:`AgentMetrics.operation_finished` — the operation manager, once per
+  operation that reaches a terminal state;
+* :meth:`AgentMetrics.project_freshness` / :meth:`AgentMetrics.forget_project`
+  — the service, whenever the journal writes a project's freshness, after every
+  operation on a project, and for every project at start;
+* :meth:`AgentMetrics.engine_failed` — the engine drivers, for every engine run
+  that failed;
+* the ``buckets_operations`` gauge is read from the operation manager when
+  scraped, so it can never drift from what the manager holds.
+
+Operations that finished are counted by the duration histogram's ``_count``
+series (per kind and outcome); a separate ``_total`` counter would say the same
+thing twice.
+"""
+
+from __future__ import annotations
+
+import collections
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from wsgiref.simple_server import WSGIServer
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from agent import errors
+from agent.freshness import Freshness
+from agent.model import OperationKind, OperationRecord, OperationState
+from agent.status_codes import code_name_for
+
+# An operation takes from milliseconds (a backup of an unchanged project) to hours (the
+# first backup of a large one): the default buckets, which end at 10 s, would put every
+# real backup into +Inf.
+DURATION_BUCKETS = (0.1, 0.5, 1, 5, 15, 60, 300, 900, 1800, 3600, 3 * 3600, 6 * 3600, 12 * 3600, 24 * 3600)
+IN_FLIGHT_STATES = (OperationState.PENDING, OperationState.RUNNING, OperationState.CANCELLING)
+_SUCCEEDED = (OperationState.SUCCEEDED, OperationState.SUCCEEDED_WITH_WARNINGS)
+
+
+def state_label(state: OperationState) -> str:
+    """The label value of a state: its name lowercased (``UP_TO_DATE`` → ``up_to_date``)."""
+    return state.value.lower()
+
+
+def failure_class(error: errors.BucketsError) -> str:
+    """The label value of an engine failure: its status code name lowercased (``data_loss``)."""
+    return code_name_for(error).lower()
+
+
+class _OperationsInFlight(Collector):
+    """``buckets_operations{state}``, computed from the manager's states at each scrape."""
+
+    def __init__(self, states: Callable[[], Iterable[OperationState]]) -> None:
+        self._states = states
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        counts = collections.Counter(self._states())
+        family = GaugeMetricFamily("buckets_operations", "Operations not finished yet, by state.", labels=["state"])
+        for state in IN_FLIGHT_STATES:  # every state, 0 included: an absent series is not a zero
+            family.add_metric([state_label(state)], counts.get(state, 0))
+        yield family
+
+
+class AgentMetrics:
+    """Takes a callable returning the state of every unfinished operation (read at scrape time,
+    from the HTTP server's thread: it must be safe to call from there)."""
+
+    def __init__(self, operation_states: Callable[[], Iterable[OperationState]] = tuple) -> None:
+        self.registry = CollectorRegistry()
+        self.last_backup = Gauge(
+            "buckets_project_last_backup_timestamp_seconds",
+            "When the project's data was last known to be in a backup (a backup captured it, or a restore "
+            "put a snapshot in place), seconds since the epoch; absent when it never was.",
+            ["project"], registry=self.registry,
+        )
+        self.dirty = Gauge(
+            "buckets_project_dirty",
+            "1 when the project changed since its last backup or was never backed up, else 0.",
+            ["project"], registry=self.registry,
+        )
+        self.operation_duration = Histogram(
+            "buckets_operation_duration_seconds",
+            "Time from an operation's start to its end (for one that never started: time it waited), "
+            "by kind and outcome (its final state lowercased).",
+            ["kind", "outcome"], buckets=DURATION_BUCKETS, registry=self.registry,
+        )
+        self.engine_failures = Counter(
+            "buckets_engine_failures",
+            "Engine runs that failed, by class (the status code name of the error, lowercased).",
+            ["class"], registry=self.registry,
+        )
+        self.bytes_backed_up = Counter(
+            "buckets_bytes_backed_up", "Bytes read from projects by successful backups.", registry=self.registry,
+        )
+        self.bytes_added = Counter(
+            "buckets_bytes_added",
+            "New data successful backups added to repositories (after deduplication).", registry=self.registry,
+        )
+        self.bytes_restored = Counter(
+            "buckets_bytes_restored", "Bytes written into projects by successful restores.", registry=self.registry,
+        )
+        self.registry.register(_OperationsInFlight(operation_states))
+
+    def operation_finished(self, record: OperationRecord) -> None:
+        """Count an operation that reached its terminal state (with its summary's bytes)."""
+        started = record.started_at or record.created_at
+        duration = max(0.0, (record.finished_at or started) - started)
+        self.operation_duration.labels(kind=record.kind.value, outcome=state_label(record.state)).observe(duration)
+        summary = record.summary
+        if summary is None or record.state not in _SUCCEEDED:
+            return
+        if record.kind is OperationKind.BACKUP:
+            self.bytes_backed_up.inc(summary.bytes_processed)
+            self.bytes_added.inc(summary.bytes_added)
+        elif record.kind in (OperationKind.RESTORE, OperationKind.ENSURE):  # an ensure may restore
+            self.bytes_restored.inc(summary.bytes_processed)
+
+    def project_freshness(self, project_id: str, freshness: Freshness) -> None:
+        """Set the project's last backup time and dirty flag."""
+        if freshness.last_backup is None:
+            self.last_backup.remove(project_id)  # never backed up: no time to show, dirty says it
+        else:
+            self.last_backup.labels(project=project_id).set(freshness.last_backup)
+        self.dirty.labels(project=project_id).set(1 if freshness.dirty else 0)
+
+    def forget_project(self, project_id: str) -> None:
+        """Remove every series of a project that is no longer on this host."""
+        for gauge in (self.last_backup, self.dirty):
+            gauge.remove(project_id)  # a no-op for a project without series
+
+    def engine_failed(self, error: errors.BucketsError) -> None:
+        self.engine_failures.labels(failure_class(error)).inc()
+
+
+@dataclass
+class MetricsEndpoint:
+    """The HTTP server of ``/metrics`` (prometheus_client's, on a daemon thread) and its bound port."""
+
+    server: WSGIServer
+    thread: threading.Thread
+    port: int
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(timeout=5)
+
+
+def serve(registry: CollectorRegistry, listen: str) -> MetricsEndpoint:
+    """Serve ``registry`` over HTTP on ``listen`` (``host:port``, IPv6 as ``[::1]:port``; port 0
+    picks a free one). Raises OSError when the address cannot be bound."""
+    host, _, port = listen.rpartition(":")
+    server, thread = start_http_server(int(port), addr=host.strip("[]"), registry=registry)
+    return MetricsEndpoint(server=server, thread=thread, port=server.server_port)
