@@ -12,8 +12,13 @@ setup: .venv/.installed
 demo: setup
 	$(PYTHON) scripts/demo.py
 
+# Three workers on two cores: most tests wait on engine processes and servers, not on the CPU.
+# Each worker starts its own session fixtures (S3 server, PostgreSQL, btrfs loop device).
+# worksteal: an idle worker takes queued tests from a busy one, so no slow tail on one worker.
+TEST_WORKERS ?= 3
+
 test: setup
-	$(PYTHON) -m pytest -q -rs $(PYTEST_ARGS)
+	$(PYTHON) -m pytest -q -rs -n $(TEST_WORKERS) --dist worksteal $(PYTEST_ARGS)
 
 bench: setup
 	$(PYTHON) bench/bench.py $(BENCH_ARGS)

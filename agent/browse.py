@@ -42,7 +42,7 @@ from bisect import bisect_right
 from collections.abc import Iterable, Mapping
 import dataclasses
 
-from agent import errors
+from agent import errors, ids
 from agent.engine.base import TreeNode
 
 ROOTS = ("project", "persist")
@@ -84,7 +84,8 @@ def snapshot_path(user_path: str, *, root: str = DEFAULT_ROOT) -> str:
     ``""`` names the root itself. One trailing '/' is accepted ("src/").
     Raises :class:`agent.errors.InvalidArgument`, naming the problem, for a
     path that is not a string, is absolute, contains a NUL byte, an empty
-    component ("a//b"), a "." or ".." component, or is longer than
+    component ("a//b"), a "." or ".." component, a component longer than 255 bytes
+    (:data:`agent.ids.NAME_MAX`), or is longer than
     :data:`MAX_PATH_BYTES`; with :data:`SNAPSHOT_ROOT`, also for a path whose
     first component is not "project" or "persist". Raises ValueError for an
     unknown ``root`` (a bug of the caller, not of the user).
@@ -115,6 +116,7 @@ def snapshot_path(user_path: str, *, root: str = DEFAULT_ROOT) -> str:
             raise errors.InvalidArgument(f"path has a '..' component: {user_path!r}")
         if part == ".":
             raise errors.InvalidArgument(f"path has a '.' component: {user_path!r}")
+    ids.check_name_lengths(text)
     if root == SNAPSHOT_ROOT and parts[0] not in ROOTS:
         raise errors.InvalidArgument(
             f"path must start with 'project/' or 'persist/': {user_path!r}"

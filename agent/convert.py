@@ -40,6 +40,22 @@ def timestamp(seconds: float | None) -> Timestamp | None:
     return stamp
 
 
+# The range google.protobuf.Timestamp allows: 0001-01-01T00:00:00Z to 9999-12-31T23:59:59.999999999Z.
+_MIN_TIMESTAMP_SECONDS = -62_135_596_800
+_MAX_TIMESTAMP_SECONDS = 253_402_300_799
+
+
+def seconds_from_proto(stamp: Timestamp, *, field: str) -> float:
+    """A request's Timestamp as POSIX seconds (UTC); InvalidArgument for one outside the range
+    google.protobuf.Timestamp allows (years 1 to 9999, nanos 0 to 999,999,999)."""
+    if not (_MIN_TIMESTAMP_SECONDS <= stamp.seconds <= _MAX_TIMESTAMP_SECONDS and 0 <= stamp.nanos <= 999_999_999):
+        raise errors.InvalidArgument(
+            f"{field} is not a valid timestamp (seconds {stamp.seconds}, nanos {stamp.nanos}): "
+            "years 1 to 9999, nanos 0 to 999999999"
+        )
+    return stamp.seconds + stamp.nanos / 1e9
+
+
 def state_to_proto(state: OperationState) -> int:
     return pb.OperationState.Value(state.value)
 

@@ -25,7 +25,7 @@ import shutil
 import signal
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
@@ -38,6 +38,7 @@ __all__ = [
     "ProcessStalled",
     "ProcessTimeout",
     "STALL_MIN_BYTES",
+    "classify_failed",
     "mask",
     "run_process",
     "running_pids",
@@ -90,6 +91,20 @@ class ProcessResult:
     stdout_cut: bool = False
     # The captured stdout as bytes, instead of ``stdout``, when run with ``raw_stdout``.
     stdout_raw: bytes = b""
+    # The stderr tail before masking, only for :func:`classify_failed`: a caller's secret that
+    # happens to be a common word (a password " " or "password") must not hide the words that
+    # decide what a failure means. Never logged, never shown.
+    stderr_unmasked: str = field(default="", repr=False)
+
+
+def classify_failed(
+    result: ProcessResult, classify: Callable[..., errors.BucketsError], *, action: str
+) -> errors.BucketsError:
+    """``classify(returncode, stderr, action=action)`` judged on the unmasked stderr tail, with the
+    masked tail as the error's ``detail`` (what callers, logs and records see)."""
+    error = classify(result.returncode, result.stderr_unmasked or result.stderr_tail, action=action)
+    error.detail = result.stderr_tail.strip()
+    return error
 
 
 class ExecutableNotFound(errors.Unimplemented):
@@ -249,6 +264,12 @@ class _StderrTail:
         if len(self._buf) > 2 * self._keep:
             del self._buf[: len(self._buf) - self._keep]
             self._dropped = True
+
+    def unmasked(self) -> str:
+        """The last ``limit`` characters of stderr as they came (see ProcessResult.stderr_unmasked)."""
+        if not self._keep:
+            return ""
+        return self._buf.decode("utf-8", errors="replace")[-self._limit :]
 
     def text(self) -> str:
         if not self._keep:
@@ -607,6 +628,7 @@ async def run_process(
             returncode=proc.returncode if proc.returncode is not None else -1,
             stdout="" if raw_stdout else captured[:stdout_enough].decode("utf-8", errors="replace"),
             stderr_tail=tail.text(),
+            stderr_unmasked=tail.unmasked(),
             duration=(child.exited_at or time.monotonic()) - started,
             stdout_cut=True,
             stdout_raw=bytes(captured[:stdout_enough]) if raw_stdout else b"",
@@ -636,6 +658,7 @@ async def run_process(
         returncode=proc.returncode,
         stdout="" if captured is None or raw_stdout else captured.decode("utf-8", errors="replace"),
         stderr_tail=tail.text(),
+        stderr_unmasked=tail.unmasked(),
         duration=(child.exited_at or time.monotonic()) - started,
         stdout_raw=bytes(captured) if captured is not None and raw_stdout else b"",
         stdout_cut=got_enough is not None and got_enough.is_set(),

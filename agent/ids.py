@@ -9,6 +9,7 @@ import uuid
 from agent import errors
 
 _SNAPSHOT_ID = re.compile(r"^[0-9a-f]{8,64}$")
+NAME_MAX = 255  # bytes of one path component (Linux): a longer one fails every system call as ENAMETOOLONG
 
 
 def project_id(value: str) -> str:
@@ -49,7 +50,8 @@ def snapshot_id(value: str, *, allow_latest: bool = True) -> str:
 
 def relative_path(value: str, *, field: str = "path", allow_empty: bool = True) -> str:
     """Normalise a path relative to a project root; raises InvalidArgument when it is
-    absolute, climbs out with ``..``, or holds a NUL byte. Returns "" for the root."""
+    absolute, climbs out with ``..``, holds a NUL byte, is longer than 4096 characters or has
+    a component longer than :data:`NAME_MAX` bytes. Returns "" for the root."""
     if "\x00" in value:
         raise errors.InvalidArgument(f"{field} contains a NUL byte")
     if value.startswith("/"):
@@ -62,4 +64,11 @@ def relative_path(value: str, *, field: str = "path", allow_empty: bool = True) 
         raise errors.InvalidArgument(f"{field} is required")
     if len(normalised) > 4096:
         raise errors.InvalidArgument(f"{field} is longer than 4096 characters")
+    check_name_lengths(normalised, field=field)
     return normalised
+
+
+def check_name_lengths(path: str, *, field: str = "path") -> None:
+    """Raise InvalidArgument when a component of ``path`` is longer than :data:`NAME_MAX` bytes."""
+    if any(len(part.encode("utf-8", "surrogatepass")) > NAME_MAX for part in path.split("/")):
+        raise errors.InvalidArgument(f"{field} has a name longer than {NAME_MAX} bytes")

@@ -202,39 +202,44 @@ async def _unchanged_since_last_backup(services: Services, repo: Repository, pro
 
 async def restore(
     context: OperationContext, services: Services, repo: Repository, *, snapshot_id: str,
-    resolved: Snapshot | None = None,
+    resolved: Snapshot | None = None, source_project_id: str | None = None,
 ) -> Summary:
     """Restore a whole snapshot into the project through staging, then swap it in. ``resolved``
-    is the snapshot when the caller has looked it up already (its layout checked)."""
+    is the snapshot when the caller has looked it up already (its layout checked).
+
+    With ``source_project_id`` (another project, whose repository ``repo`` is) the project becomes
+    a clone of that project's snapshot: it has no backup of its own yet, so it is recorded as
+    changed (never as backed up) and gets no restore receipt (the snapshot is not its own)."""
     project_id = context.project_id
+    owner = source_project_id or project_id
     started = time.monotonic()
     backend = services.backend
     if await backend.is_frozen(project_id):
         raise errors.FailedPrecondition(f"project {project_id} is frozen; thaw it before restoring")
     lookup: asyncio.Task | None = None
     size_task: asyncio.Future
-    known = known_snapshot(services, repo, project_id, snapshot_id)
+    known = known_snapshot(services, repo, owner, snapshot_id)
     if known is not None:
         # Written by this agent: its layout metadata and size are in the journal, which spares two
         # engine processes (each opening the repository) beside the restore.
         snapshot, size = known
         snapshot = resolved or snapshot  # the journal may hold a short id; a looked-up one is full
-        require_whole(snapshot, project_id)
+        require_whole(snapshot, owner)
         size_task = asyncio.get_running_loop().create_future()
         size_task.set_result(size)
     elif resolved is not None:
         snapshot = resolved
-        require_whole(snapshot, project_id)
+        require_whole(snapshot, owner)
         snapshot_id = snapshot.id
     elif snapshot_id == "latest":
         context.progress("resolve", message="looking up the latest snapshot")
-        snapshot = await find_snapshot(services, repo, project_id, snapshot_id)
-        require_whole(snapshot, project_id)
+        snapshot = await find_snapshot(services, repo, owner, snapshot_id)
+        require_whole(snapshot, owner)
         snapshot_id = snapshot.id
     else:
         # The lookup runs beside the restore: the restore writes only staging, and
         # nothing is swapped in before the snapshot passed its layout check.
-        lookup = asyncio.create_task(find_snapshot(services, repo, project_id, snapshot_id))
+        lookup = asyncio.create_task(find_snapshot(services, repo, owner, snapshot_id))
     if known is None:
         size_task = asyncio.create_task(services.engine.restore_size(repo, snapshot_id))
     context.set_recovery(staging=context.operation_id, snapshot_id=snapshot_id)
@@ -258,7 +263,7 @@ async def restore(
             raise
         if lookup is not None:
             snapshot = await lookup
-            require_whole(snapshot, project_id)
+            require_whole(snapshot, owner)
         poller.cancel()
         total = await _totals(size_task)
         plan = backend.swap_plan(project_id, staging)
@@ -267,14 +272,17 @@ async def restore(
         context.set_recovery(swap=plan)
         backend.swap_in(plan)
         restored_at = time.time()
-        services.journal.record_restore(project_id, snapshot_id=snapshot.id, time=restored_at,
-                                        operation_id=context.operation_id)
-        # The project now equals the snapshot: as safe as right after a backup of it.
-        generation = await backend.generation(project_id)
-        services.journal.record_backup(
-            project_id, time=restored_at, snapshot_id=snapshot.id, operation_id=context.operation_id,
-            generation=generation.as_text() if generation else None, repository=repo.display,
-        )
+        if owner != project_id:  # a clone: nothing of it is in its own repository yet
+            services.journal.mark_changed(project_id, restored_at)
+        else:
+            services.journal.record_restore(project_id, snapshot_id=snapshot.id, time=restored_at,
+                                            operation_id=context.operation_id)
+            # The project now equals the snapshot: as safe as right after a backup of it.
+            generation = await backend.generation(project_id)
+            services.journal.record_backup(
+                project_id, time=restored_at, snapshot_id=snapshot.id, operation_id=context.operation_id,
+                generation=generation.as_text() if generation else None, repository=repo.display,
+            )
         context.progress(
             "swap",
             percent=100.0,

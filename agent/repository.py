@@ -6,12 +6,18 @@ configured repository applies. The result never prints its secrets.
 
 from __future__ import annotations
 
+import os
+import unicodedata
+import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from agent import errors, logs
-from agent.config import AgentConfig
+from agent.config import AgentConfig, s3_bucket_name, s3_region
 from agent.ids import project_dir_name
+
+PATH_MAX = 4096
+NAME_MAX = 255
 
 
 @dataclass(frozen=True)
@@ -60,9 +66,72 @@ def _read_password(path: Path) -> str:
         raise errors.FailedPrecondition(f"cannot read the repository password file {path}: {exc.strerror}") from exc
 
 
+def _control_free(value: str, field: str) -> None:
+    if any(unicodedata.category(c) == "Cc" for c in value):
+        raise errors.InvalidArgument(f"{field} contains a control character")
+
+
+def _check_local_path(path: str) -> None:
+    """A request's local repository path: absolute, no control character, within PATH_MAX and
+    NAME_MAX, and nothing but directories on the way (what exists of it). Reads, changes nothing."""
+    _control_free(path, "repository.local.path")
+    if not path.startswith("/"):
+        raise errors.InvalidArgument(f"repository.local.path {path[:200]!r} must be absolute")
+    encoded = path.encode("utf-8", "surrogatepass")
+    if len(encoded) > PATH_MAX or any(len(part) > NAME_MAX for part in encoded.split(b"/")):
+        raise errors.InvalidArgument(
+            f"repository.local.path is longer than {PATH_MAX} bytes or has a name longer than {NAME_MAX}")
+    existing = path
+    while not os.path.lexists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        raise errors.InvalidArgument(
+            f"repository.local.path {path[:200]!r}: {existing[:200]!r} is not a directory")
+
+
+def _check_s3(location: S3Spec) -> None:
+    """A request's S3 location: what the engine would misread (a control character, a query in
+    the endpoint, a bucket or root that moves the repository elsewhere) is InvalidArgument."""
+    for name in ("endpoint", "region", "bucket", "root", "access_key_id", "secret_access_key"):
+        _control_free(getattr(location, name), f"repository.s3.{name}")
+    if location.endpoint:
+        try:
+            url = urllib.parse.urlsplit(location.endpoint)
+            url.port  # noqa: B018 - raises ValueError on a bad port
+        except ValueError:
+            url = None
+        if (url is None or url.scheme not in ("http", "https") or not url.hostname or url.username is not None
+                or url.path.strip("/") or url.query or url.fragment or " " in location.endpoint):
+            raise errors.InvalidArgument(
+                f"repository.s3.endpoint {location.endpoint[:200]!r} must be an http(s) URL of a host "
+                "(an optional port, no path, query or credentials)")
+    if location.region and s3_region(location.region) is not None:
+        raise errors.InvalidArgument(f"repository.s3.region {location.region[:100]!r} is not a region name")
+    if location.bucket and not s3_bucket_name(location.bucket):
+        raise errors.InvalidArgument(f"repository.s3.bucket {location.bucket[:100]!r} is not a valid bucket name")
+    if location.root and any(part in ("", ".", "..") for part in location.root.strip("/").split("/")):
+        raise errors.InvalidArgument(
+            f"repository.s3.root {location.root[:200]!r} must be a key prefix without empty, '.' or '..' parts")
+    if bool(location.access_key_id) != bool(location.secret_access_key):
+        raise errors.InvalidArgument("repository.s3.access_key_id and secret_access_key go together")
+
+
+def check_spec(spec: RepositorySpec) -> None:
+    """Raise InvalidArgument for what a request's repository spec may not carry (see
+    :func:`_check_local_path`, :func:`_check_s3`; a NUL byte in the password). Reads the file
+    system for a local path, changes nothing."""
+    if "\x00" in spec.password:
+        raise errors.InvalidArgument("repository.password contains a NUL byte")
+    if isinstance(spec.location, LocalSpec):
+        _check_local_path(spec.location.path)
+    elif isinstance(spec.location, S3Spec):
+        _check_s3(spec.location)
+
+
 def resolve(spec: RepositorySpec | None, project_id: str, config: AgentConfig) -> Repository:
     """Return the repository of ``project_id``; raises InvalidArgument or FailedPrecondition."""
     spec = spec or RepositorySpec()
+    check_spec(spec)  # before anything of it is registered as a secret to mask
     location = spec.location
     if location is None:
         if config.repository.kind == "s3" and config.repository.s3 is not None:

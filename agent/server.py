@@ -20,9 +20,7 @@ import structlog
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from agent import executor
-from agent import metrics
-from agent import auth, tls
+from agent import auth, executor, metrics, tls
 from agent.config import AgentConfig
 from agent.notify import Notifier
 from agent.service import AgentService

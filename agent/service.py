@@ -275,9 +275,10 @@ class AgentService:
         source_project = ids.project_id(source_project_id) if source_project_id else project_id
         if target_path and not subpath:
             raise errors.InvalidArgument("target_path needs a subpath: the whole snapshot restores to the project")
-        if source_project != project_id and not subpath:
-            raise errors.InvalidArgument(
-                "source_project_id needs a subpath: a whole project is restored from its own repository only"
+        if source_project != project_id and not subpath and self.backend.exists(project_id):
+            raise errors.FailedPrecondition(
+                f"project {project_id} exists on this host: a whole restore from another project's repository "
+                "makes a new project (a clone) and never replaces one"
             )
         if on_conflict is not None and not subpath:
             raise errors.InvalidArgument("on_conflict needs a subpath: a whole restore always replaces the project")
@@ -300,7 +301,10 @@ class AgentService:
                                     subpath=subpath, target_path=target_path, source_project_id=source_project,
                                     on_conflict=policy)
         else:
-            job = functools.partial(jobs.restore, services=self.services, repo=repo, snapshot_id=snapshot_id)
+            if source_project != project_id:
+                params["source_project_id"] = source_project
+            job = functools.partial(jobs.restore, services=self.services, repo=repo, snapshot_id=snapshot_id,
+                                    source_project_id=source_project if source_project != project_id else None)
         return self.operations.submit(
             kind=OperationKind.RESTORE, project_id=project_id, request_id=request_id, params=params, job=job
         )

@@ -24,6 +24,11 @@ from hub_client.proto.buckets.v1 import agent_pb2_grpc as pb_grpc
 
 log = structlog.get_logger("agent.rpc")
 
+# Longest status message sent, in UTF-8 bytes: messages may echo caller input (an id, a path), and
+# one over the peer's metadata limit (grpc: 8 KiB soft, 16 KiB hard, after percent-encoding, which
+# triples non-ASCII bytes) reaches the caller as RESOURCE_EXHAUSTED instead of the real code.
+MAX_STATUS_MESSAGE_BYTES = 1024
+
 
 def _ids(request) -> dict:
     fields = {}
@@ -34,13 +39,22 @@ def _ids(request) -> dict:
     return fields
 
 
+def status_message(exc: BaseException) -> str:
+    """The status message of an agent error: its text, cut to :data:`MAX_STATUS_MESSAGE_BYTES`."""
+    message = str(exc)
+    encoded = message.encode("utf-8", "replace")
+    if len(encoded) > MAX_STATUS_MESSAGE_BYTES:
+        message = encoded[: MAX_STATUS_MESSAGE_BYTES - 16].decode("utf-8", "ignore") + " ... (cut)"
+    return message
+
+
 async def _abort(context: grpc.aio.ServicerContext, method: str, exc: BaseException) -> None:
     code = status_code_for(exc)
     if code is grpc.StatusCode.INTERNAL:
         log.exception("rpc.internal_error", method=method)
         message = "internal error; see the agent's log"
     else:
-        message = str(exc)
+        message = status_message(exc)
     await context.abort(code, message)
 
 
@@ -381,6 +395,8 @@ class AgentServicer(pb_grpc.AgentServicer):
 
     @rpc
     async def MarkEdited(self, request: pb.MarkEditedRequest, context) -> pb.MarkEditedResponse:
-        when = request.time.ToDatetime().timestamp() if request.HasField("time") else None
+        # Not ToDatetime().timestamp(): that raises (INTERNAL) on an out-of-range time and reads
+        # the naive UTC datetime it returns as local time.
+        when = convert.seconds_from_proto(request.time, field="time") if request.HasField("time") else None
         self._service.mark_edited(request.project_id, when)
         return pb.MarkEditedResponse()

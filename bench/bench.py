@@ -1,4 +1,4 @@
-"""`make bench`: wall time of the agent's Backup, Restore and a hub move against raw restic on the same data.
+"""`make bench`: agent vs raw restic wall times (Backup, Restore, a hub move) on the same data; agent load figures.
 
 For one generated tree (default 200 MB in 2,000 files of incompressible bytes,
 nested directories, plus a small persist/ location) this prints, per operation,
@@ -60,6 +60,14 @@ One more row moves a project between two agents through the hub (``bench/move_ro
 project with a copy of the same tree per run, moved from one agent to another that shares its
 repository root) against raw ``restic init`` + ``backup`` + ``restore`` of the same tree; its
 target is a ratio of 1.2 (``--no-move`` to skip).
+
+The load rows (``bench/load_rows.py``, ``--no-load`` to skip) come last in the same table. They
+are figures of the agent alone, with no raw side and no target, each the median (min-max) of
+``--load-runs`` runs: Drain throughput (projects per second) with concurrency 1, 2 and 4 over
+``--load-projects`` small projects (default 200, ``--quick`` 40), 100 concurrent StreamProgress
+watchers on one backup (whether each got every event, and the time from the terminal event to
+the last watcher), the GetProjectStatus rate from 1 and 8 client threads, and the agent process's
+RSS and CPU when idle and under those loads. Two more agents run for them.
 
 Both sides use a restic cache directory of their own (the agent its state dir's
 ``cache/``, raw restic one under the scratch dir, for the btrfs rows one on the
@@ -136,6 +144,14 @@ class Figure:
     # False: ``target`` is a maximum of agent / raw (the usual rows). True: ``target`` is a
     # minimum of the speed-up raw / agent (rows where the agent must be much faster than restic).
     target_is_speedup: bool = False
+    # What the agent samples are: "s" (seconds, the agent-vs-raw rows) or the unit of a load row
+    # (bench/load_rows.py: "projects/s", "calls/s", "events", "MiB", "%"), which has no raw side.
+    unit: str = "s"
+    # Set when the measurement found a fault it reports rather than raises (e.g. a progress watcher
+    # that missed events): the table shows "FAILED: <this>" instead of the figure.
+    failed: str = ""
+    # Text for the agent column instead of "median (min–max)" (e.g. the fan-out's event counts).
+    cell: str = ""
 
     @property
     def ratio(self) -> float | None:
@@ -172,8 +188,11 @@ class Figure:
             "speedup": self.speedup,
             "target": self.target,
             # "max_ratio": target is a maximum of agent/raw; "min_speedup": a minimum of raw/agent.
-            "target_kind": "min_speedup" if self.target_is_speedup else "max_ratio",
+            "target_kind": None if self.target is None else "min_speedup" if self.target_is_speedup else "max_ratio",
             "meets_target": self.meets_target,
+            "unit": self.unit,
+            "failed": self.failed or None,
+            "cell": self.cell or None,
             "note": self.note,
             "extra": {key: _stats(values) for key, values in self.extra.items()},
         }
@@ -227,6 +246,8 @@ class Bench:
     unchanged_runs: int = 10
     move: bool = True
     agent_log_level: str = "info"
+    # The load rows' scale (bench/load_rows.py LoadSettings); None with --no-load.
+    load: object | None = None
 
     def on_btrfs(self) -> Bench:
         """This bench with the btrfs agent and project; raw restic's cache and restore targets on the
@@ -728,6 +749,25 @@ def measure_move(bench: Bench) -> list[Figure]:
     return measure(bench, figure_type=Figure, alternating=_alternating, log_level=bench.agent_log_level)
 
 
+def _load_rows():
+    """bench/load_rows.py: ``load_rows`` when this file runs as a script (bench/ is sys.path[0]),
+    ``bench.load_rows`` when it is imported from the repository root."""
+    try:
+        import load_rows
+    except ImportError:
+        from bench import load_rows
+    return load_rows
+
+
+def measure_load(bench: Bench) -> list[Figure]:
+    """Drain throughput, progress fan-out, GetProjectStatus rate, agent RSS/CPU (bench/load_rows.py):
+    agent-only rows with agents of their own."""
+    if bench.load is None:
+        bench.log("  skipped (--no-load)")
+        return []
+    return _load_rows().measure_load(bench, figure_type=Figure, settings=bench.load)
+
+
 MEASUREMENTS: list[Measurement] = [
     measure_full_backup_and_restore,
     measure_s3_full_backup_and_restore,
@@ -735,6 +775,8 @@ MEASUREMENTS: list[Measurement] = [
     # Unchanged first: the agent's restores replace the project's subvolumes.
     measure_btrfs_unchanged_backup,
     measure_btrfs_restore,
+    # Last: the longest, and with agents of their own.
+    measure_load,
 ]
 
 
@@ -810,6 +852,7 @@ def machine_info(restic: str, scratch: Path) -> dict:
         "restic": restic_version,
         "python": platform.python_version(),
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "load_average": [round(v, 2) for v in os.getloadavg()] if hasattr(os, "getloadavg") else [],
     }
 
 
@@ -839,9 +882,19 @@ def _version_of(distribution: str) -> str:
         return "unknown"
 
 
-def _span(samples: list[float]) -> str:
+def _number(value: float) -> str:
+    size = abs(value)
+    return f"{value:.0f}" if size >= 100 else f"{value:.1f}" if size >= 10 else f"{value:.2f}"
+
+
+def _span(samples: list[float], unit: str = "s") -> str:
     if not samples:
         return "-"
+    if unit != "s":
+        median = statistics.median(samples)
+        if all(float(sample).is_integer() for sample in samples):  # counts
+            return f"{median:g} {unit} ({min(samples):g}–{max(samples):g})"
+        return f"{_number(median)} {unit} ({_number(min(samples))}–{_number(max(samples))})"
     if max(samples) < 0.1:  # e.g. the agent's UP_TO_DATE answer: milliseconds
         return f"{statistics.median(samples) * 1000:.1f} ms ({min(samples) * 1000:.1f}–{max(samples) * 1000:.1f})"
     return f"{statistics.median(samples):.2f} s ({min(samples):.2f}–{max(samples):.2f})"
@@ -861,11 +914,16 @@ def _ratio_cells(figure: Figure) -> tuple[str, str]:
     return value, f"≤ {figure.target:.2f}" if figure.target is not None else "-"
 
 
+def _load_average(values: list[float]) -> str:
+    return " ".join(f"{v:.2f}" for v in values)
+
+
 def render(figures: list[Figure], machine: dict, params: dict) -> str:
     header = ["operation", "agent median (min–max)", "raw median (min–max)", "ratio (agent/raw)", "target"]
     rows = []
     for figure in figures:
-        rows.append([figure.name, _span(figure.agent), _span(figure.raw), *_ratio_cells(figure)])
+        agent = f"FAILED: {figure.failed}" if figure.failed else figure.cell or _span(figure.agent, figure.unit)
+        rows.append([figure.name, agent, _span(figure.raw), *_ratio_cells(figure)])
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
 
     def line(cells: list[str]) -> str:
@@ -894,12 +952,26 @@ def render(figures: list[Figure], machine: dict, params: dict) -> str:
         out += [f"btrfs rows skipped: {btrfs['skipped']}", ""]
     elif btrfs:
         out += [f"btrfs rows: {btrfs['filesystem']}", ""]
+    load = params.get("load") or {}
+    if load.get("skipped"):
+        out += [f"load rows skipped: {load['skipped']}", ""]
+    elif load:
+        out += [
+            f"load rows (agent only, no raw side, no target): median (min–max) of {load['runs']} runs; drain of "
+            f"{load['projects']} projects of {load['files_per_project']} files ({load['dirty_per_run']} dirty + "
+            f"{load['fresh_per_run']} never backed up per run), {load['watchers']} watchers, "
+            f"GetProjectStatus for {load['rpc_seconds']:g} s per run",
+            "",
+        ]
     for figure in figures:
         if figure.note:
             out.append(f"  {figure.name}: {figure.note}")
+        elif any(figure.extra.values()):
+            out.append(f"  {figure.name}:")
         for key, samples in figure.extra.items():
             if samples:
-                out.append(f"    {key.replace('_', ' ')}: {_span(samples)}")
+                unit = "s" if key.endswith("seconds") else figure.unit
+                out.append(f"    {key.replace('_', ' ')}: {_span(samples, unit)}")
     gib = machine["memory_bytes"] / 2**30
     out += [
         "",
@@ -907,6 +979,13 @@ def render(figures: list[Figure], machine: dict, params: dict) -> str:
         f"{gib:.1f} GiB RAM, kernel {machine['kernel']}, scratch on {machine['filesystem']}",
         f"         {machine['restic']}; Python {machine['python']}; {machine['date']}",
     ]
+    if machine.get("load_average"):
+        start = params.get("load_average_start")
+        out.append(
+            "         load average (1, 5, 15 min): "
+            + (f"{_load_average(start)} at the start, " if start else "")
+            + f"{_load_average(machine['load_average'])} at the end"
+        )
     return "\n".join(out)
 
 
@@ -944,6 +1023,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--no-btrfs", action="store_true", help="skip the btrfs rows (no loop-device btrfs is made)"
     )
     parser.add_argument("--no-move", action="store_true", help="skip the move row (two more agents)")
+    parser.add_argument(
+        "--no-load", action="store_true",
+        help="skip the load rows (drain throughput, progress fan-out, GetProjectStatus rate, agent RSS/CPU)",
+    )
+    parser.add_argument(
+        "--load-projects", type=int, default=None, help="projects of the drain rows (default 200, quick 40)"
+    )
+    parser.add_argument("--load-runs", type=int, default=3, help="runs of each load row (default 3)")
     parser.add_argument("--keep-scratch", action="store_true", help="do not remove the scratch dir (debugging)")
     args = parser.parse_args(argv)
     quick = (20, 200, 3) if args.quick else (200, 2000, 5)
@@ -951,8 +1038,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.files = args.files if args.files is not None else quick[1]
     args.runs = args.runs if args.runs is not None else quick[2]
     args.unchanged_runs = args.unchanged_runs if args.unchanged_runs is not None else max(10, 2 * args.runs)
+    args.load_projects = args.load_projects if args.load_projects is not None else (40 if args.quick else 200)
     if args.runs < 1 or args.unchanged_runs < 1 or args.files < 1 or args.size_mb < 1 or args.warmup < 0:
         parser.error("--runs, --unchanged-runs, --files and --size-mb must be positive, --warmup not negative")
+    if args.load_projects < 1 or args.load_runs < 1:
+        parser.error("--load-projects and --load-runs must be positive")
     return args
 
 
@@ -1000,8 +1090,19 @@ def make_btrfs_project(
     return side
 
 
+def load_settings(args: argparse.Namespace):
+    """The load rows' LoadSettings for these arguments, or None with --no-load."""
+    if args.no_load:
+        return None
+    load_rows = _load_rows()
+    settings = load_rows.LoadSettings.quick(args.load_projects) if args.quick else load_rows.LoadSettings(
+        projects=args.load_projects)
+    return dataclasses.replace(settings, runs=args.load_runs)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    load_average_start = [round(v, 2) for v in os.getloadavg()] if hasattr(os, "getloadavg") else []
     signal.signal(signal.SIGTERM, _terminate)
     if not shutil.which(args.restic):
         print(f"bench: restic binary {args.restic!r} not found", file=sys.stderr)
@@ -1029,6 +1130,7 @@ def main(argv: list[str] | None = None) -> int:
             unchanged_runs=args.unchanged_runs,
             move=not args.no_move,
             agent_log_level=args.agent_log_level,
+            load=load_settings(args),
         )
         bench.log(f"generating {args.size_mb} MB in {args.files} files under {scratch}")
         generate_tree(home, total_bytes=args.size_mb * 1_000_000, files=args.files)
@@ -1090,6 +1192,8 @@ def main(argv: list[str] | None = None) -> int:
                     "size_mib": filesystem.size_mb,
                 }
             ),
+            "load": {"skipped": "--no-load"} if bench.load is None else {"skipped": None, **bench.load.to_json()},
+            "load_average_start": load_average_start,
         }
         print(render(figures, machine, params))
         args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -47,6 +47,8 @@ TERMINAL_STATES = frozenset(
     {pb.SUCCEEDED, pb.SUCCEEDED_WITH_WARNINGS, pb.UP_TO_DATE, pb.FAILED, pb.CANCELLED, pb.INTERRUPTED}
 )
 OK_STATES = frozenset({pb.SUCCEEDED, pb.SUCCEEDED_WITH_WARNINGS, pb.UP_TO_DATE})
+# The largest answer accepted: the agent's own send limit (agent/server.py).
+MAX_RECEIVE_BYTES = 64 * 1024 * 1024
 
 # Codes on which a progress stream is reopened (besides the client's own idle timeout).
 _STREAM_RECONNECT_CODES = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
@@ -373,6 +375,9 @@ class AgentClient:
             # Let the channel try to reconnect on the same time scale as the retries.
             ("grpc.initial_reconnect_backoff_ms", max(100, int(retry.initial_backoff * 1000))),
             ("grpc.max_reconnect_backoff_ms", max(100, int(retry.max_backoff * 1000))),
+            # A ReadFile answer holds up to the agent's read_file_max_bytes (16 MiB by default;
+            # the agent sends up to 64 MiB): gRPC's default 4 MiB would refuse a bigger file.
+            ("grpc.max_receive_message_length", MAX_RECEIVE_BYTES),
         ]
         if config.tls is None:
             self._channel = grpc.insecure_channel(config.target, options=options)

@@ -6,6 +6,7 @@ probes agents, and starts, resumes, retries and cancels moves through :mod:`hub_
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass, replace
 from typing import Callable
 
@@ -241,6 +242,54 @@ class Hub:
     def cancel_copy(self, copy_id: str, **hooks) -> Copy:
         return self.copy_runner(copy_id, **hooks).cancel()
 
+    # ------------------------------------------------------------ clones
+
+    def clone(self, source_project: str, *, clone_id: str | None = None, host_id: str | None = None,
+              observer: Callable[[str], None] | None = None) -> Project:
+        """Make a new project holding a copy of ``source_project`` (home and persist, as of a
+        backup taken now) on ``host_id`` (default: the source's host), and back it up once into
+        its own repository. The clone keeps the source's backup region, and so its bucket: a host
+        of another region is refused. Repeating a clone id joins the agent operations it started;
+        on failure the clone's partial copy is deleted on its host and nothing is recorded."""
+        source = self.store.get_project(source_project)
+        if source.host_id is None:
+            raise MoveRefused(f"project {source_project} is not placed on any host")
+        host = self.store.get_host(host_id or source.host_id)
+        if host.region != source.region:
+            raise MoveRefused(f"a clone keeps its source's region {source.region} (and bucket); host {host.id} "
+                              f"is in {host.region}")
+        clone_id = clone_id or str(uuid.uuid4())
+        say = observer or (lambda text: None)
+        source_client, clone_client = self.client(self.store.get_host(source.host_id)), self.client(host)
+
+        def finished(what: str, handle) -> pb.Operation:
+            say(f"{what}: operation {handle.id}")
+            operation = handle.wait(self.settings.operation_timeout)
+            if operation.state not in OK_STATES:
+                raise MoveError(f"clone {clone_id}: {what} failed: {operation.error.code} {operation.error.message}",
+                                operation.error.code)
+            return operation
+
+        backup = finished(f"backup of {source_project}", source_client.backup(
+            source_project, request_id=f"clone:{clone_id}:backup", purpose="backup", tags=[f"clone={clone_id}"]))
+        snapshot_id = backup.summary.snapshot_id
+        if not snapshot_id:
+            raise MoveError(f"clone {clone_id}: the backup of {source_project} reported no snapshot")
+        try:
+            finished(f"restore of {snapshot_id[:8]} as {clone_id} on {host.id}", clone_client.restore(
+                clone_id, snapshot_id, request_id=f"clone:{clone_id}:restore", source_project_id=source_project))
+            finished(f"first backup of {clone_id}", clone_client.backup(
+                clone_id, request_id=f"clone:{clone_id}:first-backup", purpose="backup"))
+            status = clone_client.project_status(clone_id)
+        except (AgentError, MoveError):
+            try:
+                clone_client.delete_project(clone_id, delete_repository=True).wait(self.settings.operation_timeout)
+            except AgentError:
+                pass  # the error below is the one to report; the partial clone is not in the store
+            raise
+        return self.store.upsert_project(with_freshness(
+            Project(clone_id, host.id, source.region, status.repository_location), status))
+
     # ------------------------------------------------------------ moves
 
     def runner(self, move_id: str, *, observer: Observer | None = None,
@@ -249,14 +298,20 @@ class Hub:
                           before_step=before_step)
 
     def move(self, project_id: str, target_host: str, *, force: bool = False, observer: Observer | None = None,
-             before_step: Callable[[str], None] | None = None, clean_now: bool = True) -> Move:
+             before_step: Callable[[str], None] | None = None, clean_now: bool = True,
+             cross_region: bool = False) -> Move:
         """Move the project to ``target_host`` and return the finished move; raises MoveError
         (the move stays recorded as failed) or MoveInProgress (another move of it is active).
 
         A move to the same target that preflight refused is taken up again (with ``force`` as
         given) instead of starting another record. The move is complete when the project is
         placed on the target; the source copy's removal is scheduled then, and done right away
-        unless ``clean_now`` is False (then :meth:`run_cleanups` does it later)."""
+        unless ``clean_now`` is False (then :meth:`run_cleanups` does it later).
+
+        ``cross_region`` asks for the slower, explicit path to a host of another region: the
+        repository is copied into that region's bucket (``settings.buckets``) and checked there,
+        and the project's region changes with its placement; the source region's repository is
+        removed with the source copy, after completion."""
         project = self.store.get_project(project_id)
         if project.host_id is None:
             raise MoveRefused(f"project {project_id} has no placement to move from")
@@ -264,11 +319,14 @@ class Hub:
             raise MoveRefused(f"project {project_id} is already on {target_host}")
         active = self.store.active_move(project_id)
         runner_hooks = {"observer": observer, "before_step": before_step}
-        if (active is not None and active.status == MoveStatus.FAILED and active.step == "preflight"
-                and active.target_host == target_host):
+        refused = (active is not None and active.status == MoveStatus.FAILED and active.step == "preflight")
+        if refused and active.target_host == target_host and active.cross_region == cross_region:
             move = self.runner(active.id, **runner_hooks).retry(force=force)
         else:
-            move = self.store.create_move(project_id, project.host_id, target_host, force=force)
+            if refused:  # asked again differently: the refused record (nothing was done) gives way
+                self.runner(active.id).cancel()
+            move = self.store.create_move(project_id, project.host_id, target_host, force=force,
+                                          cross_region=cross_region)
             move = self.runner(move.id, **runner_hooks).start()
         return self._scheduled_cleanup(move, observer, clean_now)
 
@@ -284,12 +342,12 @@ class Hub:
 
     def _scheduled_cleanup(self, move: Move, observer: Observer | None, now: bool) -> Move:
         if now:
-            move = clean_source(self.store, self.client, move, observer=observer)
+            move = clean_source(self.store, self.client, move, observer=observer, buckets=self.settings.buckets)
         return move
 
     def run_cleanups(self, observer: Observer | None = None) -> list[Move]:
         """Remove the source copies of completed moves whose cleanup is still pending; returns the
         moves still pending afterwards."""
         for move in self.store.pending_cleanups():
-            clean_source(self.store, self.client, move, observer=observer)
+            clean_source(self.store, self.client, move, observer=observer, buckets=self.settings.buckets)
         return self.store.pending_cleanups()

@@ -7,6 +7,7 @@ Examples:
   buckets projects --host host-a --json
   buckets move 0b6f...-uuid --to host-b           # live movelog; exit 0 when complete
   buckets move 0b6f...-uuid --to host-b --force   # source host down: move from the last backup
+  buckets --buckets regions.toml move 0b6f...-uuid --to host-us --cross-region
   buckets moves --active
   buckets movelog MOVE_ID --follow
   buckets resume MOVE_ID | retry MOVE_ID [--force] | cancel-move MOVE_ID
@@ -28,21 +29,24 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Callable
 
-from hub_client.client import ClientConfig, RetryPolicy, TlsConfig, state_name
+from hub_client.agent_cli import (
+    EXIT_FAILED, EXIT_IN_PROGRESS, EXIT_OK, EXIT_USAGE, add_connection_options, client_config_from, exit_code_of,
+)
+from hub_client.client import AgentError, state_name
 from hub_client.hub import Hub
 from hub_client.copying import CopyRefused
 from hub_client.move import MoveSettings
 from hub_client.steps import JobError
 from hub_client.progress import ProgressPrinter
 from hub_client.regions import order_regions
+from hub_client.repository_copy import load_buckets
 from hub_client.movelog_view import MovelogPrinter, entry_record, follow, follow_copy
 from hub_client.store import (
     Conflict, CopyInProgress, CopyStatus, MoveInProgress, MovelogEntry, NotFound, StoreError, open_store,
 )
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_IN_PROGRESS = 0, 1, 2, 3
 HUB_COMMANDS = ("hosts", "projects", "move", "moves", "movelog", "resume", "retry", "cancel-move", "cleanup",
-                "delete", "force-off", "regions", "drain", "copy", "copies", "copylog", "resume-copy", "cancel-copy")
+                "delete", "force-off", "regions", "drain", "copy", "copies", "copylog", "resume-copy", "cancel-copy", "clone")
 
 
 def default_store() -> str:
@@ -50,13 +54,12 @@ def default_store() -> str:
 
 
 def add_global_options(parser: argparse.ArgumentParser) -> None:
+    """The hub's options and how to call agents (:func:`agent_cli.add_connection_options`)."""
+    add_connection_options(parser)
     parser.add_argument("--store", default=None, help="hub store URL or SQLite path (default $BUCKETS_STORE)")
-    parser.add_argument("--token", default=os.environ.get("BUCKETS_TOKEN"),
-                        help="bearer token for the agents (default $BUCKETS_TOKEN)")
-    parser.add_argument("--ca", type=Path, help="PEM CA of the agents' certificates (enables TLS)")
-    parser.add_argument("--cert", type=Path, help="client certificate for mTLS (with --key)")
-    parser.add_argument("--key", type=Path, help="client key for mTLS")
-    parser.add_argument("--retries", type=int, default=5, help="tries of a call to an unreachable agent")
+    parser.add_argument("--buckets", type=Path, default=os.environ.get("BUCKETS_REGION_BUCKETS"),
+                        help="TOML file of each region's bucket, for cross-region moves "
+                             "(default $BUCKETS_REGION_BUCKETS)")
 
 
 def add_hub_commands(commands) -> None:
@@ -85,6 +88,9 @@ def add_hub_commands(commands) -> None:
     move.add_argument("--to", required=True, dest="target")
     move.add_argument("--force", action="store_true",
                       help="move although the source host is down and edits newer than its last backup may be lost")
+    move.add_argument("--cross-region", action="store_true",
+                      help="move to a host of another region: the repository is copied into that region's bucket "
+                           "(needs --buckets)")
     moves = commands.add_parser("moves", help="list moves, newest first")
     moves.add_argument("--project")
     moves.add_argument("--active", action="store_true")
@@ -116,6 +122,11 @@ def add_hub_commands(commands) -> None:
     copy.add_argument("target", metavar="TARGET_PROJECT:PATH")
     copy.add_argument("--on-conflict", choices=sorted(Conflict.ALL), default=Conflict.FAIL,
                       help="when the target path exists: fail (default), overwrite it, or skip what exists")
+    clone = commands.add_parser("clone", help="a new project copied from another, in its region and bucket "
+                                              "(buckets clone PROJECT [--to HOST] [--id NEW_ID])")
+    clone.add_argument("project")
+    clone.add_argument("--to", dest="target", help="host of the clone (default: the project's host)")
+    clone.add_argument("--id", dest="clone_id", help="the new project's id (default: a new uuid)")
     copies = commands.add_parser("copies", help="list copies, newest first")
     copies.add_argument("--project", help="only copies from or into this project")
     copies.add_argument("--active", action="store_true", help="only pending or running copies")
@@ -129,16 +140,6 @@ def add_hub_commands(commands) -> None:
     regions.add_argument("location", help="ISO country code or lat,lon")
 
 
-def client_config_from(args) -> Callable[[str], ClientConfig]:
-    tls = TlsConfig(ca_file=args.ca, cert_file=args.cert, key_file=args.key) if (args.ca or args.cert) else None
-    retry = RetryPolicy(attempts=max(1, args.retries))
-
-    def config(address: str) -> ClientConfig:
-        return ClientConfig(target=address, deadline=args.deadline, retry=retry, tls=tls, token=args.token)
-
-    return config
-
-
 def run_hub_command(args) -> int:
     url = args.store or default_store()
     try:
@@ -149,7 +150,13 @@ def run_hub_command(args) -> int:
         print(f"buckets: cannot open the store: {exc}", file=sys.stderr)
         return EXIT_USAGE
     try:
-        with Hub(store, client_config=client_config_from(args), settings=MoveSettings()) as hub:
+        buckets = load_buckets(Path(args.buckets)) if args.buckets else {}
+    except ValueError as exc:
+        store.close()
+        print(f"buckets: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        with Hub(store, client_config=client_config_from(args), settings=MoveSettings(buckets=buckets)) as hub:
             return _dispatch(hub, args)
     except (MoveInProgress, CopyInProgress) as exc:
         print(f"buckets: {exc}", file=sys.stderr)
@@ -163,6 +170,9 @@ def run_hub_command(args) -> int:
     except (NotFound, StoreError) as exc:
         print(f"buckets: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except AgentError as exc:  # a call outside any move or copy, e.g. projects refresh
+        print(f"buckets: {args.command}: agent call failed: {exc}", file=sys.stderr)
+        return exit_code_of(exc)
     finally:
         store.close()
 
@@ -219,7 +229,8 @@ def _dispatch(hub: Hub, args) -> int:
             _emit(args, _row(project), _project_line(project))
         return EXIT_OK
     if command == "move":
-        move = hub.move(args.project, args.target, force=args.force, observer=_observer(args))
+        move = hub.move(args.project, args.target, force=args.force, observer=_observer(args),
+                        cross_region=args.cross_region)
         return EXIT_OK if move.status == "succeeded" else EXIT_FAILED
     if command == "moves":
         for move in hub.store.list_moves(project_id=args.project, active=True if args.active else None):
@@ -270,6 +281,11 @@ def _dispatch(hub: Hub, args) -> int:
         copy = hub.copy(source, source_path, target, target_path, on_conflict=args.on_conflict,
                         observer=_observer(args, "copy_id"))
         return EXIT_OK if copy.status == CopyStatus.SUCCEEDED else EXIT_FAILED
+    if command == "clone":
+        clone = hub.clone(args.project, clone_id=args.clone_id, host_id=args.target,
+                          observer=None if args.json else print)
+        _emit(args, _row(clone), f"clone {clone.id} of {args.project} on {clone.host_id} ({clone.region})")
+        return EXIT_OK
     if command == "copies":
         for copy in hub.store.list_copies(project_id=args.project, blocking=True if args.active else None):
             _emit(args, _row(copy), f"{copy.id}  {copy.source_project}:{copy.source_path} ({copy.source_host}) → "

@@ -22,22 +22,29 @@ after verification.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+import time
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 from hub_client.client import OK_STATES, AgentClient, AgentError, OperationHandle, new_request_id
 from hub_client.proto.buckets.v1 import agent_pb2 as pb
 from hub_client.store import Cleanup, Host, Move, MovelogEntry, MoveStatus, NotFound, Project, Store
 from hub_client.store.models import utcnow
-from hub_client.steps import JobError, follow_operation
+from hub_client.repository_copy import BucketConfig, RepositoryCopyError, copy_repository, delete_repository
+from hub_client.steps import PROGRESS_INTERVAL, JobError, follow_operation
 
 SENTINEL_PATH = "persist/.buckets-move-sentinel"
 ONLINE_STEPS = ("preflight", "backup", "freeze", "final_backup", "restore", "verify", "finalize")
 OFFLINE_STEPS = ("preflight", "restore", "verify", "finalize")
+# A cross-region move copies the repository into the target region's bucket twice: in bulk while
+# the project is in use, then what the catch-up backup added.
+CROSS_REGION_STEPS = ("preflight", "backup", "sync", "freeze", "final_backup", "final_sync", "restore", "verify",
+                      "finalize")
+PLAN_STEPS = {"online": ONLINE_STEPS, "offline": OFFLINE_STEPS, "cross-region": CROSS_REGION_STEPS}
 # A failure undoes these (the source is thawed, the target's copy removed), so a resumed move
 # starts again there at the latest.
-FIRST_UNDONE_STEP = {"online": "freeze", "offline": "restore"}
+FIRST_UNDONE_STEP = {"online": "freeze", "offline": "restore", "cross-region": "freeze"}
 
 Connect = Callable[[Host], AgentClient]
 Observer = Callable[[MovelogEntry], None]
@@ -72,13 +79,13 @@ def possible_loss_minutes(last_backup: datetime | None, last_edited: datetime | 
 
 
 def steps_of(plan: str) -> tuple[str, ...]:
-    return ONLINE_STEPS if plan == "online" else OFFLINE_STEPS
+    return PLAN_STEPS[plan]
 
 
 def resume_point(plan: str | None, step: str, crashed: bool) -> str:
     """Where a resumed move starts: the recorded step after a hub crash (nothing was undone);
     after a failure, the recorded step or the first step the failure undid, whichever is earlier."""
-    if plan is None or step not in steps_of(plan):
+    if plan not in PLAN_STEPS or step not in steps_of(plan):
         return "preflight"
     if crashed:
         return step
@@ -134,6 +141,8 @@ class MoveSettings:
 
     host_seen_within: timedelta = timedelta(minutes=10)
     operation_timeout: float | None = None  # seconds to wait for one agent operation (None: no limit)
+    # Each region's bucket, as the hub reaches it: what a cross-region move copies between.
+    buckets: Mapping[str, BucketConfig] = field(default_factory=dict)
 
 
 class MoveRunner:
@@ -171,6 +180,8 @@ class MoveRunner:
         with self.store.move_lock(self.project_id):
             move = self._require_active("cancel")
             self._undo(move, self._plan())
+            if move.cross_region:
+                self._remove_target_region_copy()
             cancelled = self.store.update_move_status(self.move_id, MoveStatus.CANCELLED, error=move.error)
             self._log("cancelled", "move cancelled; the project stays on its source host")
             return cancelled
@@ -268,10 +279,12 @@ class MoveRunner:
             raise MoveRefused(f"project {project.id} is placed on {project.host_id}, not on the move's source {source.id}")
         if source.id == target.id:
             raise MoveRefused(f"project {project.id} is already on {target.id}")
-        if not (project.region == source.region == target.region):
+        if move.cross_region:
+            self._check_cross_region(project, source, target)
+        elif not (project.region == source.region == target.region):
             raise MoveRefused(
                 f"cross-region move ({source.region} → {target.region}, project region {project.region}) "
-                "is not a same-region move"
+                "is not a same-region move; ask for a cross-region move explicitly"
             )
         copying = self.store.list_copies(project_id=project.id, blocking=True)
         if copying:
@@ -293,10 +306,27 @@ class MoveRunner:
         source_status = self._source_status(source)
         if source_status is not None and source_status.present:
             self.store.upsert_project(with_freshness(project, source_status))
+            if move.cross_region:
+                self._log("plan", f"source {source.id} is online: back up, copy the repository from {source.region} "
+                          f"to {target.region}, freeze, catch up, copy again, restore on {target.id}",
+                          {"plan": "cross-region", "source_reachable": True, "from_region": source.region,
+                           "to_region": target.region})
+                return
             self._log("plan", f"source {source.id} is online: back up, freeze, catch up, restore on {target.id}",
                       {"plan": "online", "source_reachable": True})
             return
+        if move.cross_region:
+            raise MoveRefused(f"source host {source.id} is unreachable or lacks the project: a cross-region move "
+                              "needs its source online (its last backups are copied after a catch-up backup)")
         self._plan_offline(project, source, target, target_client, reachable=source_status is not None)
+
+    def _check_cross_region(self, project: Project, source: Host, target: Host) -> None:
+        if not (project.region == source.region != target.region):
+            raise MoveRefused(f"a cross-region move goes from the project's region {project.region} (source "
+                              f"{source.region}) to another; the target is in {target.region}")
+        for region in (source.region, target.region):
+            if region not in self.settings.buckets:
+                raise MoveRefused(f"the hub has no bucket configured for region {region}")
 
     def _seen_recently(self, host: Host) -> bool:
         return host.last_seen is not None and utcnow() - host.last_seen <= self.settings.host_seen_within
@@ -392,6 +422,43 @@ class MoveRunner:
         )
         return self._await(step, source, handle)
 
+    def _step_sync(self) -> None:
+        self._copy_repository("sync", verify=False)
+
+    def _step_final_sync(self) -> None:
+        self._copy_repository("final_sync", verify=True)
+
+    def _copy_repository(self, step: str, *, verify: bool) -> None:
+        """Copy what the target region's bucket lacks of the repository (listings compared after),
+        and with ``verify`` have the target host's agent check the copy as a repository."""
+        source, target = self._hosts()
+        buckets = self.settings.buckets
+        last = [0.0]
+
+        def progress(done: int, total: int) -> None:
+            now = time.monotonic()
+            if done == total or now - last[0] >= PROGRESS_INTERVAL:
+                last[0] = now
+                self._log("progress", f"{done}/{total} objects", {
+                    "host": "hub", "phase": step, "files_done": done, "files_total": total,
+                    "percent": round(100.0 * done / total, 2)})
+
+        try:
+            report = copy_repository(buckets[source.region], buckets[target.region], self.project_id,
+                                     progress=progress)
+        except RepositoryCopyError as exc:
+            raise MoveError(f"{step}: {exc}", "UNAVAILABLE") from exc
+        self._log("sync", f"repository copied from {source.region} to {target.region}: {report.copied} of "
+                  f"{report.objects} objects ({report.copied_bytes} of {report.bytes} bytes) were missing",
+                  {"from_region": source.region, "to_region": target.region, **report.as_data()})
+        if verify:
+            handle = self._client(target).verify(
+                self.project_id, request_id=request_id(self.move_id, step, self._round(step)),
+                mode=pb.VerifyRequest.REPOSITORY)
+            self._await(step, target, handle)
+            self._log("verify", f"repository check of the copy in {target.region} passed on {target.id}",
+                      {"host": target.id, "objects": report.objects})
+
     def _step_restore(self) -> None:
         _, target = self._hosts()
         snapshot_id = self.move.snapshot_id
@@ -417,7 +484,7 @@ class MoveRunner:
             raise MoveError(f"verification failed on {target.id}: it holds "
                             f"{'snapshot ' + receipt[:8] if receipt else 'no restored snapshot'}, "
                             f"not {self.move.snapshot_id[:8]}")
-        if self._plan() == "online":
+        if self._plan() != "offline":
             handle = client.verify(
                 self.project_id, request_id=request_id(self.move_id, "verify", self._round("verify")),
                 mode=pb.VerifyRequest.SENTINEL, sentinel_path=SENTINEL_PATH, sentinel_content=self.sentinel,
@@ -456,6 +523,22 @@ class MoveRunner:
             self._log("failed", message, {"step": move.step, "refused": isinstance(exc, MoveRefused),
                                           "loss_minutes": getattr(exc, "loss_minutes", None)})
 
+    def _remove_target_region_copy(self) -> None:
+        """A cancelled cross-region move leaves no repository copy in the target region's bucket."""
+        _, target = self._hosts()
+        bucket = self.settings.buckets.get(target.region)
+        if bucket is None:
+            return
+        try:
+            removed = delete_repository(bucket, self.project_id)
+        except RepositoryCopyError as exc:
+            self._log("warning", f"could not remove the repository copy in {target.region}: {exc}",
+                      {"region": target.region})
+            return
+        if removed:
+            self._log("cleanup", f"repository copy removed from {target.region} ({removed} objects)",
+                      {"region": target.region, "objects": removed})
+
     def _undo(self, move: Move, plan: str | None) -> None:
         """Put the source back in service and remove the target's partial copy (best effort:
         what cannot be undone now is logged and undone by the next attempt or cancel)."""
@@ -464,7 +547,7 @@ class MoveRunner:
         steps = steps_of(plan)
         reached = steps.index(move.step)
         source, target = self._hosts()
-        if plan == "online" and reached >= steps.index("freeze"):
+        if plan != "offline" and reached >= steps.index("freeze"):
             try:
                 self._client(source).thaw(self.project_id)
                 self._log("thaw", f"project writable again on {source.id}", {"host": source.id})
@@ -480,9 +563,11 @@ class MoveRunner:
                           "removes it", {"host": target.id})
 
 
-def clean_source(store: Store, connect: Connect, move: Move, *, observer: Observer | None = None) -> Move:
+def clean_source(store: Store, connect: Connect, move: Move, *, observer: Observer | None = None,
+                 buckets: Mapping[str, BucketConfig] | None = None) -> Move:
     """Remove a completed move's source copy (home, persist, local snapshots; never the
-    repository). Best effort: an unreachable source keeps the cleanup pending for a later run."""
+    repository), and after a cross-region move the repository in the source region's bucket
+    (``buckets``). Best effort: what fails keeps the cleanup pending for a later run."""
     if move.status != MoveStatus.SUCCEEDED or move.cleanup != Cleanup.PENDING:
         return move
     if store.get_project(move.project_id).host_id == move.source_host:
@@ -507,6 +592,17 @@ def clean_source(store: Store, connect: Connect, move: Move, *, observer: Observ
             f"{operation.error.message}; it is retried later", {"host": move.source_host})
         return move
     log("cleanup", f"source copy removed from {move.source_host}", {"host": move.source_host})
+    if move.cross_region:
+        region = store.get_host(move.source_host).region
+        bucket = (buckets or {}).get(region)
+        try:
+            if bucket is None:
+                raise RepositoryCopyError(f"the hub has no bucket configured for region {region}")
+            removed = delete_repository(bucket, move.project_id)
+        except RepositoryCopyError as exc:
+            log("warning", f"removing the repository from {region} postponed: {exc}", {"region": region})
+            return move
+        log("cleanup", f"repository removed from {region} ({removed} objects)", {"region": region, "objects": removed})
     return store.set_move_cleanup(move.id, Cleanup.DONE)
 
 

@@ -81,3 +81,14 @@ def btrfs_fs(tmp_path_factory: pytest.TempPathFactory):
         yield filesystem
     finally:
         filesystem.stop()
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    """The API fuzzer's table (cases and status codes per RPC), when it ran."""
+    from tests import fuzz_report
+
+    lines = fuzz_report.summary_lines()
+    if lines:
+        terminalreporter.section("API fuzzing (hypothesis, tests/integration/test_fuzz_api.py)")
+        for line in lines:
+            terminalreporter.write_line(line)

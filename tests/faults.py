@@ -50,9 +50,12 @@ class CuttableProxy:
             for connection in self._connections:
                 try:
                     connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
-                    connection.close()
+                    # A pump thread blocked in select() on this socket keeps it open after close()
+                    # until select returns; shutting it down ends the connection at once.
+                    connection.shutdown(socket.SHUT_RDWR)
                 except OSError:
                     pass
+                connection.close()
             self._connections.clear()
 
     def close(self) -> None:

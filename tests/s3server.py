@@ -85,8 +85,8 @@ class S3Server:
             config=Config(retries={"max_attempts": 1}),
         )
 
-    def agent_repository_config(self, password_file: Path) -> str:
-        """The agent config (TOML) of S3 repositories on this server: bucket ``buckets-us-east-1``,
+    def agent_repository_config(self, password_file: Path, region: str = "us-east-1") -> str:
+        """The agent config (TOML) of S3 repositories on this server: bucket ``buckets-<region>``,
         made by the agent if missing, the password in ``password_file``."""
         return f"""
 [repository]
@@ -94,7 +94,7 @@ kind = "s3"
 
 [repository.s3]
 endpoint = "{self.endpoint}"
-region = "us-east-1"
+region = "{region}"
 bucket_prefix = "buckets"
 access_key_id = "{self.access_key_id}"
 secret_access_key = "{self.secret_access_key}"

@@ -17,7 +17,7 @@ from agent import errors
 from agent.backends.base import EngineView
 from agent.engine import restic_args as ra
 from agent.engine.base import BackupOutcome, BackupStatus, RestoreSize, Snapshot, TreeNode
-from agent.executor import ProcessResult, run_process
+from agent.executor import ProcessResult, classify_failed, run_process
 from agent.repository import Repository
 
 log = structlog.get_logger("agent.engine.restic")
@@ -108,7 +108,7 @@ class ResticEngine:
             self._failed(exc)
             raise
         if result.returncode not in ok_codes:
-            raise self._failed(ra.classify_failure(result.returncode, result.stderr_tail, action=action))
+            raise self._failed(classify_failed(result, ra.classify_failure, action=action))
         return result
 
     def _failed(self, error: errors.BucketsError) -> errors.BucketsError:
@@ -245,7 +245,7 @@ class ResticEngine:
             stdout_enough=limit, secrets=repo.secrets, kill_grace=self._kill_grace, stop_signal=signal.SIGINT,
         )
         if not result.stdout_cut and result.returncode != 0:
-            raise self._failed(ra.classify_failure(result.returncode, result.stderr_tail, action="dump"))
+            raise self._failed(classify_failed(result, ra.classify_failure, action="dump"))
         return result.stdout_raw
 
     async def forget_plan(

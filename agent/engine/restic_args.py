@@ -916,6 +916,9 @@ STDERR_RULES: tuple[FailureRule, ...] = (
     ),
     _rule(r"Fatal: repository contains errors", errors.DataLoss, "repository check found errors"),
     _rule(r"config file already exists", errors.AlreadyExists, "repository already exists"),
+    # init at a local path that cannot be made (a missing or read-only parent, /proc ...); a
+    # full disk was caught above.
+    _rule(r"create repository at .* failed", errors.FailedPrecondition, "the repository cannot be created there"),
     # A snapshot id that matches nothing (restore and dump exit 1; ls and
     # find print only "Ignoring ..." and exit 0), then the paths dump cannot
     # dump (exit code 2).

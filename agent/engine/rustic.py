@@ -24,7 +24,7 @@ from agent import errors
 from agent.backends.base import EngineView
 from agent.engine import rustic_args as rua
 from agent.engine.base import BackupOutcome, BackupStatus, RestoreSize, Snapshot
-from agent.executor import ProcessResult, run_process
+from agent.executor import ProcessResult, classify_failed, run_process
 from agent.repository import Repository
 
 log = structlog.get_logger("agent.engine.rustic")
@@ -153,7 +153,7 @@ class RusticEngine:
                 self._failed(exc)
                 raise
         if result.returncode != 0:
-            raise self._failed(rua.classify_failure(result.returncode, result.stderr_tail, action=action))
+            raise self._failed(classify_failed(result, rua.classify_failure, action=action))
         return result
 
     def _failed(self, error: errors.BucketsError) -> errors.BucketsError:

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from hub_client.store import Store, open_store
+from tests.hubs import make_hub
 
 
 @pytest.fixture(scope="session")
@@ -83,3 +84,21 @@ def two_hosts(agent_factory, tmp_path: Path):
              f'password_file = "{password_file}"\n')
     return (agent_factory("host-a", extra=extra, host_id="host-a"),
             agent_factory("host-b", extra=extra, host_id="host-b"))
+
+
+@pytest.fixture
+def hub(store, two_hosts):
+    """A hub on the parametrised store (SQLite, PostgreSQL) over ``two_hosts``."""
+    with make_hub(store, two_hosts) as opened:
+        yield opened
+
+
+@pytest.fixture
+def sqlite_hub(tmp_path: Path, two_hosts):
+    """A hub on a SQLite store over ``two_hosts``."""
+    store = open_store(f"sqlite://{tmp_path / 'hub.sqlite'}")
+    try:
+        with make_hub(store, two_hosts) as opened:
+            yield opened
+    finally:
+        store.close()

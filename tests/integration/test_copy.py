@@ -12,10 +12,10 @@ from hub_client.copying import HOST_STEPS, LOCAL_STEPS, CopyError, CopyRefused
 from hub_client.hub import Hub
 from hub_client.move import MoveRefused
 from hub_client.proto.buckets.v1 import agent_pb2 as pb
-from hub_client.store import Conflict, CopyInProgress, CopyStatus, open_store
+from hub_client.store import Conflict, CopyInProgress, CopyStatus
 from tests.conftest import requires_restic
 from tests.harness import create_project, manifest, write_tree
-from tests.integration.test_move import make_hub, register
+from tests.hubs import make_hub, register
 
 pytestmark = requires_restic
 
@@ -35,16 +35,6 @@ def s3_hosts(agent_factory, s3_server, tmp_path: Path):
 def s3_hub(store, s3_hosts):
     with make_hub(store, s3_hosts) as opened:
         yield opened
-
-
-@pytest.fixture
-def local_hub(tmp_path: Path, two_hosts):
-    store = open_store(f"sqlite://{tmp_path / 'hub.sqlite'}")
-    try:
-        with make_hub(store, two_hosts) as opened:
-            yield opened
-    finally:
-        store.close()
 
 
 def place(hub: Hub, agent, host_id: str, *, files: int = 0) -> str:
@@ -102,13 +92,13 @@ def test_copy_of_a_thousand_files_between_hosts(s3_hub: Hub, s3_hosts) -> None:
     assert s3_hub.store.get_project(source).host_id == "host-a"
 
 
-def test_conflict_rules_between_hosts(local_hub: Hub, two_hosts) -> None:
+def test_conflict_rules_between_hosts(sqlite_hub: Hub, two_hosts) -> None:
     a, b = two_hosts
-    source = place(local_hub, a, "host-a")
+    source = place(sqlite_hub, a, "host-a")
     (a.home(source) / "docs").mkdir()
     for name in ("new.txt", "same.txt"):
         (a.home(source) / "docs" / name).write_text(f"source {name}\n")
-    target = place(local_hub, b, "host-b")
+    target = place(sqlite_hub, b, "host-b")
     docs = b.home(target) / "docs"
 
     def reset_target() -> None:
@@ -121,29 +111,29 @@ def test_conflict_rules_between_hosts(local_hub: Hub, two_hosts) -> None:
     reset_target()
     backups_before = engine_runs(a, "backup")
     with pytest.raises(CopyRefused) as refused:
-        local_hub.copy(source, "docs", target, "docs", on_conflict=Conflict.FAIL)
+        sqlite_hub.copy(source, "docs", target, "docs", on_conflict=Conflict.FAIL)
     assert refused.value.code == "FAILED_PRECONDITION"
     assert engine_runs(a, "backup") == backups_before  # refused before any work
     assert sorted(p.name for p in docs.iterdir()) == ["only-target.txt", "same.txt"]
 
-    local_hub.copy(source, "docs", target, "docs", on_conflict=Conflict.SKIP)
+    sqlite_hub.copy(source, "docs", target, "docs", on_conflict=Conflict.SKIP)
     assert {p.name: p.read_text() for p in docs.iterdir()} == {
         "new.txt": "source new.txt\n", "same.txt": "target same.txt\n", "only-target.txt": "target only\n"}
 
     reset_target()
-    local_hub.copy(source, "docs", target, "docs", on_conflict=Conflict.OVERWRITE)
+    sqlite_hub.copy(source, "docs", target, "docs", on_conflict=Conflict.OVERWRITE)
     assert {p.name: p.read_text() for p in docs.iterdir()} == {
         "new.txt": "source new.txt\n", "same.txt": "source same.txt\n"}
     assert [s for s in snapshots(a, source) if "purpose=copy" in s.tags] == []
 
 
-def test_paths_leading_out_of_a_project_are_refused_before_any_work(local_hub: Hub, two_hosts, tmp_path) -> None:
+def test_paths_leading_out_of_a_project_are_refused_before_any_work(sqlite_hub: Hub, two_hosts, tmp_path) -> None:
     a, b = two_hosts
-    source = place(local_hub, a, "host-a")
+    source = place(sqlite_hub, a, "host-a")
     (a.home(source) / "data").mkdir()
     (a.home(source) / "data" / "file").write_text("x\n")
     (a.home(source) / "etc-link").symlink_to("/etc")
-    target = place(local_hub, b, "host-b")
+    target = place(sqlite_hub, b, "host-b")
     outside = tmp_path / "outside"
     outside.mkdir()
     (b.home(target) / "out").symlink_to(outside)
@@ -153,15 +143,15 @@ def test_paths_leading_out_of_a_project_are_refused_before_any_work(local_hub: H
     for source_path, target_path in (("../x", "x"), ("data", "../x"), ("/etc", "x"), ("data", "/etc"),
                                      ("data/../../x", "x"), ("", "x")):
         with pytest.raises(CopyRefused) as refused:
-            local_hub.copy(source, source_path, target, target_path)
+            sqlite_hub.copy(source, source_path, target, target_path)
         assert refused.value.code == "INVALID_ARGUMENT", (source_path, target_path)
-    assert local_hub.store.list_copies() == []  # refused by the hub: not even a record
+    assert sqlite_hub.store.list_copies() == []  # refused by the hub: not even a record
 
     for source_path, target_path in (("etc-link", "etc"), ("data", "out/data"), ("data", "out")):
         with pytest.raises(CopyRefused) as refused:
-            local_hub.copy(source, source_path, target, target_path, on_conflict=Conflict.OVERWRITE)
+            sqlite_hub.copy(source, source_path, target, target_path, on_conflict=Conflict.OVERWRITE)
         assert refused.value.code == "INVALID_ARGUMENT", (source_path, target_path)
-        copy = local_hub.store.list_copies()[0]
+        copy = sqlite_hub.store.list_copies()[0]
         assert (copy.status, copy.step, copy.snapshot_id) == (CopyStatus.FAILED, "backup" if source_path ==
                                                               "etc-link" else "preflight", None)
     after = [len(agent.stub.ListOperations(pb.ListOperationsRequest(), timeout=10).operations) for agent in (a, b)]
@@ -169,14 +159,14 @@ def test_paths_leading_out_of_a_project_are_refused_before_any_work(local_hub: H
     assert os.listdir(outside) == [] and engine_runs(a, "backup") == 0
 
 
-def test_copy_on_one_host_uses_no_engine(local_hub: Hub, two_hosts) -> None:
+def test_copy_on_one_host_uses_no_engine(sqlite_hub: Hub, two_hosts) -> None:
     a, _ = two_hosts
-    source = place(local_hub, a, "host-a")
+    source = place(sqlite_hub, a, "host-a")
     write_tree(a.home(source) / "src", files=200, seed=3)
-    target = place(local_hub, a, "host-a")
+    target = place(sqlite_hub, a, "host-a")
     processes_before = len(a.started_argvs())
     entries = []
-    copy = local_hub.copy(source, "src", target, "lib/src", observer=entries.append)
+    copy = sqlite_hub.copy(source, "src", target, "lib/src", observer=entries.append)
     assert copy.status == CopyStatus.SUCCEEDED and not copy.between_hosts
     assert manifest(a.home(target) / "lib" / "src") == manifest(a.home(source) / "src")
     assert [e.message for e in entries if e.kind == "step"] == list(LOCAL_STEPS)
@@ -184,28 +174,53 @@ def test_copy_on_one_host_uses_no_engine(local_hub: Hub, two_hosts) -> None:
     assert started and not any("restic" in part for argv in started for part in argv), started  # cp only
 
 
-def test_target_killed_mid_restore_then_resume_completes(local_hub: Hub, two_hosts) -> None:
+def test_target_killed_mid_restore_then_resume_completes(sqlite_hub: Hub, two_hosts) -> None:
     a, b = two_hosts
-    source = place(local_hub, a, "host-a")
+    source = place(sqlite_hub, a, "host-a")
     write_tree(a.home(source) / "data", files=300, size=8192, seed=5)
-    target = place(local_hub, b, "host-b")
+    target = place(sqlite_hub, b, "host-b")
 
     def kill_target(entry) -> None:
         if entry.kind == "operation" and entry.data.get("step") == "restore":
             b.kill()
 
     with pytest.raises(CopyError, match="restore"):
-        local_hub.copy(source, "data", target, "data", observer=kill_target)
-    copy = local_hub.store.list_copies()[0]
+        sqlite_hub.copy(source, "data", target, "data", observer=kill_target)
+    copy = sqlite_hub.store.list_copies()[0]
     assert (copy.status, copy.step, copy.snapshot_id) == (CopyStatus.FAILED, "restore", None)
     assert [s for s in snapshots(a, source) if "purpose=copy" in s.tags] == []  # forgotten on failure
     assert not (b.home(target) / "data").exists()
 
     b.start()
-    register(local_hub, "host-b", b)
+    register(sqlite_hub, "host-b", b)
     (a.home(source) / "data" / "added-after-the-failure.txt").write_text("late\n")
-    resumed = local_hub.resume_copy(copy.id)
+    resumed = sqlite_hub.resume_copy(copy.id)
     assert resumed.status == CopyStatus.SUCCEEDED and resumed.attempts == 2
     assert manifest(b.home(target) / "data") == manifest(a.home(source) / "data")
     assert [s for s in snapshots(a, source) if "purpose=copy" in s.tags] == []
     assert hidden_leftovers(b.home(target)) == []
+
+
+def test_clone_keeps_region_and_bucket(s3_hub: Hub, s3_hosts, s3_server) -> None:
+    a, b = s3_hosts
+    source = place(s3_hub, a, "host-a", files=150)
+    before = (manifest(a.home(source)), manifest(a.persist(source)))
+    s3_hub.add_host("host-far", "127.0.0.1:1", "apac")
+    with pytest.raises(MoveRefused, match="keeps its source's region"):
+        s3_hub.clone(source, host_id="host-far")
+
+    clone = s3_hub.clone(source, host_id="host-b")
+
+    original = s3_hub.store.get_project(source)
+    assert (clone.host_id, clone.region) == ("host-b", original.region)
+    assert (manifest(b.home(clone.id)), manifest(b.persist(clone.id))) == before
+    assert (manifest(a.home(source)), manifest(a.persist(source))) == before  # the source is unchanged
+    # Its own repository, in the same bucket as the source's; backed up once, so not dirty.
+    objects = {item["Key"] for page in s3_server.client().get_paginator("list_objects_v2").paginate(
+        Bucket="buckets-us-east-1") for item in page.get("Contents", ())}
+    assert any(key.startswith(f"rustic/project-{clone.id}/snapshots/") for key in objects)
+    assert any(key.startswith(f"rustic/project-{source}/snapshots/") for key in objects)
+    assert "buckets-us-east-1" in clone.repository and clone.last_backup is not None
+    status = b.stub.GetProjectStatus(pb.GetProjectStatusRequest(project_id=clone.id), timeout=10)
+    assert not status.dirty and status.last_backup_snapshot_id
+    assert [s.project_id for s in snapshots(b, clone.id)] == [clone.id]

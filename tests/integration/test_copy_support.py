@@ -140,7 +140,9 @@ def test_copy_building_blocks_across_two_hosts(two_hosts, tmp_path):
     whole = host_a.wait(host_a.restore(source, temporary).id)
     assert (whole.state, whole.error.code) == (pb.FAILED, "FAILED_PRECONDITION")
     assert code_of(lambda: host_b.restore(target, temporary, source_project_id=source)) == \
-        grpc.StatusCode.INVALID_ARGUMENT  # another project's snapshot: only a subpath of it
+        grpc.StatusCode.FAILED_PRECONDITION  # a whole restore from another project never replaces a project
+    clone = host_b.wait(host_b.restore(str(uuid.uuid4()), temporary, source_project_id=source).id)
+    assert (clone.state, clone.error.code) == (pb.FAILED, "FAILED_PRECONDITION")  # nor clones a one-path snapshot
 
     restored = host_b.wait(host_b.restore(target, temporary, subpath="data", target_path="incoming/data",
                                           source_project_id=source, on_conflict=pb.FAIL).id)

@@ -13,49 +13,14 @@ from pathlib import Path
 
 import pytest
 
-from hub_client.client import ClientConfig, RetryPolicy
 from hub_client.hub import Hub
 from hub_client.move import ONLINE_STEPS, SENTINEL_PATH, MoveError, MoveRefused, sentinel_for
 from hub_client.proto.buckets.v1 import agent_pb2 as pb
 from hub_client.store import Cleanup, Host, MoveStatus, Project, open_store
 from tests.harness import REPO_ROOT, create_project, manifest, new_id
+from tests.hubs import make_hub, register
 
 SENTINEL_NAME = SENTINEL_PATH.split("/", 1)[1]
-
-
-def client_config(address: str) -> ClientConfig:
-    # Few, quick retries: a stopped agent should fail the step within seconds, not minutes.
-    return ClientConfig(target=address, deadline=30.0, retry=RetryPolicy(attempts=3, initial_backoff=0.1,
-                                                                          max_backoff=0.5),
-                        reconnect_attempts=3)
-
-
-def make_hub(store, two_hosts) -> Hub:
-    hub = Hub(store, client_config=client_config)
-    for agent, name in zip(two_hosts, ("host-a", "host-b")):
-        register(hub, name, agent)
-    return hub
-
-
-def register(hub: Hub, name: str, agent) -> None:
-    hub.add_host(name, f"127.0.0.1:{agent.port}", "eu")
-    hub.probe_host(name)
-
-
-@pytest.fixture
-def hub(store, two_hosts):
-    with make_hub(store, two_hosts) as opened:
-        yield opened
-
-
-@pytest.fixture
-def sqlite_hub(tmp_path: Path, two_hosts):
-    store = open_store(f"sqlite://{tmp_path / 'hub.sqlite'}")
-    try:
-        with make_hub(store, two_hosts) as opened:
-            yield opened
-    finally:
-        store.close()
 
 
 def place_project(hub: Hub, agent, *, files: int, size: int = 512) -> str:

@@ -16,7 +16,7 @@ from pathlib import Path
 import grpc
 import pytest
 
-from agent.cli import _parser as cli_parser
+from agent.cli import build_parser as cli_parser
 from agent.config import LimitsConfig, ServerConfig
 from hub_client.proto.buckets.v1 import agent_pb2 as pb
 from hub_client.proto.buckets.v1 import agent_pb2_grpc as pb_grpc

@@ -43,6 +43,10 @@ def test_possible_loss_minutes(backup, edited, minutes) -> None:
     ("offline", "verify", False, "restore"),            # failure removed the target's copy
     ("offline", "restore", True, "restore"),
     ("offline", "backup", False, "preflight"),          # not a step of that plan
+    ("cross-region", "final_sync", False, "freeze"),     # the source was thawed: freeze again, copy again
+    ("cross-region", "sync", False, "sync"),             # nothing undone yet: the copy goes on
+    ("cross-region", "final_sync", True, "final_sync"),
+    ("some-plan", "restore", True, "preflight"),         # an unknown plan starts over
 ])
 def test_resume_point(plan, step, crashed, start) -> None:
     assert resume_point(plan, step, crashed) == start
@@ -50,6 +54,9 @@ def test_resume_point(plan, step, crashed, start) -> None:
 
 def test_steps_and_request_ids() -> None:
     assert steps_of("online") == ONLINE_STEPS and steps_of("offline") == OFFLINE_STEPS
+    cross = steps_of("cross-region")
+    assert cross.index("sync") < cross.index("freeze") < cross.index("final_backup") < cross.index("final_sync") \
+        < cross.index("restore")
     assert ONLINE_STEPS.index("freeze") < ONLINE_STEPS.index("final_backup") < ONLINE_STEPS.index("restore")
     assert request_id("m1", "restore", 2) == "move:m1:restore:2"
     assert request_id("m1", "restore", 2) != request_id("m1", "restore", 3)

@@ -696,6 +696,7 @@ STDERR_CASES: list[tuple[str, type[errors.BucketsError], str]] = [
     (HAND_WRITTEN["decrypt_caps"], errors.DataLoss, "repository data failed verification"),
     (sample("check_damaged.stderr"), errors.DataLoss, "repository check found errors"),
     (sample("init_exists.stderr"), errors.AlreadyExists, "repository already exists"),
+    (sample("init_cannot_create.stderr"), errors.FailedPrecondition, "the repository cannot be created there"),
     (sample("restore_no_snapshot.stderr"), errors.NotFound, "snapshot does not exist"),
     (sample("dump_no_snapshot.stderr"), errors.NotFound, "snapshot does not exist"),
     (sample("dump_missing.stderr"), errors.NotFound, "path does not exist in the snapshot"),
