@@ -102,9 +102,9 @@ def _check_s3(location: S3Spec) -> None:
             url = None
         if (url is None or url.scheme not in ("http", "https") or not url.hostname or url.username is not None
                 or url.path.strip("/") or url.query or url.fragment or " " in location.endpoint):
-            raise errors.InvalidArgument(
-                f"repository.s3.endpoint {location.endpoint[:200]!r} must be an http(s) URL of a host "
-                "(an optional port, no path, query or credentials)")
+            raise errors.InvalidArgument(  # not echoed: it may carry credentials
+                "repository.s3.endpoint must be an http(s) URL of a host (an optional port, no path, "
+                "query or credentials)")
     if location.region and s3_region(location.region) is not None:
         raise errors.InvalidArgument(f"repository.s3.region {location.region[:100]!r} is not a region name")
     if location.bucket and not s3_bucket_name(location.bucket):

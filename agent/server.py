@@ -24,9 +24,8 @@ from agent import auth, executor, metrics, tls
 from agent.config import AgentConfig
 from agent.notify import Notifier
 from agent.service import AgentService
-from agent.servicer import AgentServicer
+from agent.servicer import AgentServicer, add_to_server
 from hub_client.proto.buckets.v1 import agent_pb2 as pb
-from hub_client.proto.buckets.v1 import agent_pb2_grpc as pb_grpc
 
 log = structlog.get_logger("agent.server")
 
@@ -79,7 +78,7 @@ async def serve(config: AgentConfig) -> int:
         ]
     )
     servicer = AgentServicer(service)
-    pb_grpc.add_AgentServicer_to_server(servicer, server)
+    add_to_server(servicer, server)  # malformed request bytes: INVALID_ARGUMENT, not UNKNOWN
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(

@@ -14,6 +14,7 @@ from typing import AsyncIterator, Callable
 
 import grpc
 import structlog
+from google.protobuf.message import DecodeError
 
 from agent import convert, errors
 from agent.model import OperationRecord, ProgressEvent
@@ -28,6 +29,47 @@ log = structlog.get_logger("agent.rpc")
 # one over the peer's metadata limit (grpc: 8 KiB soft, 16 KiB hard, after percent-encoding, which
 # triples non-ASCII bytes) reaches the caller as RESOURCE_EXHAUSTED instead of the real code.
 MAX_STATUS_MESSAGE_BYTES = 1024
+
+
+class Undecodable:
+    """What the servicer receives for request bytes that are no valid message of the method's
+    request type (truncated, a bad tag, a string that is not UTF-8): INVALID_ARGUMENT, where grpc's
+    own deserializer failing would answer UNKNOWN."""
+
+    def __init__(self, type_name: str, error: str) -> None:
+        self.type_name = type_name
+        self.error = error
+
+
+def _lenient(message_class) -> Callable[[bytes], object]:
+    def parse(data: bytes):
+        try:
+            return message_class.FromString(data)
+        except DecodeError as exc:
+            return Undecodable(message_class.DESCRIPTOR.full_name, str(exc))
+
+    return parse
+
+
+def add_to_server(servicer: "AgentServicer", server) -> None:
+    """Register ``servicer`` on ``server`` as ``agent_pb2_grpc.add_AgentServicer_to_server`` does,
+    with request parsing that hands an undecodable request to the servicer (see :class:`Undecodable`)."""
+    service = pb.DESCRIPTOR.services_by_name["Agent"]
+    handlers = {}
+    for method in service.methods:
+        make = grpc.unary_stream_rpc_method_handler if method.server_streaming else grpc.unary_unary_rpc_method_handler
+        handlers[method.name] = make(
+            getattr(servicer, method.name),
+            request_deserializer=_lenient(getattr(pb, method.input_type.name)),
+            response_serializer=getattr(pb, method.output_type.name).SerializeToString,
+        )
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service.full_name, handlers),))
+    server.add_registered_method_handlers(service.full_name, handlers)
+
+
+def _check_decoded(request) -> None:
+    if isinstance(request, Undecodable):
+        raise errors.InvalidArgument(f"the request is not a valid {request.type_name} message")
 
 
 def _ids(request) -> dict:
@@ -68,6 +110,7 @@ def rpc(method: Callable) -> Callable:
         fields = _ids(request)
         self._enter()
         try:
+            _check_decoded(request)
             response = await method(self, request, context)
             if isinstance(response, pb.Operation) and response.id:
                 fields["operation_id"] = response.id
@@ -102,6 +145,7 @@ def stream_rpc(method: Callable) -> Callable:
         code = grpc.StatusCode.OK
         self._enter()
         try:
+            _check_decoded(request)
             async for item in method(self, request, context):
                 yield item
         except errors.BucketsError as exc:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from tests import summaries
 from tests.harness import AgentProcess
 
 requires_restic = pytest.mark.skipif(
@@ -83,12 +84,22 @@ def btrfs_fs(tmp_path_factory: pytest.TempPathFactory):
         filesystem.stop()
 
 
-def pytest_terminal_summary(terminalreporter) -> None:
-    """The API fuzzer's table (cases and status codes per RPC), when it ran."""
-    from tests import fuzz_report
+def pytest_sessionfinish(session) -> None:
+    """In a pytest-xdist worker: hand this worker's summary tables to the controller."""
+    workeroutput = getattr(session.config, "workeroutput", None)
+    if workeroutput is not None:
+        summaries.to_worker_output(workeroutput)
 
-    lines = fuzz_report.summary_lines()
-    if lines:
-        terminalreporter.section("API fuzzing (hypothesis, tests/integration/test_fuzz_api.py)")
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node, error) -> None:
+    """On the xdist controller: take a finished worker's summary tables."""
+    summaries.from_worker_output(getattr(node, "workeroutput", {}))
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    """The tables tests registered (tests/summaries.py): the API fuzzer's cases and codes …"""
+    for title, lines in summaries.collect().items():
+        terminalreporter.section(title)
         for line in lines:
             terminalreporter.write_line(line)

@@ -1,13 +1,15 @@
 """What the API fuzzer (tests/integration/test_fuzz_api.py) tried, for the terminal summary.
 
 The fuzzer records every call here (method → status code name → count) and the final state of
-every operation it started; ``pytest_terminal_summary`` in tests/conftest.py prints the table
-when the fuzzer ran (CI does not use ``pytest -s``).
+every operation it started; the table is registered with :mod:`tests.summaries`, which prints it
+after the run (also from a pytest-xdist worker; CI does not use ``pytest -s``).
 """
 
 from __future__ import annotations
 
 from collections import Counter, defaultdict
+
+from tests import summaries
 
 CODES: defaultdict[str, Counter] = defaultdict(Counter)
 # (operation kind, final state, error code) → count, of the operations the fuzzer started.
@@ -36,3 +38,11 @@ def summary_lines() -> list[str]:
         for (kind, state, code), count in sorted(OPERATIONS.items()):
             lines.append(f"  {kind:<22} {state:<24} {code or '-':<20} {count}")
     return lines
+
+
+def _section() -> tuple[str, list[str]] | None:
+    lines = summary_lines()
+    return ("API fuzzing (hypothesis, tests/integration/test_fuzz_api.py)", lines) if lines else None
+
+
+summaries.register(_section)

@@ -15,7 +15,8 @@ from agent import browse, convert, errors, ids, sentinel
 from agent.engine import restic_args as ra
 from agent.executor import classify_failed, run_process
 from agent.repository import LocalSpec, RepositorySpec, S3Spec, check_spec
-from agent.servicer import MAX_STATUS_MESSAGE_BYTES, status_message
+from agent.servicer import MAX_STATUS_MESSAGE_BYTES, Undecodable, _check_decoded, _lenient, status_message
+from hub_client.proto.buckets.v1 import agent_pb2 as pb
 
 PY = sys.executable
 
@@ -165,3 +166,18 @@ def test_status_messages_are_cut_below_the_metadata_limit():
         message = status_message(errors.NotFound(f"operation {filler} not found"))
         assert len(message.encode("utf-8")) <= MAX_STATUS_MESSAGE_BYTES
         assert message.startswith("operation ") and message.endswith("(cut)")
+
+
+# ---------------------------------------------------------------- request bytes that are no message
+
+
+@pytest.mark.parametrize("payload", [b"\x12\x05ab", b"\xff\xff\xff", b"\x0a\x02\xc3\x28"])
+def test_request_bytes_that_are_no_message_are_invalid_argument(payload):
+    """grpc's own deserializer failing answered UNKNOWN."""
+    parsed = _lenient(pb.GetOperationRequest)(payload)
+    assert isinstance(parsed, Undecodable)
+    with pytest.raises(errors.InvalidArgument, match="not a valid buckets.v1.GetOperationRequest message"):
+        _check_decoded(parsed)
+    good = _lenient(pb.GetOperationRequest)(pb.GetOperationRequest(operation_id="x").SerializeToString())
+    assert good == pb.GetOperationRequest(operation_id="x")
+    _check_decoded(good)
