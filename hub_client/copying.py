@@ -283,7 +283,8 @@ class CopyRunner:
                 self._forget_temporary(copy)
         finally:
             self.copy = self.store.update_copy_status(self.copy_id, CopyStatus.FAILED, error=message)
-            self._log("failed", message, {"step": copy.step, "code": getattr(exc, "code", ""),
+            code = getattr(exc, "code", "")  # an AgentError's is a grpc.StatusCode: the log takes its name
+            self._log("failed", message, {"step": copy.step, "code": getattr(code, "name", code),
                                           "refused": isinstance(exc, CopyRefused)})
 
     def _forget_temporary(self, copy: Copy) -> None:

@@ -30,10 +30,18 @@ def collect() -> dict[str, list[str]]:
     for producer in _PRODUCERS:
         made = producer()
         if made:
-            title, lines = made
-            _SECTIONS.setdefault(title, []).extend(lines)
+            _merge(*made)
     _PRODUCERS.clear()
     return _SECTIONS
+
+
+def _merge(title: str, lines: list[str]) -> None:
+    """Add ``lines`` under ``title``; a section from another worker with the same first line
+    (a table header) adds only its rows."""
+    section = _SECTIONS.setdefault(title, [])
+    if section and lines and lines[0] == section[0]:
+        lines = lines[1:]
+    section.extend(lines)
 
 
 def to_worker_output(workeroutput: dict) -> None:
@@ -42,4 +50,4 @@ def to_worker_output(workeroutput: dict) -> None:
 
 def from_worker_output(workeroutput: dict) -> None:
     for title, lines in json.loads(workeroutput.get(WORKER_KEY, "{}")).items():
-        _SECTIONS.setdefault(title, []).extend(lines)
+        _merge(title, lines)

@@ -6,6 +6,7 @@ this module only wires them to processes.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 from pathlib import Path
@@ -259,10 +260,25 @@ class ResticEngine:
         return ra.parse_forget_plan(result.stdout)
 
     async def forget(self, repo: Repository, snapshot_ids: Sequence[str]) -> None:
-        await self._run(repo, ra.forget_args(self.binary, self._common(repo), snapshot_ids), action="forget")
+        await self._run_exclusive(repo, ra.forget_args(self.binary, self._common(repo), snapshot_ids),
+                                  action="forget")
 
     async def prune(self, repo: Repository) -> None:
-        await self._run(repo, ra.prune_args(self.binary, self._common(repo)), action="prune")
+        await self._run_exclusive(repo, ra.prune_args(self.binary, self._common(repo)), action="prune")
+
+    async def _run_exclusive(self, repo: Repository, argv: list[str], *, action: str) -> ProcessResult:
+        """A command that takes the repository's exclusive lock (forget, prune). A restic killed
+        with its agent leaves its lock behind, and restic 0.14 refuses an exclusive lock beside
+        it however stale; so when a lock is in the way, ``restic unlock`` removes the stale ones
+        (never a live process's) and the command is tried once more."""
+        try:
+            return await self._run(repo, argv, action=action)
+        except errors.Unavailable as exc:
+            if "locked" not in str(exc):
+                raise
+        log.info("engine.stale_lock", action=action, repository=repo.display)
+        await self._run(repo, ra.unlock_args(self.binary, self._common(repo)), action="unlock")
+        return await self._run(repo, argv, action=action)
 
     async def restore_path(self, repo: Repository, snapshot_id: str, path: str, target: Path) -> None:
         """Restore the snapshot's ``path`` (absolute in the snapshot) and its parents under ``target``."""
@@ -274,4 +290,29 @@ class ResticEngine:
         """Check the repository; raises DataLoss naming what restic found."""
         await self._run(repo, ra.unlock_args(self.binary, self._common(repo)), action="unlock")
         argv = ra.check_args(self.binary, self._common(repo), read_data_subset=read_data_subset)
-        await self._run(repo, argv, action="check", capture_stdout=True)
+        try:
+            await self._run(repo, argv, action="check", capture_stdout=True)
+        except errors.DataLoss as exc:
+            raise await self._name_damaged_snapshots(repo, exc) from None
+
+    async def _name_damaged_snapshots(self, repo: Repository, error: errors.DataLoss) -> errors.DataLoss:
+        """``error`` with the damaged packs and the snapshots that use them (``restic find --pack``)
+        in its message, so an operator knows which backups are hurt; ``error`` itself when the
+        check named no pack or the lookup fails."""
+        packs = ra.damaged_packs(ra.parse_check_output("", error.detail))
+        if not packs:
+            return error
+        try:
+            # Without the cache: it may hold an undamaged copy of a tree that the repository lost.
+            common = dataclasses.replace(self._common(repo), cache_dir=None)
+            result = await self._run(repo, ra.find_packs_args(self.binary, common, packs[:20]),
+                                     action="find", capture_stdout=True)
+        except errors.BucketsError as exc:
+            log.warning("check.find_packs_failed", repository=repo.display, error=str(exc))
+            return error
+        snapshots = ra.parse_pack_snapshots(result.stdout)
+        named = ", ".join(s[:8] for s in snapshots) or "none found"
+        return errors.DataLoss(
+            f"{error.message}: damaged pack(s) {', '.join(p[:8] for p in packs)}; affected snapshot(s): {named}",
+            detail=error.detail,
+        )

@@ -848,6 +848,47 @@ def parse_check_output(stdout: str, stderr: str) -> list[str]:
     return found
 
 
+_DAMAGED_PACK = re.compile(r"(?:Pack ID does not match, want |\bpack )([0-9a-f]{64})\b")
+_PACK_SNAPSHOT = re.compile(r'which belongs to snapshot ([0-9a-f]{64})|"snapshot":"([0-9a-f]{64})"')
+
+
+def damaged_packs(damage: Iterable[str]) -> list[str]:
+    """The pack ids named in ``restic check`` damage lines (:func:`parse_check_output`), in order,
+    without repeats: "Pack ID does not match, want <id>, got ..." and "pack <id>: ..."."""
+    found: list[str] = []
+    for line in damage:
+        for pack in _DAMAGED_PACK.findall(line):
+            if pack not in found:
+                found.append(pack)
+    return found
+
+
+def find_packs_args(binary: str, common: CommonOptions, pack_ids: Sequence[str]) -> list[str]:
+    """``restic --no-lock find --json --pack ID...``: the snapshots that use blobs of these packs.
+    Raises ValueError for no ids or a malformed one."""
+    if isinstance(pack_ids, str) or not pack_ids:
+        raise ValueError("find --pack needs at least one pack id")
+    for pack in pack_ids:
+        if not re.fullmatch(r"[0-9a-f]{64}", pack):
+            raise ValueError(f"not a pack id: {pack!r}")
+    return [*_common(binary, common), *READ_ONLY, "find", "--json", "--pack", *pack_ids]
+
+
+def parse_pack_snapshots(stdout: str) -> list[str]:
+    """Snapshot ids (full) in the output of :func:`find_packs_args`, in order, without repeats.
+
+    restic 0.14 prints a JSON list of the blobs found (each with its "snapshot"); a damaged tree
+    it cannot load is reported on stdout as "Unable to load tree X / ... which belongs to
+    snapshot Y" (outside the JSON), and that snapshot is affected too.
+    """
+    found: list[str] = []
+    for match in _PACK_SNAPSHOT.finditer(stdout):
+        snapshot = match.group(1) or match.group(2)
+        if snapshot not in found:
+            found.append(snapshot)
+    return found
+
+
 def tag_map(tags: Iterable[str]) -> dict[str, str]:
     """``["layout=v2", "purpose=backup"]`` → ``{"layout": "v2", "purpose": "backup"}``.
 

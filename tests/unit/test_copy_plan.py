@@ -52,3 +52,38 @@ def test_resume_point(status: str, step: str, expected: tuple[str, bool]) -> Non
 def test_request_ids_are_stable_per_step_and_round() -> None:
     assert copy_request_id("c1", "restore", 2) == "copy:c1:restore:2"
     assert copy_request_id("c1", "restore", 2) != copy_request_id("c1", "restore", 3)
+
+
+def test_a_source_unreachable_at_forget_fails_the_copy_with_a_copy_error(tmp_path) -> None:
+    """Regression (fault suite): forget's agent call is not wrapped like the others, so its
+    AgentError reached the failure record, whose log entry could not hold a grpc.StatusCode; the
+    caller got a TypeError instead of CopyError. Now the copy fails at forget, resumably."""
+    import grpc
+
+    from hub_client.client import AgentError
+    from hub_client.copying import CopyError, CopyRunner
+    from hub_client.store import Host, Project, open_store
+
+    class Unreachable:
+        def forget(self, *args, **kwargs):
+            raise AgentError(grpc.StatusCode.UNAVAILABLE, "connection refused")
+
+    store = open_store(f"sqlite://{tmp_path / 'hub.sqlite'}")
+    try:
+        for host in ("host-a", "host-b"):
+            store.upsert_host(Host(host, "127.0.0.1:9", "eu", "running"))
+        store.upsert_project(Project("p1", "host-a", "eu", ""))
+        store.upsert_project(Project("p2", "host-b", "eu", ""))
+        copy = store.create_copy("p1", "data", "p2", "in/data", Conflict.FAIL, source_host="host-a",
+                                 target_host="host-b")
+        store.update_copy_step(copy.id, "forget")
+        store.set_copy_snapshot(copy.id, "0123456789abcdef")
+        store.update_copy_status(copy.id, CopyStatus.FAILED, error="forget failed")
+        with pytest.raises(CopyError, match="UNAVAILABLE"):
+            CopyRunner(store, lambda host: Unreachable(), copy.id).resume()
+        failed = store.get_copy(copy.id)
+        assert (failed.status, failed.step, failed.snapshot_id) == (CopyStatus.FAILED, "forget", "0123456789abcdef")
+        assert store.copylog(copy.id)[-1].data["code"] == "UNAVAILABLE"
+        assert resume_point(failed) == ("forget", False)
+    finally:
+        store.close()

@@ -1097,3 +1097,46 @@ def test_parse_forget_plan_samples_restic_0_14() -> None:
     assert ra.parse_forget_plan(sample("forget_dry_run_no_host.stdout.json")) == ([], [])
     with pytest.raises(errors.Internal):
         ra.parse_forget_plan('{"keep": []}')
+
+
+# ------------------------------------------------------------ damaged packs → affected snapshots
+
+PACK_A = "2d0bddb61f3947ed69a88c8ae7704cfab5fdcf8cfd761e17890087f774e255c9"
+PACK_B = "0f7a178d38598100360672839da1ffd29f465c3f968bfb4b32f98a4ec634e970"
+SNAP_1 = "53884c2432342fd16b636afa74cc06e9134e3693c4e6ad4cd4cbe84b21e2c02c"
+SNAP_2 = "496d300727c00b476e2764c602b7b9dcf9195def91d40b9e5628056c8ae491b8"
+
+
+def test_damaged_packs_are_read_from_check_damage_lines_restic_0_14() -> None:
+    stderr = (
+        "error for tree ba9e0bd5:\n"
+        "  decrypting blob ba9e0bd55e1efeec629667143c2c9282732e26a34ee5392281b46ab25ab441f9 failed: "
+        "ciphertext verification failed\n"
+        f"Pack ID does not match, want {PACK_B}, got a71d50ba8af30614b9601be26394ec28409efbec2e64167ee1245dcad6928058\n"
+        f"pack {PACK_A}: not referenced in any index\n"
+        f"Pack ID does not match, want {PACK_B}, got 00\n"
+        "Fatal: repository contains errors\n"
+    )
+    assert ra.damaged_packs(parse_check_output("", stderr)) == [PACK_B, PACK_A]
+    assert ra.damaged_packs(["error: load <snapshot/1234>: not found"]) == []
+
+
+def test_find_packs_args_is_read_only_json_and_validates_ids() -> None:
+    assert ra.find_packs_args("restic", BARE, [PACK_A, PACK_B]) == [
+        "restic", "-r", "/srv/repo", "--no-cache", "--no-lock", "find", "--json", "--pack", PACK_A, PACK_B,
+    ]
+    with pytest.raises(ValueError):
+        ra.find_packs_args("restic", BARE, [])
+    with pytest.raises(ValueError):
+        ra.find_packs_args("restic", BARE, ["--help"])
+
+
+def test_parse_pack_snapshots_reads_blobs_and_unloadable_trees() -> None:
+    stdout = (
+        "Unable to load tree ba9e0bd55e1efeec629667143c2c9282732e26a34ee5392281b46ab25ab441f9\n"
+        f" ... which belongs to snapshot {SNAP_1}\n"
+        f'[{{"object_type":"blob","id":"ac61","path":"/src/a","snapshot":"{SNAP_2}"}},'
+        f'{{"object_type":"blob","id":"98ea","path":"/src/b","snapshot":"{SNAP_2}"}}]\n'
+    )
+    assert ra.parse_pack_snapshots(stdout) == [SNAP_1, SNAP_2]
+    assert ra.parse_pack_snapshots("[]\n") == []

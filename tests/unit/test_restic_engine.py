@@ -1,0 +1,58 @@
+"""The restic driver's run logic against stand-in binaries (argv and stderr as restic 0.14 gives
+them): what only the sequence of processes shows."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from agent import errors
+from agent.engine.restic import ResticEngine
+from agent.repository import Repository
+
+LOCKED = "unable to create lock in backend: repository is already locked by PID 4242 on host by root"
+
+
+def stand_in(tmp_path: Path, script: str) -> Path:
+    binary = tmp_path / "restic"
+    binary.write_text("#!/bin/sh\n" + script)
+    binary.chmod(0o755)
+    return binary
+
+
+def engine(binary: Path, tmp_path: Path) -> ResticEngine:
+    return ResticEngine(binary=str(binary), state_dir=tmp_path / "state", timeout=30, kill_grace=1)
+
+
+def repo(tmp_path: Path) -> Repository:
+    return Repository(kind="local", location=str(tmp_path / "repo"), display="repo", password="a-password")
+
+
+# The stand-in logs each subcommand; "forget" and "prune" fail locked until "unlock" has run.
+LOCK_AWARE = f"""
+calls="{{calls}}"
+for arg in "$@"; do case "$arg" in forget|prune|unlock) echo "$arg" >> "$calls"; command="$arg";; esac; done
+if [ "$command" = unlock ]; then touch "$calls.unlocked"; exit 0; fi
+if [ ! -e "$calls.unlocked" ]; then echo "Fatal: {LOCKED}" >&2; exit 1; fi
+exit 0
+"""
+
+
+@pytest.mark.parametrize("action", ["forget", "prune"])
+def test_a_stale_lock_is_removed_and_the_exclusive_command_tried_once_more(tmp_path: Path, action: str) -> None:
+    calls = tmp_path / "calls"
+    driver = engine(stand_in(tmp_path, LOCK_AWARE.format(calls=calls)), tmp_path)
+    run = driver.forget(repo(tmp_path), ["0123456789abcdef"]) if action == "forget" else driver.prune(repo(tmp_path))
+    asyncio.run(run)
+    assert calls.read_text().split() == [action, "unlock", action]
+
+
+def test_a_lock_that_stays_fails_after_one_unlock(tmp_path: Path) -> None:
+    calls = tmp_path / "calls"
+    script = f'echo x >> "{calls}"\necho "Fatal: {LOCKED}" >&2\nexit 1\n'  # unlock succeeds, the lock stays
+    script = f'for arg in "$@"; do [ "$arg" = unlock ] && {{ echo unlock >> "{calls}"; exit 0; }}; done\n' + script
+    with pytest.raises(errors.Unavailable, match="locked"):
+        asyncio.run(engine(stand_in(tmp_path, script), tmp_path).forget(repo(tmp_path), ["0123456789abcdef"]))
+    assert calls.read_text().split() == ["x", "unlock", "x"]
