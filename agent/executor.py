@@ -107,6 +107,30 @@ def classify_failed(
     return error
 
 
+async def run_engine(
+    argv: Sequence[str], *, classify: Callable[..., errors.BucketsError], action: str,
+    on_failure: Callable[[errors.BucketsError], None] | None = None, ok_codes: tuple[int, ...] = (0,),
+    **options: Any,
+) -> ProcessResult:
+    """:func:`run_process` for an engine command (``options`` are its keywords). An exit code
+    outside ``ok_codes`` raises the error ``classify`` names (:func:`classify_failed`), unless
+    the engine was stopped because it had sent enough (``stdout_enough``). Every failure, that
+    one or a timeout, stall or start failure from run_process, goes to ``on_failure`` (the
+    agent's metrics) before it is raised."""
+    try:
+        result = await run_process(argv, **options)
+    except errors.BucketsError as exc:
+        if on_failure is not None:
+            on_failure(exc)
+        raise
+    if result.returncode not in ok_codes and not result.stdout_cut:
+        error = classify_failed(result, classify, action=action)
+        if on_failure is not None:
+            on_failure(error)
+        raise error
+    return result
+
+
 class ExecutableNotFound(errors.Unimplemented):
     """The program (argv[0]) does not exist or cannot be executed."""
 

@@ -10,7 +10,7 @@ import uuid
 from dataclasses import dataclass, replace
 from typing import Callable
 
-from hub_client.client import OK_STATES, AgentClient, AgentError, ClientConfig
+from hub_client.client import OK_STATES, AgentClient, AgentError, ClientConfig, OperationHandle
 from hub_client.copying import CopyRefused, CopyRunner, copy_path
 from hub_client.move import (
     MoveError, MoveRefused, MoveRunner, MoveSettings, Observer, clean_source, possible_loss_minutes, seen_now,
@@ -187,14 +187,20 @@ class Hub:
             raise CopyInProgress(project_id, copying[0].id, "a project is not deleted while files are copied "
                                  "from or into it")
         host = self._deleting_host(project)
-        handle = self.client(host).delete_project(project_id, delete_repository=True)
-        if observer is not None:
-            observer(f"deleting project {project_id} on {host.id} (operation {handle.id})")
-        operation = handle.wait()
-        if operation.state not in OK_STATES:
-            raise MoveError(f"deleting project {project_id} on {host.id} failed: {operation.error.code} "
-                            f"{operation.error.message}")
+        self._finished(f"deleting project {project_id} on {host.id}",
+                       self.client(host).delete_project(project_id, delete_repository=True), observer)
         return self.store.delete_project(project_id)
+
+    def _finished(self, what: str, handle: OperationHandle,
+                  observer: Callable[[str], None] | None = None) -> pb.Operation:
+        """Wait for an agent operation (``what`` it does, for the observer and the error); raises
+        MoveError with the agent's status code unless it succeeded."""
+        if observer is not None:
+            observer(f"{what} (operation {handle.id})")
+        operation = handle.wait(self.settings.operation_timeout)
+        if operation.state not in OK_STATES:
+            raise MoveError(f"{what} failed: {operation.error.code} {operation.error.message}", operation.error.code)
+        return operation
 
     def _deleting_host(self, project: Project) -> Host:
         """The project's host; for an unplaced project, any running host of its region (its agent
@@ -259,27 +265,19 @@ class Hub:
             raise MoveRefused(f"a clone keeps its source's region {source.region} (and bucket); host {host.id} "
                               f"is in {host.region}")
         clone_id = clone_id or str(uuid.uuid4())
-        say = observer or (lambda text: None)
         source_client, clone_client = self.client(self.store.get_host(source.host_id)), self.client(host)
-
-        def finished(what: str, handle) -> pb.Operation:
-            say(f"{what}: operation {handle.id}")
-            operation = handle.wait(self.settings.operation_timeout)
-            if operation.state not in OK_STATES:
-                raise MoveError(f"clone {clone_id}: {what} failed: {operation.error.code} {operation.error.message}",
-                                operation.error.code)
-            return operation
-
-        backup = finished(f"backup of {source_project}", source_client.backup(
-            source_project, request_id=f"clone:{clone_id}:backup", purpose="backup", tags=[f"clone={clone_id}"]))
+        backup = self._finished(f"clone {clone_id}: backup of {source_project}", source_client.backup(
+            source_project, request_id=f"clone:{clone_id}:backup", purpose="backup", tags=[f"clone={clone_id}"]),
+            observer)
         snapshot_id = backup.summary.snapshot_id
         if not snapshot_id:
             raise MoveError(f"clone {clone_id}: the backup of {source_project} reported no snapshot")
         try:
-            finished(f"restore of {snapshot_id[:8]} as {clone_id} on {host.id}", clone_client.restore(
-                clone_id, snapshot_id, request_id=f"clone:{clone_id}:restore", source_project_id=source_project))
-            finished(f"first backup of {clone_id}", clone_client.backup(
-                clone_id, request_id=f"clone:{clone_id}:first-backup", purpose="backup"))
+            self._finished(f"clone {clone_id}: restore of {snapshot_id[:8]} on {host.id}", clone_client.restore(
+                clone_id, snapshot_id, request_id=f"clone:{clone_id}:restore", source_project_id=source_project),
+                observer)
+            self._finished(f"clone {clone_id}: its first backup", clone_client.backup(
+                clone_id, request_id=f"clone:{clone_id}:first-backup", purpose="backup"), observer)
             status = clone_client.project_status(clone_id)
         except (AgentError, MoveError):
             try:

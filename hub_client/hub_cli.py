@@ -30,7 +30,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from hub_client.agent_cli import (
-    EXIT_FAILED, EXIT_IN_PROGRESS, EXIT_OK, EXIT_USAGE, add_connection_options, client_config_from, exit_code_of,
+    EXIT_FAILED, EXIT_IN_PROGRESS, EXIT_OK, EXIT_USAGE, UsageError, add_connection_options, client_config_from,
+    exit_code_of, project_path,
 )
 from hub_client.client import AgentError, state_name
 from hub_client.hub import Hub
@@ -167,7 +168,7 @@ def run_hub_command(args) -> int:
     except JobError as exc:
         print(f"buckets: {args.command} failed: {exc}", file=sys.stderr)
         return EXIT_FAILED
-    except (NotFound, StoreError) as exc:
+    except (NotFound, StoreError, UsageError) as exc:
         print(f"buckets: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except AgentError as exc:  # a call outside any move or copy, e.g. projects refresh
@@ -185,13 +186,6 @@ def _observer(args, key: str = "move_id") -> Callable[[MovelogEntry], None]:
     if args.json:
         return lambda entry: _emit(args, entry_record(entry, key), "")
     return MovelogPrinter().show
-
-
-def _project_path(value: str) -> tuple[str, str]:
-    project, sep, path = value.partition(":")
-    if not sep or not project:
-        raise CopyRefused(f"{value!r} is not PROJECT:PATH", "INVALID_ARGUMENT")
-    return project, path
 
 
 def _dispatch(hub: Hub, args) -> int:
@@ -277,7 +271,7 @@ def _dispatch(hub: Hub, args) -> int:
             _emit(args, _row(loss), f"{loss.project_id}: {minutes} not backed up")
         return EXIT_OK
     if command == "copy":
-        (source, source_path), (target, target_path) = _project_path(args.source), _project_path(args.target)
+        (source, source_path), (target, target_path) = project_path(args.source), project_path(args.target)
         copy = hub.copy(source, source_path, target, target_path, on_conflict=args.on_conflict,
                         observer=_observer(args, "copy_id"))
         return EXIT_OK if copy.status == CopyStatus.SUCCEEDED else EXIT_FAILED

@@ -18,7 +18,7 @@ from agent import errors
 from agent.backends.base import EngineView
 from agent.engine import restic_args as ra
 from agent.engine.base import BackupOutcome, BackupStatus, RestoreSize, Snapshot, TreeNode
-from agent.executor import ProcessResult, classify_failed, run_process
+from agent.executor import ProcessResult, run_engine, run_process
 from agent.repository import Repository
 
 log = structlog.get_logger("agent.engine.restic")
@@ -91,32 +91,19 @@ class ResticEngine:
         capture_stdout: bool = False,
         ok_codes: tuple[int, ...] = (0,),
     ) -> ProcessResult:
-        try:
-            result = await run_process(
-                argv,
-                env=self._env(repo),
-                cwd=cwd,
-                timeout=self._timeout,
-                on_stdout_line=on_stdout_line,
-                capture_stdout=capture_stdout,
-                secrets=repo.secrets,
-                kill_grace=self._kill_grace,
-                stall_timeout=self._stall_timeout,
-                # restic 0.14 removes its repository lock on SIGINT but not on SIGTERM.
-                stop_signal=signal.SIGINT,
-            )
-        except errors.BucketsError as exc:  # timed out, stalled, could not start
-            self._failed(exc)
-            raise
-        if result.returncode not in ok_codes:
-            raise self._failed(classify_failed(result, ra.classify_failure, action=action))
-        return result
-
-    def _failed(self, error: errors.BucketsError) -> errors.BucketsError:
-        """Report a failed engine run (to the agent's metrics); returns ``error`` to be raised."""
-        if self._on_failure is not None:
-            self._on_failure(error)
-        return error
+        return await run_engine(
+            argv, classify=ra.classify_failure, action=action, on_failure=self._on_failure, ok_codes=ok_codes,
+            env=self._env(repo),
+            cwd=cwd,
+            timeout=self._timeout,
+            on_stdout_line=on_stdout_line,
+            capture_stdout=capture_stdout,
+            secrets=repo.secrets,
+            kill_grace=self._kill_grace,
+            stall_timeout=self._stall_timeout,
+            # restic 0.14 removes its repository lock on SIGINT but not on SIGTERM.
+            stop_signal=signal.SIGINT,
+        )
 
     # ------------------------------------------------------------ commands
 
@@ -240,13 +227,12 @@ class ResticEngine:
 
     async def dump(self, repo: Repository, snapshot_id: str, path: str, *, limit: int) -> bytes:
         """Up to ``limit`` bytes of the regular file at ``path``; the engine is stopped once it has sent them."""
-        result = await run_process(
+        result = await run_engine(
             ra.dump_args(self.binary, self._common(repo), snapshot_id, path),
+            classify=ra.classify_failure, action="dump", on_failure=self._on_failure,
             env=self._env(repo), timeout=self._timeout, capture_stdout=True, raw_stdout=True,
             stdout_enough=limit, secrets=repo.secrets, kill_grace=self._kill_grace, stop_signal=signal.SIGINT,
         )
-        if not result.stdout_cut and result.returncode != 0:
-            raise self._failed(classify_failed(result, ra.classify_failure, action="dump"))
         return result.stdout_raw
 
     async def forget_plan(

@@ -24,7 +24,7 @@ from agent import errors
 from agent.backends.base import EngineView
 from agent.engine import rustic_args as rua
 from agent.engine.base import BackupOutcome, BackupStatus, RestoreSize, Snapshot
-from agent.executor import ProcessResult, classify_failed, run_process
+from agent.executor import ProcessResult, run_engine, run_process
 from agent.repository import Repository
 
 log = structlog.get_logger("agent.engine.rustic")
@@ -137,30 +137,17 @@ class RusticEngine:
             argv = build(profile)
             if view is not None:
                 argv = [*view.wrapper, *argv]
-            try:
-                result = await run_process(
-                    argv,
-                    env=self._env(),
-                    cwd=view.root if view is not None else None,
-                    timeout=self._timeout,
-                    on_stdout_line=on_stdout_line,
-                    capture_stdout=capture_stdout,
-                    secrets=repo.secrets,
-                    kill_grace=self._kill_grace,
-                    stall_timeout=self._stall_timeout,
-                )
-            except errors.BucketsError as exc:  # timed out, stalled, could not start
-                self._failed(exc)
-                raise
-        if result.returncode != 0:
-            raise self._failed(classify_failed(result, rua.classify_failure, action=action))
-        return result
-
-    def _failed(self, error: errors.BucketsError) -> errors.BucketsError:
-        """Report a failed engine run (to the agent's metrics); returns ``error`` to be raised."""
-        if self._on_failure is not None:
-            self._on_failure(error)
-        return error
+            return await run_engine(
+                argv, classify=rua.classify_failure, action=action, on_failure=self._on_failure,
+                env=self._env(),
+                cwd=view.root if view is not None else None,
+                timeout=self._timeout,
+                on_stdout_line=on_stdout_line,
+                capture_stdout=capture_stdout,
+                secrets=repo.secrets,
+                kill_grace=self._kill_grace,
+                stall_timeout=self._stall_timeout,
+            )
 
     # ------------------------------------------------------------ interface
 

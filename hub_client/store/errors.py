@@ -11,37 +11,45 @@ class NotFound(StoreError, LookupError):
     """The host, project or move named does not exist."""
 
 
-class MoveInProgress(StoreError):
+class _InProgress(StoreError):
+    """A job (``noun``: move, copy) of ``project_id`` is under way, named by ``job_id`` when known."""
+
+    noun = ""
+
+    def __init__(self, project_id: str, job_id: str | None = None, detail: str = "") -> None:
+        text = f"{self.noun} in progress for project {project_id}"
+        if job_id:
+            text += f" ({self.noun} {job_id})"
+        if detail:
+            text += f": {detail}"
+        super().__init__(text)
+        self.project_id = project_id
+        self.job_id = job_id
+
+
+class MoveInProgress(_InProgress):
     """Another move of ``project_id`` is active or holds the project's move lock.
 
     ``move_id`` names the active move when the store knows it (None for a lock held elsewhere).
     """
 
-    def __init__(self, project_id: str, move_id: str | None = None, detail: str = "") -> None:
-        text = f"move in progress for project {project_id}"
-        if move_id:
-            text += f" (move {move_id})"
-        if detail:
-            text += f": {detail}"
-        super().__init__(text)
-        self.project_id = project_id
-        self.move_id = move_id
+    noun = "move"
+
+    @property
+    def move_id(self) -> str | None:
+        return self.job_id
 
 
 class InvalidTransition(StoreError):
     """A move was asked to change in a way its current status does not allow (e.g. finishing a finished move)."""
 
 
-class CopyInProgress(StoreError):
+class CopyInProgress(_InProgress):
     """A copy from or into ``project_id`` is pending or running (``copy_id``), so the project is
     not deleted or moved now."""
 
-    def __init__(self, project_id: str, copy_id: str | None = None, detail: str = "") -> None:
-        text = f"copy in progress for project {project_id}"
-        if copy_id:
-            text += f" (copy {copy_id})"
-        if detail:
-            text += f": {detail}"
-        super().__init__(text)
-        self.project_id = project_id
-        self.copy_id = copy_id
+    noun = "copy"
+
+    @property
+    def copy_id(self) -> str | None:
+        return self.job_id
