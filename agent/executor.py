@@ -54,11 +54,19 @@ _PIPE_DRAIN_SECONDS = 5.0
 # The child asks the kernel for SIGKILL when the agent dies through setpriv(1) (util-linux),
 # which sets PR_SET_PDEATHSIG and then execs the program: see :func:`child_argv`.
 _SETPRIV = shutil.which("setpriv")
+# Lowers a helper's CPU priority from its first instruction on: Linux priorities are per thread,
+# so setpriority() on a started child would miss the threads a Go program starts at once.
+_NICE = shutil.which("nice")
+# The priority of work only shown to people (a restore's expected size for its progress): on
+# a busy host it yields the CPU to the restore it describes.
+DISPLAY_ONLY_NICENESS = 10
 
 
-def child_argv(argv: Sequence[str], setpriv: str | None = _SETPRIV) -> list[str]:
+def child_argv(argv: Sequence[str], setpriv: str | None = _SETPRIV, *, niceness: int = 0,
+               nice: str | None = _NICE) -> list[str]:
     """The argv actually executed for ``argv``: prefixed with ``setpriv --pdeathsig KILL --``
-    when setpriv is there, so the program dies with the agent.
+    when setpriv is there, so the program dies with the agent, and with ``nice -n N --`` for a
+    ``niceness`` above 0 (when nice is there).
 
     No Python code runs in the child between fork and exec (no ``preexec_fn``): the agent has
     gRPC and other threads, and a child of a threaded process that runs Python (or calls
@@ -66,6 +74,8 @@ def child_argv(argv: Sequence[str], setpriv: str | None = _SETPRIV) -> list[str]
     event loop then waits for that child's exec forever. Without a preexec_fn, Python also
     starts the child with vfork, and the parent never runs fork handlers.
     """
+    if niceness > 0 and nice is not None:
+        argv = [nice, "-n", str(niceness), "--", *argv]
     if setpriv is None:
         return list(argv)
     return [setpriv, "--pdeathsig", "KILL", "--", *argv]
@@ -491,6 +501,7 @@ async def run_process(
     stall_timeout: float | None = None,
     stdout_enough: int | None = None,
     raw_stdout: bool = False,
+    niceness: int = 0,
 ) -> ProcessResult:
     """Run one program to completion and return its result.
 
@@ -519,6 +530,7 @@ async def run_process(
         stdout bytes arrived and return them (``stdout_cut`` set), e.g. to
         read the head of a large file.
       raw_stdout: give the captured stdout undecoded, as ``stdout_raw`` (file contents).
+      niceness: run the child with this CPU priority (``nice``; 0 for the agent's own).
 
     Stopping a child always signals its whole process group: SIGTERM, up to
     ``kill_grace`` seconds, then SIGKILL; the child is reaped before this
@@ -558,7 +570,7 @@ async def run_process(
     started = time.monotonic()
     try:
         proc = await asyncio.create_subprocess_exec(
-            *child_argv([executable, *argv[1:]]),
+            *child_argv([executable, *argv[1:]], niceness=niceness),
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,

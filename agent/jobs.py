@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import os
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Sequence
@@ -18,6 +18,7 @@ from typing import Sequence
 from agent import buckets, errors, fsops, placing, project_paths, sentinel
 from agent.backends.base import Backend
 from agent.fsops import tree_size
+from agent.housekeeping import Housekeeping
 from agent.engine import restic_args as ra
 from agent.engine.base import BackupStatus, Engine, RestoreSize, Snapshot
 from agent.ids import project_dir_name
@@ -35,13 +36,15 @@ RESTORE_POLL_INTERVAL = 0.5
 
 @dataclass(frozen=True)
 class Services:
-    """What jobs use: the journal, the backend, the engine and this host's id."""
+    """What jobs use: the journal, the backend, the engine, this host's id, and the background
+    tasks that follow operations (:mod:`agent.housekeeping`)."""
 
     journal: Journal
     backend: Backend
     engine: Engine
     host_id: str
     create_buckets: bool = False
+    housekeeping: Housekeeping = field(default_factory=Housekeeping)
 
 
 def snapshot_tags(
@@ -253,6 +256,7 @@ async def restore(
         await backend.discard_staging(context.operation_id)
         raise
     poller = asyncio.create_task(_report_restore_progress(context, staging.project, staging.persist, size_task))
+    swapped = False
     try:
         context.progress("restore", message=f"restoring snapshot {snapshot_id[:8]}")
         try:
@@ -266,11 +270,15 @@ async def restore(
             require_whole(snapshot, owner)
         poller.cancel()
         total = await _totals(size_task)
+        # Read before the swap: once swapped in, the project is live, and a write into it before
+        # the generation was read would be recorded as backed up (and skipped by the next backup).
+        generation = await backend.staged_generation(staging) if owner == project_id else None
         plan = backend.swap_plan(project_id, staging)
         # From here on no await until the swap is done: cancellation lands only at
         # an await, so it can never split the swap.
         context.set_recovery(swap=plan)
         backend.swap_in(plan)
+        swapped = True
         restored_at = time.time()
         if owner != project_id:  # a clone: nothing of it is in its own repository yet
             services.journal.mark_changed(project_id, restored_at)
@@ -278,7 +286,6 @@ async def restore(
             services.journal.record_restore(project_id, snapshot_id=snapshot.id, time=restored_at,
                                             operation_id=context.operation_id)
             # The project now equals the snapshot: as safe as right after a backup of it.
-            generation = await backend.generation(project_id)
             services.journal.record_backup(
                 project_id, time=restored_at, snapshot_id=snapshot.id, operation_id=context.operation_id,
                 generation=generation.as_text() if generation else None, repository=repo.display,
@@ -298,7 +305,13 @@ async def restore(
             task.cancel()
         with contextlib.suppress(BaseException):
             await asyncio.gather(*helpers, return_exceptions=True)
-        await backend.discard_staging(context.operation_id)
+        if swapped:
+            # The project is in place: removing the old trees (all of a large project's old data)
+            # only reclaims space, and the operation does not wait for it.
+            services.housekeeping.later(f"remove the old trees of restore {context.operation_id}",
+                                        backend.discard_staging(context.operation_id))
+        else:
+            await backend.discard_staging(context.operation_id)
     return Summary(
         snapshot_id=snapshot.id,
         bytes_processed=total.total_bytes if total else 0,

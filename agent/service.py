@@ -182,6 +182,8 @@ class AgentService:
                 task.cancel()
                 await asyncio.gather(task, return_exceptions=True)
         await self.operations.shutdown(grace)
+        # What is left of it (old trees of restores) goes at the next start, as stale staging.
+        await self.services.housekeeping.drain(timeout=grace)
 
     def close(self) -> None:
         self.journal.close()

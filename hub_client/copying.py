@@ -26,9 +26,9 @@ from __future__ import annotations
 import posixpath
 from typing import Any, Callable
 
-from hub_client.client import AgentClient, AgentError, OperationHandle
+from hub_client.client import AgentClient, AgentError
 from hub_client.proto.buckets.v1 import agent_pb2 as pb
-from hub_client.steps import JobError, follow_operation
+from hub_client.steps import JobError, JobRunner, Observer, job_request_id
 from hub_client.store import Conflict, Copy, CopyStatus, Host, MovelogEntry, Store
 
 HOST_STEPS = ("preflight", "backup", "restore", "forget", "finalize")
@@ -36,7 +36,6 @@ LOCAL_STEPS = ("preflight", "copy", "finalize")
 CONFLICT_POLICY = {Conflict.FAIL: pb.FAIL, Conflict.OVERWRITE: pb.OVERWRITE, Conflict.SKIP: pb.SKIP}
 
 Connect = Callable[[Host], AgentClient]
-Observer = Callable[[MovelogEntry], None]
 
 
 class CopyError(JobError):
@@ -71,11 +70,6 @@ def steps_of(copy: Copy) -> tuple[str, ...]:
     return HOST_STEPS if copy.between_hosts else LOCAL_STEPS
 
 
-def copy_request_id(copy_id: str, step: str, round_: int) -> str:
-    """The agent request id of ``step``'s ``round_``-th start: repeating it joins the same operation."""
-    return f"copy:{copy_id}:{step}:{round_}"
-
-
 def resume_point(copy: Copy) -> tuple[str, bool]:
     """Where a resumed copy starts, and whether it continues a step a stopped hub had started
     (same request id). A crashed hub left the copy RUNNING: its step goes on. A failure at
@@ -91,18 +85,19 @@ def resume_point(copy: Copy) -> tuple[str, bool]:
 # ---------------------------------------------------------------- the runner
 
 
-class CopyRunner:
+class CopyRunner(JobRunner):
     """Runs (starts, resumes, cancels) one copy; ``observer`` sees each copylog entry as it is
     written, ``before_step`` gets a step's name after it is recorded and before its work."""
 
+    kind = "copy"
+    error = CopyError
+
     def __init__(self, store: Store, connect: Connect, copy_id: str, *, observer: Observer | None = None,
                  before_step: Callable[[str], None] | None = None, operation_timeout: float | None = None) -> None:
+        super().__init__(copy_id, observer=observer, before_step=before_step, operation_timeout=operation_timeout)
         self.store = store
         self.connect = connect
         self.copy_id = copy_id
-        self.observer = observer
-        self.before_step = before_step
-        self.operation_timeout = operation_timeout
         self.copy = store.get_copy(copy_id)
 
     def start(self) -> Copy:
@@ -127,18 +122,7 @@ class CopyRunner:
                 raise CopyError(f"copy {self.copy_id} has started already; resume it")
             start, continuing = resume_point(copy)
             self.copy = self.store.update_copy_status(self.copy_id, CopyStatus.RUNNING, new_attempt=True)
-            self._log("attempt", f"attempt {self.copy.attempts}: {how} from {start}"
-                      + (" (continuing the step a stopped hub had started)" if continuing else ""),
-                      {"how": how, "from": start})
-            try:
-                self._run_steps(start, continuing)
-            except BaseException as exc:
-                self._fail(exc)
-                if isinstance(exc, CopyError):
-                    raise
-                if isinstance(exc, AgentError):
-                    raise CopyError(f"{self.copy.step}: {exc}", exc.code.name) from exc
-                raise
+            self._attempt(self.copy.attempts, how, start, continuing, {})
             return self.store.get_copy(self.copy_id)
 
     def _require_unfinished(self, what: str) -> Copy:
@@ -148,37 +132,25 @@ class CopyRunner:
         self.copy = copy
         return copy
 
-    # ------------------------------------------------------------ step machinery
+    # ------------------------------------------------------------ the job's log and steps
 
-    def _run_steps(self, start: str, continuing: bool) -> None:
-        steps = steps_of(self.copy)
-        for step in steps[steps.index(start):]:
-            if continuing:
-                continuing = False
-            else:
-                self.copy = self.store.update_copy_step(self.copy_id, step)
-                self._log("step", step, {"step": step})
-            if self.before_step is not None:
-                self.before_step(step)
-            getattr(self, f"_step_{step}")()
+    def _append(self, kind: str, message: str, data: dict[str, Any] | None) -> MovelogEntry:
+        return self.store.append_copylog(self.copy_id, kind, message, data)
 
-    def _log(self, kind: str, message: str, data: dict[str, Any] | None = None) -> MovelogEntry:
-        entry = self.store.append_copylog(self.copy_id, kind, message, data)
-        if self.observer is not None:
-            self.observer(entry)
-        return entry
+    def _read_log(self, after_seq: int = 0) -> list[MovelogEntry]:
+        return self.store.copylog(self.copy_id, after_seq=after_seq)
 
-    def _round(self, step: str) -> int:
-        return sum(1 for entry in self.store.copylog(self.copy_id) if entry.kind == "step" and entry.message == step)
+    def _record_step(self, step: str) -> None:
+        self.copy = self.store.update_copy_step(self.copy_id, step)
 
-    def _request_id(self, step: str) -> str:
-        return copy_request_id(self.copy_id, step, self._round(step))
+    def _steps(self) -> tuple[str, ...]:
+        return steps_of(self.copy)
+
+    def _current_step(self) -> str:
+        return self.copy.step
 
     def _hosts(self) -> tuple[Host, Host]:
         return self.store.get_host(self.copy.source_host), self.store.get_host(self.copy.target_host)
-
-    def _await(self, step: str, host: Host, handle: OperationHandle) -> pb.Operation:
-        return follow_operation(self._log, step, host.id, handle, timeout=self.operation_timeout, error=CopyError)
 
     def _call(self, what: str, call: Callable[[], Any]) -> Any:
         """An agent call whose refusal arrives before any work: its code is the copy's."""
@@ -266,8 +238,7 @@ class CopyRunner:
         self.copy = self.store.complete_copy(
             self.copy_id, message=f"complete: {copy.source_project}:{copy.source_path} is in "
             f"{copy.target_project}:{copy.target_path}", data={})
-        if self.observer is not None:  # the store wrote the "complete" entry with the completion
-            self.observer(self.store.copylog(self.copy_id)[-1])
+        self._show_unseen()  # the "complete" entry, written by the store with the completion
 
     # ------------------------------------------------------------ failure
 
@@ -295,7 +266,8 @@ class CopyRunner:
         source, _ = self._hosts()
         try:
             handle = self.connect(source).forget(copy.source_project, snapshot_ids=[copy.snapshot_id],
-                                                 request_id=copy_request_id(self.copy_id, "undo", copy.attempts))
+                                                 request_id=job_request_id(self.kind, self.copy_id, "undo",
+                                                                           copy.attempts))
             self._await("undo", source, handle)
         except (AgentError, CopyError) as exc:
             self._log("warning", f"could not forget the temporary snapshot {copy.snapshot_id[:8]} on {source.id} "

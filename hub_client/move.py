@@ -27,12 +27,12 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Mapping
 
-from hub_client.client import OK_STATES, AgentClient, AgentError, OperationHandle, new_request_id
+from hub_client.client import OK_STATES, AgentClient, AgentError, new_request_id
 from hub_client.proto.buckets.v1 import agent_pb2 as pb
 from hub_client.store import Cleanup, Host, Move, MovelogEntry, MoveStatus, NotFound, Project, Store
 from hub_client.store.models import utcnow
 from hub_client.repository_copy import BucketConfig, RepositoryCopyError, copy_repository, delete_repository
-from hub_client.steps import PROGRESS_INTERVAL, JobError, follow_operation
+from hub_client.steps import PROGRESS_INTERVAL, JobError, JobRunner, Observer, job_request_id
 
 SENTINEL_PATH = "persist/.buckets-move-sentinel"
 ONLINE_STEPS = ("preflight", "backup", "freeze", "final_backup", "restore", "verify", "finalize")
@@ -47,7 +47,6 @@ PLAN_STEPS = {"online": ONLINE_STEPS, "offline": OFFLINE_STEPS, "cross-region": 
 FIRST_UNDONE_STEP = {"online": "freeze", "offline": "restore", "cross-region": "freeze"}
 
 Connect = Callable[[Host], AgentClient]
-Observer = Callable[[MovelogEntry], None]
 
 
 class MoveError(JobError):
@@ -97,11 +96,6 @@ def sentinel_for(move_id: str) -> str:
     return f"buckets move {move_id}\n"
 
 
-def request_id(move_id: str, step: str, round_: int) -> str:
-    """The agent request id of ``step``'s ``round_``-th start: repeating it joins the same operation."""
-    return f"move:{move_id}:{step}:{round_}"
-
-
 def same_snapshot(left: str, right: str) -> bool:
     """Whether two snapshot ids name the same snapshot: restic reports 8-digit short ids after a
     backup and full ids elsewhere, so one may be a prefix of the other."""
@@ -145,25 +139,27 @@ class MoveSettings:
     buckets: Mapping[str, BucketConfig] = field(default_factory=dict)
 
 
-class MoveRunner:
+class MoveRunner(JobRunner):
     """Runs (starts, resumes, retries, cancels) one move. ``connect`` gives a client for a host;
     ``observer`` sees every movelog entry as it is written; ``before_step`` is called with a
     step's name after the step is recorded and before its work starts."""
+
+    kind = "move"
+    error = MoveError
 
     def __init__(
         self, store: Store, connect: Connect, move_id: str, *, settings: MoveSettings | None = None,
         observer: Observer | None = None, before_step: Callable[[str], None] | None = None,
     ) -> None:
+        self.settings = settings or MoveSettings()
+        super().__init__(move_id, observer=observer, before_step=before_step,
+                         operation_timeout=self.settings.operation_timeout)
         self.store = store
         self.connect = connect
         self.move_id = move_id
-        self.settings = settings or MoveSettings()
-        self.observer = observer
-        self.before_step = before_step
         self.move = store.get_move(move_id)
         self.project_id = self.move.project_id
         self.sentinel = sentinel_for(move_id)
-        self._seen_seq = 0
 
     # ------------------------------------------------------------ entry points
 
@@ -203,18 +199,7 @@ class MoveRunner:
             else:
                 start, continuing = "preflight", False
             self.move = self.store.update_move_status(self.move_id, MoveStatus.RUNNING, new_attempt=True)
-            self._log("attempt", f"attempt {self.move.attempts}: {how} from {start}"
-                      + (" (continuing the step a stopped hub had started)" if continuing else ""),
-                      {"how": how, "from": start, "force": self.move.force})
-            try:
-                self._run_steps(start, continuing)
-            except BaseException as exc:
-                self._fail(exc)
-                if isinstance(exc, MoveError):
-                    raise
-                if isinstance(exc, AgentError):
-                    raise MoveError(f"{self.move.step}: {exc}") from exc
-                raise
+            self._attempt(self.move.attempts, how, start, continuing, {"force": self.move.force})
             return self.store.get_move(self.move_id)
 
     def _require_active(self, what: str) -> Move:
@@ -224,50 +209,32 @@ class MoveRunner:
         self.move = move
         return move
 
-    # ------------------------------------------------------------ step machinery
+    # ------------------------------------------------------------ the job's log and steps
 
-    def _run_steps(self, start: str, continuing: bool) -> None:
-        step: str | None = start
-        while step is not None:
-            if continuing:
-                continuing = False
-            else:
-                self.move = self.store.update_move_step(self.move_id, step)
-                self._log("step", step, {"step": step})
-            if self.before_step is not None:
-                self.before_step(step)
-            getattr(self, f"_step_{step}")()
-            steps = steps_of(self._plan() or "online")
-            position = steps.index(step)
-            step = steps[position + 1] if position + 1 < len(steps) else None
+    def _append(self, kind: str, message: str, data: dict[str, Any] | None) -> MovelogEntry:
+        return self.store.append_movelog(self.move_id, kind, message, data)
 
-    def _log(self, kind: str, message: str, data: dict[str, Any] | None = None) -> MovelogEntry:
-        entry = self.store.append_movelog(self.move_id, kind, message, data)
-        self._seen_seq = entry.seq
-        if self.observer is not None:
-            self.observer(entry)
-        return entry
+    def _read_log(self, after_seq: int = 0) -> list[MovelogEntry]:
+        return self.store.movelog(self.move_id, after_seq=after_seq)
 
-    def _entries(self, kind: str) -> list[MovelogEntry]:
-        return [entry for entry in self.store.movelog(self.move_id) if entry.kind == kind]
+    def _record_step(self, step: str) -> None:
+        self.move = self.store.update_move_step(self.move_id, step)
+
+    def _steps(self) -> tuple[str, ...]:
+        return steps_of(self._plan() or "online")
+
+    def _current_step(self) -> str:
+        return self.move.step
 
     def _plan(self) -> str | None:
-        plans = self._entries("plan")
+        plans = [entry for entry in self._read_log() if entry.kind == "plan"]
         return plans[-1].data.get("plan") if plans else None
-
-    def _round(self, step: str) -> int:
-        return sum(1 for entry in self._entries("step") if entry.message == step)
 
     def _hosts(self) -> tuple[Host, Host]:
         return self.store.get_host(self.move.source_host), self.store.get_host(self.move.target_host)
 
     def _client(self, host: Host) -> AgentClient:
         return self.connect(host)
-
-    def _await(self, step: str, host: Host, handle: OperationHandle) -> pb.Operation:
-        """Copy the operation's progress into the movelog until it ends; raise unless it succeeded."""
-        return follow_operation(self._log, step, host.id, handle, timeout=self.settings.operation_timeout,
-                                error=MoveError)
 
     # ------------------------------------------------------------ the steps
 
@@ -360,8 +327,9 @@ class MoveRunner:
 
     def _remove_copy(self, host: Host, step: str, purpose: str) -> None:
         """Delete the project's local copy on ``host`` (never its repository) and wait for it."""
-        handle = self._client(host).delete_project(
-            self.project_id, delete_repository=False, request_id=request_id(self.move_id, purpose, self.move.attempts))
+        handle = self._client(host).delete_project(self.project_id, delete_repository=False,
+                                                   request_id=job_request_id(self.kind, self.move_id, purpose,
+                                                                             self.move.attempts))
         self._await(step, host, handle)
 
     def _plan_offline(self, project: Project, source: Host, target: Host, target_client: AgentClient,
@@ -417,7 +385,7 @@ class MoveRunner:
 
     def _backup(self, source: Host, step: str, *, force: bool) -> pb.Operation:
         handle = self._client(source).backup(
-            self.project_id, request_id=request_id(self.move_id, step, self._round(step)), force=force,
+            self.project_id, request_id=self._request_id(step), force=force,
             purpose="move", tags=[f"move={self.move_id}"],
         )
         return self._await(step, source, handle)
@@ -453,7 +421,7 @@ class MoveRunner:
                   {"from_region": source.region, "to_region": target.region, **report.as_data()})
         if verify:
             handle = self._client(target).verify(
-                self.project_id, request_id=request_id(self.move_id, step, self._round(step)),
+                self.project_id, request_id=self._request_id(step),
                 mode=pb.VerifyRequest.REPOSITORY)
             self._await(step, target, handle)
             self._log("verify", f"repository check of the copy in {target.region} passed on {target.id}",
@@ -465,7 +433,7 @@ class MoveRunner:
         if not snapshot_id:
             raise MoveError("no snapshot recorded for the restore; retry the move")
         handle = self._client(target).ensure_project(
-            self.project_id, request_id=request_id(self.move_id, "restore", self._round("restore")),
+            self.project_id, request_id=self._request_id("restore"),
             mode=pb.EnsureProjectRequest.REQUIRED, snapshot_id=snapshot_id,
         )
         operation = self._await("restore", target, handle)
@@ -486,7 +454,7 @@ class MoveRunner:
                             f"not {self.move.snapshot_id[:8]}")
         if self._plan() != "offline":
             handle = client.verify(
-                self.project_id, request_id=request_id(self.move_id, "verify", self._round("verify")),
+                self.project_id, request_id=self._request_id("verify"),
                 mode=pb.VerifyRequest.SENTINEL, sentinel_path=SENTINEL_PATH, sentinel_content=self.sentinel,
             )
             try:
@@ -503,9 +471,7 @@ class MoveRunner:
             self.move_id, message=f"complete: project {self.project_id} is on {target.id}",
             data={"snapshot_id": self.move.snapshot_id, "target": target.id},
         )
-        if self.observer is not None:  # the store wrote the "complete" entry with the completion
-            for entry in self.store.movelog(self.move_id, after_seq=self._seen_seq):
-                self.observer(entry)
+        self._show_unseen()  # the "complete" entry, written by the store with the completion
 
     # ------------------------------------------------------------ failure
 

@@ -1,5 +1,6 @@
-"""What moves and copies share: their error type, and following one agent operation of a step
-while its progress goes into the job's log (movelog or copylog)."""
+"""What moves and copies share: their error type, their request ids, following one agent
+operation of a step while its progress goes into the job's log (movelog or copylog), and the
+runner machinery that records each step before its work and turns failures into the job's."""
 
 from __future__ import annotations
 
@@ -8,10 +9,11 @@ from typing import Any, Callable
 
 from hub_client.client import OK_STATES, AgentError, OperationHandle, state_name
 from hub_client.proto.buckets.v1 import agent_pb2 as pb
-from hub_client.store import MovelogEntry
+from hub_client.store import Host, MovelogEntry
 
 PROGRESS_INTERVAL = 1.0  # seconds between agent progress events copied into a job's log
 
+Observer = Callable[[MovelogEntry], None]
 Log = Callable[[str, str, "dict[str, Any] | None"], MovelogEntry]
 
 
@@ -23,6 +25,12 @@ class JobError(Exception):
     def __init__(self, message: str, code: str = "") -> None:
         super().__init__(message)
         self.code = code
+
+
+def job_request_id(kind: str, job_id: str, step: str, round_: int) -> str:
+    """The agent request id of ``step``'s ``round_``-th start in job ``kind:job_id``: repeating it
+    joins the same agent operation (a hub that stopped mid-step resumes by joining it)."""
+    return f"{kind}:{job_id}:{step}:{round_}"
 
 
 def event_data(host_id: str, event: pb.ProgressEvent) -> dict[str, Any]:
@@ -60,3 +68,98 @@ def follow_operation(log: Log, step: str, host_id: str, handle: OperationHandle,
         raise error(f"{step} failed on {host_id}: operation {handle.id} ended "
                     f"{state_name(operation.state)}: {failure.code} {failure.message}".rstrip(), failure.code)
     return operation
+
+
+class JobRunner:
+    """The step machinery of a move or a copy. Steps run in order, each recorded (the job's step
+    and a "step" log entry) before its work starts; ``observer`` sees every log entry as it is
+    written, ``before_step`` gets a step's name after it is recorded and before its work. A
+    failure goes through the job's ``_fail`` (undo, FAILED) and leaves as the job's error type."""
+
+    kind: str  # "move" or "copy": the request ids' prefix
+    error: type[JobError] = JobError
+
+    def __init__(self, job_id: str, *, observer: Observer | None, before_step: Callable[[str], None] | None,
+                 operation_timeout: float | None) -> None:
+        self.job_id = job_id
+        self.observer = observer
+        self.before_step = before_step
+        self.operation_timeout = operation_timeout
+        self._seen_seq = 0
+
+    # ------------------------------------------------------------ what each kind of job provides
+
+    def _append(self, kind: str, message: str, data: dict[str, Any] | None) -> MovelogEntry:
+        raise NotImplementedError
+
+    def _read_log(self, after_seq: int = 0) -> list[MovelogEntry]:
+        raise NotImplementedError
+
+    def _record_step(self, step: str) -> None:
+        raise NotImplementedError
+
+    def _steps(self) -> tuple[str, ...]:
+        """The job's steps as known now (a move's plan is chosen by its preflight)."""
+        raise NotImplementedError
+
+    def _current_step(self) -> str:
+        raise NotImplementedError
+
+    def _fail(self, exc: BaseException) -> None:
+        raise NotImplementedError
+
+    # ------------------------------------------------------------ shared
+
+    def _log(self, kind: str, message: str, data: dict[str, Any] | None = None) -> MovelogEntry:
+        entry = self._append(kind, message, data)
+        self._seen_seq = entry.seq
+        if self.observer is not None:
+            self.observer(entry)
+        return entry
+
+    def _show_unseen(self) -> None:
+        """Pass the entries the store wrote itself (with a completion) to the observer."""
+        for entry in self._read_log(after_seq=self._seen_seq):
+            self._seen_seq = entry.seq
+            if self.observer is not None:
+                self.observer(entry)
+
+    def _round(self, step: str) -> int:
+        return sum(1 for entry in self._read_log() if entry.kind == "step" and entry.message == step)
+
+    def _request_id(self, step: str) -> str:
+        return job_request_id(self.kind, self.job_id, step, self._round(step))
+
+    def _await(self, step: str, host: Host, handle: OperationHandle) -> pb.Operation:
+        """Copy the operation's progress into the log until it ends; raise unless it succeeded."""
+        return follow_operation(self._log, step, host.id, handle, timeout=self.operation_timeout, error=self.error)
+
+    def _attempt(self, attempts: int, how: str, start: str, continuing: bool, data: dict[str, Any]) -> None:
+        """Log the attempt and run the steps from ``start``; on any failure, ``_fail`` first."""
+        self._log("attempt", f"attempt {attempts}: {how} from {start}"
+                  + (" (continuing the step a stopped hub had started)" if continuing else ""),
+                  {"how": how, "from": start, **data})
+        try:
+            self._run_steps(start, continuing)
+        except BaseException as exc:
+            self._fail(exc)
+            if isinstance(exc, JobError):
+                raise
+            if isinstance(exc, AgentError):
+                raise self.error(f"{self._current_step()}: {exc}", exc.code.name) from exc
+            raise
+
+    def _run_steps(self, start: str, continuing: bool) -> None:
+        step: str | None = start
+        while step is not None:
+            if continuing:
+                continuing = False  # a stopped hub recorded this step already
+            else:
+                self._record_step(step)
+                self._log("step", step, {"step": step})
+            if self.before_step is not None:
+                self.before_step(step)
+            getattr(self, f"_step_{step}")()
+            steps = self._steps()
+            position = steps.index(step)
+            step = steps[position + 1] if position + 1 < len(steps) else None

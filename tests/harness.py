@@ -115,6 +115,19 @@ class AgentProcess:
     def repository(self, project_id: str) -> Path:
         return self.state_dir / "repos" / f"project-{project_id}"
 
+    def staging_left(self) -> list[Path]:
+        """What restores' staging holds now (their old trees, on the way out, included)."""
+        return sorted(entry for parent in (self.projects_root / ".staging", self.persist_root / ".staging")
+                      if parent.is_dir() for entry in parent.iterdir())
+
+    def staging_after_cleanup(self, timeout: float = 60.0) -> list[Path]:
+        """The staging left once the agent's background removal of old trees had ``timeout``
+        seconds to end: a successful restore answers before its old trees are gone."""
+        deadline = time.monotonic() + timeout
+        while (left := self.staging_left()) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return left
+
     def start(self, timeout: float = 30.0) -> "AgentProcess":
         self.port_file.unlink(missing_ok=True)
         log = open(self.log_path, "ab")

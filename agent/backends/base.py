@@ -145,6 +145,10 @@ class Backend(Protocol):
 
     async def prepare_staging(self, project_id: str, operation_id: str) -> Staging: ...
 
+    async def staged_generation(self, staging: Staging) -> Generation | None:
+        """The committed change counters of a restore's staged trees (what :meth:`generation`
+        gives once they are swapped in and nothing wrote since), or None when the backend cannot tell."""
+
     def swap_plan(self, project_id: str, staging: Staging) -> list[dict]:
         """What :meth:`swap_in` will do, as facts recovery can act on after a crash."""
 

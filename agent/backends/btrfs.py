@@ -203,6 +203,14 @@ class BtrfsBackend(ProjectLayout):
         home, persist = self.home(project_id), self.persist(project_id)
         if not home.is_dir():
             return None
+        return await self._generation_of(home, persist)
+
+    async def staged_generation(self, staging: Staging) -> Generation | None:
+        """Read before the swap: exchanging a subvolume into place does not change its generation,
+        and any write into the live project after the swap does."""
+        return await self._generation_of(staging.project, staging.persist)
+
+    async def _generation_of(self, home: Path, persist: Path) -> Generation:
         # syncfs(2) is what `btrfs filesystem sync` does; in-process it saves a process on the
         # path that decides, in milliseconds, that a backup is not needed.
         await asyncio.to_thread(fsops.syncfs, home)

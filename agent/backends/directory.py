@@ -69,6 +69,9 @@ class DirectoryBackend(ProjectLayout):
     async def generation(self, project_id: str) -> Generation | None:
         return None
 
+    async def staged_generation(self, staging: Staging) -> Generation | None:
+        return None
+
     async def last_modified(self, project_id: str) -> float | None:
         if not self.exists(project_id):
             return None

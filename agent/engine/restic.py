@@ -18,7 +18,7 @@ from agent import errors
 from agent.backends.base import EngineView
 from agent.engine import restic_args as ra
 from agent.engine.base import BackupOutcome, BackupStatus, RestoreSize, Snapshot, TreeNode
-from agent.executor import ProcessResult, run_engine, run_process
+from agent.executor import DISPLAY_ONLY_NICENESS, ProcessResult, run_engine, run_process
 from agent.repository import Repository
 
 log = structlog.get_logger("agent.engine.restic")
@@ -90,9 +90,11 @@ class ResticEngine:
         on_stdout_line: Callable[[str], None] | None = None,
         capture_stdout: bool = False,
         ok_codes: tuple[int, ...] = (0,),
+        niceness: int = 0,
     ) -> ProcessResult:
         return await run_engine(
             argv, classify=ra.classify_failure, action=action, on_failure=self._on_failure, ok_codes=ok_codes,
+            niceness=niceness,
             env=self._env(repo),
             cwd=cwd,
             timeout=self._timeout,
@@ -197,7 +199,7 @@ class ResticEngine:
     async def restore_size(self, repo: Repository, snapshot_id: str) -> RestoreSize:
         result = await self._run(
             repo, ra.stats_restore_size_args(self.binary, self._common(repo), snapshot_id),
-            action="stats", capture_stdout=True,
+            action="stats", capture_stdout=True, niceness=DISPLAY_ONLY_NICENESS,
         )
         return ra.parse_restore_size(result.stdout)
 

@@ -24,7 +24,7 @@ from agent import errors
 from agent.backends.base import EngineView
 from agent.engine import rustic_args as rua
 from agent.engine.base import BackupOutcome, BackupStatus, RestoreSize, Snapshot
-from agent.executor import ProcessResult, run_engine, run_process
+from agent.executor import DISPLAY_ONLY_NICENESS, ProcessResult, run_engine, run_process
 from agent.repository import Repository
 
 log = structlog.get_logger("agent.engine.rustic")
@@ -130,6 +130,7 @@ class RusticEngine:
         view: EngineView | None = None,
         on_stdout_line: Callable[[str], None] | None = None,
         capture_stdout: bool = False,
+        niceness: int = 0,
     ) -> ProcessResult:
         """Run the argv ``build(profile_path)`` makes, inside ``view`` when given."""
         self._tmp.mkdir(parents=True, exist_ok=True)
@@ -147,6 +148,7 @@ class RusticEngine:
                 secrets=repo.secrets,
                 kill_grace=self._kill_grace,
                 stall_timeout=self._stall_timeout,
+                niceness=niceness,
             )
 
     # ------------------------------------------------------------ interface
@@ -222,7 +224,7 @@ class RusticEngine:
     async def restore_size(self, repo: Repository, snapshot_id: str) -> RestoreSize:
         result = await self._run(
             repo, lambda p: rua.snapshots_args(self.binary, p, ids=[snapshot_id]),
-            action="snapshots", capture_stdout=True,
+            action="snapshots", capture_stdout=True, niceness=DISPLAY_ONLY_NICENESS,
         )
         return rua.parse_snapshot_totals(result.stdout)
 

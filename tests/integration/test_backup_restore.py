@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 import subprocess
+import time
 
 import grpc
 import pytest
@@ -55,8 +56,13 @@ def test_backup_change_restore_gives_back_both_roots_exactly(shared_agent, proje
     assert restore.summary.snapshot_id.startswith(snapshot_id)
     assert manifest(agent.home(project_id)) == home_before
     assert manifest(agent.persist(project_id)) == persist_before
-    staging = [agent.projects_root / ".staging", agent.persist_root / ".staging"]
-    assert all(not d.exists() or not any(d.iterdir()) for d in staging)
+    # The old trees go after the restore answered, in the background, logged when done.
+    assert agent.staging_after_cleanup() == []
+    what = f"remove the old trees of restore {restore.id}"
+    deadline = time.monotonic() + 10
+    while not any(e.get("event") == "housekeeping.done" and e.get("what") == what for e in agent.log_events()):
+        assert time.monotonic() < deadline, f"no housekeeping.done for {what!r} in the agent's log"
+        time.sleep(0.05)
 
     verify = agent.wait(agent.verify(project_id).id)
     assert verify.state == pb.SUCCEEDED, verify.error

@@ -63,14 +63,6 @@ def temporary_snapshots(agent) -> list[Path]:
     return sorted(root.iterdir()) if root.is_dir() else []
 
 
-def staging_entries(agent) -> list[Path]:
-    found = []
-    for root in (agent.projects_root / ".staging", agent.persist_root / ".staging"):
-        if root.is_dir():
-            found += list(root.iterdir())
-    return found
-
-
 def engine_starts(agent) -> int:
     """How many restic processes the agent has started, from its log."""
     return sum(1 for argv in agent.started_argvs() if any(a.endswith("restic") for a in argv))
@@ -274,7 +266,31 @@ def test_restore_over_quota_is_resource_exhausted_and_the_old_home_stays(agent_f
     assert (final.state, final.error.code) == (pb.FAILED, "RESOURCE_EXHAUSTED"), final.error
     assert manifest(home) == before
     (home / "still-writable.txt").write_text("yes")
-    assert staging_entries(agent) == []
+    assert agent.staging_left() == []
+
+
+def test_a_restored_project_is_up_to_date_until_its_first_write(agent_factory, btrfs_fs, project_id):
+    """The restore records the staged subvolumes' generations, read before the swap: the swap does
+    not change them (the next backup starts no engine), and a write into the live project after
+    it does (the next backup is a real one), however soon after the restore it came."""
+    agent = btrfs_agent(agent_factory, btrfs_fs)
+    ensure(agent, project_id)
+    write_tree(agent.home(project_id), files=20)
+    write_tree(agent.persist(project_id), files=2, depth=0)
+    backup = agent.wait(agent.backup(project_id).id)
+    (agent.home(project_id) / "later.txt").write_text("later")
+    restore = agent.wait(agent.restore(project_id, backup.summary.snapshot_id).id)
+    assert restore.state == pb.SUCCEEDED, restore.error
+
+    starts = engine_starts(agent)
+    unchanged = agent.wait(agent.backup(project_id).id)
+    assert (unchanged.state, unchanged.summary.snapshot_id) == (pb.UP_TO_DATE, backup.summary.snapshot_id)
+    assert engine_starts(agent) == starts
+
+    (agent.persist(project_id) / "edited.db").write_text("written right after the restore")
+    edited = agent.wait(agent.backup(project_id).id)
+    assert edited.state == pb.SUCCEEDED and edited.summary.snapshot_id != backup.summary.snapshot_id, edited
+    assert engine_starts(agent) > starts
 
 
 def test_restore_swaps_staging_into_place_and_removes_the_old_home(agent_factory, btrfs_fs, project_id):
@@ -290,7 +306,7 @@ def test_restore_swaps_staging_into_place_and_removes_the_old_home(agent_factory
     assert manifest(agent.home(project_id)) == snapshot_home
     assert manifest(agent.persist(project_id)) == snapshot_persist
     assert is_subvolume(agent.home(project_id)) and qgroup_limit(agent.home(project_id)) == 64 * MiB
-    assert staging_entries(agent) == []
+    assert agent.staging_after_cleanup() == []
     assert not any(".staging" in path for path in subvolumes(btrfs_fs.mountpoint) if agent.base.name in path)
 
 
@@ -306,12 +322,12 @@ def test_sigkill_during_the_engine_restore_keeps_the_old_home(agent_factory, btr
 
     operation = agent.restore(project_id, backup.summary.snapshot_id)
     wait_for_phase(agent, operation.id, "restore", field="bytes_total")
-    assert staging_entries(agent)
+    assert agent.staging_left()
     kill_agent_and_its_engines(agent)
     agent.start()
     assert agent.wait(operation.id).state == pb.INTERRUPTED
     assert (manifest(agent.home(project_id)), manifest(agent.persist(project_id))) == before
-    assert staging_entries(agent) == []
+    assert agent.staging_left() == []
 
 
 @pytest.mark.parametrize("swapped", [1, 2], ids=["between-the-two-exchanges", "after-both-exchanges"])
@@ -355,5 +371,5 @@ def test_sigkill_during_the_swap_is_rolled_forward(agent_factory, btrfs_fs, proj
     operation = agent.wait("op-crash")
     assert operation.state == pb.INTERRUPTED and "completed during recovery" in operation.error.message
     assert (manifest(agent.home(project_id)), manifest(agent.persist(project_id))) == snapshot
-    assert staging_entries(agent) == []
+    assert agent.staging_left() == []
     assert not any(".staging" in path for path in subvolumes(btrfs_fs.mountpoint) if agent.base.name in path)

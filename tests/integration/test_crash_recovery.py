@@ -54,13 +54,6 @@ def kill_agent_and_its_engines(agent, timeout: float = 10) -> None:
             time.sleep(0.05)
 
 
-def staging_is_empty(agent) -> bool:
-    return all(
-        not d.exists() or not any(d.iterdir())
-        for d in (agent.projects_root / ".staging", agent.persist_root / ".staging")
-    )
-
-
 def test_sigkill_during_backup_then_restart(agent_factory, project_id):
     agent = agent_factory(limits=SLOW)
     write_tree(agent.home(project_id), files=5)
@@ -100,14 +93,14 @@ def test_sigkill_during_restore_leaves_the_old_tree_whole(agent_factory, project
     operation = agent.restore(project_id, backup.summary.snapshot_id)
     # restic writes a file once its pack arrived, so the restore is known to run by its size probe.
     wait_for_phase(agent, operation.id, "restore", field="bytes_total")
-    assert not staging_is_empty(agent)
+    assert agent.staging_left()
     kill_agent_and_its_engines(agent)
     agent.start()
 
     assert agent.wait(operation.id).state == pb.INTERRUPTED
     assert manifest(agent.home(project_id)) == before
     assert manifest(agent.persist(project_id)) == persist_before
-    assert staging_is_empty(agent)
+    assert not agent.staging_left()
     again = agent.wait(agent.backup(project_id).id, timeout=180)
     assert again.state == pb.SUCCEEDED, again.error
     assert_verify_clean(agent, project_id)
@@ -164,7 +157,7 @@ def test_sigkill_during_the_swap_is_rolled_forward(agent_factory, project_id):
     assert operation.state == pb.INTERRUPTED
     assert "completed during recovery" in operation.error.message
     assert manifest(agent.home(project_id)) == snapshot_home
-    assert staging_is_empty(agent)
+    assert not agent.staging_left()
 
 
 def test_sigterm_during_backup_exits_cleanly_within_the_grace_period(agent_factory, project_id):
@@ -180,7 +173,7 @@ def test_sigterm_during_backup_exits_cleanly_within_the_grace_period(agent_facto
     final = agent.wait(operation.id)
     assert final.state == pb.INTERRUPTED
     assert "shut down" in final.error.message
-    assert staging_is_empty(agent)
+    assert not agent.staging_left()
 
 
 IDLE_CLIENT = """

@@ -20,7 +20,7 @@ from hub_client.proto.buckets.v1 import agent_pb2 as pb
 from tests import fault_table
 from tests.conftest import requires_restic
 from tests.harness import manifest, new_id, write_tree
-from tests.integration.test_crash_recovery import engine_processes, staging_is_empty
+from tests.integration.test_crash_recovery import engine_processes
 from tests.integration.test_operations import SLOW
 
 pytestmark = [requires_restic, pytest.mark.faults]
@@ -161,7 +161,7 @@ def test_sigkill_agent_during_restore(agent_factory):
         assert_no_engine_left(agent)
         after = state_of(agent, project_id)
         whole = after in (old, snapshot)
-        no_staging = staging_is_empty(agent)
+        no_staging = not agent.staging_left()
         retry = agent.wait(agent.restore(project_id, backup.summary.snapshot_id).id)
         restored = retry.state == pb.SUCCEEDED and state_of(agent, project_id) == snapshot
         fault_table.record(kind, data_lost=not whole, recovered=restored and no_staging)

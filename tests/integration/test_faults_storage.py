@@ -35,11 +35,6 @@ def running_operations(agent) -> list[pb.Operation]:
     return list(listing.operations)
 
 
-def staging_left(agent) -> list[str]:
-    return sorted(str(p) for parent in (agent.projects_root / ".staging", agent.persist_root / ".staging")
-                  if parent.exists() for p in parent.iterdir())
-
-
 def trees(agent, project_id: str) -> tuple[dict, dict]:
     return manifest(agent.home(project_id)), manifest(agent.persist(project_id))
 
@@ -242,7 +237,7 @@ def test_filesystem_full_during_restore(small_projects_root, agent_factory):
         failed_running = running_operations(agent)
         fault_ok = (failed.state, failed.error.code) == (pb.FAILED, "RESOURCE_EXHAUSTED") and not failed_running
         intact = trees(agent, project_id) == before
-        staging = staging_left(agent)
+        staging = agent.staging_left()
 
         ballast.unlink()
         retry = agent.wait(agent.restore(project_id, backup.summary.snapshot_id).id, timeout=120)
@@ -255,4 +250,5 @@ def test_filesystem_full_during_restore(small_projects_root, agent_factory):
         assert intact, f"{where}: the live tree changed after the failed restore"
         assert not staging, f"{where}: staging left behind: {staging}"
         assert restored, f"{where}: retry {pb.OperationState.Name(retry.state)} {retry.error}"
-        assert not staging_left(agent) and not running_operations(agent)
+        # Before the next fault fills the disk again: the retry's old trees are removed after it answered.
+        assert not agent.staging_after_cleanup() and not running_operations(agent)

@@ -945,10 +945,10 @@ def test_fuzz_left_the_agent_and_host_sound(world: World):
     names = {p.name for p in agent.base.iterdir()}
     assert names <= world.setup_names, f"unexpected in the agent's base dir: {names - world.setup_names}"
     expected = _expected_projects(world)
+    assert not (left := agent.staging_after_cleanup()), f"staging left behind: {left}"
     for root in (agent.projects_root, agent.persist_root):
         for entry in root.iterdir():
             if entry.name == ".staging":
-                assert not list(entry.iterdir()), f"staging left behind: {list(entry.iterdir())}"
                 continue
             assert entry.name in expected and entry.is_dir() and not entry.is_symlink(), entry
     for home in agent.projects_root.glob("project-*"):

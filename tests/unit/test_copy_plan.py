@@ -6,7 +6,8 @@ from datetime import datetime, timezone
 
 import pytest
 
-from hub_client.copying import HOST_STEPS, LOCAL_STEPS, CopyRefused, copy_path, copy_request_id, resume_point, steps_of
+from hub_client.steps import job_request_id
+from hub_client.copying import HOST_STEPS, LOCAL_STEPS, CopyRefused, copy_path, resume_point, steps_of
 from hub_client.store import Conflict, Copy, CopyStatus
 
 T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
@@ -50,8 +51,8 @@ def test_resume_point(status: str, step: str, expected: tuple[str, bool]) -> Non
 
 
 def test_request_ids_are_stable_per_step_and_round() -> None:
-    assert copy_request_id("c1", "restore", 2) == "copy:c1:restore:2"
-    assert copy_request_id("c1", "restore", 2) != copy_request_id("c1", "restore", 3)
+    assert job_request_id("copy", "c1", "restore", 2) == "copy:c1:restore:2"
+    assert job_request_id("copy", "c1", "restore", 2) != job_request_id("copy", "c1", "restore", 3)
 
 
 def test_a_source_unreachable_at_forget_fails_the_copy_with_a_copy_error(tmp_path) -> None:

@@ -491,3 +491,22 @@ def test_child_argv_sets_the_death_signal_through_setpriv_and_nothing_runs_befor
     # No preexec_fn anywhere: Python code in a forked child of the threaded agent can deadlock.
     source = (REPO_ROOT / "agent" / "executor.py").read_text()
     assert "preexec_fn=" not in source
+
+
+def test_niceness_lowers_the_child_priority_from_its_start():
+    from agent.executor import child_argv
+
+    assert child_argv(["/usr/bin/restic", "stats"], setpriv="/usr/bin/setpriv", niceness=10, nice="/usr/bin/nice") == [
+        "/usr/bin/setpriv", "--pdeathsig", "KILL", "--", "/usr/bin/nice", "-n", "10", "--", "/usr/bin/restic", "stats"]
+    assert child_argv(["/usr/bin/restic"], setpriv=None, niceness=0, nice="/usr/bin/nice") == ["/usr/bin/restic"]
+
+    async def main():
+        # Every thread of the child: one started at once by a program still has the lowered priority.
+        script = ("import os, threading; t = threading.Thread(target=lambda: print(os.getpriority(os.PRIO_PROCESS, "
+                  "0))); t.start(); t.join(); print(os.getpriority(os.PRIO_PROCESS, 0))")
+        return await run_process([sys.executable, "-c", script], env=dict(os.environ), capture_stdout=True,
+                                 niceness=7)
+
+    result = asyncio.run(main())
+    own = os.getpriority(os.PRIO_PROCESS, 0)
+    assert result.stdout.split() == [str(min(own + 7, 19))] * 2

@@ -9,11 +9,12 @@ import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from hub_client.move import (
-    OFFLINE_STEPS, ONLINE_STEPS, newest_backup, possible_loss_minutes, request_id, resume_point, same_snapshot,
+    OFFLINE_STEPS, ONLINE_STEPS, newest_backup, possible_loss_minutes, resume_point, same_snapshot,
     steps_of,
 )
 from hub_client.movelog_view import MovelogPrinter, entry_record, render_entry
 from hub_client.proto.buckets.v1 import agent_pb2 as pb
+from hub_client.steps import job_request_id
 from hub_client.store import MovelogEntry
 
 T0 = datetime(2026, 11, 24, 12, 0, tzinfo=timezone.utc)
@@ -58,8 +59,8 @@ def test_steps_and_request_ids() -> None:
     assert cross.index("sync") < cross.index("freeze") < cross.index("final_backup") < cross.index("final_sync") \
         < cross.index("restore")
     assert ONLINE_STEPS.index("freeze") < ONLINE_STEPS.index("final_backup") < ONLINE_STEPS.index("restore")
-    assert request_id("m1", "restore", 2) == "move:m1:restore:2"
-    assert request_id("m1", "restore", 2) != request_id("m1", "restore", 3)
+    assert job_request_id("move", "m1", "restore", 2) == "move:m1:restore:2"
+    assert job_request_id("move", "m1", "restore", 2) != job_request_id("move", "m1", "restore", 3)
 
 
 def test_same_snapshot_accepts_short_and_full_ids_only() -> None:

@@ -56,3 +56,21 @@ def test_a_lock_that_stays_fails_after_one_unlock(tmp_path: Path) -> None:
     with pytest.raises(errors.Unavailable, match="locked"):
         asyncio.run(engine(stand_in(tmp_path, script), tmp_path).forget(repo(tmp_path), ["0123456789abcdef"]))
     assert calls.read_text().split() == ["x", "unlock", "x"]
+
+
+def test_the_restore_size_lookup_runs_at_a_lower_cpu_priority_than_the_restore(tmp_path: Path) -> None:
+    """It runs beside the restore and only feeds the progress display: on a busy host it must not
+    take CPU from the restore. The stand-in records its own nice value (field 19 of /proc/self/stat)."""
+    seen = tmp_path / "seen"
+    script = (f'for arg in "$@"; do case "$arg" in stats|restore) command="$arg";; esac; done\n'
+              f'echo "$command $(cut -d" " -f19 /proc/self/stat)" >> "{seen}"\n'
+              'if [ "$command" = stats ]; then echo \'{"total_size": 10, "total_file_count": 2}\'; fi\n')
+    driver = engine(stand_in(tmp_path, script), tmp_path)
+    from agent.backends.base import EngineView
+
+    size = asyncio.run(driver.restore_size(repo(tmp_path), "0123456789abcdef"))
+    asyncio.run(driver.restore(repo(tmp_path), "0123456789abcdef", EngineView(wrapper=[], root=tmp_path)))
+    own = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[16])
+    assert (size.total_bytes, size.total_files) == (10, 2)
+    assert dict(line.split() for line in seen.read_text().splitlines()) == {
+        "stats": str(min(own + 10, 19)), "restore": str(own)}

@@ -1,0 +1,55 @@
+"""Work that follows an operation's result but is not part of it, run in the background.
+
+A restore's project is in place once its staged trees are swapped in; removing the old trees
+(hundreds of megabytes on a large project) is only reclaiming space, and the operation answers
+without waiting for it. Nothing here is needed for correctness: what a stopped agent leaves
+undone is staging that :meth:`~agent.backends.base.Backend.remove_stale` removes at the next start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Coroutine
+
+import structlog
+
+log = structlog.get_logger("agent.housekeeping")
+
+
+class Housekeeping:
+    """Background tasks of the agent's event loop, each logged when it fails; ``drain`` waits
+    for them (at shutdown, and wherever a caller needs the host settled)."""
+
+    def __init__(self) -> None:
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    @property
+    def pending(self) -> int:
+        return len(self._tasks)
+
+    def later(self, what: str, work: Coroutine[object, object, object]) -> None:
+        """Run ``work`` in the background; ``what`` names it in the log."""
+        task = asyncio.get_running_loop().create_task(self._run(what, work), name=f"housekeeping: {what}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def drain(self, timeout: float | None = None) -> bool:
+        """Wait until every task has ended (``timeout`` seconds at most); True when none is left."""
+        while self._tasks:
+            done, _ = await asyncio.wait(set(self._tasks), timeout=timeout)
+            if not done:
+                return False
+        return True
+
+    @staticmethod
+    async def _run(what: str, work: Coroutine[object, object, object]) -> None:
+        started = time.monotonic()
+        try:
+            await work
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # a failure here loses nothing: the next start cleans up
+            log.warning("housekeeping.failed", what=what, error=str(exc) or type(exc).__name__)
+        else:
+            log.info("housekeeping.done", what=what, seconds=round(time.monotonic() - started, 3))
