@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Sequence
 
 from agent import buckets, errors, fsops, placing, project_paths, sentinel
-from agent.backends.base import Backend
+from agent.backends.base import Backend, Staging
 from agent.fsops import tree_size
 from agent.housekeeping import Housekeeping
 from agent.engine import restic_args as ra
@@ -256,6 +256,7 @@ async def restore(
         await backend.discard_staging(context.operation_id)
         raise
     poller = asyncio.create_task(_report_restore_progress(context, staging.project, staging.persist, size_task))
+    writer = asyncio.create_task(_write_back_while_restoring(backend, staging))
     swapped = False
     try:
         context.progress("restore", message=f"restoring snapshot {snapshot_id[:8]}")
@@ -269,6 +270,7 @@ async def restore(
             snapshot = await lookup
             require_whole(snapshot, owner)
         poller.cancel()
+        writer.cancel()
         total = await _totals(size_task)
         # Read before the swap: once swapped in, the project is live, and a write into it before
         # the generation was read would be recorded as backed up (and skipped by the next backup).
@@ -300,7 +302,7 @@ async def restore(
             message="restored tree swapped into place",
         )
     finally:
-        helpers = [task for task in (poller, size_task, lookup) if task is not None]
+        helpers = [task for task in (poller, writer, size_task, lookup) if task is not None]
         for task in helpers:
             task.cancel()
         with contextlib.suppress(BaseException):
@@ -384,6 +386,12 @@ async def _totals(size_task: asyncio.Future) -> RestoreSize | None:
         return await size_task
     except errors.BucketsError:
         return None
+
+
+async def _write_back_while_restoring(backend: Backend, staging: Staging) -> None:
+    while True:
+        await asyncio.sleep(RESTORE_POLL_INTERVAL)
+        await backend.write_back(staging)
 
 
 async def _report_restore_progress(context: OperationContext, project, persist, size_task: asyncio.Task) -> None:

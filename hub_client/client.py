@@ -79,6 +79,14 @@ class RetryPolicy:
         ceiling = min(self.max_backoff, self.initial_backoff * self.multiplier ** max(0, failures - 1))
         return ceiling * random.uniform(0.5, 1.0)
 
+    def shortest_last_pause(self) -> float:
+        """The least the client sleeps before its last try. A channel that tries to reconnect at
+        least this often has tried once more by then: a host back after a cut is found again
+        within the retries, not after a longer reconnect backoff of the channel's own."""
+        if self.attempts < 2:
+            return self.initial_backoff
+        return 0.5 * min(self.max_backoff, self.initial_backoff * self.multiplier ** (self.attempts - 2))
+
 
 @dataclass(frozen=True)
 class TlsConfig:
@@ -372,9 +380,11 @@ class AgentClient:
         self.config = config
         retry = config.retry
         options = [
-            # Let the channel try to reconnect on the same time scale as the retries.
+            # Let the channel try to reconnect on the time scale of the retries (see
+            # RetryPolicy.shortest_last_pause); a longer channel backoff after a cut failed every
+            # retry fast with the old "connection refused" though the host was back.
             ("grpc.initial_reconnect_backoff_ms", max(100, int(retry.initial_backoff * 1000))),
-            ("grpc.max_reconnect_backoff_ms", max(100, int(retry.max_backoff * 1000))),
+            ("grpc.max_reconnect_backoff_ms", max(100, int(retry.shortest_last_pause() * 1000))),
             # A ReadFile answer holds up to the agent's read_file_max_bytes (16 MiB by default;
             # the agent sends up to 64 MiB): gRPC's default 4 MiB would refuse a bigger file.
             ("grpc.max_receive_message_length", MAX_RECEIVE_BYTES),

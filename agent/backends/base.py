@@ -145,6 +145,10 @@ class Backend(Protocol):
 
     async def prepare_staging(self, project_id: str, operation_id: str) -> Staging: ...
 
+    async def write_back(self, staging: Staging) -> None:
+        """Have what the restore wrote into ``staging`` so far written to disk, while it goes on
+        (where the end of the restore waits for that: btrfs, to read final generations)."""
+
     async def staged_generation(self, staging: Staging) -> Generation | None:
         """The committed change counters of a restore's staged trees (what :meth:`generation`
         gives once they are swapped in and nothing wrote since), or None when the backend cannot tell."""

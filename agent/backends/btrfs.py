@@ -205,6 +205,12 @@ class BtrfsBackend(ProjectLayout):
             return None
         return await self._generation_of(home, persist)
 
+    async def write_back(self, staging: Staging) -> None:
+        """syncfs while the restore runs: the generations read at its end need every restored
+        byte on disk, and writing back as it goes costs the restore far less than all at the
+        end (200 MB: about 1.8 s in all instead of 2.3 s on the bench machine)."""
+        await asyncio.to_thread(fsops.syncfs, staging.project)
+
     async def staged_generation(self, staging: Staging) -> Generation | None:
         """Read before the swap: exchanging a subvolume into place does not change its generation,
         and any write into the live project after the swap does."""

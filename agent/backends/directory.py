@@ -72,6 +72,9 @@ class DirectoryBackend(ProjectLayout):
     async def staged_generation(self, staging: Staging) -> Generation | None:
         return None
 
+    async def write_back(self, staging: Staging) -> None:
+        return None  # nothing here waits for the disk: the kernel writes back in its own time
+
     async def last_modified(self, project_id: str) -> float | None:
         if not self.exists(project_id):
             return None

@@ -269,7 +269,7 @@ def test_restore_over_quota_is_resource_exhausted_and_the_old_home_stays(agent_f
     assert agent.staging_left() == []
 
 
-def test_a_restored_project_is_up_to_date_until_its_first_write(agent_factory, btrfs_fs, project_id):
+def test_a_restored_project_is_up_to_date_until_its_first_write(agent_factory, btrfs_fs, project_id, tmp_path):
     """The restore records the staged subvolumes' generations, read before the swap: the swap does
     not change them (the next backup starts no engine), and a write into the live project after
     it does (the next backup is a real one), however soon after the restore it came."""
@@ -291,6 +291,8 @@ def test_a_restored_project_is_up_to_date_until_its_first_write(agent_factory, b
     edited = agent.wait(agent.backup(project_id).id)
     assert edited.state == pb.SUCCEEDED and edited.summary.snapshot_id != backup.summary.snapshot_id, edited
     assert engine_starts(agent) > starts
+    restic_restore(agent, edited.summary.snapshot_id, tmp_path / "check", project_id)
+    assert (tmp_path / "check" / "persist" / "edited.db").read_text() == "written right after the restore"
 
 
 def test_restore_swaps_staging_into_place_and_removes_the_old_home(agent_factory, btrfs_fs, project_id):

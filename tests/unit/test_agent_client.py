@@ -300,6 +300,16 @@ def test_other_codes_are_raised_at_once_without_retry(served, code):
     assert len(served.double.calls("Backup")) == 1
 
 
+def test_the_channel_reconnects_at_least_as_often_as_the_last_retry_waits():
+    """The fault suite's flake: after a cut, the channel's own 5 s reconnect backoff outlasted the
+    client's retries, which all failed at once with the stale "connection refused"."""
+    policy = RetryPolicy()  # sleeps up to 0.2, 0.4, 0.8, 1.6 s, each at least half of that
+    assert policy.shortest_last_pause() == 0.8
+    assert all(policy.shortest_last_pause() <= policy.backoff(policy.attempts - 1) for _ in range(200))
+    assert RetryPolicy(attempts=10, initial_backoff=0.1, max_backoff=0.5).shortest_last_pause() == 0.25
+    assert RetryPolicy(attempts=1, initial_backoff=0.3).shortest_last_pause() == 0.3
+
+
 def test_retry_backoff_grows_and_is_capped():
     policy = RetryPolicy(attempts=10, initial_backoff=0.1, max_backoff=0.5, multiplier=2.0)
     for failures, ceiling in [(1, 0.1), (2, 0.2), (3, 0.4), (4, 0.5), (9, 0.5)]:
