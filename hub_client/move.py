@@ -492,18 +492,8 @@ class MoveRunner(JobRunner):
     def _remove_target_region_copy(self) -> None:
         """A cancelled cross-region move leaves no repository copy in the target region's bucket."""
         _, target = self._hosts()
-        bucket = self.settings.buckets.get(target.region)
-        if bucket is None:
-            return
-        try:
-            removed = delete_repository(bucket, self.project_id)
-        except RepositoryCopyError as exc:
-            self._log("warning", f"could not remove the repository copy in {target.region}: {exc}",
-                      {"region": target.region})
-            return
-        if removed:
-            self._log("cleanup", f"repository copy removed from {target.region} ({removed} objects)",
-                      {"region": target.region, "objects": removed})
+        remove_region_repository(self.settings.buckets, target.region, self.project_id, self._log,
+                                 what="repository copy")
 
     def _undo(self, move: Move, plan: str | None) -> None:
         """Put the source back in service and remove the target's partial copy (best effort:
@@ -560,16 +550,27 @@ def clean_source(store: Store, connect: Connect, move: Move, *, observer: Observ
     log("cleanup", f"source copy removed from {move.source_host}", {"host": move.source_host})
     if move.cross_region:
         region = store.get_host(move.source_host).region
-        bucket = (buckets or {}).get(region)
-        try:
-            if bucket is None:
-                raise RepositoryCopyError(f"the hub has no bucket configured for region {region}")
-            removed = delete_repository(bucket, move.project_id)
-        except RepositoryCopyError as exc:
-            log("warning", f"removing the repository from {region} postponed: {exc}", {"region": region})
-            return move
-        log("cleanup", f"repository removed from {region} ({removed} objects)", {"region": region, "objects": removed})
+        if not remove_region_repository(buckets or {}, region, move.project_id, log, what="repository"):
+            return move  # the cleanup stays pending: a later run tries again
     return store.set_move_cleanup(move.id, Cleanup.DONE)
+
+
+def remove_region_repository(buckets: Mapping[str, BucketConfig], region: str, project_id: str,
+                             log: Callable[[str, str, dict[str, Any]], Any], *, what: str) -> bool:
+    """Delete the project's repository from ``region``'s bucket, logging the outcome; False when
+    it could not be (no bucket configured for the region, or the bucket refused)."""
+    bucket = buckets.get(region)
+    try:
+        if bucket is None:
+            raise RepositoryCopyError(f"the hub has no bucket configured for region {region}")
+        removed = delete_repository(bucket, project_id)
+    except RepositoryCopyError as exc:
+        log("warning", f"could not remove the {what} in {region}: {exc}", {"region": region})
+        return False
+    if removed:
+        log("cleanup", f"{what} removed from {region} ({removed} objects)",
+            {"region": region, "objects": removed})
+    return True
 
 
 def _iso(value: datetime | None) -> str:

@@ -124,3 +124,59 @@ def test_repository_copy_streams_between_accounts_and_copies_only_what_is_missin
     again = copy_repository(eu, us, project_id)
     assert again.copied == 0 and again.objects == first.objects
     assert delete_repository(us, project_id) == first.objects and delete_repository(us, project_id) == 0
+
+
+class StopBeforeFreeze(Exception):
+    pass
+
+
+def test_a_cancelled_cross_region_move_leaves_no_copy_in_the_target_bucket(regional_hub, s3_server) -> None:
+    hub, agents = regional_hub
+    source = agents["host-eu"]
+    project_id = create_project(source, files=30)
+    hub.add_project(project_id, "host-eu", "eu-west-1")
+    before = manifest(source.home(project_id))
+
+    def stop_at_freeze(step: str) -> None:
+        if step == "freeze":  # the bulk copy is in the target region's bucket by now
+            raise StopBeforeFreeze()
+
+    with pytest.raises(StopBeforeFreeze):
+        hub.move(project_id, "host-us", cross_region=True, before_step=stop_at_freeze)
+    move = hub.store.active_move(project_id)
+    copied = keys(s3_server, "us-east-1", project_id)
+    assert move.status == MoveStatus.FAILED and copied
+    source_keys = keys(s3_server, "eu-west-1", project_id)
+
+    entries = []
+    cancelled = hub.cancel(move.id, observer=entries.append)
+    assert cancelled.status == MoveStatus.CANCELLED
+    assert keys(s3_server, "us-east-1", project_id) == set()
+    assert any(e.kind == "cleanup" and f"({len(copied)} objects)" in e.message for e in entries), entries
+    assert keys(s3_server, "eu-west-1", project_id) == source_keys  # the source region's repository untouched
+    project = hub.store.get_project(project_id)
+    assert (project.host_id, project.region) == ("host-eu", "eu-west-1")
+    assert manifest(source.home(project_id)) == before
+
+
+def test_the_source_region_repository_waits_while_its_bucket_is_unknown(regional_hub, s3_server) -> None:
+    """A completed cross-region move whose source region the hub has no bucket for keeps its
+    cleanup pending (with a warning), and finishes it once the bucket is configured."""
+    hub, agents = regional_hub
+    source = agents["host-eu"]
+    project_id = create_project(source, files=20)
+    hub.add_project(project_id, "host-eu", "eu-west-1")
+    move = hub.move(project_id, "host-us", cross_region=True, clean_now=False)
+    assert move.status == MoveStatus.SUCCEEDED
+
+    from hub_client.move import clean_source
+
+    only_us = {"us-east-1": bucket_config(s3_server, "us-east-1")}
+    waiting = clean_source(hub.store, hub.client, hub.store.get_move(move.id), buckets=only_us)
+    assert waiting.cleanup == Cleanup.PENDING and keys(s3_server, "eu-west-1", project_id)
+    warning = [e for e in hub.store.movelog(move.id) if e.kind == "warning"][-1]
+    assert "no bucket configured for region eu-west-1" in warning.message
+
+    done = clean_source(hub.store, hub.client, hub.store.get_move(move.id),
+                        buckets={**only_us, "eu-west-1": bucket_config(s3_server, "eu-west-1")})
+    assert done.cleanup == Cleanup.DONE and keys(s3_server, "eu-west-1", project_id) == set()
