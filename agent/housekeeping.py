@@ -36,8 +36,10 @@ class Housekeeping:
 
     async def drain(self, timeout: float | None = None) -> bool:
         """Wait until every task has ended (``timeout`` seconds at most); True when none is left."""
-        while self._tasks:
-            done, _ = await asyncio.wait(set(self._tasks), timeout=timeout)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self._tasks:  # work may add work: wait again until none is left, within the one deadline
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            done, _ = await asyncio.wait(set(self._tasks), timeout=left)
             if not done:
                 return False
         return True

@@ -24,3 +24,10 @@ def make_hub(store, two_hosts) -> Hub:
 def register(hub: Hub, name: str, agent) -> None:
     hub.add_host(name, f"127.0.0.1:{agent.port}", "eu")
     hub.probe_host(name)
+
+
+def host_pair(agent_factory, extra: str):
+    """Agents "host-a" and "host-b" with one repository configuration (``extra``), as the hosts
+    of one region share a bucket."""
+    return (agent_factory("host-a", extra=extra, host_id="host-a"),
+            agent_factory("host-b", extra=extra, host_id="host-b"))

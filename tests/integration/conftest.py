@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from hub_client.store import Store, open_store
-from tests.hubs import make_hub
+from tests.hubs import host_pair, make_hub
 
 
 @pytest.fixture(scope="session")
@@ -82,8 +82,7 @@ def two_hosts(agent_factory, tmp_path: Path):
     password_file.chmod(0o600)
     extra = (f'[repository]\nkind = "local"\n[repository.local]\nroot = "{tmp_path / "shared-repos"}"\n'
              f'password_file = "{password_file}"\n')
-    return (agent_factory("host-a", extra=extra, host_id="host-a"),
-            agent_factory("host-b", extra=extra, host_id="host-b"))
+    return host_pair(agent_factory, extra)
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ from hub_client.proto.buckets.v1 import agent_pb2 as pb
 from hub_client.store import Conflict, CopyInProgress, CopyStatus
 from tests.conftest import requires_restic
 from tests.harness import create_project, manifest, write_tree
-from tests.hubs import make_hub, register
+from tests.hubs import host_pair, make_hub, register
 
 pytestmark = requires_restic
 
@@ -27,8 +27,7 @@ def s3_hosts(agent_factory, s3_server, tmp_path: Path):
     password_file.write_text("copy-test-password\n")
     password_file.chmod(0o600)
     extra = s3_server.agent_repository_config(password_file)
-    return (agent_factory("host-a", extra=extra, host_id="host-a"),
-            agent_factory("host-b", extra=extra, host_id="host-b"))
+    return host_pair(agent_factory, extra)
 
 
 @pytest.fixture

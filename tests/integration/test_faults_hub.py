@@ -137,6 +137,26 @@ def check_move_complete(hub: Hub, move_id: str, project_id: str, target, frozen:
             and hub.store.get_project(project_id).host_id == target_name)
 
 
+def retry_lossless(hub: Hub, move_id: str, source, target, project_id: str, target_name: str,
+                   before: tuple[dict, dict], where: str) -> tuple[bool, bool, bool]:
+    """Retry the failed move, noting the source's trees when the restore starts (frozen by then).
+    Returns (recovered, complete, frozen_as_before): the retry succeeded; the target holds what the
+    source held frozen, with the sentinel, and is the placement; and that frozen tree is ``before``."""
+    seen: dict[str, tuple] = {}
+
+    def snapshot_frozen_source(name: str) -> None:
+        if name == "restore":
+            seen["frozen"] = trees(source, project_id)
+
+    recovered = False
+    try:
+        recovered = hub.retry(move_id, before_step=snapshot_frozen_source).status == MoveStatus.SUCCEEDED
+    except MoveError as exc:
+        print(f"{where}: retry failed: {exc}")
+    complete = recovered and check_move_complete(hub, move_id, project_id, target, seen["frozen"], target_name)
+    return recovered, complete, recovered and seen["frozen"] == before
+
+
 # ---------------------------------------------------------------- 1. an agent killed mid-move
 
 
@@ -173,20 +193,9 @@ def test_agent_killed_during_a_move(fault_hub: Hub, two_hosts) -> None:
         thawed = not frozen or logged(hub, move.id, "could not thaw")
         target_clean = not status(target, project_id).present or logged(hub, move.id, "could not remove the copy")
 
-        seen: dict[str, tuple] = {}
-
-        def snapshot_frozen_source(name: str) -> None:
-            if name == "restore":
-                seen["frozen"] = trees(source, project_id)
-
-        recovered = False
-        try:
-            retried = hub.retry(move.id, before_step=snapshot_frozen_source)
-            recovered = retried.status == MoveStatus.SUCCEEDED
-        except MoveError as exc:
-            print(f"{where}: retry failed: {exc}")
-        complete = recovered and check_move_complete(hub, move.id, project_id, target, seen["frozen"], target_name)
-        lossless = kept and placed and (not recovered or (complete and seen["frozen"] == before))
+        recovered, complete, as_before = retry_lossless(hub, move.id, source, target, project_id, target_name,
+                                                        before, where)
+        lossless = kept and placed and (not recovered or (complete and as_before))
         fault_table.record(kind, data_lost=not lossless, recovered=recovered)
         assert (failed, placed, kept, settled, thawed, target_clean) == (True,) * 6, where
         assert recovered and complete and lossless, where
@@ -373,20 +382,9 @@ def test_target_unreachable_during_a_move(fault_hub: Hub, two_hosts) -> None:
             proxies[target_name].mend()
             hub.probe_host(target_name)
 
-            seen: dict[str, tuple] = {}
-
-            def snapshot_frozen_source(name: str) -> None:
-                if name == "restore":
-                    seen["frozen"] = trees(source, project_id)
-
-            recovered = False
-            try:
-                recovered = hub.retry(move.id, before_step=snapshot_frozen_source).status == MoveStatus.SUCCEEDED
-            except MoveError as exc:
-                print(f"{where}: retry failed: {exc}")
-            complete = recovered and check_move_complete(hub, move.id, project_id, target, seen["frozen"],
-                                                         target_name)
-            lossless = kept and placed and (not recovered or (complete and seen["frozen"] == before))
+            recovered, complete, as_before = retry_lossless(hub, move.id, source, target, project_id,
+                                                            target_name, before, where)
+            lossless = kept and placed and (not recovered or (complete and as_before))
             fault_table.record(kind, data_lost=not lossless, recovered=recovered)
             assert (failed, placed, kept, thawed) == (True,) * 4, where
             assert recovered and complete and lossless, where
