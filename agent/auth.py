@@ -49,6 +49,7 @@ AGENT_METHOD_ROLES: Mapping[str, str] = {
     "Drain": OPERATOR,
     "DeleteProject": OPERATOR,
     "Forget": OPERATOR,
+    "UndoRestore": OPERATOR,
     "CopyFiles": OPERATOR,
     # A copy's preflight: says whether a path exists in a project, changes nothing.
     "CheckCopyTarget": READ_ONLY,
@@ -61,6 +62,7 @@ AGENT_METHOD_ROLES: Mapping[str, str] = {
     "GetProjectStatus": READ_ONLY,
     "GetHostStatus": READ_ONLY,
     "GetCapabilities": READ_ONLY,
+    "ListProjects": READ_ONLY,
     # Browsing backups.
     "ListSnapshots": READ_ONLY,
     "ListFiles": READ_ONLY,

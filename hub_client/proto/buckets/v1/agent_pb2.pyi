@@ -41,6 +41,12 @@ class OperationState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     FAILED: _ClassVar[OperationState]
     CANCELLED: _ClassVar[OperationState]
     INTERRUPTED: _ClassVar[OperationState]
+
+class WriterPolicy(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    WRITER_POLICY_UNSPECIFIED: _ClassVar[WriterPolicy]
+    WRITERS_STOP: _ClassVar[WriterPolicy]
+    WRITERS_REFUSE: _ClassVar[WriterPolicy]
 OPERATION_KIND_UNSPECIFIED: OperationKind
 OPERATION_KIND_BACKUP: OperationKind
 OPERATION_KIND_RESTORE: OperationKind
@@ -64,6 +70,9 @@ UP_TO_DATE: OperationState
 FAILED: OperationState
 CANCELLED: OperationState
 INTERRUPTED: OperationState
+WRITER_POLICY_UNSPECIFIED: WriterPolicy
+WRITERS_STOP: WriterPolicy
+WRITERS_REFUSE: WriterPolicy
 
 class RepositorySpec(_message.Message):
     __slots__ = ("local", "s3", "password")
@@ -240,7 +249,7 @@ class BackupRequest(_message.Message):
     def __init__(self, request_id: _Optional[str] = ..., project_id: _Optional[str] = ..., repository: _Optional[_Union[RepositorySpec, _Mapping]] = ..., force: bool = ..., purpose: _Optional[str] = ..., tags: _Optional[_Iterable[str]] = ..., subpath: _Optional[str] = ...) -> None: ...
 
 class RestoreRequest(_message.Message):
-    __slots__ = ("request_id", "project_id", "repository", "snapshot_id", "subpath", "target_path", "source_project_id", "on_conflict")
+    __slots__ = ("request_id", "project_id", "repository", "snapshot_id", "subpath", "target_path", "source_project_id", "on_conflict", "force")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     PROJECT_ID_FIELD_NUMBER: _ClassVar[int]
     REPOSITORY_FIELD_NUMBER: _ClassVar[int]
@@ -249,6 +258,7 @@ class RestoreRequest(_message.Message):
     TARGET_PATH_FIELD_NUMBER: _ClassVar[int]
     SOURCE_PROJECT_ID_FIELD_NUMBER: _ClassVar[int]
     ON_CONFLICT_FIELD_NUMBER: _ClassVar[int]
+    FORCE_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     project_id: str
     repository: RepositorySpec
@@ -257,7 +267,18 @@ class RestoreRequest(_message.Message):
     target_path: str
     source_project_id: str
     on_conflict: ConflictPolicy
-    def __init__(self, request_id: _Optional[str] = ..., project_id: _Optional[str] = ..., repository: _Optional[_Union[RepositorySpec, _Mapping]] = ..., snapshot_id: _Optional[str] = ..., subpath: _Optional[str] = ..., target_path: _Optional[str] = ..., source_project_id: _Optional[str] = ..., on_conflict: _Optional[_Union[ConflictPolicy, str]] = ...) -> None: ...
+    force: bool
+    def __init__(self, request_id: _Optional[str] = ..., project_id: _Optional[str] = ..., repository: _Optional[_Union[RepositorySpec, _Mapping]] = ..., snapshot_id: _Optional[str] = ..., subpath: _Optional[str] = ..., target_path: _Optional[str] = ..., source_project_id: _Optional[str] = ..., on_conflict: _Optional[_Union[ConflictPolicy, str]] = ..., force: bool = ...) -> None: ...
+
+class UndoRestoreRequest(_message.Message):
+    __slots__ = ("request_id", "project_id", "restore_operation_id")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    PROJECT_ID_FIELD_NUMBER: _ClassVar[int]
+    RESTORE_OPERATION_ID_FIELD_NUMBER: _ClassVar[int]
+    request_id: str
+    project_id: str
+    restore_operation_id: str
+    def __init__(self, request_id: _Optional[str] = ..., project_id: _Optional[str] = ..., restore_operation_id: _Optional[str] = ...) -> None: ...
 
 class VerifyRequest(_message.Message):
     __slots__ = ("request_id", "project_id", "repository", "mode", "read_data_subset", "snapshot_id", "sentinel_path", "sentinel_content")
@@ -268,11 +289,13 @@ class VerifyRequest(_message.Message):
         READ_DATA: _ClassVar[VerifyRequest.Mode]
         SNAPSHOT_TREE: _ClassVar[VerifyRequest.Mode]
         SENTINEL: _ClassVar[VerifyRequest.Mode]
+        COUNTS: _ClassVar[VerifyRequest.Mode]
     MODE_UNSPECIFIED: VerifyRequest.Mode
     REPOSITORY: VerifyRequest.Mode
     READ_DATA: VerifyRequest.Mode
     SNAPSHOT_TREE: VerifyRequest.Mode
     SENTINEL: VerifyRequest.Mode
+    COUNTS: VerifyRequest.Mode
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     PROJECT_ID_FIELD_NUMBER: _ClassVar[int]
     REPOSITORY_FIELD_NUMBER: _ClassVar[int]
@@ -670,20 +693,40 @@ class ReadFileResponse(_message.Message):
     def __init__(self, content: _Optional[bytes] = ..., truncated: bool = ..., binary: bool = ..., size: _Optional[int] = ...) -> None: ...
 
 class FreezeRequest(_message.Message):
-    __slots__ = ("project_id", "sentinel_path", "sentinel_content")
+    __slots__ = ("project_id", "sentinel_path", "sentinel_content", "writers")
     PROJECT_ID_FIELD_NUMBER: _ClassVar[int]
     SENTINEL_PATH_FIELD_NUMBER: _ClassVar[int]
     SENTINEL_CONTENT_FIELD_NUMBER: _ClassVar[int]
+    WRITERS_FIELD_NUMBER: _ClassVar[int]
     project_id: str
     sentinel_path: str
     sentinel_content: str
-    def __init__(self, project_id: _Optional[str] = ..., sentinel_path: _Optional[str] = ..., sentinel_content: _Optional[str] = ...) -> None: ...
+    writers: WriterPolicy
+    def __init__(self, project_id: _Optional[str] = ..., sentinel_path: _Optional[str] = ..., sentinel_content: _Optional[str] = ..., writers: _Optional[_Union[WriterPolicy, str]] = ...) -> None: ...
 
 class FreezeResponse(_message.Message):
-    __slots__ = ("frozen",)
+    __slots__ = ("frozen", "stopped", "cgroup")
     FROZEN_FIELD_NUMBER: _ClassVar[int]
+    STOPPED_FIELD_NUMBER: _ClassVar[int]
+    CGROUP_FIELD_NUMBER: _ClassVar[int]
     frozen: bool
-    def __init__(self, frozen: bool = ...) -> None: ...
+    stopped: _containers.RepeatedCompositeFieldContainer[StoppedProcess]
+    cgroup: str
+    def __init__(self, frozen: bool = ..., stopped: _Optional[_Iterable[_Union[StoppedProcess, _Mapping]]] = ..., cgroup: _Optional[str] = ...) -> None: ...
+
+class StoppedProcess(_message.Message):
+    __slots__ = ("pid", "uid", "command", "action", "paths")
+    PID_FIELD_NUMBER: _ClassVar[int]
+    UID_FIELD_NUMBER: _ClassVar[int]
+    COMMAND_FIELD_NUMBER: _ClassVar[int]
+    ACTION_FIELD_NUMBER: _ClassVar[int]
+    PATHS_FIELD_NUMBER: _ClassVar[int]
+    pid: int
+    uid: int
+    command: str
+    action: str
+    paths: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, pid: _Optional[int] = ..., uid: _Optional[int] = ..., command: _Optional[str] = ..., action: _Optional[str] = ..., paths: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ThawRequest(_message.Message):
     __slots__ = ("project_id",)
@@ -708,3 +751,31 @@ class MarkEditedRequest(_message.Message):
 class MarkEditedResponse(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
+
+class ListProjectsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ListProjectsResponse(_message.Message):
+    __slots__ = ("projects", "observed_at")
+    PROJECTS_FIELD_NUMBER: _ClassVar[int]
+    OBSERVED_AT_FIELD_NUMBER: _ClassVar[int]
+    projects: _containers.RepeatedCompositeFieldContainer[ProjectFreshness]
+    observed_at: _timestamp_pb2.Timestamp
+    def __init__(self, projects: _Optional[_Iterable[_Union[ProjectFreshness, _Mapping]]] = ..., observed_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class ProjectFreshness(_message.Message):
+    __slots__ = ("project_id", "last_backup", "last_backup_snapshot_id", "last_change", "dirty", "frozen")
+    PROJECT_ID_FIELD_NUMBER: _ClassVar[int]
+    LAST_BACKUP_FIELD_NUMBER: _ClassVar[int]
+    LAST_BACKUP_SNAPSHOT_ID_FIELD_NUMBER: _ClassVar[int]
+    LAST_CHANGE_FIELD_NUMBER: _ClassVar[int]
+    DIRTY_FIELD_NUMBER: _ClassVar[int]
+    FROZEN_FIELD_NUMBER: _ClassVar[int]
+    project_id: str
+    last_backup: _timestamp_pb2.Timestamp
+    last_backup_snapshot_id: str
+    last_change: _timestamp_pb2.Timestamp
+    dirty: bool
+    frozen: bool
+    def __init__(self, project_id: _Optional[str] = ..., last_backup: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_backup_snapshot_id: _Optional[str] = ..., last_change: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., dirty: bool = ..., frozen: bool = ...) -> None: ...

@@ -69,6 +69,11 @@ class AgentStub(object):
                 request_serializer=buckets_dot_v1_dot_agent__pb2.ForgetRequest.SerializeToString,
                 response_deserializer=buckets_dot_v1_dot_agent__pb2.Operation.FromString,
                 _registered_method=True)
+        self.UndoRestore = channel.unary_unary(
+                '/buckets.v1.Agent/UndoRestore',
+                request_serializer=buckets_dot_v1_dot_agent__pb2.UndoRestoreRequest.SerializeToString,
+                response_deserializer=buckets_dot_v1_dot_agent__pb2.Operation.FromString,
+                _registered_method=True)
         self.CopyFiles = channel.unary_unary(
                 '/buckets.v1.Agent/CopyFiles',
                 request_serializer=buckets_dot_v1_dot_agent__pb2.CopyFilesRequest.SerializeToString,
@@ -113,6 +118,11 @@ class AgentStub(object):
                 '/buckets.v1.Agent/GetCapabilities',
                 request_serializer=buckets_dot_v1_dot_agent__pb2.GetCapabilitiesRequest.SerializeToString,
                 response_deserializer=buckets_dot_v1_dot_agent__pb2.Capabilities.FromString,
+                _registered_method=True)
+        self.ListProjects = channel.unary_unary(
+                '/buckets.v1.Agent/ListProjects',
+                request_serializer=buckets_dot_v1_dot_agent__pb2.ListProjectsRequest.SerializeToString,
+                response_deserializer=buckets_dot_v1_dot_agent__pb2.ListProjectsResponse.FromString,
                 _registered_method=True)
         self.ListSnapshots = channel.unary_unary(
                 '/buckets.v1.Agent/ListSnapshots',
@@ -192,6 +202,14 @@ class AgentServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def UndoRestore(self, request, context):
+        """Give back the tree a whole-project Restore replaced (kept for the
+        configured time); the tree replaced by the undo is kept in turn.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def CopyFiles(self, request, context):
         """Copy a file or directory between two projects on this host (kind COPY).
         """
@@ -246,6 +264,14 @@ class AgentServicer(object):
 
     def GetCapabilities(self, request, context):
         """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListProjects(self, request, context):
+        """Every project on the host with its freshness as the agent knows it now
+        (no scan): what the hub keeps current in its store.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -326,6 +352,11 @@ def add_AgentServicer_to_server(servicer, server):
                     request_deserializer=buckets_dot_v1_dot_agent__pb2.ForgetRequest.FromString,
                     response_serializer=buckets_dot_v1_dot_agent__pb2.Operation.SerializeToString,
             ),
+            'UndoRestore': grpc.unary_unary_rpc_method_handler(
+                    servicer.UndoRestore,
+                    request_deserializer=buckets_dot_v1_dot_agent__pb2.UndoRestoreRequest.FromString,
+                    response_serializer=buckets_dot_v1_dot_agent__pb2.Operation.SerializeToString,
+            ),
             'CopyFiles': grpc.unary_unary_rpc_method_handler(
                     servicer.CopyFiles,
                     request_deserializer=buckets_dot_v1_dot_agent__pb2.CopyFilesRequest.FromString,
@@ -370,6 +401,11 @@ def add_AgentServicer_to_server(servicer, server):
                     servicer.GetCapabilities,
                     request_deserializer=buckets_dot_v1_dot_agent__pb2.GetCapabilitiesRequest.FromString,
                     response_serializer=buckets_dot_v1_dot_agent__pb2.Capabilities.SerializeToString,
+            ),
+            'ListProjects': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListProjects,
+                    request_deserializer=buckets_dot_v1_dot_agent__pb2.ListProjectsRequest.FromString,
+                    response_serializer=buckets_dot_v1_dot_agent__pb2.ListProjectsResponse.SerializeToString,
             ),
             'ListSnapshots': grpc.unary_unary_rpc_method_handler(
                     servicer.ListSnapshots,
@@ -590,6 +626,33 @@ class Agent(object):
             target,
             '/buckets.v1.Agent/Forget',
             buckets_dot_v1_dot_agent__pb2.ForgetRequest.SerializeToString,
+            buckets_dot_v1_dot_agent__pb2.Operation.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UndoRestore(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/buckets.v1.Agent/UndoRestore',
+            buckets_dot_v1_dot_agent__pb2.UndoRestoreRequest.SerializeToString,
             buckets_dot_v1_dot_agent__pb2.Operation.FromString,
             options,
             channel_credentials,
@@ -834,6 +897,33 @@ class Agent(object):
             '/buckets.v1.Agent/GetCapabilities',
             buckets_dot_v1_dot_agent__pb2.GetCapabilitiesRequest.SerializeToString,
             buckets_dot_v1_dot_agent__pb2.Capabilities.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListProjects(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/buckets.v1.Agent/ListProjects',
+            buckets_dot_v1_dot_agent__pb2.ListProjectsRequest.SerializeToString,
+            buckets_dot_v1_dot_agent__pb2.ListProjectsResponse.FromString,
             options,
             channel_credentials,
             insecure,
