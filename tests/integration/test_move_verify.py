@@ -7,6 +7,7 @@ copy's manifest, a write into the source home."""
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 import shutil
 from pathlib import Path
 
@@ -223,3 +224,26 @@ def test_offline_move_fails_when_the_target_holds_another_snapshot(sqlite_hub: H
     assert not status(b, project_id).present
     if same_tree:
         assert f"snapshot {older_id[:8]}, not {newest_id[:8]}" in move.error, move.error
+
+
+def test_a_failed_move_thaws_the_source_only_while_it_is_the_placement(sqlite_hub: Hub, two_hosts) -> None:
+    a, b = two_hosts
+    hub = sqlite_hub
+    project_id = place_project(hub, a, files=20)
+
+    def empty_the_target(step: str) -> None:
+        if step == "verify":
+            empty(b.home(project_id))
+
+    with pytest.raises(MoveError, match="verification failed"):
+        hub.move(project_id, "host-b", before_step=empty_the_target)
+    move = hub.store.active_move(project_id)
+    assert move.status == MoveStatus.FAILED and not status(a, project_id).frozen
+    # Then the source is frozen again and the project placed elsewhere (by an operator): undoing
+    # the move (cancel) must not thaw a copy that is no longer the placement.
+    assert a.stub.Freeze(pb.FreezeRequest(project_id=project_id), timeout=30).frozen
+    hub.store.upsert_project(replace(hub.store.get_project(project_id), host_id="host-b"))
+    seq = hub.store.movelog(move.id)[-1].seq
+    assert hub.cancel(move.id).status == MoveStatus.CANCELLED
+    assert status(a, project_id).frozen
+    assert "thaw" not in [e.kind for e in hub.store.movelog(move.id, after_seq=seq)]
