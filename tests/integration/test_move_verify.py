@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from dataclasses import replace
 import shutil
+import uuid
 from pathlib import Path
 
 import pytest
@@ -16,8 +17,9 @@ import pytest
 from hub_client.hub import Hub
 from hub_client.move import ONLINE_STEPS, MoveError
 from hub_client.proto.buckets.v1 import agent_pb2 as pb
-from hub_client.store import Cleanup, MoveStatus
+from hub_client.store import Cleanup, MoveStatus, open_store
 from tests.harness import manifest, new_id
+from tests.hubs import make_hub
 from tests.integration.test_move import SENTINEL_NAME, place_project, status
 from tests.integration.test_move_support import ensure, full_id
 
@@ -247,3 +249,46 @@ def test_a_failed_move_thaws_the_source_only_while_it_is_the_placement(sqlite_hu
     assert hub.cancel(move.id).status == MoveStatus.CANCELLED
     assert status(a, project_id).frozen
     assert "thaw" not in [e.kind for e in hub.store.movelog(move.id, after_seq=seq)]
+
+
+# ---------------------------------------------------------------- btrfs
+
+
+@pytest.fixture
+def btrfs_hub(agent_factory, btrfs_fs, tmp_path: Path):
+    """A hub on SQLite over two btrfs agents sharing one local repository."""
+    base = btrfs_fs.mountpoint / f"move-verify-{uuid.uuid4().hex[:8]}"
+    base.mkdir()
+    password_file = tmp_path / "repo.password"
+    password_file.write_text("move-test-password\n")
+    password_file.chmod(0o600)
+    extra = (f'[repository]\nkind = "local"\n[repository.local]\nroot = "{tmp_path / "shared-repos"}"\n'
+             f'password_file = "{password_file}"\n')
+    hosts = tuple(agent_factory(name, extra=extra, host_id=name, backend="btrfs", base=base / name)
+                  for name in ("host-a", "host-b"))
+    store = open_store(f"sqlite://{tmp_path / 'hub.sqlite'}")
+    try:
+        with make_hub(store, hosts) as hub:
+            yield hub, hosts
+    finally:
+        store.close()
+
+
+def test_btrfs_move_verifies_the_data_and_an_emptied_target_fails(btrfs_hub) -> None:
+    hub, (a, b) = btrfs_hub
+    project_id = place_project(hub, a, files=40)
+    home_before = manifest(a.home(project_id))
+
+    with pytest.raises(MoveError, match="verification failed"):
+        hub.move(project_id, "host-b", before_step=lambda step: step == "verify" and empty(b.home(project_id)))
+    move = hub.store.active_move(project_id)
+    assert (move.status, move.step) == (MoveStatus.FAILED, "verify") and ": missing (a " in move.error
+    assert_source_kept_and_writable(hub, a, project_id, home_before)
+    assert not status(b, project_id).present
+
+    # Retried untouched: the exact restore on btrfs (subvolume roots, modes, mtimes) verifies.
+    home_now = manifest(a.home(project_id))
+    retried = hub.retry(move.id)
+    assert retried.status == MoveStatus.SUCCEEDED
+    assert manifest(b.home(project_id)) == home_now
+    assert hub.store.get_project(project_id).host_id == "host-b"
