@@ -187,3 +187,15 @@ def test_btrfs_snapshot_tree_after_a_restore(agent_factory, btrfs_fs, project_id
     (target.home(project_id) / "docs" / "readme.txt").unlink()
     message = data_loss(tree_verify(target, project_id, snapshot_id))
     assert "project/docs/readme.txt: missing" in message, message
+
+
+def test_operator_cli_verifies_the_live_trees(agent_factory, project_id, tmp_path):
+    from tests.integration.test_cli_and_logs import buckets
+
+    _, target, snapshot_id = restored_pair(agent_factory, project_id, tmp_path)
+    assert buckets(target, "verify", project_id, "--tree", snapshot_id).returncode == 0
+    assert buckets(target, "verify", project_id, "--counts", snapshot_id).returncode == 0
+    (target.home(project_id) / "docs" / "readme.txt").unlink()
+    failed = buckets(target, "verify", project_id, "--tree", snapshot_id)
+    assert failed.returncode != 0 and "project/docs/readme.txt: missing" in failed.stdout + failed.stderr
+    assert buckets(target, "verify", project_id, "--counts", snapshot_id).returncode != 0
