@@ -16,6 +16,12 @@ symlinks, symlink targets, fifos and device nodes; the roots' own metadata too):
 - the owner (uid, gid) where both sides have it;
 - the mtime to the precision the snapshot keeps (``Entry.mtime_step_ns``);
 - a symlink's target.
+
+Not compared, each for a reason: a directory's size and a symlink's size (not in the listing;
+the symlink's target is); atime and ctime (no restore can set ctime, and reading sets atime);
+extended attributes, device numbers and which paths are hard links of each other (restic's
+listing does not print them). Sockets are never in a snapshot (restic skips them), so a live
+socket is an extra entry.
 """
 
 from __future__ import annotations
