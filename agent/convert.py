@@ -179,6 +179,7 @@ VERIFY_MODES = {
     pb.VerifyRequest.READ_DATA: "read_data",
     pb.VerifyRequest.SNAPSHOT_TREE: "snapshot_tree",
     pb.VerifyRequest.SENTINEL: "sentinel",
+    pb.VerifyRequest.COUNTS: "counts",
 }
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections import OrderedDict
 import os
 import time
 from dataclasses import dataclass, field, replace
@@ -15,7 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Sequence
 
-from agent import buckets, errors, fsops, placing, project_paths, sentinel
+from agent import buckets, errors, fsops, live_tree, placing, project_paths, sentinel, tree_compare
 from agent.backends.base import Backend, Staging
 from agent.fsops import tree_size
 from agent.housekeeping import Housekeeping
@@ -34,6 +35,26 @@ FULL_ID_LENGTH = 64
 RESTORE_POLL_INTERVAL = 0.5
 
 
+class SnapshotCounts:
+    """What this agent learnt of snapshots' sizes from listing them (a SNAPSHOT_TREE verify):
+    entries and bytes keyed by (repository, snapshot id), the newest ``limit`` kept; what a
+    COUNTS verify compares with without reading the repository again."""
+
+    def __init__(self, limit: int = 256) -> None:
+        self._limit = limit
+        self._known: OrderedDict[tuple[str, str], tree_compare.Counts] = OrderedDict()
+
+    def remember(self, repository: str, snapshot_ids: Sequence[str], counts: tree_compare.Counts) -> None:
+        for snapshot_id in snapshot_ids:
+            self._known[(repository, snapshot_id)] = counts
+            self._known.move_to_end((repository, snapshot_id))
+        while len(self._known) > self._limit:
+            self._known.popitem(last=False)
+
+    def get(self, repository: str, snapshot_id: str) -> tree_compare.Counts | None:
+        return self._known.get((repository, snapshot_id))
+
+
 @dataclass(frozen=True)
 class Services:
     """What jobs use: the journal, the backend, the engine, this host's id, and the background
@@ -45,6 +66,7 @@ class Services:
     host_id: str
     create_buckets: bool = False
     housekeeping: Housekeeping = field(default_factory=Housekeeping)
+    snapshot_counts: SnapshotCounts = field(default_factory=SnapshotCounts)
 
 
 def snapshot_tags(
@@ -446,6 +468,96 @@ async def verify_sentinel(
         raise errors.DataLoss(f"sentinel {location.path} {problem} on this host")
     context.progress("verify", percent=100.0, message=f"sentinel {location.path} matches")
     return Summary(duration_seconds=time.monotonic() - started)
+
+
+def live_roots(backend: Backend, project_id: str) -> dict[str, Path]:
+    """The live trees a snapshot's roots stand for: ``project`` the home, ``persist`` the
+    persist location."""
+    return {"project": backend.home(project_id), "persist": backend.persist(project_id)}
+
+
+async def snapshot_manifest(
+    context: OperationContext, services: Services, repo: Repository, snapshot_id: str
+) -> tuple[Snapshot, dict[str, tree_compare.Entry]]:
+    """The project's snapshot ``snapshot_id`` and the manifest of its listing (both roots, with
+    symlink targets); its counts are remembered for COUNTS. Raises NotFound (no such snapshot),
+    FailedPrecondition (not a layout-v2 snapshot of the whole project)."""
+    project_id = context.project_id
+    snapshot = await find_snapshot(services, repo, project_id, snapshot_id)
+    require_whole(snapshot, project_id)
+    context.progress("verify", message=f"listing snapshot {snapshot.short_id}")
+    nodes = await services.engine.find(repo, snapshot.id, ["/project", "/persist"])
+    expected = tree_compare.manifest_from_nodes(nodes)
+    if "project" not in expected:
+        raise errors.FailedPrecondition(f"snapshot {snapshot.short_id} has no project/ root")
+    services.snapshot_counts.remember(repo.display, (snapshot_id, snapshot.id),
+                                      tree_compare.counts_of(expected))
+    return snapshot, expected
+
+
+async def verify_snapshot_tree(
+    context: OperationContext, services: Services, repo: Repository, *, snapshot_id: str,
+    location: sentinel.Sentinel | None = None, expected_sentinel: bytes = b"",
+) -> Summary:
+    """Prove the live home and persist location equal snapshot ``snapshot_id``: a manifest of
+    the live trees against the snapshot's listing (:mod:`agent.tree_compare` says what is
+    compared), and with ``location`` the sentinel holding ``expected_sentinel``. Raises
+    NotFound (no project, no snapshot), DataLoss naming the first differences."""
+    started = time.monotonic()
+    project_id = context.project_id
+    backend = services.backend
+    if not backend.exists(project_id):
+        raise errors.NotFound(f"project {project_id} does not exist on this host")
+    snapshot, expected = await snapshot_manifest(context, services, repo, snapshot_id)
+    context.progress("verify", message=f"comparing the live trees with snapshot {snapshot.short_id}")
+    live = await asyncio.to_thread(live_tree.manifest, live_roots(backend, project_id))
+    differences = tree_compare.compare(expected, live)
+    if differences:
+        raise errors.DataLoss(
+            f"the live trees differ from snapshot {snapshot.short_id} in {len(differences)} place(s): "
+            f"{tree_compare.describe(differences)}"
+        )
+    if location is not None:
+        problem = await asyncio.to_thread(
+            sentinel.mismatch, location, expected_sentinel, sentinel_roots(backend, project_id)
+        )
+        if problem is not None:
+            raise errors.DataLoss(f"sentinel {location.path} {problem} on this host")
+    counts = tree_compare.counts_of(expected)
+    context.progress("verify", percent=100.0, files_done=counts.entries, files_total=counts.entries,
+                     bytes_done=counts.bytes, bytes_total=counts.bytes,
+                     message=f"the live trees equal snapshot {snapshot.short_id} ({counts.entries} entries)"
+                     + (f", sentinel {location.path} matches" if location is not None else ""))
+    return Summary(snapshot_id=snapshot.id, bytes_processed=counts.bytes, files_processed=counts.entries,
+                   duration_seconds=time.monotonic() - started)
+
+
+async def verify_counts(
+    context: OperationContext, services: Services, repo: Repository, *, snapshot_id: str
+) -> Summary:
+    """The cheap check: the live trees' entries and bytes against snapshot ``snapshot_id``'s, as
+    remembered from listing it (listed again when unknown). Raises NotFound (no project, no
+    snapshot), DataLoss naming what differs."""
+    started = time.monotonic()
+    project_id = context.project_id
+    backend = services.backend
+    if not backend.exists(project_id):
+        raise errors.NotFound(f"project {project_id} does not exist on this host")
+    expected = services.snapshot_counts.get(repo.display, snapshot_id)
+    shown = snapshot_id[:8]
+    if expected is None:
+        snapshot, manifest = await snapshot_manifest(context, services, repo, snapshot_id)
+        expected, shown = tree_compare.counts_of(manifest), snapshot.short_id
+    live = await asyncio.to_thread(live_tree.manifest, live_roots(backend, project_id))
+    differences = tree_compare.compare_counts(expected, tree_compare.counts_of(live))
+    if differences:
+        raise errors.DataLoss(f"the live trees differ from snapshot {shown}: {'; '.join(differences)}")
+    context.progress("verify", percent=100.0, files_done=expected.entries, files_total=expected.entries,
+                     bytes_done=expected.bytes, bytes_total=expected.bytes,
+                     message=f"the live trees hold snapshot {shown}'s {expected.entries} entries and "
+                     f"{expected.bytes} bytes")
+    return Summary(bytes_processed=expected.bytes, files_processed=expected.entries,
+                   duration_seconds=time.monotonic() - started)
 
 
 async def ensure_project(

@@ -321,13 +321,20 @@ class AgentService:
         read_data_subset: str,
         sentinel_path: str = "",
         sentinel_content: str = "",
+        snapshot_id: str = "",
     ) -> tuple[OperationRecord, bool]:
-        """Check the repository (``repository``, ``read_data``) or the live sentinel file on this host
-        (``sentinel``: DATA_LOSS when it is missing or differs; no repository needed)."""
+        """Check the repository (``repository``, ``read_data``), the live sentinel file on this host
+        (``sentinel``: DATA_LOSS when it is missing or differs; no repository needed), or the live
+        trees against ``snapshot_id`` (``snapshot_tree``: every entry, plus the sentinel when
+        ``sentinel_path`` is set; ``counts``: entries and bytes only). Raises InvalidArgument for
+        a missing or malformed ``snapshot_id`` or sentinel."""
         ids.request_id(request_id)
         project_id = ids.project_id(project_id)
         if mode == "sentinel":
             return self._verify_sentinel(request_id, project_id, sentinel_path, sentinel_content)
+        if mode in ("snapshot_tree", "counts"):
+            return self._verify_tree(request_id, project_id, repository, mode, snapshot_id, sentinel_path,
+                                     sentinel_content)
         if mode not in ("repository", "read_data"):
             raise errors.Unimplemented(f"verify mode {mode} is not built yet")
         if mode == "read_data":
@@ -342,6 +349,33 @@ class AgentService:
         repo = self._repository(repository, project_id)
         params = {"repository": repo.display, "mode": mode, "read_data_subset": read_data_subset}
         job = functools.partial(jobs.verify, services=self.services, repo=repo, read_data_subset=read_data_subset)
+        return self.operations.submit(
+            kind=OperationKind.VERIFY, project_id=project_id, request_id=request_id, params=params, job=job
+        )
+
+    def _verify_tree(
+        self, request_id: str, project_id: str, repository: RepositorySpec | None, mode: str, snapshot_id: str,
+        path: str, content: str,
+    ) -> tuple[OperationRecord, bool]:
+        if not snapshot_id:
+            raise errors.InvalidArgument(f"verify mode {mode} needs a snapshot_id")
+        # An exact snapshot: "latest" would be resolved later than the caller meant.
+        snapshot_id = ids.snapshot_id(snapshot_id, allow_latest=False)
+        repo = self._repository(repository, project_id)
+        params = {"repository": repo.display, "mode": mode, "snapshot_id": snapshot_id}
+        if mode == "counts":
+            if path or content:
+                raise errors.InvalidArgument("verify mode counts takes no sentinel; use snapshot_tree or sentinel")
+            job = functools.partial(jobs.verify_counts, services=self.services, repo=repo, snapshot_id=snapshot_id)
+        else:
+            checked = sentinel.check(path, content, required=False)
+            expected = content.encode("utf-8", "surrogatepass")
+            if checked is not None:
+                if self.backend.exists(project_id):  # a missing project fails the operation (NOT_FOUND)
+                    sentinel.confine(checked, jobs.sentinel_roots(self.backend, project_id))
+                params.update(sentinel_path=checked.path, sentinel_sha256=hashlib.sha256(expected).hexdigest())
+            job = functools.partial(jobs.verify_snapshot_tree, services=self.services, repo=repo,
+                                    snapshot_id=snapshot_id, location=checked, expected_sentinel=expected)
         return self.operations.submit(
             kind=OperationKind.VERIFY, project_id=project_id, request_id=request_id, params=params, job=job
         )

@@ -241,6 +241,7 @@ class AgentServicer(pb_grpc.AgentServicer):
                 read_data_subset=request.read_data_subset,
                 sentinel_path=request.sentinel_path,
                 sentinel_content=request.sentinel_content,
+                snapshot_id=request.snapshot_id,
             )
         )
 

@@ -213,10 +213,16 @@ def add_agent_commands(commands, *, invocation: str, host_side: bool = False) ->
                          help="with --path, when the target exists (agent default: overwrite)")
     restore.add_argument("--no-wait", action="store_true", help="print the operation and return at once")
 
-    verify = command("verify", "check a project's repository (structure; --read-data-subset also reads data)",
+    verify = command("verify", "check a project's repository (structure; --read-data-subset also reads data), "
+                     "or with --tree/--counts that the live trees on the host equal a snapshot",
                      f"{p} --read-data-subset 10%")
     verify.add_argument("project")
-    verify.add_argument("--read-data-subset", default="", help='e.g. "1/5" or "10%%"')
+    what = verify.add_mutually_exclusive_group()
+    what.add_argument("--read-data-subset", default="", help='e.g. "1/5" or "10%%"')
+    what.add_argument("--tree", metavar="SNAPSHOT", default="",
+                      help="compare every entry of the live home and persist with this snapshot")
+    what.add_argument("--counts", metavar="SNAPSHOT", default="",
+                      help="compare the live trees' entry count and bytes with this snapshot's")
     verify.add_argument("--no-wait", action="store_true", help="print the operation and return at once")
 
     ensure = command("ensure", "make sure a project exists on the host: create it, restoring its newest "
@@ -426,6 +432,9 @@ def _restore(client: AgentClient, args, out: _Output) -> int:
 
 
 def _verify(client: AgentClient, args, out: _Output) -> int:
+    if args.tree or args.counts:
+        mode = pb.VerifyRequest.SNAPSHOT_TREE if args.tree else pb.VerifyRequest.COUNTS
+        return out.follow(client.verify(args.project, mode=mode, snapshot_id=args.tree or args.counts))
     mode = pb.VerifyRequest.READ_DATA if args.read_data_subset else pb.VerifyRequest.REPOSITORY
     return out.follow(client.verify(args.project, mode=mode, read_data_subset=args.read_data_subset))
 

@@ -7,15 +7,18 @@ A move with its source host online runs::
 The bulk ``backup`` runs while the project is still in use; ``freeze`` writes the move's sentinel
 into the project and makes it read-only; ``final_backup`` catches up what changed since, so no
 edit made before the freeze is lost; the target restores exactly that snapshot (never "latest"
-resolved later) and must then show the sentinel. With the source host unreachable the move runs
-``preflight → restore → verify → finalize`` from the newest backup, and only with ``force`` when
-the store knows of edits after that backup.
+resolved later). ``verify`` proves the target's live home and persist location equal that snapshot
+(its restore receipt, then Verify SNAPSHOT_TREE: a manifest of the live trees against the
+snapshot's listing, plus the sentinel), and ``finalize`` checks the live trees' entries and bytes
+once more (Verify COUNTS) right before placement changes. With the source host unreachable the
+move runs ``preflight → restore → verify → finalize`` from the newest backup (verified the same
+way, without a sentinel), and only with ``force`` when the store knows of edits after that backup.
 
 Every step is recorded in the store before it starts, with a request id derived from the move and
 the step, so a hub that dies mid-step resumes by joining the agent operation it had started. Any
-failure leaves the placement on the source, thaws the source, removes the target's partial copy,
-and records why; the move then stays active until it is resumed, retried (from preflight, maybe
-with force) or cancelled. Placement changes in one store transaction with the move's completion,
+failure leaves the placement on the source, thaws the source (only while it is still the
+placement), removes the target's partial copy, and records why; the move then stays active until
+it is resumed, retried (from preflight, maybe with force) or cancelled. Placement changes in one store transaction with the move's completion,
 after verification.
 """
 
@@ -444,29 +447,51 @@ class MoveRunner(JobRunner):
             self.move = self.store.set_move_snapshot(self.move_id, restored)  # the full id, from now on
 
     def _step_verify(self) -> None:
+        """The target's receipt names the move's snapshot, and its live home and persist location
+        equal that snapshot (Verify SNAPSHOT_TREE), with the move's sentinel where the source
+        wrote one. Every plan, offline included: a receipt alone says nothing of the data."""
         _, target = self._hosts()
         client = self._client(target)
+        snapshot_id = self.move.snapshot_id or ""
         status = client.project_status(self.project_id)
         receipt = status.last_restore.snapshot_id if status.HasField("last_restore") else ""
-        if not status.present or not same_snapshot(receipt, self.move.snapshot_id or ""):
+        if not status.present or not same_snapshot(receipt, snapshot_id):
             raise MoveError(f"verification failed on {target.id}: it holds "
                             f"{'snapshot ' + receipt[:8] if receipt else 'no restored snapshot'}, "
-                            f"not {self.move.snapshot_id[:8]}")
-        if self._plan() != "offline":
-            handle = client.verify(
-                self.project_id, request_id=self._request_id("verify"),
-                mode=pb.VerifyRequest.SENTINEL, sentinel_path=SENTINEL_PATH, sentinel_content=self.sentinel,
-            )
-            try:
-                self._await("verify", target, handle)
-            except MoveError as exc:
-                raise MoveError(f"verification failed: {exc}") from exc
-            self._log("verify", f"sentinel found on {target.id}", {"host": target.id})
-        else:
-            self._log("verify", f"{target.id} holds backup {receipt[:8]}", {"host": target.id})
+                            f"not {snapshot_id[:8]}", "DATA_LOSS")
+        with_sentinel = self._plan() != "offline"
+        sentinel = {"sentinel_path": SENTINEL_PATH, "sentinel_content": self.sentinel} if with_sentinel else {}
+        handle = client.verify(self.project_id, request_id=self._request_id("verify"),
+                               mode=pb.VerifyRequest.SNAPSHOT_TREE, snapshot_id=snapshot_id, **sentinel)
+        try:
+            operation = self._await("verify", target, handle)
+        except MoveError as exc:
+            raise MoveError(f"verification failed: {exc}", exc.code) from exc
+        entries = operation.summary.files_processed
+        self._log("verify", f"the live trees on {target.id} equal snapshot {snapshot_id[:8]} ({entries} entries"
+                  + (", sentinel found)" if with_sentinel else ")"),
+                  {"host": target.id, "snapshot_id": snapshot_id, "entries": entries,
+                   "bytes": operation.summary.bytes_processed, "sentinel": with_sentinel})
+
+    def _verify_counts(self, target: Host) -> None:
+        """Right before placement changes: the target's live trees still hold the snapshot's
+        entries and bytes (Verify COUNTS; cheap, the target remembers the listing)."""
+        snapshot_id = self.move.snapshot_id or ""
+        handle = self._client(target).verify(
+            self.project_id, mode=pb.VerifyRequest.COUNTS, snapshot_id=snapshot_id,
+            request_id=job_request_id(self.kind, self.move_id, "finalize-counts", self._round("finalize")))
+        try:
+            operation = self._await("finalize", target, handle)
+        except MoveError as exc:
+            raise MoveError(f"verification before placement failed: {exc}", exc.code) from exc
+        self._log("verify", f"{target.id} still holds snapshot {snapshot_id[:8]}'s "
+                  f"{operation.summary.files_processed} entries and {operation.summary.bytes_processed} bytes",
+                  {"host": target.id, "snapshot_id": snapshot_id, "entries": operation.summary.files_processed,
+                   "bytes": operation.summary.bytes_processed})
 
     def _step_finalize(self) -> None:
         source, target = self._hosts()
+        self._verify_counts(target)
         self.move = self.store.complete_move(
             self.move_id, message=f"complete: project {self.project_id} is on {target.id}",
             data={"snapshot_id": self.move.snapshot_id, "target": target.id},
@@ -503,14 +528,15 @@ class MoveRunner(JobRunner):
         steps = steps_of(plan)
         reached = steps.index(move.step)
         source, target = self._hosts()
-        if plan != "offline" and reached >= steps.index("freeze"):
+        placed_on = self.store.get_project(self.project_id).host_id
+        if plan != "offline" and reached >= steps.index("freeze") and placed_on == source.id:
             try:
                 self._client(source).thaw(self.project_id)
                 self._log("thaw", f"project writable again on {source.id}", {"host": source.id})
             except AgentError as exc:
                 self._log("warning", f"could not thaw the project on {source.id} ({exc}); it stays read-only "
                           "until the move is resumed, retried or cancelled", {"host": source.id})
-        if reached >= steps.index("restore") and self.store.get_project(self.project_id).host_id != target.id:
+        if reached >= steps.index("restore") and placed_on != target.id:
             try:
                 self._remove_copy(target, "undo", "undo-restore")
                 self._log("cleanup", f"partial copy removed from {target.id}", {"host": target.id})

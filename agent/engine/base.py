@@ -91,7 +91,10 @@ class TreeNode:
     setgid and sticky); ``mtime`` is timezone-aware UTC. ``link_target`` is a
     symlink's target as stored, "" for every other type and wherever the
     listing does not carry it (restic ``ls --json`` never does; restic
-    ``find --json`` does).
+    ``find --json`` does). Where the listing has them: ``raw_type`` the
+    engine's own type name ("fifo", "chardev", "dev", "socket" for "other"),
+    ``uid``/``gid`` the owner, ``mtime_ns`` the mtime to the nanosecond as
+    stored (``mtime`` keeps microseconds only).
     """
 
     path: str
@@ -101,6 +104,10 @@ class TreeNode:
     mode: int
     mtime: datetime
     link_target: str = ""
+    raw_type: str = ""
+    uid: int | None = None
+    gid: int | None = None
+    mtime_ns: int | None = None
 
 
 @dataclass(frozen=True)

@@ -568,6 +568,36 @@ def _parse_time(value: object) -> datetime:
     return parsed.astimezone(UTC)
 
 
+_TIME = re.compile(
+    r"(\d{4})-(\d\d)-(\d\d)T(\d\d):(\d\d):(\d\d)(?:\.(\d{1,9}))?(Z|[+-]\d\d:\d\d)$"
+)
+
+
+def parse_time_ns(value: object) -> int:
+    """An RFC 3339 time as restic prints it ("2020-01-02T03:04:05.123456789+01:00", up to nine
+    fraction digits) → nanoseconds since the epoch, exactly (a datetime keeps microseconds
+    only). Raises TypeError for anything else."""
+    if not isinstance(value, str) or not (match := _TIME.match(value)):
+        raise TypeError("time is not an RFC 3339 time")
+    year, month, day, hour, minute, second = (int(g) for g in match.groups()[:6])
+    fraction, zone = match.group(7) or "", match.group(8)
+    offset = 0 if zone == "Z" else (1 if zone[0] == "+" else -1) * (int(zone[1:3]) * 3600 + int(zone[4:6]) * 60)
+    try:
+        whole = int(datetime(year, month, day, hour, minute, second, tzinfo=UTC).timestamp()) - offset
+    except ValueError as exc:
+        raise TypeError(f"time out of range: {exc}") from None
+    return whole * 1_000_000_000 + int(fraction.ljust(9, "0") or 0)
+
+
+def _optional_id(obj: dict, key: str) -> int | None:
+    if key not in obj:
+        return None
+    value = obj[key]
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise TypeError(f"{key} is not an id")
+    return value
+
+
 def _snapshot(obj: object) -> Snapshot:
     if not isinstance(obj, dict):
         raise TypeError("snapshot is not an object")
@@ -672,6 +702,10 @@ def _tree_node(obj: object) -> TreeNode:
         mode=_posix_mode(obj),
         mtime=_parse_time(obj["mtime"]),
         link_target=link_target if kind == "symlink" else "",
+        raw_type=kind,
+        uid=_optional_id(obj, "uid"),
+        gid=_optional_id(obj, "gid"),
+        mtime_ns=parse_time_ns(obj["mtime"]),
     )
 
 

@@ -135,11 +135,12 @@ def test_restore_latest_resolves_and_records_the_snapshot(shared_agent, project_
     assert restore.summary.snapshot_id.startswith(backup.summary.snapshot_id)
 
 
-def test_unbuilt_modes_say_unimplemented(shared_agent, project_id):
+def test_a_snapshot_tree_verify_needs_a_snapshot(shared_agent, project_id):
+    # The tree modes themselves: tests/integration/test_verify_tree.py.
     with pytest.raises(grpc.RpcError) as info:
         shared_agent.stub.Verify(pb.VerifyRequest(request_id=new_id(), project_id=project_id,
                                                   mode=pb.VerifyRequest.SNAPSHOT_TREE), timeout=10)
-    assert info.value.code() == grpc.StatusCode.UNIMPLEMENTED
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
 
 
 def test_capabilities_and_host_status(shared_agent):

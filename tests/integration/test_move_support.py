@@ -158,7 +158,7 @@ def test_verify_sentinel_matches_or_fails_with_data_loss(agent_factory, project_
     code, _ = code_of(lambda: verify_sentinel(agent, project_id, "persist/escape/agent.toml", ""))
     assert code == grpc.StatusCode.INVALID_ARGUMENT
     code, _ = code_of(lambda: agent.verify(project_id, mode=pb.VerifyRequest.SNAPSHOT_TREE))
-    assert code == grpc.StatusCode.UNIMPLEMENTED
+    assert code == grpc.StatusCode.INVALID_ARGUMENT  # no snapshot_id (test_verify_tree.py has the mode)
 
 
 # ---------------------------------------------------------------- EnsureProject of an exact snapshot

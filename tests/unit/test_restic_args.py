@@ -904,10 +904,17 @@ def test_parse_ls_tree_sample_restic_0_14() -> None:
         mode=0o644,
         mtime=datetime(2024, 1, 2, 3, 4, 5, tzinfo=UTC),
         link_target="",
+        raw_type="file",
+        uid=0,
+        gid=0,
+        mtime_ns=1704164645 * 10**9,
     )
     assert by_path["/project/src"] == ra.TreeNode(
         path="/project/src", name="src", type="dir", size=0, mode=0o755, mtime=T_RECORDED,
+        raw_type="dir", uid=0, gid=0, mtime_ns=ra.parse_time_ns("2026-11-24T01:03:46.325411029Z"),
     )
+    # The exact mtime keeps restic's nanoseconds (a datetime keeps microseconds).
+    assert by_path["/project/src"].mtime_ns % 1000 == 29
     unicode = by_path["/project/src/ünï cödé.txt"]
     assert (unicode.name, unicode.size) == ("ünï cödé.txt", 8)
     assert by_path["/project/src/my file.txt"].name == "my file.txt"
@@ -972,8 +979,28 @@ def test_parse_ls_restic_0_17_message_type() -> None:
             size=3,
             mode=0o644,
             mtime=datetime(2026, 11, 24, 1, 3, 46, 100000, tzinfo=UTC),
+            raw_type="file",
+            mtime_ns=int(datetime(2026, 11, 24, 1, 3, 46, tzinfo=UTC).timestamp()) * 10**9 + 100_000_000,
         )
     ]
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("1970-01-01T00:00:00Z", 0),
+    ("1970-01-01T00:00:01.7814001Z", 1_781_400_100),
+    ("1970-01-01T01:00:00.000000001+01:00", 1),
+    ("1969-12-31T23:00:00.5-01:00", 500_000_000),
+    ("2020-01-02T03:04:05.123456789Z", 1577934245_123456789),
+])
+def test_parse_time_ns_keeps_every_digit_restic_prints(text, expected) -> None:
+    assert ra.parse_time_ns(text) == expected
+
+
+@pytest.mark.parametrize("text", ["", "yesterday", "2020-01-02 03:04:05Z", "2020-01-02T03:04:05.1234567890Z",
+                                  "2020-13-02T03:04:05Z", "2020-01-02T03:04:05", 5])
+def test_parse_time_ns_refuses_what_is_not_rfc3339(text) -> None:
+    with pytest.raises(TypeError):
+        ra.parse_time_ns(text)
 
 
 NODE = '{"name":"a","type":"file","path":"/project/a","size":1,"mode":420,"mtime":"2026-11-24T01:03:46Z","struct_type":"node"}'
