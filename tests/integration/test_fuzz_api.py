@@ -639,6 +639,21 @@ def _project_status(w: World):
     return st.builds(pb.GetProjectStatusRequest, project_id=project_ids(w.projects))
 
 
+@strategy_for("UndoRestore", pb.UndoRestoreRequest)
+def _undo_restore(w: World):
+    # Never A, B or D: an undo puts an older tree in their place (C, new and random ids only).
+    return st.builds(
+        pb.UndoRestoreRequest, request_id=request_ids(w),
+        project_id=st.one_of(st.sampled_from([w.c, *w.new]), st.uuids().map(str), garbage()),
+        restore_operation_id=st.one_of(st.just(""), operation_ids(w)),
+    )
+
+
+@strategy_for("ListProjects", pb.ListProjectsRequest)
+def _list_projects(w: World):
+    return st.just(pb.ListProjectsRequest())
+
+
 @strategy_for("GetHostStatus", pb.GetHostStatusRequest)
 def _host_status(w: World):
     return st.just(pb.GetHostStatusRequest())  # nothing to vary but the unknown fields added to every case
@@ -721,7 +736,8 @@ def _freeze(w: World):
         sentinel_content=contents,
     )
     fuzzed = st.builds(pb.FreezeRequest, project_id=project_ids(w.projects),
-                       sentinel_path=st.one_of(st.just(""), snapshot_paths()), sentinel_content=contents)
+                       sentinel_path=st.one_of(st.just(""), snapshot_paths()), sentinel_content=contents,
+                       writers=enum_values(pb.WriterPolicy))
     return st.one_of(nearly, fuzzed)
 
 
