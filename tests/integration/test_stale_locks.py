@@ -41,17 +41,11 @@ def iterations() -> int:
 
 
 @pytest.fixture
-def locking_agent(agent_factory, tmp_path: Path):
-    """An agent (upload and download slowed, so engine runs last about a second) whose local
-    repositories and password file the test knows: (agent, password file)."""
-    password_file = tmp_path / "repo.password"
-    password_file.write_text("stale-lock-test-password\n")
-    password_file.chmod(0o600)
-    extra = (f'[repository]\nkind = "local"\n[repository.local]\nroot = "{tmp_path / "repos"}"\n'
-             f'password_file = "{password_file}"\n')
-    agent = agent_factory("agent", limits=SLOW, extra=extra)
-    agent.repository = lambda project_id: tmp_path / "repos" / f"project-{project_id}"  # type: ignore[method-assign]
-    return agent, password_file
+def locking_agent(agent_factory):
+    """An agent (upload and download slowed, so engine runs last about a second) with its
+    default local repositories: (agent, the repository password file it generated)."""
+    agent = agent_factory("agent", limits=SLOW)
+    return agent, agent.state_dir / "repository.password"
 
 
 def restic(repository: Path, password_file: Path, *args: str, stdin=None, popen: bool = False):
@@ -100,6 +94,8 @@ def running_engines(agent, subcommand: str) -> list[psutil.Process]:
     found = []
     for process in engine_processes(agent):
         try:
+            if process.ppid() == os.getpid():
+                continue  # a restic this test runs itself, not the agent's engine
             if subcommand in process.cmdline() and process.status() != psutil.STATUS_ZOMBIE:
                 found.append(process)
         except psutil.NoSuchProcess:
