@@ -141,3 +141,41 @@ def test_a_target_with_another_password_and_no_backup_yet_is_refused_before_the_
         assert (move.status, move.step) == (MoveStatus.FAILED, "backup")
     assert_untouched_source(a, project_id)
     assert not b.home(project_id).exists()
+
+
+def test_a_cross_region_target_outside_its_regions_bucket_is_refused_at_preflight(
+        agent_factory, s3_server, tmp_path) -> None:
+    """A cross-region move reads the copy the hub writes into the target region's bucket: a
+    target host that keeps the project anywhere else (here a local repository) is refused."""
+    from hub_client.move import MoveSettings
+    from hub_client.store import open_store
+    from tests.integration.test_cross_region import REGIONS, bucket_config
+
+    client = s3_server.client()
+    existing = {bucket["Name"] for bucket in client.list_buckets()["Buckets"]}
+    for region in REGIONS:
+        if f"buckets-{region}" not in existing:
+            settings = {} if region == "us-east-1" else {"CreateBucketConfiguration": {"LocationConstraint": region}}
+            client.create_bucket(Bucket=f"buckets-{region}", **settings)
+    source = agent_factory("host-eu", host_id="host-eu", extra=s3_server.agent_repository_config(
+        password(tmp_path / "s3.password", "cross-region-password"), region=REGIONS[0]))
+    target = agent_factory("host-us", host_id="host-us")  # its own local repository
+    store = open_store(f"sqlite://{tmp_path / 'hub.sqlite'}")
+    settings = MoveSettings(buckets={region: bucket_config(s3_server, region) for region in REGIONS})
+    try:
+        with Hub(store, client_config=client_config, settings=settings) as hub:
+            for host_id, agent, region in (("host-eu", source, REGIONS[0]), ("host-us", target, REGIONS[1])):
+                hub.add_host(host_id, f"127.0.0.1:{agent.port}", region)
+                hub.probe_host(host_id)
+            project_id = create_project(source, files=20)
+            hub.add_project(project_id, "host-eu", REGIONS[0])
+
+            with pytest.raises(MoveRefused, match=f"host-us keeps project .* not in its region {REGIONS[1]}'s bucket"):
+                hub.move(project_id, "host-us", cross_region=True)
+
+            move = hub.store.active_move(project_id)
+            assert (move.status, move.step) == (MoveStatus.FAILED, "preflight")
+    finally:
+        store.close()
+    assert_untouched_source(source, project_id)
+    assert backups_run(source, project_id) == []
