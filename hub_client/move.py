@@ -440,6 +440,8 @@ class MoveRunner(JobRunner):
             self._require_target_reads(source, target)
 
     def _require_target_reads(self, source: Host, target: Host) -> None:
+        """The target must list the source's newest backup (after the bulk backup or sync, before
+        the freeze); MoveRefused naming why not."""
         client = self._client(target)
         where = client.project_status(self.project_id).repository_location
         if not self._target_sees_newest(source, target, client, where):
