@@ -17,7 +17,7 @@ import time
 import uuid
 from collections import deque
 from dataclasses import dataclass, field, replace
-from typing import AsyncIterator, Awaitable, Callable
+from typing import AsyncIterator, Awaitable, Callable, Mapping
 
 import structlog
 
@@ -136,12 +136,13 @@ class OperationManager:
 
     # ------------------------------------------------------------ start-up
 
-    def recover_interrupted(self) -> list[OperationRecord]:
+    def recover_interrupted(self, notes: Mapping[str, str] | None = None) -> list[OperationRecord]:
         """Mark every operation a previous agent left unfinished INTERRUPTED.
 
         ``recover`` (given at construction) runs first for each one and may
         return a note (e.g. "restore completed during recovery") for the
-        terminal event. Returns the records as they are now.
+        terminal event; ``notes`` adds one per operation id (e.g. what became
+        of its repository locks). Returns the records as they are now.
         """
         recovered = []
         for record in self._journal.unfinished_operations():
@@ -152,6 +153,8 @@ class OperationManager:
                 except Exception as exc:  # recovery must never stop the agent from starting
                     log.error("recovery.failed", operation_id=record.id, error=repr(exc))
                     note = f"recovery failed: {exc}"
+            if notes and notes.get(record.id):
+                note = "; ".join(filter(None, (note, notes[record.id])))
             message = (
                 "the agent stopped before this operation started"
                 if record.state is OperationState.PENDING

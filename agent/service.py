@@ -19,7 +19,7 @@ from typing import Sequence
 import psutil
 import structlog
 
-from agent import browse, errors, ids, jobs, placing, project_paths, sentinel
+from agent import browse, errors, ids, jobs, locks, placing, project_paths, sentinel
 from agent import copy as copying
 from agent import drain as draining
 from agent import freshness as fresh
@@ -35,7 +35,7 @@ from agent.journal import Journal
 from agent.metrics import AgentMetrics
 from agent.model import OperationKind, OperationRecord, OperationState
 from agent.operations import OperationManager
-from agent.repository import RepositorySpec, resolve
+from agent.repository import LocalSpec, RepositorySpec, resolve
 
 log = structlog.get_logger("agent.service")
 
@@ -151,8 +151,13 @@ class AgentService:
     # ------------------------------------------------------------ life cycle
 
     async def start(self) -> None:
-        """Recover what a previous process left behind; check the engine runs."""
-        interrupted = self.operations.recover_interrupted()
+        """Recover what a previous process left behind (the engine locks of its interrupted
+        operations too: :mod:`agent.locks`); check the engine runs."""
+        unlocked = await locks.remove_stale_locks(
+            locks.repositories_used(self.journal.unfinished_operations()),
+            open_repository=self._recovery_repository, unlock=self.engine.unlock,
+            concurrency=self.config.limits.max_concurrent_operations)
+        interrupted = self.operations.recover_interrupted(notes=unlocked)
         removed = await self.backend.remove_stale()
         profiles = self.engine.remove_stale()
         for project_id in self._present_projects():  # one query each: the metrics start complete
@@ -853,6 +858,19 @@ class AgentService:
         data = await self.engine.dump(repo, snapshot, readable.path, limit=limit + 1)
         content, truncated, binary = browse.read_result(data, readable.size, limit)
         return content, truncated, binary, readable.size
+
+    def _recovery_repository(self, display: str, project_id: str):
+        """The repository an interrupted operation of ``project_id`` journaled as ``display``,
+        opened from this agent's configuration: the project's configured repository, or a local
+        path with the configured password. FailedPrecondition when a request named it with its
+        own credentials, which the agent never keeps."""
+        configured = self._repository(None, project_id)
+        if configured.display == display:
+            return configured
+        if display.startswith("/"):
+            return self._repository(RepositorySpec(location=LocalSpec(path=display)), project_id)
+        raise errors.FailedPrecondition("the operation's request named this repository with its own credentials, "
+                                        "which the agent does not keep")
 
     def _repository_display(self, project_id: str) -> str:
         try:

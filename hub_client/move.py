@@ -230,8 +230,11 @@ class MoveRunner(JobRunner):
         return self.move.step
 
     def _plan(self) -> str | None:
+        return self._plan_data().get("plan")
+
+    def _plan_data(self) -> dict[str, Any]:
         plans = [entry for entry in self._read_log() if entry.kind == "plan"]
-        return plans[-1].data.get("plan") if plans else None
+        return plans[-1].data if plans else {}
 
     def _hosts(self) -> tuple[Host, Host]:
         return self.store.get_host(self.move.source_host), self.store.get_host(self.move.target_host)
@@ -276,6 +279,7 @@ class MoveRunner(JobRunner):
         source_status = self._source_status(source)
         if source_status is not None and source_status.present:
             self.store.upsert_project(with_freshness(project, source_status))
+            proven = self._check_reachability(source, target, target_client, source_status)
             if move.cross_region:
                 self._log("plan", f"source {source.id} is online: back up, copy the repository from {source.region} "
                           f"to {target.region}, freeze, catch up, copy again, restore on {target.id}",
@@ -283,7 +287,7 @@ class MoveRunner(JobRunner):
                            "to_region": target.region})
                 return
             self._log("plan", f"source {source.id} is online: back up, freeze, catch up, restore on {target.id}",
-                      {"plan": "online", "source_reachable": True})
+                      {"plan": "online", "source_reachable": True, "target_reads_backups": proven})
             return
         if move.cross_region:
             raise MoveRefused(f"source host {source.id} is unreachable or lacks the project: a cross-region move "
@@ -297,6 +301,69 @@ class MoveRunner(JobRunner):
         for region in (source.region, target.region):
             if region not in self.settings.buckets:
                 raise MoveRefused(f"the hub has no bucket configured for region {region}")
+
+    # ------------------------------------------------------------ the target reads the repository
+
+    def _check_reachability(self, source: Host, target: Host, target_client: AgentClient,
+                            source_status: pb.ProjectStatus) -> bool:
+        """Before anything is backed up or frozen: the target opens the project's repository.
+
+        Same region: both agents must report one repository location (hosts of a region share
+        a bucket; per-host local repositories cannot move), the target must list the project's
+        snapshots, and must see the source's newest backup (proving the password, and that the
+        location is the same repository). Cross-region: each agent's location must be the
+        project's root in its own region's bucket (the target reads the copy the sync writes,
+        which may not exist yet) and the target must list it. Returns whether the target was
+        seen to read the source's newest backup (False: the project has none yet, so the check
+        is repeated once the bulk backup exists). Raises MoveRefused naming why."""
+        where_source = source_status.repository_location
+        where_target = target_client.project_status(self.project_id).repository_location
+        if not where_target:
+            raise MoveRefused(f"target host {target.id} cannot open a repository for project {self.project_id} "
+                              "(its agent reports none: is a repository password configured there?)")
+        if self.move.cross_region:
+            for host, where in ((source, where_source), (target, where_target)):
+                bucket = self.settings.buckets[host.region]
+                expected = f"/{bucket.bucket}/{bucket.root(self.project_id).strip('/')}"
+                if not where.endswith(expected):
+                    raise MoveRefused(f"host {host.id} keeps project {self.project_id} in {where or 'no repository'}, "
+                                      f"not in its region {host.region}'s bucket ({expected.lstrip('/')}): a "
+                                      "cross-region move copies the repository between the regions' buckets")
+            self._target_snapshots(target, target_client, where_target)
+            return False
+        if where_source != where_target:
+            raise MoveRefused(
+                f"source host {source.id} keeps project {self.project_id} in repository {where_source or '(none)'} "
+                f"but target host {target.id} would read {where_target}: hosts of a region must share its bucket; "
+                "a project cannot move between hosts that each use their own local repository")
+        return self._target_sees_newest(source, target, target_client, where_target)
+
+    def _target_snapshots(self, target: Host, client: AgentClient, where: str) -> list[pb.Snapshot]:
+        """The project's snapshots as the target lists them; MoveRefused when it cannot (a
+        wrong password, refused credentials, an unreachable bucket: UNAVAILABLE)."""
+        try:
+            return client.snapshots(self.project_id)
+        except AgentError as exc:
+            code = "UNAVAILABLE" if exc.code.name in ("UNAVAILABLE", "DEADLINE_EXCEEDED") else "FAILED_PRECONDITION"
+            raise MoveRefused(f"target host {target.id} cannot read project {self.project_id}'s repository "
+                              f"{where}: {exc}", code=code) from exc
+
+    def _target_sees_newest(self, source: Host, target: Host, target_client: AgentClient, where: str) -> bool:
+        """Whether the target lists the source's newest backup of the project: False when the
+        source has none, MoveRefused when the target cannot list or does not see it."""
+        try:
+            newest = newest_backup(self._client(source).snapshots(self.project_id), self.project_id)
+        except AgentError as exc:
+            raise MoveRefused(f"source host {source.id} cannot read project {self.project_id}'s repository "
+                              f"{where}: {exc}") from exc
+        seen = self._target_snapshots(target, target_client, where)
+        if newest is None:
+            return False
+        if not any(same_snapshot(s.id, newest.id) for s in seen):
+            raise MoveRefused(f"target host {target.id} does not see the source's newest backup {newest.short_id} "
+                              f"of project {self.project_id} in {where}: the two hosts do not open the same "
+                              "repository")
+        return True
 
     def _seen_recently(self, host: Host) -> bool:
         return host.last_seen is not None and utcnow() - host.last_seen <= self.settings.host_seen_within
@@ -341,7 +408,10 @@ class MoveRunner(JobRunner):
         if reachable and not self.move.force:
             raise MoveRefused(f"project {project.id} is not present on its source host {source.id}; "
                               "use force to move it from its last backup")
-        newest = newest_backup(target_client.snapshots(project.id), project.id)
+        # Without the source there is no location to compare (the store's may be stale): the
+        # target's own listing is what the move goes by.
+        where = target_client.project_status(project.id).repository_location
+        newest = newest_backup(self._target_snapshots(target, target_client, where), project.id)
         if newest is None:
             raise MoveRefused(f"source host {source.id} {why} and project {project.id} has no backup to move from")
         snapshot_time = newest.time.ToDatetime(tzinfo=timezone.utc)
@@ -363,11 +433,24 @@ class MoveRunner(JobRunner):
                    "loss_minutes": minutes or 0})
 
     def _step_backup(self) -> None:
-        source, _ = self._hosts()
+        source, target = self._hosts()
         operation = self._backup(source, "backup", force=False)
         done = ("nothing changed since the last backup" if operation.state == pb.UP_TO_DATE
                 else f"snapshot {operation.summary.snapshot_id[:8]}")
         self._log("backup", f"bulk backup on {source.id}: {done}", {"snapshot_id": operation.summary.snapshot_id})
+        if self._plan() == "online" and not self._plan_data().get("target_reads_backups", True):
+            # Preflight had no backup to show the target: it must read this one before the freeze.
+            self._require_target_reads(source, target)
+
+    def _require_target_reads(self, source: Host, target: Host) -> None:
+        """The target must list the source's newest backup (after the bulk backup or sync, before
+        the freeze); MoveRefused naming why not."""
+        client = self._client(target)
+        where = client.project_status(self.project_id).repository_location
+        if not self._target_sees_newest(source, target, client, where):
+            raise MoveRefused(f"source host {source.id} lists no backup of project {self.project_id} after "
+                              "backing it up")
+        self._log("verify", f"{target.id} reads the source's newest backup in {where}", {"host": target.id})
 
     def _step_freeze(self) -> None:
         source, _ = self._hosts()
@@ -395,6 +478,9 @@ class MoveRunner(JobRunner):
 
     def _step_sync(self) -> None:
         self._copy_repository("sync", verify=False)
+        # Before the freeze: the target opens the copy (its password, its bucket's credentials).
+        source, target = self._hosts()
+        self._require_target_reads(source, target)
 
     def _step_final_sync(self) -> None:
         self._copy_repository("final_sync", verify=True)

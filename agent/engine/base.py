@@ -174,6 +174,10 @@ class Engine(Protocol):
     async def check(self, repo: Repository, *, read_data_subset: str | None = None) -> None:
         """Check the repository; DataLoss naming what was found."""
 
+    async def unlock(self, repo: Repository) -> bool:
+        """Remove the repository locks of engine processes that died (never a live process's);
+        False when this engine keeps no locks, so there was nothing to remove."""
+
     async def forget_plan(self, repo: Repository, *, host: str, policy) -> tuple[list[Snapshot], list[Snapshot]]:
         """(keep, remove) under the keep ``policy`` for ``host``'s snapshots; removes nothing."""
 

@@ -6,6 +6,7 @@ this module only wires them to processes.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import os
 import signal
@@ -25,6 +26,9 @@ log = structlog.get_logger("agent.engine.restic")
 
 # restic's exit code for "snapshot saved, but some files could not be read".
 EXIT_INCOMPLETE = 3
+# Seconds a `restic unlock` may take: it lists and reads the lock files only, so longer means
+# the repository is unreachable, and nothing could be unlocked anyway.
+UNLOCK_TIMEOUT = 60.0
 
 
 class ResticEngine:
@@ -91,21 +95,49 @@ class ResticEngine:
         capture_stdout: bool = False,
         ok_codes: tuple[int, ...] = (0,),
         niceness: int = 0,
+        timeout: float | None = None,
     ) -> ProcessResult:
-        return await run_engine(
-            argv, classify=ra.classify_failure, action=action, on_failure=self._on_failure, ok_codes=ok_codes,
-            niceness=niceness,
-            env=self._env(repo),
-            cwd=cwd,
-            timeout=self._timeout,
-            on_stdout_line=on_stdout_line,
-            capture_stdout=capture_stdout,
-            secrets=repo.secrets,
-            kill_grace=self._kill_grace,
-            stall_timeout=self._stall_timeout,
-            # restic 0.14 removes its repository lock on SIGINT but not on SIGTERM.
-            stop_signal=signal.SIGINT,
-        )
+        """Run restic; a locking command that failed in a way that may have left its lock (see
+        :func:`ra.may_leave_lock`) is followed by ``restic unlock`` before the error is raised."""
+        try:
+            return await run_engine(
+                argv, classify=ra.classify_failure, action=action, on_failure=self._on_failure, ok_codes=ok_codes,
+                niceness=niceness,
+                env=self._env(repo),
+                cwd=cwd,
+                timeout=timeout or self._timeout,
+                on_stdout_line=on_stdout_line,
+                capture_stdout=capture_stdout,
+                secrets=repo.secrets,
+                kill_grace=self._kill_grace,
+                stall_timeout=self._stall_timeout,
+                # restic 0.14 removes its repository lock on SIGINT but not on SIGTERM.
+                stop_signal=signal.SIGINT,
+            )
+        except BaseException as exc:
+            if ra.may_leave_lock(action, exc):
+                await self._unlock_after(repo, action, exc)
+            raise
+
+    async def _unlock_after(self, repo: Repository, action: str, error: BaseException) -> None:
+        """``restic unlock`` after a run of ``action`` that ended with ``error`` (stopped after
+        the grace, killed, crashed), so its lock does not outlive it. A failed unlock is logged,
+        never raised: ``error`` is what the caller must see. Another cancellation while it runs
+        lets it finish in the background (a shutdown stops it with every other child)."""
+        async def unlock() -> None:
+            try:
+                await self.unlock(repo)
+                log.info("engine.unlocked_after_failure", action=action, repository=repo.display,
+                         error=type(error).__name__)
+            except errors.BucketsError as exc:
+                log.warning("engine.unlock_failed", action=action, repository=repo.display, error=str(exc))
+
+        task = asyncio.get_running_loop().create_task(unlock())
+        try:
+            await asyncio.shield(task)
+        except asyncio.CancelledError:
+            if not isinstance(error, asyncio.CancelledError):
+                raise
 
     # ------------------------------------------------------------ commands
 
@@ -265,7 +297,7 @@ class ResticEngine:
             if "locked" not in str(exc):
                 raise
         log.info("engine.stale_lock", action=action, repository=repo.display)
-        await self._run(repo, ra.unlock_args(self.binary, self._common(repo)), action="unlock")
+        await self.unlock(repo)
         return await self._run(repo, argv, action=action)
 
     async def restore_path(self, repo: Repository, snapshot_id: str, path: str, target: Path) -> None:
@@ -274,9 +306,17 @@ class ResticEngine:
                                include=[ra.find_pattern(path)])
         await self._run(repo, argv, action="restore")
 
+    async def unlock(self, repo: Repository) -> bool:
+        """Remove the repository's stale locks (``restic unlock``: locks of restic processes that
+        died on this host, or older than 30 minutes; never a live process's); True, as restic
+        keeps locks. Waits at most :data:`UNLOCK_TIMEOUT` seconds; raises a BucketsError."""
+        await self._run(repo, ra.unlock_args(self.binary, self._common(repo)), action="unlock",
+                        timeout=min(self._timeout, UNLOCK_TIMEOUT) if self._timeout else UNLOCK_TIMEOUT)
+        return True
+
     async def check(self, repo: Repository, *, read_data_subset: str | None = None) -> None:
         """Check the repository; raises DataLoss naming what restic found."""
-        await self._run(repo, ra.unlock_args(self.binary, self._common(repo)), action="unlock")
+        await self.unlock(repo)
         argv = ra.check_args(self.binary, self._common(repo), read_data_subset=read_data_subset)
         try:
             await self._run(repo, argv, action="check", capture_stdout=True)

@@ -21,6 +21,7 @@ from ``password_file`` (or from the environment the executor prepares).
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import json
 import os
@@ -271,8 +272,35 @@ def check_args(
 
 
 def unlock_args(binary: str, common: CommonOptions) -> list[str]:
-    """``restic unlock``: remove stale locks only (never ``--remove-all``)."""
+    """``restic unlock``: remove stale locks only (never ``--remove-all``).
+
+    restic 0.14 calls a lock stale when it is older than 30 minutes (a live restic refreshes
+    its locks every 5 minutes), or when it was written on this host (its ``hostname`` equals
+    this host's ``os.Hostname()``) by a ``pid`` that no longer exists (signal 0 fails). So a
+    live process's lock, here or on another host, is never removed; a dead process's lock on
+    another host only after 30 minutes.
+    """
     return [*_common(binary, common), "unlock"]
+
+
+# The subcommands the agent runs that write a lock file (backup and restore a shared one, check,
+# forget and prune an exclusive one); the listing commands run with READ_ONLY, init locks nothing.
+LOCKING_COMMANDS = frozenset({"backup", "restore", "check", "forget", "prune"})
+
+# Failures after which a restic may have died holding its lock: stopped by the agent (cancelled,
+# timed out, too much output), killed by a signal or crashed (Internal), or out of space while
+# it ran. restic removes its own lock on every failure it reports itself (wrong password,
+# missing repository, "locked"); an unreachable repository (Unavailable, a stall) cannot be
+# unlocked now either, so the next exclusive command or Verify removes that lock.
+_MAY_LEAVE_LOCK = (errors.Cancelled, errors.DeadlineExceeded, errors.Internal, errors.ResourceExhausted)
+
+
+def may_leave_lock(action: str, error: BaseException) -> bool:
+    """Whether a run of ``action`` that ended with ``error`` may have left its lock behind, so
+    that ``restic unlock`` should follow. ``asyncio.CancelledError`` counts as stopped."""
+    if action not in LOCKING_COMMANDS:
+        return False
+    return isinstance(error, (asyncio.CancelledError, *_MAY_LEAVE_LOCK))
 
 
 def stats_restore_size_args(binary: str, common: CommonOptions, snapshot_id: str) -> list[str]:

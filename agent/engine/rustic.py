@@ -175,6 +175,11 @@ class RusticEngine:
                     removed.append(str(path))
         return removed
 
+    async def unlock(self, repo: Repository) -> bool:
+        """Nothing to do: rustic is lock-free (two-phase prune instead of locks), writes no lock
+        files and has no ``unlock`` command. Returns False."""
+        return False
+
     async def init(self, repo: Repository) -> None:
         await self._run(repo, lambda p: rua.init_args(self.binary, p), action="init")
         log.info("repository.initialised", repository=repo.display)

@@ -989,3 +989,23 @@ def test_list_paginates_newest_first(tmp_path):
         await wait_terminal(manager, running.id)
 
     asyncio.run(main())
+
+
+def test_recover_interrupted_adds_the_notes_given_per_operation(tmp_path):
+    """What became of an interrupted operation's repository locks (agent/locks.py) joins the
+    recover callback's note in its record and terminal event."""
+    path = tmp_path / "j.db"
+    loop, running_id, pending_id = _leave_unfinished(path)
+    try:
+        manager = OperationManager(Journal(path), max_running=1, max_queued=4,
+                                   recover=lambda record: "staging removed" if record.id == running_id else None)
+        manager.recover_interrupted(notes={running_id: "stale locks removed from repository /r",
+                                           "unknown": "ignored"})
+        journal = Journal(path)
+        ran = journal.get_operation(running_id)
+        assert ran.error.message == ("the agent stopped while this operation ran; staging removed; "
+                                     "stale locks removed from repository /r")
+        assert journal.events_since(running_id, 1)[-1].message == ran.error.message
+        assert journal.get_operation(pending_id).error.message == "the agent stopped before this operation started"
+    finally:
+        _dispose(loop)

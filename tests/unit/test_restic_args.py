@@ -8,6 +8,7 @@ hand are inline below, each with a comment naming the restic message it mirrors.
 
 from __future__ import annotations
 
+import asyncio
 import tarfile
 from datetime import UTC, datetime
 from pathlib import Path
@@ -42,6 +43,8 @@ from agent.engine.restic_args import (
     tag_map,
     unlock_args,
     version_args,
+    LOCKING_COMMANDS,
+    may_leave_lock,
 )
 
 SAMPLES = Path(__file__).parent / "samples" / "restic"
@@ -1167,3 +1170,31 @@ def test_parse_pack_snapshots_reads_blobs_and_unloadable_trees() -> None:
     )
     assert ra.parse_pack_snapshots(stdout) == [SNAP_1, SNAP_2]
     assert ra.parse_pack_snapshots("[]\n") == []
+
+
+# ---------------------------------------------------------------- locks left by failed runs
+
+
+@pytest.mark.parametrize(
+    ("action", "error", "expected"),
+    [
+        ("backup", asyncio.CancelledError(), True),  # stopped by the agent: maybe past its grace
+        ("restore", errors.DeadlineExceeded("timed out"), True),
+        ("check", errors.Internal("restic check was killed by signal 9"), True),
+        ("prune", errors.ResourceExhausted("no space left"), True),
+        ("forget", errors.Cancelled("interrupted"), True),
+        ("backup", errors.FailedPrecondition("wrong repository password"), False),  # no lock was taken
+        ("backup", errors.NotFound("repository does not exist"), False),
+        ("backup", errors.Unavailable("repository is locked"), False),  # restic removed its own
+        ("restore", errors.DataLoss("MAC"), False),  # restic exited itself, unlocking
+        ("snapshots", asyncio.CancelledError(), False),  # --no-lock: never locks
+        ("unlock", errors.Internal("killed"), False),
+        ("init", errors.Internal("killed"), False),
+    ],
+)
+def test_may_leave_lock(action: str, error: BaseException, expected: bool) -> None:
+    assert may_leave_lock(action, error) is expected
+
+
+def test_locking_commands() -> None:
+    assert LOCKING_COMMANDS == frozenset({"backup", "restore", "check", "forget", "prune"})
