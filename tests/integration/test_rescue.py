@@ -208,10 +208,18 @@ def test_clean_online_move_cleanup_takes_no_rescue_and_the_source_stays_until_pl
             at_finalize["home"] = manifest(a.home(project_id))
             at_finalize["placement"] = hub.store.get_project(project_id).host_id
 
+    complete_move = hub.store.complete_move
+
+    def placing(move_id: str, **kwargs):  # the moment the placement changes, in the store
+        at_finalize["at_placement"] = manifest(a.home(project_id)) if a.home(project_id).is_dir() else None
+        return complete_move(move_id, **kwargs)
+
+    hub.store.complete_move = placing
     move = hub.move(project_id, "host-b", before_step=before_step)
     assert move.status == MoveStatus.SUCCEEDED
     assert at_finalize["placement"] == "host-a"
-    assert at_finalize["home"] == manifest(b.home(project_id))  # whole on the source until placement
+    # Whole on the source until the placement changed.
+    assert at_finalize["home"] == at_finalize["at_placement"] == manifest(b.home(project_id))
     assert hub.store.list_rescues(project_id=project_id) == []
     log = hub.store.movelog(move.id)
     assert any(e.kind == "cleanup" and "nothing newer than the moved snapshot" in e.message for e in log)
