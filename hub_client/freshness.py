@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
 from hub_client.proto.buckets.v1 import agent_pb2 as pb
+from hub_client.rescue import same_snapshot
 from hub_client.store import Host, Project, Store
 from hub_client.store.models import utcnow
 
@@ -88,16 +89,25 @@ class Window:
                 "reported_at": self.reported_at.isoformat() if self.reported_at else None}
 
 
-def offline_window(project: Project, snapshot_time: datetime, now: datetime, valid_for: timedelta) -> Window | None:
-    """The window of changes a move from the backup of ``snapshot_time`` cannot vouch for, when
-    the project's source is down; None when a report fresher than ``valid_for`` says the project
-    changed after no backup it knows of (the move loses nothing the hub could know of).
+def offline_window(project: Project, snapshot_id: str, snapshot_time: datetime, now: datetime,
+                   valid_for: timedelta) -> Window | None:
+    """The window of changes a move from the backup ``snapshot_id`` (taken at ``snapshot_time``)
+    cannot vouch for, when the project's source is down; None when a report fresher than
+    ``valid_for`` says the project changed after no backup it knows of (the move loses nothing
+    the hub could know of).
 
     Unknown freshness is never clean: without a fresh report the window runs from the last time
     the hub knew the project's state (its last report, or the backup) to now, or to the last
-    recorded edit when that is later."""
-    backed_up = max(filter(None, (project.last_backup, snapshot_time)))
-    edited = project.last_edited if project.last_edited is not None and project.last_edited > backed_up else None
+    recorded edit when that is later. A recorded last backup newer than the moved one (a
+    snapshot the target cannot see) vouches for nothing the move takes: the window then starts
+    at the moved backup."""
+    newer_backup = (project.last_backup is not None and project.last_backup > snapshot_time
+                    and not same_snapshot(project.last_backup_snapshot, snapshot_id))
+    backed_up = snapshot_time if newer_backup else max(filter(None, (project.last_backup, snapshot_time)))
+    if newer_backup:  # what changed between the two backups is an edit the move does not take
+        edited = max(filter(None, (project.last_edited, project.last_backup)))
+    else:
+        edited = project.last_edited if project.last_edited is not None and project.last_edited > backed_up else None
     known = project.reported_at is not None and now - project.reported_at <= valid_for
     if known:
         return None if edited is None else Window(backed_up, edited, True, project.reported_at, edited)

@@ -351,7 +351,7 @@ class MoveRunner(JobRunner):
         if newest is None:
             raise MoveRefused(f"source host {source.id} {why} and project {project.id} has no backup to move from")
         snapshot_time = newest.time.ToDatetime(tzinfo=timezone.utc)
-        window = offline_window(project, snapshot_time, utcnow(), self.settings.freshness_valid_for)
+        window = offline_window(project, newest.id, snapshot_time, utcnow(), self.settings.freshness_valid_for)
         if window is not None and not self.move.force:
             raise MoveRefused(f"source host {source.id} {why}; {window.describe(self.settings.freshness_valid_for)}. "
                               f"Repeat with force to move from the last backup ({newest.short_id} of "

@@ -260,3 +260,36 @@ def test_failed_rescue_keeps_the_cleanup_pending_and_the_copy_intact(hub: Hub, b
     rescues = hub.store.list_rescues(move_id=move.id)
     assert len(rescues) == 1 and rescues[0].files_new >= 1
     assert not a.home(project_id).exists()
+
+
+def test_a_stale_copy_on_the_target_is_rescued_before_a_move_replaces_it(hub: Hub, btrfs_hosts, repo_root) -> None:
+    a, b = btrfs_hosts
+    _, password_file = repo_root
+    project_id = create_project(a, files=30)
+    hub.add_project(project_id, "host-a", "eu")
+    first = hub.move(project_id, "host-b", clean_now=False)
+    assert first.status == MoveStatus.SUCCEEDED and first.cleanup == Cleanup.PENDING
+    # The old copy on host-a changes after the move (thawed by hand), and the project moves back.
+    a.stub.Thaw(pb.ThawRequest(project_id=project_id), timeout=10)
+    (a.home(project_id) / "late.txt").write_text("only on the stale copy\n")
+    stale = manifest(a.home(project_id))
+
+    good = password_file.read_text()
+    password_file.write_text("not-the-password\n")
+    try:
+        with pytest.raises(MoveRefused, match="could not be cleaned up"):
+            hub.move(project_id, "host-a")
+    finally:
+        password_file.write_text(good)
+    assert manifest(a.home(project_id)) == stale and hub.store.get_project(project_id).host_id == "host-b"
+    assert hub.store.get_move(first.id).cleanup == Cleanup.PENDING
+
+    back = hub.move(project_id, "host-a")
+    assert back.status == MoveStatus.SUCCEEDED and hub.store.get_project(project_id).host_id == "host-a"
+    assert not (a.home(project_id) / "late.txt").exists()  # the project came back as it is on host-b
+    rescues = hub.store.list_rescues(move_id=first.id)
+    assert len(rescues) == 1 and rescues[0].host_id == "host-a" and rescues[0].files_new >= 1
+    assert hub.store.get_move(first.id).cleanup == Cleanup.DONE
+    files = b.stub.ListFiles(pb.ListFilesRequest(project_id=project_id, snapshot_id=rescues[0].snapshot_id,
+                                                 path="project"), timeout=30).entries
+    assert "project/late.txt" in {entry.path for entry in files} or "late.txt" in {entry.path for entry in files}
