@@ -569,13 +569,32 @@ def clean_source(store: Store, connect: Connect, move: Move, *, observer: Observ
     log("cleanup", f"source copy removed from {move.source_host}", {"host": move.source_host})
     if move.cross_region:
         region = store.get_host(move.source_host).region
-        rescues = store.list_rescues(move_id=move.id)
-        if rescues:
-            log("warning", f"the repository in {region} is kept: it holds the rescue snapshot "
-                f"{rescues[-1].snapshot_id[:8]} of the source copy", {"region": region})
-        elif not remove_region_repository(buckets or {}, region, move.project_id, log, what="repository"):
+        if store.list_rescues(move_id=move.id) and not carry_rescues(
+                buckets or {}, region, store.get_host(move.target_host).region, move.project_id, log):
+            return move  # the rescue lives only in the source region's repository: it stays
+        if not remove_region_repository(buckets or {}, region, move.project_id, log, what="repository"):
             return move  # the cleanup stays pending: a later run tries again
     return store.set_move_cleanup(move.id, Cleanup.DONE)
+
+
+def carry_rescues(buckets: Mapping[str, BucketConfig], region: str, target_region: str, project_id: str,
+                  log: Callable[[str, str, dict[str, Any]], Any]) -> bool:
+    """Copy into ``target_region``'s bucket what the project's repository there lacks of the one
+    in ``region`` (a cross-region move's rescue snapshots, written by the source host after the
+    move), so that removing the source region's repository destroys no rescue; False (logged)
+    when it could not be done."""
+    try:
+        for name in (region, target_region):
+            if name not in buckets:
+                raise RepositoryCopyError(f"the hub has no bucket configured for region {name}")
+        report = copy_repository(buckets[region], buckets[target_region], project_id)
+    except RepositoryCopyError as exc:
+        log("warning", f"could not copy the rescue snapshots from {region} to {target_region}, so the repository "
+            f"in {region} is kept: {exc}", {"region": region})
+        return False
+    log("cleanup", f"rescue snapshots copied from {region} to {target_region}: {report.copied} of {report.objects} "
+        "objects were missing", {"from_region": region, "to_region": target_region, **report.as_data()})
+    return True
 
 
 def remove_region_repository(buckets: Mapping[str, BucketConfig], region: str, project_id: str,
