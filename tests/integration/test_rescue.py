@@ -124,7 +124,10 @@ def test_offline_move_with_unknown_freshness_refused_then_forced_and_the_source_
     hub.add_project(project_id, "host-a", "eu")
     assert a.wait(a.backup(project_id).id).state == pb.SUCCEEDED
     backed_up = manifest(a.home(project_id))
-    assert hub.refresh_hosts() == {"host-a": True, "host-b": True}
+    refreshed = cli(store_url, "refresh")  # every host's projects, as their agents report them now
+    assert refreshed.returncode == 0, refreshed.stderr
+    assert {(r["host_id"], r["reachable"]) for r in map(json.loads, refreshed.stdout.splitlines())} == {
+        ("host-a", True), ("host-b", True)}
     reported = hub.store.get_project(project_id)
     assert reported.reported_at is not None and reported.last_backup_snapshot  # ListProjects, recorded
     assert not status(a, project_id).dirty
