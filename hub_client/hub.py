@@ -91,14 +91,13 @@ class Hub:
         client = self.client(host)
         try:
             status = client.host_status()
-            report = client.list_projects()
-        except AgentError as exc:
-            if exc.code.name != "UNIMPLEMENTED":
-                return host, None
-            report = None  # an agent without ListProjects: its projects are recorded when asked one by one
+        except AgentError:
+            return host, None
         host = seen_now(self.store, host)
-        if report is not None:
-            record_host_report(self.store, host, report)
+        try:
+            record_host_report(self.store, host, client.list_projects())
+        except AgentError:
+            pass  # no report recorded: the projects' freshness ages until the next one
         return host, status
 
     def refresh_hosts(self) -> dict[str, bool]:

@@ -348,4 +348,5 @@ def _project_line(project) -> str:
         return value.strftime("%Y-%m-%d %H:%M:%S") if value else "never"
 
     return (f"{project.id}  on {project.host_id or '-':<16} {project.region:<8} "
-            f"last backup {when(project.last_backup)}  last edit {when(project.last_edited)}")
+            f"last backup {when(project.last_backup)}  last edit {when(project.last_edited)}  "
+            f"reported {when(project.reported_at)}")

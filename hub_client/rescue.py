@@ -65,6 +65,9 @@ def secure_source_copy(store: Store, client: AgentClient, move: Move, host: Host
         {"host": host.id})
     operation = client.backup(project_id, request_id=new_request_id(), purpose=PURPOSE, tags=[f"move={move.id}"],
                               force=False).wait(timeout)
+    if operation.state == pb.SUCCEEDED_WITH_WARNINGS:
+        # An incomplete snapshot (files the engine could not read) does not hold the whole copy.
+        raise RescueFailed(f"the rescue backup on {host.id} is incomplete: {'; '.join(operation.summary.warnings)[:500]}")
     if operation.state not in OK_STATES:
         raise RescueFailed(f"the rescue backup on {host.id} ended {state_name(operation.state)}: "
                            f"{operation.error.code} {operation.error.message}")
