@@ -296,3 +296,26 @@ def test_a_stale_copy_on_the_target_is_rescued_before_a_move_replaces_it(hub: Hu
     files = b.stub.ListFiles(pb.ListFilesRequest(project_id=project_id, snapshot_id=rescues[0].snapshot_id,
                                                  path="project"), timeout=30).entries
     assert "project/late.txt" in {entry.path for entry in files} or "late.txt" in {entry.path for entry in files}
+
+
+def test_up_to_date_is_clean_only_when_the_copys_last_backup_is_the_moved_snapshot(hub: Hub, btrfs_hosts) -> None:
+    a, b = btrfs_hosts
+    project_id = create_project(a, files=20)
+    hub.add_project(project_id, "host-a", "eu")
+    move = hub.move(project_id, "host-b", clean_now=False)
+    assert move.status == MoveStatus.SUCCEEDED
+    # On the old copy: an edit, frozen again, then backed up by someone else (not the move): its
+    # last backup holds the edit and is not the moved snapshot, so the rescue backup is UP_TO_DATE.
+    a.stub.Thaw(pb.ThawRequest(project_id=project_id), timeout=10)
+    (a.home(project_id) / "after-the-move.txt").write_text("newer than the moved snapshot\n")
+    a.stub.Freeze(pb.FreezeRequest(project_id=project_id), timeout=30)
+    other = a.wait(a.backup(project_id).id)
+    assert other.state == pb.SUCCEEDED and other.summary.snapshot_id
+
+    assert hub.run_cleanups() == []
+    rescues = hub.store.list_rescues(move_id=move.id)
+    assert [r.snapshot_id[:8] for r in rescues] == [other.summary.snapshot_id[:8]]  # that backup is the rescue
+    assert not a.home(project_id).exists()
+    files = b.stub.ListFiles(pb.ListFilesRequest(project_id=project_id, snapshot_id=rescues[0].snapshot_id,
+                                                 path="project"), timeout=30).entries
+    assert {e.path.rsplit("/", 1)[-1] for e in files} >= {"after-the-move.txt"}
