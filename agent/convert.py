@@ -249,6 +249,20 @@ def project_status_to_proto(status) -> pb.ProjectStatus:
     return message
 
 
+def list_projects_to_proto(projects, observed_at: float) -> pb.ListProjectsResponse:
+    """:meth:`agent.service.AgentService.list_projects` as the wire message."""
+    response = pb.ListProjectsResponse(observed_at=timestamp(observed_at))
+    for project in projects:
+        fresh = project.freshness
+        message = response.projects.add(project_id=project.project_id, last_backup_snapshot_id=fresh.last_backup_snapshot,
+                                        dirty=fresh.dirty, frozen=project.frozen)
+        if fresh.last_backup is not None:
+            message.last_backup.CopyFrom(timestamp(fresh.last_backup))
+        if fresh.last_change is not None:
+            message.last_change.CopyFrom(timestamp(fresh.last_change))
+    return response
+
+
 ENTRY_TYPES = {
     "file": pb.FileEntry.FILE,
     "dir": pb.FileEntry.DIRECTORY,

@@ -40,7 +40,8 @@ from agent.repository import LocalSpec, RepositorySpec, resolve
 log = structlog.get_logger("agent.service")
 
 AGENT_VERSION = "0.1.0"
-PURPOSES = ("backup", "copy", "move")
+# "rescue": a source copy backed up before a move's cleanup removes it (tagged move=<id>).
+PURPOSES = ("backup", "copy", "move", "rescue")
 MAX_FORGET_IDS = 1000
 # Kinds that change a project's home: a copy must not read a project while one of these runs.
 SOURCE_WRITERS = (OperationKind.RESTORE, OperationKind.DELETE, OperationKind.ENSURE)
@@ -73,6 +74,15 @@ class ProjectStatus:
     last_error: object  # OperationError | None
     repository_location: str
     last_restore: dict | None
+
+
+@dataclass(frozen=True)
+class ProjectFreshness:
+    """One project of the host as the journal knows it (ListProjects)."""
+
+    project_id: str
+    freshness: Freshness
+    frozen: bool
 
 
 @dataclass(frozen=True)
@@ -764,6 +774,17 @@ class AgentService:
             engine=self.engine.name,
             backend=self.backend.name,
         )
+
+    async def list_projects(self) -> tuple[list[ProjectFreshness], float]:
+        """Every project present on the host with its freshness as the journal holds it (what the
+        reconciler and the operations recorded: no scan of the trees), and when they were read
+        (seconds since the epoch, this host's clock)."""
+        observed_at = time.time()
+        found = []
+        for project_id in self._present_projects():
+            found.append(ProjectFreshness(project_id, fresh.freshness(self.journal, project_id),
+                                          await self.backend.is_frozen(project_id)))
+        return found, observed_at
 
     async def project_status(self, project_id: str) -> ProjectStatus:
         """Looks at the project now (a generation read, or a scan on the directory backend)."""

@@ -373,6 +373,11 @@ class AgentServicer(pb_grpc.AgentServicer):
         )
 
     @rpc
+    async def ListProjects(self, request: pb.ListProjectsRequest, context) -> pb.ListProjectsResponse:
+        projects, observed_at = await self._service.list_projects()
+        return convert.list_projects_to_proto(projects, observed_at)
+
+    @rpc
     async def GetCapabilities(self, request: pb.GetCapabilitiesRequest, context) -> pb.Capabilities:
         caps = await self._service.capabilities()
         return pb.Capabilities(

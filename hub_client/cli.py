@@ -53,6 +53,8 @@ HUB_EXAMPLES = {
     "retry": f"buckets retry {_MOVE} --force",
     "cancel-move": f"buckets cancel-move {_MOVE}",
     "cleanup": "buckets cleanup",
+    "refresh": "buckets refresh --json",
+    "rescues": f"buckets rescues --project {_P} --json",
     "delete": f"buckets delete {_P} --yes",
     "force-off": "buckets force-off host-a",
     "regions": "buckets regions DE",

@@ -516,6 +516,10 @@ class AgentClient:
     def project_status(self, project_id: str) -> pb.ProjectStatus:
         return self.call("GetProjectStatus", pb.GetProjectStatusRequest(project_id=project_id))
 
+    def list_projects(self) -> pb.ListProjectsResponse:
+        """Every project on the host with its freshness as the agent knows it (no scan)."""
+        return self.call("ListProjects", pb.ListProjectsRequest())
+
     def host_status(self) -> pb.HostStatus:
         return self.call("GetHostStatus", pb.GetHostStatusRequest())
 

@@ -12,6 +12,7 @@ from typing import Callable
 
 from hub_client.client import OK_STATES, AgentClient, AgentError, ClientConfig, OperationHandle
 from hub_client.copying import CopyRefused, CopyRunner, copy_path
+from hub_client.freshness import record_host_report, record_status
 from hub_client.move import (
     MoveError, MoveRefused, MoveRunner, MoveSettings, Observer, clean_source, possible_loss_minutes, seen_now,
     with_freshness,
@@ -83,13 +84,26 @@ class Hub:
         return self.store.upsert_host(Host(host_id, address, region, status, None))
 
     def probe_host(self, host_id: str) -> tuple[Host, pb.HostStatus | None]:
-        """Ask the host's agent for its status; a host that answers is recorded as seen now."""
+        """Ask the host's agent for its status and every project's freshness; a host that answers
+        is recorded as seen now, and each project placed on it with its freshness as reported
+        now (:func:`hub_client.freshness.record_host_report`)."""
         host = self.store.get_host(host_id)
+        client = self.client(host)
         try:
-            status = self.client(host).host_status()
+            status = client.host_status()
         except AgentError:
             return host, None
-        return seen_now(self.store, host), status
+        host = seen_now(self.store, host)
+        try:
+            record_host_report(self.store, host, client.list_projects())
+        except AgentError:
+            pass  # no report recorded: the projects' freshness ages until the next one
+        return host, status
+
+    def refresh_hosts(self) -> dict[str, bool]:
+        """Probe every host (:meth:`refresh_host_status`): each one's backup counts and its
+        projects' freshness recorded now. Returns whether each host answered."""
+        return {host.id: self.refresh_host_status(host.id) is not None for host in self.store.list_hosts()}
 
     def add_project(self, project_id: str, host_id: str | None, region: str, repository: str = "") -> Project:
         return self.store.upsert_project(Project(project_id, host_id, region, repository))
@@ -99,9 +113,11 @@ class Hub:
         project = self.store.get_project(project_id)
         if project.host_id is None:
             return project
-        status = self.client(self.store.get_host(project.host_id)).project_status(project_id)
-        fresh = with_freshness(project, status)
-        return self.store.upsert_project(replace(fresh, repository=project.repository or status.repository_location))
+        host = self.store.get_host(project.host_id)
+        status = self.client(host).project_status(project_id)
+        if not project.repository and status.repository_location:
+            self.store.upsert_project(replace(project, repository=status.repository_location))
+        return record_status(self.store, host, project_id, status) or self.store.get_project(project_id)
 
     def refresh_host_status(self, host_id: str) -> HostBackupStatus | None:
         """Record the host's project counts from its agent (keeping ``failing`` from the last
@@ -127,7 +143,7 @@ class Hub:
         for project in self.store.list_projects(host_id=host.id):
             try:
                 status = self.client(host).project_status(project.id)
-                project = with_freshness(project, status)
+                project = record_status(self.store, host, project.id, status) or with_freshness(project, status)
                 dirty = status.dirty or project.last_backup is None
             except AgentError:
                 dirty = project.last_backup is None or (
@@ -340,12 +356,14 @@ class Hub:
 
     def _scheduled_cleanup(self, move: Move, observer: Observer | None, now: bool) -> Move:
         if now:
-            move = clean_source(self.store, self.client, move, observer=observer, buckets=self.settings.buckets)
+            move = clean_source(self.store, self.client, move, observer=observer, buckets=self.settings.buckets,
+                                timeout=self.settings.operation_timeout)
         return move
 
     def run_cleanups(self, observer: Observer | None = None) -> list[Move]:
         """Remove the source copies of completed moves whose cleanup is still pending; returns the
         moves still pending afterwards."""
         for move in self.store.pending_cleanups():
-            clean_source(self.store, self.client, move, observer=observer, buckets=self.settings.buckets)
+            clean_source(self.store, self.client, move, observer=observer, buckets=self.settings.buckets,
+                         timeout=self.settings.operation_timeout)
         return self.store.pending_cleanups()

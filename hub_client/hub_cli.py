@@ -12,6 +12,9 @@ Examples:
   buckets movelog MOVE_ID --follow
   buckets resume MOVE_ID | retry MOVE_ID [--force] | cancel-move MOVE_ID
   buckets cleanup                                 # remove source copies left by completed moves
+                                                  # (each proved clean, or rescued into a snapshot, first)
+  buckets refresh                                 # every host's projects: last backup / last change now
+  buckets rescues --json                          # snapshots cleanups took of copies holding newer data
   buckets copy SRC_PROJECT:data DST_PROJECT:incoming/data --on-conflict skip
   buckets copies --active | copylog COPY_ID --follow | resume-copy COPY_ID | cancel-copy COPY_ID
 
@@ -39,6 +42,7 @@ from hub_client.copying import CopyRefused
 from hub_client.move import MoveSettings
 from hub_client.steps import JobError
 from hub_client.progress import ProgressPrinter
+from hub_client.rescue import changed_text
 from hub_client.regions import order_regions
 from hub_client.repository_copy import load_buckets
 from hub_client.movelog_view import MovelogPrinter, entry_record, follow, follow_copy
@@ -47,6 +51,7 @@ from hub_client.store import (
 )
 
 HUB_COMMANDS = ("hosts", "projects", "move", "moves", "movelog", "resume", "retry", "cancel-move", "cleanup",
+                "refresh", "rescues",
                 "delete", "force-off", "regions", "drain", "copy", "copies", "copylog", "resume-copy", "cancel-copy", "clone")
 
 
@@ -105,7 +110,14 @@ def add_hub_commands(commands) -> None:
         command.add_argument("move")
         if name == "retry":
             command.add_argument("--force", action="store_true")
-    commands.add_parser("cleanup", help="remove source copies that completed moves left behind")
+    commands.add_parser("cleanup", help="remove source copies that completed moves left behind (each frozen and "
+                                        "proved to hold nothing newer than the moved snapshot, or rescued first)")
+    commands.add_parser("refresh", help="record every host's projects' last backup and last change as their agents "
+                                        "report them now")
+    rescues = commands.add_parser("rescues", help="snapshots taken of source copies that held changes newer than "
+                                                  "their move's snapshot, before the copies were removed")
+    rescues.add_argument("--project", help="only this project's rescues")
+    rescues.add_argument("--move", help="only this move's rescues")
     delete = commands.add_parser("delete", help="delete a project everywhere: files, backups, records "
                                                 "(buckets delete PROJECT --yes)")
     delete.add_argument("project")
@@ -306,6 +318,19 @@ def _dispatch(hub: Hub, args) -> int:
             return EXIT_USAGE
         _emit(args, {"location": args.location, "regions": order}, " ".join(order))
         return EXIT_OK
+    if command == "refresh":
+        answered = hub.refresh_hosts()
+        for host_id, up in answered.items():
+            reported = [p for p in hub.store.list_projects(host_id=host_id)]
+            _emit(args, {"host_id": host_id, "reachable": up, "projects": len(reported)},
+                  f"{host_id:<16} {'up' if up else 'UNREACHABLE':<11} {len(reported)} projects placed")
+        return EXIT_OK if all(answered.values()) else EXIT_FAILED
+    if command == "rescues":
+        for rescue in hub.store.list_rescues(project_id=args.project, move_id=args.move):
+            _emit(args, {**_row(rescue), "changed": changed_text(rescue)},
+                  f"{rescue.created_at.strftime('%Y-%m-%d %H:%M:%S')}  {rescue.project_id}  move {rescue.move_id}  "
+                  f"on {rescue.host_id}  snapshot {rescue.snapshot_id[:8]}  {changed_text(rescue)}")
+        return EXIT_OK
     if command == "cleanup":
         pending = hub.run_cleanups(observer=_observer(args))
         for move in pending:
@@ -323,4 +348,5 @@ def _project_line(project) -> str:
         return value.strftime("%Y-%m-%d %H:%M:%S") if value else "never"
 
     return (f"{project.id}  on {project.host_id or '-':<16} {project.region:<8} "
-            f"last backup {when(project.last_backup)}  last edit {when(project.last_edited)}")
+            f"last backup {when(project.last_backup)}  last edit {when(project.last_edited)}  "
+            f"reported {when(project.reported_at)}")

@@ -31,6 +31,8 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Mapping
 
 from hub_client.client import OK_STATES, AgentClient, AgentError, new_request_id
+from hub_client.freshness import offline_window, record_status, timestamp_or_none
+from hub_client.rescue import RescueFailed, same_snapshot, secure_source_copy
 from hub_client.proto.buckets.v1 import agent_pb2 as pb
 from hub_client.store import Cleanup, Host, Move, MovelogEntry, MoveStatus, NotFound, Project, Store
 from hub_client.store.models import utcnow
@@ -99,29 +101,18 @@ def sentinel_for(move_id: str) -> str:
     return f"buckets move {move_id}\n"
 
 
-def same_snapshot(left: str, right: str) -> bool:
-    """Whether two snapshot ids name the same snapshot: restic reports 8-digit short ids after a
-    backup and full ids elsewhere, so one may be a prefix of the other."""
-    shorter, longer = sorted((left, right), key=len)
-    return len(shorter) >= 8 and longer.startswith(shorter)
-
-
 def newest_backup(snapshots: list[pb.Snapshot], project_id: str) -> pb.Snapshot | None:
     usable = [s for s in snapshots if s.layout == "v2" and s.project_id == project_id]
     return max(usable, key=lambda s: (s.time.ToDatetime(), s.id), default=None)
 
 
-def timestamp_or_none(message, field: str) -> datetime | None:
-    if not message.HasField(field):
-        return None
-    return getattr(message, field).ToDatetime(tzinfo=timezone.utc)
-
-
 def with_freshness(project: Project, status: pb.ProjectStatus) -> Project:
-    """``project`` with its last backup and last edit as its agent reports them (kept as they
+    """``project`` with its last backup and last edit as its agent reports them now (kept as they
     were where the agent reports none)."""
-    return replace(project, last_backup=timestamp_or_none(status, "last_backup") or project.last_backup,
-                   last_edited=timestamp_or_none(status, "last_change") or project.last_edited)
+    last_backup = timestamp_or_none(status, "last_backup")
+    return replace(project, last_backup=last_backup or project.last_backup,
+                   last_backup_snapshot=status.last_backup_snapshot_id if last_backup else project.last_backup_snapshot,
+                   last_edited=timestamp_or_none(status, "last_change") or project.last_edited, reported_at=utcnow())
 
 
 def seen_now(store: Store, host: Host) -> Host:
@@ -134,9 +125,13 @@ def seen_now(store: Store, host: Host) -> Host:
 
 @dataclass
 class MoveSettings:
-    """``host_seen_within``: how recently the store must have seen a host to call it up."""
+    """``host_seen_within``: how recently the store must have seen a host to call it up;
+    ``freshness_valid_for``: how recent a report of a project's freshness must be to count."""
 
     host_seen_within: timedelta = timedelta(minutes=10)
+    # How long an agent's report of a project's freshness vouches for it: with the source host
+    # down and no report this recent, the project's freshness is unknown (a move needs force).
+    freshness_valid_for: timedelta = timedelta(minutes=10)
     operation_timeout: float | None = None  # seconds to wait for one agent operation (None: no limit)
     # Each region's bucket, as the hub reaches it: what a cross-region move copies between.
     buckets: Mapping[str, BucketConfig] = field(default_factory=dict)
@@ -278,7 +273,7 @@ class MoveRunner(JobRunner):
 
         source_status = self._source_status(source)
         if source_status is not None and source_status.present:
-            self.store.upsert_project(with_freshness(project, source_status))
+            record_status(self.store, source, project.id, source_status)
             proven = self._check_reachability(source, target, target_client, source_status)
             if move.cross_region:
                 self._log("plan", f"source {source.id} is online: back up, copy the repository from {source.region} "
@@ -391,8 +386,22 @@ class MoveRunner(JobRunner):
         if not (ours or stale):
             raise MoveRefused(f"host {target.id} already holds a copy of project {self.project_id} that is not "
                               "its placement; delete it there first")
-        self._log("cleanup", f"removing the copy left on {target.id} by an earlier "
-                  + ("attempt of this move" if ours else "move away from it"), {"host": target.id})
+        if stale:
+            # A copy a move away from the target left behind may hold edits newer than what that
+            # move took: its cleanup proves it does not, or rescues them, before removing it.
+            self._log("cleanup", f"cleaning up the copy left on {target.id} by a move away from it "
+                      "(rescued first when it holds anything newer)", {"host": target.id})
+            for move in self.store.pending_cleanups():
+                if move.project_id == self.project_id and move.source_host == target.id:
+                    move = clean_source(self.store, self.connect, move, buckets=self.settings.buckets,
+                                        timeout=self.settings.operation_timeout)
+                    if move.cleanup == Cleanup.PENDING:
+                        raise MoveRefused(f"the copy of project {self.project_id} left on {target.id} by move "
+                                          f"{move.id} could not be cleaned up (see its movelog); it is not "
+                                          "removed before what it holds is in a snapshot", code="UNAVAILABLE")
+            return
+        self._log("cleanup", f"removing the copy left on {target.id} by an earlier attempt of this move",
+                  {"host": target.id})
         self._remove_copy(target, "preflight", "clear-target")
 
     def _remove_copy(self, host: Host, step: str, purpose: str) -> None:
@@ -415,22 +424,23 @@ class MoveRunner(JobRunner):
         if newest is None:
             raise MoveRefused(f"source host {source.id} {why} and project {project.id} has no backup to move from")
         snapshot_time = newest.time.ToDatetime(tzinfo=timezone.utc)
-        last_backup = max(filter(None, (project.last_backup, snapshot_time)))
-        minutes = possible_loss_minutes(last_backup, project.last_edited)
-        if minutes is not None and not self.move.force:
-            raise MoveRefused(
-                f"source host {source.id} {why}; its last backup ({_iso(last_backup)}) is older than its last "
-                f"recorded edit ({_iso(project.last_edited)}): up to {minutes} minutes of changes would be lost. "
-                "Repeat with force to move from the last backup.", loss_minutes=minutes)
+        window = offline_window(project, newest.id, snapshot_time, utcnow(), self.settings.freshness_valid_for)
+        if window is not None and not self.move.force:
+            raise MoveRefused(f"source host {source.id} {why}; {window.describe(self.settings.freshness_valid_for)}. "
+                              f"Repeat with force to move from the last backup ({newest.short_id} of "
+                              f"{_iso(snapshot_time)}).", loss_minutes=window.minutes)
         self.move = self.store.set_move_snapshot(self.move_id, newest.id)
-        loss = (f"changes after it are lost (up to {minutes} minutes by the last recorded edit)" if minutes
-                else "no edit after it is recorded")
+        if window is None:
+            loss, data = "no edit after it is recorded in a fresh report of the project", {"freshness": "known"}
+        else:
+            loss = f"changes after it are lost: {window.describe(self.settings.freshness_valid_for)}"
+            data = window.as_data()
         self._log("warning", f"source host {source.id} {why}: moving from backup {newest.short_id} of "
                   f"{_iso(snapshot_time)}; {loss}",
-                  {"loss_minutes": minutes or 0, "snapshot_id": newest.id, "host": source.id})
+                  {"loss_minutes": 0, **data, "snapshot_id": newest.id, "host": source.id})
         self._log("plan", f"restore backup {newest.short_id} on {target.id} without the source",
                   {"plan": "offline", "source_reachable": reachable, "snapshot_id": newest.id,
-                   "loss_minutes": minutes or 0})
+                   "loss_minutes": window.minutes if window else 0})
 
     def _step_backup(self) -> None:
         source, target = self._hosts()
@@ -583,6 +593,10 @@ class MoveRunner(JobRunner):
             data={"snapshot_id": self.move.snapshot_id, "target": target.id},
         )
         self._show_unseen()  # the "complete" entry, written by the store with the completion
+        try:  # the placement's freshness from now on is the target's
+            record_status(self.store, target, self.project_id, self._client(target).project_status(self.project_id))
+        except AgentError:
+            pass  # the next report of the target records it
 
     # ------------------------------------------------------------ failure
 
@@ -632,10 +646,13 @@ class MoveRunner(JobRunner):
 
 
 def clean_source(store: Store, connect: Connect, move: Move, *, observer: Observer | None = None,
-                 buckets: Mapping[str, BucketConfig] | None = None) -> Move:
+                 buckets: Mapping[str, BucketConfig] | None = None, timeout: float | None = None) -> Move:
     """Remove a completed move's source copy (home, persist, local snapshots; never the
     repository), and after a cross-region move the repository in the source region's bucket
-    (``buckets``). Best effort: what fails keeps the cleanup pending for a later run."""
+    (``buckets``). Never blind: the copy is frozen and proved to hold nothing newer than the moved
+    snapshot, or rescued into a snapshot recorded on the move, before it is removed
+    (:func:`hub_client.rescue.secure_source_copy`). What fails keeps the cleanup pending for a
+    later run, with the copy in place."""
     if move.status != MoveStatus.SUCCEEDED or move.cleanup != Cleanup.PENDING:
         return move
     if store.get_project(move.project_id).host_id == move.source_host:
@@ -648,12 +665,14 @@ def clean_source(store: Store, connect: Connect, move: Move, *, observer: Observ
 
     try:
         source = store.get_host(move.source_host)
+        client = connect(source)
+        secure_source_copy(store, client, move, source, log, timeout=timeout)
         # A fresh request id per run: a failed deletion must be tried again, not returned again.
-        handle = connect(source).delete_project(move.project_id, delete_repository=False,
-                                                request_id=new_request_id())
-        operation = handle.wait()
-    except (AgentError, NotFound) as exc:
-        log("warning", f"source cleanup on {move.source_host} postponed: {exc}", {"host": move.source_host})
+        handle = client.delete_project(move.project_id, delete_repository=False, request_id=new_request_id())
+        operation = handle.wait(timeout)
+    except (AgentError, NotFound, RescueFailed) as exc:
+        log("warning", f"source cleanup on {move.source_host} postponed, the copy is kept: {exc}",
+            {"host": move.source_host})
         return move
     if operation.state not in OK_STATES:
         log("warning", f"source cleanup on {move.source_host} failed: {operation.error.code} "
@@ -662,9 +681,32 @@ def clean_source(store: Store, connect: Connect, move: Move, *, observer: Observ
     log("cleanup", f"source copy removed from {move.source_host}", {"host": move.source_host})
     if move.cross_region:
         region = store.get_host(move.source_host).region
+        if store.list_rescues(move_id=move.id) and not carry_rescues(
+                buckets or {}, region, store.get_host(move.target_host).region, move.project_id, log):
+            return move  # the rescue lives only in the source region's repository: it stays
         if not remove_region_repository(buckets or {}, region, move.project_id, log, what="repository"):
             return move  # the cleanup stays pending: a later run tries again
     return store.set_move_cleanup(move.id, Cleanup.DONE)
+
+
+def carry_rescues(buckets: Mapping[str, BucketConfig], region: str, target_region: str, project_id: str,
+                  log: Callable[[str, str, dict[str, Any]], Any]) -> bool:
+    """Copy into ``target_region``'s bucket what the project's repository there lacks of the one
+    in ``region`` (a cross-region move's rescue snapshots, written by the source host after the
+    move), so that removing the source region's repository destroys no rescue; False (logged)
+    when it could not be done."""
+    try:
+        for name in (region, target_region):
+            if name not in buckets:
+                raise RepositoryCopyError(f"the hub has no bucket configured for region {name}")
+        report = copy_repository(buckets[region], buckets[target_region], project_id)
+    except RepositoryCopyError as exc:
+        log("warning", f"could not copy the rescue snapshots from {region} to {target_region}, so the repository "
+            f"in {region} is kept: {exc}", {"region": region})
+        return False
+    log("cleanup", f"rescue snapshots copied from {region} to {target_region}: {report.copied} of {report.objects} "
+        "objects were missing", {"from_region": region, "to_region": target_region, **report.as_data()})
+    return True
 
 
 def remove_region_repository(buckets: Mapping[str, BucketConfig], region: str, project_id: str,

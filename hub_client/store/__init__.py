@@ -13,7 +13,7 @@ from hub_client.store.base import Store
 from hub_client.store.errors import CopyInProgress, InvalidTransition, MoveInProgress, NotFound, StoreError
 from hub_client.store.models import (
     Cleanup, Conflict, Copy, CopyStatus, Host, HostBackupStatus, Move, MovelogEntry, MoveStatus, OfflineLoss,
-    Project,
+    Project, Rescue,
 )
 from hub_client.store.sqlite import SQLiteStore
 
@@ -42,7 +42,7 @@ def open_store(url: str, *, schema: str | None = None, migrate: bool = True) -> 
 
 __all__ = [
     "Cleanup", "Conflict", "Copy", "CopyInProgress", "CopyStatus", "Host", "HostBackupStatus", "InvalidTransition", "OfflineLoss", "Move", "MoveInProgress", "MoveStatus", "MovelogEntry", "NotFound",
-    "PostgresStore", "Project", "SQLiteStore", "Store", "StoreError", "open_store",
+    "PostgresStore", "Project", "Rescue", "SQLiteStore", "Store", "StoreError", "open_store",
 ]
 
 

@@ -5,7 +5,9 @@ from __future__ import annotations
 from contextlib import AbstractContextManager
 from typing import Any, Protocol, runtime_checkable
 
-from hub_client.store.models import Copy, Host, HostBackupStatus, Move, MovelogEntry, OfflineLoss, Project
+from datetime import datetime
+
+from hub_client.store.models import Copy, Host, HostBackupStatus, Move, MovelogEntry, OfflineLoss, Project, Rescue
 
 
 @runtime_checkable
@@ -46,6 +48,15 @@ class Store(Protocol):
 
     def set_placement(self, project_id: str, host_id: str) -> Project:
         """Place the project on ``host_id``; raises NotFound for an unknown project or host."""
+
+    def record_freshness(
+        self, project_id: str, host_id: str, *, last_backup: datetime | None, last_backup_snapshot: str,
+        last_edited: datetime | None, reported_at: datetime,
+    ) -> Project | None:
+        """Record the project's freshness as the agent of ``host_id`` reported it at ``reported_at``
+        (a time the agent reports none for keeps the stored one). Only the placement's report
+        counts, and never over a newer one: returns the project as stored, or None (unknown
+        project, placed elsewhere, or a newer report recorded already)."""
 
     # -- moves ----------------------------------------------------------------------------
     def create_move(
@@ -145,9 +156,17 @@ class Store(Protocol):
     def offline_losses(self, *, host_id: str | None = None) -> list[OfflineLoss]:
         """Recorded offline losses (of ``host_id``), oldest first."""
 
+    # -- rescues ---------------------------------------------------------------------------
+    def record_rescue(self, rescue: Rescue) -> Rescue:
+        """Record a rescue snapshot of a move's source copy (again: a no-op); raises NotFound
+        for an unknown move."""
+
+    def list_rescues(self, *, project_id: str | None = None, move_id: str | None = None) -> list[Rescue]:
+        """Recorded rescues (of the project and/or the move), oldest first."""
+
     # -- deletion ---------------------------------------------------------------------------
     def delete_project(self, project_id: str) -> bool:
-        """Remove the project with its moves, copies, their logs and offline-loss records in one
+        """Remove the project with its moves, copies, their logs, rescues and offline-loss records in one
         transaction; False when it was not there. Raises MoveInProgress while a move of it is
         active, CopyInProgress while a copy from or into it is pending or running."""
 

@@ -152,18 +152,44 @@ def _copies(time: str, boolean: str, json: str) -> tuple[str, ...]:
     )
 
 
+def _freshness_and_rescues(time: str) -> tuple[str, ...]:
+    # The hub keeps each project's freshness as its agent reported it, with when: a move whose
+    # source is down must know whether that report is fresh enough to vouch for anything.
+    # A rescue is a snapshot of a source copy that held changes newer than the moved snapshot,
+    # taken before the copy was removed.
+    return (
+        "ALTER TABLE projects ADD COLUMN last_backup_snapshot TEXT NOT NULL DEFAULT ''",
+        f"ALTER TABLE projects ADD COLUMN reported_at {time}",
+        f"""CREATE TABLE rescues (
+            move_id TEXT NOT NULL REFERENCES moves(id),
+            project_id TEXT NOT NULL,
+            host_id TEXT NOT NULL,
+            snapshot_id TEXT NOT NULL,
+            created_at {time} NOT NULL,
+            bytes_added BIGINT NOT NULL DEFAULT 0,
+            files_new BIGINT NOT NULL DEFAULT 0,
+            files_changed BIGINT NOT NULL DEFAULT 0,
+            bytes_processed BIGINT NOT NULL DEFAULT 0,
+            files_processed BIGINT NOT NULL DEFAULT 0,
+            PRIMARY KEY (move_id, snapshot_id))""",
+        "CREATE INDEX rescues_project ON rescues(project_id, created_at)",
+    )
+
+
 MIGRATIONS: dict[str, tuple[Migration, ...]] = {
     "sqlite": (
         Migration(1, "hosts, projects, moves, movelog", _initial("TEXT", "TEXT", "INTEGER", "TEXT")),
         Migration(2, "moves: snapshot_id, cleanup", _move_state()),
         Migration(3, "host backup status, offline losses", _host_backup("TEXT")),
         Migration(4, "copies, copylog; moves.cross_region", _copies("TEXT", "INTEGER", "TEXT")),
+        Migration(5, "projects: last_backup_snapshot, reported_at; rescues", _freshness_and_rescues("TEXT")),
     ),
     "postgres": (
         Migration(1, "hosts, projects, moves, movelog", _initial("TEXT", "TIMESTAMPTZ", "BOOLEAN", "JSONB")),
         Migration(2, "moves: snapshot_id, cleanup", _move_state()),
         Migration(3, "host backup status, offline losses", _host_backup("TIMESTAMPTZ")),
         Migration(4, "copies, copylog; moves.cross_region", _copies("TIMESTAMPTZ", "BOOLEAN", "JSONB")),
+        Migration(5, "projects: last_backup_snapshot, reported_at; rescues", _freshness_and_rescues("TIMESTAMPTZ")),
     ),
 }
 

@@ -83,7 +83,9 @@ class Host:
 
 @dataclass(frozen=True)
 class Project:
-    """Where a project lives (``host_id``, None when unplaced) and how fresh its last backup is."""
+    """Where a project lives (``host_id``, None when unplaced) and how fresh its last backup is:
+    ``last_backup`` (and its ``last_backup_snapshot``) and ``last_edited`` as the agent of its
+    host last reported them, at ``reported_at`` (the hub's clock; None: never reported)."""
 
     id: str
     host_id: str | None
@@ -91,6 +93,8 @@ class Project:
     repository: str = ""
     last_backup: datetime | None = None
     last_edited: datetime | None = None
+    last_backup_snapshot: str = ""
+    reported_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -187,3 +191,21 @@ class OfflineLoss:
     last_edited: datetime | None
     loss_minutes: int | None
     recorded_at: datetime
+
+
+@dataclass(frozen=True)
+class Rescue:
+    """A snapshot a move's source cleanup took of the source copy before removing it, because
+    the copy held something newer than the moved snapshot: ``snapshot_id`` (purpose "rescue",
+    tagged with the move) and what it added, from the backup's summary."""
+
+    move_id: str
+    project_id: str
+    host_id: str
+    snapshot_id: str
+    created_at: datetime
+    bytes_added: int = 0
+    files_new: int = 0
+    files_changed: int = 0
+    bytes_processed: int = 0
+    files_processed: int = 0

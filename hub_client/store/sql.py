@@ -18,11 +18,13 @@ from hub_client.store import migrations
 from hub_client.store.errors import CopyInProgress, InvalidTransition, MoveInProgress, NotFound
 from hub_client.store.models import (
     Cleanup, Conflict, Copy, CopyStatus, Host, HostBackupStatus, Move, MovelogEntry, MoveStatus, OfflineLoss,
-    Project, utcnow,
+    Project, Rescue, utcnow,
 )
 
 _HOST_COLUMNS = "id, address, region, status, last_seen"
-_PROJECT_COLUMNS = "id, host_id, region, repository, last_backup, last_edited"
+_PROJECT_COLUMNS = "id, host_id, region, repository, last_backup, last_edited, last_backup_snapshot, reported_at"
+_RESCUE_COLUMNS = ("move_id, project_id, host_id, snapshot_id, created_at, bytes_added, files_new, files_changed,"
+                   " bytes_processed, files_processed")
 _NEW_MOVE_COLUMNS = (
     "id, project_id, source_host, target_host, step, status, force, error, attempts, created_at, updated_at"
 )
@@ -143,7 +145,11 @@ class SqlStore(ABC):
         return Host(row[0], row[1], row[2], row[3], self._time_out(row[4]))
 
     def _project(self, row: tuple) -> Project:
-        return Project(row[0], row[1], row[2], row[3], self._time_out(row[4]), self._time_out(row[5]))
+        return Project(row[0], row[1], row[2], row[3], self._time_out(row[4]), self._time_out(row[5]), row[6] or "",
+                       self._time_out(row[7]))
+
+    def _rescue(self, row: tuple) -> Rescue:
+        return Rescue(row[0], row[1], row[2], row[3], self._time_out(row[4]), *(int(v) for v in row[5:10]))
 
     def _move(self, row: tuple) -> Move:
         return Move(
@@ -194,12 +200,14 @@ class SqlStore(ABC):
             with self._transaction() as conn:
                 self._exec(
                     conn,
-                    f"INSERT INTO projects ({_PROJECT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE"
-                    " SET host_id = excluded.host_id, region = excluded.region,"
+                    f"INSERT INTO projects ({_PROJECT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id)"
+                    " DO UPDATE SET host_id = excluded.host_id, region = excluded.region,"
                     " repository = excluded.repository, last_backup = excluded.last_backup,"
-                    " last_edited = excluded.last_edited",
+                    " last_edited = excluded.last_edited, last_backup_snapshot = excluded.last_backup_snapshot,"
+                    " reported_at = excluded.reported_at",
                     (project.id, project.host_id, project.region, project.repository,
-                     self._time_in(project.last_backup), self._time_in(project.last_edited)),
+                     self._time_in(project.last_backup), self._time_in(project.last_edited),
+                     project.last_backup_snapshot, self._time_in(project.reported_at)),
                 )
         except self._integrity_errors() as exc:
             if self._conflict(exc) == "foreign_key":
@@ -224,6 +232,26 @@ class SqlStore(ABC):
         clause = f" WHERE {' AND '.join(where)}" if where else ""
         rows = self._fetchall(f"SELECT {_PROJECT_COLUMNS} FROM projects{clause} ORDER BY id", params)
         return [self._project(row) for row in rows]
+
+    def record_freshness(
+        self, project_id: str, host_id: str, *, last_backup: datetime | None, last_backup_snapshot: str,
+        last_edited: datetime | None, reported_at: datetime,
+    ) -> Project | None:
+        with self._transaction() as conn:
+            row = self._exec(conn, f"SELECT {_PROJECT_COLUMNS} FROM projects WHERE id = ?", (project_id,)).fetchone()
+            if row is None:
+                return None
+            known = self._project(row)
+            if known.host_id != host_id or (known.reported_at is not None and known.reported_at > reported_at):
+                return None
+            self._exec(
+                conn, "UPDATE projects SET last_backup = ?, last_backup_snapshot = ?, last_edited = ?, reported_at = ?"
+                " WHERE id = ?",
+                (self._time_in(last_backup or known.last_backup),
+                 last_backup_snapshot if last_backup is not None else known.last_backup_snapshot,
+                 self._time_in(last_edited or known.last_edited), self._time_in(reported_at), project_id),
+            )
+        return self.get_project(project_id)
 
     def _write_placement(self, conn: Any, project_id: str, host_id: str) -> None:
         """Point the project at ``host_id`` inside the caller's transaction; raises NotFound."""
@@ -362,6 +390,35 @@ class SqlStore(ABC):
             self._append(conn, MOVELOG, move_id, "complete", message, data)
         return move
 
+    # -- rescues ---------------------------------------------------------------------------
+    def record_rescue(self, rescue: Rescue) -> Rescue:
+        try:
+            with self._transaction() as conn:
+                self._exec(
+                    conn, f"INSERT INTO rescues ({_RESCUE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                    " ON CONFLICT (move_id, snapshot_id) DO NOTHING",
+                    (rescue.move_id, rescue.project_id, rescue.host_id, rescue.snapshot_id,
+                     self._time_in(rescue.created_at), rescue.bytes_added, rescue.files_new, rescue.files_changed,
+                     rescue.bytes_processed, rescue.files_processed),
+                )
+        except self._integrity_errors() as exc:
+            if self._conflict(exc) == "foreign_key":
+                raise NotFound(f"move {rescue.move_id} not found") from exc
+            raise
+        return next(r for r in self.list_rescues(move_id=rescue.move_id) if r.snapshot_id == rescue.snapshot_id)
+
+    def list_rescues(self, *, project_id: str | None = None, move_id: str | None = None) -> list[Rescue]:
+        where, params = [], []
+        if project_id is not None:
+            where.append("project_id = ?")
+            params.append(project_id)
+        if move_id is not None:
+            where.append("move_id = ?")
+            params.append(move_id)
+        clause = f" WHERE {' AND '.join(where)}" if where else ""
+        rows = self._fetchall(f"SELECT {_RESCUE_COLUMNS} FROM rescues{clause} ORDER BY created_at, move_id", params)
+        return [self._rescue(row) for row in rows]
+
     # -- host backup status and offline losses ----------------------------------------------
     def set_host_backup_status(self, status: HostBackupStatus) -> HostBackupStatus:
         try:
@@ -425,6 +482,7 @@ class SqlStore(ABC):
                                      "from or into it")
             self._exec(conn, "DELETE FROM movelog WHERE move_id IN (SELECT id FROM moves WHERE project_id = ?)",
                        (project_id,))
+            self._exec(conn, "DELETE FROM rescues WHERE project_id = ?", (project_id,))
             self._exec(conn, "DELETE FROM moves WHERE project_id = ?", (project_id,))
             mine = "SELECT id FROM copies WHERE source_project = ? OR target_project = ?"
             self._exec(conn, f"DELETE FROM copylog WHERE copy_id IN ({mine})", (project_id, project_id))

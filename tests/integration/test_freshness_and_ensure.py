@@ -129,3 +129,32 @@ def test_the_reconciler_notices_a_write_without_being_asked(agent_factory, proje
     while agent.stub.GetHostStatus(pb.GetHostStatusRequest(), timeout=10).dirty != 1:
         assert time.monotonic() < deadline, "the reconciler never saw the write"
         time.sleep(0.1)
+
+
+def test_list_projects_reports_the_journals_freshness_of_every_project_without_a_scan(agent):
+    clean, dirty = new_id(), new_id()
+    for project_id in (clean, dirty):
+        assert agent.wait(ensure(agent, project_id).id).state == pb.SUCCEEDED
+        write_tree(agent.home(project_id), files=5)
+    backup = agent.wait(agent.backup(clean).id)
+    assert backup.state == pb.SUCCEEDED, backup.error
+    before = time.time()
+    agent.stub.Freeze(pb.FreezeRequest(project_id=clean), timeout=30)
+    listed = agent.stub.ListProjects(pb.ListProjectsRequest(), timeout=30)
+    by_id = {p.project_id: p for p in listed.projects}
+    assert set(by_id) == {clean, dirty}
+    assert listed.observed_at.ToSeconds() >= int(before)
+    assert by_id[clean].last_backup_snapshot_id == backup.summary.snapshot_id and by_id[clean].HasField("last_backup")
+    assert not by_id[clean].dirty and by_id[clean].frozen
+    assert by_id[dirty].dirty and not by_id[dirty].HasField("last_backup") and not by_id[dirty].frozen
+    agent.stub.Thaw(pb.ThawRequest(project_id=clean), timeout=30)
+
+    # No scan: a write the agent has not looked at yet (no reconciler here) is not in the answer;
+    # GetProjectStatus looks, and ListProjects then reports what the journal learnt.
+    time.sleep(0.05)  # a later instant than the backup's capture on any clock granularity
+    (agent.home(clean) / "late.txt").write_text("late\n")
+    assert not {p.project_id: p for p in agent.stub.ListProjects(pb.ListProjectsRequest(), timeout=30).projects}[
+        clean].dirty
+    assert status(agent, clean).dirty
+    assert {p.project_id: p for p in agent.stub.ListProjects(pb.ListProjectsRequest(), timeout=30).projects}[
+        clean].dirty

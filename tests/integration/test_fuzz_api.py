@@ -664,6 +664,11 @@ def _capabilities(w: World):
     return st.just(pb.GetCapabilitiesRequest())
 
 
+@strategy_for("ListProjects", pb.ListProjectsRequest)
+def _list_projects(w: World):
+    return st.just(pb.ListProjectsRequest())  # nothing to vary but the unknown fields added to every case
+
+
 @strategy_for("ListSnapshots", pb.ListSnapshotsRequest)
 def _list_snapshots(w: World):
     nearly = st.builds(

@@ -10,13 +10,14 @@ import sys
 import threading
 import time
 import uuid
+from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
 
 from hub_client.store import (
-    Cleanup, Conflict, CopyInProgress, CopyStatus, Host, HostBackupStatus, OfflineLoss, InvalidTransition, MoveInProgress, MoveStatus, NotFound, Project, Store, migrations,
+    Cleanup, Conflict, CopyInProgress, CopyStatus, Host, HostBackupStatus, OfflineLoss, InvalidTransition, MoveInProgress, MoveStatus, NotFound, Project, Rescue, Store, migrations,
 )
 
 REPO = Path(__file__).resolve().parents[2]
@@ -268,6 +269,48 @@ def test_host_backup_status_and_offline_losses(store: Store) -> None:
     assert store.offline_losses(host_id=target.id) == []
 
 
+def test_freshness_reports_of_the_placement_only_and_never_over_a_newer_one(store: Store) -> None:
+    source, target, project = seed(store)
+    assert (project.last_backup_snapshot, project.reported_at) == ("", None)
+    reported = store.record_freshness(project.id, source.id, last_backup=T0 + timedelta(minutes=5),
+                                      last_backup_snapshot="ab" * 32, last_edited=T0 + timedelta(minutes=9),
+                                      reported_at=T0 + timedelta(minutes=10))
+    assert reported == store.get_project(project.id)
+    assert (reported.last_backup, reported.last_backup_snapshot, reported.last_edited, reported.reported_at) == (
+        T0 + timedelta(minutes=5), "ab" * 32, T0 + timedelta(minutes=9), T0 + timedelta(minutes=10))
+    # Another host's copy (not the placement) does not speak for the project.
+    assert store.record_freshness(project.id, target.id, last_backup=T0 + timedelta(hours=5), last_backup_snapshot="x",
+                                  last_edited=None, reported_at=T0 + timedelta(hours=5)) is None
+    # A report older than the recorded one (a slow caller) does not replace it.
+    assert store.record_freshness(project.id, source.id, last_backup=T0, last_backup_snapshot="cd" * 32,
+                                  last_edited=T0, reported_at=T0 + timedelta(minutes=1)) is None
+    # A time the agent does not report keeps the stored one.
+    later = store.record_freshness(project.id, source.id, last_backup=None, last_backup_snapshot="",
+                                   last_edited=T0 + timedelta(minutes=20), reported_at=T0 + timedelta(minutes=30))
+    assert (later.last_backup, later.last_backup_snapshot, later.last_edited, later.reported_at) == (
+        T0 + timedelta(minutes=5), "ab" * 32, T0 + timedelta(minutes=20), T0 + timedelta(minutes=30))
+    assert store.record_freshness("no-such-project", source.id, last_backup=None, last_backup_snapshot="",
+                                  last_edited=None, reported_at=T0) is None
+    assert store.upsert_project(later) == later  # the new columns round-trip through upsert
+
+
+def test_rescues_recorded_once_per_move_and_snapshot(store: Store) -> None:
+    source, target, project = seed(store)
+    move = store.create_move(project.id, source.id, target.id)
+    rescue = Rescue(move.id, project.id, source.id, "ef" * 32, T0, bytes_added=100 * 2**20, files_new=3,
+                    files_changed=1, bytes_processed=101 * 2**20, files_processed=9)
+    assert store.record_rescue(rescue) == rescue
+    assert store.record_rescue(replace(rescue, created_at=T0 + timedelta(hours=1))) == rescue  # again: kept
+    assert store.list_rescues() == [rescue]
+    assert store.list_rescues(project_id=project.id) == store.list_rescues(move_id=move.id) == [rescue]
+    assert store.list_rescues(project_id="other") == []
+    with pytest.raises(NotFound):
+        store.record_rescue(replace(rescue, move_id="no-such-move"))
+    store.update_move_status(move.id, MoveStatus.CANCELLED)
+    assert store.delete_project(project.id) is True
+    assert store.list_rescues() == []
+
+
 def test_delete_project_removes_its_records_but_not_while_it_moves(store: Store) -> None:
     source, target, project = seed(store)
     move = store.create_move(project.id, source.id, target.id)
@@ -357,8 +400,13 @@ def test_upgrade_from_version_1_keeps_existing_moves(store_target, monkeypatch) 
     old = store_target.open(migrate=False)
     try:
         assert old.migrate() == 1
-        source, target, project = seed(old)
-        with old._transaction() as conn:  # a move written by a version-1 hub
+        source = old.upsert_host(Host(new_id(), "10.0.0.1:7070", "eu", "running", T0))
+        target = old.upsert_host(Host(new_id(), "10.0.0.2:7070", "eu", "running", T0))
+        project = Project(new_id(), source.id, "eu", "rustic/project-x", T0, T0)
+        with old._transaction() as conn:  # a project and a move written by a version-1 hub
+            old._exec(conn, "INSERT INTO projects (id, host_id, region, repository, last_backup, last_edited)"
+                      " VALUES (?, ?, ?, ?, ?, ?)", (project.id, source.id, "eu", project.repository,
+                                                     old._time_in(T0), old._time_in(T0)))
             old._exec(conn, "INSERT INTO moves (id, project_id, source_host, target_host, step, status, force,"
                       " attempts, created_at, updated_at) VALUES ('m1', ?, ?, ?, 'backup', 'failed', ?, 1, ?, ?)",
                       (project.id, source.id, target.id, False, old._time_in(T0), old._time_in(T0)))
@@ -372,6 +420,7 @@ def test_upgrade_from_version_1_keeps_existing_moves(store_target, monkeypatch) 
         assert (move.step, move.status, move.attempts, move.snapshot_id, move.cleanup) == (
             "backup", "failed", 1, None, Cleanup.NONE)
         assert new.active_move(project.id) == move
+        assert new.get_project(project.id) == project  # never reported: no report time, no snapshot
     finally:
         new.close()
 
