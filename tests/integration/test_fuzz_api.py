@@ -649,11 +649,6 @@ def _undo_restore(w: World):
     )
 
 
-@strategy_for("ListProjects", pb.ListProjectsRequest)
-def _list_projects(w: World):
-    return st.just(pb.ListProjectsRequest())
-
-
 @strategy_for("GetHostStatus", pb.GetHostStatusRequest)
 def _host_status(w: World):
     return st.just(pb.GetHostStatusRequest())  # nothing to vary but the unknown fields added to every case
