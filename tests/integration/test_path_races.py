@@ -308,3 +308,58 @@ def test_a_symlinked_home_or_persist_is_refused_by_every_rpc_that_writes(race_ag
     assert everything_under(outside) == before
     assert (outside / "docs" / "precious.txt").read_text() == "not the project's"
     assert (agent.home(other) / "docs" / "b.txt").read_text() == "b"
+
+
+# ---------------------------------------------------------------- staging ends with its operation
+
+
+SLOW = "upload_limit_kib = 1024\ndownload_limit_kib = 512"
+
+
+def staging_in(agent, home: Path) -> list[Path]:
+    own = agent.projects_root / ".staging"
+    return list(home.rglob(".buckets-*")) + (list(own.iterdir()) if own.is_dir() else [])
+
+
+def wait_for(condition, timeout: float = 60.0):
+    deadline = time.monotonic() + timeout
+    while not (found := condition()):
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.02)
+    return found
+
+
+@pytest.mark.parametrize("backend", ["directory", "btrfs"])
+def test_staging_is_gone_when_a_cancelled_or_killed_restore_ends(request, agent_factory, tmp_path, backend):
+    if backend == "btrfs":
+        base = request.getfixturevalue("btrfs_fs").mountpoint / f"agent-{uuid.uuid4().hex[:8]}"
+        agent = agent_factory(base.name, backend="btrfs", base=base, limits=SLOW)
+    else:
+        agent = agent_factory("agent", limits=SLOW)
+    project = str(uuid.uuid4())
+    ensure(agent, project)
+    home = agent.home(project)
+    (home / "a" / "b").mkdir(parents=True)
+    (home / "data").mkdir()
+    for index in range(8):
+        (home / "data" / f"blob-{index}.bin").write_bytes(os.urandom(256 * 1024))
+    backup = agent.wait(agent.backup(project).id, timeout=120)
+    assert backup.state == pb.SUCCEEDED, backup.error
+
+    # Cancelled while the engine writes into staging: the staging is gone when the operation ends.
+    running = agent.restore(project, backup.summary.snapshot_id, subpath="data", target_path="a/b/restored")
+    wait_for(lambda: staging_in(agent, home))
+    agent.stub.CancelOperation(pb.CancelOperationRequest(operation_id=running.id), timeout=10)
+    ended = agent.wait(running.id)
+    assert ended.state == pb.CANCELLED, ended
+    assert staging_in(agent, home) == []
+    assert not (home / "a" / "b" / "restored").exists()
+
+    # Killed mid-restore: recovery at the next start removes it.
+    running = agent.restore(project, backup.summary.snapshot_id, subpath="data", target_path="a/b/restored")
+    wait_for(lambda: staging_in(agent, home))
+    agent.kill()
+    agent.start()
+    assert agent.wait(running.id).state == pb.INTERRUPTED
+    assert staging_in(agent, home) == []
+    assert not (home / "a" / "b" / "restored").exists()
