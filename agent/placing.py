@@ -57,6 +57,7 @@ STAGING_PREFIX = ".buckets-"
 STAGING_MODE = 0o700
 # Each pass of :func:`place` goes one directory deeper when a missing parent appeared meanwhile.
 _MAX_PASSES = 64
+_REMOVE_ATTEMPTS = 5
 
 
 class ConflictPolicy(str, enum.Enum):
@@ -221,11 +222,20 @@ def discard(staging: Staging) -> None:
     if staging._closed:
         return
     try:
-        usertree.empty(staging.fd)
-        if usertree.same_entry(staging.parent, staging.name, staging.info):
-            os.rmdir(staging.name, dir_fd=staging.parent)
-        else:
-            log.warning("placing.staging_moved", name=staging.name)
+        # Emptied through the agent's own descriptor, then only an empty directory is removed by
+        # name: whatever the user put at that name meanwhile, nothing of theirs goes.
+        for attempt in range(_REMOVE_ATTEMPTS):
+            usertree.empty(staging.fd)
+            if not usertree.same_entry(staging.parent, staging.name, staging.info):
+                log.warning("placing.staging_moved", name=staging.name)
+                break
+            try:
+                os.rmdir(staging.name, dir_fd=staging.parent)
+                break
+            except OSError as exc:
+                # ENOTEMPTY: a process still inside an old tree swapped out added an entry.
+                if exc.errno != errno.ENOTEMPTY or attempt == _REMOVE_ATTEMPTS - 1:
+                    raise
     finally:
         staging._closed = True
         for fd in (staging.item_dir, staging.scratch, staging.tree, staging.fd, staging.parent, staging.home):
@@ -472,15 +482,24 @@ def remove_recorded(facts: dict) -> bool:
         os.close(home)
         return False
     try:
-        info = os.stat(facts["name"], dir_fd=base, follow_symlinks=False)
-        if ((info.st_dev, info.st_ino) != (facts["dev"], facts["ino"]) or info.st_uid != os.geteuid()
-                or not stat.S_ISDIR(info.st_mode)):
-            return False
-        usertree.remove_tree(base, facts["name"])
-        return True
+        staged = usertree.open_dir(base, facts["name"])
     except OSError:
+        os.close(base)
+        os.close(home)
+        return False
+    try:
+        info = os.fstat(staged)
+        if (info.st_dev, info.st_ino) != (facts["dev"], facts["ino"]) or info.st_uid != os.geteuid():
+            return False
+        # Emptied through the descriptor checked above; by name only an empty directory goes.
+        usertree.empty(staged)
+        os.rmdir(facts["name"], dir_fd=base)
+        return True
+    except OSError as exc:
+        log.warning("placing.recorded_staging_left", name=facts["name"], error=exc.strerror)
         return False
     finally:
+        os.close(staged)
         os.close(base)
         os.close(home)
 

@@ -48,6 +48,7 @@ class _OpenHow(ctypes.Structure):
 
 
 _available: bool | None = None
+_REMOVE_ATTEMPTS = 5
 
 
 def openat2(directory: int, path: str, flags: int, *, mode: int = 0, resolve: int = BENEATH) -> int:
@@ -183,13 +184,20 @@ def remove_tree(directory: int, name: str) -> None:
         except FileNotFoundError:
             return
         try:
-            empty(inner)
+            # A process that still has a directory below open (its cwd) may add entries while
+            # they go: emptied again, a few times, before giving up.
+            for attempt in range(_REMOVE_ATTEMPTS):
+                empty(inner)
+                try:
+                    os.rmdir(name, dir_fd=directory)
+                    break
+                except FileNotFoundError:
+                    break
+                except OSError as exc:
+                    if exc.errno != errno.ENOTEMPTY or attempt == _REMOVE_ATTEMPTS - 1:
+                        raise
         finally:
             os.close(inner)
-        try:
-            os.rmdir(name, dir_fd=directory)
-        except FileNotFoundError:
-            pass
     else:
         try:
             os.unlink(name, dir_fd=directory)
