@@ -29,6 +29,7 @@ import grpc
 import pytest
 
 from hub_client.proto.buckets.v1 import agent_pb2 as pb
+from agent import fsops
 from tests.conftest import requires_restic
 from tests.harness import manifest, new_id
 from tests.integration.test_copy_support import code_of, copy_files, ensure
@@ -61,7 +62,9 @@ def everything_under(root: Path) -> dict[str, tuple]:
 
 class Racer:
     """Swaps each of ``paths`` (directories) for a symlink to ``outside`` and back, at random
-    moments, until stopped; the layout is whole again when :meth:`stop` returns."""
+    moments, until stopped: one atomic exchange each way (renameat2 RENAME_EXCHANGE with a link
+    made beside it), so the path is never missing (the agent would create a missing parent, and
+    the swap back could not happen). The layout is whole again when :meth:`__exit__` returns."""
 
     def __init__(self, paths: list[Path], outside: Path, seed: int, *, start_within: float) -> None:
         self.paths = paths
@@ -73,6 +76,8 @@ class Racer:
         self.thread = threading.Thread(target=self._run, daemon=True)
 
     def __enter__(self) -> "Racer":
+        for path in self.paths:
+            os.symlink(self.outside, self._link(path))
         self.thread.start()
         return self
 
@@ -80,6 +85,12 @@ class Racer:
         self.stopping.set()
         self.thread.join(timeout=30)
         assert not self.thread.is_alive()
+        for path in self.paths:
+            os.unlink(self._link(path))
+
+    @staticmethod
+    def _link(path: Path) -> Path:
+        return path.with_name(path.name + ".link")
 
     def _run(self) -> None:
         # The first swap lands anywhere in the operation: before staging, while the engine
@@ -87,18 +98,12 @@ class Racer:
         self.stopping.wait(self.random.uniform(0, self.start_within))
         while not self.stopping.is_set():
             path = self.random.choice(self.paths)
-            moved = path.with_name(path.name + ".moved")
+            fsops.exchange(path, self._link(path))  # now the path is the link
+            self.swaps += 1
             try:
-                os.rename(path, moved)
-            except OSError:
-                continue  # its parent is swapped out right now: the next choice
-            try:
-                os.symlink(self.outside, path)
-                self.swaps += 1
                 time.sleep(self.random.uniform(0, 0.003))
-                os.unlink(path)
             finally:
-                os.rename(moved, path)
+                fsops.exchange(path, self._link(path))  # and the directory again
             time.sleep(self.random.uniform(0, 0.010))
 
 
@@ -136,7 +141,7 @@ def check_round(agent, setup: dict, outcome, placed: Path, watched: dict[Path, d
         assert everything_under(root) == before, f"something changed outside the project, under {root}"
     assert not list(home.rglob(".buckets-*")), "staging left in the home"
     assert not list(agent.home(setup["source"]).rglob(".buckets-*"))
-    assert not list(home.rglob("*.moved"))
+    assert not list(home.rglob("*.link"))
     if isinstance(outcome, grpc.StatusCode):  # refused by the RPC itself
         assert outcome not in (grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN), outcome
         return outcome.name
