@@ -19,7 +19,7 @@ from typing import Sequence
 import psutil
 import structlog
 
-from agent import browse, errors, ids, jobs, placing, project_paths, sentinel
+from agent import browse, errors, ids, jobs, placing, project_paths, sentinel, usertree
 from agent import copy as copying
 from agent import drain as draining
 from agent import freshness as fresh
@@ -152,6 +152,11 @@ class AgentService:
 
     async def start(self) -> None:
         """Recover what a previous process left behind; check the engine runs."""
+        try:
+            usertree.require_openat2()
+        except errors.Unimplemented as exc:
+            # Fail closed: every operation inside a project's tree is refused, nothing falls back.
+            log.error("paths.openat2_missing", error=str(exc))
         interrupted = self.operations.recover_interrupted()
         removed = await self.backend.remove_stale()
         profiles = self.engine.remove_stale()
