@@ -5,9 +5,11 @@ without an engine.
 plain copy) reads the source from the read-only snapshot a backup would read
 (:meth:`agent.backends.base.Backend.backup_view`: a btrfs snapshot taken for this operation
 and removed in every outcome; the live home on the directory backend, which has none) and
-writes into staging beside the target; :func:`agent.placing.staged_put` then puts it in place
-by the conflict policy. The argv is built by :func:`cp_args` (pure) and run by the one
-executor.
+writes into staging the user cannot reach (:mod:`agent.placing`). It runs in a private mount
+namespace where it sees only the source's parent directory (read-only, nosymfollow) and the
+staging directory, each bound by the descriptor the agent opened without following symlinks;
+:func:`agent.placing.staged_put` then puts the copy in place by the conflict policy. The argv
+is built by :func:`cp_args` (pure) and run by the one executor.
 """
 
 from __future__ import annotations
@@ -17,7 +19,8 @@ import contextlib
 import os
 import time
 
-from agent import errors, fsops, placing, project_paths
+from agent import errors, fsops, placing, project_paths, usertree
+from agent.backends.base import remove_fd_view
 from agent.executor import run_process
 from agent.failure_rules import first_match
 from agent.failure_rules import rule as _rule
@@ -82,6 +85,7 @@ async def copy_files(
     project_id = context.project_id
     backend = services.backend
     for project in dict.fromkeys((source_project_id, project_id)):
+        backend.require_real(project)
         if not backend.exists(project):
             raise errors.NotFound(f"project {project} does not exist on this host")
     if await backend.is_frozen(project_id):
@@ -90,31 +94,50 @@ async def copy_files(
     async with backend.backup_view(source_project_id, context.operation_id) as view:
         if view.project is None:
             raise errors.NotFound(f"project {source_project_id} does not exist on this host")
-        source = await asyncio.to_thread(
-            project_paths.source, view.project, source_path, field="source_path", check_link=False
-        )
-        total_bytes, total_entries = await asyncio.to_thread(placing.entry_size, source)
-
-        async def produce(staging: placing.Staging) -> None:
-            context.progress("copy", bytes_total=total_bytes, files_total=total_entries,
-                             message=f"copying {source_path} to {target_path}")
-            poller = asyncio.create_task(_report(context, staging.item, total_bytes, total_entries))
+        source_root = await asyncio.to_thread(usertree.open_root, view.project, what="source project's tree")
+        try:
+            await asyncio.to_thread(project_paths.source_at, source_root, source_path, field="source_path",
+                                    check_link=False)
+            parent_rel, _, name = source_path.rpartition("/")
             try:
-                result = await run_process(
-                    cp_args(CP_BINARY, str(source), str(staging.item)),
-                    env={"PATH": os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin"), "LANG": "C"},
-                    timeout=timeout, kill_grace=kill_grace,
-                )
-            finally:
-                poller.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await poller
-            if result.returncode != 0:
-                raise classify_cp_failure(result.returncode, result.stderr_tail)
+                source_parent = await asyncio.to_thread(usertree.open_dir, source_root, parent_rel)
+            except OSError as exc:
+                raise usertree.os_error(exc, "source_path", source_path) from None
+        finally:
+            os.close(source_root)
+        try:
+            shown_source = os.path.join(usertree.fd_path(source_parent), name)
+            total_bytes, total_entries = await asyncio.to_thread(placing.entry_size, shown_source)
 
-        placed, size, entries = await placing.staged_put(
-            context, backend, project_id, target_path, on_conflict, kind="copy", produce=produce
-        )
+            async def produce(staging: placing.Staging) -> None:
+                context.progress("copy", bytes_total=total_bytes, files_total=total_entries,
+                                 message=f"copying {source_path} to {target_path}")
+                poller = asyncio.create_task(_report(context, staging.item_path(), total_bytes, total_entries))
+                # cp sees two directories only, both bound by the descriptors the agent opened
+                # without following symlinks: the source's parent (read-only, nosymfollow) and the
+                # staging directory the user cannot reach.
+                cp_view = backend.fd_view(context.operation_id, write={"dst": staging.item_dir},
+                                          read={"src": source_parent})
+                try:
+                    result = await run_process(
+                        [*cp_view.wrapper, *cp_args(CP_BINARY, str(cp_view.root / "src" / name),
+                                                    str(cp_view.root / "dst" / staging.item_name))],
+                        env={"PATH": os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin"), "LANG": "C"},
+                        timeout=timeout, kill_grace=kill_grace,
+                    )
+                finally:
+                    poller.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await poller
+                    await asyncio.to_thread(remove_fd_view, cp_view)
+                if result.returncode != 0:
+                    raise classify_cp_failure(result.returncode, result.stderr_tail)
+
+            placed, size, entries = await placing.staged_put(
+                context, backend, project_id, target_path, on_conflict, kind="copy", produce=produce
+            )
+        finally:
+            os.close(source_parent)
     context.progress("place", percent=100.0, bytes_done=size, bytes_total=size, files_done=entries,
                      files_total=entries, message=f"{source_path} copied to {target_path} ({placed.describe()})")
     return Summary(bytes_processed=size, files_processed=entries, duration_seconds=time.monotonic() - started)

@@ -16,8 +16,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Sequence
 
-from agent import buckets, errors, fsops, live_tree, placing, project_paths, sentinel, tree_compare
-from agent.backends.base import Backend, Staging
+from agent import buckets, errors, fsops, live_tree, placing, project_paths, sentinel, tree_compare, usertree
+from agent.backends.base import Backend, Staging, remove_fd_view
 from agent.fsops import tree_size
 from agent.housekeeping import Housekeeping
 from agent.engine import restic_args as ra
@@ -142,6 +142,7 @@ async def backup(
     """Back up the project (or with ``subpath`` only that file or directory of its home, see
     BackupRequest.subpath: never UP_TO_DATE, never the project's last backup)."""
     project_id = context.project_id
+    services.backend.require_real(project_id)
     if not services.backend.exists(project_id):
         raise errors.NotFound(f"project {project_id} does not exist on this host")
     started = time.monotonic()
@@ -185,7 +186,8 @@ async def backup(
         if subpath and view.project is not None:
             # Checked again in the tree the engine reads (a read-only snapshot on btrfs): a symlink
             # swapped in since the request must not lead the engine out of the project.
-            await asyncio.to_thread(project_paths.source, view.project, subpath, field="subpath", check_link=False)
+            await asyncio.to_thread(project_paths.check_source, view.project, subpath, field="subpath",
+                                    check_link=False)
         context.progress("scan", message=f"backing up {'project/' + subpath if subpath else 'the project'} "
                                          f"to {repo.display}")
         outcome = await services.engine.backup(
@@ -239,6 +241,7 @@ async def restore(
     owner = source_project_id or project_id
     started = time.monotonic()
     backend = services.backend
+    backend.require_real(project_id)
     if await backend.is_frozen(project_id):
         raise errors.FailedPrecondition(f"project {project_id} is frozen; thaw it before restoring")
     lookup: asyncio.Task | None = None
@@ -352,15 +355,17 @@ async def restore_path(
     """Restore one file or directory of the snapshot's project/ root to ``target_path`` in the home.
 
     The snapshot is one of ``source_project_id`` (default: this project; ``repo`` is that
-    project's repository): how a copy between hosts brings another project's files here. It is
-    restored into a hidden staging directory beside the target (same directory, so the same
-    filesystem and subvolume) and put in place by ``on_conflict`` (:mod:`agent.placing`); what
-    an overwrite replaced is removed afterwards. The rest of the home is not touched.
+    project's repository): how a copy between hosts brings another project's files here. The
+    engine restores it into staging the user cannot reach (:mod:`agent.placing`), seen through a
+    bind mount of the staging's descriptor, and it is put in place by ``on_conflict`` with
+    renames between descriptors; what an overwrite replaced is removed with the staging, which
+    is gone when the operation ends. The rest of the home is not touched.
     """
     started = time.monotonic()
     project_id = context.project_id
     source_project_id = source_project_id or project_id
     backend = services.backend
+    backend.require_real(project_id)
     if not backend.exists(project_id):
         raise errors.NotFound(f"project {project_id} does not exist on this host")
     if await backend.is_frozen(project_id):
@@ -371,11 +376,27 @@ async def restore_path(
 
     async def produce(staging: placing.Staging) -> None:
         context.progress("restore", message=f"restoring {subpath} from snapshot {snapshot.short_id}")
-        await services.engine.restore_path(repo, snapshot.id, f"/project/{subpath}", staging.scratch)
-        restored = staging.scratch / "project" / subpath
-        if not (restored.exists() or restored.is_symlink()):
-            raise errors.NotFound(f"{subpath!r} is not in snapshot {snapshot.short_id}")
-        os.rename(restored, staging.item)
+        parents = "/".join(("project", *subpath.split("/")[:-1]))
+        await asyncio.to_thread(usertree.make_dirs, staging.scratch, parents, 0o700)
+        # The engine sees only the staging's scratch directory, bound by the descriptor the agent
+        # made it with: nothing on its way is a path the user can change.
+        view = backend.fd_view(context.operation_id, write={"target": staging.scratch})
+        try:
+            await services.engine.restore_path(repo, snapshot.id, f"/project/{subpath}",
+                                               replace(view, root=view.root / "target"))
+        finally:
+            await asyncio.to_thread(remove_fd_view, view)
+        try:
+            restored = await asyncio.to_thread(usertree.open_dir, staging.scratch, parents)
+        except OSError:
+            restored = None
+        try:
+            if restored is None or await asyncio.to_thread(usertree.lstat, restored, subpath.rsplit("/", 1)[-1]) is None:
+                raise errors.NotFound(f"{subpath!r} is not in snapshot {snapshot.short_id}")
+            usertree.rename(restored, subpath.rsplit("/", 1)[-1], staging.item_dir, staging.item_name)
+        finally:
+            if restored is not None:
+                os.close(restored)
 
     placed, size, entries = await placing.staged_put(
         context, backend, project_id, target_path, on_conflict, kind="restore", produce=produce
@@ -573,6 +594,7 @@ async def ensure_project(
     started = time.monotonic()
     project_id = context.project_id
     backend = services.backend
+    backend.require_real(project_id)
     if snapshot_id:
         summary = await _ensure_snapshot(context, services, repo, snapshot_id, quota_bytes)
         return replace(summary, duration_seconds=time.monotonic() - started)
@@ -664,7 +686,8 @@ async def delete_project(context: OperationContext, services: Services, *, repo:
     started = time.monotonic()
     project_id = context.project_id
     context.progress("delete", message="removing the project's subvolumes and snapshots")
-    if await services.backend.is_frozen(project_id):
+    # A home or persist location that is a symlink is removed as a link; nothing is done through it.
+    if not services.backend.is_linked(project_id) and await services.backend.is_frozen(project_id):
         await services.backend.thaw(project_id)
     await services.backend.delete(project_id)
     services.journal.forget_project(project_id, repo.display if repo is not None else None)
@@ -763,8 +786,11 @@ def recover(record: OperationRecord, backend: Backend) -> str | None:
     for the operation's record.
     """
     note = None
-    if record.recovery.get("partial_staging"):
-        fsops.remove_tree(Path(record.recovery["partial_staging"]))
+    if record.recovery.get("path_staging"):
+        placing.remove_recorded(record.recovery["path_staging"])
+        note = "the restore or copy of a path had not finished; its staging was removed"
+    elif record.recovery.get("partial_staging"):  # recorded by an agent before fd-based staging
+        placing.remove_legacy(Path(record.recovery["partial_staging"]))
         note = "the restore or copy of a path had not finished; its staging was removed"
     if record.recovery.get("swap"):
         backend.swap_in(record.recovery["swap"])

@@ -1,9 +1,20 @@
 """Putting a staged file or directory in place at its target inside a project, by a conflict
 policy: what a restore of a path and a CopyFiles share.
 
-The producer (the engine, or ``cp``) writes into a hidden staging directory beside the
-target (:func:`stage_beside`, :func:`create`), in the same directory and so on the same
-filesystem and subvolume; :func:`place` then puts it in place with renames only:
+The producer (the engine, or ``cp``) writes into a staging directory the user cannot reach: a
+fresh directory owned by root with mode 0700, which the agent reaches only through the
+descriptor it made it with, and which the producer sees through a bind mount of that
+descriptor in its own private mount namespace (:func:`agent.backends.base.bind_wrapper`), so no
+path the user can change is on the producer's way. Where it is (:func:`prepare`):
+
+- in the agent's own staging directory (``<projects_root>/.staging/<op>``, out of every
+  user's sight) when that is on the same filesystem as the target (the directory backend);
+- otherwise (a btrfs home is its own subvolume, and a rename cannot cross subvolumes) beside
+  the target, in its nearest existing ancestor, as ``.buckets-<kind>-<op>``: visible there
+  while the operation runs, never enterable, and removed when it ends, in every outcome.
+
+:func:`place` then puts it in place with renames only, between directory descriptors opened
+from the home down with openat2 (no symlink followed, nothing leading out):
 
 - ``FAIL``: one no-replace rename; something at the target (made meanwhile, too) fails it
   with FailedPrecondition and the target is left as it was;
@@ -15,13 +26,9 @@ filesystem and subvolume; :func:`place` then puts it in place with renames only:
   a crash in the middle leaves some of the missing entries added, each one whole, and the
   same SKIP run again completes it.
 
-When the target's parent directories are missing, the staging directory sits in the
-nearest existing one and the whole missing chain moves in with the first rename.
-
-Renames go between directory descriptors opened without following symlinks from the home
-down, so a symlink swapped into the target's path while the data was staged cannot lead a
-rename out of the project. (The producer writes into staging by path; staging is made by
-the agent in a directory checked to be inside the project just before.)
+When the target's parent directories are missing, the staged tree holds them and the whole
+missing chain moves in with the first rename. A symlink swapped into the target's path while
+the data was staged fails the placement (FailedPrecondition); nothing is written through it.
 """
 
 from __future__ import annotations
@@ -32,13 +39,13 @@ import errno
 import os
 import stat
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import structlog
 
-from agent import errors, fsops, project_paths
+from agent import errors, fsops, project_paths, usertree
 
 if TYPE_CHECKING:
     from agent.backends.base import Backend
@@ -47,9 +54,10 @@ if TYPE_CHECKING:
 log = structlog.get_logger("agent.placing")
 
 STAGING_PREFIX = ".buckets-"
+STAGING_MODE = 0o700
 # Each pass of :func:`place` goes one directory deeper when a missing parent appeared meanwhile.
 _MAX_PASSES = 64
-_DIRECTORY_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_REMOVE_ATTEMPTS = 5
 
 
 class ConflictPolicy(str, enum.Enum):
@@ -60,71 +68,181 @@ class ConflictPolicy(str, enum.Enum):
     SKIP = "skip"
 
 
-def refuse_existing(target: Path, policy: ConflictPolicy, *, field: str, shown: str) -> None:
-    """With FAIL, raise FailedPrecondition when anything (a dangling symlink too) is at
-    ``target``; ``shown`` is the caller's relative path, for the message."""
-    if policy is ConflictPolicy.FAIL and os.path.lexists(target):
+def refuse_existing(found: os.stat_result | None, policy: ConflictPolicy, *, field: str, shown: str) -> None:
+    """With FAIL, raise FailedPrecondition when anything (a dangling symlink too) was ``found``
+    at the target (:func:`agent.project_paths.target_at`); ``shown`` is the caller's relative
+    path, for the message."""
+    if policy is ConflictPolicy.FAIL and found is not None:
         raise errors.FailedPrecondition(f"{field} {shown[:200]!r} already exists and on_conflict is FAIL")
 
 
-@dataclass(frozen=True)
+@dataclass
 class Staging:
-    """Where a producer writes the tree for ``target``: ``item``, inside ``directory``.
+    """Where a producer writes the tree for the target ``parts`` (relative to the open home
+    ``home``): the entry ``item_name`` in the directory ``item_dir``, inside the staging
+    directory ``fd`` (entry ``name`` of the directory ``parent``). ``base_depth`` is how many
+    of ``parts`` existed as directories when it was made (the staged tree holds the rest of the
+    chain above the item). ``scratch`` is a directory the producer may use for anything else
+    (an engine's restore root). Every field that is a descriptor belongs to this object
+    (:func:`discard` closes them)."""
 
-    ``home`` is the real path of the project home, ``base`` the existing directory that holds
-    ``directory`` (the target's parent, or its nearest existing ancestor).
+    home: int
+    parts: tuple[str, ...]
+    base_depth: int
+    parent: int
+    name: str
+    info: os.stat_result
+    fd: int
+    tree: int
+    scratch: int
+    item_dir: int
+    in_home: bool
+    _closed: bool = field(default=False, repr=False)
+
+    @property
+    def item_name(self) -> str:
+        return self.parts[-1]
+
+    @property
+    def target(self) -> str:
+        return "/".join(self.parts)
+
+    def item_path(self) -> str:
+        """A path of the staged item for the agent's own reads (progress, sizes): below a
+        descriptor of a tree only root can enter."""
+        return os.path.join(usertree.fd_path(self.item_dir), self.item_name)
+
+
+def prepare(home: int, rel: str, *, kind: str, operation_id: str, agent_staging: Path | None) -> Staging:
+    """Make the staging for the target ``rel`` (already checked by
+    :func:`agent.project_paths.target_at`) below the open home ``home`` (see the module
+    docstring for where; ``agent_staging`` is the agent's own staging directory). Takes no
+    ownership of ``home`` (it is dup'ed).
+
+    Raises InvalidArgument when an existing component of the target's path is a symlink or
+    not a directory, FailedPrecondition when the staging name is taken (made by someone else),
+    ResourceExhausted, Internal.
     """
+    parts = tuple(rel.split("/"))
+    base, depth = _deepest_existing(home, parts)
+    base_info = os.fstat(base)
+    parent, name, in_home = base, f"{STAGING_PREFIX}{kind}-{operation_id}", True
+    own = _open_agent_staging(agent_staging)
+    if own is not None:
+        if os.fstat(own).st_dev == base_info.st_dev:
+            os.close(base)
+            parent, name, in_home = own, operation_id, False
+        else:
+            os.close(own)
+    opened: list[int] = []
+    directory: int | None = None
+    try:
+        try:
+            directory = usertree.mkdir(parent, name, STAGING_MODE)
+        except FileExistsError:
+            raise errors.FailedPrecondition(
+                f"the staging name {name!r} is taken in the target's directory; remove it and try again"
+            ) from None
+        info = os.fstat(directory)
+        if info.st_uid != os.geteuid() or stat.S_IMODE(info.st_mode) != STAGING_MODE:
+            raise errors.FailedPrecondition(f"the staging directory {name!r} was replaced while it was made")
+        tree = usertree.mkdir(directory, "tree", STAGING_MODE)
+        opened.append(tree)
+        opened.append(usertree.mkdir(directory, "scratch", STAGING_MODE))
+        item_dir = os.dup(tree)
+        opened.append(item_dir)
+        for part in parts[depth:-1]:
+            inner = usertree.mkdir(item_dir, part, 0o755)
+            if os.geteuid() == 0:
+                # What the agent makes in a project belongs to the project's owner.
+                os.fchown(inner, base_info.st_uid, base_info.st_gid)
+            os.close(item_dir)
+            opened[-1] = item_dir = inner
+        return Staging(home=os.dup(home), parts=parts, base_depth=depth, parent=parent, name=name, info=info,
+                       fd=directory, tree=tree, scratch=opened[1], item_dir=item_dir, in_home=in_home)
+    except BaseException as exc:
+        for fd in opened:
+            os.close(fd)
+        if directory is not None:
+            try:
+                usertree.empty(directory)
+                if usertree.same_entry(parent, name, info):
+                    os.rmdir(name, dir_fd=parent)
+            except OSError as cleanup:
+                log.warning("placing.staging_cleanup_failed", name=name, error=cleanup.strerror)
+            os.close(directory)
+        os.close(parent)
+        if isinstance(exc, OSError):
+            raise _os_error(exc, rel) from exc
+        raise
 
-    home: Path
-    base: Path
-    directory: Path
-    target: Path
 
-    @property
-    def tree(self) -> Path:
-        return self.directory / "tree"
-
-    @property
-    def item(self) -> Path:
-        """The staged counterpart of ``target`` (its missing parents included above it)."""
-        return self.tree / self.target.relative_to(self.base)
-
-    @property
-    def scratch(self) -> Path:
-        """A directory a producer may use for anything else (an engine's restore root)."""
-        return self.directory / "scratch"
+def _open_agent_staging(path: Path | None) -> int | None:
+    """The agent's own staging directory, made root-only when missing; None when not given."""
+    if path is None:
+        return None
+    try:
+        os.mkdir(path, STAGING_MODE)
+    except FileExistsError:
+        pass
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    if stat.S_IMODE(os.fstat(fd).st_mode) & 0o077:
+        os.fchmod(fd, STAGING_MODE)
+    return fd
 
 
-def stage_beside(home: Path, target: Path, *, kind: str, operation_id: str) -> Staging:
-    """The staging for ``target`` (inside ``home``, as :func:`agent.project_paths.target`
-    returns it). Reads the filesystem, creates nothing. Raises InvalidArgument when the
-    nearest existing ancestor of the target is not a directory."""
-    real_home = Path(os.path.realpath(home))
-    base = target.parent
-    while base != real_home and not os.path.lexists(base):
-        base = base.parent
-    if not base.is_dir() or base.is_symlink():
-        raise errors.InvalidArgument(
-            f"{str(base.relative_to(real_home))[:200]!r} is in the target's path but is not a directory"
-        )
-    return Staging(home=real_home, base=base, directory=base / f"{STAGING_PREFIX}{kind}-{operation_id}",
-                   target=target)
+def _deepest_existing(home: int, parts: tuple[str, ...]) -> tuple[int, int]:
+    """Open the deepest existing directory on the target's way below ``home`` (without
+    following symlinks); returns (its descriptor, how many of ``parts`` it is below home).
+    Raises InvalidArgument when a component is a symlink or not a directory."""
+    directory = os.dup(home)
+    for depth, part in enumerate(parts[:-1]):
+        try:
+            following = usertree.open_dir(directory, part)
+        except FileNotFoundError:
+            return directory, depth
+        except OSError as exc:
+            os.close(directory)
+            if exc.errno in (errno.ELOOP, errno.ENOTDIR, errno.EXDEV):
+                raise errors.InvalidArgument(
+                    f"{'/'.join(parts[: depth + 1])[:200]!r} is in the target's path but is a symlink or not a "
+                    "directory"
+                ) from None
+            raise
+        os.close(directory)
+        directory = following
+    return directory, len(parts) - 1
 
 
-def create(staging: Staging) -> None:
-    """Make the staging directory (0700) and the target's missing parents inside it, owned
-    like ``base`` when the agent runs as root (what it makes in a project belongs to the
-    project's owner)."""
-    owner = os.stat(staging.base)
-    staging.directory.mkdir(mode=0o700)
-    staging.tree.mkdir(mode=0o700)
-    staging.scratch.mkdir(mode=0o700)
-    parent = staging.tree
-    for part in staging.item.relative_to(staging.tree).parts[:-1]:
-        parent = parent / part
-        parent.mkdir(mode=0o755)
-        if os.geteuid() == 0:
-            os.chown(parent, owner.st_uid, owner.st_gid)
+def discard(staging: Staging) -> None:
+    """Remove the staging directory and everything in it (the old tree an overwrite swapped
+    out, too), by descriptor; close every descriptor of ``staging``. When the user moved the
+    staging directory elsewhere meanwhile, it is emptied where it is and its now empty entry
+    left there (logged). Idempotent."""
+    if staging._closed:
+        return
+    try:
+        # Emptied through the agent's own descriptor, then only an empty directory is removed by
+        # name: whatever the user put at that name meanwhile, nothing of theirs goes.
+        for attempt in range(_REMOVE_ATTEMPTS):
+            usertree.empty(staging.fd)
+            if not usertree.same_entry(staging.parent, staging.name, staging.info):
+                log.warning("placing.staging_moved", name=staging.name)
+                break
+            try:
+                os.rmdir(staging.name, dir_fd=staging.parent)
+                break
+            except OSError as exc:
+                # ENOTEMPTY: a process still inside an old tree swapped out added an entry.
+                if exc.errno != errno.ENOTEMPTY or attempt == _REMOVE_ATTEMPTS - 1:
+                    raise
+    finally:
+        staging._closed = True
+        for fd in (staging.item_dir, staging.scratch, staging.tree, staging.fd, staging.parent, staging.home):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
 
 
 @dataclass(frozen=True)
@@ -153,8 +271,7 @@ def place(staging: Staging, policy: ConflictPolicy) -> Placed:
     FailedPrecondition (FAIL and the target exists; the target's path changed under it; a
     read-only, e.g. frozen, tree), ResourceExhausted, Internal.
     """
-    parts = staging.target.relative_to(staging.home).parts
-    base_depth = len(staging.base.relative_to(staging.home).parts)
+    parts, base_depth = staging.parts, staging.base_depth
     try:
         for _ in range(_MAX_PASSES):
             directory, depth = _open_existing_parents(staging.home, parts)
@@ -164,8 +281,7 @@ def place(staging: Staging, policy: ConflictPolicy) -> Placed:
                         f"{'/'.join(parts[: depth + 1])!r} was removed while the data was being staged"
                     )
                 name = parts[depth]
-                staged_parent = staging.tree.joinpath(*parts[base_depth:depth])
-                source = os.open(staged_parent, _DIRECTORY_FLAGS)
+                source = usertree.open_dir(staging.tree, "/".join(parts[base_depth:depth]))
                 try:
                     if depth < len(parts) - 1:
                         # A parent of the target is missing: the whole missing chain moves in at once.
@@ -184,19 +300,19 @@ def place(staging: Staging, policy: ConflictPolicy) -> Placed:
         raise _os_error(exc, "/".join(parts)) from exc
 
 
-def _open_existing_parents(home: Path, parts: tuple[str, ...]) -> tuple[int, int]:
-    """Open the home, then each parent directory of the target in turn without following
+def _open_existing_parents(home: int, parts: tuple[str, ...]) -> tuple[int, int]:
+    """From the open home, open each parent directory of the target in turn without following
     symlinks; returns (descriptor of the deepest existing one, its depth: the index in
     ``parts`` of the entry to create in it)."""
-    directory = os.open(home, _DIRECTORY_FLAGS)
+    directory = os.dup(home)
     for depth, part in enumerate(parts[:-1]):
         try:
-            following = os.open(part, _DIRECTORY_FLAGS, dir_fd=directory)
+            following = usertree.open_dir(directory, part)
         except FileNotFoundError:
             return directory, depth
         except OSError as exc:
             os.close(directory)
-            if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+            if exc.errno in (errno.ELOOP, errno.ENOTDIR, errno.EXDEV):
                 raise errors.FailedPrecondition(
                     f"{'/'.join(parts[: depth + 1])[:200]!r} became a symlink or a file while the data was staged"
                 ) from None
@@ -222,8 +338,8 @@ def _apply(policy: ConflictPolicy, source: int, target: int, name: str) -> Place
     if not (_is_directory(source, name) and _is_directory(target, name)):
         return Placed("kept", kept=1)
     added: list[tuple[str, ...]] = []
-    staged_root = os.open(name, _DIRECTORY_FLAGS, dir_fd=source)
-    live_root = os.open(name, _DIRECTORY_FLAGS, dir_fd=target)
+    staged_root = usertree.open_dir(source, name)
+    live_root = usertree.open_dir(target, name)
     try:
         kept = _merge(staged_root, live_root, added)
     except BaseException:
@@ -257,9 +373,9 @@ def _merge(staged_root: int, live_root: int, added: list[tuple[str, ...]]) -> in
                     except FileExistsError:
                         pass
                     if _is_directory(staged, name) and _is_directory(live, name):
-                        inner_staged = os.open(name, _DIRECTORY_FLAGS, dir_fd=staged)
+                        inner_staged = usertree.open_dir(staged, name)
                         try:
-                            inner_live = os.open(name, _DIRECTORY_FLAGS, dir_fd=live)
+                            inner_live = usertree.open_dir(live, name)
                         except BaseException:
                             os.close(inner_staged)
                             raise
@@ -282,9 +398,9 @@ def _move_back(staged_root: int, live_root: int, added: list[tuple[str, ...]]) -
     for path in reversed(added):
         parent = "/".join(path[:-1]) or "."
         try:
-            live = os.open(parent, _DIRECTORY_FLAGS, dir_fd=live_root)
+            live = usertree.open_dir(live_root, parent)
             try:
-                staged = os.open(parent, _DIRECTORY_FLAGS, dir_fd=staged_root)
+                staged = usertree.open_dir(staged_root, parent)
                 try:
                     fsops.renameat2(live, path[-1], staged, path[-1], fsops.RENAME_NOREPLACE)
                 finally:
@@ -305,40 +421,130 @@ async def staged_put(
     kind: str,
     produce: Callable[[Staging], Awaitable[None]],
 ) -> tuple[Placed, int, int]:
-    """Stage beside ``target_path`` (relative to the project's home; the rules of
-    :func:`agent.project_paths.target` are checked again here), let ``produce`` write
-    ``staging.item``, then :func:`place` it by ``policy``; staging is removed in every outcome.
+    """Stage for ``target_path`` (relative to the project's home; the rules of
+    :func:`agent.project_paths.target_at` are checked again here, on the home opened by
+    descriptor), let ``produce`` write the entry ``staging.item_name`` in ``staging.item_dir``,
+    then :func:`place` it by ``policy``; staging is removed in every outcome, before this returns
+    or raises (a crash: by recovery, :func:`remove_recorded`).
 
     Returns (what was placed, bytes, entries of the staged tree). Raises what ``produce``
-    raises, InvalidArgument, FailedPrecondition (FAIL and the target exists, or the project
-    is frozen), and what :func:`place` raises.
+    raises, InvalidArgument, FailedPrecondition (a symlinked home; FAIL and the target exists;
+    the project is frozen; the target's path changed under it), and what :func:`place` raises.
     """
-    home = backend.home(project_id)
-    target = await asyncio.to_thread(project_paths.target, home, target_path, field="target_path")
-    refuse_existing(target, policy, field="target_path", shown=target_path)
-    staging = await asyncio.to_thread(stage_beside, home, target, kind=kind, operation_id=context.operation_id)
-    # A crash from here on: recovery removes the staging directory (jobs.recover).
-    context.set_recovery(partial_staging=str(staging.directory))
+    home_path = backend.home(project_id)
+    # A few system calls, made here with no await between them and the recovery record below:
+    # a cancellation cannot leave a staging directory nobody knows of.
+    home = usertree.open_root(home_path)
     try:
-        await asyncio.to_thread(create, staging)
+        found = project_paths.target_at(home, target_path, field="target_path")
+        refuse_existing(found, policy, field="target_path", shown=target_path)
+        staging = prepare(home, target_path, kind=kind, operation_id=context.operation_id,
+                          agent_staging=backend.projects_root / ".staging")
+    finally:
+        os.close(home)
+    # A crash from here on: recovery removes the staging directory (jobs.recover).
+    context.set_recovery(path_staging=recorded(staging, home_path))
+    try:
         await produce(staging)
-        if not os.path.lexists(staging.item):
+        item = await asyncio.to_thread(usertree.lstat, staging.item_dir, staging.item_name)
+        if item is None:
             raise errors.Internal(f"nothing was staged for {target_path[:200]!r}")
-        size, entries = await asyncio.to_thread(entry_size, staging.item)
+        size, entries = await asyncio.to_thread(entry_size, staging.item_path())
         if await backend.is_frozen(project_id):
             raise errors.FailedPrecondition(f"project {project_id} is frozen; thaw it first")
         # No await between here and the end of the placement: cancellation cannot split it.
         placed = place(staging, policy)
     finally:
-        await asyncio.to_thread(fsops.remove_tree, staging.directory)
+        await _uninterrupted(asyncio.to_thread(discard, staging))
     return placed, size, entries
 
 
-def entry_size(path: Path) -> tuple[int, int]:
+def recorded(staging: Staging, home: Path) -> dict:
+    """What recovery needs to find and remove ``staging`` after a crash (JSON-able)."""
+    return {"home": str(home), "in_home": staging.in_home, "base": "/".join(staging.parts[: staging.base_depth]),
+            "name": staging.name, "dev": staging.info.st_dev, "ino": staging.info.st_ino}
+
+
+def remove_recorded(facts: dict) -> bool:
+    """Remove a staging directory :func:`recorded` describes, after a crash; only the very
+    directory the agent made (same inode, root's, 0700), found without following symlinks.
+    Staging in the agent's own directory is left to the backend's stale-staging sweep.
+    Returns whether something was removed."""
+    if not facts.get("in_home"):
+        return False
+    try:
+        home = usertree.open_root(Path(facts["home"]))
+    except errors.BucketsError:
+        return False
+    try:
+        base = usertree.open_dir(home, facts["base"])
+    except OSError:
+        os.close(home)
+        return False
+    try:
+        staged = usertree.open_dir(base, facts["name"])
+    except OSError:
+        os.close(base)
+        os.close(home)
+        return False
+    try:
+        info = os.fstat(staged)
+        if (info.st_dev, info.st_ino) != (facts["dev"], facts["ino"]) or info.st_uid != os.geteuid():
+            return False
+        # Emptied through the descriptor checked above; by name only an empty directory goes.
+        usertree.empty(staged)
+        os.rmdir(facts["name"], dir_fd=base)
+        return True
+    except OSError as exc:
+        log.warning("placing.recorded_staging_left", name=facts["name"], error=exc.strerror)
+        return False
+    finally:
+        os.close(staged)
+        os.close(base)
+        os.close(home)
+
+
+def remove_legacy(path: Path) -> None:
+    """Remove a staging directory an older agent recorded by path (``.buckets-<kind>-<op>`` in a
+    project), only when it is still a directory owned by the agent's user (the user cannot make
+    one; a link or a directory of theirs at that name is left alone)."""
+    try:
+        parent = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError:
+        return
+    try:
+        info = os.stat(path.name, dir_fd=parent, follow_symlinks=False)
+        if stat.S_ISDIR(info.st_mode) and info.st_uid == os.geteuid() and path.name.startswith(STAGING_PREFIX):
+            usertree.remove_tree(parent, path.name)
+    except OSError:
+        pass
+    finally:
+        os.close(parent)
+
+
+async def _uninterrupted(awaitable: Awaitable) -> None:
+    """Await ``awaitable`` to its end even when the task is cancelled meanwhile (the cancellation
+    is raised afterwards): staging must be gone when the operation ends."""
+    task = asyncio.ensure_future(awaitable)
+    cancelled = False
+    while not task.done():
+        try:
+            await asyncio.shield(task)
+        except asyncio.CancelledError:
+            cancelled = True
+        except Exception:
+            break
+    if not task.cancelled() and task.exception() is not None:
+        log.warning("placing.staging_cleanup_failed", error=str(task.exception()))
+    if cancelled:
+        raise asyncio.CancelledError
+
+
+def entry_size(path: str | Path) -> tuple[int, int]:
     """(bytes of regular files, entries) of a file, link or directory tree, itself included."""
     info = os.lstat(path)
     if stat.S_ISDIR(info.st_mode):
-        size, entries = fsops.tree_size(path)
+        size, entries = fsops.tree_size(Path(path))
         return size, entries + 1
     return (info.st_size if stat.S_ISREG(info.st_mode) else 0), 1
 

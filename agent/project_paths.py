@@ -3,27 +3,31 @@ RestoreRequest.target_path and CopyFiles' source_path and target_path, in one pl
 
 Two layers. The lexical rule is :func:`agent.ids.relative_path` (pure; the one every path
 field uses): relative, no ".." component, no NUL; it normalises ("a//b/" → "a/b"). The
-functions here add what only the filesystem can tell, reading it but changing nothing:
+functions here add what only the filesystem can tell, reading it but changing nothing, and
+they look only through directory descriptors (:mod:`agent.usertree`), never by resolving a
+path:
 
 - a *source* (something read: a subpath to back up, a path to copy) must exist, and no
   component but the last may be a symlink, so what the engine or ``cp`` opens is exactly
-  the path named (no link can swap in another tree, inside the project or out of it); when
-  the last component is a symlink it is copied as a link, and it must resolve inside the
-  home all the same;
-- a *target* (something written) may pass through symlinks that stay inside the home (its
-  parent is used resolved), and an existing symlink at the target itself must resolve
-  inside too.
+  the path named; when the last component is a symlink it is copied as a link, and (with
+  ``check_link``) it must resolve inside the home all the same;
+- a *target* (something written) may not pass through any symlink either (a link inside the
+  home is refused too: the agent writes only where the path names, never where a link the
+  user can change points), and an existing symlink at the target itself (replaced or kept,
+  never followed) must resolve inside the home.
 
-Every refusal is InvalidArgument naming the field; a missing source is NotFound.
+Every refusal is InvalidArgument naming the field; a missing source is NotFound; a home that
+is a symlink or not a directory is FailedPrecondition.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 from pathlib import Path
 
-from agent import errors, ids
+from agent import errors, ids, usertree
 
 
 def relative(value: str, *, field: str) -> str:
@@ -32,12 +36,9 @@ def relative(value: str, *, field: str) -> str:
     return ids.relative_path(value, field=field, allow_empty=False)
 
 
-def _inside(path: str, root: str) -> bool:
-    return path == root or path.startswith(root.rstrip("/") + "/")
-
-
-def source(home: Path, rel: str, *, field: str, check_link: bool = True) -> Path:
-    """The absolute path of the existing entry ``rel`` (already :func:`relative`) in ``home``.
+def source_at(root: int, rel: str, *, field: str, check_link: bool = True) -> os.stat_result:
+    """Check the existing entry ``rel`` (already :func:`relative`) below the open home ``root``;
+    returns its lstat.
 
     Raises InvalidArgument when a directory on the way is a symlink or not a directory, or
     (with ``check_link``) when the entry is a symlink that resolves outside the home; NotFound
@@ -45,44 +46,91 @@ def source(home: Path, rel: str, *, field: str, check_link: bool = True) -> Path
     snapshot of the home, where an absolute link would resolve against the live system (the
     link is copied as a link; its target was checked against the live home).
     """
-    real_home = os.path.realpath(home)
-    current = real_home
-    parts = rel.split("/")
-    for index, part in enumerate(parts):
-        current = os.path.join(current, part)
-        try:
-            info = os.lstat(current)
-        except FileNotFoundError:
-            raise errors.NotFound(f"{field} {rel[:200]!r} does not exist in the project") from None
-        if index < len(parts) - 1 and not stat.S_ISDIR(info.st_mode):
-            raise errors.InvalidArgument(
-                f"{field} {rel[:200]!r} passes through {'/'.join(parts[: index + 1])!r}, which is a symlink "
-                "or not a directory; name the real path"
-            )
-    if check_link and stat.S_ISLNK(info.st_mode) and not _inside(os.path.realpath(current), real_home):
+    try:
+        info = usertree.lstat(root, rel)
+    except OSError as exc:
+        raise _refusal(exc, field, rel) from None
+    if info is None:
+        raise errors.NotFound(f"{field} {rel[:200]!r} does not exist in the project")
+    if check_link and stat.S_ISLNK(info.st_mode) and not _resolves_beneath(root, rel):
         raise errors.InvalidArgument(f"{field} {rel[:200]!r} is a symlink leading out of the project")
-    return Path(current)
+    return info
 
 
-def target(home: Path, rel: str, *, field: str) -> Path:
-    """Where ``rel`` (already :func:`relative`) goes in ``home``: its parent resolved, its own
-    name kept (an existing symlink there is replaced or kept, never followed).
+def target_at(root: int, rel: str, *, field: str) -> os.stat_result | None:
+    """Check where ``rel`` (already :func:`relative`) goes below the open home ``root``; returns
+    the lstat of what is there now (None: nothing).
 
-    Raises InvalidArgument when the resolved parent is outside the home, or the target is an
-    existing symlink that resolves outside it. The target and its parents may be missing.
+    Raises InvalidArgument when an existing directory on the way is a symlink or not a
+    directory, or the target is an existing symlink that resolves outside the home. The target
+    and its parents may be missing.
     """
-    real_home = os.path.realpath(home)
-    parent, _, name = rel.rpartition("/")
-    real_parent = os.path.realpath(os.path.join(real_home, parent)) if parent else real_home
-    if not _inside(real_parent, real_home):
-        raise errors.InvalidArgument(f"{field} {rel[:200]!r} leads out of the project (through a symlink)")
-    where = os.path.join(real_parent, name)
-    if os.path.islink(where) and not _inside(os.path.realpath(where), real_home):
-        raise errors.InvalidArgument(f"{field} {rel[:200]!r} is a symlink leading out of the project")
-    return Path(where)
+    parts = rel.split("/")
+    directory = os.dup(root)
+    try:
+        for depth, part in enumerate(parts[:-1]):
+            try:
+                following = usertree.open_dir(directory, part)
+            except FileNotFoundError:
+                return None
+            except OSError as exc:
+                raise _refusal(exc, field, "/".join(parts[: depth + 1]), whole=rel) from None
+            os.close(directory)
+            directory = following
+        try:
+            info = os.stat(parts[-1], dir_fd=directory, follow_symlinks=False)
+        except FileNotFoundError:
+            return None
+        if stat.S_ISLNK(info.st_mode) and not _resolves_beneath(root, rel):
+            raise errors.InvalidArgument(f"{field} {rel[:200]!r} is a symlink leading out of the project")
+        return info
+    finally:
+        os.close(directory)
 
 
-def nested(source_path: Path, target_path: Path) -> bool:
-    """Whether ``target_path`` is ``source_path`` or inside it (both as :func:`source` and
-    :func:`target` return them): a copy onto itself or into its own tree."""
-    return target_path == source_path or source_path in target_path.parents
+def check_source(home: Path, rel: str, *, field: str, check_link: bool = True) -> os.stat_result:
+    """:func:`source_at` on the home ``home`` (opened by :func:`agent.usertree.open_root`)."""
+    root = usertree.open_root(home)
+    try:
+        return source_at(root, rel, field=field, check_link=check_link)
+    finally:
+        os.close(root)
+
+
+def check_target(home: Path, rel: str, *, field: str) -> os.stat_result | None:
+    """:func:`target_at` on the home ``home`` (opened by :func:`agent.usertree.open_root`)."""
+    root = usertree.open_root(home)
+    try:
+        return target_at(root, rel, field=field)
+    finally:
+        os.close(root)
+
+
+def nested(source_rel: str, target_rel: str) -> bool:
+    """Whether ``target_rel`` is ``source_rel`` or inside it (both normalised by :func:`relative`;
+    no symlink is allowed on either's way, so the names alone tell): a copy onto itself or into
+    its own tree."""
+    return target_rel == source_rel or target_rel.startswith(source_rel + "/")
+
+
+def _resolves_beneath(root: int, rel: str) -> bool:
+    """Whether the symlink ``rel`` below the open home ``root`` resolves to something inside it
+    (RESOLVE_BENEATH: relative links that stay inside; an absolute one never does). A dangling
+    link counts as inside: nothing is there to lead to."""
+    try:
+        fd = usertree.openat2(root, rel, os.O_PATH,
+                              resolve=usertree.RESOLVE_BENEATH | usertree.RESOLVE_NO_MAGICLINKS)
+    except OSError as exc:
+        return exc.errno in (errno.ENOENT, errno.ENOTDIR)
+    os.close(fd)
+    return True
+
+
+def _refusal(exc: OSError, field: str, where: str, *, whole: str | None = None) -> errors.BucketsError:
+    shown = (whole or where)[:200]
+    if exc.errno in (errno.ELOOP, errno.EXDEV, errno.ENOTDIR):
+        return errors.InvalidArgument(
+            f"{field} {shown!r} passes through {where[:200]!r}, which is a symlink or not a directory; "
+            "name the real path"
+        )
+    return usertree.os_error(exc, field, shown)

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
 
-from agent import browse, errors
+from agent import browse, errors, usertree
 
 MAX_CONTENT_BYTES = 4096
 FILE_MODE = 0o644
@@ -184,7 +184,10 @@ def _inside_parts(sentinel: Sentinel, root: Path) -> tuple[str, ...]:
 
 
 def _open_root(root: Path) -> int:
-    return os.open(os.path.realpath(root), os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    # A root (home or persist location) that is a symlink is FailedPrecondition, never followed.
+    if not os.path.lexists(root):
+        raise FileNotFoundError(errno.ENOENT, "no such root", str(root))
+    return usertree.open_root(root, what="sentinel's root")
 
 
 def _walk(sentinel: Sentinel, directory: int, parts: tuple[str, ...], *, create: bool,

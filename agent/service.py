@@ -19,7 +19,7 @@ from typing import Sequence
 import psutil
 import structlog
 
-from agent import browse, errors, ids, jobs, locks, placing, project_paths, sentinel
+from agent import browse, errors, ids, jobs, locks, placing, project_paths, sentinel, usertree
 from agent import copy as copying
 from agent import drain as draining
 from agent import freshness as fresh
@@ -163,6 +163,11 @@ class AgentService:
     async def start(self) -> None:
         """Recover what a previous process left behind (the engine locks of its interrupted
         operations too: :mod:`agent.locks`); check the engine runs."""
+        try:
+            usertree.require_openat2()
+        except errors.Unimplemented as exc:
+            # Fail closed: every operation inside a project's tree is refused, nothing falls back.
+            log.error("paths.openat2_missing", error=str(exc))
         unlocked = await locks.remove_stale_locks(
             locks.repositories_used(self.journal.unfinished_operations()),
             open_repository=self._recovery_repository, unlock=self.engine.unlock,
@@ -252,6 +257,7 @@ class AgentService:
             if not sep or not key or "," in tag or key in ("layout", "project", "host", "op", "purpose", "scope"):
                 raise errors.InvalidArgument(f"tag {tag[:80]!r} must be key=value without ',' and not a reserved key")
         repo = self._repository(repository, project_id)
+        self.backend.require_real(project_id)
         if not self.backend.exists(project_id):
             raise errors.NotFound(f"project {project_id} does not exist on this host")
         params = {"repository": repo.display, "force": force, "purpose": purpose, "tags": list(tags)}
@@ -259,7 +265,7 @@ class AgentService:
             # Only when set: the fingerprints of whole-project backups stay what they were.
             params["subpath"] = subpath
             if not self._known_request(request_id):
-                project_paths.source(self.backend.home(project_id), subpath, field="subpath")
+                project_paths.check_source(self.backend.home(project_id), subpath, field="subpath")
         job = functools.partial(
             jobs.backup, services=self.services, repo=repo, purpose=purpose, extra_tags=tags, force=force,
             subpath=subpath,
@@ -301,6 +307,7 @@ class AgentService:
             raise errors.InvalidArgument("on_conflict needs a subpath: a whole restore always replaces the project")
         policy = on_conflict or placing.ConflictPolicy.OVERWRITE
         repo = self._repository(repository, source_project)
+        self.backend.require_real(project_id)
         self._refuse_while_copied_from(project_id, "restored", request_id)
         params = {"repository": repo.display, "snapshot_id": snapshot_id}
         if subpath:
@@ -312,8 +319,8 @@ class AgentService:
             if policy is not placing.ConflictPolicy.OVERWRITE:
                 params["on_conflict"] = policy.value
             if self.backend.exists(project_id) and not self._known_request(request_id):
-                target = project_paths.target(self.backend.home(project_id), target_path, field="target_path")
-                placing.refuse_existing(target, policy, field="target_path", shown=target_path)
+                found = project_paths.check_target(self.backend.home(project_id), target_path, field="target_path")
+                placing.refuse_existing(found, policy, field="target_path", shown=target_path)
             job = functools.partial(jobs.restore_path, services=self.services, repo=repo, snapshot_id=snapshot_id,
                                     subpath=subpath, target_path=target_path, source_project_id=source_project,
                                     on_conflict=policy)
@@ -432,6 +439,7 @@ class AgentService:
             # An exact snapshot is the point: "latest" would be resolved later than the caller meant.
             snapshot_id = ids.snapshot_id(snapshot_id, allow_latest=False)
         repo = self._repository(repository, project_id)
+        self.backend.require_real(project_id)
         self._refuse_while_copied_from(project_id, "ensured", request_id)
         params = {"mode": mode, "quota_bytes": quota_bytes, "repository": repo.display}
         if snapshot_id:
@@ -525,10 +533,10 @@ class AgentService:
         target_rel = project_paths.relative(target_path, field="target_path")
         if not self.backend.exists(project_id):
             raise errors.NotFound(f"project {project_id} is not on this host")
-        target = project_paths.target(self.backend.home(project_id), target_rel, field="target_path")
-        placing.refuse_existing(target, on_conflict or placing.ConflictPolicy.OVERWRITE, field="target_path",
+        found = project_paths.check_target(self.backend.home(project_id), target_rel, field="target_path")
+        placing.refuse_existing(found, on_conflict or placing.ConflictPolicy.OVERWRITE, field="target_path",
                                 shown=target_rel)
-        return os.path.lexists(target)
+        return found is not None
 
     def copy_files(
         self,
@@ -551,15 +559,17 @@ class AgentService:
         source_rel = project_paths.relative(source_path, field="source_path")
         target_rel = project_paths.relative(target_path, field="target_path")
         policy = on_conflict or placing.ConflictPolicy.OVERWRITE
+        for project in dict.fromkeys((source_project, target_project)):
+            self.backend.require_real(project)
         if not self._known_request(request_id):  # a retry finds its operation even after it wrote the target
             for project in dict.fromkeys((source_project, target_project)):
                 if not self.backend.exists(project):
                     raise errors.NotFound(f"project {project} does not exist on this host")
-            source = project_paths.source(self.backend.home(source_project), source_rel, field="source_path")
-            target = project_paths.target(self.backend.home(target_project), target_rel, field="target_path")
-            if source_project == target_project and project_paths.nested(source, target):
+            project_paths.check_source(self.backend.home(source_project), source_rel, field="source_path")
+            found = project_paths.check_target(self.backend.home(target_project), target_rel, field="target_path")
+            if source_project == target_project and project_paths.nested(source_rel, target_rel):
                 raise errors.InvalidArgument(f"target_path {target_rel[:200]!r} is source_path or inside it")
-            placing.refuse_existing(target, policy, field="target_path", shown=target_rel)
+            placing.refuse_existing(found, policy, field="target_path", shown=target_rel)
             active = self.operations.active_operation(source_project)
             if source_project != target_project and active is not None and active.kind in SOURCE_WRITERS:
                 raise errors.Conflict(
@@ -665,6 +675,7 @@ class AgentService:
                 f"project {project_id} has a {active.kind.value} operation {active.id} running; "
                 "freeze it when that has ended"
             )
+        self.backend.require_real(project_id)
         if not self.backend.exists(project_id):
             raise errors.NotFound(f"project {project_id} does not exist on this host")
         async with self._freeze_lock:  # two Freeze calls must not interleave check, write and freeze

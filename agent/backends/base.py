@@ -17,12 +17,14 @@ Layout of both::
 from __future__ import annotations
 
 import sys
+from collections.abc import Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from pathlib import Path
+from types import MappingProxyType
 from typing import Protocol
 
-from agent import errors
+from agent import errors, fsops, usertree
 from agent.backends import bindexec
 from agent.ids import project_dir_name
 
@@ -64,12 +66,37 @@ class Generation:
         return f"{self.project}/{self.persist}"
 
 
-def bind_wrapper(binds: list[tuple[Path, Path]]) -> tuple[str, ...]:
-    """The argv prefix that runs a program with ``binds`` (source, target) mounted privately."""
+def bind_wrapper(binds: list[tuple[Path, Path]], *, read: Sequence[tuple[Path, Path]] = ()) -> tuple[str, ...]:
+    """The argv prefix that runs a program with ``binds`` (source, target) mounted privately, and
+    ``read`` ones mounted read-only and nosymfollow."""
     argv = [sys.executable, "-I", str(Path(bindexec.__file__))]
     for source, target in binds:
         argv += ["--bind", str(source), str(target)]
+    for source, target in read:
+        argv += ["--bind-read", str(source), str(target)]
     return (*argv, "--")
+
+
+def fd_view(views: Path, operation_id: str, *, write: Mapping[str, int] = MappingProxyType({}),
+            read: Mapping[str, int] = MappingProxyType({})) -> EngineView:
+    """A view for a program that must see directories the agent opened by descriptor, and
+    nothing else of the user's tree: inside, ``root/<name>`` is the directory of each
+    descriptor (``read`` ones read-only and nosymfollow), bound through ``/proc/<agent>/fd/N``,
+    so what the program writes lands in exactly that directory whatever the user does to the
+    paths around it. The agent keeps the descriptors open while the program runs; the view's
+    mount points are removed by :func:`remove_fd_view` (or as a stale restore view at start)."""
+    root = views / f"restore-{operation_id}"
+    binds, reads = [], []
+    for names, out in ((write, binds), (read, reads)):
+        for name, fd in names.items():
+            (root / name).mkdir(parents=True, exist_ok=True)
+            out.append((Path(usertree.proc_path(fd)), root / name))
+    return EngineView(wrapper=bind_wrapper(binds, read=reads), root=root)
+
+
+def remove_fd_view(view: EngineView) -> None:
+    """Remove the mount points :func:`fd_view` made (empty directories of the agent's)."""
+    fsops.remove_tree(view.root)
 
 
 class ProjectLayout:
@@ -88,10 +115,28 @@ class ProjectLayout:
     def exists(self, project_id: str) -> bool:
         return self.home(project_id).is_dir()
 
+    def fd_view(self, operation_id: str, *, write: Mapping[str, int] = MappingProxyType({}),
+                read: Mapping[str, int] = MappingProxyType({})) -> EngineView:
+        """:func:`fd_view` in this backend's view directory."""
+        return fd_view(self._views, operation_id, write=write, read=read)
+
     def _staging_dirs(self, operation_id: str) -> tuple[Path, Path]:
         return self.projects_root / ".staging" / operation_id, self.persist_root / ".staging" / operation_id
 
+    def require_real(self, project_id: str) -> None:
+        """FailedPrecondition when the project's home or persist location is there but is a
+        symlink or not a directory (:func:`agent.usertree.check_root`): the agent never works
+        through one. Missing ones are fine."""
+        usertree.check_root(self.home(project_id), what=f"home of project {project_id}")
+        usertree.check_root(self.persist(project_id), what=f"persist location of project {project_id}")
+
+    def is_linked(self, project_id: str) -> bool:
+        """Whether the home or persist location is a symlink (which only DeleteProject touches:
+        it removes the link)."""
+        return self.home(project_id).is_symlink() or self.persist(project_id).is_symlink()
+
     def _require(self, project_id: str) -> None:
+        self.require_real(project_id)
         if not self.exists(project_id):
             raise errors.NotFound(f"project {project_id} does not exist on this host")
 
@@ -121,6 +166,15 @@ class Backend(Protocol):
     def persist(self, project_id: str) -> Path: ...
 
     def exists(self, project_id: str) -> bool: ...
+
+    def require_real(self, project_id: str) -> None:
+        """FailedPrecondition when the home or persist location is a symlink or not a directory."""
+
+    def is_linked(self, project_id: str) -> bool: ...
+
+    def fd_view(self, operation_id: str, *, write: Mapping[str, int] = MappingProxyType({}),
+                read: Mapping[str, int] = MappingProxyType({})) -> EngineView:
+        """A view of directories the agent opened by descriptor (:func:`fd_view`)."""
 
     async def create(self, project_id: str, *, quota_bytes: int | None) -> bool:
         """Create the home and persist location if missing; returns whether anything was created."""

@@ -313,7 +313,7 @@ class BtrfsBackend(ProjectLayout):
 
     async def is_frozen(self, project_id: str) -> bool:
         home = self.home(project_id)
-        return home.is_dir() and await self._is_readonly(home)
+        return home.is_dir() and not home.is_symlink() and await self._is_readonly(home)
 
 
 def mount_options(path: Path) -> set[str]:

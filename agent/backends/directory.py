@@ -117,7 +117,9 @@ class DirectoryBackend(ProjectLayout):
             if source.is_dir():
                 binds.append((source, mount_point))
         home = self.home(project_id)
-        yield EngineView(wrapper=bind_wrapper(binds), root=root, project=home if home.is_dir() else None)
+        # The live tree, which its user may change meanwhile: mounted read-only and nosymfollow,
+        # so no directory swapped for a symlink leads the engine's reads out of the project.
+        yield EngineView(wrapper=bind_wrapper([], read=binds), root=root, project=home if home.is_dir() else None)
 
     # ------------------------------------------------------------ restore
 

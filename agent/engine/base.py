@@ -168,8 +168,9 @@ class Engine(Protocol):
     async def restore(self, repo: Repository, snapshot_id: str, view: EngineView) -> None:
         """Restore the whole snapshot into ``view.root`` (its project/ and persist/ roots)."""
 
-    async def restore_path(self, repo: Repository, snapshot_id: str, path: str, target: Path) -> None:
-        """Restore the snapshot's ``path`` (absolute in it) to ``target`` + ``path``."""
+    async def restore_path(self, repo: Repository, snapshot_id: str, path: str, view: EngineView) -> None:
+        """Restore the snapshot's ``path`` (absolute in it) to ``view.root`` + ``path``, run inside
+        ``view`` (the directories above ``path`` exist there already)."""
 
     async def check(self, repo: Repository, *, read_data_subset: str | None = None) -> None:
         """Check the repository; DataLoss naming what was found."""

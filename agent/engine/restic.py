@@ -300,10 +300,11 @@ class ResticEngine:
         await self.unlock(repo)
         return await self._run(repo, argv, action=action)
 
-    async def restore_path(self, repo: Repository, snapshot_id: str, path: str, target: Path) -> None:
-        """Restore the snapshot's ``path`` (absolute in the snapshot) and its parents under ``target``."""
-        argv = ra.restore_args(self.binary, self._common(repo), snapshot_id=snapshot_id, target=str(target),
-                               include=[ra.find_pattern(path)])
+    async def restore_path(self, repo: Repository, snapshot_id: str, path: str, view: EngineView) -> None:
+        """Restore the snapshot's ``path`` (absolute in the snapshot) and its parents under ``view.root``,
+        run inside ``view``."""
+        argv = [*view.wrapper, *ra.restore_args(self.binary, self._common(repo), snapshot_id=snapshot_id,
+                                                target=str(view.root), include=[ra.find_pattern(path)])]
         await self._run(repo, argv, action="restore")
 
     async def unlock(self, repo: Repository) -> bool:

@@ -259,15 +259,14 @@ class RusticEngine:
     async def prune(self, repo: Repository) -> None:
         await self._run(repo, lambda p: rua.prune_args(self.binary, p), action="prune")
 
-    async def restore_path(self, repo: Repository, snapshot_id: str, path: str, target: Path) -> None:
+    async def restore_path(self, repo: Repository, snapshot_id: str, path: str, view: EngineView) -> None:
         # rustic restores ID:PATH's contents into the target itself; the agent's staging
-        # expects target/project/<path>, as restic's --include gives.
-        destination = target / path.lstrip("/")
-        destination.parent.mkdir(parents=True, exist_ok=True)
+        # expects view.root/project/<path>, as restic's --include gives (the caller made the parents).
+        destination = view.root / path.lstrip("/")
         await self._run(
             repo, lambda p: rua.restore_args(self.binary, p, snapshot_id=snapshot_id, target=str(destination),
                                              path=path),
-            action="restore",
+            action="restore", view=view,
         )
 
     async def check(self, repo: Repository, *, read_data_subset: str | None = None) -> None:

@@ -4,12 +4,13 @@ staged tree in place by a conflict policy, and the snapshot checks of a copy's r
 from __future__ import annotations
 
 import os
+import stat
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
-from agent import errors, fsops, jobs, placing, project_paths
+from agent import errors, fsops, jobs, placing, project_paths, usertree
 from agent.copy import classify_cp_failure, cp_args
 from agent.engine.base import Snapshot
 from agent.placing import ConflictPolicy
@@ -77,33 +78,40 @@ def home(tmp_path: Path) -> Path:
 
 
 def test_source_rules(home: Path) -> None:
-    real = Path(os.path.realpath(home))
-    assert project_paths.source(home, "a/b.txt", field="f") == real / "a" / "b.txt"
-    assert project_paths.source(home, "link-in", field="f") == real / "link-in"  # copied as a link
+    assert project_paths.check_source(home, "a/b.txt", field="f").st_size == 1
+    assert stat.S_ISLNK(project_paths.check_source(home, "link-in", field="f").st_mode)  # copied as a link
     with pytest.raises(errors.NotFound):
-        project_paths.source(home, "a/missing", field="f")
+        project_paths.check_source(home, "a/missing", field="f")
     for bad in ("link-out", "link-out/secret", "link-in/b.txt", "up/outside", "a/b.txt/x"):
         with pytest.raises(errors.InvalidArgument):
-            project_paths.source(home, bad, field="f")
+            project_paths.check_source(home, bad, field="f")
     # In a read-only snapshot an absolute link resolves against the live system: not followed there.
-    assert project_paths.source(home, "link-out", field="f", check_link=False) == real / "link-out"
+    assert stat.S_ISLNK(project_paths.check_source(home, "link-out", field="f", check_link=False).st_mode)
 
 
 def test_target_rules(home: Path) -> None:
-    real = Path(os.path.realpath(home))
-    assert project_paths.target(home, "new/dir/x", field="f") == real / "new" / "dir" / "x"
-    assert project_paths.target(home, "link-in/new", field="f") == real / "a" / "new"  # through a link inside
-    assert project_paths.target(home, "link-in", field="f") == real / "link-in"  # the link itself
-    for bad in ("link-out", "link-out/new", "up/new", "up/x/y"):
+    assert project_paths.check_target(home, "new/dir/x", field="f") is None
+    assert stat.S_ISLNK(project_paths.check_target(home, "link-in", field="f").st_mode)  # the link itself
+    # No symlink on a target's way, not even one that stays inside: the agent writes where the
+    # path names, never where a link the user can change points.
+    for bad in ("link-in/new", "link-out", "link-out/new", "up/new", "up/x/y", "a/b.txt/x"):
         with pytest.raises(errors.InvalidArgument):
-            project_paths.target(home, bad, field="f")
+            project_paths.check_target(home, bad, field="f")
+
+
+def test_a_symlinked_home_is_failed_precondition(home: Path, tmp_path: Path) -> None:
+    link = tmp_path / "linked"
+    link.symlink_to(home)
+    for check in (project_paths.check_source, project_paths.check_target):
+        with pytest.raises(errors.FailedPrecondition):
+            check(link, "a/b.txt", field="f")
 
 
 def test_nested() -> None:
-    assert project_paths.nested(Path("/h/a"), Path("/h/a"))
-    assert project_paths.nested(Path("/h/a"), Path("/h/a/b/c"))
-    assert not project_paths.nested(Path("/h/a"), Path("/h/ab"))
-    assert not project_paths.nested(Path("/h/a/b"), Path("/h/a"))
+    assert project_paths.nested("a", "a")
+    assert project_paths.nested("a", "a/b/c")
+    assert not project_paths.nested("a", "ab")
+    assert not project_paths.nested("a/b", "a")
 
 
 # ---------------------------------------------------------------- placing
@@ -123,18 +131,22 @@ def tree(root: Path) -> dict[str, str]:
     return found
 
 
-def stage(home: Path, target_rel: str, content: dict[str, str] | str, op: str = "op1") -> placing.Staging:
+def stage(home: Path, target_rel: str, content: dict[str, str] | str, op: str = "op1",
+          agent_staging: Path | None = None) -> placing.Staging:
     """Staging for ``target_rel`` holding a directory of ``content`` (or a file when a str)."""
-    target = project_paths.target(home, target_rel, field="target_path")
-    staging = placing.stage_beside(home, target, kind="copy", operation_id=op)
-    placing.create(staging)
+    root = usertree.open_root(home)
+    try:
+        staging = placing.prepare(root, target_rel, kind="copy", operation_id=op, agent_staging=agent_staging)
+    finally:
+        os.close(root)
+    item = Path(staging.item_path())
     if isinstance(content, str):
-        staging.item.write_text(content)
+        item.write_text(content)
     else:
-        staging.item.mkdir()
+        item.mkdir()
         for name, text in content.items():
-            (staging.item / name).parent.mkdir(parents=True, exist_ok=True)
-            (staging.item / name).write_text(text)
+            (item / name).parent.mkdir(parents=True, exist_ok=True)
+            (item / name).write_text(text)
     return staging
 
 
@@ -151,25 +163,31 @@ def target_home(tmp_path: Path) -> Path:
 NEW_DOCS = {"a.txt": "a new", "b.txt": "b new", "sub/d.txt": "d new"}
 
 
+def found(home: Path, rel: str):
+    return project_paths.check_target(home, rel, field="target_path")
+
+
 def test_fail_refuses_an_existing_target_and_leaves_it(target_home: Path) -> None:
     before = tree(target_home)
     for rel, content in (("docs", NEW_DOCS), ("f.txt", "f new")):
         with pytest.raises(errors.FailedPrecondition):
-            placing.refuse_existing(target_home / rel, ConflictPolicy.FAIL, field="target_path", shown=rel)
+            placing.refuse_existing(found(target_home, rel), ConflictPolicy.FAIL, field="target_path", shown=rel)
         staging = stage(target_home, rel, content)
         with pytest.raises(errors.FailedPrecondition):  # the check at the final rename
             placing.place(staging, ConflictPolicy.FAIL)
-        fsops.remove_tree(staging.directory)
+        placing.discard(staging)
     assert tree(target_home) == before
 
 
 def test_fail_places_into_a_free_target_and_creates_missing_parents(target_home: Path) -> None:
     staging = stage(target_home, "new/deeper/docs", NEW_DOCS)
-    assert staging.base == Path(os.path.realpath(target_home))
+    assert staging.base_depth == 0
     assert placing.place(staging, ConflictPolicy.FAIL) == placing.Placed("created")
+    placing.discard(staging)
     assert tree(target_home / "new") == {"deeper": "<dir>", "deeper/docs": "<dir>", "deeper/docs/a.txt": "a new",
                                          "deeper/docs/b.txt": "b new", "deeper/docs/sub": "<dir>",
                                          "deeper/docs/sub/d.txt": "d new"}
+    assert not list(target_home.rglob(".buckets-*"))
 
 
 def test_fail_when_the_target_appears_while_staging(target_home: Path) -> None:
@@ -192,7 +210,7 @@ def test_overwrite_replaces_a_directory_and_a_file(target_home: Path) -> None:
     for rel, content in (("docs", NEW_DOCS), ("f.txt", "f new")):
         staging = stage(target_home, rel, content, op=rel)
         assert placing.place(staging, ConflictPolicy.OVERWRITE).outcome == "replaced"
-        fsops.remove_tree(staging.directory)
+        placing.discard(staging)
     assert tree(target_home / "docs") == {"a.txt": "a new", "b.txt": "b new", "sub": "<dir>", "sub/d.txt": "d new"}
     assert (target_home / "f.txt").read_text() == "f new"
     assert not list(target_home.glob(".buckets-*"))
@@ -234,13 +252,19 @@ def test_a_failed_merge_moves_back_what_it_added(target_home: Path, monkeypatch:
     with pytest.raises(errors.Internal):
         placing.place(staging, ConflictPolicy.SKIP)
     assert {k: v for k, v in tree(target_home).items() if not k.startswith(".buckets-")} == before
-    assert sorted(p.name for p in staging.item.iterdir()) == ["b1.txt", "b2.txt", "b3.txt"]
+    assert sorted(os.listdir(staging.item_path())) == ["b1.txt", "b2.txt", "b3.txt"]
 
 
-def test_a_target_under_a_file_is_refused(target_home: Path) -> None:
-    target = project_paths.target(target_home, "f.txt/x", field="target_path")
-    with pytest.raises(errors.InvalidArgument):
-        placing.stage_beside(target_home, target, kind="copy", operation_id="op")
+def test_a_target_under_a_file_or_a_symlink_is_refused(target_home: Path, tmp_path: Path) -> None:
+    (target_home / "link").symlink_to(target_home / "docs")
+    root = usertree.open_root(target_home)
+    try:
+        for rel in ("f.txt/x", "link/x"):
+            with pytest.raises(errors.InvalidArgument):
+                placing.prepare(root, rel, kind="copy", operation_id="op", agent_staging=None)
+    finally:
+        os.close(root)
+    assert not list(target_home.rglob(".buckets-*"))
 
 
 def test_a_parent_turned_into_a_symlink_while_staging_fails(target_home: Path, tmp_path: Path) -> None:
@@ -252,6 +276,27 @@ def test_a_parent_turned_into_a_symlink_while_staging_fails(target_home: Path, t
     with pytest.raises(errors.FailedPrecondition):
         placing.place(staging, ConflictPolicy.OVERWRITE)
     assert list(outside.iterdir()) == []
+    placing.discard(staging)  # found by descriptor where the user moved it
+    assert not list(target_home.rglob(".buckets-*"))
+
+
+def test_staging_is_root_only_and_outside_the_home_when_the_agent_s_own_is_on_its_filesystem(
+        target_home: Path, tmp_path: Path) -> None:
+    own = tmp_path / "agent-staging"
+    staging = stage(target_home, "docs/new/x.txt", "x", agent_staging=own)
+    assert not staging.in_home and not list(target_home.rglob(".buckets-*"))
+    made = own / "op1"
+    assert made.stat().st_uid == os.geteuid() and stat.S_IMODE(made.stat().st_mode) == 0o700
+    assert placing.place(staging, ConflictPolicy.FAIL).outcome == "created"
+    placing.discard(staging)
+    assert (target_home / "docs" / "new" / "x.txt").read_text() == "x"
+    assert list(own.iterdir()) == []
+    # In the home (another filesystem, a btrfs subvolume): root's, 0700, and gone after discard.
+    staging = stage(target_home, "docs/y.txt", "y")
+    made = target_home / "docs" / ".buckets-copy-op1"
+    assert staging.in_home and stat.S_IMODE(made.stat().st_mode) == 0o700
+    placing.discard(staging)
+    assert not made.exists()
 
 
 # ---------------------------------------------------------------- snapshots of a copy
