@@ -19,12 +19,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import structlog
 
-from agent import errors, fsops
+from agent import errors, fsops, writers
 from agent.backends import btrfs_cli as bc
 from agent.backends.base import EngineView, Generation, ProjectLayout, Staging, bind_wrapper
 from agent.executor import ProcessResult, run_process
@@ -158,12 +159,30 @@ class BtrfsBackend(ProjectLayout):
         return created
 
     async def delete(self, project_id: str) -> bool:
+        """Remove both subvolumes; a frozen one is never made writable where a user can reach it
+        (see :meth:`_delete_frozen`)."""
         existed = False
         for path in (self.home(project_id), self.persist(project_id)):
             if path.exists() or path.is_symlink():
                 existed = True
-                await self._delete_subvolume_tree(path)
+                if _is_subvolume_root(path) and not path.is_symlink() and await self._is_readonly(path):
+                    await self._delete_frozen(path)
+                else:
+                    await self._delete_subvolume_tree(path)
         return existed
+
+    async def _delete_frozen(self, path: Path) -> None:
+        """Delete the read-only subvolume ``path`` without thawing it in place. btrfs deletes a
+        read-only subvolume as it is; one with nested subvolumes needs a writable parent to
+        remove their entries, so it is first renamed into the agent's 0700 staging directory
+        (no user reaches it there by path) and thawed and deleted only there."""
+        if not await self._nested_subvolumes(path):
+            await self._run(bc.subvolume_delete_args(self.binary, [str(path)]), action="subvolume delete")
+            return
+        hidden = path.parent / ".staging" / f"delete-{uuid.uuid4().hex}"
+        hidden.mkdir(mode=0o700, parents=True)
+        os.rename(path, hidden / "tree")
+        await self._delete_subvolume_tree(hidden)
 
     # ------------------------------------------------------------ backup
 
@@ -314,6 +333,12 @@ class BtrfsBackend(ProjectLayout):
     async def is_frozen(self, project_id: str) -> bool:
         home = self.home(project_id)
         return home.is_dir() and await self._is_readonly(home)
+
+    def writer_scope(self, project_id: str) -> writers.Scope:
+        """A file in the home or persist subvolume is inside whatever path a process sees it
+        under (another mount namespace, a bind mount): the subvolumes' devices count too."""
+        trees = [p for p in (self.home(project_id), self.persist(project_id)) if p.is_dir()]
+        return writers.scope_for(trees, devices=[p.stat().st_dev for p in trees])
 
 
 def mount_options(path: Path) -> set[str]:
