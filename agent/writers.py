@@ -41,6 +41,7 @@ _DELETED = " (deleted)"
 MAX_ROUNDS = 20
 # How long SIGKILLed processes may take to release their files before Freeze gives up.
 KILL_WAIT = 60.0
+RESCAN_PAUSE = 0.05
 
 
 @dataclass(frozen=True)
@@ -383,11 +384,20 @@ async def stop_all(scope: Scope, grace: float, *, exclude: Iterable[int] = (),
     exclude = set(exclude)
     stopped: list[Stopped] = []
     writers = first if first is not None else await asyncio.to_thread(scan, scope, exclude=exclude, spare=spare)
+    confirmed = False
     for _ in range(MAX_ROUNDS):
         if not writers:
-            return stopped
+            if confirmed:
+                return stopped
+            # One more look after a pause: an open() that passed its permission check just
+            # before the tree became read-only installs its descriptor only afterwards.
+            confirmed = True
+            await asyncio.sleep(RESCAN_PAUSE)
+            writers = await asyncio.to_thread(scan, scope, exclude=exclude, spare=spare)
+            continue
         log.info("freeze.stopping_writers", pids=[w.pid for w in writers], commands=[w.command[:80] for w in writers])
         stopped += await stop_round(writers, grace)
+        confirmed = False
         writers = await asyncio.to_thread(scan, scope, exclude=exclude, spare=spare)
     raise errors.Unavailable(f"processes keep appearing that can change the project after {MAX_ROUNDS} rounds: "
                              + refusal(writers))

@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -27,6 +26,7 @@ import structlog
 
 from agent import errors, fsops, writers
 from agent.backends import btrfs_cli as bc
+from agent.backends import btrfs_ioctl, mounts
 from agent.backends.base import EngineView, Generation, ProjectLayout, Staging, bind_wrapper
 from agent.executor import ProcessResult, run_process
 from agent.ids import project_dir_name
@@ -34,6 +34,8 @@ from agent.ids import project_dir_name
 log = structlog.get_logger("agent.backends.btrfs")
 
 COMMAND_TIMEOUT = 600.0
+# Seconds between SIGTERM and SIGKILL for processes inside a frozen project being deleted.
+DELETE_GRACE = 2.0
 
 
 class BtrfsBackend(ProjectLayout):
@@ -172,17 +174,34 @@ class BtrfsBackend(ProjectLayout):
         return existed
 
     async def _delete_frozen(self, path: Path) -> None:
-        """Delete the read-only subvolume ``path`` without thawing it in place. btrfs deletes a
-        read-only subvolume as it is; one with nested subvolumes needs a writable parent to
-        remove their entries, so it is first renamed into the agent's 0700 staging directory
-        (no user reaches it there by path) and thawed and deleted only there."""
-        if not await self._nested_subvolumes(path):
-            await self._run(bc.subvolume_delete_args(self.binary, [str(path)]), action="subvolume delete")
-            return
-        hidden = path.parent / ".staging" / f"delete-{uuid.uuid4().hex}"
-        hidden.mkdir(mode=0o700, parents=True)
-        os.rename(path, hidden / "tree")
-        await self._delete_subvolume_tree(hidden)
+        """Delete the read-only subvolume ``path`` without making it writable where anyone can
+        write to it. btrfs deletes a read-only subvolume as it is; nested subvolumes need a
+        writable parent to remove their entries, so then ``path`` is first hidden from every new
+        lookup (an empty read-only directory bind-mounted over it), every process holding
+        anything inside is stopped, the parent is made writable only through the agent's own
+        descriptor of it for the nested deletions, and read-only again before it is shown and
+        deleted."""
+        nested = await self._nested_subvolumes(path)
+        if nested:
+            await self._delete_nested_hidden(path, nested)
+        await self._run(bc.subvolume_delete_args(self.binary, [str(path)]), action="subvolume delete")
+
+    async def _delete_nested_hidden(self, path: Path, nested: list[Path]) -> None:
+        empty = self._views / ".empty"
+        empty.mkdir(mode=0o500, exist_ok=True)
+        devices = [p.stat().st_dev for p in (path, *nested)]
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+        try:
+            mounts.bind_readonly(str(path), source=str(empty))
+            try:
+                scope = writers.scope_for([path], devices=devices, any_open=True)
+                await writers.stop_all(scope, DELETE_GRACE)
+                # Through the agent's descriptor: the real tree, not the empty directory over its path.
+                await asyncio.to_thread(_delete_nested_by_fd, fd, [n.relative_to(path) for n in nested])
+            finally:
+                mounts.unmount_all(str(path))
+        finally:
+            os.close(fd)
 
     # ------------------------------------------------------------ backup
 
@@ -355,6 +374,24 @@ def mount_options(path: Path) -> set[str]:
             if inside and len(point) >= len(best):
                 best, options = point, set(fields[3].split(","))
     return options
+
+
+def _delete_nested_by_fd(fd: int, nested: list[Path]) -> None:
+    """Delete the ``nested`` subvolumes (relative, deepest first) below the read-only subvolume
+    ``fd`` is open on: writable only for these deletions, read-only again in every outcome."""
+    btrfs_ioctl.set_readonly(fd, False)
+    try:
+        for relative in nested:
+            parent = os.open(str(relative.parent), os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=fd) \
+                if relative.parent != Path(".") else os.dup(fd)
+            try:
+                btrfs_ioctl.delete_subvolume(parent, relative.name)
+            except OSError as exc:
+                raise errors.Internal(f"cannot delete nested subvolume {relative}: {exc.strerror}") from None
+            finally:
+                os.close(parent)
+    finally:
+        btrfs_ioctl.set_readonly(fd, True)
 
 
 def _is_subvolume_root(path: Path) -> bool:

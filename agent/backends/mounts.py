@@ -67,14 +67,15 @@ def _call(result: int, what: str) -> None:
         raise OSError(err, f"{what}: {os.strerror(err)}")
 
 
-def bind_readonly(path: str) -> None:
-    """Bind-mount ``path`` onto itself read-only (nothing when it already is). Raises
-    FailedPrecondition when this process may not mount (not root)."""
-    if is_readonly_mount(path):
+def bind_readonly(path: str, source: str | None = None) -> None:
+    """Bind-mount ``path`` onto itself (or ``source`` onto ``path``, to hide it) read-only;
+    nothing when it already is a read-only mount. Raises FailedPrecondition when this process
+    may not mount (not root)."""
+    if source is None and is_readonly_mount(path):
         return
     encoded = path.encode()
     try:
-        _call(_libc.mount(encoded, encoded, None, MS_BIND, None), f"bind {path}")
+        _call(_libc.mount((source or path).encode(), encoded, None, MS_BIND, None), f"bind {path}")
     except OSError as exc:
         raise errors.FailedPrecondition(
             f"the directory backend cannot freeze here: a read-only bind mount of {path} needs mount "
