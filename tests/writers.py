@@ -3,7 +3,8 @@ project, fsyncs, and only then records the line in a ledger OUTSIDE the project.
 the ground truth of what the writer saw acknowledged: after a freeze, a move or a crash, every
 ledger line must be in the project's file.
 
-Kinds (``python -I tests/writers.py KIND TARGET LEDGER [INTERVAL]``, standard library only):
+Kinds (``python -I tests/writers.py KIND TARGET LEDGER [INTERVAL [ignore-term]]``, standard
+library only; ``ignore-term``: SIGTERM is ignored, only SIGKILL stops it):
 
 - ``reopen``: opens the log for appending for every line, writes, fsyncs, closes; stops at the
   first error;
@@ -34,7 +35,11 @@ def _ledger_append(ledger: int, line: bytes) -> None:
     os.fsync(ledger)
 
 
-def _run(kind: str, target: str, ledger_path: str, interval: float) -> None:
+def _run(kind: str, target: str, ledger_path: str, interval: float, ignore_term: bool = False) -> None:
+    if ignore_term:
+        import signal
+
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
     name = os.path.basename(target).encode()
     ledger = os.open(ledger_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     _ledger_append(ledger, b"")
@@ -92,13 +97,15 @@ class Writer:
     target: Path
     ledger: Path
     interval: float = 0.02
+    ignore_term: bool = False
     process: subprocess.Popen | None = field(default=None, repr=False)
 
     def start(self) -> "Writer":
         """Start it and wait until it runs (its ledger exists)."""
         self.ledger.parent.mkdir(parents=True, exist_ok=True)
         self.process = subprocess.Popen(
-            [sys.executable, "-I", __file__, self.kind, str(self.target), str(self.ledger), str(self.interval)],
+            [sys.executable, "-I", __file__, self.kind, str(self.target), str(self.ledger), str(self.interval),
+             *(["ignore-term"] if self.ignore_term else [])],
             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, cwd=self.ledger.parent,
         )
         assert self.process.stdout.readline() == b"ready\n", f"writer {self.kind} did not start"
@@ -157,4 +164,5 @@ def start_writers(home: Path, ledgers: Path, kinds=("reopen", "held", "persisten
 
 
 if __name__ == "__main__":
-    _run(sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4]) if len(sys.argv) > 4 else 0.02)
+    _run(sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4]) if len(sys.argv) > 4 else 0.02,
+         ignore_term=sys.argv[5:6] == ["ignore-term"])
