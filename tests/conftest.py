@@ -49,6 +49,7 @@ def shared_agent(tmp_path_factory: pytest.TempPathFactory):
     yield process
     process.stop()
     process.kill()
+    unmount_below(process.base)
 
 
 @pytest.fixture

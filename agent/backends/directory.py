@@ -75,7 +75,7 @@ class DirectoryBackend(ProjectLayout):
             if not (path.exists() or path.is_symlink()):
                 continue
             existed = True
-            if mounts.mounts_at(os.path.realpath(path)):
+            if not path.is_symlink() and mounts.is_readonly_mount(os.path.realpath(path)):
                 await self._remove_frozen(path)
             else:
                 await asyncio.to_thread(fsops.remove_tree, path)
@@ -135,7 +135,7 @@ class DirectoryBackend(ProjectLayout):
     async def thaw(self, project_id: str) -> None:
         self._require(project_id)
         for tree in reversed(self._trees(project_id)):
-            mounts.unmount_all(tree)
+            mounts.unmount_all(tree, readonly_only=True)
         (self._frozen / project_dir_name(project_id)).unlink(missing_ok=True)
 
     async def is_frozen(self, project_id: str) -> bool:

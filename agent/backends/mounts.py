@@ -88,10 +88,11 @@ def bind_readonly(path: str, source: str | None = None) -> None:
         raise errors.FailedPrecondition(f"the directory backend cannot freeze {path}: {exc.strerror}") from None
 
 
-def unmount_all(path: str) -> None:
-    """Detach every mount at ``path`` (the read-only binds of a freeze). Raises Internal when
-    one cannot be detached."""
-    while mounts_at(path):
+def unmount_all(path: str, *, readonly_only: bool = False) -> None:
+    """Detach every mount at ``path`` (with ``readonly_only``: while the topmost is read-only,
+    i.e. the binds of a freeze, never a writable filesystem mounted there on purpose). Raises
+    Internal when one cannot be detached."""
+    while (is_readonly_mount(path) if readonly_only else mounts_at(path)):
         try:
             _call(_libc.umount2(path.encode(), MNT_DETACH), f"unmount {path}")
         except OSError as exc:
