@@ -16,7 +16,7 @@ import grpc
 import pytest
 
 from hub_client.proto.buckets.v1 import agent_pb2 as pb
-from tests.harness import create_project, new_id
+from tests.harness import create_project, manifest, new_id
 from tests.writers import Writer, missing, start_writers
 
 
@@ -250,3 +250,33 @@ def test_a_project_cgroup_is_frozen_and_thawed(agent_factory, running, tmp_path)
                     if time.monotonic() > deadline:
                         raise
                     time.sleep(0.05)
+
+
+def test_every_file_changing_rpc_is_refused_on_a_frozen_project_and_backup_works(make_agent):
+    agent = make_agent()
+    project_id = create_project(agent, files=5)
+    source_id = create_project(agent, files=5)
+    (agent.home(project_id) / "sub").mkdir()
+    (agent.home(project_id) / "sub" / "file.txt").write_text("in the backup\n")
+    (agent.home(source_id) / "tocopy.txt").write_text("copy me\n")
+    backup = agent.wait(agent.backup(project_id).id)
+    assert backup.state == pb.SUCCEEDED, backup.error
+    snapshot_id = backup.summary.snapshot_id
+    freeze(agent, project_id)
+    before = manifest(agent.home(project_id)), manifest(agent.persist(project_id))
+
+    for fields in ({}, {"subpath": "project/sub", "target_path": "restored"}):
+        refused = agent.wait(agent.restore(project_id, snapshot_id, **fields).id)
+        assert (refused.state, refused.error.code) == (pb.FAILED, "FAILED_PRECONDITION"), fields
+    copy = agent.stub.CopyFiles(pb.CopyFilesRequest(
+        request_id=new_id(), source_project_id=source_id, source_path="tocopy.txt", target_project_id=project_id,
+        target_path="copied"), timeout=30)
+    refused = agent.wait(copy.id)
+    assert (refused.state, refused.error.code) == (pb.FAILED, "FAILED_PRECONDITION")
+    with pytest.raises(grpc.RpcError) as info:
+        agent.stub.MarkEdited(pb.MarkEditedRequest(project_id=project_id), timeout=10)
+    assert info.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    # The move's catch-up backup reads the frozen project.
+    catch_up = agent.wait(agent.backup(project_id, force=True).id)
+    assert catch_up.state == pb.SUCCEEDED, catch_up.error
+    assert (manifest(agent.home(project_id)), manifest(agent.persist(project_id))) == before
