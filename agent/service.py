@@ -116,6 +116,8 @@ class FreezeResult:
 
     stopped: list[writers.Stopped]
     cgroup: str
+    frozen: bool
+    """Read back from the filesystem after the freeze (btrfs ro property, the read-only bind)."""
 
 
 class AgentService:
@@ -672,7 +674,8 @@ class AgentService:
             ]
         log.info("project.frozen", project_id=project_id, sentinel=checked.path if checked else "",
                  stopped=[(s.pid, s.action, s.command[:80]) for s in stopped], cgroup=str(cgroup or ""))
-        return FreezeResult(stopped=stopped, cgroup=str(cgroup) if cgroup is not None else "")
+        return FreezeResult(stopped=stopped, cgroup=str(cgroup) if cgroup is not None else "",
+                            frozen=await self.backend.is_frozen(project_id))
 
     async def _writers(self, scope, cgroup) -> list:
         """The processes that can change the data in ``scope``, but those in a frozen ``cgroup``."""
@@ -707,8 +710,9 @@ class AgentService:
             cgroup = self.config.freeze.cgroup_of(project_id)
             if cgroup is not None:
                 cgroup_freeze.thaw(cgroup)
+            frozen = await self.backend.is_frozen(project_id)
         log.info("project.thawed", project_id=project_id)
-        return False
+        return frozen
 
     # ------------------------------------------------------------ browsing
 

@@ -434,7 +434,7 @@ class AgentServicer(pb_grpc.AgentServicer):
             writers_policy=convert.writer_policy(request.writers),
         )
         return pb.FreezeResponse(
-            frozen=True,  # every path that did not freeze the project raised
+            frozen=result.frozen,
             stopped=[pb.StoppedProcess(pid=s.pid, uid=s.uid, command=s.command, action=s.action, paths=s.paths)
                      for s in result.stopped],
             cgroup=result.cgroup,
