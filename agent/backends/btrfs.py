@@ -167,6 +167,7 @@ class BtrfsBackend(ProjectLayout):
         for path in (self.home(project_id), self.persist(project_id)):
             if path.exists() or path.is_symlink():
                 existed = True
+                await self._unhide(path)
                 if _is_subvolume_root(path) and not path.is_symlink() and await self._is_readonly(path):
                     await self._delete_frozen(path)
                 else:
@@ -185,6 +186,17 @@ class BtrfsBackend(ProjectLayout):
         if nested:
             await self._delete_nested_hidden(path, nested)
         await self._run(bc.subvolume_delete_args(self.binary, [str(path)]), action="subvolume delete")
+
+    async def _unhide(self, path: Path) -> None:
+        """Undo what a deletion killed half-way left: the empty directory mounted over ``path``
+        (see :meth:`_delete_nested_hidden`), and the subvolume read-only again before the rest of
+        the deletion (it may have been killed while the subvolume was writable)."""
+        if path.is_symlink() or not mounts.is_readonly_mount(os.path.realpath(path)):
+            return
+        mounts.unmount_all(os.path.realpath(path), readonly_only=True)
+        log.warning("btrfs.delete_resumed", path=str(path))
+        if _is_subvolume_root(path) and not await self._is_readonly(path):
+            await self._set_readonly(path, True)
 
     async def _delete_nested_hidden(self, path: Path, nested: list[Path]) -> None:
         empty = self._views / ".empty"

@@ -75,7 +75,9 @@ class DirectoryBackend(ProjectLayout):
             if not (path.exists() or path.is_symlink()):
                 continue
             existed = True
-            if not path.is_symlink() and mounts.is_readonly_mount(os.path.realpath(path)):
+            if not path.is_symlink() and mounts.mounts_at(os.path.realpath(path)):
+                # Frozen (or a bind left by a freeze that was killed half-way): a mount point is
+                # removed where the mounts are not, never by making it writable here.
                 await self._remove_frozen(path)
             else:
                 await asyncio.to_thread(fsops.remove_tree, path)

@@ -280,3 +280,25 @@ def test_every_file_changing_rpc_is_refused_on_a_frozen_project_and_backup_works
     catch_up = agent.wait(agent.backup(project_id, force=True).id)
     assert catch_up.state == pb.SUCCEEDED, catch_up.error
     assert (manifest(agent.home(project_id)), manifest(agent.persist(project_id))) == before
+
+
+def test_a_btrfs_delete_killed_while_the_home_was_hidden_is_finished_by_the_next_delete(
+    agent_factory, btrfs_fs, tmp_path
+):
+    base = btrfs_fs.mountpoint / f"agent-{uuid.uuid4().hex[:8]}"
+    agent = agent_factory(base.name, backend="btrfs", base=base)
+    project_id = create_project(agent, files=5)
+    home = agent.home(project_id)
+    subprocess.run(["btrfs", "subvolume", "create", str(home / "nested")], check=True, capture_output=True)
+    # What a deletion SIGKILLed inside its hidden phase leaves: an empty read-only directory
+    # mounted over the home, the home itself writable.
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    subprocess.run(["mount", "--bind", str(empty), str(home)], check=True)
+    subprocess.run(["mount", "-o", "remount,bind,ro", str(home)], check=True)
+
+    operation = agent.stub.DeleteProject(pb.DeleteProjectRequest(request_id=new_id(), project_id=project_id),
+                                         timeout=30)
+    final = agent.wait(operation.id)
+    assert final.state == pb.SUCCEEDED, final.error
+    assert not home.exists() and str(home) not in Path("/proc/self/mountinfo").read_text()
