@@ -16,6 +16,7 @@ The TOML file mirrors the dataclasses::
                   reconcile_interval
     [engine]      engine, restic_binary, rustic_binary
     [btrfs]       binary, default_quota_bytes
+    [freeze]      writers ("stop" | "refuse"), grace, cgroup (path pattern with {project_id})
     [retention]   interval, keep_last, keep_hourly, keep_daily, keep_weekly, keep_monthly, prune
     [repository]  kind
     [repository.local]  root, password_file
@@ -243,6 +244,27 @@ class BtrfsConfig:
     """qgroup limit of a new project's home when the request names none; 0 = no limit."""
 
 
+FREEZE_WRITER_POLICIES = ("stop", "refuse")
+
+
+@dataclass(frozen=True, kw_only=True)
+class FreezeConfig:
+    """What Freeze does with processes that can still change a project's data."""
+
+    writers: str = "stop"
+    """``"stop"``: SIGTERM, ``grace`` seconds, SIGKILL; ``"refuse"``: Freeze fails naming them.
+    A FreezeRequest's ``writers`` overrides it."""
+    grace: float = 5.0
+    """Seconds between SIGTERM and SIGKILL."""
+    cgroup: str = ""
+    """A cgroup-v2 directory pattern with ``{project_id}`` (e.g.
+    ``/sys/fs/cgroup/projects.slice/project-{project_id}``); when that cgroup exists, Freeze
+    freezes it and Thaw thaws it. "" = none."""
+
+    def cgroup_of(self, project_id: str) -> Path | None:
+        return Path(self.cgroup.format(project_id=project_id)) if self.cgroup else None
+
+
 @dataclass(frozen=True, kw_only=True)
 class LocalRepositoryConfig:
     """Local directory repositories (the embedded default)."""
@@ -344,6 +366,7 @@ class AgentConfig:
     backend: str = "directory"
     """``"directory"`` or ``"btrfs"``."""
     btrfs: BtrfsConfig = field(default_factory=BtrfsConfig)
+    freeze: FreezeConfig = field(default_factory=FreezeConfig)
     retention: RetentionConfig = field(default_factory=RetentionConfig)
     auth: AuthConfig = field(default_factory=AuthConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
@@ -399,6 +422,11 @@ def nonempty_string(value: object) -> str | None:
     if isinstance(value, str) and value.strip():
         return None
     return "must be a non-empty string"
+
+
+def string_value(value: object) -> str | None:
+    """Any string (empty included)."""
+    return None if isinstance(value, str) else "must be a string"
 
 
 def one_of(*choices: str) -> Check:
@@ -730,6 +758,7 @@ def parse_config(data: Mapping[str, Any], *, source: str, relative_to: Path) -> 
     limits = _parse_limits(top.table("limits"))
     engine = _parse_engine(top.table("engine"), relative_to)
     btrfs = _parse_btrfs(top.table("btrfs"), relative_to)
+    freeze = _parse_freeze(top.table("freeze"), problems)
     retention = _parse_retention(top.table("retention"), problems)
     repository = _parse_repository(top.table("repository"), paths, relative_to, problems)
     logging = _parse_logging(top.table("logging"))
@@ -754,6 +783,7 @@ def parse_config(data: Mapping[str, Any], *, source: str, relative_to: Path) -> 
         logging=logging,
         backend=backend,
         btrfs=btrfs,
+        freeze=freeze,
         retention=retention,
         auth=auth,
         metrics=metrics,
@@ -856,6 +886,42 @@ def _parse_btrfs(table: _Table | None, relative_to: Path) -> BtrfsConfig:
     )
     table.finish()
     return config
+
+
+_FREEZE = FreezeConfig()
+
+
+def _parse_freeze(table: _Table | None, problems: list[str]) -> FreezeConfig:
+    if table is None:
+        return _FREEZE
+    config = FreezeConfig(
+        writers=table.take("writers", one_of(*FREEZE_WRITER_POLICIES), _FREEZE.writers),
+        grace=float(table.take("grace", number(0), _FREEZE.grace)),
+        cgroup=table.take("cgroup", string_value, _FREEZE.cgroup),
+    )
+    table.finish()
+    problem = cgroup_pattern_problem(config.cgroup)
+    if problem is not None:
+        problems.append(f"freeze.cgroup: {problem}")
+    return config
+
+
+def cgroup_pattern_problem(pattern: str) -> str | None:
+    """None when ``pattern`` is "" or an absolute path whose only placeholder is
+    ``{project_id}`` (at least once); else what is wrong."""
+    if not pattern:
+        return None
+    if not pattern.startswith("/"):
+        return f"must be an absolute path, got {json.dumps(pattern)}"
+    try:
+        fields = [name for _, name, _, _ in string.Formatter().parse(pattern) if name is not None]
+    except ValueError as exc:
+        return f"not a valid pattern ({exc}): {json.dumps(pattern)}"
+    if fields.count("project_id") < 1 or any(name != "project_id" for name in fields):
+        return f"must contain {{project_id}} and no other placeholder, got {json.dumps(pattern)}"
+    if "/../" in pattern + "/" or "/./" in pattern:
+        return f"must not contain . or .. components, got {json.dumps(pattern)}"
+    return None
 
 
 def _parse_engine(table: _Table | None, relative_to: Path) -> EngineConfig:

@@ -279,3 +279,18 @@ def entry_to_proto(entry) -> pb.FileEntry:
     )
     message.mtime.CopyFrom(timestamp(entry.mtime.timestamp()))
     return message
+
+
+WRITER_POLICIES = {
+    pb.WRITER_POLICY_UNSPECIFIED: "",
+    pb.WRITERS_STOP: "stop",
+    pb.WRITERS_REFUSE: "refuse",
+}
+
+
+def writer_policy(value: int) -> str:
+    """A FreezeRequest's writers as "stop", "refuse" or "" (the agent's configured default)."""
+    try:
+        return WRITER_POLICIES[value]
+    except KeyError:
+        raise errors.InvalidArgument(f"unknown writers policy {value}") from None

@@ -686,9 +686,7 @@ async def delete_project(context: OperationContext, services: Services, *, repo:
     started = time.monotonic()
     project_id = context.project_id
     context.progress("delete", message="removing the project's subvolumes and snapshots")
-    # A home or persist location that is a symlink is removed as a link; nothing is done through it.
-    if not services.backend.is_linked(project_id) and await services.backend.is_frozen(project_id):
-        await services.backend.thaw(project_id)
+    # Never thawed first: a frozen project is removed without a moment in which it is writable.
     await services.backend.delete(project_id)
     services.journal.forget_project(project_id, repo.display if repo is not None else None)
     if repo is not None:

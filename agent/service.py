@@ -19,7 +19,7 @@ from typing import Sequence
 import psutil
 import structlog
 
-from agent import browse, errors, ids, jobs, locks, placing, project_paths, sentinel, usertree
+from agent import browse, cgroup_freeze, errors, ids, jobs, locks, placing, project_paths, sentinel, usertree, writers
 from agent import copy as copying
 from agent import drain as draining
 from agent import freshness as fresh
@@ -118,6 +118,16 @@ def _remember(cache: OrderedDict, key, value, *, limit: int) -> None:
     cache.move_to_end(key)
     while len(cache) > limit:
         cache.popitem(last=False)
+
+
+@dataclass(frozen=True)
+class FreezeResult:
+    """What a Freeze did: the processes it stopped or froze, and the cgroup it froze ("" = none)."""
+
+    stopped: list[writers.Stopped]
+    cgroup: str
+    frozen: bool
+    """Read back from the filesystem after the freeze (btrfs ro property, the read-only bind)."""
 
 
 class AgentService:
@@ -659,15 +669,29 @@ class AgentService:
 
     # ------------------------------------------------------------ freeze
 
-    async def freeze(self, project_id: str, sentinel_path: str = "", sentinel_content: str = "") -> bool:
-        """Make the project read-only on this host, after writing the move sentinel when one is
+    async def freeze(self, project_id: str, sentinel_path: str = "", sentinel_content: str = "",
+                     writers_policy: str = "") -> FreezeResult:
+        """Make the project unchangeable on this host, after writing the move sentinel when one is
         given (durably, before the freeze, so the catch-up backup carries it).
 
-        On a project already frozen (a resumed move) nothing is written: OK when the sentinel
-        already holds ``sentinel_content``, FailedPrecondition otherwise. Raises InvalidArgument
-        (bad id or sentinel), NotFound, Conflict (a restore, delete or ensure runs).
+        In this order, so no write slips between the steps: new writes are blocked (btrfs: the
+        subvolumes' ``ro`` property; directory: read-only bind mounts), the project's cgroup is
+        frozen when ``[freeze] cgroup`` names one that exists, then every other process that can
+        still change the data (:mod:`agent.writers`) is handled by ``writers_policy`` ("stop",
+        "refuse"; "" = the ``[freeze] writers`` setting): stopped (SIGTERM, grace, SIGKILL, and
+        re-scanned until none is left), or the Freeze is refused naming them and the project is
+        left as it was. Also on a project already frozen (a resumed move: the sentinel must
+        hold ``sentinel_content``), since a crash may have come between blocking and stopping.
+
+        Returns what was stopped. Raises InvalidArgument (bad id, sentinel or policy), NotFound,
+        Conflict (a restore, delete or ensure runs), FailedPrecondition (refused writers, a
+        differing sentinel, a backend that cannot freeze here), Unavailable (a writer that does
+        not end).
         """
         project_id = ids.project_id(project_id)
+        policy = writers_policy or self.config.freeze.writers
+        if policy not in ("stop", "refuse"):
+            raise errors.InvalidArgument(f"unknown writer policy {policy!r}")
         checked = sentinel.check(sentinel_path, sentinel_content, required=False)
         active = self.operations.active_operation(project_id)
         if active is not None and active.kind in (*SOURCE_WRITERS, OperationKind.COPY):
@@ -679,11 +703,50 @@ class AgentService:
         if not self.backend.exists(project_id):
             raise errors.NotFound(f"project {project_id} does not exist on this host")
         async with self._freeze_lock:  # two Freeze calls must not interleave check, write and freeze
+            cgroup = self.config.freeze.cgroup_of(project_id)
+            cgroup = cgroup if cgroup is not None and cgroup_freeze.exists(cgroup) else None
+            was_frozen = await self.backend.is_frozen(project_id)
+            cgroup_was_frozen = cgroup is not None and cgroup_freeze.is_frozen(cgroup)
+            scope = self.backend.writer_scope(project_id)
+            if policy == "refuse":
+                # Before anything is written: a refused Freeze leaves no sentinel behind either.
+                early = await self._writers(scope, cgroup)
+                if early:
+                    raise errors.FailedPrecondition(f"project {project_id} not frozen: {writers.refusal(early)}")
             if checked is not None:
                 await self._put_sentinel(project_id, checked, sentinel_content.encode("utf-8", "surrogatepass"))
             await self.backend.freeze(project_id)
-        log.info("project.frozen", project_id=project_id, sentinel=checked.path if checked else "")
-        return True
+            try:
+                frozen_pids = await cgroup_freeze.freeze(cgroup) if cgroup is not None else []
+                found = await self._writers(scope, cgroup)
+                if found and policy == "refuse":
+                    raise errors.FailedPrecondition(f"project {project_id} not frozen: {writers.refusal(found)}")
+                stopped = await writers.stop_all(scope, self.config.freeze.grace, exclude=frozen_pids, first=found)
+            except BaseException:
+                if policy == "refuse":
+                    await self._undo_freeze(project_id, cgroup, was_frozen, cgroup_was_frozen)
+                raise
+            held = {w.pid: w.paths for w in await asyncio.to_thread(writers.scan, scope)}
+            stopped += [
+                writers.Stopped(pid=w.pid, uid=w.uid, command=w.command, action="cgroup-frozen",
+                                paths=held.get(w.pid, ()))
+                for w in await asyncio.to_thread(writers.describe_pids, frozen_pids)
+            ]
+        log.info("project.frozen", project_id=project_id, sentinel=checked.path if checked else "",
+                 stopped=[(s.pid, s.action, s.command[:80]) for s in stopped], cgroup=str(cgroup or ""))
+        return FreezeResult(stopped=stopped, cgroup=str(cgroup) if cgroup is not None else "",
+                            frozen=await self.backend.is_frozen(project_id))
+
+    async def _writers(self, scope, cgroup) -> list:
+        """The processes that can change the data in ``scope``, but those in a frozen ``cgroup``."""
+        exclude = cgroup_freeze.pids(cgroup) if cgroup is not None and cgroup_freeze.is_frozen(cgroup) else []
+        return await asyncio.to_thread(writers.scan, scope, exclude=exclude)
+
+    async def _undo_freeze(self, project_id: str, cgroup, was_frozen: bool, cgroup_was_frozen: bool) -> None:
+        if cgroup is not None and not cgroup_was_frozen:
+            cgroup_freeze.thaw(cgroup)
+        if not was_frozen:
+            await self.backend.thaw(project_id)
 
     async def _put_sentinel(self, project_id: str, checked: sentinel.Sentinel, content: bytes) -> None:
         roots = jobs.sentinel_roots(self.backend, project_id)
@@ -700,11 +763,16 @@ class AgentService:
         await asyncio.to_thread(sentinel.write, checked, content, roots)
 
     async def thaw(self, project_id: str) -> bool:
+        """Undo :meth:`freeze`: the trees writable again, the project's cgroup thawed."""
         project_id = ids.project_id(project_id)
         async with self._freeze_lock:
             await self.backend.thaw(project_id)
+            cgroup = self.config.freeze.cgroup_of(project_id)
+            if cgroup is not None:
+                cgroup_freeze.thaw(cgroup)
+            frozen = await self.backend.is_frozen(project_id)
         log.info("project.thawed", project_id=project_id)
-        return False
+        return frozen
 
     # ------------------------------------------------------------ browsing
 
@@ -910,8 +978,11 @@ class AgentService:
         except errors.BucketsError:
             return ""
 
-    def mark_edited(self, project_id: str, when: float | None) -> None:
+    async def mark_edited(self, project_id: str, when: float | None) -> None:
+        """Record a change; FailedPrecondition on a frozen project (nothing may change it)."""
         project_id = ids.project_id(project_id)
+        if self.backend.exists(project_id) and await self.backend.is_frozen(project_id):
+            raise errors.FailedPrecondition(f"project {project_id} is frozen; it cannot have been edited")
         self.journal.mark_changed(project_id, time.time() if when is None else when)
 
     async def reconcile(self) -> None:

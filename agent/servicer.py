@@ -435,9 +435,16 @@ class AgentServicer(pb_grpc.AgentServicer):
 
     @rpc
     async def Freeze(self, request: pb.FreezeRequest, context) -> pb.FreezeResponse:
-        return pb.FreezeResponse(frozen=await self._service.freeze(
+        result = await self._service.freeze(
             request.project_id, sentinel_path=request.sentinel_path, sentinel_content=request.sentinel_content,
-        ))
+            writers_policy=convert.writer_policy(request.writers),
+        )
+        return pb.FreezeResponse(
+            frozen=result.frozen,
+            stopped=[pb.StoppedProcess(pid=s.pid, uid=s.uid, command=s.command, action=s.action, paths=s.paths)
+                     for s in result.stopped],
+            cgroup=result.cgroup,
+        )
 
     @rpc
     async def Thaw(self, request: pb.ThawRequest, context) -> pb.ThawResponse:
@@ -448,5 +455,5 @@ class AgentServicer(pb_grpc.AgentServicer):
         # Not ToDatetime().timestamp(): that raises (INTERNAL) on an out-of-range time and reads
         # the naive UTC datetime it returns as local time.
         when = convert.seconds_from_proto(request.time, field="time") if request.HasField("time") else None
-        self._service.mark_edited(request.project_id, when)
+        await self._service.mark_edited(request.project_id, when)
         return pb.MarkEditedResponse()

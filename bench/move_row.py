@@ -13,6 +13,12 @@ copy of the bench's generated tree from bench-a to bench-b, so no run profits fr
   ``restic restore`` of that snapshot into an empty directory.
 
 Copying the tree into the new project, and deleting the moved project afterwards, are untimed.
+
+Every agent move is raced by a writer holding one fd open in the source home (a line + fsync
+every 20 ms, each acknowledged line recorded in a ledger outside the project,
+``tests/writers.py``): two more rows report the acknowledged lines missing on the target (must be
+0; the row FAILS otherwise) and the frozen window, from the freeze step's start to placement
+(the movelog's "complete" entry).
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ from hub_client.hub import Hub
 from hub_client.proto.buckets.v1 import agent_pb2 as pb
 from hub_client.store import MoveStatus, open_store
 from tests.harness import AgentProcess, new_id
+from tests.writers import Writer, missing
 
 if TYPE_CHECKING:
     from bench.bench import Bench, Figure
@@ -54,6 +61,10 @@ def measure_move(
         "raw: restic init + backup + restore into an empty directory; a new repository per run",
     )
     figure.extra["final_backup_seconds"] = []
+    lost = figure_type("Move with an fd-holding writer: acknowledged writes lost", target=None, unit="lines",
+                       note="lines a writer saw fsynced in the source home but missing on the target; must be 0")
+    window = figure_type("Move: frozen window (freeze step start to placement)", target=None,
+                         note="from the movelog: the freeze step's start to the 'complete' entry; with a writer")
     extra = _repository_config(bench.scratch, bench.password)
     agents = [AgentProcess(base=bench.scratch / f"move-{name}", extra=extra, host_id=f"bench-{name}")
               for name in ("a", "b")]
@@ -78,9 +89,24 @@ def measure_move(
                 shutil.copytree(source_persist, source.persist(project_id), symlinks=True, dirs_exist_ok=True)
                 hub.add_project(project_id, "move-a", REGION)
                 bench.settle()
-                began = time.perf_counter()
-                move = hub.move(project_id, "move-b", clean_now=False)
-                seconds = time.perf_counter() - began
+                writer = Writer("held", source.home(project_id) / "writer.log",
+                                bench.scratch / f"ledger-{project_id}").start()
+                try:
+                    writer.wait_acknowledged(5)
+                    began = time.perf_counter()
+                    move = hub.move(project_id, "move-b", clean_now=False)
+                    seconds = time.perf_counter() - began
+                finally:
+                    writer.stop()
+                lines_lost = len(missing(writer, target.home(project_id) / "writer.log"))
+                frozen_seconds = _frozen_window(store, move.id)
+                bench.log(f"  writer: {len(writer.acknowledged())} lines acknowledged, {lines_lost} lost; "
+                          f"frozen window {frozen_seconds:.3f} s")
+                if measured:
+                    lost.agent.append(float(lines_lost))
+                    window.agent.append(frozen_seconds)
+                    if lines_lost:
+                        lost.failed = f"{lines_lost} acknowledged line(s) lost"
                 if hub.run_cleanups():  # untimed: the move is complete once the target has the project
                     raise RuntimeError(f"the source copy of {project_id} was not removed")
                 if move.status != MoveStatus.SUCCEEDED:
@@ -110,7 +136,7 @@ def measure_move(
         for agent in agents:
             agent.stop()
         store.close()
-    return [figure]
+    return [figure, lost, window]
 
 
 def _create(agent: AgentProcess, project_id: str) -> None:
@@ -128,14 +154,24 @@ def _delete(agent: AgentProcess, project_id: str) -> None:
     agent.wait(operation.id, timeout=600)
 
 
+def _frozen_window(store, move_id: str) -> float:
+    """From the movelog: the freeze step's entry to the 'complete' entry (placement)."""
+    entries = store.movelog(move_id)
+    freeze = next((e for e in entries if e.kind == "step" and e.message == "freeze"), None)
+    complete = next((e for e in entries if e.kind == "complete"), None)
+    if freeze is None or complete is None:
+        return float("nan")
+    return (complete.time - freeze.time).total_seconds()
+
+
 def _check_moved(bench: "Bench", target: AgentProcess, project_id: str) -> None:
-    """The target holds the generated tree, plus the move's sentinel in persist/."""
+    """The target holds the generated tree (and the writer's log), plus the move's sentinel in persist/."""
     sentinel = target.persist(project_id) / ".buckets-move-sentinel"
     if not sentinel.is_file():
         raise RuntimeError(f"no move sentinel on the target: {sentinel}")
     files = [Path(d) / n for root in (target.home(project_id), target.persist(project_id))
              for d, _, names in os.walk(root) for n in names]
-    regular = [f for f in files if not f.is_symlink()]
+    regular = [f for f in files if not f.is_symlink() and f.name != "writer.log"]
     found = (sum(f.stat().st_size for f in regular) - sentinel.stat().st_size, len(regular) - 1)
     if found != (bench.tree_bytes, bench.tree_files):
         raise RuntimeError(f"moved project: {found[1]} files / {found[0]} bytes, "

@@ -445,10 +445,13 @@ def _ensure(client: AgentClient, args, out: _Output) -> int:
 
 
 def _freeze(client: AgentClient, args, out: _Output) -> int:
-    frozen = client.freeze(args.project)
-    out.record({"project_id": args.project, "frozen": frozen},
-               f"project {args.project} {'frozen (read-only)' if frozen else 'NOT frozen'}")
-    return EXIT_OK if frozen else EXIT_FAILED
+    answer = client.freeze(args.project)
+    stopped = [{"pid": s.pid, "uid": s.uid, "command": s.command, "action": s.action, "paths": list(s.paths)}
+               for s in answer.stopped]
+    lines = "".join(f"\n  {s['action']}: pid {s['pid']} {s['command'][:80]}" for s in stopped)
+    out.record({"project_id": args.project, "frozen": answer.frozen, "stopped": stopped, "cgroup": answer.cgroup},
+               f"project {args.project} {'frozen (read-only)' if answer.frozen else 'NOT frozen'}{lines}")
+    return EXIT_OK if answer.frozen else EXIT_FAILED
 
 
 def _thaw(client: AgentClient, args, out: _Output) -> int:

@@ -544,8 +544,10 @@ class AgentClient:
 
     # ------------------------------------------------------------ move lock and change reports
 
-    def freeze(self, project_id: str, **fields) -> bool:
-        return self.call("Freeze", pb.FreezeRequest(project_id=project_id, **fields)).frozen
+    def freeze(self, project_id: str, **fields) -> pb.FreezeResponse:
+        """Freeze the project; the answer names the processes the agent stopped (``stopped``)
+        and the cgroup it froze. ``fields``: sentinel_path, sentinel_content, writers."""
+        return self.call("Freeze", pb.FreezeRequest(project_id=project_id, **fields))
 
     def thaw(self, project_id: str) -> bool:
         return self.call("Thaw", pb.ThawRequest(project_id=project_id)).frozen

@@ -464,9 +464,15 @@ class MoveRunner(JobRunner):
 
     def _step_freeze(self) -> None:
         source, _ = self._hosts()
-        self._client(source).freeze(self.project_id, sentinel_path=SENTINEL_PATH, sentinel_content=self.sentinel)
-        self._log("freeze", f"sentinel written to {SENTINEL_PATH}; project read-only on {source.id}",
-                  {"host": source.id, "sentinel_path": SENTINEL_PATH})
+        answer = self._client(source).freeze(self.project_id, sentinel_path=SENTINEL_PATH,
+                                             sentinel_content=self.sentinel, writers=pb.WRITERS_STOP)
+        stopped = [{"pid": s.pid, "uid": s.uid, "command": s.command, "action": s.action, "paths": list(s.paths)}
+                   for s in answer.stopped]
+        named = ", ".join(f"{s['pid']} ({s['command'][:40]}, {s['action']})" for s in stopped)
+        self._log("freeze",
+                  f"sentinel written to {SENTINEL_PATH}; project read-only on {source.id}"
+                  + (f"; stopped {len(stopped)} process(es): {named}" if stopped else "; no process was writing"),
+                  {"host": source.id, "sentinel_path": SENTINEL_PATH, "stopped": stopped, "cgroup": answer.cgroup})
 
     def _step_final_backup(self) -> None:
         source, _ = self._hosts()

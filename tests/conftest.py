@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests import summaries
-from tests.harness import AgentProcess
+from tests.harness import AgentProcess, unmount_below
 
 requires_restic = pytest.mark.skipif(
     shutil.which("restic") is None, reason="the restic binary is not on PATH (make test installs it)"
@@ -35,6 +35,8 @@ def agent_factory(tmp_path: Path):
     for process in started:
         process.stop()
         process.kill()
+    for process in started:
+        unmount_below(process.base)  # a frozen directory-backend project's read-only binds
 
 
 @pytest.fixture(scope="session")
@@ -47,6 +49,7 @@ def shared_agent(tmp_path_factory: pytest.TempPathFactory):
     yield process
     process.stop()
     process.kill()
+    unmount_below(process.base)
 
 
 @pytest.fixture

@@ -312,3 +312,17 @@ def manifest(root: Path) -> dict[str, tuple]:
     info = root.lstat()
     result["."] = ("dir", stat.S_IMODE(info.st_mode), info.st_mtime_ns)
     return result
+
+
+def unmount_below(root: Path) -> list[str]:
+    """Detach every mount at or below ``root`` (a directory-backend freeze's read-only binds a
+    test left behind), deepest first; returns what was detached."""
+    from agent.backends.mounts import parse_mountinfo
+
+    real = os.path.realpath(root)
+    with open("/proc/self/mountinfo") as f:
+        points = [m.mount_point for m in parse_mountinfo(f.read())
+                  if m.mount_point == real or m.mount_point.startswith(real + "/")]
+    for point in sorted(set(points), key=len, reverse=True):
+        subprocess.run(["umount", "-l", point], capture_output=True)
+    return points

@@ -24,7 +24,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Protocol
 
-from agent import errors, fsops, usertree
+from agent import errors, fsops, usertree, writers
 from agent.backends import bindexec
 from agent.ids import project_dir_name
 
@@ -226,5 +226,9 @@ class Backend(Protocol):
     async def thaw(self, project_id: str) -> None:
         """Undo :meth:`freeze` (idempotent)."""
 
-    async def is_frozen(self, project_id: str) -> bool: ...
+    async def is_frozen(self, project_id: str) -> bool:
+        """Whether the project's trees refuse writes now (read from the filesystem, not a marker)."""
+
+    def writer_scope(self, project_id: str) -> "writers.Scope":
+        """Where a process holding a file can change the project's data (:mod:`agent.writers`)."""
 

@@ -24,8 +24,9 @@ from pathlib import Path
 
 import structlog
 
-from agent import errors, fsops
+from agent import errors, fsops, writers
 from agent.backends import btrfs_cli as bc
+from agent.backends import btrfs_ioctl, mounts
 from agent.backends.base import EngineView, Generation, ProjectLayout, Staging, bind_wrapper
 from agent.executor import ProcessResult, run_process
 from agent.ids import project_dir_name
@@ -33,6 +34,8 @@ from agent.ids import project_dir_name
 log = structlog.get_logger("agent.backends.btrfs")
 
 COMMAND_TIMEOUT = 600.0
+# Seconds between SIGTERM and SIGKILL for processes inside a frozen project being deleted.
+DELETE_GRACE = 2.0
 
 
 class BtrfsBackend(ProjectLayout):
@@ -158,12 +161,59 @@ class BtrfsBackend(ProjectLayout):
         return created
 
     async def delete(self, project_id: str) -> bool:
+        """Remove both subvolumes; a frozen one is never made writable where a user can reach it
+        (see :meth:`_delete_frozen`)."""
         existed = False
         for path in (self.home(project_id), self.persist(project_id)):
             if path.exists() or path.is_symlink():
                 existed = True
-                await self._delete_subvolume_tree(path)
+                await self._unhide(path)
+                if _is_subvolume_root(path) and not path.is_symlink() and await self._is_readonly(path):
+                    await self._delete_frozen(path)
+                else:
+                    await self._delete_subvolume_tree(path)
         return existed
+
+    async def _delete_frozen(self, path: Path) -> None:
+        """Delete the read-only subvolume ``path`` without making it writable where anyone can
+        write to it. btrfs deletes a read-only subvolume as it is; nested subvolumes need a
+        writable parent to remove their entries, so then ``path`` is first hidden from every new
+        lookup (an empty read-only directory bind-mounted over it), every process holding
+        anything inside is stopped, the parent is made writable only through the agent's own
+        descriptor of it for the nested deletions, and read-only again before it is shown and
+        deleted."""
+        nested = await self._nested_subvolumes(path)
+        if nested:
+            await self._delete_nested_hidden(path, nested)
+        await self._run(bc.subvolume_delete_args(self.binary, [str(path)]), action="subvolume delete")
+
+    async def _unhide(self, path: Path) -> None:
+        """Undo what a deletion killed half-way left: the empty directory mounted over ``path``
+        (see :meth:`_delete_nested_hidden`), and the subvolume read-only again before the rest of
+        the deletion (it may have been killed while the subvolume was writable)."""
+        if path.is_symlink() or not mounts.is_readonly_mount(os.path.realpath(path)):
+            return
+        mounts.unmount_all(os.path.realpath(path), readonly_only=True)
+        log.warning("btrfs.delete_resumed", path=str(path))
+        if _is_subvolume_root(path) and not await self._is_readonly(path):
+            await self._set_readonly(path, True)
+
+    async def _delete_nested_hidden(self, path: Path, nested: list[Path]) -> None:
+        empty = self._views / ".empty"
+        empty.mkdir(mode=0o500, exist_ok=True)
+        devices = [p.stat().st_dev for p in (path, *nested)]
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+        try:
+            mounts.bind_readonly(str(path), source=str(empty))
+            try:
+                scope = writers.scope_for([path], devices=devices, any_open=True)
+                await writers.stop_all(scope, DELETE_GRACE)
+                # Through the agent's descriptor: the real tree, not the empty directory over its path.
+                await asyncio.to_thread(_delete_nested_by_fd, fd, [n.relative_to(path) for n in nested])
+            finally:
+                mounts.unmount_all(str(path))
+        finally:
+            os.close(fd)
 
     # ------------------------------------------------------------ backup
 
@@ -315,6 +365,12 @@ class BtrfsBackend(ProjectLayout):
         home = self.home(project_id)
         return home.is_dir() and not home.is_symlink() and await self._is_readonly(home)
 
+    def writer_scope(self, project_id: str) -> writers.Scope:
+        """A file in the home or persist subvolume is inside whatever path a process sees it
+        under (another mount namespace, a bind mount): the subvolumes' devices count too."""
+        trees = [p for p in (self.home(project_id), self.persist(project_id)) if p.is_dir()]
+        return writers.scope_for(trees, devices=[p.stat().st_dev for p in trees])
+
 
 def mount_options(path: Path) -> set[str]:
     """The options of the mount that holds ``path`` (the longest mount point above it)."""
@@ -330,6 +386,24 @@ def mount_options(path: Path) -> set[str]:
             if inside and len(point) >= len(best):
                 best, options = point, set(fields[3].split(","))
     return options
+
+
+def _delete_nested_by_fd(fd: int, nested: list[Path]) -> None:
+    """Delete the ``nested`` subvolumes (relative, deepest first) below the read-only subvolume
+    ``fd`` is open on: writable only for these deletions, read-only again in every outcome."""
+    btrfs_ioctl.set_readonly(fd, False)
+    try:
+        for relative in nested:
+            parent = os.open(str(relative.parent), os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=fd) \
+                if relative.parent != Path(".") else os.dup(fd)
+            try:
+                btrfs_ioctl.delete_subvolume(parent, relative.name)
+            except OSError as exc:
+                raise errors.Internal(f"cannot delete nested subvolume {relative}: {exc.strerror}") from None
+            finally:
+                os.close(parent)
+    finally:
+        btrfs_ioctl.set_readonly(fd, True)
 
 
 def _is_subvolume_root(path: Path) -> bool:

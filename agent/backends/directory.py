@@ -4,21 +4,29 @@ What it cannot do, compared with btrfs (also reported by GetCapabilities):
 the engine reads the live tree, not a frozen read-only snapshot, so a file
 written during a backup may or may not be in it; there is no generation
 number, so an unchanged project is only found by the engine's own scan; no
-quota is enforced; and Freeze is advisory: the agent refuses restores of a
-frozen project, but other processes can still write to it.
+quota is enforced. Freeze is a read-only bind mount of the home and the
+persist location onto themselves (root only: elsewhere Freeze fails with
+FAILED_PRECONDITION); it lives in the host's mount table, so it survives an
+agent restart. A frozen project is deleted inside a private mount namespace
+(:mod:`agent.backends.nsremove`), never made writable on the host first.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
 import structlog
 
-from agent import fsops
+from agent import errors, fsops, writers
+from agent.backends import mounts, nsremove
 from agent.backends.base import EngineView, Generation, ProjectLayout, Staging, bind_wrapper
+from agent.executor import run_process
 from agent.ids import project_dir_name
 
 __all__ = ["DirectoryBackend", "EngineView", "Staging", "bind_wrapper"]
@@ -29,7 +37,7 @@ LIMITATIONS = (
     "directory backend: backups read the live tree, not an atomic read-only snapshot",
     "directory backend: no generation number; unchanged projects are found by the engine's scan",
     "directory backend: no quotas are enforced",
-    "directory backend: Freeze is advisory (restores are refused; other processes can still write)",
+    "directory backend: Freeze needs mount privileges (a read-only bind mount; root only)",
 )
 
 
@@ -59,12 +67,34 @@ class DirectoryBackend(ProjectLayout):
         return created
 
     async def delete(self, project_id: str) -> bool:
+        """Remove both trees; a frozen one is removed in a private mount namespace, so it is
+        never writable on the host on the way (see :mod:`agent.backends.nsremove`)."""
         existed = False
-        for path in (self.home(project_id), self.persist(project_id), self._frozen / project_dir_name(project_id)):
-            if path.exists() or path.is_symlink():
-                existed = True
+        (self._frozen / project_dir_name(project_id)).unlink(missing_ok=True)  # a marker of older versions
+        for path in (self.home(project_id), self.persist(project_id)):
+            if not (path.exists() or path.is_symlink()):
+                continue
+            existed = True
+            if not path.is_symlink() and mounts.mounts_at(os.path.realpath(path)):
+                # Frozen (or a bind left by a freeze that was killed half-way): a mount point is
+                # removed where the mounts are not, never by making it writable here.
+                await self._remove_frozen(path)
+            else:
                 await asyncio.to_thread(fsops.remove_tree, path)
         return existed
+
+    async def _remove_frozen(self, path: Path) -> None:
+        real = os.path.realpath(path)
+        result = await run_process([sys.executable, "-I", str(Path(nsremove.__file__)), real],
+                                   env={"LANG": "C"}, timeout=3600.0)
+        if result.returncode != 0:
+            raise errors.Internal(f"cannot remove frozen {path}: {result.stderr_tail.strip()}")
+        if mounts.mounts_at(real):
+            # A kernel that keeps the host's mounts of a directory removed elsewhere: the tree is
+            # already gone, only the empty mount point is left.
+            mounts.unmount_all(real)
+            with contextlib.suppress(FileNotFoundError):
+                os.rmdir(real)
 
     async def generation(self, project_id: str) -> Generation | None:
         return None
@@ -87,18 +117,37 @@ class DirectoryBackend(ProjectLayout):
             lambda: fsops.tree_size(self.home(project_id))[0] + fsops.tree_size(self.persist(project_id))[0]
         )
 
-    # ------------------------------------------------------------ freeze (advisory: a marker file)
+    # ------------------------------------------------------------ freeze (read-only bind mounts)
+
+    def _trees(self, project_id: str) -> list[str]:
+        """The real paths of the project's trees that exist; a symlinked one is refused."""
+        trees = []
+        for path in (self.home(project_id), self.persist(project_id)):
+            if path.is_symlink():
+                raise errors.FailedPrecondition(f"{path} is a symlink; refusing to freeze or thaw through it")
+            if path.is_dir():
+                trees.append(os.path.realpath(path))
+        return trees
 
     async def freeze(self, project_id: str) -> None:
         self._require(project_id)
-        (self._frozen / project_dir_name(project_id)).touch()
+        for tree in self._trees(project_id):
+            mounts.bind_readonly(tree)
 
     async def thaw(self, project_id: str) -> None:
         self._require(project_id)
+        for tree in reversed(self._trees(project_id)):
+            mounts.unmount_all(tree, readonly_only=True)
         (self._frozen / project_dir_name(project_id)).unlink(missing_ok=True)
 
     async def is_frozen(self, project_id: str) -> bool:
-        return (self._frozen / project_dir_name(project_id)).exists()
+        home = self.home(project_id)
+        return home.is_dir() and not home.is_symlink() and mounts.is_readonly_mount(os.path.realpath(home))
+
+    def writer_scope(self, project_id: str) -> writers.Scope:
+        """Any open file, working directory or root inside a tree counts: through them a process
+        reaches the writable mount below the read-only bind."""
+        return writers.scope_for([self.home(project_id), self.persist(project_id)], any_open=True)
 
     # ------------------------------------------------------------ backup
 

@@ -734,6 +734,7 @@ def _freeze(w: World):
                                        "project/escape-file", "project/up/x", "persist/escape/x", "project/dangling",
                                        "project/loop-a", "project/rel-link", "persist/app.db/x"]),
         sentinel_content=contents,
+        writers=st.sampled_from([pb.WRITER_POLICY_UNSPECIFIED, pb.WRITERS_STOP, pb.WRITERS_REFUSE, 3, -1, 2**31 - 1]),
     )
     fuzzed = st.builds(pb.FreezeRequest, project_id=project_ids(w.projects),
                        sentinel_path=st.one_of(st.just(""), snapshot_paths()), sentinel_content=contents,

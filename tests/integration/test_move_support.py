@@ -52,7 +52,23 @@ def freeze(agent, project_id: str, path: str = "", content: str = "") -> pb.Free
 
 
 def is_frozen(agent, project_id: str) -> bool:
-    return agent.stub.GetProjectStatus(pb.GetProjectStatusRequest(project_id=project_id), timeout=30).frozen
+    """Whether the project is frozen, from the ground truth: a new file in the home or the
+    persist location is refused (EROFS); the agent's own status must agree."""
+    refused = []
+    for tree in (agent.home(project_id), agent.persist(project_id)):
+        probe = tree / f".probe-{uuid.uuid4().hex}"
+        try:
+            probe.write_text("probe")
+        except OSError as exc:
+            assert exc.errno == errno.EROFS, exc
+            refused.append(True)
+        else:
+            probe.unlink()
+            refused.append(False)
+    assert refused[0] == refused[1], f"home refused writes: {refused[0]}, persist: {refused[1]}"
+    reported = agent.stub.GetProjectStatus(pb.GetProjectStatusRequest(project_id=project_id), timeout=30).frozen
+    assert reported == refused[0], f"status says frozen={reported}, a write was refused={refused[0]}"
+    return refused[0]
 
 
 def verify_sentinel(agent, project_id: str, path: str, content: str) -> pb.Operation:
@@ -79,20 +95,21 @@ def test_freeze_writes_the_sentinel_then_freezes_and_a_resumed_freeze_must_match
     target = live_path(agent, project_id, path)
     assert not target.exists() and not target.parent.exists()
 
-    assert freeze(agent, project_id, path, MOVE_TOKEN).frozen
+    freeze(agent, project_id, path, MOVE_TOKEN)
     assert target.read_text() == MOVE_TOKEN
     assert is_frozen(agent, project_id)
     assert [p.name for p in target.parent.iterdir() if ".tmp-" in p.name] == [], "no temporary file may stay"
 
-    assert freeze(agent, project_id, path, MOVE_TOKEN).frozen  # a resumed move: same sentinel, OK
+    freeze(agent, project_id, path, MOVE_TOKEN)  # a resumed move: same sentinel, OK
+    assert is_frozen(agent, project_id)
     code, details = code_of(lambda: freeze(agent, project_id, path, "another move"))
     assert code == grpc.StatusCode.FAILED_PRECONDITION
     assert "frozen and its sentinel differs" in details and "another move" not in details
     assert target.read_text() == MOVE_TOKEN and is_frozen(agent, project_id)
 
-    assert not agent.stub.Thaw(pb.ThawRequest(project_id=project_id), timeout=10).frozen
+    agent.stub.Thaw(pb.ThawRequest(project_id=project_id), timeout=10)
     assert not is_frozen(agent, project_id)
-    assert freeze(agent, project_id, path, "another move").frozen  # thawed: a new move may freeze it
+    freeze(agent, project_id, path, "another move")  # thawed: a new move may freeze it
     assert target.read_text() == "another move" and is_frozen(agent, project_id)
 
 
@@ -130,7 +147,9 @@ def test_verify_sentinel_matches_or_fails_with_data_loss(agent_factory, project_
     agent = agent_factory("verify-sentinel")
     ensured(agent, project_id)
     path = "persist/.buckets/sentinel"
-    assert freeze(agent, project_id, path, MOVE_TOKEN).frozen
+    (agent.persist(project_id) / "escape").symlink_to(agent.base)  # before the tree is read-only
+    freeze(agent, project_id, path, MOVE_TOKEN)
+    assert is_frozen(agent, project_id)
 
     matching = agent.wait(verify_sentinel(agent, project_id, path, MOVE_TOKEN).id)
     assert matching.state == pb.SUCCEEDED, matching.error
@@ -154,7 +173,6 @@ def test_verify_sentinel_matches_or_fails_with_data_loss(agent_factory, project_
     for bad_path in ("", "../x", "other/x"):
         code, _ = code_of(lambda: verify_sentinel(agent, project_id, bad_path, MOVE_TOKEN))
         assert code == grpc.StatusCode.INVALID_ARGUMENT, bad_path
-    (agent.persist(project_id) / "escape").symlink_to(agent.base)
     code, _ = code_of(lambda: verify_sentinel(agent, project_id, "persist/escape/agent.toml", ""))
     assert code == grpc.StatusCode.INVALID_ARGUMENT
     code, _ = code_of(lambda: agent.verify(project_id, mode=pb.VerifyRequest.SNAPSHOT_TREE))
@@ -291,17 +309,18 @@ def test_btrfs_freeze_with_a_sentinel_makes_both_trees_read_only_and_verify_read
     write_tree(agent.home(project_id), files=5)
     path = "persist/.buckets/sentinel"
 
-    assert freeze(agent, project_id, path, MOVE_TOKEN).frozen
+    freeze(agent, project_id, path, MOVE_TOKEN)
     assert live_path(agent, project_id, path).read_text() == MOVE_TOKEN
     for target in (agent.home(project_id) / "new.txt", agent.persist(project_id) / "new.txt"):
         with pytest.raises(OSError) as info:
             target.write_text("after the freeze")
         assert info.value.errno == errno.EROFS
-    assert freeze(agent, project_id, path, MOVE_TOKEN).frozen  # resumed: reads the read-only tree
+    freeze(agent, project_id, path, MOVE_TOKEN)  # resumed: reads the read-only tree
+    assert is_frozen(agent, project_id)
     code, _ = code_of(lambda: freeze(agent, project_id, path, "another move"))
     assert code == grpc.StatusCode.FAILED_PRECONDITION
 
     verified = agent.wait(verify_sentinel(agent, project_id, path, MOVE_TOKEN).id)
     assert verified.state == pb.SUCCEEDED, verified.error
-    assert not agent.stub.Thaw(pb.ThawRequest(project_id=project_id), timeout=10).frozen
+    agent.stub.Thaw(pb.ThawRequest(project_id=project_id), timeout=10)
     (agent.home(project_id) / "new.txt").write_text("after the thaw")

@@ -5,6 +5,7 @@ is; both run the same command code, so their --json output is the same."""
 from __future__ import annotations
 
 import base64
+import errno
 import json
 import os
 import pty
@@ -13,6 +14,8 @@ import select
 import subprocess
 import sys
 import time
+
+import pytest
 
 from tests.conftest import requires_restic
 from tests.harness import REPO_ROOT, manifest, new_id, write_tree
@@ -109,7 +112,10 @@ def test_exit_codes_freeze_thaw_delete_and_ensure(shared_agent):
 
     # Freeze / thaw round trip: a frozen project refuses a restore (1, FAILED_PRECONDITION).
     assert json_lines(host_cli(shared_agent, "--json", "freeze", project_id)) == [
-        {"project_id": project_id, "frozen": True}]
+        {"project_id": project_id, "frozen": True, "stopped": [], "cgroup": ""}]
+    with pytest.raises(OSError) as info:  # the ground truth: nothing can write now
+        (shared_agent.home(project_id) / "after-freeze.txt").write_text("x")
+    assert info.value.errno == errno.EROFS
     assert json_lines(hub_cli(shared_agent, "--json", "status", project_id))[0]["frozen"] is True
     refused = hub_cli(shared_agent, "restore", project_id, "latest")
     assert refused.returncode == 1 and b"FAILED_PRECONDITION" in refused.stderr, refused.stderr

@@ -585,10 +585,13 @@ def test_snapshots_follow_every_page(served):
 
 
 def test_freeze_and_mark_edited(served):
-    served.double.on("Freeze", ok(pb.FreezeResponse(frozen=True)))
+    served.double.on("Freeze", ok(pb.FreezeResponse(
+        frozen=True, stopped=[pb.StoppedProcess(pid=7, command="w", action="killed", paths=["/p/log"])])))
     served.double.on("MarkEdited", ok(pb.MarkEditedResponse()))
     client = served.client()
-    assert client.freeze("project-a") is True
+    answer = client.freeze("project-a", writers=pb.WRITERS_REFUSE)
+    assert answer.frozen and [(s.pid, s.action) for s in answer.stopped] == [(7, "killed")]
+    assert served.double.calls("Freeze")[0].request.writers == pb.WRITERS_REFUSE
     when = datetime.datetime(2024, 5, 6, 7, 8, 9, tzinfo=datetime.timezone.utc)
     assert client.mark_edited("project-a", when) is None
     client.mark_edited("project-a")

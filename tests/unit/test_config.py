@@ -546,3 +546,27 @@ def test_ensure_password_file_refuses_an_empty_file_and_a_directory(tmp_path: Pa
     directory.mkdir(mode=0o700)
     with pytest.raises(FailedPrecondition, match="not a regular file"):
         ensure_password_file(directory)
+
+
+def test_freeze_section(tmp_path):
+    data = {"host_id": "h", "freeze": {"writers": "refuse", "grace": 2, "cgroup": "/sys/fs/cgroup/p/project-{project_id}"}}
+    config = parse_config(data, source="test.toml", relative_to=tmp_path)
+    assert (config.freeze.writers, config.freeze.grace) == ("refuse", 2.0)
+    assert config.freeze.cgroup_of("abc") == Path("/sys/fs/cgroup/p/project-abc")
+    assert parse_config({"host_id": "h"}, source="t", relative_to=tmp_path).freeze.cgroup_of("abc") is None
+    assert parse_config({"host_id": "h"}, source="t", relative_to=tmp_path).freeze.writers == "stop"
+
+
+@pytest.mark.parametrize("freeze, problem", [
+    ({"writers": "kill"}, 'freeze.writers: must be one of "stop", "refuse"'),
+    ({"grace": -1}, "freeze.grace: must be a number >= 0"),
+    ({"cgroup": "relative/{project_id}"}, "freeze.cgroup: must be an absolute path"),
+    ({"cgroup": "/sys/fs/cgroup/fixed"}, "freeze.cgroup: must contain {project_id}"),
+    ({"cgroup": "/sys/fs/cgroup/{host}/{project_id}"}, "freeze.cgroup: must contain {project_id} and no other"),
+    ({"cgroup": "/sys/fs/cgroup/../{project_id}"}, "freeze.cgroup: must not contain . or .."),
+    ({"colour": 1}, "freeze.colour"),
+])
+def test_freeze_section_problems(tmp_path, freeze, problem):
+    with pytest.raises(ConfigError) as info:
+        parse_config({"host_id": "h", "freeze": freeze}, source="test.toml", relative_to=tmp_path)
+    assert any(p.startswith(problem) for p in info.value.problems), info.value.problems
