@@ -17,6 +17,7 @@ The TOML file mirrors the dataclasses::
     [engine]      engine, restic_binary, rustic_binary
     [btrfs]       binary, default_quota_bytes
     [retention]   interval, keep_last, keep_hourly, keep_daily, keep_weekly, keep_monthly, prune
+    [restore]     dirty ("snapshot" | "refuse"), keep_replaced (seconds)
     [repository]  kind
     [repository.local]  root, password_file
     [repository.s3]     endpoint, region, bucket_prefix, root_template,
@@ -88,6 +89,7 @@ __all__ = [
 ]
 
 BACKENDS = ("directory", "btrfs")
+RESTORE_DIRTY_POLICIES = ("snapshot", "refuse")
 ENGINES = ("restic", "rustic", "auto")
 REPOSITORY_KINDS = ("local", "s3")
 AUTH_ROLES = ("read-only", "operator")
@@ -235,6 +237,19 @@ class RetentionConfig:
 
 
 @dataclass(frozen=True, kw_only=True)
+class RestoreConfig:
+    """What a whole-project restore does with the project it replaces."""
+
+    dirty: str = "snapshot"
+    """A project with changes since its last backup: ``"snapshot"`` backs them up first (a
+    pre-restore snapshot), ``"refuse"`` fails FAILED_PRECONDITION unless the request says force."""
+    keep_replaced: float = 86400.0
+    """Seconds the replaced tree is kept for UndoRestore, > 0. Not 0: force skips the
+    pre-restore snapshot, and a write between that snapshot and the swap is only in the
+    replaced tree, so removing it at once could destroy data no snapshot holds."""
+
+
+@dataclass(frozen=True, kw_only=True)
 class BtrfsConfig:
     """The btrfs backend (``backend = "btrfs"``)."""
 
@@ -345,6 +360,7 @@ class AgentConfig:
     """``"directory"`` or ``"btrfs"``."""
     btrfs: BtrfsConfig = field(default_factory=BtrfsConfig)
     retention: RetentionConfig = field(default_factory=RetentionConfig)
+    restore: RestoreConfig = field(default_factory=RestoreConfig)
     auth: AuthConfig = field(default_factory=AuthConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
 
@@ -731,6 +747,7 @@ def parse_config(data: Mapping[str, Any], *, source: str, relative_to: Path) -> 
     engine = _parse_engine(top.table("engine"), relative_to)
     btrfs = _parse_btrfs(top.table("btrfs"), relative_to)
     retention = _parse_retention(top.table("retention"), problems)
+    restore = _parse_restore(top.table("restore"))
     repository = _parse_repository(top.table("repository"), paths, relative_to, problems)
     logging = _parse_logging(top.table("logging"))
     metrics = _parse_metrics(top.table("metrics"), relative_to)
@@ -755,6 +772,7 @@ def parse_config(data: Mapping[str, Any], *, source: str, relative_to: Path) -> 
         backend=backend,
         btrfs=btrfs,
         retention=retention,
+        restore=restore,
         auth=auth,
         metrics=metrics,
     )
@@ -844,6 +862,20 @@ def _parse_retention(table: _Table | None, problems: list[str]) -> RetentionConf
     table.finish()
     if config.interval > 0 and not any(config.keep().values()):
         problems.append("retention: an interval needs at least one keep_* above 0 (it would forget every snapshot)")
+    return config
+
+
+_RESTORE = RestoreConfig()
+
+
+def _parse_restore(table: _Table | None) -> RestoreConfig:
+    if table is None:
+        return _RESTORE
+    config = RestoreConfig(
+        dirty=table.take("dirty", one_of(*RESTORE_DIRTY_POLICIES), _RESTORE.dirty),
+        keep_replaced=float(table.take("keep_replaced", number(0, exclusive=True), _RESTORE.keep_replaced)),
+    )
+    table.finish()
     return config
 
 
