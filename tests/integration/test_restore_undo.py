@@ -371,11 +371,12 @@ def test_btrfs_kept_trees_are_read_only_subvolumes_and_never_backed_up(agent_fac
                              capture_output=True, text=True).stdout
         return out.strip() == "ro=true"
 
+    kept_persist = agent.persist_root / ".undo" / restore.id / "persist"
     deadline = time.monotonic() + 60  # sealed in the background after the operation answered
-    while not read_only(kept_home) and time.monotonic() < deadline:
+    while not (read_only(kept_home) and read_only(kept_persist)) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert read_only(kept_home)
-    assert read_only(agent.persist_root / ".undo" / restore.id / "persist")
+    assert read_only(kept_persist)
     assert not read_only(agent.home(project_id))
     # A backup reads the project only.
     backed = agent.wait(agent.backup(project_id, force=True).id)
