@@ -387,3 +387,34 @@ def test_btrfs_kept_trees_are_read_only_subvolumes_and_never_backed_up(agent_fac
     assert agent.wait(undo(agent, project_id).id).state == pb.SUCCEEDED
     assert not read_only(agent.home(project_id))
     (agent.home(project_id) / "writable.txt").write_text("yes")
+
+
+def test_restore_force_and_undo_restore_through_both_clis(agent_factory):
+    from tests.integration.test_operator_cli import host_cli, hub_cli
+
+    agent = agent_factory(extra='\n[restore]\ndirty = "refuse"\n')
+    project_id = create_project(agent, files=10)
+    snapshot_id = backed_up(agent, project_id).summary.snapshot_id
+    snapshot_trees = trees(agent, project_id)
+    unsaved_changes(agent, project_id)
+    before = trees(agent, project_id)
+
+    refused = host_cli(agent, "restore", project_id, snapshot_id)
+    assert refused.returncode == 1, refused.stderr.decode()
+    assert b"changes since its last backup" in refused.stdout + refused.stderr
+    assert trees(agent, project_id) == before
+
+    forced = host_cli(agent, "restore", project_id, snapshot_id, "--force")
+    assert forced.returncode == 0, forced.stderr.decode()
+    assert b"undo-restore" in forced.stdout  # the warning says how to undo
+    assert trees(agent, project_id) == snapshot_trees
+
+    undone = host_cli(agent, "undo-restore", project_id)
+    assert undone.returncode == 0, undone.stderr.decode()
+    assert trees(agent, project_id) == before
+    redone = hub_cli(agent, "undo-restore", project_id)
+    assert redone.returncode == 0, redone.stderr.decode()
+    assert trees(agent, project_id) == snapshot_trees
+
+    missing = hub_cli(agent, "undo-restore", project_id, "--operation", new_id())
+    assert missing.returncode == 2 and b"NOT_FOUND" in missing.stderr, missing.stderr.decode()
