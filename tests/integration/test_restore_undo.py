@@ -87,6 +87,18 @@ def without_root(tree: dict) -> dict:
     return {k: v for k, v in tree.items() if k != "."}
 
 
+def backed_up_generation(agent, project_id: str) -> str | None:
+    """The generation the agent's journal records as backed up (read-only, beside the agent)."""
+    import sqlite3
+
+    db = sqlite3.connect(f"file:{agent.state_dir / 'agent.sqlite'}?mode=ro", uri=True)
+    try:  # closed, not only committed: an open file keeps the btrfs loop mount busy at teardown
+        row = db.execute("SELECT last_backup_generation FROM projects WHERE project_id=?", (project_id,)).fetchone()
+    finally:
+        db.close()
+    return row[0] if row else None
+
+
 def backed_up(agent, project_id: str) -> pb.Operation:
     operation = agent.wait(agent.backup(project_id).id)
     assert operation.state == pb.SUCCEEDED, operation.error
@@ -134,6 +146,11 @@ def test_whole_restore_over_unsaved_changes_keeps_an_undo_that_gives_the_old_tre
     status = agent.stub.GetProjectStatus(pb.GetProjectStatusRequest(project_id=project_id), timeout=30)
     assert status.dirty
     assert not status.frozen
+    assert not status.last_restore.snapshot_id  # the receipt no longer describes the project
+    # The restore recorded its staged generations as backed up; the tree put back has its own,
+    # which may differ only by chance (a write in the same transaction): the record must be gone,
+    # or the next Backup could be skipped as UP_TO_DATE.
+    assert backed_up_generation(agent, project_id) is None
     again = agent.wait(agent.backup(project_id).id)
     assert again.state == pb.SUCCEEDED, again.error  # not UP_TO_DATE
     assert again.summary.snapshot_id not in (snapshot_id, pre[0].id)
