@@ -435,3 +435,51 @@ def test_restore_force_and_undo_restore_through_both_clis(agent_factory):
 
     missing = hub_cli(agent, "undo-restore", project_id, "--operation", new_id())
     assert missing.returncode == 2 and b"NOT_FOUND" in missing.stderr, missing.stderr.decode()
+
+
+def test_ensure_restoring_into_an_empty_home_keeps_an_unsaved_persist_location(agent_factory):
+    """EnsureProject AUTO restores into an empty home, which replaces the persist location too:
+    its unsaved state is backed up first and kept, and undo-restore gives both trees back."""
+    agent = agent_factory()
+    project_id = create_project(agent, files=10)
+    snapshot_id = backed_up(agent, project_id).summary.snapshot_id
+    for entry in list(agent.home(project_id).iterdir()):
+        shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
+    (agent.persist(project_id) / "app.db").write_bytes(b"state written after the backup\n")
+    before = trees(agent, project_id)
+
+    ensured = agent.wait(agent.stub.EnsureProject(pb.EnsureProjectRequest(
+        request_id=new_id(), project_id=project_id, mode=pb.EnsureProjectRequest.AUTO), timeout=30).id)
+    assert ensured.state in OK, ensured.error
+    assert (agent.home(project_id) / "link-to-first").is_symlink()  # the snapshot is in place
+    pre = [s for s in snapshots(agent, project_id) if s.purpose == "pre-restore"]
+    assert [s.operation_id for s in pre] == [ensured.id]
+    content = agent.stub.ReadFile(pb.ReadFileRequest(project_id=project_id, snapshot_id=pre[0].id,
+                                                     path="persist/app.db"), timeout=60).content
+    assert content == b"state written after the backup\n"
+    assert snapshot_id != pre[0].id
+
+    undone = agent.wait(undo(agent, project_id, ensured.id).id)
+    assert undone.state == pb.SUCCEEDED, undone.error
+    assert trees(agent, project_id) == before
+
+
+def test_undo_while_another_operation_runs_on_the_project_is_aborted(agent_factory):
+    agent = agent_factory(limits="upload_limit_kib = 256")
+    project_id = create_project(agent, files=10)
+    snapshot_id = backed_up(agent, project_id).summary.snapshot_id
+    unsaved_changes(agent, project_id)
+    restore = agent.wait(agent.restore(project_id, snapshot_id).id)
+    assert restore.state in OK
+    restored = trees(agent, project_id)
+    for index in range(12):  # about 3 MiB at 256 KiB/s: the backup runs for a while
+        (agent.home(project_id) / f"blob-{index}.bin").write_bytes(os.urandom(256 * 1024))
+    running = agent.backup(project_id)
+    with pytest.raises(grpc.RpcError) as caught:
+        undo(agent, project_id)
+    assert caught.value.code() is grpc.StatusCode.ABORTED
+    assert running.id in caught.value.details()
+    assert agent.wait(running.id, timeout=300).state == pb.SUCCEEDED
+    restored_and_blobs = trees(agent, project_id)
+    assert restored_and_blobs != restored
+    assert agent.wait(undo(agent, project_id).id).state == pb.SUCCEEDED  # still kept afterwards
