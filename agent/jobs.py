@@ -368,8 +368,8 @@ async def restore(
         warnings.append(f"the project had changes since its last backup: they were backed up first as "
                         f"pre-restore snapshot {pre_restore}")
     elif dirty:
-        warnings.append("the project had changes since its last backup and force skipped the pre-restore "
-                        "snapshot: they are only in the kept replaced tree")
+        warnings.append("the project had changes since its last backup that were not backed up first ("
+                        + ("force" if force else "no home to back up") + "): they are only in the kept replaced tree")
     if warnings and kept:
         warnings.append(f"the replaced tree is kept for {services.restore_policy.keep_replaced:g} s: "
                         f"undo-restore {project_id} --operation {context.operation_id}")
@@ -396,9 +396,18 @@ async def _protect_unsaved(
     """Before a whole restore replaces the project: when it has changes since its last backup,
     back them up (purpose pre-restore, tagged with this operation) and return that snapshot's id,
     or raise FailedPrecondition by the ``[restore] dirty = "refuse"`` policy; with ``force``
-    neither (the replaced tree is still kept). Returns (whether it had changes, the pre-restore
-    snapshot id or ""). A failed backup raises: the project has not been touched."""
+    neither (the replaced tree is still kept). A project without a home (EnsureProject over a
+    left-over persist location) counts as changed, is neither backed up nor refused: its persist
+    location is only kept. Returns (whether it had changes, the pre-restore snapshot id or "").
+    A failed backup raises: the project has not been touched."""
     project_id = context.project_id
+    if not services.backend.exists(project_id):
+        # Only a persist location (EnsureProject into a missing home): freshness cannot tell
+        # (no home to scan or read generations of) and there is no project to back up; its
+        # persist location is kept like any replaced tree, and said so.
+        context.progress("snapshot", message="the project has no home to back up; its persist location is kept "
+                                             "(undo-restore)")
+        return True, ""
     await fresh.observe(services.journal, services.backend, project_id)
     state = fresh.freshness(services.journal, project_id)
     if not state.dirty:
@@ -569,7 +578,8 @@ async def ensure_project(
             # Restore into staging and swap: an empty home left by a failed start is replaced whole.
             summary = await restore(context, services, repo, snapshot_id=newest.id, resolved=newest)
             return Summary(snapshot_id=summary.snapshot_id, bytes_processed=summary.bytes_processed,
-                           files_processed=summary.files_processed, duration_seconds=time.monotonic() - started)
+                           files_processed=summary.files_processed, duration_seconds=time.monotonic() - started,
+                           warnings=summary.warnings)
         if mode == "required":
             raise errors.FailedPrecondition(
                 f"project {project_id} is missing and has no layout-v2 backup in {repo.display}"
@@ -614,7 +624,7 @@ async def _ensure_snapshot(
     # NOT_FOUND, one without layout v2 is refused before anything is swapped in).
     summary = await restore(context, services, repo, snapshot_id=snapshot_id, resolved=resolved)
     return Summary(snapshot_id=summary.snapshot_id, bytes_processed=summary.bytes_processed,
-                   files_processed=summary.files_processed)
+                   files_processed=summary.files_processed, warnings=summary.warnings)
 
 
 def _same_snapshot(a: str, b: str) -> bool:

@@ -450,7 +450,7 @@ def test_ensure_restoring_into_an_empty_home_keeps_an_unsaved_persist_location(a
 
     ensured = agent.wait(agent.stub.EnsureProject(pb.EnsureProjectRequest(
         request_id=new_id(), project_id=project_id, mode=pb.EnsureProjectRequest.AUTO), timeout=30).id)
-    assert ensured.state in OK, ensured.error
+    assert ensured.state == pb.SUCCEEDED_WITH_WARNINGS, ensured.error  # the warning names the snapshot
     assert (agent.home(project_id) / "link-to-first").is_symlink()  # the snapshot is in place
     pre = [s for s in snapshots(agent, project_id) if s.purpose == "pre-restore"]
     assert [s.operation_id for s in pre] == [ensured.id]
@@ -483,3 +483,20 @@ def test_undo_while_another_operation_runs_on_the_project_is_aborted(agent_facto
     restored_and_blobs = trees(agent, project_id)
     assert restored_and_blobs != restored
     assert agent.wait(undo(agent, project_id).id).state == pb.SUCCEEDED  # still kept afterwards
+
+
+def test_ensure_into_a_missing_home_keeps_the_persist_location_it_replaces(agent_factory):
+    agent = agent_factory()
+    project_id = create_project(agent, files=5)
+    backed_up(agent, project_id)
+    shutil.rmtree(agent.home(project_id))
+    (agent.persist(project_id) / "app.db").write_bytes(b"unsaved state, no home\n")
+    persist_before = manifest(agent.persist(project_id))
+
+    ensured = agent.wait(agent.stub.EnsureProject(pb.EnsureProjectRequest(
+        request_id=new_id(), project_id=project_id, mode=pb.EnsureProjectRequest.AUTO), timeout=30).id)
+    assert ensured.state == pb.SUCCEEDED_WITH_WARNINGS, ensured.error
+    assert agent.home(project_id).is_dir()
+    assert agent.wait(undo(agent, project_id).id).state == pb.SUCCEEDED
+    assert not agent.home(project_id).exists()  # as it was: no home
+    assert manifest(agent.persist(project_id)) == persist_before
