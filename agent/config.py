@@ -18,6 +18,7 @@ The TOML file mirrors the dataclasses::
     [btrfs]       binary, default_quota_bytes
     [freeze]      writers ("stop" | "refuse"), grace, cgroup (path pattern with {project_id})
     [retention]   interval, keep_last, keep_hourly, keep_daily, keep_weekly, keep_monthly, prune
+    [restore]     dirty ("snapshot" | "refuse"), keep_replaced (seconds)
     [repository]  kind
     [repository.local]  root, password_file
     [repository.s3]     endpoint, region, bucket_prefix, root_template,
@@ -89,6 +90,7 @@ __all__ = [
 ]
 
 BACKENDS = ("directory", "btrfs")
+RESTORE_DIRTY_POLICIES = ("snapshot", "refuse")
 ENGINES = ("restic", "rustic", "auto")
 REPOSITORY_KINDS = ("local", "s3")
 AUTH_ROLES = ("read-only", "operator")
@@ -236,6 +238,19 @@ class RetentionConfig:
 
 
 @dataclass(frozen=True, kw_only=True)
+class RestoreConfig:
+    """What a whole-project restore does with the project it replaces."""
+
+    dirty: str = "snapshot"
+    """A project with changes since its last backup: ``"snapshot"`` backs them up first (a
+    pre-restore snapshot), ``"refuse"`` fails FAILED_PRECONDITION unless the request says force."""
+    keep_replaced: float = 86400.0
+    """Seconds the replaced tree is kept for UndoRestore, > 0. Not 0: force skips the
+    pre-restore snapshot, and a write between that snapshot and the swap is only in the
+    replaced tree, so removing it at once could destroy data no snapshot holds."""
+
+
+@dataclass(frozen=True, kw_only=True)
 class BtrfsConfig:
     """The btrfs backend (``backend = "btrfs"``)."""
 
@@ -368,6 +383,7 @@ class AgentConfig:
     btrfs: BtrfsConfig = field(default_factory=BtrfsConfig)
     freeze: FreezeConfig = field(default_factory=FreezeConfig)
     retention: RetentionConfig = field(default_factory=RetentionConfig)
+    restore: RestoreConfig = field(default_factory=RestoreConfig)
     auth: AuthConfig = field(default_factory=AuthConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
 
@@ -760,6 +776,7 @@ def parse_config(data: Mapping[str, Any], *, source: str, relative_to: Path) -> 
     btrfs = _parse_btrfs(top.table("btrfs"), relative_to)
     freeze = _parse_freeze(top.table("freeze"), problems)
     retention = _parse_retention(top.table("retention"), problems)
+    restore = _parse_restore(top.table("restore"))
     repository = _parse_repository(top.table("repository"), paths, relative_to, problems)
     logging = _parse_logging(top.table("logging"))
     metrics = _parse_metrics(top.table("metrics"), relative_to)
@@ -785,6 +802,7 @@ def parse_config(data: Mapping[str, Any], *, source: str, relative_to: Path) -> 
         btrfs=btrfs,
         freeze=freeze,
         retention=retention,
+        restore=restore,
         auth=auth,
         metrics=metrics,
     )
@@ -874,6 +892,20 @@ def _parse_retention(table: _Table | None, problems: list[str]) -> RetentionConf
     table.finish()
     if config.interval > 0 and not any(config.keep().values()):
         problems.append("retention: an interval needs at least one keep_* above 0 (it would forget every snapshot)")
+    return config
+
+
+_RESTORE = RestoreConfig()
+
+
+def _parse_restore(table: _Table | None) -> RestoreConfig:
+    if table is None:
+        return _RESTORE
+    config = RestoreConfig(
+        dirty=table.take("dirty", one_of(*RESTORE_DIRTY_POLICIES), _RESTORE.dirty),
+        keep_replaced=float(table.take("keep_replaced", number(0, exclusive=True), _RESTORE.keep_replaced)),
+    )
+    table.finish()
     return config
 
 

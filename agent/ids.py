@@ -25,6 +25,18 @@ def project_id(value: str) -> str:
     return str(parsed)
 
 
+def operation_id(value: str, *, field: str = "restore_operation_id") -> str:
+    """Return the canonical form of an operation id (a UUID, as the agent makes them); raises
+    InvalidArgument."""
+    try:
+        parsed = uuid.UUID(value)
+    except (ValueError, AttributeError, TypeError):
+        raise errors.InvalidArgument(f"{field} {value[:80]!r} is not an operation id (a UUID)") from None
+    if str(parsed) != value.lower():
+        raise errors.InvalidArgument(f"{field} {value[:80]!r} is not in the canonical 8-4-4-4-12 form")
+    return str(parsed)
+
+
 def request_id(value: str) -> str:
     """Return a caller-chosen request id (1 to 200 characters); raises InvalidArgument."""
     if not value:

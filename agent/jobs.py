@@ -16,8 +16,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Sequence
 
-from agent import buckets, errors, fsops, live_tree, placing, project_paths, sentinel, tree_compare, usertree
+import structlog
+
+from agent import buckets, errors, fsops, live_tree, placing, project_paths, sentinel, tree_compare, undo, usertree
+from agent import freshness as fresh
 from agent.backends.base import Backend, Staging, remove_fd_view
+from agent.config import RestoreConfig
 from agent.fsops import tree_size
 from agent.housekeeping import Housekeeping
 from agent.engine import restic_args as ra
@@ -27,6 +31,8 @@ from agent.journal import Journal
 from agent.model import OperationRecord, OperationState, Summary
 from agent.operations import OperationContext
 from agent.repository import Repository
+
+log = structlog.get_logger("agent.jobs")
 
 LAYOUT = "v2"
 # The tag of a snapshot that holds one path of the project (BackupRequest.subpath), not all of it.
@@ -67,6 +73,13 @@ class Services:
     create_buckets: bool = False
     housekeeping: Housekeeping = field(default_factory=Housekeeping)
     snapshot_counts: SnapshotCounts = field(default_factory=SnapshotCounts)
+    restore_policy: RestoreConfig = field(default_factory=RestoreConfig)
+    # The trees whole-project restores replaced (UndoRestore); made from the backend when not given.
+    kept: undo.KeptTrees = None  # type: ignore[assignment]
+
+    def __post_init__(self) -> None:
+        if self.kept is None:
+            object.__setattr__(self, "kept", undo.KeptTrees(self.backend))
 
 
 def snapshot_tags(
@@ -229,10 +242,15 @@ async def _unchanged_since_last_backup(services: Services, repo: Repository, pro
 
 async def restore(
     context: OperationContext, services: Services, repo: Repository, *, snapshot_id: str,
-    resolved: Snapshot | None = None, source_project_id: str | None = None,
+    resolved: Snapshot | None = None, source_project_id: str | None = None, force: bool = False,
 ) -> Summary:
     """Restore a whole snapshot into the project through staging, then swap it in. ``resolved``
     is the snapshot when the caller has looked it up already (its layout checked).
+
+    A project with files is never simply replaced: when it has changes since its last backup
+    they are first backed up as a pre-restore snapshot, or the restore is refused
+    (FailedPrecondition) by the ``[restore] dirty`` policy, unless ``force``; and the replaced
+    trees are kept for ``[restore] keep_replaced`` seconds (:func:`undo_restore`).
 
     With ``source_project_id`` (another project, whose repository ``repo`` is) the project becomes
     a clone of that project's snapshot: it has no backup of its own yet, so it is recorded as
@@ -244,6 +262,16 @@ async def restore(
     backend.require_real(project_id)
     if await backend.is_frozen(project_id):
         raise errors.FailedPrecondition(f"project {project_id} is frozen; thaw it before restoring")
+    # What the project holds now, unless this is a clone (of a project that is not here).
+    replaces = owner == project_id and await _has_content(backend, project_id)
+    pre_restore, dirty = "", False
+    if replaces:
+        if snapshot_id == "latest" and resolved is None:
+            # Resolved before a pre-restore snapshot can become the newest one.
+            resolved = await find_snapshot(services, repo, owner, snapshot_id)
+            require_whole(resolved, owner)
+            snapshot_id = resolved.id
+        dirty, pre_restore = await _protect_unsaved(context, services, repo, force=force)
     lookup: asyncio.Task | None = None
     size_task: asyncio.Future
     known = known_snapshot(services, repo, owner, snapshot_id)
@@ -282,7 +310,7 @@ async def restore(
         raise
     poller = asyncio.create_task(_report_restore_progress(context, staging.project, staging.persist, size_task))
     writer = asyncio.create_task(_write_back_while_restoring(backend, staging))
-    swapped = False
+    swapped = kept = unkept = False
     try:
         context.progress("restore", message=f"restoring snapshot {snapshot_id[:8]}")
         try:
@@ -301,11 +329,20 @@ async def restore(
         # the generation was read would be recorded as backed up (and skipped by the next backup).
         generation = await backend.staged_generation(staging) if owner == project_id else None
         plan = backend.swap_plan(project_id, staging)
-        # From here on no await until the swap is done: cancellation lands only at
-        # an await, so it can never split the swap.
-        context.set_recovery(swap=plan)
+        # From here on no await until the swap and the keep are done: cancellation lands only
+        # at an await, so it can never split them.
+        keep = services.kept.prepare(
+            operation_id=context.operation_id, project_id=project_id,
+            keep_seconds=services.restore_policy.keep_replaced, pre_restore_snapshot=pre_restore,
+            trees={"project": staging.project, "persist": staging.persist},
+        ) if replaces else []
+        context.set_recovery(swap=plan, keep=keep)
         backend.swap_in(plan)
         swapped = True
+        unkept = bool(keep)
+        # After the exchange the staged paths hold the replaced trees: moved to the kept place.
+        undo.move_kept(keep)
+        kept, unkept = bool(keep), False
         restored_at = time.time()
         if owner != project_id:  # a clone: nothing of it is in its own repository yet
             services.journal.mark_changed(project_id, restored_at)
@@ -326,25 +363,95 @@ async def restore(
             files_total=total.total_files if total else 0,
             message="restored tree swapped into place",
         )
+        if kept:
+            until = datetime.fromtimestamp(time.time() + services.restore_policy.keep_replaced, UTC)
+            context.progress("swap", message=f"the replaced tree is kept until {until:%Y-%m-%d %H:%M:%S} UTC: "
+                                             f"undo-restore {project_id} --operation {context.operation_id}")
     finally:
         helpers = [task for task in (poller, writer, size_task, lookup) if task is not None]
         for task in helpers:
             task.cancel()
         with contextlib.suppress(BaseException):
             await asyncio.gather(*helpers, return_exceptions=True)
-        if swapped:
+        if unkept:
+            # The replaced trees could not be moved to the kept place: they stay in staging
+            # rather than be removed with it (never destroy what no snapshot holds).
+            log.error("restore.keep_failed", operation_id=context.operation_id)
+        elif swapped:
             # The project is in place: removing the old trees (all of a large project's old data)
-            # only reclaims space, and the operation does not wait for it.
+            # only reclaims space, and the operation does not wait for it. Kept ones are moved
+            # out of staging already; sealing them read-only need not be waited for either.
             services.housekeeping.later(f"remove the old trees of restore {context.operation_id}",
                                         backend.discard_staging(context.operation_id))
+            if kept:
+                services.housekeeping.later(f"seal the trees restore {context.operation_id} replaced",
+                                            services.kept.seal(context.operation_id))
         else:
             await backend.discard_staging(context.operation_id)
+    warnings = []
+    if pre_restore:
+        warnings.append(f"the project had changes since its last backup: they were backed up first as "
+                        f"pre-restore snapshot {pre_restore}")
+    elif dirty:
+        warnings.append("the project had changes since its last backup that were not backed up first ("
+                        + ("force" if force else "no home to back up") + "): they are only in the kept replaced tree")
+    if warnings and kept:
+        warnings.append(f"the replaced tree is kept for {services.restore_policy.keep_replaced:g} s: "
+                        f"undo-restore {project_id} --operation {context.operation_id}")
     return Summary(
         snapshot_id=snapshot.id,
         bytes_processed=total.total_bytes if total else 0,
         files_processed=total.total_files if total else 0,
         duration_seconds=time.monotonic() - started,
+        warnings=tuple(warnings),
     )
+
+
+async def _has_content(backend: Backend, project_id: str) -> bool:
+    """Whether the project's home or persist location holds anything a restore would replace."""
+    def any_entry(path: Path) -> bool:
+        return path.is_dir() and not path.is_symlink() and any(path.iterdir())
+    return await asyncio.to_thread(
+        lambda: any_entry(backend.home(project_id)) or any_entry(backend.persist(project_id)))
+
+
+async def _protect_unsaved(
+    context: OperationContext, services: Services, repo: Repository, *, force: bool
+) -> tuple[bool, str]:
+    """Before a whole restore replaces the project: when it has changes since its last backup,
+    back them up (purpose pre-restore, tagged with this operation) and return that snapshot's id,
+    or raise FailedPrecondition by the ``[restore] dirty = "refuse"`` policy; with ``force``
+    neither (the replaced tree is still kept). A project without a home (EnsureProject over a
+    left-over persist location) counts as changed, is neither backed up nor refused: its persist
+    location is only kept. Returns (whether it had changes, the pre-restore snapshot id or "").
+    A failed backup raises: the project has not been touched."""
+    project_id = context.project_id
+    if not services.backend.exists(project_id):
+        # Only a persist location (EnsureProject into a missing home): freshness cannot tell
+        # (no home to scan or read generations of) and there is no project to back up; its
+        # persist location is kept like any replaced tree, and said so.
+        context.progress("snapshot", message="the project has no home to back up; its persist location is kept "
+                                             "(undo-restore)")
+        return True, ""
+    await fresh.observe(services.journal, services.backend, project_id)
+    state = fresh.freshness(services.journal, project_id)
+    if not state.dirty:
+        return False, ""
+    if force:
+        context.progress("snapshot", message="the project has changes since its last backup; force: restoring "
+                                             "without a pre-restore snapshot (the replaced tree is kept)")
+        return True, ""
+    if services.restore_policy.dirty == "refuse":
+        raise errors.FailedPrecondition(
+            f"project {project_id} has changes since its last backup"
+            f"{' (' + state.last_backup_snapshot[:8] + ')' if state.last_backup_snapshot else ''}; "
+            "back it up first or restore with force (the replaced tree is kept either way)"
+        )
+    context.progress("snapshot", message="the project has changes since its last backup: backing them up first "
+                                         "(pre-restore snapshot)")
+    summary = await backup(context, services, repo, purpose="pre-restore", extra_tags=[])
+    context.progress("snapshot", message=f"pre-restore snapshot {summary.snapshot_id}")
+    return True, summary.snapshot_id
 
 
 async def restore_path(
@@ -605,7 +712,8 @@ async def ensure_project(
             # Restore into staging and swap: an empty home left by a failed start is replaced whole.
             summary = await restore(context, services, repo, snapshot_id=newest.id, resolved=newest)
             return Summary(snapshot_id=summary.snapshot_id, bytes_processed=summary.bytes_processed,
-                           files_processed=summary.files_processed, duration_seconds=time.monotonic() - started)
+                           files_processed=summary.files_processed, duration_seconds=time.monotonic() - started,
+                           warnings=summary.warnings)
         if mode == "required":
             raise errors.FailedPrecondition(
                 f"project {project_id} is missing and has no layout-v2 backup in {repo.display}"
@@ -650,7 +758,7 @@ async def _ensure_snapshot(
     # NOT_FOUND, one without layout v2 is refused before anything is swapped in).
     summary = await restore(context, services, repo, snapshot_id=snapshot_id, resolved=resolved)
     return Summary(snapshot_id=summary.snapshot_id, bytes_processed=summary.bytes_processed,
-                   files_processed=summary.files_processed)
+                   files_processed=summary.files_processed, warnings=summary.warnings)
 
 
 def _same_snapshot(a: str, b: str) -> bool:
@@ -688,6 +796,8 @@ async def delete_project(context: OperationContext, services: Services, *, repo:
     context.progress("delete", message="removing the project's subvolumes and snapshots")
     # Never thawed first: a frozen project is removed without a moment in which it is writable.
     await services.backend.delete(project_id)
+    # Deleting the whole project is the one explicit removal: the trees restores replaced go too.
+    await services.kept.remove_project(project_id)
     services.journal.forget_project(project_id, repo.display if repo is not None else None)
     if repo is not None:
         context.progress("delete", message=f"deleting repository {repo.display}")
@@ -696,6 +806,55 @@ async def delete_project(context: OperationContext, services: Services, *, repo:
         else:
             await asyncio.to_thread(_remove_local_repository, Path(repo.location))
     context.progress("delete", percent=100.0, message="deleted")
+    return Summary(duration_seconds=time.monotonic() - started)
+
+
+async def undo_restore(context: OperationContext, services: Services, *, restore_operation_id: str) -> Summary:
+    """Put back the trees the whole-project restore ``restore_operation_id`` (empty: the newest
+    kept one) replaced, by the same swap as a restore; the trees they replace are kept in turn
+    (an undo can be undone). Raises NotFound (nothing kept, or expired), FailedPrecondition
+    (frozen). Afterwards the project counts as changed since its last backup: its content is
+    neither that backup nor the restore's snapshot."""
+    started = time.monotonic()
+    project_id = context.project_id
+    backend = services.backend
+    async with services.kept.lock:  # expiry must not remove what is being put back
+        if not backend.exists(project_id):
+            raise errors.NotFound(f"project {project_id} does not exist on this host")
+        if await backend.is_frozen(project_id):
+            raise errors.FailedPrecondition(f"project {project_id} is frozen; thaw it before undoing a restore")
+        kept = services.kept.find(project_id, restore_operation_id)
+        context.progress("swap", message=f"putting back the tree operation {kept.operation_id} replaced")
+        await services.kept.unseal(kept)
+        lives = {"project": backend.home(project_id), "persist": backend.persist(project_id)}
+        pairs = [(tree, lives[role]) for role, tree in (("persist", kept.persist), ("project", kept.project))
+                 if tree is not None]
+        plan = backend.plan_swap(pairs)
+        # After the swap the kept paths hold the trees they replaced; a live tree with nothing
+        # kept for it (the replaced project had no persist location) is moved out whole.
+        replaced = {role: tree if tree is not None else lives[role]
+                    for role, tree in (("project", kept.project), ("persist", kept.persist))
+                    if tree is not None or lives[role].exists()}
+        # Recorded before the swap (errs towards dirty): the next backup must run, not be
+        # skipped as UP_TO_DATE against the restore's generation, and the restore receipt no
+        # longer describes the project.
+        services.journal.undo_backup_state(project_id, time.time())
+        # No await from here until the swap and the keep are done (see restore).
+        keep = services.kept.prepare(
+            operation_id=context.operation_id, project_id=project_id,
+            keep_seconds=services.restore_policy.keep_replaced, trees=replaced,
+        )
+        context.set_recovery(undo=kept.operation_id, swap=plan, keep=keep)
+        backend.swap_in(plan)
+        undo.move_kept(keep)
+        services.kept.drop_empty(kept.operation_id)
+    services.housekeeping.later(f"seal the trees undo {context.operation_id} replaced",
+                                services.kept.seal(context.operation_id))
+    until = datetime.fromtimestamp(time.time() + services.restore_policy.keep_replaced, UTC)
+    context.progress("swap", percent=100.0,
+                     message=f"the tree operation {kept.operation_id} replaced is back; the tree it replaced is "
+                             f"kept until {until:%Y-%m-%d %H:%M:%S} UTC: undo-restore {project_id} "
+                             f"--operation {context.operation_id}")
     return Summary(duration_seconds=time.monotonic() - started)
 
 
@@ -792,7 +951,11 @@ def recover(record: OperationRecord, backend: Backend) -> str | None:
         note = "the restore or copy of a path had not finished; its staging was removed"
     if record.recovery.get("swap"):
         backend.swap_in(record.recovery["swap"])
+        # What the swap replaced goes to the kept place before stale staging is removed.
+        undo.move_kept(record.recovery.get("keep", []))
         note = "the restore had finished and its swap was completed during recovery"
+        if record.recovery.get("undo"):
+            note = "the undo had started its swap; the swap was completed during recovery"
     elif record.recovery.get("staging"):
         note = "the restore had not finished; the project was left as it was before"
     return note

@@ -368,6 +368,15 @@ class Journal:
         receipt = json.dumps({"snapshot_id": snapshot_id, "time": time, "operation_id": operation_id})
         self._db.execute("UPDATE projects SET last_restore=? WHERE project_id=?", (receipt, project_id))
 
+    def undo_backup_state(self, project_id: str, when: float) -> None:
+        """An undo put back a tree that is neither the last backup nor the last restore: record a
+        change at ``when``, drop the backed-up generation (the next backup is never skipped as
+        unchanged) and the restore receipt."""
+        self._ensure_project_row(project_id)
+        self._db.execute("UPDATE projects SET last_backup_generation=NULL, last_restore=NULL WHERE project_id=?",
+                         (project_id,))
+        self.mark_changed(project_id, when)
+
     def last_restore(self, project_id: str) -> dict | None:
         row = self._db.execute("SELECT last_restore FROM projects WHERE project_id=?", (project_id,)).fetchone()
         return json.loads(row[0]) if row is not None and row[0] else None

@@ -113,6 +113,12 @@ def make_backend(config: AgentConfig) -> Backend:
                             state_dir=paths.state_dir)
 
 
+def undo_expiry_interval(keep_replaced: float) -> float:
+    """Seconds between looks for expired kept trees: a fraction of how long they are kept, so
+    one is not kept much longer than configured, and at most a minute."""
+    return min(60.0, max(0.5, keep_replaced / 4))
+
+
 def _remember(cache: OrderedDict, key, value, *, limit: int) -> None:
     cache[key] = value
     cache.move_to_end(key)
@@ -147,6 +153,7 @@ class AgentService:
         self.engine = make_engine(config, on_failure=self.metrics.engine_failed)
         self._reconciler: asyncio.Task | None = None
         self._retention: asyncio.Task | None = None
+        self._undo_expiry: asyncio.Task | None = None
         self._checked_snapshots: OrderedDict = OrderedDict()
         self._listings: OrderedDict = OrderedDict()
         self._freeze_lock = asyncio.Lock()
@@ -158,6 +165,7 @@ class AgentService:
             engine=self.engine,
             host_id=config.host_id,
             create_buckets=bool(config.repository.s3 and config.repository.s3.create_bucket),
+            restore_policy=config.restore,
         )
         self.operations = OperationManager(
             self.journal,
@@ -184,6 +192,8 @@ class AgentService:
             concurrency=self.config.limits.max_concurrent_operations)
         interrupted = self.operations.recover_interrupted(notes=unlocked)
         removed = await self.backend.remove_stale()
+        # Expired kept trees go now; ones kept just before a crash are made read-only.
+        expired = await self.services.kept.sweep(seal=True)
         profiles = self.engine.remove_stale()
         for project_id in self._present_projects():  # one query each: the metrics start complete
             self._publish_freshness(project_id)
@@ -192,6 +202,7 @@ class AgentService:
             "agent.recovered",
             interrupted=[r.id for r in interrupted],
             stale_staging_removed=[str(p) for p in removed],
+            expired_undo_removed=expired,
             stale_engine_files_removed=profiles,
         )
         log.info("engine.ready", engine=self.engine.name, binary=self.engine.binary, version=version,
@@ -200,6 +211,9 @@ class AgentService:
             self._retention = asyncio.get_running_loop().create_task(
                 self.retention_forever(self.config.retention.interval), name="retention"
             )
+        self._undo_expiry = asyncio.get_running_loop().create_task(
+            self.expire_undo_forever(undo_expiry_interval(self.config.restore.keep_replaced)), name="undo-expiry"
+        )
         if self.config.limits.reconcile_interval > 0:
             self._reconciler = asyncio.get_running_loop().create_task(
                 self.reconcile_forever(self.config.limits.reconcile_interval), name="freshness-reconciler"
@@ -207,7 +221,7 @@ class AgentService:
 
     async def stop(self, grace: float) -> None:
         """Stop running operations (recorded INTERRUPTED) and refuse new ones."""
-        for task in (self._reconciler, self._retention):
+        for task in (self._reconciler, self._retention, self._undo_expiry):
             if task is not None:
                 task.cancel()
                 await asyncio.gather(task, return_exceptions=True)
@@ -296,6 +310,7 @@ class AgentService:
         target_path: str,
         source_project_id: str = "",
         on_conflict: placing.ConflictPolicy | None = None,
+        force: bool = False,
     ) -> tuple[OperationRecord, bool]:
         """Restore a whole snapshot, or with ``subpath`` one path of it to ``target_path`` by
         ``on_conflict`` (None: OVERWRITE), read from ``source_project_id``'s repository when
@@ -315,6 +330,9 @@ class AgentService:
             )
         if on_conflict is not None and not subpath:
             raise errors.InvalidArgument("on_conflict needs a subpath: a whole restore always replaces the project")
+        if force and subpath:
+            raise errors.InvalidArgument("force is for a whole restore (unsaved changes); a restore of a path "
+                                         "decides by on_conflict")
         policy = on_conflict or placing.ConflictPolicy.OVERWRITE
         repo = self._repository(repository, source_project)
         self.backend.require_real(project_id)
@@ -337,8 +355,30 @@ class AgentService:
         else:
             if source_project != project_id:
                 params["source_project_id"] = source_project
+            if force:  # only when set: the fingerprints of earlier requests stay what they were
+                params["force"] = True
             job = functools.partial(jobs.restore, services=self.services, repo=repo, snapshot_id=snapshot_id,
-                                    source_project_id=source_project if source_project != project_id else None)
+                                    source_project_id=source_project if source_project != project_id else None,
+                                    force=force)
+        return self.operations.submit(
+            kind=OperationKind.RESTORE, project_id=project_id, request_id=request_id, params=params, job=job
+        )
+
+    def undo_restore(
+        self, *, request_id: str, project_id: str, restore_operation_id: str
+    ) -> tuple[OperationRecord, bool]:
+        """Put back the trees a whole-project restore replaced (``restore_operation_id``, empty:
+        the newest kept one); see :func:`jobs.undo_restore`. An operation of kind RESTORE.
+        NotFound at once when nothing is kept (unless ``request_id`` is known: its operation)."""
+        ids.request_id(request_id)
+        project_id = ids.project_id(project_id)
+        if restore_operation_id:
+            restore_operation_id = ids.operation_id(restore_operation_id)
+        self._refuse_while_copied_from(project_id, "restored", request_id)
+        if not self._known_request(request_id):
+            self.services.kept.find(project_id, restore_operation_id)
+        params = {"undo": restore_operation_id or "newest"}
+        job = functools.partial(jobs.undo_restore, services=self.services, restore_operation_id=restore_operation_id)
         return self.operations.submit(
             kind=OperationKind.RESTORE, project_id=project_id, request_id=request_id, params=params, job=job
         )
@@ -1015,6 +1055,15 @@ class AgentService:
         while True:
             await asyncio.sleep(interval)
             self.apply_retention(str(int(time.time() // interval)))
+
+    async def expire_undo_forever(self, interval: float) -> None:
+        """Remove kept trees whose time is up, every ``interval`` seconds."""
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self.services.kept.sweep()
+            except (errors.BucketsError, OSError) as exc:  # kept for the next round; never fatal
+                log.warning("undo.expiry_failed", error=str(exc))
 
     async def reconcile_forever(self, interval: float) -> None:
         while True:

@@ -227,6 +227,17 @@ class AgentServicer(pb_grpc.AgentServicer):
                 target_path=request.target_path,
                 source_project_id=request.source_project_id,
                 on_conflict=convert.conflict_policy_from_proto(request.on_conflict),
+                force=request.force,
+            )
+        )
+
+    @rpc
+    async def UndoRestore(self, request: pb.UndoRestoreRequest, context) -> pb.Operation:
+        return _operation(
+            self._service.undo_restore(
+                request_id=request.request_id,
+                project_id=request.project_id,
+                restore_operation_id=request.restore_operation_id,
             )
         )
 

@@ -69,8 +69,8 @@ def exit_code_of(error: AgentError) -> int:
 
 # On both CLIs; the host-side ones (HOST_COMMANDS) only on buckets-agent, where drain, delete,
 # copy and move mean the local agent (on buckets they are hub commands of the same names).
-AGENT_COMMANDS = ("status", "snapshots", "ls", "cat", "backup", "restore", "verify", "ensure", "freeze", "thaw",
-                  "operations", "watch", "cancel")
+AGENT_COMMANDS = ("status", "snapshots", "ls", "cat", "backup", "restore", "undo-restore", "verify", "ensure",
+                  "freeze", "thaw", "operations", "watch", "cancel")
 HOST_COMMANDS = ("drain", "delete", "copy", "move")
 
 EXAMPLE_PROJECT = "6f1c2a9e-0b6f-4e2d-9a57-3c8d1e4f7b20"
@@ -211,7 +211,18 @@ def add_agent_commands(commands, *, invocation: str, host_side: bool = False) ->
     restore.add_argument("--to", dest="target_path", default="", help="with --path: where in the home (default: same)")
     restore.add_argument("--on-conflict", choices=sorted(_CONFLICT), default=None,
                          help="with --path, when the target exists (agent default: overwrite)")
+    restore.add_argument("--force", action="store_true",
+                         help="whole restore of a project with unsaved changes: restore without backing them "
+                              "up first (the replaced tree is still kept for undo-restore)")
     restore.add_argument("--no-wait", action="store_true", help="print the operation and return at once")
+
+    undo = command("undo-restore", "put back the tree a whole-project restore replaced (kept for the agent's "
+                                   "[restore] keep_replaced); the tree it replaces is kept in turn",
+                   f"{p} --operation 3f0c9a51-8e2d-4b7a-9c61-0d4e5f6a7b8c")
+    undo.add_argument("project")
+    undo.add_argument("--operation", default="",
+                      help="the restore (or undo) to undo; default: the newest one still kept")
+    undo.add_argument("--no-wait", action="store_true", help="print the operation and return at once")
 
     verify = command("verify", "check a project's repository (structure; --read-data-subset also reads data), "
                      "or with --tree/--counts that the live trees on the host equal a snapshot",
@@ -428,7 +439,13 @@ def _restore(client: AgentClient, args, out: _Output) -> int:
         fields["target_path"] = args.target_path
     if args.on_conflict:
         fields["on_conflict"] = _CONFLICT[args.on_conflict]
+    if args.force:
+        fields["force"] = True
     return out.follow(client.restore(args.project, args.snapshot, **fields))
+
+
+def _undo_restore(client: AgentClient, args, out: _Output) -> int:
+    return out.follow(client.undo_restore(args.project, args.operation))
 
 
 def _verify(client: AgentClient, args, out: _Output) -> int:
@@ -499,6 +516,7 @@ def _copy(client: AgentClient, args, out: _Output) -> int:
 
 _RUNNERS: dict[str, Callable[[AgentClient, Any, _Output], int]] = {
     "status": _status, "snapshots": _snapshots, "ls": _ls, "cat": _cat, "backup": _backup, "restore": _restore,
+    "undo-restore": _undo_restore,
     "verify": _verify, "ensure": _ensure, "freeze": _freeze, "thaw": _thaw, "operations": _operations,
     "watch": _watch, "cancel": _cancel, "drain": _drain, "delete": _delete, "copy": _copy,
 }

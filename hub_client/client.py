@@ -462,6 +462,14 @@ class AgentClient:
         return self._start("Restore", pb.RestoreRequest(
             request_id=request_id or new_request_id(), project_id=project_id, snapshot_id=snapshot_id, **fields))
 
+    def undo_restore(self, project_id: str, restore_operation_id: str = "", *,
+                     request_id: str | None = None) -> OperationHandle:
+        """Put back the tree a whole-project restore replaced (empty ``restore_operation_id``: the
+        newest one kept); NOT_FOUND raises when none is kept."""
+        return self._start("UndoRestore", pb.UndoRestoreRequest(
+            request_id=request_id or new_request_id(), project_id=project_id,
+            restore_operation_id=restore_operation_id))
+
     def verify(self, project_id: str, *, request_id: str | None = None, **fields) -> OperationHandle:
         return self._start("Verify", pb.VerifyRequest(
             request_id=request_id or new_request_id(), project_id=project_id, **fields))

@@ -12,6 +12,8 @@ Layout of both::
     <projects_root>/.staging/<op>/project       a restore's staged home
     <persist_root>/.staging/<op>/persist        a restore's staged persist location
     <projects_root>/.snapshots/<op>/{project,persist}   a backup's read-only snapshots (btrfs)
+    <projects_root>/.undo/<op>/project + kept.json      a tree a restore replaced, kept for
+    <persist_root>/.undo/<op>/persist                   UndoRestore (:mod:`agent.undo`)
 """
 
 from __future__ import annotations
@@ -120,6 +122,10 @@ class ProjectLayout:
         """:func:`fd_view` in this backend's view directory."""
         return fd_view(self._views, operation_id, write=write, read=read)
 
+    def undo_dirs(self, operation_id: str) -> tuple[Path, Path]:
+        """Where the trees operation ``operation_id`` replaced are kept: (home side, persist side)."""
+        return self.projects_root / ".undo" / operation_id, self.persist_root / ".undo" / operation_id
+
     def _staging_dirs(self, operation_id: str) -> tuple[Path, Path]:
         return self.projects_root / ".staging" / operation_id, self.persist_root / ".staging" / operation_id
 
@@ -210,6 +216,9 @@ class Backend(Protocol):
     def swap_plan(self, project_id: str, staging: Staging) -> list[dict]:
         """What :meth:`swap_in` will do, as facts recovery can act on after a crash."""
 
+    def plan_swap(self, pairs: list[tuple[Path, Path]]) -> list[dict]:
+        """:meth:`swap_plan` for explicit (staged, live) pairs, each staged tree existing."""
+
     def swap_in(self, plan: list[dict]) -> None:
         """Put every staged tree of ``plan`` in place; each step atomic, the whole re-runnable.
         Synchronous on purpose: no await (so no cancellation) can split it."""
@@ -219,6 +228,16 @@ class Backend(Protocol):
 
     async def remove_stale(self, keep: frozenset[str] = frozenset()) -> list[Path]:
         """Remove staging and temporary snapshots of operations not in ``keep``."""
+
+    async def seal(self, path: Path) -> None:
+        """Make a kept tree read-only (btrfs: the subvolume's ro property; directory: nothing, its
+        0700 parent keeps it from users)."""
+
+    async def unseal(self, path: Path) -> None:
+        """Undo :meth:`seal` before a kept tree is swapped back into place."""
+
+    async def remove_kept(self, path: Path) -> None:
+        """Remove a kept tree (and every subvolume below it); a missing one is fine."""
 
     async def freeze(self, project_id: str) -> None:
         """Make the project read-only on this host (idempotent)."""

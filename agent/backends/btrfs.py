@@ -309,10 +309,11 @@ class BtrfsBackend(ProjectLayout):
         return self._staging(operation_id, project_dir, persist_dir)
 
     def swap_plan(self, project_id: str, staging: Staging) -> list[dict]:
-        return [
-            {"staged": str(staged), "live": str(live), "subvolume": fsops.subvolume_id(staged)}
-            for staged, live in ((staging.persist, self.persist(project_id)), (staging.project, self.home(project_id)))
-        ]
+        return self.plan_swap([(staging.persist, self.persist(project_id)), (staging.project, self.home(project_id))])
+
+    def plan_swap(self, pairs: list[tuple[Path, Path]]) -> list[dict]:
+        return [{"staged": str(staged), "live": str(live), "subvolume": fsops.subvolume_id(staged)}
+                for staged, live in pairs]
 
     def swap_in(self, plan: list[dict]) -> None:
         for step in plan:
@@ -323,6 +324,17 @@ class BtrfsBackend(ProjectLayout):
             except FileNotFoundError:
                 continue  # renamed into place already (there was no old tree)
             fsops.put_in_place(staged, live)
+
+    async def seal(self, path: Path) -> None:
+        if _is_subvolume_root(path) and not await self._is_readonly(path):
+            await self._set_readonly(path, True)
+
+    async def unseal(self, path: Path) -> None:
+        if _is_subvolume_root(path) and await self._is_readonly(path):
+            await self._set_readonly(path, False)
+
+    async def remove_kept(self, path: Path) -> None:
+        await self._delete_subvolume_tree(path)
 
     async def discard_staging(self, operation_id: str) -> None:
         for directory in self._staging_dirs(operation_id):

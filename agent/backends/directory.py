@@ -185,13 +185,10 @@ class DirectoryBackend(ProjectLayout):
         """What :meth:`swap_in` will do, as facts recovery can act on: for each
         pair, the staged path, the live path and the staged tree's inode (which
         tells, after a crash, whether that exchange already happened)."""
-        return [
-            {"staged": str(staged), "live": str(live), "inode": staged.stat().st_ino}
-            for staged, live in (
-                (staging.persist, self.persist(project_id)),
-                (staging.project, self.home(project_id)),
-            )
-        ]
+        return self.plan_swap([(staging.persist, self.persist(project_id)), (staging.project, self.home(project_id))])
+
+    def plan_swap(self, pairs: list[tuple[Path, Path]]) -> list[dict]:
+        return [{"staged": str(staged), "live": str(live), "inode": staged.lstat().st_ino} for staged, live in pairs]
 
     def swap_in(self, plan: list[dict]) -> None:
         """Put every staged tree of ``plan`` in place (each step atomic, and re-runnable)."""
@@ -203,6 +200,15 @@ class DirectoryBackend(ProjectLayout):
             except FileNotFoundError:
                 continue  # renamed into place already (there was no old tree)
             fsops.put_in_place(staged, live)
+
+    async def seal(self, path: Path) -> None:
+        return None  # no read-only flag for a plain tree: the 0700 undo directory keeps users out
+
+    async def unseal(self, path: Path) -> None:
+        return None
+
+    async def remove_kept(self, path: Path) -> None:
+        await asyncio.to_thread(fsops.remove_tree, path)
 
     async def discard_staging(self, operation_id: str) -> None:
         """Remove a restore's staging trees and view (old trees swapped out included)."""

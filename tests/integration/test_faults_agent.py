@@ -163,13 +163,14 @@ def test_sigkill_agent_during_restore(agent_factory):
         whole = after in (old, snapshot)
         no_staging = not agent.staging_left()
         retry = agent.wait(agent.restore(project_id, backup.summary.snapshot_id).id)
-        restored = retry.state == pb.SUCCEEDED and state_of(agent, project_id) == snapshot
+        # Over the old tree (edits not backed up) the retry backs them up first: with a warning.
+        restored = retry.state in (pb.SUCCEEDED, pb.SUCCEEDED_WITH_WARNINGS) and state_of(agent, project_id) == snapshot
         fault_table.record(kind, data_lost=not whole, recovered=restored and no_staging)
 
         context = f"iteration {iteration}, kill after {delay:.2f} s, op {pb.OperationState.Name(interrupted.state)}"
         assert whole, f"{context}: the project is neither the old tree nor the snapshot"
         assert no_staging, context
-        assert retry.state == pb.SUCCEEDED, (context, retry.error)
+        assert retry.state in (pb.SUCCEEDED, pb.SUCCEEDED_WITH_WARNINGS), (context, retry.error)
         assert restored, context
 
 

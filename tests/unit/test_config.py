@@ -320,6 +320,9 @@ def test_section_that_is_not_a_table(tmp_path: Path) -> None:
         ({"retention": {"interval": 3600}}, "retention: an interval needs at least one keep_*"),
         ({"retention": {"keep_daily": -2}}, "retention.keep_daily: must be an "),
         ({"retention": {"prune": "yes"}}, "retention.prune: must be true or false"),
+        ({"restore": {"dirty": "overwrite"}}, 'restore.dirty: must be one of "snapshot", "refuse"'),
+        ({"restore": {"keep_replaced": 0}}, "restore.keep_replaced: must be a number > 0, got 0"),
+        ({"restore": {"keep": 3600}}, "restore.keep: unknown key"),
         ({"limits": {"read_file_max_bytes": 1.5}}, "limits.read_file_max_bytes: must be an "),
         ({"limits": {"max_concurrent_operations": True}}, "got true"),
         ({"engine": {"restic_binary": ""}}, "engine.restic_binary: must be a non-empty string"),
@@ -570,3 +573,13 @@ def test_freeze_section_problems(tmp_path, freeze, problem):
     with pytest.raises(ConfigError) as info:
         parse_config({"host_id": "h", "freeze": freeze}, source="test.toml", relative_to=tmp_path)
     assert any(p.startswith(problem) for p in info.value.problems), info.value.problems
+
+
+def test_restore_section_defaults_and_values(tmp_path: Path) -> None:
+    from agent.config import RestoreConfig, parse_config
+
+    default = parse_config({"host_id": "h"}, source="t", relative_to=tmp_path).restore
+    assert default == RestoreConfig(dirty="snapshot", keep_replaced=86400.0)
+    given = parse_config({"host_id": "h", "restore": {"dirty": "refuse", "keep_replaced": 90}}, source="t",
+                         relative_to=tmp_path).restore
+    assert given == RestoreConfig(dirty="refuse", keep_replaced=90.0)
