@@ -103,6 +103,18 @@ def is_subpath_snapshot(snapshot: Snapshot) -> bool:
     return SUBPATH_SCOPE_TAG in snapshot.tags
 
 
+# Snapshots of a state the project left behind: a source copy backed up before a move's cleanup
+# removed it ("rescue"), the tree a whole restore replaced ("pre-restore"). They are restored by
+# id; "latest" and EnsureProject never take one for the project's newest backup.
+LEFT_BEHIND_PURPOSES = frozenset({"rescue", "pre-restore"})
+
+
+def is_project_line(snapshot: Snapshot) -> bool:
+    """Whether the snapshot is one of the project's own whole backups: not one path of it, not a
+    state it left behind (:data:`LEFT_BEHIND_PURPOSES`)."""
+    return not is_subpath_snapshot(snapshot) and ra.tag_map(snapshot.tags).get("purpose") not in LEFT_BEHIND_PURPOSES
+
+
 def require_whole(snapshot: Snapshot, project_id: str) -> None:
     """:func:`require_layout_v2`, and FailedPrecondition for a snapshot of one path only: restoring
     it as the whole project would drop everything else."""
@@ -130,9 +142,10 @@ def require_layout_v2(snapshot: Snapshot, project_id: str) -> None:
 async def find_snapshot(services: Services, repo: Repository, project_id: str, snapshot_id: str) -> Snapshot:
     """Resolve a snapshot id (or "latest") of the project; raises NotFound."""
     if snapshot_id == "latest":
-        # "latest" is the newest backup of the whole project, never a copy's snapshot of one path.
+        # "latest" is the newest backup of the whole project: never a copy's snapshot of one path,
+        # nor a state the project left behind (see is_project_line).
         snapshots = [s for s in await services.engine.snapshots(repo, host=project_dir_name(project_id))
-                     if not is_subpath_snapshot(s)]
+                     if is_project_line(s)]
         if not snapshots:
             raise errors.NotFound(f"project {project_id} has no snapshot in {repo.display}")
         return max(snapshots, key=lambda s: s.time)
@@ -784,7 +797,8 @@ async def newest_v2_snapshot(services: Services, repo: Repository, project_id: s
             require_whole(snapshot, project_id)
         except errors.FailedPrecondition:
             continue
-        usable.append(snapshot)
+        if is_project_line(snapshot):
+            usable.append(snapshot)
     return max(usable, key=lambda s: (s.time, s.id), default=None)
 
 

@@ -101,8 +101,17 @@ def sentinel_for(move_id: str) -> str:
     return f"buckets move {move_id}\n"
 
 
+# Snapshots that are not the project's own newest state (the agent's jobs.is_project_line): one
+# path of it (a copy's), a source copy rescued before removal, the tree a restore replaced.
+SUBPATH_SCOPE_TAG = "scope=subpath"
+LEFT_BEHIND_PURPOSES = frozenset({"rescue", "pre-restore"})
+
+
 def newest_backup(snapshots: list[pb.Snapshot], project_id: str) -> pb.Snapshot | None:
-    usable = [s for s in snapshots if s.layout == "v2" and s.project_id == project_id]
+    """The newest whole layout-v2 backup of the project among ``snapshots``: what a move without
+    its source restores (never a copy's snapshot of one path, nor a state the project left)."""
+    usable = [s for s in snapshots if s.layout == "v2" and s.project_id == project_id
+              and SUBPATH_SCOPE_TAG not in s.tags and s.purpose not in LEFT_BEHIND_PURPOSES]
     return max(usable, key=lambda s: (s.time.ToDatetime(), s.id), default=None)
 
 

@@ -70,10 +70,11 @@ def test_same_snapshot_accepts_short_and_full_ids_only() -> None:
     assert not same_snapshot("", full) and not same_snapshot("4488a641", full)
 
 
-def snapshot(sid: str, minute: int, *, layout: str = "v2", project: str = "p1") -> pb.Snapshot:
+def snapshot(sid: str, minute: int, *, layout: str = "v2", project: str = "p1", purpose: str = "backup",
+             tags: tuple[str, ...] = ()) -> pb.Snapshot:
     stamp = Timestamp()
     stamp.FromDatetime(T0 + timedelta(minutes=minute))
-    return pb.Snapshot(id=sid, time=stamp, layout=layout, project_id=project)
+    return pb.Snapshot(id=sid, time=stamp, layout=layout, project_id=project, purpose=purpose, tags=tags)
 
 
 def test_newest_backup_takes_the_newest_v2_snapshot_of_the_project() -> None:
@@ -124,3 +125,11 @@ def test_movelog_printer_redraws_progress_on_a_terminal_only() -> None:
     for entry in (step, progress(2, 10.0), progress(3, 60.0), done):
         printer.show(entry)
     assert plain.getvalue().splitlines() == [render_entry(e) for e in (step, progress(2, 10.0), progress(3, 60.0), done)]
+
+
+def test_newest_backup_never_takes_a_copy_a_rescue_or_a_pre_restore_snapshot() -> None:
+    own = snapshot("a", 1, purpose="move")
+    newer = [snapshot("r", 7, purpose="rescue"), snapshot("p", 8, purpose="pre-restore"),
+             snapshot("c", 9, purpose="copy", tags=("scope=subpath",))]
+    assert newest_backup([own, *newer], "p1").id == "a"
+    assert newest_backup(newer, "p1") is None
