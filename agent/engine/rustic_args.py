@@ -785,6 +785,35 @@ def parse_ls(stdout: str) -> list[str]:
         ) from exc
 
 
+# rustic's signal handler (src/commands.rs, rustic 0.11.4 as run here) logs this on SIGINT and
+# SIGTERM and then exits 0, whatever the command had done by then.
+_INTERRUPTED = re.compile(r"Ctrl-C received, shutting down")
+
+
+def interrupted_error(returncode: int, stderr: str, *, action: str) -> errors.BucketsError | None:
+    """The error for a rustic run that a signal stopped although it exited ``returncode`` 0, or
+    None when ``stderr`` does not say so. rustic 0.11.4 exits 0 after SIGINT/SIGTERM (recorded:
+    ``tests/unit/samples/rustic/backup_sigterm_v0.11.4.stderr``), so exit 0 alone never means
+    the command finished."""
+    if returncode == 0 and _INTERRUPTED.search(_ANSI_CSI.sub("", stderr)):
+        return errors.Internal(f"rustic {action} was stopped by a signal before it finished "
+                               "(it exits 0 then; nothing it did counts)", detail=stderr.strip())
+    return None
+
+
+# The last line ``rustic restore`` prints on stdout when every file is written
+# (rustic 0.11.4: after the plain "Files: …" and "Dirs: …" lines, with or without --json-progress).
+_RESTORE_DONE = re.compile(r"^restore done\.\s*$", re.MULTILINE)
+
+
+def check_restore_output(stdout: str) -> None:
+    """Return when ``rustic restore``'s stdout ends its run with "restore done."; raise
+    :class:`agent.errors.Internal` otherwise (a stopped restore exits 0 without it)."""
+    if not _RESTORE_DONE.search(_ANSI_CSI.sub("", stdout)):
+        raise errors.Internal("rustic restore did not report that it finished (no \"restore done.\")",
+                              detail=stdout[-2000:])
+
+
 _VERSION = re.compile(r"^rustic\s+v?(\d+)\.(\d+)\.(\d+)", re.MULTILINE)
 
 
@@ -923,6 +952,14 @@ STDERR_RULES: tuple[FailureRule, ...] = (
     ),
 )
 
+# The rows about the storage itself (credentials refused, unreachable), for causes rustic logs
+# before a final error that names a consequence.
+STORAGE_RULES: tuple[FailureRule, ...] = tuple(
+    r for r in STDERR_RULES if r.error in (errors.PermissionDenied, errors.Unavailable)
+)
+# rustic_core repository.rs logs "error listing Key: <backend error>" and goes on without keys.
+_KEY_LISTING_FAILED = re.compile(r"error listing Key\b|path=keys/ listed=\d+: list failed")
+
 # abscissa's status_err! prints the final error as "error: <message>".
 _FINAL_ERROR = re.compile(r"^error: ", re.MULTILINE)
 
@@ -951,7 +988,14 @@ def classify_failure(returncode: int, stderr_tail: str, *, action: str) -> error
         raise ValueError("rustic exit code 0 is not a failure")
     detail = stderr_tail.strip()
     text = _ANSI_CSI.sub("", stderr_tail)
-    for scope in (_final_error(text), text):
+    final = _final_error(text)
+    # rustic 0.11.4 reports a key listing the storage refused or could not answer as a wrong
+    # password ("error listing Key: PermissionDenied …" logged, then C002): the logged cause wins.
+    if final and _KEY_LISTING_FAILED.search(text[: len(text) - len(final)]):
+        matched = first_match(STORAGE_RULES, text[: len(text) - len(final)])
+        if matched is not None:
+            return matched.error(f"rustic {action} failed: {matched.message}", detail=detail)
+    for scope in (final, text):
         if not scope:
             continue
         matched = first_match(STDERR_RULES, scope)

@@ -1,4 +1,4 @@
-"""The agent over the real rustic binary, when one is on PATH (none is installable here).
+"""The agent over the real rustic binary: the pinned rustic built by scripts/tools.sh.
 
 These run the same scenarios as the restic tests with ``engine = "rustic"``:
 backup, list, restore and verify in a local directory and in the S3 bucket;
@@ -19,18 +19,20 @@ import pytest
 from hub_client.proto.buckets.v1 import agent_pb2 as pb
 from tests.conftest import requires_restic
 from tests.harness import manifest, write_tree
+from tests.tools import require_tool
 
-pytestmark = [
-    requires_restic,
-    pytest.mark.skipif(shutil.which("rustic") is None,
-                       reason="no rustic binary on PATH (no registry here carries one); "
-                              "the driver is covered by tests/unit/test_rustic_engine.py"),
-]
+pytestmark = [requires_restic]
+
+
+@pytest.fixture(scope="module")
+def rustic_binary() -> str:
+    """The pinned rustic; the module skips, saying so, only when it is not built."""
+    return require_tool("rustic")
 
 PASSWORD = "rustic-real-password-91f3"
 
 
-def rustic_agent(agent_factory, tmp_path, s3_server=None):
+def rustic_agent(agent_factory, tmp_path, rustic_binary, s3_server=None):
     password_file = tmp_path / "repo.password"
     password_file.write_text(PASSWORD)
     password_file.chmod(0o600)
@@ -50,7 +52,8 @@ secret_access_key = "{s3_server.secret_access_key}"
 password_file = "{password_file}"
 create_bucket = true
 """
-    return agent_factory("rustic-agent", extra=extra, engine="rustic")
+    # Lines before the first table header land in the harness's [engine] table.
+    return agent_factory("rustic-agent", extra=f'rustic_binary = "{rustic_binary}"\n' + extra, engine="rustic")
 
 
 def round_trip(agent, project_id):
@@ -71,15 +74,15 @@ def round_trip(agent, project_id):
     return backup
 
 
-def test_capabilities_name_rustic(agent_factory, tmp_path):
-    agent = rustic_agent(agent_factory, tmp_path)
+def test_capabilities_name_rustic(agent_factory, rustic_binary, tmp_path):
+    agent = rustic_agent(agent_factory, tmp_path, rustic_binary)
     caps = agent.stub.GetCapabilities(pb.GetCapabilitiesRequest(), timeout=30)
     assert caps.engine == "rustic" and caps.engine_version
     assert "read-data-subset" in caps.features
 
 
-def test_local_round_trip_and_stock_restic_reads_it(agent_factory, tmp_path, project_id):
-    agent = rustic_agent(agent_factory, tmp_path)
+def test_local_round_trip_and_stock_restic_reads_it(agent_factory, rustic_binary, tmp_path, project_id):
+    agent = rustic_agent(agent_factory, tmp_path, rustic_binary)
     round_trip(agent, project_id)
     env = {"PATH": os.environ["PATH"], "RESTIC_PASSWORD": PASSWORD}
     repo = str(agent.repository(project_id))
@@ -92,8 +95,8 @@ def test_local_round_trip_and_stock_restic_reads_it(agent_factory, tmp_path, pro
     assert manifest(target / "persist") == manifest(agent.persist(project_id))
 
 
-def test_s3_round_trip_without_secrets_on_command_lines(agent_factory, s3_server, tmp_path, project_id):
-    agent = rustic_agent(agent_factory, tmp_path, s3_server)
+def test_s3_round_trip_without_secrets_on_command_lines(agent_factory, rustic_binary, s3_server, tmp_path, project_id):
+    agent = rustic_agent(agent_factory, tmp_path, rustic_binary, s3_server)
     seen: list[str] = []
     stop = threading.Event()
 
@@ -119,8 +122,8 @@ def test_s3_round_trip_without_secrets_on_command_lines(agent_factory, s3_server
     assert not list((agent.state_dir / "profiles").iterdir()), "profile files must not outlive their run"
 
 
-def test_wrong_password_is_failed_precondition(agent_factory, tmp_path, project_id):
-    agent = rustic_agent(agent_factory, tmp_path)
+def test_wrong_password_is_failed_precondition(agent_factory, rustic_binary, tmp_path, project_id):
+    agent = rustic_agent(agent_factory, tmp_path, rustic_binary)
     round_trip(agent, project_id)
     wrong = pb.RepositorySpec(local=pb.LocalRepository(path=str(agent.repository(project_id))), password="wrong")
     final = agent.wait(agent.verify(project_id, repository=wrong).id)
