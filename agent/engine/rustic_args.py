@@ -10,9 +10,14 @@ repository format and the agent reports the same things); and
 
 Written against the sources of rustic v0.9.0 … v0.11.4 (github.com/rustic-rs/
 rustic, tags of the same names) and rustic_core 0.4 … 0.12
-(github.com/rustic-rs/rustic_core). No rustic binary was available: the samples
-under ``tests/unit/samples/rustic/`` are written by hand from those sources,
-each test naming the file that fixes the format. Facts this module relies on:
+(github.com/rustic-rs/rustic_core), and checked against the real rustic 0.11.4
+(``scripts/tools.sh``): the ``*_v0.11.4.*`` samples under ``tests/unit/samples/rustic/``
+are recorded from it; those of older versions are written by hand from the sources.
+What the real 0.11.4 does that the sources did not show: SIGINT/SIGTERM end the run
+with exit code **0** (see :func:`interrupted_error`), so success is read from the output
+(a backup summary, "restore done."); a key listing the storage refused ends as C002
+(wrong password); with ``--json-progress`` the status lines carry whole seconds.
+Facts this module relies on:
 
 * ``-P/--use-profile P`` reads ``P + ".toml"``: rustic joins that file name
   onto its config directory, ``/etc/rustic`` and ``.`` and uses the first that
