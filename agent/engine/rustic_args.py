@@ -40,7 +40,8 @@ Facts this module relies on:
 
 Every builder starts with the same prefix::
 
-    [binary, "-P", PROFILE_WITHOUT_.toml, "--no-progress" | "--json-progress", subcommand, ...]
+    [binary, "-P", PROFILE_WITHOUT_.toml, "--no-progress" | "--json-progress" "--progress-interval" "1s",
+     subcommand, ...]
 
 and puts ``--`` before positional arguments that come from callers (paths,
 snapshot ids), so nothing positional is read as a flag. Secrets never appear in
@@ -337,10 +338,15 @@ def profile_arg(profile_path: str) -> str:
 # --------------------------------------------------------------------------
 
 
+# rustic writes --json-progress status lines every 10 s unless told otherwise (humantime).
+PROGRESS_INTERVAL = "1s"
+
+
 def _common(binary: str, profile_path: str, *, json_progress: bool = False) -> list[str]:
     if not binary:
         raise ValueError("the rustic binary must be named")
-    return [binary, "-P", profile_arg(profile_path), "--json-progress" if json_progress else "--no-progress"]
+    progress = ["--json-progress", "--progress-interval", PROGRESS_INTERVAL] if json_progress else ["--no-progress"]
+    return [binary, "-P", profile_arg(profile_path), *progress]
 
 
 def init_args(binary: str, profile_path: str) -> list[str]:

@@ -55,7 +55,7 @@ with open(os.path.join(records, "run-%03d.json" % n), "w") as f:
 if argv == ["--version"]:
     print(script["version"])
     sys.exit(0)
-command = next(a for a in argv[3:] if not a.startswith("-"))
+command = next(a for a in argv[3:] if a in ("init", "backup", "snapshots", "restore", "check", "forget", "prune", "ls"))
 stdout, stderr, code = script.get(command, ["", "", 0])
 if stdout:
     sys.stdout.write(open(stdout).read())
