@@ -269,12 +269,15 @@ class RusticEngine:
         await self._run(repo, lambda p: rua.prune_args(self.binary, p), action="prune")
 
     async def restore_path(self, repo: Repository, snapshot_id: str, path: str, view: EngineView) -> None:
-        # rustic restores ID:PATH's contents into the target itself; the agent's staging
-        # expects view.root/project/<path>, as restic's --include gives (the caller made the parents).
-        destination = view.root / path.lstrip("/")
+        # rustic restores ID:PATH's contents into the target, without the target's own mode and
+        # mtime; restoring PATH's parent with a glob for PATH's name brings the entry itself, as
+        # restic's --include does, to view.root/<path> (the caller made the parents).
+        parent, _, name = path.rstrip("/").rpartition("/")
+        parent = parent or "/"
+        destination = view.root / parent.lstrip("/")
         result = await self._run(
             repo, lambda p: rua.restore_args(self.binary, p, snapshot_id=snapshot_id, target=str(destination),
-                                             path=path),
+                                             path=parent, only=name),
             action="restore", view=view, capture_stdout=True,
         )
         rua.check_restore_output(result.stdout)

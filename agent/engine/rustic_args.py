@@ -469,21 +469,47 @@ def restore_args(
     snapshot_id: str,
     target: str,
     path: str | None = None,
+    only: str | None = None,
     numeric_id: bool = True,
 ) -> list[str]:
-    """``rustic restore [--numeric-id] -- ID[:PATH] TARGET``.
+    """``rustic restore [--numeric-id] [--glob /ONLY --glob /ONLY/**] -- ID[:PATH] TARGET``.
 
     Unlike restic, ``ID:/project/sub`` restores the *contents* of
-    ``/project/sub`` directly into ``target``. ``numeric_id`` (default on)
-    restores uid/gid numbers as stored; without it rustic maps user and group
-    *names* to this host's ids (rustic_core RestoreOptions).
+    ``/project/sub`` directly into ``target``, and rustic 0.11.4 leaves the
+    target directory's own mode and mtime alone. ``only`` (one name, no '/')
+    restores just that entry of PATH, with its metadata and everything below it:
+    how one directory or file is restored with the metadata the snapshot holds.
+    ``numeric_id`` (default on) restores uid/gid numbers as stored; without it
+    rustic maps user and group *names* to this host's ids (rustic_core RestoreOptions).
+    Raises ValueError for an empty target or an ``only`` that is empty, "." or "..", or has '/'.
     """
     if not isinstance(target, str) or not target:
         raise ValueError("restore needs a target directory")
     argv = [*_common(binary, profile_path), "restore"]
     if numeric_id:
         argv.append("--numeric-id")
+    if only is not None:
+        pattern = "/" + glob_literal(only)
+        argv += ["--glob", pattern, "--glob", pattern + "/**"]
     return [*argv, "--", _snapshot_path(snapshot_id, path), target]
+
+
+_GLOB_SPECIAL = frozenset("\\*?[]{}!#")
+
+
+def glob_literal(name: str) -> str:
+    """``name`` (one path component) as a rustic ``--glob`` pattern matching exactly it.
+
+    rustic's globs are gitignore lines (the ``ignore`` crate's overrides): ``\\`` escapes
+    a metacharacter, a leading '!' negates, a leading '#' starts a comment and trailing
+    spaces are cut unless escaped. Checked against rustic 0.11.4 with names holding each
+    of these. Raises ValueError for "", ".", ".." and names with '/' or NUL.
+    """
+    if not isinstance(name, str) or name in ("", ".", "..") or "/" in name or "\0" in name:
+        raise ValueError(f"not a single path component: {name!r}")
+    out = "".join("\\" + ch if ch in _GLOB_SPECIAL else ch for ch in name)
+    stripped = out.rstrip(" ")
+    return stripped + "\\ " * (len(out) - len(stripped))
 
 
 def check_args(

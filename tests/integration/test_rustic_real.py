@@ -278,3 +278,28 @@ def test_stock_rustic_checks_and_restores_a_restic_repository(agent_factory, rus
     assert restore.returncode == 0 and "restore done." in restore.stdout, restore.stdout + restore.stderr
     assert manifest(target / "project") == manifest(agent.home(project_id))
     assert manifest(target / "persist") == manifest(agent.persist(project_id))
+
+
+@pytest.mark.parametrize("kind", ["dir", "file"])
+def test_restore_of_a_path(agent_factory, rustic_binary, tmp_path, project_id, kind):
+    agent = rustic_agent(agent_factory, tmp_path, rustic_binary)
+    home = agent.home(project_id)
+    (home / "keep" / "deep").mkdir(parents=True)
+    (home / "keep" / "deep" / "a.txt").write_text("a\n")
+    (home / "keep" / "b.bin").write_bytes(os.urandom(5000))
+    (home / "other.txt").write_text("other\n")
+    write_tree(agent.persist(project_id), files=1, depth=0)
+    backup = agent.wait(agent.backup(project_id).id)
+    assert backup.state == pb.SUCCEEDED, backup.error
+    before = manifest(home)
+    shutil.rmtree(home / "keep")
+    (home / "other.txt").write_text("changed after the backup\n")
+    subpath = "keep" if kind == "dir" else "keep/deep/a.txt"
+    if kind == "file":
+        (home / "keep" / "deep").mkdir(parents=True)
+    final = agent.wait(agent.restore(project_id, backup.summary.snapshot_id, subpath=subpath).id)
+    assert final.state == pb.SUCCEEDED, final.error
+    after = manifest(home)
+    restored = {k: v for k, v in before.items() if k == subpath or k.startswith(subpath + "/")}
+    assert restored and {k: after.get(k) for k in restored} == restored
+    assert (home / "other.txt").read_text() == "changed after the backup\n"  # the rest untouched

@@ -31,6 +31,7 @@ from agent.engine.rustic_args import (
     classify_failure,
     features,
     forget_args,
+    glob_literal,
     init_args,
     interrupted_error,
     ls_args,
@@ -981,3 +982,33 @@ def test_classify_local_permission_error_is_not_an_s3_refusal() -> None:
 def test_classify_exit_zero_is_refused() -> None:
     with pytest.raises(ValueError):
         classify_failure(0, "", action="backup")
+
+
+@pytest.mark.parametrize(
+    ("name", "pattern"),
+    [
+        # each checked with rustic 0.11.4: restoring with these globs brought exactly that entry
+        ("plain", "plain"),
+        ("we*ird [1] {x}.txt", "we\\*ird \\[1\\] \\{x\\}.txt"),
+        ("#hash", "\\#hash"),
+        ("!bang", "\\!bang"),
+        ("trail ", "trail\\ "),
+        ("back\\slash", "back\\\\slash"),
+        ("q?", "q\\?"),
+    ],
+)
+def test_glob_literal(name: str, pattern: str) -> None:
+    assert glob_literal(name) == pattern
+
+
+@pytest.mark.parametrize("name", ["", ".", "..", "a/b", "a\0b"])
+def test_glob_literal_refuses_what_is_no_single_name(name: str) -> None:
+    with pytest.raises(ValueError):
+        glob_literal(name)
+
+
+def test_restore_args_only_one_entry_of_a_path() -> None:
+    argv = restore_args(RUSTIC, PROFILE, snapshot_id=SNAP, target="/v/project", path="/project", only="a*b")
+    assert argv[argv.index("restore"):] == [
+        "restore", "--numeric-id", "--glob", "/a\\*b", "--glob", "/a\\*b/**", "--", f"{SNAP}:/project", "/v/project",
+    ]
