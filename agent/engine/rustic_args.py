@@ -824,7 +824,7 @@ def parse_ls(stdout: str) -> list[str]:
 
 # rustic's signal handler (src/commands.rs, rustic 0.11.4 as run here) logs this on SIGINT and
 # SIGTERM and then exits 0, whatever the command had done by then.
-_INTERRUPTED = re.compile(r"Ctrl-C received, shutting down")
+_INTERRUPTED = re.compile(r"^\[INFO\] Ctrl-C received, shutting down\.\.\.$", re.MULTILINE)
 
 
 def interrupted_error(returncode: int, stderr: str, *, action: str) -> errors.BucketsError | None:
