@@ -60,8 +60,8 @@ go_install() {
     GOBIN="$install_prefix/bin" CGO_ENABLED=0 GOFLAGS=-trimpath nice -n 10 go install "$module@$version"
 }
 
-mkdir -p "$TOOLS_DIR"
 if ! $print_only; then
+    mkdir -p "$TOOLS_DIR"
     # Two set-ups at once (two worktrees, two test runs) wait for each other instead of
     # building into, and deleting, the same partial directory.
     exec 9>"$TOOLS_DIR/.lock"
