@@ -259,12 +259,16 @@ def test_stock_restic_checks_and_restores_a_rustic_repository(agent_factory, rus
     assert manifest(target / "persist") == manifest(agent.persist(project_id))
 
 
-def test_stock_rustic_checks_and_restores_a_restic_repository(agent_factory, rustic_binary, tmp_path, project_id):
+@pytest.mark.parametrize("restic", ["debian", "pinned"])
+def test_stock_rustic_checks_and_restores_a_restic_repository(agent_factory, rustic_binary, tmp_path, project_id,
+                                                              restic):
+    binary = shutil.which("restic") if restic == "debian" else require_tool("restic")
     password_file = tmp_path / "restic.password"
     password_file.write_text(PASSWORD)
     password_file.chmod(0o600)
     agent = agent_factory("restic-agent", engine="restic",
-                          extra=f'[repository]\nkind = "local"\n[repository.local]\npassword_file = "{password_file}"\n')
+                          extra=f'restic_binary = "{binary}"\n[repository]\nkind = "local"\n'
+                                f'[repository.local]\npassword_file = "{password_file}"\n')
     write_tree(agent.home(project_id), files=40)
     write_tree(agent.persist(project_id), files=3, depth=0)
     backup = agent.wait(agent.backup(project_id).id)
