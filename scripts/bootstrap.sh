@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install what `make demo` and `make test` need on a fresh Debian machine:
-# restic and btrfs-progs from Debian (when missing, as root), a venv with the package.
+# restic and btrfs-progs from Debian (when missing, as root), a venv with the package, and the
+# pinned engines and S3 server (scripts/tools.sh: rustic, restic 0.18, MinIO; built once per machine).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -26,3 +27,8 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[dev]'
 touch .venv/.installed
+
+# The pinned tools: built once per machine (cached outside the checkout); each build says what it
+# builds and roughly how long the first time takes. A failed build stops the set-up: the tests
+# that need the tool would otherwise skip.
+scripts/tools.sh >/dev/null

@@ -60,7 +60,13 @@ go_install() {
     GOBIN="$install_prefix/bin" CGO_ENABLED=0 GOFLAGS=-trimpath nice -n 10 go install "$module@$version"
 }
 
-mkdir -p "$TOOLS_DIR"
+if ! $print_only; then
+    mkdir -p "$TOOLS_DIR"
+    # Two set-ups at once (two worktrees, two test runs) wait for each other instead of
+    # building into, and deleting, the same partial directory.
+    exec 9>"$TOOLS_DIR/.lock"
+    flock 9
+fi
 build rustic "$RUSTIC_VERSION" rustic 15 cargo_install
 build restic "$RESTIC_VERSION" restic 3 go_install github.com/restic/restic/cmd/restic "v$RESTIC_VERSION"
 build minio "$MINIO_VERSION" minio 8 go_install github.com/minio/minio "$MINIO_VERSION"

@@ -49,8 +49,8 @@ class S3Server:
         env = dict(os.environ, INITIAL_NO_AUTH_ACTION_COUNT=str(BOOTSTRAP_REQUESTS))
         log = open(self.log_path, "ab")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
-            stdout=log, stderr=log, env=env, start_new_session=True,
+            [sys.executable, "-m", "tests.moto_server", "-H", "127.0.0.1", "-p", str(self.port)],
+            stdout=log, stderr=log, env=env, start_new_session=True, cwd=Path(__file__).resolve().parent.parent,
         )
         log.close()
         deadline = time.monotonic() + timeout

@@ -138,7 +138,7 @@ class RusticEngine:
             argv = build(profile)
             if view is not None:
                 argv = [*view.wrapper, *argv]
-            return await run_engine(
+            result = await run_engine(
                 argv, classify=rua.classify_failure, action=action, on_failure=self._on_failure,
                 env=self._env(),
                 cwd=view.root if view is not None else None,
@@ -150,6 +150,14 @@ class RusticEngine:
                 stall_timeout=self._stall_timeout,
                 niceness=niceness,
             )
+        stopped = rua.interrupted_error(result.returncode, result.stderr_unmasked or result.stderr_tail,
+                                        action=action)
+        if stopped is not None:
+            stopped.detail = result.stderr_tail.strip()
+            if self._on_failure is not None:
+                self._on_failure(stopped)
+            raise stopped
+        return result
 
     # ------------------------------------------------------------ interface
 
@@ -234,10 +242,11 @@ class RusticEngine:
         return rua.parse_snapshot_totals(result.stdout)
 
     async def restore(self, repo: Repository, snapshot_id: str, view: EngineView) -> None:
-        await self._run(
+        result = await self._run(
             repo, lambda p: rua.restore_args(self.binary, p, snapshot_id=snapshot_id, target=str(view.root)),
-            action="restore", view=view,
+            action="restore", view=view, capture_stdout=True,
         )
+        rua.check_restore_output(result.stdout)
 
     # Browsing needs node details (type, size, mode, link targets) that the rustic driver
     # does not parse yet; it says so instead of guessing.
@@ -260,14 +269,18 @@ class RusticEngine:
         await self._run(repo, lambda p: rua.prune_args(self.binary, p), action="prune")
 
     async def restore_path(self, repo: Repository, snapshot_id: str, path: str, view: EngineView) -> None:
-        # rustic restores ID:PATH's contents into the target itself; the agent's staging
-        # expects view.root/project/<path>, as restic's --include gives (the caller made the parents).
-        destination = view.root / path.lstrip("/")
-        await self._run(
+        # rustic restores ID:PATH's contents into the target, without the target's own mode and
+        # mtime; restoring PATH's parent with a glob for PATH's name brings the entry itself, as
+        # restic's --include does, to view.root/<path> (the caller made the parents).
+        parent, _, name = path.rstrip("/").rpartition("/")
+        parent = parent or "/"
+        destination = view.root / parent.lstrip("/")
+        result = await self._run(
             repo, lambda p: rua.restore_args(self.binary, p, snapshot_id=snapshot_id, target=str(destination),
-                                             path=path),
-            action="restore", view=view,
+                                             path=parent, only=name),
+            action="restore", view=view, capture_stdout=True,
         )
+        rua.check_restore_output(result.stdout)
 
     async def check(self, repo: Repository, *, read_data_subset: str | None = None) -> None:
         feats = await self._features()

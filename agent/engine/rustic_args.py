@@ -10,9 +10,14 @@ repository format and the agent reports the same things); and
 
 Written against the sources of rustic v0.9.0 … v0.11.4 (github.com/rustic-rs/
 rustic, tags of the same names) and rustic_core 0.4 … 0.12
-(github.com/rustic-rs/rustic_core). No rustic binary was available: the samples
-under ``tests/unit/samples/rustic/`` are written by hand from those sources,
-each test naming the file that fixes the format. Facts this module relies on:
+(github.com/rustic-rs/rustic_core), and checked against the real rustic 0.11.4
+(``scripts/tools.sh``): the ``*_v0.11.4.*`` samples under ``tests/unit/samples/rustic/``
+are recorded from it; those of older versions are written by hand from the sources.
+What the real 0.11.4 does that the sources did not show: SIGINT/SIGTERM end the run
+with exit code **0** (see :func:`interrupted_error`), so success is read from the output
+(a backup summary, "restore done."); a key listing the storage refused ends as C002
+(wrong password); with ``--json-progress`` the status lines carry whole seconds.
+Facts this module relies on:
 
 * ``-P/--use-profile P`` reads ``P + ".toml"``: rustic joins that file name
   onto its config directory, ``/etc/rustic`` and ``.`` and uses the first that
@@ -35,7 +40,8 @@ each test naming the file that fixes the format. Facts this module relies on:
 
 Every builder starts with the same prefix::
 
-    [binary, "-P", PROFILE_WITHOUT_.toml, "--no-progress" | "--json-progress", subcommand, ...]
+    [binary, "-P", PROFILE_WITHOUT_.toml, "--no-progress" | "--json-progress" "--progress-interval" "1s",
+     subcommand, ...]
 
 and puts ``--`` before positional arguments that come from callers (paths,
 snapshot ids), so nothing positional is read as a flag. Secrets never appear in
@@ -332,10 +338,15 @@ def profile_arg(profile_path: str) -> str:
 # --------------------------------------------------------------------------
 
 
+# rustic writes --json-progress status lines every 10 s unless told otherwise (humantime).
+PROGRESS_INTERVAL = "1s"
+
+
 def _common(binary: str, profile_path: str, *, json_progress: bool = False) -> list[str]:
     if not binary:
         raise ValueError("the rustic binary must be named")
-    return [binary, "-P", profile_arg(profile_path), "--json-progress" if json_progress else "--no-progress"]
+    progress = ["--json-progress", "--progress-interval", PROGRESS_INTERVAL] if json_progress else ["--no-progress"]
+    return [binary, "-P", profile_arg(profile_path), *progress]
 
 
 def init_args(binary: str, profile_path: str) -> list[str]:
@@ -458,21 +469,47 @@ def restore_args(
     snapshot_id: str,
     target: str,
     path: str | None = None,
+    only: str | None = None,
     numeric_id: bool = True,
 ) -> list[str]:
-    """``rustic restore [--numeric-id] -- ID[:PATH] TARGET``.
+    """``rustic restore [--numeric-id] [--glob /ONLY --glob /ONLY/**] -- ID[:PATH] TARGET``.
 
     Unlike restic, ``ID:/project/sub`` restores the *contents* of
-    ``/project/sub`` directly into ``target``. ``numeric_id`` (default on)
-    restores uid/gid numbers as stored; without it rustic maps user and group
-    *names* to this host's ids (rustic_core RestoreOptions).
+    ``/project/sub`` directly into ``target``, and rustic 0.11.4 leaves the
+    target directory's own mode and mtime alone. ``only`` (one name, no '/')
+    restores just that entry of PATH, with its metadata and everything below it:
+    how one directory or file is restored with the metadata the snapshot holds.
+    ``numeric_id`` (default on) restores uid/gid numbers as stored; without it
+    rustic maps user and group *names* to this host's ids (rustic_core RestoreOptions).
+    Raises ValueError for an empty target or an ``only`` that is empty, "." or "..", or has '/'.
     """
     if not isinstance(target, str) or not target:
         raise ValueError("restore needs a target directory")
     argv = [*_common(binary, profile_path), "restore"]
     if numeric_id:
         argv.append("--numeric-id")
+    if only is not None:
+        pattern = "/" + glob_literal(only)
+        argv += ["--glob", pattern, "--glob", pattern + "/**"]
     return [*argv, "--", _snapshot_path(snapshot_id, path), target]
+
+
+_GLOB_SPECIAL = frozenset("\\*?[]{}!#")
+
+
+def glob_literal(name: str) -> str:
+    """``name`` (one path component) as a rustic ``--glob`` pattern matching exactly it.
+
+    rustic's globs are gitignore lines (the ``ignore`` crate's overrides): ``\\`` escapes
+    a metacharacter, a leading '!' negates, a leading '#' starts a comment and trailing
+    spaces are cut unless escaped. Checked against rustic 0.11.4 with names holding each
+    of these. Raises ValueError for "", ".", ".." and names with '/' or NUL.
+    """
+    if not isinstance(name, str) or name in ("", ".", "..") or "/" in name or "\0" in name:
+        raise ValueError(f"not a single path component: {name!r}")
+    out = "".join("\\" + ch if ch in _GLOB_SPECIAL else ch for ch in name)
+    stripped = out.rstrip(" ")
+    return stripped + "\\ " * (len(out) - len(stripped))
 
 
 def check_args(
@@ -785,6 +822,35 @@ def parse_ls(stdout: str) -> list[str]:
         ) from exc
 
 
+# rustic's signal handler (src/commands.rs, rustic 0.11.4 as run here) logs this on SIGINT and
+# SIGTERM and then exits 0, whatever the command had done by then.
+_INTERRUPTED = re.compile(r"^\[INFO\] Ctrl-C received, shutting down\.\.\.$", re.MULTILINE)
+
+
+def interrupted_error(returncode: int, stderr: str, *, action: str) -> errors.BucketsError | None:
+    """The error for a rustic run that a signal stopped although it exited ``returncode`` 0, or
+    None when ``stderr`` does not say so. rustic 0.11.4 exits 0 after SIGINT/SIGTERM (recorded:
+    ``tests/unit/samples/rustic/backup_sigterm_v0.11.4.stderr``), so exit 0 alone never means
+    the command finished."""
+    if returncode == 0 and _INTERRUPTED.search(_ANSI_CSI.sub("", stderr)):
+        return errors.Internal(f"rustic {action} was stopped by a signal before it finished "
+                               "(it exits 0 then; nothing it did counts)", detail=stderr.strip())
+    return None
+
+
+# The last line ``rustic restore`` prints on stdout when every file is written
+# (rustic 0.11.4: after the plain "Files: …" and "Dirs: …" lines, with or without --json-progress).
+_RESTORE_DONE = re.compile(r"^restore done\.\s*$", re.MULTILINE)
+
+
+def check_restore_output(stdout: str) -> None:
+    """Return when ``rustic restore``'s stdout ends its run with "restore done."; raise
+    :class:`agent.errors.Internal` otherwise (a stopped restore exits 0 without it)."""
+    if not _RESTORE_DONE.search(_ANSI_CSI.sub("", stdout)):
+        raise errors.Internal("rustic restore did not report that it finished (no \"restore done.\")",
+                              detail=stdout[-2000:])
+
+
 _VERSION = re.compile(r"^rustic\s+v?(\d+)\.(\d+)\.(\d+)", re.MULTILINE)
 
 
@@ -923,6 +989,14 @@ STDERR_RULES: tuple[FailureRule, ...] = (
     ),
 )
 
+# The rows about the storage itself (credentials refused, unreachable), for causes rustic logs
+# before a final error that names a consequence.
+STORAGE_RULES: tuple[FailureRule, ...] = tuple(
+    r for r in STDERR_RULES if r.error in (errors.PermissionDenied, errors.Unavailable)
+)
+# rustic_core repository.rs logs "error listing Key: <backend error>" and goes on without keys.
+_KEY_LISTING_FAILED = re.compile(r"error listing Key\b|path=keys/ listed=\d+: list failed")
+
 # abscissa's status_err! prints the final error as "error: <message>".
 _FINAL_ERROR = re.compile(r"^error: ", re.MULTILINE)
 
@@ -951,7 +1025,14 @@ def classify_failure(returncode: int, stderr_tail: str, *, action: str) -> error
         raise ValueError("rustic exit code 0 is not a failure")
     detail = stderr_tail.strip()
     text = _ANSI_CSI.sub("", stderr_tail)
-    for scope in (_final_error(text), text):
+    final = _final_error(text)
+    # rustic 0.11.4 reports a key listing the storage refused or could not answer as a wrong
+    # password ("error listing Key: PermissionDenied …" logged, then C002): the logged cause wins.
+    if final and _KEY_LISTING_FAILED.search(text[: len(text) - len(final)]):
+        matched = first_match(STORAGE_RULES, text[: len(text) - len(final)])
+        if matched is not None:
+            return matched.error(f"rustic {action} failed: {matched.message}", detail=detail)
+    for scope in (final, text):
         if not scope:
             continue
         matched = first_match(STDERR_RULES, scope)

@@ -1,4 +1,4 @@
-"""The agent over the real rustic binary, when one is on PATH (none is installable here).
+"""The agent over the real rustic binary: the pinned rustic built by scripts/tools.sh.
 
 These run the same scenarios as the restic tests with ``engine = "rustic"``:
 backup, list, restore and verify in a local directory and in the S3 bucket;
@@ -8,10 +8,13 @@ with stock restic on the same repository.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import signal
 import subprocess
 import threading
+import time
 
 import psutil
 import pytest
@@ -19,18 +22,20 @@ import pytest
 from hub_client.proto.buckets.v1 import agent_pb2 as pb
 from tests.conftest import requires_restic
 from tests.harness import manifest, write_tree
+from tests.tools import require_tool
 
-pytestmark = [
-    requires_restic,
-    pytest.mark.skipif(shutil.which("rustic") is None,
-                       reason="no rustic binary on PATH (no registry here carries one); "
-                              "the driver is covered by tests/unit/test_rustic_engine.py"),
-]
+pytestmark = [requires_restic]
+
+
+@pytest.fixture(scope="module")
+def rustic_binary() -> str:
+    """The pinned rustic; the module skips, saying so, only when it is not built."""
+    return require_tool("rustic")
 
 PASSWORD = "rustic-real-password-91f3"
 
 
-def rustic_agent(agent_factory, tmp_path, s3_server=None):
+def rustic_agent(agent_factory, tmp_path, rustic_binary, s3_server=None):
     password_file = tmp_path / "repo.password"
     password_file.write_text(PASSWORD)
     password_file.chmod(0o600)
@@ -50,7 +55,8 @@ secret_access_key = "{s3_server.secret_access_key}"
 password_file = "{password_file}"
 create_bucket = true
 """
-    return agent_factory("rustic-agent", extra=extra, engine="rustic")
+    # Lines before the first table header land in the harness's [engine] table.
+    return agent_factory("rustic-agent", extra=f'rustic_binary = "{rustic_binary}"\n' + extra, engine="rustic")
 
 
 def round_trip(agent, project_id):
@@ -71,29 +77,20 @@ def round_trip(agent, project_id):
     return backup
 
 
-def test_capabilities_name_rustic(agent_factory, tmp_path):
-    agent = rustic_agent(agent_factory, tmp_path)
+def test_capabilities_name_rustic(agent_factory, rustic_binary, tmp_path):
+    agent = rustic_agent(agent_factory, tmp_path, rustic_binary)
     caps = agent.stub.GetCapabilities(pb.GetCapabilitiesRequest(), timeout=30)
     assert caps.engine == "rustic" and caps.engine_version
     assert "read-data-subset" in caps.features
 
 
-def test_local_round_trip_and_stock_restic_reads_it(agent_factory, tmp_path, project_id):
-    agent = rustic_agent(agent_factory, tmp_path)
+def test_local_round_trip(agent_factory, rustic_binary, tmp_path, project_id):
+    agent = rustic_agent(agent_factory, tmp_path, rustic_binary)
     round_trip(agent, project_id)
-    env = {"PATH": os.environ["PATH"], "RESTIC_PASSWORD": PASSWORD}
-    repo = str(agent.repository(project_id))
-    subprocess.run(["restic", "-r", repo, "--no-cache", "check", "--read-data"], env=env, check=True,
-                   capture_output=True, timeout=300)
-    target = tmp_path / "stock"
-    subprocess.run(["restic", "-r", repo, "--no-cache", "restore", "latest", "--target", str(target)],
-                   env=env, check=True, capture_output=True, timeout=300)
-    assert manifest(target / "project") == manifest(agent.home(project_id))
-    assert manifest(target / "persist") == manifest(agent.persist(project_id))
 
 
-def test_s3_round_trip_without_secrets_on_command_lines(agent_factory, s3_server, tmp_path, project_id):
-    agent = rustic_agent(agent_factory, tmp_path, s3_server)
+def test_s3_round_trip_without_secrets_on_command_lines(agent_factory, rustic_binary, s3_server, tmp_path, project_id):
+    agent = rustic_agent(agent_factory, tmp_path, rustic_binary, s3_server)
     seen: list[str] = []
     stop = threading.Event()
 
@@ -119,9 +116,194 @@ def test_s3_round_trip_without_secrets_on_command_lines(agent_factory, s3_server
     assert not list((agent.state_dir / "profiles").iterdir()), "profile files must not outlive their run"
 
 
-def test_wrong_password_is_failed_precondition(agent_factory, tmp_path, project_id):
-    agent = rustic_agent(agent_factory, tmp_path)
+def test_wrong_password_is_failed_precondition(agent_factory, rustic_binary, tmp_path, project_id):
+    agent = rustic_agent(agent_factory, tmp_path, rustic_binary)
     round_trip(agent, project_id)
     wrong = pb.RepositorySpec(local=pb.LocalRepository(path=str(agent.repository(project_id))), password="wrong")
     final = agent.wait(agent.verify(project_id, repository=wrong).id)
     assert final.state == pb.FAILED and final.error.code == "FAILED_PRECONDITION"
+
+
+# ------------------------------------------------------------------ stopping rustic mid-run
+# rustic 0.11.4 exits 0 after SIGINT/SIGTERM: only its output tells a finished run from a
+# stopped one. The rustic child is caught and frozen (SIGSTOP) the moment it appears, so the
+# signal reaches a run that has not finished, whatever the machine's speed.
+
+
+def big_tree(root, megabytes: int) -> None:
+    root.mkdir(parents=True, exist_ok=True)
+    for index in range(megabytes):
+        (root / f"big-{index}.bin").write_bytes(os.urandom(1024 * 1024))
+
+
+# Bytes the caught rustic must have moved first (read for a backup, written for a restore): it
+# is then past start-up, with its signal handler in place, and far from done with 60 MiB.
+MOVED_FIRST = 4 * 1024 * 1024
+
+
+def catch_rustic(agent, subcommand: str, timeout: float = 60.0) -> psutil.Process:
+    """The agent's rustic child running ``subcommand``, frozen with SIGSTOP once it has moved
+    :data:`MOVED_FIRST` bytes (read for a backup, written for a restore)."""
+    agent_proc = psutil.Process(agent.process.pid)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for child in agent_proc.children(recursive=True):
+            try:
+                if child.name() != "rustic" or subcommand not in child.cmdline():
+                    continue
+                io = child.io_counters()
+                if (io.read_chars if subcommand == "backup" else io.write_chars) >= MOVED_FIRST:
+                    child.suspend()
+                    return child
+            except psutil.NoSuchProcess:
+                continue
+        time.sleep(0.002)
+    raise AssertionError(f"no rustic {subcommand} was seen moving data")
+
+
+def terminate_frozen(child: psutil.Process) -> None:
+    child.send_signal(signal.SIGTERM)
+    child.resume()
+
+
+def backed_up_then_changed(agent, project_id, megabytes: int = 60):
+    """A project with one snapshot, then changed on disk; returns (snapshot id, manifests now)."""
+    write_tree(agent.home(project_id), files=20)
+    big_tree(agent.home(project_id) / "big", megabytes)
+    write_tree(agent.persist(project_id), files=3, depth=0)
+    backup = agent.wait(agent.backup(project_id).id)
+    assert backup.state == pb.SUCCEEDED, backup.error
+    for path in sorted(agent.home(project_id).rglob("*.bin"))[::3]:
+        path.unlink()
+    (agent.home(project_id) / "after-backup.txt").write_text("written after the snapshot\n")
+    return backup.summary.snapshot_id, (manifest(agent.home(project_id)), manifest(agent.persist(project_id)))
+
+
+def test_sigterm_to_rustic_backup_fails_and_writes_no_snapshot(agent_factory, rustic_binary, tmp_path, project_id):
+    agent = rustic_agent(agent_factory, tmp_path, rustic_binary)
+    write_tree(agent.home(project_id), files=5)
+    big_tree(agent.home(project_id) / "big", 60)
+    write_tree(agent.persist(project_id), files=1, depth=0)
+    operation = agent.backup(project_id)
+    terminate_frozen(catch_rustic(agent, "backup"))
+    final = agent.wait(operation.id)
+    assert final.state in (pb.FAILED, pb.CANCELLED), final
+    listing = stock_rustic(rustic_binary, tmp_path, agent.repository(project_id), "snapshots", "--json", "-g", "")
+    assert listing.returncode != 0 or json.loads(listing.stdout) == [], listing.stdout
+
+
+def test_sigterm_to_rustic_restore_fails_and_leaves_the_project_alone(agent_factory, rustic_binary, tmp_path,
+                                                                      project_id):
+    agent = rustic_agent(agent_factory, tmp_path, rustic_binary)
+    snapshot_id, before = backed_up_then_changed(agent, project_id)
+    operation = agent.restore(project_id, snapshot_id)
+    terminate_frozen(catch_rustic(agent, "restore"))
+    final = agent.wait(operation.id)
+    assert final.state in (pb.FAILED, pb.CANCELLED), final
+    assert (manifest(agent.home(project_id)), manifest(agent.persist(project_id))) == before
+
+
+def test_cancelled_rustic_restore_is_cancelled_and_leaves_the_project_alone(agent_factory, rustic_binary, tmp_path,
+                                                                            project_id):
+    agent = rustic_agent(agent_factory, tmp_path, rustic_binary)
+    snapshot_id, before = backed_up_then_changed(agent, project_id)
+    operation = agent.restore(project_id, snapshot_id)
+    child = catch_rustic(agent, "restore")
+    agent.stub.CancelOperation(pb.CancelOperationRequest(operation_id=operation.id), timeout=10)
+    child.resume()  # the agent's SIGTERM is pending; it arrives now
+    final = agent.wait(operation.id)
+    assert final.state in (pb.CANCELLED, pb.FAILED), final
+    assert (manifest(agent.home(project_id)), manifest(agent.persist(project_id))) == before
+
+
+def test_cancelled_rustic_backup_is_cancelled(agent_factory, rustic_binary, tmp_path, project_id):
+    agent = rustic_agent(agent_factory, tmp_path, rustic_binary)
+    write_tree(agent.home(project_id), files=5)
+    big_tree(agent.home(project_id) / "big", 60)
+    write_tree(agent.persist(project_id), files=1, depth=0)
+    operation = agent.backup(project_id)
+    child = catch_rustic(agent, "backup")
+    agent.stub.CancelOperation(pb.CancelOperationRequest(operation_id=operation.id), timeout=10)
+    child.resume()
+    final = agent.wait(operation.id)
+    assert final.state in (pb.CANCELLED, pb.FAILED), final
+
+
+# ------------------------------------------------------------------ interop with stock restic
+
+
+def stock_rustic(rustic_binary, tmp_path, repository, *args):
+    """Stock rustic on ``repository`` (a profile in ``tmp_path``; no agent involved)."""
+    profile = tmp_path / "stock-rustic.toml"
+    profile.write_text(f'[repository]\nrepository = "{repository}"\npassword = "{PASSWORD}"\nno-cache = true\n')
+    return subprocess.run([rustic_binary, "-P", str(profile)[: -len(".toml")], "--no-progress", *args],
+                          env={"PATH": os.environ["PATH"], "HOME": str(tmp_path), "NO_COLOR": "1"},
+                          capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.parametrize("restic", ["debian", "pinned"])
+def test_stock_restic_checks_and_restores_a_rustic_repository(agent_factory, rustic_binary, tmp_path, project_id,
+                                                              restic):
+    binary = shutil.which("restic") if restic == "debian" else require_tool("restic")
+    agent = rustic_agent(agent_factory, tmp_path, rustic_binary)
+    round_trip(agent, project_id)
+    env = {"PATH": os.environ["PATH"], "RESTIC_PASSWORD": PASSWORD}
+    repo = str(agent.repository(project_id))
+    check = subprocess.run([binary, "-r", repo, "--no-cache", "check", "--read-data"], env=env,
+                           capture_output=True, text=True, timeout=300)
+    assert check.returncode == 0, check.stdout + check.stderr
+    target = tmp_path / "stock"
+    subprocess.run([binary, "-r", repo, "--no-cache", "restore", "latest", "--target", str(target)],
+                   env=env, check=True, capture_output=True, timeout=300)
+    assert manifest(target / "project") == manifest(agent.home(project_id))
+    assert manifest(target / "persist") == manifest(agent.persist(project_id))
+
+
+@pytest.mark.parametrize("restic", ["debian", "pinned"])
+def test_stock_rustic_checks_and_restores_a_restic_repository(agent_factory, rustic_binary, tmp_path, project_id,
+                                                              restic):
+    binary = shutil.which("restic") if restic == "debian" else require_tool("restic")
+    password_file = tmp_path / "restic.password"
+    password_file.write_text(PASSWORD)
+    password_file.chmod(0o600)
+    agent = agent_factory("restic-agent", engine="restic",
+                          extra=f'restic_binary = "{binary}"\n[repository]\nkind = "local"\n'
+                                f'[repository.local]\npassword_file = "{password_file}"\n')
+    write_tree(agent.home(project_id), files=40)
+    write_tree(agent.persist(project_id), files=3, depth=0)
+    backup = agent.wait(agent.backup(project_id).id)
+    assert backup.state == pb.SUCCEEDED, backup.error
+    repo = agent.repository(project_id)
+    check = stock_rustic(rustic_binary, tmp_path, repo, "check", "--read-data")
+    assert check.returncode == 0, check.stderr
+    target = tmp_path / "by-rustic"
+    restore = stock_rustic(rustic_binary, tmp_path, repo, "restore", "--numeric-id", "--",
+                           backup.summary.snapshot_id, str(target))
+    assert restore.returncode == 0 and "restore done." in restore.stdout, restore.stdout + restore.stderr
+    assert manifest(target / "project") == manifest(agent.home(project_id))
+    assert manifest(target / "persist") == manifest(agent.persist(project_id))
+
+
+@pytest.mark.parametrize("kind", ["dir", "file"])
+def test_restore_of_a_path(agent_factory, rustic_binary, tmp_path, project_id, kind):
+    agent = rustic_agent(agent_factory, tmp_path, rustic_binary)
+    home = agent.home(project_id)
+    (home / "keep" / "deep").mkdir(parents=True)
+    (home / "keep" / "deep" / "a.txt").write_text("a\n")
+    (home / "keep" / "b.bin").write_bytes(os.urandom(5000))
+    (home / "other.txt").write_text("other\n")
+    write_tree(agent.persist(project_id), files=1, depth=0)
+    backup = agent.wait(agent.backup(project_id).id)
+    assert backup.state == pb.SUCCEEDED, backup.error
+    before = manifest(home)
+    shutil.rmtree(home / "keep")
+    (home / "other.txt").write_text("changed after the backup\n")
+    subpath = "keep" if kind == "dir" else "keep/deep/a.txt"
+    if kind == "file":
+        (home / "keep" / "deep").mkdir(parents=True)
+    final = agent.wait(agent.restore(project_id, backup.summary.snapshot_id, subpath=subpath).id)
+    assert final.state == pb.SUCCEEDED, final.error
+    after = manifest(home)
+    restored = {k: v for k, v in before.items() if k == subpath or k.startswith(subpath + "/")}
+    assert restored and {k: after.get(k) for k in restored} == restored
+    assert (home / "other.txt").read_text() == "changed after the backup\n"  # the rest untouched

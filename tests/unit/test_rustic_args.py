@@ -27,10 +27,13 @@ from agent.engine.rustic_args import (
     backup_args,
     backup_source,
     check_args,
+    check_restore_output,
     classify_failure,
     features,
     forget_args,
+    glob_literal,
     init_args,
+    interrupted_error,
     ls_args,
     parse_backup_output,
     parse_check_output,
@@ -323,7 +326,7 @@ def test_backup_args_full() -> None:
         label="buckets", parent=SNAP, no_scan=True, json_progress=True, init=True,
     )
     assert argv == [
-        RUSTIC, "-P", "/run/buckets/rustic/project-11111111", "--json-progress",
+        RUSTIC, "-P", "/run/buckets/rustic/project-11111111", "--json-progress", "--progress-interval", "1s",
         "backup", "--json",
         "--host", HOST,
         "--tag", "layout=v2",
@@ -579,12 +582,20 @@ def test_parse_snapshots_group_key_shape_v0_10_3() -> None:
 
 
 def test_parse_snapshots_flat_shape_v0_11_4() -> None:
-    # src/commands/snapshots.rs v0.11.4: one group with an empty key → a plain list
+    # recorded from rustic 0.11.4 (`snapshots --json -g ""`): a plain list of snapshots
     snaps = parse_snapshots(sample("snapshots_flat_v0.11.4.stdout.json"))
-    assert len(snaps) == 1
-    assert snaps[0].short_id == "abcdef01"
-    assert snaps[0].time == datetime(2026, 8, 18, 5, 0, 0, tzinfo=UTC)
-    assert tag_map(snaps[0].tags)["purpose"] == "copy"
+    assert [s.short_id for s in snaps] == ["8ede5325", "059f22a2"]
+    assert snaps[0].id == "8ede5325e2a7dc151e94c9c6a869550926728e8e659915f863a694431fb3d482"
+    assert snaps[0].time == datetime(2026, 12, 6, 12, 59, 33, 582153, tzinfo=UTC)
+    assert (snaps[0].hostname, snaps[0].tags, snaps[0].paths) == ("h1", ("buckets", "x"), ("/",))
+    assert (snaps[1].hostname, snaps[1].tags, snaps[1].username) == ("h2", (), "")
+
+
+def test_parse_snapshots_grouped_and_empty_v0_11_4() -> None:
+    # recorded from rustic 0.11.4: grouped by host/label/paths by default, [] when empty
+    grouped = parse_snapshots(sample("snapshots_v0.11.4.stdout.json"))
+    assert grouped == parse_snapshots(sample("snapshots_flat_v0.11.4.stdout.json"))
+    assert parse_snapshots(sample("snapshots_empty_v0.11.4.stdout.json")) == []
 
 
 def test_parse_snapshots_empty_v0_10_3() -> None:
@@ -650,11 +661,66 @@ def test_parse_backup_output_json_v0_9_5() -> None:
 
 
 def test_parse_backup_output_json_progress_v0_11_4() -> None:
-    # src/commands/backup.rs v0.11.4 JsonProgressSummary: with --json-progress
-    # the summary line replaces the --json snapshot
+    # recorded from rustic 0.11.4: with --json-progress the summary line replaces the --json snapshot
     assert parse_backup_output(sample("backup_json_progress_v0.11.4.stdout.jsonl")) == BackupSummary(
-        FULL_SNAP, 52, 0, 0, 154024792, 52, 154000012, 30.412
+        "059f22a26ebd86b1efd5f36c05b6c8e83f69372c20330d4d26de93291f3f9ba7", 5, 0, 0, 2027, 5, 3013, 0.040657087
     )
+
+
+def test_parse_backup_output_json_v0_11_4() -> None:
+    # recorded from rustic 0.11.4: `backup --json` without --json-progress prints the snapshot
+    summary = parse_backup_output(sample("backup_v0.11.4.stdout.json"))
+    assert summary.snapshot_id == "8ede5325e2a7dc151e94c9c6a869550926728e8e659915f863a694431fb3d482"
+    assert (summary.files_new, summary.total_files_processed) == (4, 4)
+
+
+def test_stopped_backup_has_no_summary_v0_11_4() -> None:
+    # recorded from rustic 0.11.4: SIGTERM mid-backup → exit 0, nothing on stdout, the
+    # handler's line on stderr
+    with pytest.raises(errors.Internal):
+        parse_backup_output("")
+    stopped = interrupted_error(0, sample("backup_sigterm_v0.11.4.stderr"), action="backup")
+    assert isinstance(stopped, errors.Internal) and "stopped by a signal" in str(stopped)
+    assert interrupted_error(0, sample("backup_v0.11.4.stderr"), action="backup") is None
+    assert interrupted_error(0, sample("check_clean_v0.11.4.stderr"), action="check") is None
+
+
+def test_restore_is_finished_only_with_restore_done_v0_11_4() -> None:
+    # recorded from rustic 0.11.4: plain "Files:"/"Dirs:" lines, then "restore done."
+    check_restore_output(sample("restore_v0.11.4.stdout"))
+    stopped = "".join(sample("restore_v0.11.4.stdout").splitlines(keepends=True)[:2])
+    for stdout in ("", stopped):
+        with pytest.raises(errors.Internal):
+            check_restore_output(stdout)
+
+
+def test_parse_ls_v0_11_4() -> None:
+    # recorded from rustic 0.11.4: `ls --json` prints path strings only, relative, no metadata
+    assert parse_ls(sample("ls_path_v0.11.4.stdout.json")) == ["a.txt", "l", "sub", "sub/b.txt"]
+    assert "project/sub/b.txt" in parse_ls(sample("ls_v0.11.4.stdout.json"))
+
+
+def test_parse_version_v0_11_4() -> None:
+    assert parse_version(sample("version_v0.11.4.stdout")) == (0, 11, 4)
+
+
+@pytest.mark.parametrize(
+    ("stderr", "returncode", "error"),
+    [
+        ("wrong_password_v0.11.4.stderr", 1, errors.FailedPrecondition),
+        ("no_repository_v0.11.4.stderr", 1, errors.NotFound),
+        ("init_exists_v0.11.4.stderr", 1, errors.AlreadyExists),
+        ("snapshot_not_found_v0.11.4.stderr", 1, errors.NotFound),
+        ("unexpected_argument_v0.11.4.stderr", 2, errors.Unimplemented),
+        ("check_damaged_v0.11.4.stderr", 1, errors.DataLoss),
+        ("s3_connection_refused_v0.11.4.stderr", 1, errors.Unavailable),
+        ("s3_forbidden_stat_v0.11.4.stderr", 1, errors.PermissionDenied),
+        # the key listing refused: rustic 0.11.4 ends with C002 (wrong password); the logged cause wins
+        ("s3_key_listing_denied_v0.11.4.stderr", 1, errors.PermissionDenied),
+    ],
+)
+def test_classify_recorded_failures_v0_11_4(stderr: str, returncode: int, error) -> None:
+    assert type(classify_failure(returncode, sample(stderr), action="x")) is error
 
 
 def test_parse_backup_output_dry_run_and_noise() -> None:
@@ -690,15 +756,13 @@ def test_parse_backup_output_malformed_raises_internal(stdout: str) -> None:
 
 
 def test_parse_progress_lines_v0_11_4() -> None:
-    # src/config/progress_options.rs v0.11.4 JsonProgressStatus: bytes only
+    # recorded from rustic 0.11.4 (--progress-interval 100ms): bytes only; whole seconds; the
+    # first line has no seconds_remaining
     lines = sample("backup_json_progress_v0.11.4.stdout.jsonl").splitlines()
     parsed = [parse_progress_line(line) for line in lines]
-    assert parsed[0] == BackupStatus(0.0, 0, 0, 0, 154000012, 0.0, None, ())
-    assert parsed[1] == BackupStatus(
-        pytest.approx(33.33333311688311), 0, 0, 51333337, 154000012, 10.0, 20.0, ()
-    )
-    assert parsed[3] == BackupStatus(100.0, 0, 0, 154000012, 154000012, 30.0, None, ())
-    assert parsed[4] is None  # the summary line
+    assert parsed[0] == BackupStatus(0.0, 0, 0, 0, 3018, 0.0, None, ())
+    assert parsed[1] == BackupStatus(pytest.approx(99.83432736911863), 0, 0, 3013, 3018, 0.0, 0.0, ())
+    assert parsed[2] is None  # the summary line
 
 
 def test_parse_progress_line_without_length() -> None:
@@ -918,3 +982,33 @@ def test_classify_local_permission_error_is_not_an_s3_refusal() -> None:
 def test_classify_exit_zero_is_refused() -> None:
     with pytest.raises(ValueError):
         classify_failure(0, "", action="backup")
+
+
+@pytest.mark.parametrize(
+    ("name", "pattern"),
+    [
+        # each checked with rustic 0.11.4: restoring with these globs brought exactly that entry
+        ("plain", "plain"),
+        ("we*ird [1] {x}.txt", "we\\*ird \\[1\\] \\{x\\}.txt"),
+        ("#hash", "\\#hash"),
+        ("!bang", "\\!bang"),
+        ("trail ", "trail\\ "),
+        ("back\\slash", "back\\\\slash"),
+        ("q?", "q\\?"),
+    ],
+)
+def test_glob_literal(name: str, pattern: str) -> None:
+    assert glob_literal(name) == pattern
+
+
+@pytest.mark.parametrize("name", ["", ".", "..", "a/b", "a\0b"])
+def test_glob_literal_refuses_what_is_no_single_name(name: str) -> None:
+    with pytest.raises(ValueError):
+        glob_literal(name)
+
+
+def test_restore_args_only_one_entry_of_a_path() -> None:
+    argv = restore_args(RUSTIC, PROFILE, snapshot_id=SNAP, target="/v/project", path="/project", only="a*b")
+    assert argv[argv.index("restore"):] == [
+        "restore", "--numeric-id", "--glob", "/a\\*b", "--glob", "/a\\*b/**", "--", f"{SNAP}:/project", "/v/project",
+    ]

@@ -55,7 +55,7 @@ with open(os.path.join(records, "run-%03d.json" % n), "w") as f:
 if argv == ["--version"]:
     print(script["version"])
     sys.exit(0)
-command = next(a for a in argv[3:] if not a.startswith("-"))
+command = next(a for a in argv[3:] if a in ("init", "backup", "snapshots", "restore", "check", "forget", "prune", "ls"))
 stdout, stderr, code = script.get(command, ["", "", 0])
 if stdout:
     sys.stdout.write(open(stdout).read())
@@ -163,9 +163,9 @@ def test_backup_with_json_progress_on_rustic_0_11_4(engine, stand_in, tmp_path) 
                                 on_status=statuses.append))
     argv = stand_in.last()["argv"]
     assert argv[3] == "--json-progress" and "--no-scan" not in argv
-    assert [round(s.percent) for s in statuses] == [0, 33, 67, 100]
-    assert statuses[-1].bytes_total == 154000012
-    assert outcome.summary.files_new == 52
+    assert [round(s.percent) for s in statuses] == [0, 100]
+    assert statuses[-1].bytes_total == 3018
+    assert outcome.summary.files_new == 5
     assert f'repository = "{tmp_path / "repo"}"' in stand_in.last()["profile_text"]
 
 
@@ -186,6 +186,42 @@ def test_restore_failure_is_classified_and_profile_removed(engine, stand_in, tmp
     assert record["argv"][-4:] == ["--numeric-id", "--", "0123abcd" * 8, str(tmp_path / "view")]
     assert not Path(record["profile_path"]).exists()
     assert list((tmp_path / "state" / "profiles").iterdir()) == []
+
+
+def test_restore_counts_only_with_restore_done_v0_11_4(engine, stand_in, tmp_path) -> None:
+    # rustic 0.11.4 (recorded): a finished restore ends with "restore done."; a SIGTERM-ed one
+    # exits 0 without it, having printed only the plan (or nothing).
+    stand_in.answer(version="rustic 0.11.4", restore=("restore_v0.11.4.stdout", "", 0))
+    run(engine.restore(s3_repo(), "0123abcd" * 8, view(tmp_path)))
+    stand_in.answer(restore=("", "backup_sigterm_v0.11.4.stderr", 0))
+    with pytest.raises(errors.Internal, match="stopped by a signal"):
+        run(engine.restore(s3_repo(), "0123abcd" * 8, view(tmp_path)))
+    stand_in.answer(restore=("", "", 0))
+    with pytest.raises(errors.Internal, match="restore done"):
+        run(engine.restore(s3_repo(), "0123abcd" * 8, view(tmp_path)))
+
+
+@pytest.mark.parametrize("command", ["check", "forget", "prune", "init"])
+def test_any_command_stopped_by_a_signal_fails_despite_exit_0(engine, stand_in, tmp_path, command) -> None:
+    stand_in.answer(version="rustic 0.11.4", **{command: ("", "backup_sigterm_v0.11.4.stderr", 0)})
+    call = {
+        "check": lambda: engine.check(s3_repo()),
+        "forget": lambda: engine.forget(s3_repo(), ["0123abcd"]),
+        "prune": lambda: engine.prune(s3_repo()),
+        "init": lambda: engine.init(s3_repo()),
+    }[command]
+    with pytest.raises(errors.Internal, match="stopped by a signal"):
+        run(call())
+
+
+def test_restore_path_restores_the_parent_with_a_glob_for_the_name(engine, stand_in, tmp_path) -> None:
+    stand_in.answer(version="rustic 0.11.4", restore=("restore_v0.11.4.stdout", "", 0))
+    run(engine.restore_path(s3_repo(), "0123abcd" * 8, "/project/a b/c*", view(tmp_path)))
+    argv = stand_in.last()["argv"]
+    assert argv[argv.index("restore"):] == [
+        "restore", "--numeric-id", "--glob", "/c\\*", "--glob", "/c\\*/**",
+        "--", "0123abcd" * 8 + ":/project/a b", str(tmp_path / "view" / "project" / "a b"),
+    ]
 
 
 def test_check_damage_logged_with_exit_0_is_data_loss(engine, stand_in) -> None:
