@@ -70,8 +70,12 @@ def round_trip(agent, project_id):
     for path in list(agent.home(project_id).rglob("*.bin"))[:5]:
         path.unlink()
     restore = agent.wait(agent.restore(project_id, backup.summary.snapshot_id).id)
-    assert restore.state == pb.SUCCEEDED, restore.error
+    # Over unsaved changes (the deleted files): a pre-restore snapshot first, named in the warnings.
+    assert restore.state == pb.SUCCEEDED_WITH_WARNINGS, restore.error
+    assert any("pre-restore snapshot" in w for w in restore.summary.warnings), restore.summary.warnings
     assert (manifest(agent.home(project_id)), manifest(agent.persist(project_id))) == before
+    listing = agent.stub.ListSnapshots(pb.ListSnapshotsRequest(project_id=project_id), timeout=30)
+    assert sorted(s.purpose for s in listing.snapshots) == ["backup", "pre-restore"]
     verify = agent.wait(agent.verify(project_id).id)
     assert verify.state == pb.SUCCEEDED, verify.error
     return backup
@@ -246,14 +250,15 @@ def test_stock_restic_checks_and_restores_a_rustic_repository(agent_factory, rus
                                                               restic):
     binary = shutil.which("restic") if restic == "debian" else require_tool("restic")
     agent = rustic_agent(agent_factory, tmp_path, rustic_binary)
-    round_trip(agent, project_id)
+    backup = round_trip(agent, project_id)
     env = {"PATH": os.environ["PATH"], "RESTIC_PASSWORD": PASSWORD}
     repo = str(agent.repository(project_id))
     check = subprocess.run([binary, "-r", repo, "--no-cache", "check", "--read-data"], env=env,
                            capture_output=True, text=True, timeout=300)
     assert check.returncode == 0, check.stdout + check.stderr
     target = tmp_path / "stock"
-    subprocess.run([binary, "-r", repo, "--no-cache", "restore", "latest", "--target", str(target)],
+    # The backup by id: "latest" for stock restic is the newer pre-restore snapshot round_trip made.
+    subprocess.run([binary, "-r", repo, "--no-cache", "restore", backup.summary.snapshot_id, "--target", str(target)],
                    env=env, check=True, capture_output=True, timeout=300)
     assert manifest(target / "project") == manifest(agent.home(project_id))
     assert manifest(target / "persist") == manifest(agent.persist(project_id))
