@@ -10,12 +10,32 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Coroutine
+from typing import Awaitable, Coroutine
 
 import structlog
 
 log = structlog.get_logger("agent.housekeeping")
 
+
+
+async def run_to_end(cleanup: Awaitable, *, failure_event: str) -> None:
+    """Await ``cleanup`` to its end even when the calling task is cancelled meanwhile (the
+    cancellation is raised afterwards): an operation's staging must be gone when it ends. A
+    failure is logged as ``failure_event``, never raised over the operation's own outcome (the next
+    start removes leftovers)."""
+    task = asyncio.ensure_future(cleanup)
+    cancelled = False
+    while not task.done():
+        try:
+            await asyncio.shield(task)
+        except asyncio.CancelledError:
+            cancelled = True
+        except Exception:
+            break
+    if not task.cancelled() and task.exception() is not None:
+        log.warning(failure_event, error=str(task.exception()))
+    if cancelled:
+        raise asyncio.CancelledError
 
 class Housekeeping:
     """Background tasks of the agent's event loop, each logged when it fails; ``drain`` waits

@@ -45,7 +45,7 @@ from typing import TYPE_CHECKING
 
 import structlog
 
-from agent import errors, fsops, project_paths, usertree
+from agent import errors, fsops, housekeeping, project_paths, usertree
 
 if TYPE_CHECKING:
     from agent.backends.base import Backend
@@ -455,7 +455,7 @@ async def staged_put(
         # No await between here and the end of the placement: cancellation cannot split it.
         placed = place(staging, policy)
     finally:
-        await _uninterrupted(asyncio.to_thread(discard, staging))
+        await housekeeping.run_to_end(asyncio.to_thread(discard, staging), failure_event="placing.staging_cleanup_failed")
     return placed, size, entries
 
 
@@ -520,24 +520,6 @@ def remove_legacy(path: Path) -> None:
         pass
     finally:
         os.close(parent)
-
-
-async def _uninterrupted(awaitable: Awaitable) -> None:
-    """Await ``awaitable`` to its end even when the task is cancelled meanwhile (the cancellation
-    is raised afterwards): staging must be gone when the operation ends."""
-    task = asyncio.ensure_future(awaitable)
-    cancelled = False
-    while not task.done():
-        try:
-            await asyncio.shield(task)
-        except asyncio.CancelledError:
-            cancelled = True
-        except Exception:
-            break
-    if not task.cancelled() and task.exception() is not None:
-        log.warning("placing.staging_cleanup_failed", error=str(task.exception()))
-    if cancelled:
-        raise asyncio.CancelledError
 
 
 def entry_size(path: str | Path) -> tuple[int, int]:

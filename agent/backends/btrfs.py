@@ -24,7 +24,7 @@ from pathlib import Path
 
 import structlog
 
-from agent import errors, fsops, writers
+from agent import errors, fsops, housekeeping, writers
 from agent.backends import btrfs_cli as bc
 from agent.backends import btrfs_ioctl, mounts
 from agent.backends.base import EngineView, Generation, ProjectLayout, Staging, bind_wrapper
@@ -245,7 +245,7 @@ class BtrfsBackend(ProjectLayout):
             yield EngineView(wrapper=bind_wrapper(binds), root=root, generation=frozen,
                              project=snapshot_dir / "project" if "project" in generation else None)
         finally:
-            await _uninterrupted(self._delete_subvolume_tree(snapshot_dir))
+            await housekeeping.run_to_end(self._delete_subvolume_tree(snapshot_dir), failure_event="cleanup.failed")
 
     async def generation(self, project_id: str) -> Generation | None:
         """Committed generations of both subvolumes, after a filesystem sync: writes still
@@ -424,21 +424,3 @@ def _is_subvolume_root(path: Path) -> bool:
         return path.lstat().st_ino == 256
     except FileNotFoundError:
         return False
-
-
-async def _uninterrupted(coro) -> None:
-    """Run cleanup to its end even if the surrounding task is cancelled meanwhile; a failure is
-    logged (start-up removes leftovers), never raised over the operation's own outcome."""
-    task = asyncio.ensure_future(coro)
-    cancelled = False
-    while not task.done():
-        try:
-            await asyncio.shield(task)
-        except asyncio.CancelledError:
-            cancelled = True
-        except Exception:
-            break
-    if not task.cancelled() and task.exception() is not None:
-        log.warning("cleanup.failed", error=str(task.exception()))
-    if cancelled:
-        raise asyncio.CancelledError
