@@ -124,7 +124,8 @@ def prepare(home: int, rel: str, *, kind: str, operation_id: str, agent_staging:
     ResourceExhausted, Internal.
     """
     parts = tuple(rel.split("/"))
-    base, depth = _deepest_existing(home, parts)
+    base, depth = _deepest_existing(home, parts, lambda shown: errors.InvalidArgument(
+        f"{shown} is in the target's path but is a symlink or not a directory"))
     base_info = os.fstat(base)
     parent, name, in_home = base, f"{STAGING_PREFIX}{kind}-{operation_id}", True
     own = _open_agent_staging(agent_staging)
@@ -191,10 +192,12 @@ def _open_agent_staging(path: Path | None) -> int | None:
     return fd
 
 
-def _deepest_existing(home: int, parts: tuple[str, ...]) -> tuple[int, int]:
-    """Open the deepest existing directory on the target's way below ``home`` (without
-    following symlinks); returns (its descriptor, how many of ``parts`` it is below home).
-    Raises InvalidArgument when a component is a symlink or not a directory."""
+def _deepest_existing(home: int, parts: tuple[str, ...],
+                      refuse: Callable[[str], errors.BucketsError]) -> tuple[int, int]:
+    """Open the deepest existing directory on the target's way below ``home``, each parent in
+    turn without following symlinks; returns (its descriptor, its depth: the index in ``parts``
+    of the entry to create in it). Raises ``refuse(the component's path)`` when a component is a
+    symlink or not a directory."""
     directory = os.dup(home)
     for depth, part in enumerate(parts[:-1]):
         try:
@@ -204,10 +207,7 @@ def _deepest_existing(home: int, parts: tuple[str, ...]) -> tuple[int, int]:
         except OSError as exc:
             os.close(directory)
             if exc.errno in (errno.ELOOP, errno.ENOTDIR, errno.EXDEV):
-                raise errors.InvalidArgument(
-                    f"{'/'.join(parts[: depth + 1])[:200]!r} is in the target's path but is a symlink or not a "
-                    "directory"
-                ) from None
+                raise refuse(repr("/".join(parts[: depth + 1])[:200])) from None
             raise
         os.close(directory)
         directory = following
@@ -274,7 +274,8 @@ def place(staging: Staging, policy: ConflictPolicy) -> Placed:
     parts, base_depth = staging.parts, staging.base_depth
     try:
         for _ in range(_MAX_PASSES):
-            directory, depth = _open_existing_parents(staging.home, parts)
+            directory, depth = _deepest_existing(staging.home, parts, lambda shown: errors.FailedPrecondition(
+                f"{shown} became a symlink or a file while the data was staged"))
             try:
                 if depth < base_depth:
                     raise errors.FailedPrecondition(
@@ -298,28 +299,6 @@ def place(staging: Staging, policy: ConflictPolicy) -> Placed:
         raise errors.FailedPrecondition(f"the target path {'/'.join(parts)[:200]!r} kept changing")
     except OSError as exc:
         raise _os_error(exc, "/".join(parts)) from exc
-
-
-def _open_existing_parents(home: int, parts: tuple[str, ...]) -> tuple[int, int]:
-    """From the open home, open each parent directory of the target in turn without following
-    symlinks; returns (descriptor of the deepest existing one, its depth: the index in
-    ``parts`` of the entry to create in it)."""
-    directory = os.dup(home)
-    for depth, part in enumerate(parts[:-1]):
-        try:
-            following = usertree.open_dir(directory, part)
-        except FileNotFoundError:
-            return directory, depth
-        except OSError as exc:
-            os.close(directory)
-            if exc.errno in (errno.ELOOP, errno.ENOTDIR, errno.EXDEV):
-                raise errors.FailedPrecondition(
-                    f"{'/'.join(parts[: depth + 1])[:200]!r} became a symlink or a file while the data was staged"
-                ) from None
-            raise
-        os.close(directory)
-        directory = following
-    return directory, len(parts) - 1
 
 
 def _apply(policy: ConflictPolicy, source: int, target: int, name: str) -> Placed:
