@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests import summaries
+from tests.engines import ENGINES, EngineUnderTest, engine_ids
 from tests.harness import AgentProcess, unmount_below
 
 requires_restic = pytest.mark.skipif(
@@ -50,6 +51,12 @@ def shared_agent(tmp_path_factory: pytest.TempPathFactory):
     process.stop()
     process.kill()
     unmount_below(process.base)
+
+
+@pytest.fixture(params=ENGINES, ids=engine_ids())
+def engine_under_test(request) -> EngineUnderTest:
+    """Each of the three engines in turn (tests/engines.py), named in the test id."""
+    return request.param
 
 
 @pytest.fixture
