@@ -18,7 +18,7 @@ demo: setup
 TEST_WORKERS ?= 3
 
 test: setup
-	$(PYTHON) -m pytest -q -rs -n $(TEST_WORKERS) --dist worksteal $(PYTEST_ARGS)
+	$(PYTHON) -m pytest -q -rs --durations=30 -n $(TEST_WORKERS) --dist worksteal $(PYTEST_ARGS)
 
 bench: setup
 	$(PYTHON) bench/bench.py $(BENCH_ARGS)
