@@ -271,9 +271,10 @@ class ResticEngine:
     async def _restore_json(
         self, repo: Repository, snapshot_id: str, view: EngineView, *,
         on_status: Callable[[RestoreStatus], None] | None, overwrite: str | None = None, delete: bool = False,
+        include: Sequence[str] = (),
     ) -> RestoreSummary:
-        """``restic restore --json`` of the whole snapshot into ``view.root``: its summary line, or
-        Internal when it ended without one (a run that did not finish)."""
+        """``restic restore --json`` of the snapshot (or what ``include`` matches) into ``view.root``:
+        its summary line, or Internal when it ended without one (a run that did not finish)."""
         summaries: list[RestoreSummary] = []
 
         def on_line(line: str) -> None:
@@ -286,7 +287,7 @@ class ResticEngine:
 
         argv = [*view.wrapper, *ra.restore_args(
             self.binary, self._common(repo), snapshot_id=snapshot_id, target=str(view.root), json_output=True,
-            overwrite=overwrite, delete=delete,
+            overwrite=overwrite, delete=delete, include=include,
         )]
         result = await self._run(repo, argv, action="restore", on_stdout_line=on_line)
         if not summaries:
@@ -352,7 +353,10 @@ class ResticEngine:
 
     async def restore_path(self, repo: Repository, snapshot_id: str, path: str, view: EngineView) -> None:
         """Restore the snapshot's ``path`` (absolute in the snapshot) and its parents under ``view.root``,
-        run inside ``view``."""
+        run inside ``view``; from restic 0.17 judged by its ``--json`` summary."""
+        if RESTORE_PROGRESS in await self.features():
+            await self._restore_json(repo, snapshot_id, view, on_status=None, include=[ra.find_pattern(path)])
+            return
         argv = [*view.wrapper, *ra.restore_args(self.binary, self._common(repo), snapshot_id=snapshot_id,
                                                 target=str(view.root), include=[ra.find_pattern(path)])]
         await self._run(repo, argv, action="restore")

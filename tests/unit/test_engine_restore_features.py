@@ -250,3 +250,11 @@ def test_restic_0_18_restore_over_returns_the_summary(tmp_path) -> None:
                                                                 EngineView(wrapper=(), root=tmp_path / "t")))
     assert (summary.files_skipped, summary.files_deleted) == (317, 3)
     assert "--overwrite if-changed --delete" in calls.read_text()
+
+
+def test_restic_0_18_restore_of_a_path_needs_its_summary_too(tmp_path) -> None:
+    binary, calls = stand_in(tmp_path, "0.18.1", "")
+    with pytest.raises(errors.Internal, match="without a summary"):
+        asyncio.run(driver(binary, tmp_path).restore_path(repository(tmp_path), ID, "/project/a",
+                                                          EngineView(wrapper=(), root=tmp_path / "t")))
+    assert "restore --json --target" in calls.read_text() and "--include /project/a" in calls.read_text()
