@@ -258,3 +258,51 @@ def test_restic_0_18_restore_of_a_path_needs_its_summary_too(tmp_path) -> None:
         asyncio.run(driver(binary, tmp_path).restore_path(repository(tmp_path), ID, "/project/a",
                                                           EngineView(wrapper=(), root=tmp_path / "t")))
     assert "restore --json --target" in calls.read_text() and "--include /project/a" in calls.read_text()
+
+
+# ------------------------------------------------------------------ rustic, on its recording stand-in
+
+
+@pytest.fixture
+def rustic_stand_in(tmp_path: Path):
+    from tests.unit.test_rustic_engine import StandIn
+
+    return StandIn(tmp_path)
+
+
+def target_view(tmp_path: Path) -> EngineView:
+    (tmp_path / "t").mkdir(exist_ok=True)  # rustic runs inside the view
+    return EngineView(wrapper=(), root=tmp_path / "t")
+
+
+def rustic_engine(stand_in, tmp_path: Path):
+    from agent.engine.rustic import RusticEngine
+
+    (tmp_path / "state").mkdir(exist_ok=True)
+    return RusticEngine(binary=str(stand_in.binary), state_dir=tmp_path / "state", timeout=60, kill_grace=1)
+
+
+def test_rustic_restore_over_runs_restore_delete_and_returns_its_counts(rustic_stand_in, tmp_path) -> None:
+    rustic_stand_in.answer(version="rustic 0.11.4", restore=("restore_over_v0.11.4.stdout", "", 0))
+    summary = asyncio.run(rustic_engine(rustic_stand_in, tmp_path).restore_over(
+        repository(tmp_path), ID, target_view(tmp_path)))
+    assert (summary.files_skipped, summary.files_restored, summary.files_deleted) == (317, 2, 3)
+    assert "--delete" in rustic_stand_in.last()["argv"]
+
+
+@pytest.mark.parametrize(("stdout", "stderr"), [("", "backup_sigterm_v0.11.4.stderr"), ("", "")])
+def test_a_rustic_restore_over_stopped_or_unfinished_is_no_success(rustic_stand_in, tmp_path, stdout,
+                                                                   stderr) -> None:
+    """rustic exits 0 after SIGTERM: without "restore done." the run did not finish."""
+    rustic_stand_in.answer(version="rustic 0.11.4", restore=(stdout, stderr, 0))
+    with pytest.raises(errors.Internal):
+        asyncio.run(rustic_engine(rustic_stand_in, tmp_path).restore_over(
+            repository(tmp_path), ID, target_view(tmp_path)))
+
+
+def test_rustic_before_0_11_4_is_not_asked_to_restore_over(rustic_stand_in, tmp_path) -> None:
+    rustic_stand_in.answer(version="rustic v0.11.3")
+    with pytest.raises(errors.Unimplemented):
+        asyncio.run(rustic_engine(rustic_stand_in, tmp_path).restore_over(
+            repository(tmp_path), ID, target_view(tmp_path)))
+    assert rustic_stand_in.runs() == [] or all("restore" not in r["argv"] for r in rustic_stand_in.runs())
