@@ -119,6 +119,7 @@ def test_rustic_files_line_of_a_restore_over_a_tree() -> None:
         # it the cause.
         ("s3_connection_refused_sigint_v0.18.1.stderr", 1, errors.Unavailable, "unreachable"),
         ("restore_sigterm_v0.18.1.stderr", 130, errors.Cancelled, "interrupted"),
+        ("restore_no_snapshot_v0.18.1.stderr", 1, errors.NotFound, "snapshot does not exist"),
     ],
 )
 def test_recorded_restic_0_18_1_errors(name, code, error, message) -> None:
