@@ -67,7 +67,9 @@ def make_engine(
 ) -> Engine:
     """The configured driver; ``on_failure`` is told of every engine run that failed."""
     name, binary = choose(config.engine, which, beside)
-    log.info("engine.chosen", configured=config.engine.engine, engine=name, binary=binary)
+    # The venv's rustic is a link to the pinned build: the log names both.
+    log.info("engine.chosen", configured=config.engine.engine, engine=name, binary=binary,
+             resolved=os.path.realpath(binary) if os.path.isabs(binary) else binary)
     driver = RusticEngine if name == "rustic" else ResticEngine
     return driver(
         binary=binary,
