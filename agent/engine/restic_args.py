@@ -893,7 +893,8 @@ FEATURES_BY_VERSION: dict[str, tuple[int, int, int]] = {
     # only what differs (Engine.restore_over).
     "restore-over": (0, 17, 0),
     # --json prints a fatal error as {"message_type":"exit_error","code":…,"message":…} on stderr
-    # (0.17.0); classify_failure reads it where present.
+    # (restic 0.17.0's changelog; recorded here from 0.18.1). classify_failure reads it wherever
+    # present, whatever the version: the flag only tells the hub.
     "json-errors": (0, 17, 0),
 }
 
