@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 from collections import OrderedDict
 import os
 import time
@@ -25,7 +26,7 @@ from agent.config import RestoreConfig
 from agent.fsops import tree_size
 from agent.housekeeping import Housekeeping
 from agent.engine import restic_args as ra
-from agent.engine.base import BackupStatus, Engine, RestoreSize, Snapshot
+from agent.engine.base import RESTORE_PROGRESS, BackupStatus, Engine, RestoreSize, RestoreStatus, Snapshot
 from agent.ids import project_dir_name
 from agent.journal import Journal
 from agent.model import OperationRecord, OperationState, Summary
@@ -285,6 +286,8 @@ async def restore(
             require_whole(resolved, owner)
             snapshot_id = resolved.id
         dirty, pre_restore = await _protect_unsaved(context, services, repo, force=force)
+    # An engine that reports its restore progress (restic >= 0.17: restore --json) is listened to.
+    engine_reports = RESTORE_PROGRESS in await services.engine.features()
     lookup: asyncio.Task | None = None
     size_task: asyncio.Future
     known = known_snapshot(services, repo, owner, snapshot_id)
@@ -321,13 +324,19 @@ async def restore(
         await asyncio.gather(*(t for t in (lookup, size_task) if t is not None), return_exceptions=True)
         await backend.discard_staging(context.operation_id)
         raise
-    poller = asyncio.create_task(_report_restore_progress(context, staging.project, staging.persist, size_task))
+    # For an engine that does not report its restore progress itself the staged tree is measured.
+    poller = None if engine_reports else asyncio.create_task(
+        _report_restore_progress(context, staging.project, staging.persist, size_task))
     writer = asyncio.create_task(_write_back_while_restoring(backend, staging))
     swapped = kept = unkept = False
     try:
         context.progress("restore", message=f"restoring snapshot {snapshot_id[:8]}")
         try:
-            await services.engine.restore(repo, snapshot_id, staging.view)
+            if engine_reports:
+                await services.engine.restore(repo, snapshot_id, staging.view,
+                                              on_status=functools.partial(_restore_status, context))
+            else:
+                await services.engine.restore(repo, snapshot_id, staging.view)
         except errors.BucketsError:
             if lookup is not None:
                 await lookup  # when the snapshot is missing or the password wrong, that error says it best
@@ -335,7 +344,8 @@ async def restore(
         if lookup is not None:
             snapshot = await lookup
             require_whole(snapshot, owner)
-        poller.cancel()
+        if poller is not None:
+            poller.cancel()
         writer.cancel()
         total = await _totals(size_task)
         # Read before the swap: once swapped in, the project is live, and a write into it before
@@ -555,6 +565,20 @@ async def _write_back_while_restoring(backend: Backend, staging: Staging) -> Non
     while True:
         await asyncio.sleep(RESTORE_POLL_INTERVAL)
         await backend.write_back(staging)
+
+
+def _restore_status(context: OperationContext, status: RestoreStatus) -> None:
+    """A restore progress event from the engine's own report (below 100 %: the swap is to come)."""
+    context.progress(
+        "restore",
+        percent=min(99.0, status.percent),
+        bytes_done=status.bytes_done,
+        bytes_total=status.bytes_total,
+        files_done=status.files_done,
+        files_total=status.files_total,
+        bytes_per_second=status.bytes_done / status.seconds_elapsed if status.seconds_elapsed else 0.0,
+        eta_seconds=-1.0,
+    )
 
 
 async def _report_restore_progress(context: OperationContext, project, persist, size_task: asyncio.Task) -> None:

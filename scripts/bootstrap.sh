@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install what `make demo` and `make test` need on a fresh Debian machine:
 # restic and btrfs-progs from Debian (when missing, as root), a venv with the package, and the
-# pinned engines and S3 server (scripts/tools.sh: rustic, restic 0.18, MinIO; built once per machine).
+# pinned engines and S3 server (scripts/tools.sh: rustic, restic 0.18, MinIO; built once per machine),
+# the pinned rustic linked as .venv/bin/rustic.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -31,4 +32,10 @@ touch .venv/.installed
 # The pinned tools: built once per machine (cached outside the checkout); each build says what it
 # builds and roughly how long the first time takes. A failed build stops the set-up: the tests
 # that need the tool would otherwise skip.
-scripts/tools.sh >/dev/null
+tools=$(scripts/tools.sh)
+# The production engine beside the venv's Python, where the agent's engine = "auto" looks for it
+# (agent/engine/choice.py): `make demo` runs on the pinned rustic without changing PATH.
+rustic=$(sed -n 's/^rustic=//p' <<<"$tools")
+if [ -n "$rustic" ]; then
+    ln -sfn "$rustic" .venv/bin/rustic
+fi

@@ -119,11 +119,47 @@ class RestoreSize:
 
 
 @dataclass(frozen=True)
+class RestoreStatus:
+    """One restore progress report of the engine (restic >= 0.17 ``restore --json``); ``percent``
+    is 0..100."""
+
+    percent: float
+    files_done: int
+    files_total: int
+    bytes_done: int
+    bytes_total: int
+    seconds_elapsed: float
+
+
+@dataclass(frozen=True)
+class RestoreSummary:
+    """What a finished restore did, as far as the engine tells: ``files_restored`` /
+    ``bytes_restored`` written (read from the repository), ``files_skipped`` /
+    ``bytes_skipped`` already right in the target, ``files_deleted`` removed from it (a
+    restore over an existing tree). Figures the engine does not give are 0."""
+
+    files_total: int
+    files_restored: int
+    files_skipped: int
+    files_deleted: int
+    bytes_total: int
+    bytes_restored: int
+    bytes_skipped: int
+    seconds_elapsed: float = 0.0
+
+
+@dataclass(frozen=True)
 class BackupOutcome:
     """A finished backup: the engine's summary and per-file warnings."""
 
     summary: BackupSummary
     warnings: tuple[str, ...]
+
+
+# The feature (Engine.features) of an engine that can restore over an existing tree (restore_over).
+RESTORE_OVER = "restore-over"
+# The feature of an engine whose restore reports its own progress (restore's ``on_status``).
+RESTORE_PROGRESS = "restore-json-progress"
 
 
 class Engine(Protocol):
@@ -166,7 +202,19 @@ class Engine(Protocol):
     async def restore_size(self, repo: Repository, snapshot_id: str) -> RestoreSize: ...
 
     async def restore(self, repo: Repository, snapshot_id: str, view: EngineView) -> None:
-        """Restore the whole snapshot into ``view.root`` (its project/ and persist/ roots)."""
+        """Restore the whole snapshot into ``view.root`` (its project/ and persist/ roots). An engine
+        with :data:`RESTORE_PROGRESS` also takes ``on_status`` (a RestoreStatus callback)."""
+
+    async def restore_over(
+        self, repo: Repository, snapshot_id: str, view: EngineView,
+        *, on_status: Callable[[RestoreStatus], None] | None = None,
+    ) -> RestoreSummary:
+        """Make ``view.root`` (a tree restored earlier, e.g. a pre-copy) equal to the whole snapshot:
+        read only what differs, delete what the snapshot does not have. Only for a tree the
+        engine's own earlier restore wrote and nobody else touched: a file whose size and mtime
+        match the snapshot is taken as unchanged. Raises Unimplemented when the engine cannot
+        (feature "restore-over" missing), a BucketsError on failure; a run stopped before the
+        engine reported that it finished is never a success."""
 
     async def restore_path(self, repo: Repository, snapshot_id: str, path: str, view: EngineView) -> None:
         """Restore the snapshot's ``path`` (absolute in it) to ``view.root`` + ``path``, run inside

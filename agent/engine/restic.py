@@ -18,7 +18,10 @@ import structlog
 from agent import errors
 from agent.backends.base import EngineView
 from agent.engine import restic_args as ra
-from agent.engine.base import BackupOutcome, BackupStatus, RestoreSize, Snapshot, TreeNode
+from agent.engine.base import (
+    RESTORE_OVER, RESTORE_PROGRESS, BackupOutcome, BackupStatus, RestoreSize, RestoreStatus, RestoreSummary,
+    Snapshot, TreeNode,
+)
 from agent.executor import DISPLAY_ONLY_NICENESS, ProcessResult, run_engine, run_process
 from agent.repository import Repository
 
@@ -235,13 +238,61 @@ class ResticEngine:
         )
         return ra.parse_restore_size(result.stdout)
 
-    async def restore(self, repo: Repository, snapshot_id: str, view: EngineView) -> None:
-        """Restore the whole snapshot into ``view.root`` (its project/ and persist/ roots)."""
+    async def restore(
+        self, repo: Repository, snapshot_id: str, view: EngineView,
+        *, on_status: Callable[[RestoreStatus], None] | None = None,
+    ) -> None:
+        """Restore the whole snapshot into ``view.root`` (its project/ and persist/ roots). From
+        restic 0.17 with ``--json``: ``on_status`` gets its status lines, and the run counts only
+        with its summary line. Raises a BucketsError."""
+        if RESTORE_PROGRESS in await self.features():
+            await self._restore_json(repo, snapshot_id, view, on_status=on_status)
+            return
         argv = [
             *view.wrapper,
             *ra.restore_args(self.binary, self._common(repo), snapshot_id=snapshot_id, target=str(view.root)),
         ]
         await self._run(repo, argv, action="restore")
+
+    async def restore_over(
+        self, repo: Repository, snapshot_id: str, view: EngineView,
+        *, on_status: Callable[[RestoreStatus], None] | None = None,
+    ) -> RestoreSummary:
+        """Make ``view.root`` equal to the snapshot with ``restore --overwrite if-changed --delete``
+        (restic >= 0.17): files whose size and mtime match are kept, the rest is read; what the
+        snapshot lacks is deleted. Returns restic's summary; raises Unimplemented before 0.17."""
+        if RESTORE_OVER not in await self.features():
+            raise errors.Unimplemented(
+                f"restic {await self.version()} cannot restore over an existing tree (restore "
+                "--overwrite/--delete need restic >= 0.17); restore into an empty tree instead")
+        return await self._restore_json(repo, snapshot_id, view, on_status=on_status,
+                                        overwrite="if-changed", delete=True)
+
+    async def _restore_json(
+        self, repo: Repository, snapshot_id: str, view: EngineView, *,
+        on_status: Callable[[RestoreStatus], None] | None, overwrite: str | None = None, delete: bool = False,
+        include: Sequence[str] = (),
+    ) -> RestoreSummary:
+        """``restic restore --json`` of the snapshot (or what ``include`` matches) into ``view.root``:
+        its summary line, or Internal when it ended without one (a run that did not finish)."""
+        summaries: list[RestoreSummary] = []
+
+        def on_line(line: str) -> None:
+            parsed = ra.parse_restore_line(line)
+            if isinstance(parsed, RestoreStatus):
+                if on_status is not None:
+                    on_status(parsed)
+            elif isinstance(parsed, RestoreSummary):
+                summaries.append(parsed)
+
+        argv = [*view.wrapper, *ra.restore_args(
+            self.binary, self._common(repo), snapshot_id=snapshot_id, target=str(view.root), json_output=True,
+            overwrite=overwrite, delete=delete, include=include,
+        )]
+        result = await self._run(repo, argv, action="restore", on_stdout_line=on_line)
+        if not summaries:
+            raise errors.Internal("restic restore ended without a summary", detail=result.stderr_tail)
+        return summaries[-1]
 
     async def ls(self, repo: Repository, snapshot_id: str, path: str, *, recursive: bool) -> list[TreeNode]:
         """Nodes at and below ``path`` (absolute in the snapshot); NotFound when nothing is there."""
@@ -302,7 +353,10 @@ class ResticEngine:
 
     async def restore_path(self, repo: Repository, snapshot_id: str, path: str, view: EngineView) -> None:
         """Restore the snapshot's ``path`` (absolute in the snapshot) and its parents under ``view.root``,
-        run inside ``view``."""
+        run inside ``view``; from restic 0.17 judged by its ``--json`` summary."""
+        if RESTORE_PROGRESS in await self.features():
+            await self._restore_json(repo, snapshot_id, view, on_status=None, include=[ra.find_pattern(path)])
+            return
         argv = [*view.wrapper, *ra.restore_args(self.binary, self._common(repo), snapshot_id=snapshot_id,
                                                 target=str(view.root), include=[ra.find_pattern(path)])]
         await self._run(repo, argv, action="restore")

@@ -39,6 +39,8 @@ from agent.engine.base import (
     BackupStatus,
     BackupSummary,
     RestoreSize,
+    RestoreStatus,
+    RestoreSummary,
     Snapshot,
     TreeNode,
 )
@@ -225,6 +227,10 @@ def snapshots_args(
     return argv
 
 
+# restic >= 0.17 ``restore --overwrite`` behaviours.
+OVERWRITE_MODES = frozenset({"always", "if-changed", "if-newer", "never"})
+
+
 def restore_args(
     binary: str,
     common: CommonOptions,
@@ -233,14 +239,33 @@ def restore_args(
     target: str,
     include: Sequence[str] = (),
     verify: bool = False,
+    json_output: bool = False,
+    overwrite: str | None = None,
+    delete: bool = False,
 ) -> list[str]:
-    """``restic restore --target T [--include P]... [--verify] -- ID``.
+    """``restic restore [--json] --target T [--overwrite MODE] [--delete] [--include P]... [--verify] -- ID``.
 
-    Raises ValueError for a malformed id, an empty target or include pattern.
+    ``json_output``, ``overwrite`` and ``delete`` exist from restic 0.17 (the caller probes
+    the version): ``--json`` prints status lines and a summary (:func:`parse_restore_line`),
+    ``--overwrite if-changed --delete`` makes an existing target equal to the snapshot,
+    rewriting only files whose size or mtime differ and deleting what the snapshot lacks.
+    Raises ValueError for a malformed id, an empty target or include pattern, an unknown
+    overwrite mode, or ``delete`` with include patterns (it would delete everything else).
     """
     if not target:
         raise ValueError("restore needs a target directory")
-    argv = [*_common(binary, common), "restore", "--target", target]
+    if overwrite is not None and overwrite not in OVERWRITE_MODES:
+        raise ValueError(f"unknown restore overwrite mode: {overwrite!r}")
+    if delete and include:
+        raise ValueError("restore --delete with include patterns would delete what they leave out")
+    argv = [*_common(binary, common), "restore"]
+    if json_output:
+        argv.append("--json")
+    argv += ["--target", target]
+    if overwrite is not None:
+        argv += ["--overwrite", overwrite]
+    if delete:
+        argv.append("--delete")
     for pattern in include:
         if not pattern:
             raise ValueError("include patterns must not be empty")
@@ -587,6 +612,49 @@ def parse_backup_line(line: str) -> BackupStatus | BackupSummary | BackupItemErr
         return None
 
 
+def parse_restore_line(line: str) -> RestoreStatus | RestoreSummary | None:
+    """Parse one line of ``restic restore --json`` stdout (restic >= 0.17).
+
+    restic 0.18.1 prints ``{"message_type":"status","seconds_elapsed":…,"percent_done":…,
+    "total_files":…,"files_restored":…,"total_bytes":…,"bytes_restored":…}`` lines and ends
+    with ``"message_type":"summary"`` (the same fields, plus ``files_skipped``,
+    ``files_deleted`` and ``bytes_skipped`` when not zero); recorded in
+    ``tests/unit/samples/restic/restore_v0.18.1.stdout.jsonl``. Returns None for anything
+    else (plain text, "verbose_status", truncated lines …); never raises.
+    """
+    try:
+        text = _ANSI_CSI.sub("", line).strip()
+        if not text.startswith("{"):
+            return None
+        msg = json.loads(text)
+        if not isinstance(msg, dict):
+            return None
+        kind = msg.get("message_type")
+        if kind == "status":
+            return RestoreStatus(
+                percent=_float(msg, "percent_done") * 100.0,
+                files_done=_int(msg, "files_restored"),
+                files_total=_int(msg, "total_files"),
+                bytes_done=_int(msg, "bytes_restored"),
+                bytes_total=_int(msg, "total_bytes"),
+                seconds_elapsed=_float(msg, "seconds_elapsed"),
+            )
+        if kind == "summary":
+            return RestoreSummary(
+                files_total=_int(msg, "total_files"),
+                files_restored=_int(msg, "files_restored"),
+                files_skipped=_int(msg, "files_skipped"),
+                files_deleted=_int(msg, "files_deleted"),
+                bytes_total=_int(msg, "total_bytes"),
+                bytes_restored=_int(msg, "bytes_restored"),
+                bytes_skipped=_int(msg, "bytes_skipped"),
+                seconds_elapsed=_float(msg, "seconds_elapsed"),
+            )
+        return None
+    except (ValueError, TypeError, RecursionError):
+        return None
+
+
 def _parse_time(value: object) -> datetime:
     if not isinstance(value, str):
         raise TypeError("time is not a string")
@@ -818,9 +886,16 @@ FEATURES_BY_VERSION: dict[str, tuple[int, int, int]] = {
     "json-progress": (0, 9, 5),
     # check --read-data-subset in all three forms: n/t, x% (0.12.0) and a size (0.14.0)
     "read-data-subset": (0, 14, 0),
-    # restore --json: status and summary lines (0.17.0); unused while restore progress is
-    # measured on the staged tree, reported so the hub sees what the engine could do.
+    # restore --json: status and summary lines (0.17.0); the restore's progress events come from
+    # them, and its success needs the summary line.
     "restore-json-progress": (0, 17, 0),
+    # restore --overwrite if-changed --delete (0.17.0): restore over an existing tree, reading
+    # only what differs (Engine.restore_over).
+    "restore-over": (0, 17, 0),
+    # --json prints a fatal error as {"message_type":"exit_error","code":…,"message":…} on stderr
+    # (restic 0.17.0's changelog; recorded here from 0.18.1). classify_failure reads it wherever
+    # present, whatever the version: the flag only tells the hub.
+    "json-errors": (0, 17, 0),
 }
 
 
@@ -1037,14 +1112,58 @@ STDERR_RULES: tuple[FailureRule, ...] = (
 )
 
 
+@dataclass(frozen=True)
+class ExitError:
+    """restic >= 0.17's structured fatal error: ``--json`` prints it as the last stderr line,
+    ``{"message_type":"exit_error","code":12,"message":"Fatal: wrong password or no key found"}``
+    (recorded from 0.18.1 under ``tests/unit/samples/restic/*_v0.18.1.stderr``)."""
+
+    code: int
+    message: str
+
+
+def parse_exit_error(stderr: str) -> ExitError | None:
+    """The last ``exit_error`` object on its own line of ``stderr``, or None (restic < 0.17,
+    no ``--json``, a truncated line). Never raises."""
+    for line in reversed(stderr.splitlines()):
+        text = _ANSI_CSI.sub("", line).strip()
+        if not text.startswith("{") or '"exit_error"' not in text:
+            continue
+        try:
+            msg = json.loads(text)
+        except (ValueError, RecursionError):
+            continue
+        if isinstance(msg, dict) and msg.get("message_type") == "exit_error":
+            code, message = msg.get("code"), msg.get("message")
+            if isinstance(code, int) and not isinstance(code, bool) and isinstance(message, str):
+                return ExitError(code=code, message=message)
+    return None
+
+
+# A restic stopped by SIGINT/SIGTERM ends its failing step with "context canceled": its exit_error
+# then names that step (e.g. "unable to open config file: context canceled / Is there a repository
+# at the following location?"), never a cause; the lines before it may name one (recorded:
+# s3_connection_refused_sigint_v0.18.1.stderr).
+_CONTEXT_CANCELED = re.compile(r"\bcontext canceled\b")
+
+
+def _without_exit_errors(stderr: str) -> str:
+    return "\n".join(line for line in stderr.splitlines() if '"exit_error"' not in line)
+
+
 def classify_failure(returncode: int, stderr_tail: str, *, action: str) -> errors.BucketsError:
     """Turn a failed restic run into the agent error to raise.
 
     ``action`` is the restic subcommand ("backup", "restore" …) and appears in
     the short message, e.g. "restic backup failed: repository is locked"; the
     stderr tail goes into ``detail``. restic >= 0.17 exit codes 10/11/12/130
-    decide on their own; otherwise the first matching row of
-    :data:`STDERR_RULES` decides; anything else is :class:`errors.Internal`.
+    decide on their own; then restic >= 0.17's JSON ``exit_error`` message
+    (:func:`parse_exit_error`), where present, is matched against
+    :data:`STDERR_RULES` alone; otherwise the first row matching the whole tail
+    decides; anything else is :class:`errors.Internal` (restic's words stay in
+    ``detail``, as every stderr text does). An ``exit_error`` of an interrupted restic
+    ("context canceled") names no cause: the lines before it are judged, and
+    failing a match the run "was stopped by a signal".
 
     Exit code 3 (:data:`EXIT_INCOMPLETE`) is not a failure of ``backup``: the
     snapshot was written and the caller reports a warning without calling
@@ -1058,9 +1177,19 @@ def classify_failure(returncode: int, stderr_tail: str, *, action: str) -> error
     if returncode in EXIT_CODE_RULES:
         cls, short = EXIT_CODE_RULES[returncode]
         return cls(f"restic {action} failed: {short}", detail=detail)
-    matched = first_match(STDERR_RULES, stderr_tail)
+    exit_error = parse_exit_error(stderr_tail)
+    interrupted = exit_error is not None and _CONTEXT_CANCELED.search(exit_error.message) is not None
+    if exit_error is not None and not interrupted:
+        # restic's own words for why it stopped: judged alone, so that a file name or a retried
+        # request in the lines before cannot decide.
+        matched = first_match(STDERR_RULES, exit_error.message)
+        if matched is not None:
+            return matched.error(f"restic {action} failed: {matched.message}", detail=detail)
+    matched = first_match(STDERR_RULES, _without_exit_errors(stderr_tail) if interrupted else stderr_tail)
     if matched is not None:
         return matched.error(f"restic {action} failed: {matched.message}", detail=detail)
+    if interrupted:
+        return errors.Internal(f"restic {action} was stopped by a signal before it finished", detail=detail)
     if returncode < 0:
         return errors.Internal(f"restic {action} was killed by signal {-returncode}", detail=detail)
     if returncode == EXIT_INCOMPLETE:

@@ -23,7 +23,9 @@ import structlog
 from agent import errors
 from agent.backends.base import EngineView
 from agent.engine import rustic_args as rua
-from agent.engine.base import BackupOutcome, BackupStatus, RestoreSize, Snapshot
+from agent.engine.base import (
+    RESTORE_OVER, BackupOutcome, BackupStatus, RestoreSize, RestoreStatus, RestoreSummary, Snapshot,
+)
 from agent.executor import DISPLAY_ONLY_NICENESS, ProcessResult, run_engine, run_process
 from agent.repository import Repository
 
@@ -247,6 +249,25 @@ class RusticEngine:
             action="restore", view=view, capture_stdout=True,
         )
         rua.check_restore_output(result.stdout)
+
+    async def restore_over(
+        self, repo: Repository, snapshot_id: str, view: EngineView,
+        *, on_status: Callable[[RestoreStatus], None] | None = None,
+    ) -> RestoreSummary:
+        """Make ``view.root`` equal to the snapshot with ``rustic restore --delete``: rustic keeps
+        files whose size and mtime match, compares the rest chunk by chunk and reads only what
+        differs. ``on_status`` gets nothing (rustic prints no restore progress). Judged by
+        "restore done."; returns the counts of its "Files:" line. Raises a BucketsError."""
+        if RESTORE_OVER not in await self._features():
+            raise errors.Unimplemented(f"rustic {await self.version()} is not known to restore over an "
+                                       "existing tree (checked from 0.11.4)")
+        result = await self._run(
+            repo, lambda p: rua.restore_args(self.binary, p, snapshot_id=snapshot_id, target=str(view.root),
+                                             delete=True),
+            action="restore", view=view, capture_stdout=True,
+        )
+        rua.check_restore_output(result.stdout)
+        return rua.parse_restore_files(result.stdout)
 
     # Browsing needs node details (type, size, mode, link targets) that the rustic driver
     # does not parse yet; it says so instead of guessing.

@@ -795,7 +795,7 @@ def test_message_is_short_and_free_of_stderr() -> None:
     [
         ((0, 14, 0), {"json-progress", "read-data-subset"}),
         ((0, 16, 4), {"json-progress", "read-data-subset"}),
-        ((0, 17, 0), {"json-progress", "read-data-subset", "restore-json-progress"}),
+        ((0, 17, 0), {"json-progress", "read-data-subset", "restore-json-progress", "restore-over", "json-errors"}),
     ],
 )
 def test_features_by_version(version, expected) -> None:

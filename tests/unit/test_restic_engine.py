@@ -15,6 +15,10 @@ from agent.repository import Repository
 LOCKED = "unable to create lock in backend: repository is already locked by PID 4242 on host by root"
 
 
+# The driver probes the version before a restore (restic >= 0.17 restores with --json).
+VERSION_0_14 = '[ "$1" = version ] && { echo "restic 0.14.0 compiled with go1.19.8 on linux/amd64"; exit 0; }\n'
+
+
 def stand_in(tmp_path: Path, script: str) -> Path:
     binary = tmp_path / "restic"
     binary.write_text("#!/bin/sh\n" + script)
@@ -62,7 +66,7 @@ def test_the_restore_size_lookup_runs_at_a_lower_cpu_priority_than_the_restore(t
     """It runs beside the restore and only feeds the progress display: on a busy host it must not
     take CPU from the restore. The stand-in records its own nice value (field 19 of /proc/self/stat)."""
     seen = tmp_path / "seen"
-    script = (f'for arg in "$@"; do case "$arg" in stats|restore) command="$arg";; esac; done\n'
+    script = (VERSION_0_14 + f'for arg in "$@"; do case "$arg" in stats|restore) command="$arg";; esac; done\n'
               f'echo "$command $(cut -d" " -f19 /proc/self/stat)" >> "{seen}"\n'
               'if [ "$command" = stats ]; then echo \'{"total_size": 10, "total_file_count": 2}\'; fi\n')
     driver = engine(stand_in(tmp_path, script), tmp_path)

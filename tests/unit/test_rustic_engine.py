@@ -23,9 +23,6 @@ import pytest
 
 from agent import errors
 from agent.backends.base import EngineView
-from agent.config import EngineConfig
-from agent.engine import choice
-from agent.engine.restic import ResticEngine
 from agent.engine.rustic import RusticEngine
 from agent.repository import Repository, S3Spec
 
@@ -285,27 +282,6 @@ def test_bandwidth_limits_are_a_stated_limitation(tmp_path) -> None:
     limited = RusticEngine(binary="rustic", state_dir=tmp_path, timeout=1, kill_grace=1, upload_limit_kib=100)
     assert any("bandwidth" in text for text in limited.limitations())
     assert RusticEngine(binary="rustic", state_dir=tmp_path, timeout=1, kill_grace=1).limitations() == ()
-
-
-@pytest.mark.parametrize(
-    ("configured", "found", "expected"),
-    [
-        ("auto", {"rustic"}, ("rustic", "rustic")),
-        ("auto", set(), ("restic", "restic")),
-        ("restic", {"rustic"}, ("restic", "restic")),
-        ("rustic", set(), ("rustic", "rustic")),
-    ],
-)
-def test_engine_choice(configured, found, expected) -> None:
-    assert choice.choose(EngineConfig(engine=configured), which=lambda b: b if b in found else None) == expected
-
-
-def test_make_engine_builds_the_chosen_driver(tmp_path) -> None:
-    from agent.config import default_config
-
-    config = default_config({"BUCKETS_HOME": str(tmp_path)})
-    assert isinstance(choice.make_engine(config, which=lambda b: None), ResticEngine)
-    assert isinstance(choice.make_engine(config, which=lambda b: "/usr/bin/rustic"), RusticEngine)
 
 
 def test_profile_mode_is_private_even_with_a_loose_umask(engine, stand_in, tmp_path) -> None:
