@@ -1,5 +1,6 @@
 """rustic and restic give the same browsing results, keep-policy plans and prune outcome for one
-history, through real agents over gRPC; and Verify SNAPSHOT_TREE / COUNTS work on rustic agents.
+history, through real agents over gRPC; Verify SNAPSHOT_TREE / COUNTS work on rustic agents, and so
+does a hub move between two of them (which verifies with both).
 
 One repository is written by a rustic agent (the production engine): two backups of a project
 holding every kind of entry (files, an empty file, directories, symlinks inside, dangling and
@@ -22,10 +23,13 @@ from pathlib import Path
 import grpc
 import pytest
 
+from hub_client.move import ONLINE_STEPS
 from hub_client.proto.buckets.v1 import agent_pb2 as pb
+from hub_client.store import MoveStatus, open_store
 from tests.conftest import requires_restic
 from tests.engines import ENGINES
-from tests.harness import new_id
+from tests.harness import create_project, manifest, new_id
+from tests.hubs import make_hub
 from tests.integration.test_move_support import ensure, ensured, full_id
 from tests.tools import tool
 
@@ -293,3 +297,39 @@ def test_verify_snapshot_tree_and_counts_on_rustic_agents(agent_factory, project
     os.chmod(home / "suid.sh", 0o755)
     assert "project/suid.sh: mode (0755, 4755 in the snapshot)" in data_loss(tree_verify(target, project_id,
                                                                                           snapshot_id))
+
+
+def test_a_hub_move_between_two_rustic_agents_completes_with_verify(agent_factory, tmp_path):
+    password_file = tmp_path / "repository.password"
+    root = tmp_path / "repos"
+    a = start(agent_factory, RUSTIC, "host-a", root, password_file)
+    b = start(agent_factory, RUSTIC, "host-b", root, password_file)
+    store = open_store(f"sqlite://{tmp_path / 'hub.sqlite'}")
+    try:
+        with make_hub(store, (a, b)) as hub:
+            project_id = create_project(a, files=30)
+            hub.add_project(project_id, "host-a", "eu")
+            seen = {}
+
+            def before_step(step: str) -> None:
+                if step == "freeze":  # only the catch-up backup carries this
+                    (a.home(project_id) / "late.txt").write_text("late edit\n")
+                if step == "restore":
+                    seen["home"], seen["persist"] = manifest(a.home(project_id)), manifest(a.persist(project_id))
+
+            entries = []
+            move = hub.move(project_id, "host-b", observer=entries.append, before_step=before_step)
+            assert move.status == MoveStatus.SUCCEEDED
+            assert [e.message for e in entries if e.kind == "step"] == list(ONLINE_STEPS)
+            assert hub.store.get_project(project_id).host_id == "host-b"
+            assert manifest(b.home(project_id)) == seen["home"]
+            assert manifest(b.persist(project_id)) == seen["persist"]
+            assert (b.home(project_id) / "late.txt").read_text() == "late edit\n"
+            # The target proved its live trees equal the snapshot (SNAPSHOT_TREE, then COUNTS right
+            # before placement) from rustic's listing of it.
+            verified = [e.message for e in entries if e.kind == "verify"]
+            assert any("the live trees on host-b equal snapshot" in m and "sentinel found" in m for m in verified)
+            assert any("host-b still holds snapshot" in m for m in verified), verified
+            assert any("tree-blob" in argv for argv in b.started_argvs())
+    finally:
+        store.close()
