@@ -14,6 +14,8 @@ from the live tree when it was backed up.
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import os
 import shutil
 import stat
@@ -23,6 +25,10 @@ from pathlib import Path
 import grpc
 import pytest
 
+from agent.backends.base import EngineView
+from agent.engine.restic import ResticEngine
+from agent.engine.rustic import RusticEngine
+from agent.repository import Repository
 from hub_client.move import ONLINE_STEPS
 from hub_client.proto.buckets.v1 import agent_pb2 as pb
 from hub_client.store import MoveStatus, open_store
@@ -333,3 +339,53 @@ def test_a_hub_move_between_two_rustic_agents_completes_with_verify(agent_factor
             assert any("tree-blob" in argv for argv in b.started_argvs())
     finally:
         store.close()
+
+
+def test_a_rustic_listing_reads_each_distinct_directory_once_and_keeps_the_key_off_argv(tmp_path):
+    """The driver itself on the real rustic (no agent): a listing of a tree of D distinct directories
+    runs D + 2 rustic processes (master key, snapshot, one tree blob each; identical directories
+    share a tree and are read once), gives restic's nodes, and leaves no profile (they held the
+    master key) and no key on any command line."""
+    binary = RUSTIC.binary()
+    calls = tmp_path / "calls"
+    wrapper = tmp_path / "rustic"
+    # Records each argv and profile text, then runs the real rustic.
+    wrapper.write_text(f'#!/bin/sh\nprintf "%s\\n" "$*" >> {calls}\nfor a; do case "$prev" in -P) cat "$a.toml" '
+                       f'>> {calls}.profiles;; esac; prev="$a"; done\nexec {binary} "$@"\n')
+    wrapper.chmod(0o755)
+    view = tmp_path / "view"
+    for empty in ("e1", "e2", "e3", "x/e4"):  # four identical empty directories: one tree
+        (view / "project" / empty).mkdir(parents=True)
+    (view / "project" / "x" / "f").write_text("f")
+    (view / "project" / "y" / "z").mkdir(parents=True)
+    (view / "project" / "y" / "z" / "g").write_text("g")
+    (view / "persist").mkdir()
+    repo = Repository(kind="local", location=str(tmp_path / "repo"), display="repo", password="pw-listing-1")
+    rustic = RusticEngine(binary=str(wrapper), state_dir=tmp_path / "state", timeout=120, kill_grace=2)
+    restic = ResticEngine(binary="restic", state_dir=tmp_path / "restic-state", timeout=120, kill_grace=2)
+
+    async def scenario():
+        outcome = await rustic.backup(repo, EngineView(wrapper=(), root=view), host="h", tags=["t"],
+                                      on_status=lambda status: None)
+        snapshot = outcome.summary.snapshot_id
+        calls.write_text("")
+        ours = await rustic.find(repo, snapshot, ["/project", "/persist"])
+        return ours, await restic.find(repo, snapshot, ["/project", "/persist"])
+
+    ours, theirs = asyncio.run(scenario())
+    # Distinct trees: root, project, persist (empty, same as e1..e4), x, y, y/z.
+    runs = calls.read_text().splitlines()
+    assert sum("cat masterkey" in r for r in runs) == 1 and sum("snapshots" in r for r in runs) == 1
+    assert sum("cat tree-blob" in r for r in runs) == 6, runs
+    assert len(runs) == 8
+    key_profiles = [t for t in (tmp_path / "calls.profiles").read_text().split("# rustic profile")
+                    if "\nkey = " in t]
+    assert len(key_profiles) == 7 and all("password" not in t for t in key_profiles)
+    key = key_profiles[0].split("\nkey = ")[1].splitlines()[0]
+    assert all(key not in r for r in runs) and "pw-listing-1" not in calls.read_text()
+    assert list((tmp_path / "state" / "profiles").iterdir()) == []
+    by_path = lambda nodes: {n.path: n for n in nodes}  # noqa: E731
+    assert sorted(by_path(ours)) == sorted(by_path(theirs)) and len(ours) == 11
+    for path, node in by_path(theirs).items():
+        expected = node if node.type == "file" else dataclasses.replace(node, size=0)
+        assert by_path(ours)[path] == expected, path
