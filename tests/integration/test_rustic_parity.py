@@ -23,7 +23,6 @@ import subprocess
 from pathlib import Path
 
 import grpc
-import pytest
 
 from agent.backends.base import EngineView
 from agent.engine.restic import ResticEngine
