@@ -22,6 +22,7 @@ from agent.engine.rustic_args import (
     Profile,
     cat_masterkey_args,
     cat_tree_blob_args,
+    check_snapshot_path,
     classify_failure,
     dump_args,
     forget_plan_args,
@@ -213,3 +214,10 @@ def test_file_entries_carry_the_listed_nanoseconds() -> None:
     assert message.mtime.seconds * 1_000_000_000 + message.mtime.nanos == odd.node.mtime_ns == 1796568664375301546
     coarse = entry_to_proto(dataclasses.replace(odd.node, mtime_ns=None))
     assert abs(coarse.mtime.seconds * 1_000_000_000 + coarse.mtime.nanos - 1796568664375301000) < 2000
+
+
+def test_check_snapshot_path() -> None:
+    check_snapshot_path(FULL_SNAP, "/project/a b")
+    for snapshot_id, path in ((FULL_SNAP, "project/a"), ("latest", "/project"), (FULL_SNAP[:7], "/")):
+        with pytest.raises(ValueError):
+            check_snapshot_path(snapshot_id, path)
