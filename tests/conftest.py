@@ -88,8 +88,7 @@ def own_s3_server(tmp_path: Path):
     from tests.tools import require_tool
 
     require_tool("minio")
-    server = MinioServer(log_path=tmp_path / "minio" / "minio.log")
-    server.log_path.parent.mkdir(parents=True, exist_ok=True)
+    server = MinioServer(log_path=tmp_path / "minio.log")
     try:
         server.start()
         yield server

@@ -19,6 +19,7 @@ from __future__ import annotations
 import os
 import secrets
 import signal
+import socket
 import subprocess
 import time
 import urllib.error
@@ -29,7 +30,6 @@ from pathlib import Path
 import boto3
 from botocore.config import Config
 
-from tests.s3server import free_port
 from tests.tools import tool
 
 # Keys of a user that exists on no server (the "wrong credentials" case, as opposed to a known
@@ -39,6 +39,13 @@ UNKNOWN_CREDENTIALS = ("UNKNOWNKEY0000000000", "unknown-secret-key-0000000000000
 RESTRICTED_USER = "buckets-restricted"
 # The one bucket the restricted user may use; any other bucket is AccessDenied for it.
 RESTRICTED_BUCKET = "restricted-only"
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on now on 127.0.0.1."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def minio_binary() -> str:
@@ -52,14 +59,18 @@ def minio_binary() -> str:
 
 @dataclass
 class MinioServer:
-    """A MinIO server process. ``data_dir`` and ``config_dir`` default to ``data`` and ``config``
-    beside ``log_path``; the port is chosen once and kept across :meth:`restart`."""
+    """A MinIO server process. ``data_dir`` and ``config_dir`` default to ``<stem>-data`` and
+    ``<stem>-config`` beside ``log_path`` (``minio.log``: ``minio-data``); the port is chosen once
+    and kept across :meth:`restart`."""
 
     log_path: Path
     port: int = field(default_factory=free_port)
     data_dir: Path | None = None
     config_dir: Path | None = None
-    region: str = "us-east-1"
+    region: str = "us-east-1"  # the signing region of client()
+    # The one region the server accepts in signatures; None: any (as R2's "auto"), so that the
+    # buckets of several regions (cross-region moves) live on one server as they did on moto.
+    enforced_region: str | None = None
     access_key_id: str = field(default_factory=lambda: "root" + secrets.token_hex(8))
     secret_access_key: str = field(default_factory=lambda: secrets.token_urlsafe(30))
     process: subprocess.Popen | None = None
@@ -67,8 +78,8 @@ class MinioServer:
 
     def __post_init__(self) -> None:
         self.log_path = Path(self.log_path)
-        self.data_dir = Path(self.data_dir or self.log_path.parent / "data")
-        self.config_dir = Path(self.config_dir or self.log_path.parent / "config")
+        self.data_dir = Path(self.data_dir or self.log_path.parent / f"{self.log_path.stem}-data")
+        self.config_dir = Path(self.config_dir or self.log_path.parent / f"{self.log_path.stem}-config")
 
     @property
     def endpoint(self) -> str:
@@ -80,6 +91,7 @@ class MinioServer:
         tail) when the process exits or is not ready within ``timeout`` seconds."""
         if self.process is not None and self.process.poll() is None:
             raise RuntimeError("minio is already running")
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self.data_dir.mkdir(parents=True, exist_ok=True)
         (self.config_dir / "certs").mkdir(parents=True, exist_ok=True)
         env = {
@@ -87,7 +99,7 @@ class MinioServer:
             "HOME": str(self.config_dir),  # nothing of this server under /root/.minio
             "MINIO_ROOT_USER": self.access_key_id,
             "MINIO_ROOT_PASSWORD": self.secret_access_key,
-            "MINIO_REGION": self.region,
+            **({"MINIO_REGION": self.enforced_region} if self.enforced_region else {}),
             "MINIO_BROWSER": "off",  # no console
             "MINIO_UPDATE": "off",
             "MINIO_CALLHOME_ENABLE": "off",
