@@ -37,8 +37,11 @@ from tests.tools import tool
 UNKNOWN_CREDENTIALS = ("UNKNOWNKEY0000000000", "unknown-secret-key-0000000000000000000000")
 
 RESTRICTED_USER = "buckets-restricted"
-# The one bucket the restricted user may use; any other bucket is AccessDenied for it.
+# The one bucket the restricted user may use; any other bucket is AccessDenied for it, except
+# LIST_ONLY_BUCKET, which it may list (HEAD bucket answers 200) but whose objects it may neither
+# read nor write: the refusal then comes from the engine, not from a bucket check.
 RESTRICTED_BUCKET = "restricted-only"
+LIST_ONLY_BUCKET = "restricted-list-only"
 
 
 def free_port() -> int:
@@ -160,7 +163,8 @@ class MinioServer:
 
     def restricted_credentials(self) -> tuple[str, str]:
         """(access key id, secret) of a user that exists and signs valid requests but may use only
-        the bucket :data:`RESTRICTED_BUCKET`; made once through the admin API (kept in the data dir)."""
+        the bucket :data:`RESTRICTED_BUCKET` (and list :data:`LIST_ONLY_BUCKET`); made once through
+        the admin API (kept in the data dir)."""
         if self._restricted is None:
             from minio import MinioAdmin
             from minio.credentials import StaticProvider
@@ -169,10 +173,12 @@ class MinioServer:
                 self.access_key_id, self.secret_access_key), secure=False, region=self.region)
             key, secret = "restricted" + secrets.token_hex(6), secrets.token_urlsafe(30)
             admin.user_add(key, secret)
-            policy = {"Version": "2012-10-17", "Statement": [{
-                "Effect": "Allow", "Action": ["s3:*"],
-                "Resource": [f"arn:aws:s3:::{RESTRICTED_BUCKET}", f"arn:aws:s3:::{RESTRICTED_BUCKET}/*"],
-            }]}
+            policy = {"Version": "2012-10-17", "Statement": [
+                {"Effect": "Allow", "Action": ["s3:*"],
+                 "Resource": [f"arn:aws:s3:::{RESTRICTED_BUCKET}", f"arn:aws:s3:::{RESTRICTED_BUCKET}/*"]},
+                {"Effect": "Allow", "Action": ["s3:ListBucket", "s3:GetBucketLocation"],
+                 "Resource": [f"arn:aws:s3:::{LIST_ONLY_BUCKET}"]},
+            ]}
             admin.policy_add(RESTRICTED_USER, policy=policy)
             admin.attach_policy([RESTRICTED_USER], user=key)
             self._restricted = (key, secret)

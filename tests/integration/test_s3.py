@@ -68,17 +68,24 @@ def test_backup_list_restore_verify_in_a_bucket(agent_factory, s3_server, tmp_pa
 def test_wrong_s3_credentials_and_wrong_password_have_their_own_codes(
     engine_under_test, agent_factory, s3_server, project_id
 ):
-    """Three ways to be refused by the bucket, each PERMISSION_DENIED naming the S3 credentials:
+    """Four ways to be refused by the bucket, each PERMISSION_DENIED naming the S3 credentials:
     keys no server knows, a known key with the wrong secret, and a real MinIO user whose keys are
     valid but whose policy allows only another bucket (it backs up there, so its keys do work).
+    The first three are refused by the agent's bucket check (HEAD bucket, 403); the same user in
+    a bucket it may list but not read is refused by the engine, whose stderr is classified.
     A wrong repository password is FAILED_PRECONDITION. No secret reaches the log."""
-    from tests.minio_server import RESTRICTED_BUCKET, UNKNOWN_CREDENTIALS
+    from tests.minio_server import LIST_ONLY_BUCKET, RESTRICTED_BUCKET, UNKNOWN_CREDENTIALS
 
     agent = agent_factory("creds", engine=engine_under_test.driver, extra=engine_under_test.engine_lines())
     write_tree(agent.home(project_id), files=3)
     bucket = f"creds-{project_id[:8]}"
     s3_server.client().create_bucket(Bucket=bucket)
     restricted_key, restricted_secret = s3_server.restricted_credentials()
+    for made in (RESTRICTED_BUCKET, LIST_ONLY_BUCKET):
+        try:
+            s3_server.client().create_bucket(Bucket=made)
+        except s3_server.client().exceptions.BucketAlreadyOwnedByYou:
+            pass
 
     def spec(key: str, secret: str, password: str = PASSWORD, in_bucket: str = bucket) -> pb.RepositorySpec:
         return pb.RepositorySpec(
@@ -94,15 +101,13 @@ def test_wrong_s3_credentials_and_wrong_password_have_their_own_codes(
         "unknown keys": spec(*UNKNOWN_CREDENTIALS),
         "wrong secret": spec(s3_server.access_key_id, "not-the-secret-key-0000"),
         "user without access to the bucket": spec(restricted_key, restricted_secret),
+        "user who may list the bucket but not read it": spec(restricted_key, restricted_secret,
+                                                             in_bucket=LIST_ONLY_BUCKET),
     }
     for case, repository in refused.items():
         bad = agent.wait(agent.backup(project_id, repository=repository, force=True).id)
         assert (bad.state, bad.error.code) == (pb.FAILED, "PERMISSION_DENIED"), (case, bad.error)
         assert "S3 credentials" in bad.error.message, (case, bad.error)
-    try:
-        s3_server.client().create_bucket(Bucket=RESTRICTED_BUCKET)
-    except s3_server.client().exceptions.BucketAlreadyOwnedByYou:
-        pass
     allowed = agent.wait(agent.backup(project_id, force=True, repository=spec(
         restricted_key, restricted_secret, in_bucket=RESTRICTED_BUCKET)).id)
     assert allowed.state == pb.SUCCEEDED, allowed.error
