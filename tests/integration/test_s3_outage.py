@@ -16,6 +16,7 @@ has finished uploading) appear while the operation still runs. Then:
 from __future__ import annotations
 
 import os
+import time
 
 from hub_client.proto.buckets.v1 import agent_pb2 as pb
 from tests.harness import TERMINAL_STATES, manifest
@@ -78,6 +79,7 @@ def test_s3_server_killed_mid_backup_then_back_on_the_same_data(
             written = keys_under(server, root)
             if any(key.startswith(root + "data/") for key in written):
                 break
+        time.sleep(0.02)  # a poll interval, not a wait for a moment: the loop ends on what it sees
     server.kill()
 
     failed = agent.wait(operation.id, timeout=180)
