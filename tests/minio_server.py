@@ -51,6 +51,14 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def _die_with_parent() -> None:
+    """In the child before exec: SIGKILL it when the test process that started it dies, so a
+    killed test run leaves no MinIO behind on a shared machine (prctl PR_SET_PDEATHSIG)."""
+    import ctypes
+
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL, 0, 0, 0)  # 1: PR_SET_PDEATHSIG
+
+
 def minio_binary() -> str:
     """The pinned MinIO binary; raises RuntimeError when it is not built (scripts/tools.sh builds it)."""
     path = tool("minio")
@@ -112,7 +120,7 @@ class MinioServer:
                 "--certs-dir", str(self.config_dir / "certs"), str(self.data_dir)]
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(argv, stdout=log, stderr=log, stdin=subprocess.DEVNULL, env=env,
-                                            start_new_session=True)
+                                            start_new_session=True, preexec_fn=_die_with_parent)
         deadline = time.monotonic() + timeout
         while not self.ready():
             if self.process.poll() is not None or time.monotonic() > deadline:
