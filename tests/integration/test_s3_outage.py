@@ -24,10 +24,13 @@ from tests.harness import TERMINAL_STATES, manifest
 PASSWORD = "s3-outage-password-7d1a"
 MIB = 1024 * 1024
 # Incompressible, in files of 4 MiB: several pack files on every engine, so the first ones are in
-# the bucket well before the backup can end (none of the engines' packs is over 16 MiB here).
-PROJECT_MIB = 64
-# restic retries a refused endpoint for many minutes and rustic for some; the agent stops an
-# engine that does no I/O for this long, which is what makes the outage end the operation.
+# the bucket well before the backup can end (restic's packs are 11-16 MiB here; rustic 0.11.4
+# wrote 75 of its data objects before the kill at 64 MiB).
+PROJECT_MIB = 48
+# restic retries a refused endpoint for up to 15 minutes and rustic for some; the agent stops an
+# engine that does (almost) no I/O for this long, which is what ends the operation here. restic
+# 0.18 was seen to go on with I/O for ~25 s after the kill (retries while its backoff is short,
+# and the rest of the tree) before it stalls.
 STALL_TIMEOUT = 5
 
 
