@@ -190,3 +190,36 @@ def test_agent_restores_a_layout_v2_snapshot_written_by_stock_restic(agent_facto
     assert restore.state == pb.SUCCEEDED, restore.error
     assert manifest(agent.home(project_id)) == manifest(source / "project")
     assert manifest(agent.persist(project_id)) == manifest(source / "persist")
+
+
+def test_a_bucket_in_another_region_is_a_failed_precondition_naming_it(shared_agent, tmp_path, project_id):
+    """A MinIO of its own that enforces region eu-west-1 (the session's accepts any region, as
+    R2's "auto"). A repository naming us-east-1 is refused by the endpoint; boto3 would follow it
+    to eu-west-1 silently, the engines would not (restic 0.18 retries it for minutes, rustic calls
+    it unreachable), so the agent's bucket check says so: FAILED_PRECONDITION naming both regions,
+    nothing written. The same repository in eu-west-1 backs up."""
+    from tests.minio_server import MinioServer
+    from tests.tools import require_tool
+
+    require_tool("minio")
+    server = MinioServer(log_path=tmp_path / "minio.log", region="eu-west-1", enforced_region="eu-west-1").start()
+    try:
+        server.client().create_bucket(Bucket="regional", CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})
+        write_tree(shared_agent.home(project_id), files=3)
+
+        def spec(region: str) -> pb.RepositorySpec:
+            return pb.RepositorySpec(
+                s3=pb.S3Repository(endpoint=server.endpoint, region=region, bucket="regional",
+                                   root=f"rustic/project-{project_id}", access_key_id=server.access_key_id,
+                                   secret_access_key=server.secret_access_key),
+                password=PASSWORD,
+            )
+
+        wrong = shared_agent.wait(shared_agent.backup(project_id, repository=spec("us-east-1")).id)
+        assert (wrong.state, wrong.error.code) == (pb.FAILED, "FAILED_PRECONDITION"), wrong.error
+        assert "eu-west-1" in wrong.error.message and "us-east-1" in wrong.error.message
+        assert server.client().list_objects_v2(Bucket="regional").get("KeyCount", 0) == 0
+        right = shared_agent.wait(shared_agent.backup(project_id, repository=spec("eu-west-1")).id)
+        assert right.state == pb.SUCCEEDED, right.error
+    finally:
+        server.stop()
