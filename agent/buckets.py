@@ -46,20 +46,42 @@ def _translate(exc: Exception, what: str) -> errors.BucketsError:
     return errors.Internal(f"{what}: {exc}")
 
 
+def _recorder(statuses: list[int]):
+    """A botocore ``needs-retry`` handler appending the status of each answer that refused the
+    request's signing region (301, 400) before boto3 retried it in the bucket's region."""
+
+    def record(response=None, **_) -> None:
+        if response is not None and response[0] is not None and response[0].status_code in (301, 400):
+            statuses.append(response[0].status_code)
+
+    return record
+
+
 def ensure_bucket(spec: S3Spec, *, create: bool) -> bool:
     """Make sure the bucket exists; returns True when it was created.
 
     Raises NotFound (missing and ``create`` is False), PermissionDenied,
-    Unavailable.
+    Unavailable, FailedPrecondition (the endpoint refused the repository's
+    region and the bucket answered from another one).
     """
     client = _client(spec)
+    refused_region: list[int] = []
+    client.meta.events.register("needs-retry.s3.HeadBucket", _recorder(refused_region))
     try:
-        client.head_bucket(Bucket=spec.bucket)
-        return False
+        answer = client.head_bucket(Bucket=spec.bucket)
     except Exception as exc:
         error = _translate(exc, f"bucket {spec.bucket}")
         if not isinstance(error, errors.NotFound):
             raise error from None
+    else:
+        region = answer.get("ResponseMetadata", {}).get("HTTPHeaders", {}).get("x-amz-bucket-region", "")
+        if refused_region and region and spec.region and region != spec.region:
+            # boto3 follows the server to the bucket's region by itself; the engines do not
+            # (restic retries the refusal for minutes, rustic calls it unreachable).
+            raise errors.FailedPrecondition(
+                f"bucket {spec.bucket} is in region {region}, not in the repository's region {spec.region}: "
+                f"the storage endpoint refuses requests signed for {spec.region}")
+        return False
     if not create:
         raise errors.NotFound(f"bucket {spec.bucket} does not exist and the agent may not create buckets")
     try:

@@ -66,10 +66,29 @@ def project_id() -> str:
 
 @pytest.fixture(scope="session")
 def s3_server(tmp_path_factory: pytest.TempPathFactory):
-    """moto's S3 server on 127.0.0.1 with a random port and enforced credentials, for the whole session."""
-    from tests.s3server import S3Server
+    """The pinned MinIO on 127.0.0.1 (random port, its own data and config dirs, root keys made
+    for the run) for the whole session (one per xdist worker); skips when MinIO is not built.
+    Tests that stop or kill a server start their own (:func:`own_s3_server`), never this one."""
+    from tests.minio_server import MinioServer
+    from tests.tools import require_tool
 
-    server = S3Server(log_path=tmp_path_factory.mktemp("moto") / "moto.log")
+    require_tool("minio")
+    server = MinioServer(log_path=tmp_path_factory.mktemp("minio") / "minio.log")
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def own_s3_server(tmp_path: Path):
+    """A MinIO of this test alone (it may kill and restart it; ~0.5 s to start), stopped at its end."""
+    from tests.minio_server import MinioServer
+    from tests.tools import require_tool
+
+    require_tool("minio")
+    server = MinioServer(log_path=tmp_path / "minio.log")
     try:
         server.start()
         yield server

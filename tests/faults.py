@@ -6,7 +6,7 @@ import select
 import socket
 import threading
 
-from tests.s3server import free_port
+from tests.minio_server import free_port
 
 
 class CuttableProxy:

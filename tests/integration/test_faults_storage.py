@@ -44,16 +44,12 @@ def trees(agent, project_id: str) -> tuple[dict, dict]:
 KIND_S3 = "S3 server stopped during backup"
 
 
-def test_s3_server_stopped_during_backup(agent_factory, tmp_path):
-    """The test owns its moto server (it stops it) and puts a :class:`CuttableProxy` in front.
+def test_s3_server_stopped_during_backup(agent_factory, own_s3_server, tmp_path):
+    """The test owns its MinIO (it stops it), stopped in two ways, alternating between faults:
 
-    moto keeps its objects in memory, so terminating and restarting the process would throw the
-    repository away: that would be the test losing the data, not the agent. The server is
-    therefore "stopped" in two ways that keep its state, alternating between faults:
-
-    - *stopped*: the proxy is cut; new connections are refused and open ones reset, as a stopped
-      server's port does; mending it is the server coming back;
-    - *frozen*: the moto process is stopped with SIGSTOP (the port accepts but nothing answers,
+    - *killed*: the MinIO process is SIGKILLed (connections reset, the port refuses) and started
+      again on the same data dir and port once the backup has failed;
+    - *frozen*: the MinIO process is stopped with SIGSTOP (the port accepts but nothing answers,
       as a hung or partitioned server); SIGCONT brings it back.
 
     The moment of the fault is a seeded random delay after the backup started. The agent's
@@ -61,22 +57,16 @@ def test_s3_server_stopped_during_backup(agent_factory, tmp_path):
     stopped and the backup ends UNAVAILABLE within seconds; 2 s stopped healthy backups on a
     loaded 2-core machine (repository init and key derivation do little I/O).
     """
-    from tests.faults import CuttableProxy
-    from tests.s3server import S3Server
-
     rng = random.Random(SEED)
-    server = S3Server(log_path=tmp_path / "moto.log")
-    proxy = None
+    server = own_s3_server
     try:
-        server.start()
-        proxy = CuttableProxy(("127.0.0.1", server.port))
         password_file = tmp_path / "s3.password"
         password_file.write_text(PASSWORD)
         password_file.chmod(0o600)
-        repository = server.agent_repository_config(password_file).replace(server.endpoint, proxy.endpoint)
         # Upload slowed so a backup of 1 MiB of new data lasts over 2 s: the fault (at most 1 s
         # after the start) lands inside it.
-        agent = agent_factory("s3-faults", extra=repository, limits="upload_limit_kib = 512\nstall_timeout = 4")
+        agent = agent_factory("s3-faults", extra=server.agent_repository_config(password_file),
+                              limits="upload_limit_kib = 512\nstall_timeout = 4")
         project_id = make_project(agent)
         first = agent.wait(agent.backup(project_id).id, timeout=120)
         assert first.state == pb.SUCCEEDED, first.error
@@ -95,7 +85,7 @@ def test_s3_server_stopped_during_backup(agent_factory, tmp_path):
             if frozen:
                 server.process.send_signal(signal.SIGSTOP)
             else:
-                proxy.cut()
+                server.kill()
             try:
                 failed = agent.wait(operation.id, timeout=120)
                 failed_running = running_operations(agent)
@@ -103,7 +93,7 @@ def test_s3_server_stopped_during_backup(agent_factory, tmp_path):
                 if frozen:
                     server.process.send_signal(signal.SIGCONT)
                 else:
-                    proxy.mend()
+                    server.start()
             fault_ok = (failed.state, failed.error.code) == (pb.FAILED, "UNAVAILABLE") and not failed_running
             intact = trees(agent, project_id) == before
 
@@ -126,7 +116,7 @@ def test_s3_server_stopped_during_backup(agent_factory, tmp_path):
             fault_table.record(KIND_S3, data_lost=not (intact and restored_equal and snapshots_ok),
                                recovered=recovered)
 
-            how = "frozen (SIGSTOP)" if frozen else "stopped (connections refused)"
+            how = "frozen (SIGSTOP)" if frozen else "killed (SIGKILL, started again on its data)"
             assert fault_ok, (f"fault {index} ({how} after {delay:.2f}s): backup ended "
                               f"{pb.OperationState.Name(failed.state)} {failed.error}; still running: {failed_running}")
             assert intact, f"fault {index}: the live tree changed during the failed backup"
@@ -136,10 +126,7 @@ def test_s3_server_stopped_during_backup(agent_factory, tmp_path):
             assert not running_operations(agent)
     finally:
         if server.process is not None and server.process.poll() is None:
-            server.process.send_signal(signal.SIGCONT)
-        if proxy is not None:
-            proxy.close()
-        server.stop()
+            server.process.send_signal(signal.SIGCONT)  # so that the fixture can stop it
 
 
 def make_project(agent) -> str:

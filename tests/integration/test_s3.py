@@ -1,4 +1,4 @@
-"""Repositories in an S3 bucket (moto's server on 127.0.0.1), and interop with stock restic."""
+"""Repositories in an S3 bucket (MinIO on 127.0.0.1), and interop with stock restic."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import psutil
 from hub_client.proto.buckets.v1 import agent_pb2 as pb
 from tests.conftest import requires_restic
 from tests.harness import manifest, new_id, write_tree
-from tests.integration.test_operations import SLOW, big_project, wait_for_phase
+from tests.integration.test_operations import SLOW, big_project
 
 pytestmark = requires_restic
 
@@ -65,31 +65,58 @@ def test_backup_list_restore_verify_in_a_bucket(agent_factory, s3_server, tmp_pa
     assert verify.state == pb.SUCCEEDED, verify.error
 
 
-def test_wrong_s3_credentials_and_wrong_password_have_their_own_codes(shared_agent, s3_server, project_id):
-    agent = shared_agent
+def test_wrong_s3_credentials_and_wrong_password_have_their_own_codes(
+    engine_under_test, agent_factory, s3_server, project_id
+):
+    """Four ways to be refused by the bucket, each PERMISSION_DENIED naming the S3 credentials:
+    keys no server knows, a known key with the wrong secret, and a real MinIO user whose keys are
+    valid but whose policy allows only another bucket (it backs up there, so its keys do work).
+    The first three are refused by the agent's bucket check (HEAD bucket, 403); the same user in
+    a bucket it may list but not read is refused by the engine, whose stderr is classified.
+    A wrong repository password is FAILED_PRECONDITION. No secret reaches the log."""
+    from tests.minio_server import LIST_ONLY_BUCKET, RESTRICTED_BUCKET, UNKNOWN_CREDENTIALS
+
+    agent = agent_factory("creds", engine=engine_under_test.driver, extra=engine_under_test.engine_lines())
     write_tree(agent.home(project_id), files=3)
     bucket = f"creds-{project_id[:8]}"
     s3_server.client().create_bucket(Bucket=bucket)
+    restricted_key, restricted_secret = s3_server.restricted_credentials()
+    for made in (RESTRICTED_BUCKET, LIST_ONLY_BUCKET):
+        try:
+            s3_server.client().create_bucket(Bucket=made)
+        except s3_server.client().exceptions.BucketAlreadyOwnedByYou:
+            pass
 
-    def spec(secret: str, password: str) -> pb.RepositorySpec:
+    def spec(key: str, secret: str, password: str = PASSWORD, in_bucket: str = bucket) -> pb.RepositorySpec:
         return pb.RepositorySpec(
-            s3=pb.S3Repository(endpoint=s3_server.endpoint, region="us-east-1", bucket=bucket,
-                               root=f"rustic/project-{project_id}", access_key_id=s3_server.access_key_id,
-                               secret_access_key=secret),
+            s3=pb.S3Repository(endpoint=s3_server.endpoint, region="us-east-1", bucket=in_bucket,
+                               root=f"rustic/project-{project_id}", access_key_id=key, secret_access_key=secret),
             password=password,
         )
 
-    good = agent.wait(agent.backup(project_id, repository=spec(s3_server.secret_access_key, PASSWORD)).id)
+    good = agent.wait(agent.backup(project_id, repository=spec(s3_server.access_key_id,
+                                                                s3_server.secret_access_key)).id)
     assert good.state == pb.SUCCEEDED, good.error
-    bad_keys = agent.wait(agent.backup(project_id, repository=spec("not-the-secret-key-0000", PASSWORD)).id)
-    assert (bad_keys.state, bad_keys.error.code) == (pb.FAILED, "PERMISSION_DENIED"), bad_keys.error
-    assert "S3 credentials" in bad_keys.error.message
-    bad_password = agent.wait(
-        agent.backup(project_id, repository=spec(s3_server.secret_access_key, "not-the-password-0000")).id
-    )
+    refused = {
+        "unknown keys": spec(*UNKNOWN_CREDENTIALS),
+        "wrong secret": spec(s3_server.access_key_id, "not-the-secret-key-0000"),
+        "user without access to the bucket": spec(restricted_key, restricted_secret),
+        "user who may list the bucket but not read it": spec(restricted_key, restricted_secret,
+                                                             in_bucket=LIST_ONLY_BUCKET),
+    }
+    for case, repository in refused.items():
+        bad = agent.wait(agent.backup(project_id, repository=repository, force=True).id)
+        assert (bad.state, bad.error.code) == (pb.FAILED, "PERMISSION_DENIED"), (case, bad.error)
+        assert "S3 credentials" in bad.error.message, (case, bad.error)
+    allowed = agent.wait(agent.backup(project_id, force=True, repository=spec(
+        restricted_key, restricted_secret, in_bucket=RESTRICTED_BUCKET)).id)
+    assert allowed.state == pb.SUCCEEDED, allowed.error
+    bad_password = agent.wait(agent.backup(project_id, force=True, repository=spec(
+        s3_server.access_key_id, s3_server.secret_access_key, password="not-the-password-0000")).id)
     assert (bad_password.state, bad_password.error.code) == (pb.FAILED, "FAILED_PRECONDITION"), bad_password.error
     log = agent.log_path.read_text()
-    assert s3_server.secret_access_key not in log and PASSWORD not in log and "not-the-secret-key-0000" not in log
+    for secret in (s3_server.secret_access_key, restricted_secret, PASSWORD, "not-the-secret-key-0000"):
+        assert secret not in log
 
 
 def test_no_secret_on_any_engine_command_line(agent_factory, s3_server, tmp_path, project_id):
@@ -165,46 +192,34 @@ def test_agent_restores_a_layout_v2_snapshot_written_by_stock_restic(agent_facto
     assert manifest(agent.persist(project_id)) == manifest(source / "persist")
 
 
+def test_a_bucket_in_another_region_is_a_failed_precondition_naming_it(shared_agent, tmp_path, project_id):
+    """A MinIO of its own that enforces region eu-west-1 (the session's accepts any region, as
+    R2's "auto"). A repository naming us-east-1 is refused by the endpoint; boto3 would follow it
+    to eu-west-1 silently, the engines would not (restic 0.18 retries it for minutes, rustic calls
+    it unreachable), so the agent's bucket check says so: FAILED_PRECONDITION naming both regions,
+    nothing written. The same repository in eu-west-1 backs up."""
+    from tests.minio_server import MinioServer
+    from tests.tools import require_tool
 
-def test_s3_server_gone_mid_backup_fails_unavailable_then_a_retry_succeeds(
-    agent_factory, s3_server, tmp_path, project_id
-):
-    """The endpoint goes through a proxy that is cut mid-upload: new connections are
-    refused and open ones reset, as when the S3 server process stops; mending it
-    is the server coming back with its data (moto keeps its objects in memory, so
-    the real server cannot be restarted without losing the bucket).
-    """
-    from tests.faults import CuttableProxy
-
-    # restic retries a refused endpoint for many minutes; the stall watch ends it.
-    agent = agent_factory("flaky-s3", limits=f"{SLOW}\nstall_timeout = 5")
-    big_project(agent, project_id, megabytes=3)
-    before = manifest(agent.home(project_id)), manifest(agent.persist(project_id))
-    bucket = f"flaky-{project_id[:8]}"
-    s3_server.client().create_bucket(Bucket=bucket)
-    proxy = CuttableProxy(("127.0.0.1", s3_server.port))
-    spec = pb.RepositorySpec(
-        s3=pb.S3Repository(endpoint=proxy.endpoint, region="us-east-1", bucket=bucket,
-                           root=f"rustic/project-{project_id}", access_key_id=s3_server.access_key_id,
-                           secret_access_key=s3_server.secret_access_key),
-        password=PASSWORD,
-    )
+    require_tool("minio")
+    server = MinioServer(log_path=tmp_path / "minio.log", region="eu-west-1", enforced_region="eu-west-1").start()
     try:
-        operation = agent.backup(project_id, repository=spec)
-        wait_for_phase(agent, operation.id, "upload")
-        proxy.cut()
-        failed = agent.wait(operation.id, timeout=180)
-        assert (failed.state, failed.error.code) == (pb.FAILED, "UNAVAILABLE"), failed.error
-        assert "repository reachable" in failed.error.message
-        assert (manifest(agent.home(project_id)), manifest(agent.persist(project_id))) == before
-        listing = s3_server.client().list_objects_v2(Bucket=bucket, Prefix=f"rustic/project-{project_id}/snapshots/")
-        assert listing.get("KeyCount", 0) == 0, "the cut backup must not have written a snapshot"
+        server.client().create_bucket(Bucket="regional", CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})
+        write_tree(shared_agent.home(project_id), files=3)
 
-        proxy.mend()
-        retry = agent.wait(agent.backup(project_id, repository=spec).id, timeout=300)
-        assert retry.state == pb.SUCCEEDED, retry.error
-        verify = agent.wait(agent.verify(project_id, repository=spec).id, timeout=300)
-        assert verify.state == pb.SUCCEEDED, verify.error
-        assert (manifest(agent.home(project_id)), manifest(agent.persist(project_id))) == before
+        def spec(region: str) -> pb.RepositorySpec:
+            return pb.RepositorySpec(
+                s3=pb.S3Repository(endpoint=server.endpoint, region=region, bucket="regional",
+                                   root=f"rustic/project-{project_id}", access_key_id=server.access_key_id,
+                                   secret_access_key=server.secret_access_key),
+                password=PASSWORD,
+            )
+
+        wrong = shared_agent.wait(shared_agent.backup(project_id, repository=spec("us-east-1")).id)
+        assert (wrong.state, wrong.error.code) == (pb.FAILED, "FAILED_PRECONDITION"), wrong.error
+        assert "eu-west-1" in wrong.error.message and "us-east-1" in wrong.error.message
+        assert server.client().list_objects_v2(Bucket="regional").get("KeyCount", 0) == 0
+        right = shared_agent.wait(shared_agent.backup(project_id, repository=spec("eu-west-1")).id)
+        assert right.state == pb.SUCCEEDED, right.error
     finally:
-        proxy.close()
+        server.stop()
