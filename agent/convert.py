@@ -277,7 +277,11 @@ def entry_to_proto(entry) -> pb.FileEntry:
         path=entry.path, type=ENTRY_TYPES.get(entry.type, pb.FileEntry.OTHER), size=entry.size, mode=entry.mode,
         link_target=entry.link_target,
     )
-    message.mtime.CopyFrom(timestamp(entry.mtime.timestamp()))
+    if entry.mtime_ns is not None:
+        # Exact where the listing has nanoseconds (a float of them loses the last few hundred).
+        message.mtime.FromNanoseconds(entry.mtime_ns)
+    else:
+        message.mtime.CopyFrom(timestamp(entry.mtime.timestamp()))
     return message
 
 

@@ -737,6 +737,13 @@ def _tree_node(obj: object) -> TreeNode:
     )
 
 
+def tree_node(obj: object) -> TreeNode:
+    """One node object of restic's repository format with its ``path`` added (what ``ls --json``
+    and ``find --json`` print; the rustic driver reads tree blobs through it). Raises
+    TypeError/KeyError/ValueError when a field is missing or mistyped."""
+    return _tree_node(obj)
+
+
 def parse_ls(stdout: str) -> list[TreeNode]:
     """Parse ``restic ls --json``: the nodes after the snapshot line, in restic's order.
 

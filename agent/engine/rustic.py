@@ -12,6 +12,7 @@ Argument lists and parsing live in :mod:`agent.engine.rustic_args` (pure).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import secrets as token
@@ -23,13 +24,16 @@ import structlog
 from agent import errors
 from agent.backends.base import EngineView
 from agent.engine import rustic_args as rua
-from agent.engine.base import BackupOutcome, BackupStatus, RestoreSize, Snapshot
+from agent.engine.base import BackupOutcome, BackupStatus, RestoreSize, Snapshot, TreeNode
+from agent.engine.restic_args import KeepPolicy
 from agent.executor import DISPLAY_ONLY_NICENESS, ProcessResult, run_engine, run_process
 from agent.repository import Repository
 
 log = structlog.get_logger("agent.engine.rustic")
 
 DEFAULT_REGION = "us-east-1"
+# rustic runs reading tree blobs at once during one listing (each opens the repository anew).
+LISTING_CONCURRENCY = 4
 
 
 class RusticEngine:
@@ -85,7 +89,7 @@ class RusticEngine:
             "NO_COLOR": "1",
         }
 
-    def _profile_for(self, repo: Repository) -> rua.Profile:
+    def _profile_for(self, repo: Repository, master_key: str | None = None) -> rua.Profile:
         if repo.s3 is None:
             location: rua.LocalRepository | rua.S3Repository = rua.LocalRepository(path=repo.location)
         else:
@@ -103,12 +107,14 @@ class RusticEngine:
                 access_key_id=s3.access_key_id,
                 secret_access_key=s3.secret_access_key,
             )
-        return rua.Profile(repository=location, password=repo.password, cache_dir=str(self._cache_dir))
+        return rua.Profile(repository=location, password=repo.password, cache_dir=str(self._cache_dir),
+                           master_key=master_key)
 
     @contextlib.contextmanager
-    def _profile_file(self, repo: Repository) -> Iterator[str]:
-        """A fresh 0600 profile for ``repo``, removed when the block ends."""
-        text = rua.render_profile(self._profile_for(repo))
+    def _profile_file(self, repo: Repository, master_key: str | None = None) -> Iterator[str]:
+        """A fresh 0600 profile for ``repo`` (with ``master_key`` instead of the password when
+        given), removed when the block ends."""
+        text = rua.render_profile(self._profile_for(repo, master_key))
         self._profiles.mkdir(mode=0o700, parents=True, exist_ok=True)
         os.chmod(self._profiles, 0o700)
         path = self._profiles / f"{token.token_hex(8)}.toml"
@@ -131,10 +137,12 @@ class RusticEngine:
         on_stdout_line: Callable[[str], None] | None = None,
         capture_stdout: bool = False,
         niceness: int = 0,
+        master_key: str | None = None,
     ) -> ProcessResult:
-        """Run the argv ``build(profile_path)`` makes, inside ``view`` when given."""
+        """Run the argv ``build(profile_path)`` makes, inside ``view`` when given (with a profile
+        holding ``master_key`` instead of the password when given)."""
         self._tmp.mkdir(parents=True, exist_ok=True)
-        with self._profile_file(repo) as profile:
+        with self._profile_file(repo, master_key) as profile:
             argv = build(profile)
             if view is not None:
                 argv = [*view.wrapper, *argv]
@@ -248,19 +256,66 @@ class RusticEngine:
         )
         rua.check_restore_output(result.stdout)
 
-    # Browsing needs node details (type, size, mode, link targets) that the rustic driver
-    # does not parse yet; it says so instead of guessing.
-    async def ls(self, repo: Repository, snapshot_id: str, path: str, *, recursive: bool) -> list:
-        raise errors.Unimplemented("browsing backups is not built for the rustic engine yet")
+    async def ls(self, repo: Repository, snapshot_id: str, path: str, *, recursive: bool) -> list[TreeNode]:
+        """The node at ``path`` (absolute in the snapshot) and its direct children, or with
+        ``recursive`` its whole subtree, as restic ``ls`` lists them; [] when nothing is there
+        (also below a file). For "/" the snapshot's top-level nodes (and below). NotFound for a
+        missing snapshot. One rustic run per directory read (see :class:`_TreeReader`)."""
+        rua._snapshot_path(snapshot_id, path)  # ValueError for a bad id or a relative path
+        reader = await _TreeReader.open(self, repo, snapshot_id)
+        if path.strip("/") == "":
+            top = await reader.entries(reader.root, "/")
+            return [e.node for e in top] + (await reader.below(top, recursive=True) if recursive else [])
+        found = await reader.resolve(path)
+        if found is None:
+            return []
+        return [found.node] + await reader.below([found], recursive=recursive)
 
-    async def find(self, repo: Repository, snapshot_id: str, paths: Sequence[str]) -> list:
-        raise errors.Unimplemented("browsing backups is not built for the rustic engine yet")
+    async def find(self, repo: Repository, snapshot_id: str, paths: Sequence[str]) -> list[TreeNode]:
+        """The nodes at ``paths`` with their symlink targets, and everything below those that are
+        directories (as restic ``find`` with these exact paths gives them); missing paths give
+        nothing. Raises ValueError for no paths or a relative one, NotFound for a missing snapshot."""
+        if isinstance(paths, str) or not paths:
+            raise ValueError("find needs at least one path")
+        for path in paths:
+            rua._snapshot_path(snapshot_id, path)
+        reader = await _TreeReader.open(self, repo, snapshot_id)
+        nodes: list[TreeNode] = []
+        for path in dict.fromkeys(paths):
+            found = await reader.resolve(path)
+            if found is not None:
+                nodes += [found.node, *await reader.below([found], recursive=True)]
+        return nodes
 
     async def dump(self, repo: Repository, snapshot_id: str, path: str, *, limit: int) -> bytes:
-        raise errors.Unimplemented("reading files from backups is not built for the rustic engine yet")
+        """Up to ``limit`` bytes of the regular file at ``path``; rustic is stopped once it has sent them."""
+        argv_for = lambda p: rua.dump_args(self.binary, p, snapshot_id, path)  # noqa: E731
+        self._tmp.mkdir(parents=True, exist_ok=True)
+        with self._profile_file(repo) as profile:
+            result = await run_engine(
+                argv_for(profile), classify=rua.classify_failure, action="dump", on_failure=self._on_failure,
+                env=self._env(), timeout=self._timeout, capture_stdout=True, raw_stdout=True,
+                stdout_enough=limit, secrets=repo.secrets, kill_grace=self._kill_grace,
+                stall_timeout=self._stall_timeout,
+            )
+        if not result.stdout_cut:
+            # A rustic stopped by a signal exits 0 with whatever it had written: not the file.
+            stopped = rua.interrupted_error(result.returncode, result.stderr_unmasked or result.stderr_tail,
+                                            action="dump")
+            if stopped is not None:
+                stopped.detail = result.stderr_tail.strip()
+                raise stopped
+        return result.stdout_raw
 
-    async def forget_plan(self, repo: Repository, *, host: str, policy) -> tuple[list, list]:
-        raise errors.Unimplemented("keep policies are not built for the rustic engine yet")
+    async def forget_plan(
+        self, repo: Repository, *, host: str, policy: KeepPolicy
+    ) -> tuple[list[Snapshot], list[Snapshot]]:
+        """(keep, remove) under ``policy`` for the snapshots of ``host``; nothing is removed."""
+        result = await self._run(
+            repo, lambda p: rua.forget_plan_args(self.binary, p, host=host, policy=policy),
+            action="forget", capture_stdout=True,
+        )
+        return rua.parse_forget_plan(result.stdout)
 
     async def forget(self, repo: Repository, snapshot_ids: Sequence[str]) -> None:
         await self._run(repo, lambda p: rua.forget_args(self.binary, p, snapshot_ids), action="forget")
@@ -293,3 +348,77 @@ class RusticEngine:
         if damage:
             raise errors.DataLoss(f"rustic check found {len(damage)} problem(s): {damage[0]}",
                                   detail="\n".join(damage[:50]))
+
+
+class _TreeReader:
+    """Reads one snapshot's tree blobs for one listing: the master key once (``cat masterkey``),
+    the snapshot's root tree id, then ``cat tree-blob`` per directory with that key, at most
+    :data:`LISTING_CONCURRENCY` at once; a tree id met twice (identical directories) is read once.
+    The key lives only as long as this object and only in 0600 profile files."""
+
+    def __init__(self, engine: RusticEngine, repo: Repository, key: str, root: str) -> None:
+        self._engine = engine
+        self._repo = repo
+        self._key = key
+        self.root = root
+        self._gate = asyncio.Semaphore(LISTING_CONCURRENCY)
+        self._blobs: dict[str, asyncio.Future[str]] = {}
+
+    @classmethod
+    async def open(cls, engine: RusticEngine, repo: Repository, snapshot_id: str) -> _TreeReader:
+        """Raises NotFound for a missing repository or snapshot."""
+        result = await engine._run(repo, lambda p: rua.cat_masterkey_args(engine.binary, p), action="cat",
+                                   capture_stdout=True)
+        key = rua.parse_masterkey(result.stdout)
+        listed = await engine._run(repo, lambda p: rua.snapshots_args(engine.binary, p, ids=[snapshot_id]),
+                                   action="snapshots", capture_stdout=True, master_key=key)
+        return cls(engine, repo, key, rua.tree_id_of(rua.parse_snapshots(listed.stdout), snapshot_id))
+
+    async def _blob(self, tree_id: str) -> str:
+        if tree_id not in self._blobs:
+            self._blobs[tree_id] = asyncio.ensure_future(self._read(tree_id))
+        return await self._blobs[tree_id]
+
+    async def _read(self, tree_id: str) -> str:
+        async with self._gate:
+            result = await self._engine._run(
+                self._repo, lambda p: rua.cat_tree_blob_args(self._engine.binary, p, tree_id), action="cat",
+                capture_stdout=True, master_key=self._key)
+        return result.stdout
+
+    async def entries(self, tree_id: str, directory: str) -> list[rua.TreeEntry]:
+        """The nodes of tree ``tree_id``, the directory at snapshot path ``directory``."""
+        return rua.parse_tree_blob(await self._blob(tree_id), directory)
+
+    async def resolve(self, path: str) -> rua.TreeEntry | None:
+        """The node at ``path`` (absolute, not "/"), or None when no such path exists (a component
+        is missing or is no directory)."""
+        parts = [p for p in path.split("/") if p]
+        tree, directory = self.root, "/"
+        for depth, part in enumerate(parts):
+            match = next((e for e in await self.entries(tree, directory) if e.node.name == part), None)
+            if match is None:
+                return None
+            if depth == len(parts) - 1:
+                return match
+            if not match.subtree:
+                return None
+            tree, directory = match.subtree, match.node.path
+        return None
+
+    async def below(self, start: Sequence[rua.TreeEntry], *, recursive: bool) -> list[TreeNode]:
+        """The nodes inside the directories among ``start``: direct children, or with
+        ``recursive`` all, read a level at a time."""
+        nodes: list[TreeNode] = []
+        level = [e for e in start if e.subtree]
+        while level:
+            async with asyncio.TaskGroup() as group:
+                tasks = [group.create_task(self.entries(e.subtree, e.node.path)) for e in level]
+            level = []
+            for task in tasks:
+                children = task.result()
+                nodes += [c.node for c in children]
+                level += [c for c in children if c.subtree]
+            if not recursive:
+                break
+        return nodes

@@ -62,7 +62,8 @@ from agent import errors
 from agent.failure_rules import FailureRule, first_match
 from agent.failure_rules import rule as _rule
 from agent.engine import json_fields
-from agent.engine.base import BackupStatus, BackupSummary, RestoreSize, Snapshot
+from agent.engine import restic_args as ra
+from agent.engine.base import BackupStatus, BackupSummary, RestoreSize, Snapshot, TreeNode
 from agent.engine.restic_args import backup_paths, check_read_data_subset
 
 # --------------------------------------------------------------------------
@@ -160,13 +161,15 @@ class S3Repository:
 class Profile:
     """Everything rustic needs to open one repository.
 
-    ``cache_dir`` None means ``no-cache = true``. The password and S3 keys are
-    kept out of ``repr()``.
+    ``cache_dir`` None means ``no-cache = true``. ``master_key`` (the JSON ``cat masterkey``
+    prints) replaces the password in the profile: rustic then skips deriving the key from the
+    password, which costs more than a small command itself. Secrets are kept out of ``repr()``.
     """
 
     repository: LocalRepository | S3Repository
     password: str = field(repr=False)
     cache_dir: str | None = None
+    master_key: str | None = field(default=None, repr=False)
 
 
 _TOML_ESCAPES = {'"': '\\"', "\\": "\\\\", "\b": "\\b", "\t": "\\t", "\n": "\\n", "\f": "\\f", "\r": "\\r"}
@@ -244,7 +247,10 @@ def render_profile(profile: Profile) -> str:
         lines.append(f"repository = {toml_string('opendal:s3')}")
     else:
         raise TypeError("repository must be a LocalRepository or an S3Repository")
-    lines.append(f"password = {toml_string(profile.password)}")
+    if profile.master_key is not None:
+        lines.append(f"key = {toml_string(_nonempty(profile.master_key, 'the master key'))}")
+    else:
+        lines.append(f"password = {toml_string(profile.password)}")
     if profile.cache_dir is None:
         lines.append("no-cache = true")
     else:
@@ -579,6 +585,225 @@ def ls_args(binary: str, profile_path: str, snapshot_id: str, path: str | None =
     if path is not None:
         argv.append("--recursive")
     return [*argv, "--", _snapshot_path(snapshot_id, path)]
+
+
+# --------------------------------------------------------------------------
+# Browsing: tree blobs, file contents
+# --------------------------------------------------------------------------
+#
+# rustic 0.11.4 prints no listing with node metadata: ``ls --json`` gives path strings only,
+# ``ls --long`` and ``find`` print the nine rwx bits (no setuid/setgid/sticky) and the mtime to
+# the minute (src/commands/ls.rs ``print_node``), ``dump --archive tar`` reads every file's
+# content and keeps whole seconds. The tree blobs themselves hold what restic lists (they are
+# restic's node JSON): ``cat tree-blob ID`` prints one, unchanged. So a listing reads the
+# snapshot's root tree id (``snapshots --json``) and then one tree blob per directory.
+# Each rustic run derives the key from the password first (scrypt, ~0.35 s of CPU here); a
+# listing runs ``cat masterkey`` once and gives the later runs the master key instead
+# (``[repository] key`` in the profile, rustic_core RepositoryOptions), ~20 ms a run.
+
+_BLOB_ID = re.compile(r"[0-9a-f]{64}")
+
+
+def cat_masterkey_args(binary: str, profile_path: str) -> list[str]:
+    """``rustic cat masterkey``: the repository's master key as JSON on stdout (a secret)."""
+    return [*_common(binary, profile_path), "cat", "masterkey"]
+
+
+def cat_tree_blob_args(binary: str, profile_path: str, tree_id: str) -> list[str]:
+    """``rustic cat tree-blob -- ID``: one tree blob (a directory's nodes) as stored, on stdout.
+    Raises ValueError for anything but a full 64-digit blob id."""
+    if not isinstance(tree_id, str) or not _BLOB_ID.fullmatch(tree_id):
+        raise ValueError(f"not a tree blob id: {tree_id!r}")
+    return [*_common(binary, profile_path), "cat", "tree-blob", "--", tree_id]
+
+
+def dump_args(binary: str, profile_path: str, snapshot_id: str, path: str) -> list[str]:
+    """``rustic dump --archive content -- ID:PATH``: the bytes of one file on stdout.
+
+    ``--archive content`` because the default ("auto") writes a directory as a tar archive; with
+    it a directory would give all its files' contents in a row, so callers make sure PATH is a
+    regular file first (:func:`agent.browse.check_readable`). Raises ValueError for a relative
+    path, "/" or a bad id.
+    """
+    if not isinstance(path, str) or not path.strip("/") or "\x00" in path:
+        raise ValueError(f"dump needs the absolute path of a file in the snapshot: {path!r}")
+    return [*_common(binary, profile_path), "dump", "--archive", "content", "--",
+            _snapshot_path(snapshot_id, path)]
+
+
+def parse_masterkey(stdout: str) -> str:
+    """The master key ``cat masterkey`` printed, as the compact JSON text rustic reads back
+    (``{"mac": {"k": .., "r": ..}, "encrypt": ..}``). Raises :class:`agent.errors.Internal`
+    (without the output: it is a secret) for anything else."""
+    try:
+        key = json.loads(stdout)
+        if (not isinstance(key, dict) or not isinstance(key.get("encrypt"), str)
+                or not isinstance(key.get("mac"), dict)
+                or not all(isinstance(key["mac"].get(k), str) for k in ("k", "r"))):
+            raise TypeError("not a master key")
+    except (ValueError, TypeError, RecursionError):
+        raise errors.Internal("rustic cat masterkey printed no master key") from None
+    return json.dumps(key, separators=(",", ":"))
+
+
+_GO_SIMPLE_ESCAPES = {"a": "\a", "b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t", "v": "\v",
+                      "\\": "\\", '"': '"'}
+
+
+def go_unquote(name: str) -> str:
+    """A node name as stored in a tree blob → the file name restic lists.
+
+    restic writes ``Node.Name`` through Go's ``strconv.Quote`` (without the outer quotes) and
+    reads it back with ``strconv.Unquote``; rustic_core (``escape_filename``) does the same, so a
+    newline in a name is stored as the two characters '\\' 'n'. Escapes: \\a \\b \\f \\n \\r \\t
+    \\v \\\\ \\" , \\xHH and \\OOO (one byte each), \\uHHHH, \\UHHHHHHHH. Bytes that are not UTF-8
+    become U+FFFD, as restic's JSON output shows them. Raises ValueError for a malformed escape.
+    """
+    if "\\" not in name:
+        return name
+    out = bytearray()
+    i, n = 0, len(name)
+    while i < n:
+        ch = name[i]
+        if ch != "\\":
+            out += ch.encode("utf-8", "surrogatepass")
+            i += 1
+            continue
+        if i + 1 >= n:
+            raise ValueError(f"name ends in a lone backslash: {name!r}")
+        esc = name[i + 1]
+        if esc in _GO_SIMPLE_ESCAPES:
+            out += _GO_SIMPLE_ESCAPES[esc].encode()
+            i += 2
+        elif esc in "xuU":
+            width = {"x": 2, "u": 4, "U": 8}[esc]
+            digits = name[i + 2:i + 2 + width]
+            if len(digits) != width or not all(c in "0123456789abcdefABCDEF" for c in digits):
+                raise ValueError(f"malformed \\{esc} escape in {name!r}")
+            value = int(digits, 16)
+            if esc == "x":
+                out.append(value)
+            else:
+                if value > 0x10FFFF or 0xD800 <= value <= 0xDFFF:
+                    raise ValueError(f"escape \\{esc}{digits} is no character")
+                out += chr(value).encode("utf-8")
+            i += 2 + width
+        elif esc in "01234567":
+            digits = name[i + 1:i + 4]
+            if len(digits) != 3 or not all(c in "01234567" for c in digits) or int(digits, 8) > 255:
+                raise ValueError(f"malformed octal escape in {name!r}")
+            out.append(int(digits, 8))
+            i += 4
+        else:
+            raise ValueError(f"unknown escape \\{esc} in {name!r}")
+    return out.decode("utf-8", errors="replace")
+
+
+@dataclass(frozen=True)
+class TreeEntry:
+    """One node of a tree blob: the node as restic lists it, and the id of its own tree for a
+    directory ("" otherwise)."""
+
+    node: TreeNode
+    subtree: str = ""
+
+
+def _join(directory: str, name: str) -> str:
+    return ("" if directory == "/" else directory) + "/" + name
+
+
+def parse_tree_blob(stdout: str, directory: str) -> list[TreeEntry]:
+    """The nodes of ``cat tree-blob`` output, the tree of snapshot path ``directory`` ("/" for the
+    root), with the values restic's ``ls --json``/``find --json`` give for them: path
+    ``directory/name`` (the name unquoted, :func:`go_unquote`), the permission bits of the Go
+    file mode, the mtime to the nanosecond, uid/gid, the symlink target, and a size for
+    regular files only (rustic stores a symlink's target length as its size; restic lists none).
+    Raises :class:`agent.errors.Internal` for output that is not a tree."""
+    try:
+        tree = json.loads(stdout)
+        nodes = tree.get("nodes") if isinstance(tree, dict) else None
+        if not isinstance(tree, dict) or not isinstance([] if nodes is None else nodes, list):
+            raise TypeError("not a tree")
+        entries = []
+        for obj in nodes or []:
+            if not isinstance(obj, dict):
+                raise TypeError("node is not an object")
+            raw_name = obj.get("name")
+            if not isinstance(raw_name, str) or not raw_name:
+                raise TypeError("node name missing")
+            name = go_unquote(raw_name)
+            if "/" in name or name in (".", "..") or "\x00" in name:
+                raise TypeError(f"node name {name!r} is not one path component")
+            kind = obj.get("type")
+            fields = {**obj, "path": _join(directory, name), "name": name}
+            if kind != "file":
+                fields.pop("size", None)
+            node = ra.tree_node(fields)
+            subtree = obj.get("subtree") if kind == "dir" else ""
+            if kind == "dir" and (not isinstance(subtree, str) or not _BLOB_ID.fullmatch(subtree)):
+                raise TypeError(f"directory {name!r} has no subtree id")
+            entries.append(TreeEntry(node=node, subtree=subtree or ""))
+        return entries
+    except (ValueError, TypeError, KeyError, RecursionError) as exc:
+        raise errors.Internal("rustic cat tree-blob printed output that is not a tree",
+                              detail=f"{exc}: {stdout[:2000]}") from exc
+
+
+def tree_id_of(snapshots: Sequence[Snapshot], snapshot_id: str) -> str:
+    """The root tree id of the one snapshot ``snapshots --json -- ID`` listed. Raises
+    :class:`agent.errors.NotFound` when none was, Internal when its tree id is malformed."""
+    matches = [s for s in snapshots if s.id.startswith(snapshot_id)]
+    if not matches:
+        raise errors.NotFound(f"snapshot {snapshot_id[:64]} not found")
+    tree = matches[0].tree
+    if not _BLOB_ID.fullmatch(tree or ""):
+        raise errors.Internal(f"snapshot {snapshot_id[:8]} has no readable tree id", detail=repr(tree)[:200])
+    return tree
+
+
+# --------------------------------------------------------------------------
+# Keep policies
+# --------------------------------------------------------------------------
+
+
+def forget_plan_args(binary: str, profile_path: str, *, host: str, policy: ra.KeepPolicy) -> list[str]:
+    """``rustic forget --dry-run --json --filter-host H --group-by host --keep-...``: what the
+    policy would remove, without removing it. The same grouping as the restic driver's
+    (:func:`agent.engine.restic_args.forget_plan_args`): by host only, so the differing view
+    paths of two agents never split one project's history; the same ``--keep-*`` flags (rustic
+    spells them as restic does). Raises ValueError for a flag-like host or a policy without a
+    rule (rustic refuses to forget without a keep option; restic would forget everything)."""
+    if not isinstance(host, str) or not host or host.startswith("-"):
+        raise ValueError(f"forget needs a host name, got {host!r}")
+    return [*_common(binary, profile_path), "--dry-run", "forget", "--json", "--filter-host", host,
+            "--group-by", "host", *policy.flags()]
+
+
+def parse_forget_plan(stdout: str) -> tuple[list[Snapshot], list[Snapshot]]:
+    """(keep, remove) of ``rustic forget --dry-run --json`` (src/commands/forget.rs: a pretty list
+    of ``{"group_key": {...}, "items": [{"snapshot": {...}, "keep": bool, "reasons": [...]}]}``,
+    ``[]`` when no snapshot matched), in rustic's order. Raises :class:`agent.errors.Internal`
+    for anything else."""
+    if not stdout.strip():
+        return [], []
+    try:
+        groups = json.loads(stdout)
+        if not isinstance(groups, list):
+            raise TypeError("not a JSON list")
+        keep: list[Snapshot] = []
+        remove: list[Snapshot] = []
+        for group in groups:
+            items = group.get("items") if isinstance(group, dict) else None
+            if not isinstance(group, dict) or not isinstance([] if items is None else items, list):
+                raise TypeError("a group is not an object with items")
+            for item in items or []:
+                if not isinstance(item, dict) or not isinstance(item.get("keep"), bool):
+                    raise TypeError("an item has no keep decision")
+                (keep if item["keep"] else remove).append(_snapshot(item["snapshot"]))
+        return keep, remove
+    except (ValueError, TypeError, KeyError, RecursionError) as exc:
+        raise errors.Internal("rustic forget printed output that is not a forget plan",
+                              detail=f"{exc}: {stdout[:2000]}") from exc
 
 
 def version_args(binary: str) -> list[str]:
@@ -982,6 +1207,16 @@ STDERR_RULES: tuple[FailureRule, ...] = (
     # rustic_core backend.rs / id.rs "No suitable id found for `{id}`."
     _rule(r"[Nn]o suitable id found|No snapshots found", errors.NotFound, "snapshot does not exist"),
     _rule(r"Id not unique|is not unique", errors.InvalidArgument, "snapshot id prefix is ambiguous"),
+    # rustic_core lookups of ID:PATH (recorded from 0.11.4): "Node `x` not found in tree." for a
+    # missing component; "Node `x` is not a directory." (dump) or "Path `…` in Node subtree is
+    # not a directory." (cat tree) for a path below a file; restic says "not found in snapshot" /
+    # "should be a dir, but is a …".
+    _rule(r"Node `[^`]*` not found in tree", errors.NotFound, "path does not exist in the snapshot"),
+    # A tree a snapshot references is not in the index (cat tree-blob, 0.11.4): the data is gone.
+    _rule(r"Blob `[0-9a-f]*` with type `Tree` not found in index", errors.DataLoss,
+          "a tree of the snapshot is missing from the repository"),
+    _rule(r"in Node subtree is not a directory|Node `[^`]*` is not a directory", errors.InvalidArgument,
+          "path is not a regular file"),
     # clap: "error: unexpected argument '--json-progress' found" (exit code 2)
     _rule(
         r"unexpected argument '[^']*' found",

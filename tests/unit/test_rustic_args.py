@@ -918,6 +918,9 @@ STDERR_CASES: list[tuple[str, type[errors.BucketsError], str]] = [
     (sample("snapshot_not_found_v0.9.5.stderr"), errors.NotFound, "snapshot does not exist"),
     (HAND_WRITTEN["no_id_v0_9_4"], errors.NotFound, "snapshot does not exist"),
     (HAND_WRITTEN["not_unique"], errors.InvalidArgument, "snapshot id prefix is ambiguous"),
+    (sample("dump_missing_v0.11.4.stderr"), errors.NotFound, "path does not exist in the snapshot"),
+    (sample("cat_tree_blob_missing_v0.11.4.stderr"), errors.DataLoss, "a tree of the snapshot is missing from the repository"),
+    (sample("dump_below_file_v0.11.4.stderr"), errors.InvalidArgument, "path is not a regular file"),
     (sample("unexpected_argument_v0.10.3.stderr"), errors.Unimplemented, "this rustic version does not support an option the agent used"),
     (sample("missing_profile_v0.9.5.stderr"), errors.Internal, "the rustic profile was not found or names no repository"),
 ]
