@@ -73,7 +73,7 @@ def ground_truth(agent, project_id: str, *, files: int = 12, seed: int = 1) -> N
     (home / "empty").chmod(0o750)
     for path in (home / "docs" / "readme.txt", home / "docs" / "sub" / "data.bin", home / "docs" / "sub",
                  home / "empty"):
-        os.utime(path, ns=(1_650_000_000_123_456_000,) * 2)  # whole microseconds: browsing keeps µs
+        os.utime(path, ns=(1_650_000_000_123_456_789,) * 2)
     write_tree(agent.persist(project_id), files=3, size=700, seed=seed + 1, depth=0)
 
 
@@ -186,8 +186,8 @@ def test_verify_check_and_read_data_subset_and_a_damaged_pack(agent, project_id)
 
 
 def expected_entries(root: Path, prefix: str) -> dict[str, tuple]:
-    """What ListFiles must say of every entry below ``root``: (type, size, mode, mtime in µs,
-    link target), from the tree itself."""
+    """What ListFiles must say of every entry below ``root``: (type, size, mode, mtime in ns) or
+    for a symlink (type, 0, target), from the tree itself."""
     found = {}
     for directory, dirnames, filenames in os.walk(root):
         for name in dirnames + filenames:
@@ -197,21 +197,25 @@ def expected_entries(root: Path, prefix: str) -> dict[str, tuple]:
             if stat.S_ISLNK(info.st_mode):
                 found[relative] = (pb.FileEntry.SYMLINK, 0, os.readlink(path))
             elif stat.S_ISDIR(info.st_mode):
-                found[relative] = (pb.FileEntry.DIRECTORY, 0, stat.S_IMODE(info.st_mode), info.st_mtime_ns // 1000)
+                found[relative] = (pb.FileEntry.DIRECTORY, 0, stat.S_IMODE(info.st_mode), info.st_mtime_ns)
             else:
-                found[relative] = (pb.FileEntry.FILE, info.st_size, stat.S_IMODE(info.st_mode),
-                                   info.st_mtime_ns // 1000)
+                found[relative] = (pb.FileEntry.FILE, info.st_size, stat.S_IMODE(info.st_mode), info.st_mtime_ns)
     return found
 
 
-def listed_entries(entries) -> dict[str, tuple]:
+def listed_entries(entries, expected: dict[str, tuple]) -> dict[str, tuple]:
+    """ListFiles' entries as :func:`expected_entries` says them. An mtime within a microsecond of
+    the expected one counts as equal: where a listing has microseconds only, the agent keeps those."""
     found = {}
     for e in entries:
         if e.type == pb.FileEntry.SYMLINK:
             found[e.path] = (e.type, e.size, e.link_target)
-        else:
-            found[e.path] = (e.type, e.size if e.type == pb.FileEntry.FILE else 0, e.mode,
-                             round(e.mtime.ToNanoseconds() / 1000))
+            continue
+        mtime = e.mtime.ToNanoseconds()
+        want = expected.get(e.path)
+        if want is not None and len(want) == 4 and abs(mtime - want[3]) < 1000:
+            mtime = want[3]
+        found[e.path] = (e.type, e.size if e.type == pb.FileEntry.FILE else 0, e.mode, mtime)
     return found
 
 
@@ -237,7 +241,7 @@ def test_browsing_lists_metadata_and_reads_bytes_of_the_tree(agent, project_id):
     listed = {}
     for root in ("project", "persist"):
         listed.update(listed_entries(all_pages(agent, pb.ListFilesRequest(
-            project_id=project_id, snapshot_id=snapshot_id, path=root, depth=10, page_size=7))))
+            project_id=project_id, snapshot_id=snapshot_id, path=root, depth=10, page_size=7)), expected))
     assert listed == expected
     direct = agent.stub.ListFiles(pb.ListFilesRequest(project_id=project_id, snapshot_id=snapshot_id,
                                                       path="project/docs"), timeout=120)
