@@ -162,9 +162,7 @@ def test_restore_whole_and_subpath_byte_equal(agent, project_id):
 def test_verify_check_and_read_data_subset_and_a_damaged_pack(agent, project_id):
     ground_truth(agent, project_id, files=30)
     backed_up(agent, project_id)
-    for fields in ({}, {"mode": pb.VerifyRequest.REPOSITORY},
-                   {"mode": pb.VerifyRequest.READ_DATA, "read_data_subset": "1/2"},
-                   {"mode": pb.VerifyRequest.READ_DATA}):
+    for fields in ({}, {"mode": pb.VerifyRequest.READ_DATA, "read_data_subset": "1/2"}):
         final = verified(agent, project_id, **fields)
         assert final.state == pb.SUCCEEDED, (fields, final.error)
     # One data pack damaged in place (same size): reading the data finds it, on every engine.
@@ -177,7 +175,7 @@ def test_verify_check_and_read_data_subset_and_a_damaged_pack(agent, project_id)
     victim.chmod(0o600)
     victim.write_bytes(bytes(content))
     # Everything read, however it is asked for (rustic draws "x%" subsets at random).
-    for subset in ("", "100%", "1/1"):
+    for subset in ("", "100%"):
         damaged = verified(agent, project_id, mode=pb.VerifyRequest.READ_DATA, read_data_subset=subset)
         assert damaged.state == pb.FAILED and damaged.error.code == "DATA_LOSS", (subset, damaged.error)
 
@@ -247,9 +245,10 @@ def test_browsing_lists_metadata_and_reads_bytes_of_the_tree(agent, project_id):
                                                       path="project/docs"), timeout=120)
     assert {e.path for e in direct.entries} == {"project/docs/readme.txt", "project/docs/sub"}
 
-    for relative, entry in expected.items():
-        if entry[0] != pb.FileEntry.FILE:
-            continue
+    # The bytes of a sample of the files (every one's size is in the listing above).
+    files = sorted(relative for relative, entry in expected.items() if entry[0] == pb.FileEntry.FILE)
+    for relative in {*files[::6], "project/docs/readme.txt", "project/docs/sub/data.bin", "persist/f1.bin"}:
+        entry = expected[relative]
         live = (home if relative.startswith("project/") else persist) / relative.split("/", 1)[1]
         read = agent.stub.ReadFile(pb.ReadFileRequest(project_id=project_id, snapshot_id=snapshot_id,
                                                       path=relative), timeout=120)
@@ -321,7 +320,7 @@ def test_forget_with_keep_policy_then_prune_keeps_exactly_the_policy(agent, engi
     assert both(agent, project_id) == truth
     # A forget by exact id: the protected one goes too when named.
     exact = agent.wait(agent.stub.Forget(pb.ForgetRequest(
-        request_id=new_id(), project_id=project_id, snapshot_ids=[protected], prune=True), timeout=30).id, timeout=300)
+        request_id=new_id(), project_id=project_id, snapshot_ids=[protected]), timeout=30).id, timeout=300)
     assert exact.state == pb.SUCCEEDED, exact.error
     assert {s.id for s in list_snapshots(agent, project_id)} == expected - {protected}
 
@@ -440,16 +439,22 @@ def test_agent_killed_mid_backup_then_restarted_backs_up_and_checks_clean(agent_
                                                                           project_id, tmp_path):
     engine = engine_under_test
     agent = agent_factory("killed", engine=engine.driver, extra=engine.engine_lines())
-    big_project(agent, project_id)
+    ground_truth(agent, project_id, files=5)
     backed_up(agent, project_id)  # the repository exists; the next backup adds to it
-    (agent.home(project_id) / "big" / "big-0.bin").write_bytes(os.urandom(1024 * 1024))
-    for index in range(BIG_MIB):
-        (agent.home(project_id) / "big" / f"new-{index}.bin").write_bytes(os.urandom(1024 * 1024))
+    big = agent.home(project_id) / "big"
+    big.mkdir()
+    for index in range(BIG_MIB // 2):
+        (big / f"new-{index}.bin").write_bytes(os.urandom(1024 * 1024))
     operation = agent.backup(project_id)
     engine_child = catch_engine(agent, "backup")
     agent.kill()
     engine_child.kill()  # the engine dies with its agent, holding whatever lock it took
-    psutil.wait_procs([engine_child], timeout=30)
+    # Gone and reaped: restic's unlock keeps the lock of a pid that still exists, a zombie too,
+    # and this machine's init reaps orphans lazily.
+    deadline = time.monotonic() + 60
+    while psutil.pid_exists(engine_child.pid):
+        assert time.monotonic() < deadline, f"the killed engine {engine_child.pid} was not reaped"
+        time.sleep(0.02)
     locks = agent.repository(project_id) / "locks"
     if engine.driver == "restic":  # the fault is real: restic's lock stays (rustic takes none)
         assert locks.is_dir() and any(locks.iterdir()), "the killed restic left no lock"
