@@ -261,7 +261,7 @@ class RusticEngine:
         ``recursive`` its whole subtree, as restic ``ls`` lists them; [] when nothing is there
         (also below a file). For "/" the snapshot's top-level nodes (and below). NotFound for a
         missing snapshot. One rustic run per directory read (see :class:`_TreeReader`)."""
-        rua._snapshot_path(snapshot_id, path)  # ValueError for a bad id or a relative path
+        rua.check_snapshot_path(snapshot_id, path)
         reader = await _TreeReader.open(self, repo, snapshot_id)
         if path.strip("/") == "":
             top = await reader.entries(reader.root, "/")
@@ -278,14 +278,15 @@ class RusticEngine:
         if isinstance(paths, str) or not paths:
             raise ValueError("find needs at least one path")
         for path in paths:
-            rua._snapshot_path(snapshot_id, path)
+            rua.check_snapshot_path(snapshot_id, path)
         reader = await _TreeReader.open(self, repo, snapshot_id)
-        nodes: list[TreeNode] = []
+        nodes: dict[str, TreeNode] = {}  # a node below two of the paths is listed once, as restic does
         for path in dict.fromkeys(paths):
             found = await reader.resolve(path)
             if found is not None:
-                nodes += [found.node, *await reader.below([found], recursive=True)]
-        return nodes
+                for node in [found.node, *await reader.below([found], recursive=True)]:
+                    nodes.setdefault(node.path, node)
+        return list(nodes.values())
 
     async def dump(self, repo: Repository, snapshot_id: str, path: str, *, limit: int) -> bytes:
         """Up to ``limit`` bytes of the regular file at ``path``; rustic is stopped once it has sent them."""

@@ -468,6 +468,12 @@ def _snapshot_path(snapshot_id: str, path: str | None) -> str:
     return f"{snapshot_id}:{path}"
 
 
+def check_snapshot_path(snapshot_id: str, path: str) -> None:
+    """Raise ValueError unless ``snapshot_id`` is a hex id (8 to 64 digits) and ``path`` an
+    absolute path inside the snapshot."""
+    _snapshot_path(snapshot_id, path)
+
+
 def restore_args(
     binary: str,
     profile_path: str,

@@ -1,5 +1,6 @@
 """rustic and restic give the same browsing results, keep-policy plans and prune outcome for one
-history, through real agents over gRPC; and Verify SNAPSHOT_TREE / COUNTS work on rustic agents.
+history, through real agents over gRPC; a hub move between two rustic agents verifies the target
+with Verify SNAPSHOT_TREE and COUNTS and completes, and those checks name what was changed.
 
 One repository is written by a rustic agent (the production engine): two backups of a project
 holding every kind of entry (files, an empty file, directories, symlinks inside, dangling and
@@ -13,20 +14,29 @@ from the live tree when it was backed up.
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import os
 import shutil
 import stat
 import subprocess
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import grpc
-import pytest
 
+from agent.backends.base import EngineView
+from agent.engine.restic import ResticEngine
+from agent.engine.rustic import RusticEngine
+from agent.repository import Repository
+from hub_client.move import ONLINE_STEPS
 from hub_client.proto.buckets.v1 import agent_pb2 as pb
+from hub_client.store import MoveStatus, open_store
 from tests.conftest import requires_restic
 from tests.engines import ENGINES
-from tests.harness import new_id
-from tests.integration.test_move_support import ensure, ensured, full_id
+from tests.harness import manifest, new_id
+from tests.hubs import make_hub
+from tests.integration.test_move_support import ensured, full_id
 from tests.tools import tool
 
 pytestmark = requires_restic
@@ -204,10 +214,16 @@ def test_browsing_keep_policies_and_prune_match_restic(agent_factory, project_id
     assert whole["project/group"][2] == 0o2750 and whole["project/src/a.txt"][3] == NS_MTIME
 
     # ReadFile: the bytes and flags of the snapshot, or the error restic gives.
-    got = {case: read(writer, project_id, first_id, *case) for case in [
-        ("project/src/a.txt", 0), ("project/link", 0), ("project/binary.bin", 0), ("project/big.txt", 100),
-        ("project/sp ace dir/new\nline.txt", 0), ("project/src/empty", 0),
-        ("project/nothere", 0), ("project/src", 0), ("project/outside", 0)]}
+    # (Asked four at a time: the agents serve concurrent reads; this only saves wall time.)
+    cases = [("project/src/a.txt", 0), ("project/link", 0), ("project/binary.bin", 0), ("project/big.txt", 100),
+             ("project/sp ace dir/new\nline.txt", 0), ("project/src/empty", 0), ("project/nothere", 0),
+             ("project/src", 0), ("project/outside", 0)]
+    compared = [("project/big.txt", 100), ("project/sp ace dir/new\nline.txt", 0), ("project/nothere", 0),
+                ("project/src", 0)]
+    with ThreadPoolExecutor(4) as pool:
+        got = dict(zip(cases, pool.map(lambda case: read(writer, project_id, first_id, *case), cases)))
+        theirs = dict(zip(compared, pool.map(lambda case: read(readers[0], project_id, first_id, *case), compared)))
+    assert theirs == {case: got[case] for case in compared}
     assert got[("project/src/a.txt", 0)] == (b"alpha\n", False, False, 6)
     assert got[("project/link", 0)] == got[("project/src/a.txt", 0)]
     assert got[("project/binary.bin", 0)] == (bytes(range(256)) * 8, False, True, 2048)
@@ -216,9 +232,6 @@ def test_browsing_keep_policies_and_prune_match_restic(agent_factory, project_id
     assert got[("project/src/empty", 0)] == (b"", False, False, 0)
     assert (got[("project/nothere", 0)], got[("project/outside", 0)]) == ("NOT_FOUND", "INVALID_ARGUMENT")
     assert read(writer, project_id, second_id, "project/src/a.txt") == (b"alpha, changed\n", False, False, 15)
-    for case in [("project/big.txt", 100), ("project/sp ace dir/new\nline.txt", 0), ("project/nothere", 0),
-                 ("project/src", 0)]:
-        assert read(readers[0], project_id, first_id, *case) == got[case], case
 
     # Forget with a keep policy, then prune, on each engine's copy of the same history.
     policy = dict(keep_last=2, keep_daily=3, prune=True)
@@ -259,37 +272,111 @@ def data_loss(operation: pb.Operation) -> str:
     return operation.error.message
 
 
-def test_verify_snapshot_tree_and_counts_on_rustic_agents(agent_factory, project_id, tmp_path):
+def test_a_hub_move_between_two_rustic_agents_verifies_and_verify_names_what_differs(agent_factory, tmp_path):
+    """The move verifies the target with SNAPSHOT_TREE and COUNTS from rustic's listing and
+    completes; afterwards the same checks on the target fail with DATA_LOSS naming what was
+    changed by hand."""
     password_file = tmp_path / "repository.password"
     root = tmp_path / "repos"
-    source = start(agent_factory, RUSTIC, "rustic-source", root, password_file)
-    target = start(agent_factory, RUSTIC, "rustic-target", root, password_file)
-    ensured(source, project_id)
-    build_tree(source.home(project_id), source.persist(project_id))
-    backup = source.wait(source.backup(project_id).id)
-    assert backup.state == pb.SUCCEEDED, backup.error
-    snapshot_id = full_id(source, project_id, backup.summary.snapshot_id)
-    restored = target.wait(ensure(target, project_id, pb.EnsureProjectRequest.REQUIRED, snapshot_id).id)
-    assert restored.state == pb.SUCCEEDED, restored.error
-    home = target.home(project_id)
+    a = start(agent_factory, RUSTIC, "host-a", root, password_file)
+    b = start(agent_factory, RUSTIC, "host-b", root, password_file)
+    store = open_store(f"sqlite://{tmp_path / 'hub.sqlite'}")
+    try:
+        with make_hub(store, (a, b)) as hub:
+            project_id = new_id()
+            ensured(a, project_id)
+            build_tree(a.home(project_id), a.persist(project_id))
+            (a.home(project_id) / "pipe").unlink()  # tests.harness.manifest would block opening it
+            hub.add_project(project_id, "host-a", "eu")
+            seen = {}
 
-    passed = tree_verify(target, project_id, snapshot_id)
+            def before_step(step: str) -> None:
+                if step == "freeze":  # only the catch-up backup carries this
+                    (a.home(project_id) / "late.txt").write_text("late edit\n")
+                if step == "restore":
+                    seen["home"], seen["persist"] = manifest(a.home(project_id)), manifest(a.persist(project_id))
+
+            entries = []
+            move = hub.move(project_id, "host-b", observer=entries.append, before_step=before_step)
+            assert move.status == MoveStatus.SUCCEEDED
+            assert [e.message for e in entries if e.kind == "step"] == list(ONLINE_STEPS)
+            assert hub.store.get_project(project_id).host_id == "host-b"
+            assert manifest(b.home(project_id)) == seen["home"]
+            assert manifest(b.persist(project_id)) == seen["persist"]
+            assert (b.home(project_id) / "late.txt").read_text() == "late edit\n"
+            # The target proved its live trees equal the snapshot (SNAPSHOT_TREE, then COUNTS right
+            # before placement) from rustic's listing of it.
+            verified = [e.message for e in entries if e.kind == "verify"]
+            assert any("the live trees on host-b equal snapshot" in m and "sentinel found" in m for m in verified)
+            assert any("host-b still holds snapshot" in m for m in verified), verified
+            assert any("tree-blob" in argv for argv in b.started_argvs())
+            snapshot_id = hub.store.get_move(move.id).snapshot_id
+    finally:
+        store.close()
+
+    home = b.home(project_id)
+    passed = tree_verify(b, project_id, snapshot_id)
     assert passed.state == pb.SUCCEEDED, passed.error
-    entries = sum(len(d) + len(f) for tree in (home, target.persist(project_id)) for _, d, f in os.walk(tree)) + 2
+    entries = sum(len(d) + len(f) for tree in (home, b.persist(project_id)) for _, d, f in os.walk(tree)) + 2
     assert passed.summary.files_processed == entries
-    assert tree_verify(source, project_id, snapshot_id).state == pb.SUCCEEDED
-    counted = counts_verify(target, project_id, snapshot_id)
-    assert counted.state == pb.SUCCEEDED and counted.summary.files_processed == entries, counted
-
-    # A changed file (its size, the directory's mtime put back): named; COUNTS sees the bytes.
+    # A changed file (its size; the directory's mtime put back): named; COUNTS sees the bytes.
     victim = home / "sp ace dir" / "new\nline.txt"
     parent = victim.parent.stat()
     victim.write_text("longer than it was in the snapshot\n")
     os.utime(victim.parent, ns=(parent.st_atime_ns, parent.st_mtime_ns))
-    message = data_loss(tree_verify(target, project_id, snapshot_id))
+    message = data_loss(tree_verify(b, project_id, snapshot_id))
     assert "project/sp ace dir/new\nline.txt: size (35 bytes, 22 in the snapshot)" in message, message
-    assert "bytes in files" in data_loss(counts_verify(target, project_id, snapshot_id))
+    assert "bytes in files" in data_loss(counts_verify(b, project_id, snapshot_id))
     # The setuid bit dropped: named as a mode difference (the listing keeps the special bits).
     os.chmod(home / "suid.sh", 0o755)
-    assert "project/suid.sh: mode (0755, 4755 in the snapshot)" in data_loss(tree_verify(target, project_id,
-                                                                                          snapshot_id))
+    assert "project/suid.sh: mode (0755, 4755 in the snapshot)" in data_loss(tree_verify(b, project_id, snapshot_id))
+
+
+def test_a_rustic_listing_reads_each_distinct_directory_once_and_keeps_the_key_off_argv(tmp_path):
+    """The driver itself on the real rustic (no agent): a listing of a tree of D distinct directories
+    runs D + 2 rustic processes (master key, snapshot, one tree blob each; identical directories
+    share a tree and are read once), gives restic's nodes, and leaves no profile (they held the
+    master key) and no key on any command line."""
+    binary = RUSTIC.binary()
+    calls = tmp_path / "calls"
+    wrapper = tmp_path / "rustic"
+    # Records each argv and profile text, then runs the real rustic.
+    wrapper.write_text(f'#!/bin/sh\nprintf "%s\\n" "$*" >> {calls}\nfor a; do case "$prev" in -P) cat "$a.toml" '
+                       f'>> {calls}.profiles;; esac; prev="$a"; done\nexec {binary} "$@"\n')
+    wrapper.chmod(0o755)
+    view = tmp_path / "view"
+    for empty in ("e1", "e2", "e3", "x/e4"):  # four identical empty directories: one tree
+        (view / "project" / empty).mkdir(parents=True)
+    (view / "project" / "x" / "f").write_text("f")
+    (view / "project" / "y" / "z").mkdir(parents=True)
+    (view / "project" / "y" / "z" / "g").write_text("g")
+    (view / "persist").mkdir()
+    repo = Repository(kind="local", location=str(tmp_path / "repo"), display="repo", password="pw-listing-1")
+    rustic = RusticEngine(binary=str(wrapper), state_dir=tmp_path / "state", timeout=120, kill_grace=2)
+    restic = ResticEngine(binary="restic", state_dir=tmp_path / "restic-state", timeout=120, kill_grace=2)
+
+    async def scenario():
+        outcome = await rustic.backup(repo, EngineView(wrapper=(), root=view), host="h", tags=["t"],
+                                      on_status=lambda status: None)
+        snapshot = outcome.summary.snapshot_id
+        calls.write_text("")
+        ours = await rustic.find(repo, snapshot, ["/project", "/persist"])
+        return ours, await restic.find(repo, snapshot, ["/project", "/persist"])
+
+    ours, theirs = asyncio.run(scenario())
+    # Distinct trees: root, project, persist (empty, same as e1..e4), x, y, y/z.
+    runs = calls.read_text().splitlines()
+    assert sum("cat masterkey" in r for r in runs) == 1 and sum("snapshots" in r for r in runs) == 1
+    assert sum("cat tree-blob" in r for r in runs) == 6, runs
+    assert len(runs) == 8
+    key_profiles = [t for t in (tmp_path / "calls.profiles").read_text().split("# rustic profile")
+                    if "\nkey = " in t]
+    assert len(key_profiles) == 7 and all("password" not in t for t in key_profiles)
+    key = key_profiles[0].split("\nkey = ")[1].splitlines()[0]
+    assert all(key not in r for r in runs) and "pw-listing-1" not in calls.read_text()
+    assert list((tmp_path / "state" / "profiles").iterdir()) == []
+    by_path = lambda nodes: {n.path: n for n in nodes}  # noqa: E731
+    assert sorted(by_path(ours)) == sorted(by_path(theirs)) and len(ours) == 11
+    for path, node in by_path(theirs).items():
+        expected = node if node.type == "file" else dataclasses.replace(node, size=0)
+        assert by_path(ours)[path] == expected, path

@@ -7,6 +7,7 @@ No process is started.
 
 from __future__ import annotations
 
+import dataclasses
 import tomllib
 from datetime import UTC, datetime
 from pathlib import Path
@@ -14,12 +15,14 @@ from pathlib import Path
 import pytest
 
 from agent import errors
+from agent.convert import entry_to_proto
 from agent.engine.restic_args import KeepPolicy
 from agent.engine.rustic_args import (
     LocalRepository,
     Profile,
     cat_masterkey_args,
     cat_tree_blob_args,
+    check_snapshot_path,
     classify_failure,
     dump_args,
     forget_plan_args,
@@ -201,3 +204,20 @@ def test_classify_browsing_failures_v0_11_4(name: str, error: type, words: str) 
     found = classify_failure(1, sample(name), action="dump")
     assert type(found) is error
     assert words in found.message
+
+
+def test_file_entries_carry_the_listed_nanoseconds() -> None:
+    """ListFiles gives a node's mtime exactly when the listing has nanoseconds (a float of them
+    would lose the last few hundred), and about to the microsecond otherwise."""
+    (odd,) = parse_tree_blob(sample("cat_tree_blob_escaped_v0.11.4.stdout.json"), "/project/sub")
+    message = entry_to_proto(odd.node)
+    assert message.mtime.seconds * 1_000_000_000 + message.mtime.nanos == odd.node.mtime_ns == 1796568664375301546
+    coarse = entry_to_proto(dataclasses.replace(odd.node, mtime_ns=None))
+    assert abs(coarse.mtime.seconds * 1_000_000_000 + coarse.mtime.nanos - 1796568664375301000) < 2000
+
+
+def test_check_snapshot_path() -> None:
+    check_snapshot_path(FULL_SNAP, "/project/a b")
+    for snapshot_id, path in ((FULL_SNAP, "project/a"), ("latest", "/project"), (FULL_SNAP[:7], "/")):
+        with pytest.raises(ValueError):
+            check_snapshot_path(snapshot_id, path)
