@@ -415,7 +415,9 @@ class AgentService:
                     ra.check_read_data_subset(read_data_subset)
             except ValueError as exc:
                 raise errors.InvalidArgument(f"read_data_subset: {exc}") from None
-            read_data_subset = read_data_subset or "100%"
+            # "1/1", not "100%": rustic 0.11.4 picks a percentage subset at random (size-weighted),
+            # and at 100% it can leave packs unread; "n/m" is a fixed partition of the packs.
+            read_data_subset = read_data_subset or "1/1"
         else:
             read_data_subset = ""
         repo = self._repository(repository, project_id)

@@ -34,6 +34,10 @@ EXIT_INCOMPLETE = 3
 UNLOCK_TIMEOUT = 60.0
 
 
+# Symlinks whose targets one ``restic find`` looks up (its argv stays far below ARG_MAX).
+FIND_BATCH = 256
+
+
 class ResticEngine:
     """Takes the restic binary, the agent's state dir (cache, HOME) and process limits."""
 
@@ -219,7 +223,18 @@ class ResticEngine:
         warnings = list(item_errors)
         if result.returncode == EXIT_INCOMPLETE:
             warnings.append("some files could not be read; the snapshot is incomplete")
-        return BackupOutcome(summary=summary[-1], warnings=tuple(warnings))
+        return BackupOutcome(summary=await self._with_full_id(repo, summary[-1]), warnings=tuple(warnings))
+
+    async def _with_full_id(self, repo: Repository, summary: ra.BackupSummary) -> ra.BackupSummary:
+        """``summary`` naming its snapshot by the full id: restic < 0.17 prints the short one, which
+        a later snapshot could share; raises Internal when the repository does not list it."""
+        if not summary.snapshot_id or len(summary.snapshot_id) == 64:
+            return summary
+        found = [s.id for s in await self.snapshots(repo, ids=[summary.snapshot_id])]
+        if len(found) != 1 or not found[0].startswith(summary.snapshot_id):
+            raise errors.Internal(f"restic backup reported snapshot {summary.snapshot_id}, which the repository "
+                                  f"does not list once")
+        return dataclasses.replace(summary, snapshot_id=found[0])
 
     async def snapshots(
         self, repo: Repository, *, host: str | None = None, ids: Sequence[str] = ()
@@ -300,7 +315,22 @@ class ResticEngine:
             repo, ra.ls_args(self.binary, self._common(repo), snapshot_id, path, recursive=recursive),
             action="ls", capture_stdout=True,
         )
-        return ra.parse_ls(result.stdout)
+        return await self._with_link_targets(repo, snapshot_id, ra.parse_ls(result.stdout))
+
+    async def _with_link_targets(self, repo: Repository, snapshot_id: str, nodes: list[TreeNode]) -> list[TreeNode]:
+        """``nodes`` with their symlinks' targets: restic's ``ls --json`` has none, ``find --json``
+        has them (one ``find`` per :data:`FIND_BATCH` symlinks), so a listing says what rustic's does."""
+        links = [n.path for n in nodes if n.type == "symlink" and not n.link_target]
+        if not links:
+            return nodes
+        targets: dict[str, str] = {}
+        for start in range(0, len(links), FIND_BATCH):
+            batch = links[start:start + FIND_BATCH]
+            wanted = set(batch)
+            targets.update((n.path, n.link_target) for n in await self.find(repo, snapshot_id, batch)
+                           if n.path in wanted)
+        return [dataclasses.replace(n, link_target=targets.get(n.path, "")) if n.path in targets else n
+                for n in nodes]
 
     async def find(self, repo: Repository, snapshot_id: str, paths: Sequence[str]) -> list[TreeNode]:
         """The nodes at ``paths`` with their symlink targets (which ``ls`` does not give)."""

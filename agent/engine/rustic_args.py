@@ -536,6 +536,9 @@ def glob_literal(name: str) -> str:
     return stripped + "\\ " * (len(out) - len(stripped))
 
 
+_EVERYTHING = re.compile(r"0*100(\.0*)?%")
+
+
 def check_args(
     binary: str,
     profile_path: str,
@@ -558,7 +561,11 @@ def check_args(
     elif read_data_subset is not None:
         _check_read_data_subset(read_data_subset)
         _require(features, "read-data-subset")
-        argv += ["--read-data", "--read-data-subset", read_data_subset]
+        if _EVERYTHING.fullmatch(read_data_subset):
+            # rustic 0.11.4 draws a percentage subset at random and at 100% can leave packs unread.
+            argv.append("--read-data")
+        else:
+            argv += ["--read-data", "--read-data-subset", read_data_subset]
     return argv
 
 

@@ -104,12 +104,12 @@ def test_list_snapshots_newest_first_with_pages(shared_agent, project_id):
         assert operation.state == pb.SUCCEEDED, operation.error
         ids.append(operation.summary.snapshot_id)
     first = agent.stub.ListSnapshots(pb.ListSnapshotsRequest(project_id=project_id, page_size=2), timeout=30)
-    assert [s.short_id for s in first.snapshots] == [ids[2], ids[1]]
+    assert [s.id for s in first.snapshots] == [ids[2], ids[1]]
     assert first.next_page_token
     second = agent.stub.ListSnapshots(
         pb.ListSnapshotsRequest(project_id=project_id, page_size=2, page_token=first.next_page_token), timeout=30
     )
-    assert [s.short_id for s in second.snapshots] == [ids[0]]
+    assert [s.id for s in second.snapshots] == [ids[0]]
     assert second.next_page_token == ""
     # Sizes of the agent's own snapshots (bytes a restore writes), growing with each round.
     sizes = [s.size_bytes for s in (*first.snapshots, *second.snapshots)]
@@ -167,7 +167,7 @@ def test_repository_spec_in_the_request_is_used(shared_agent, project_id, tmp_pa
     assert operation.state == pb.SUCCEEDED, operation.error
     assert (repo / "config").exists()
     listing = agent.stub.ListSnapshots(pb.ListSnapshotsRequest(project_id=project_id, repository=spec), timeout=30)
-    assert [s.short_id for s in listing.snapshots] == [operation.summary.snapshot_id]
+    assert [s.id for s in listing.snapshots] == [operation.summary.snapshot_id]
     wrong = pb.RepositorySpec(local=pb.LocalRepository(path=str(repo)), password="not-the-password")
     failed = agent.wait(agent.backup(project_id, repository=wrong, request_id=new_id()).id)
     assert failed.state == pb.FAILED

@@ -25,7 +25,7 @@ def test_cli_backup_snapshots_restore_verify(shared_agent, project_id):
     assert backup.returncode == 0, backup.stderr
     snapshot_id = json.loads(backup.stdout.splitlines()[-1])["summary"]["snapshot_id"]
     listing = buckets(shared_agent, "--json", "snapshots", project_id)
-    assert json.loads(listing.stdout)["short_id"] == snapshot_id
+    assert json.loads(listing.stdout)["id"] == snapshot_id
     assert buckets(shared_agent, "restore", project_id, snapshot_id).returncode == 0
     assert buckets(shared_agent, "verify", project_id).returncode == 0
 

@@ -2,17 +2,15 @@
 
 These run the same scenarios as the restic tests with ``engine = "rustic"``:
 backup, list, restore and verify in a local directory and in the S3 bucket;
-a wrong password; no secret on any engine command line; and interop both ways
-with stock restic on the same repository.
+a wrong password; no secret on any engine command line; a SIGTERM-ed or cancelled run.
+Interop with the stock CLIs is tests/integration/test_engine_interop.py (all three engines).
 """
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import signal
-import subprocess
 import threading
 import time
 
@@ -20,7 +18,9 @@ import psutil
 import pytest
 
 from hub_client.proto.buckets.v1 import agent_pb2 as pb
+from tests import stock_cli
 from tests.conftest import requires_restic
+from tests.engines import ENGINES
 from tests.harness import manifest, write_tree
 from tests.tools import require_tool
 
@@ -192,8 +192,10 @@ def test_sigterm_to_rustic_backup_fails_and_writes_no_snapshot(agent_factory, ru
     terminate_frozen(catch_rustic(agent, "backup"))
     final = agent.wait(operation.id)
     assert final.state in (pb.FAILED, pb.CANCELLED), final
-    listing = stock_rustic(rustic_binary, tmp_path, agent.repository(project_id), "snapshots", "--json", "-g", "")
-    assert listing.returncode != 0 or json.loads(listing.stdout) == [], listing.stdout
+    repository = agent.repository(project_id)
+    if (repository / "config").exists():
+        rustic = next(e for e in ENGINES if e.driver == "rustic")
+        assert stock_cli.snapshot_ids(rustic, repository, tmp_path / "repo.password", scratch=tmp_path / "stock") == set()
 
 
 def test_sigterm_to_rustic_restore_fails_and_leaves_the_project_alone(agent_factory, rustic_binary, tmp_path,
@@ -231,62 +233,6 @@ def test_cancelled_rustic_backup_is_cancelled(agent_factory, rustic_binary, tmp_
     child.resume()
     final = agent.wait(operation.id)
     assert final.state in (pb.CANCELLED, pb.FAILED), final
-
-
-# ------------------------------------------------------------------ interop with stock restic
-
-
-def stock_rustic(rustic_binary, tmp_path, repository, *args):
-    """Stock rustic on ``repository`` (a profile in ``tmp_path``; no agent involved)."""
-    profile = tmp_path / "stock-rustic.toml"
-    profile.write_text(f'[repository]\nrepository = "{repository}"\npassword = "{PASSWORD}"\nno-cache = true\n')
-    return subprocess.run([rustic_binary, "-P", str(profile)[: -len(".toml")], "--no-progress", *args],
-                          env={"PATH": os.environ["PATH"], "HOME": str(tmp_path), "NO_COLOR": "1"},
-                          capture_output=True, text=True, timeout=300)
-
-
-@pytest.mark.parametrize("restic", ["debian", "pinned"])
-def test_stock_restic_checks_and_restores_a_rustic_repository(agent_factory, rustic_binary, tmp_path, project_id,
-                                                              restic):
-    binary = shutil.which("restic") if restic == "debian" else require_tool("restic")
-    agent = rustic_agent(agent_factory, tmp_path, rustic_binary)
-    backup = round_trip(agent, project_id)
-    env = {"PATH": os.environ["PATH"], "RESTIC_PASSWORD": PASSWORD}
-    repo = str(agent.repository(project_id))
-    check = subprocess.run([binary, "-r", repo, "--no-cache", "check", "--read-data"], env=env,
-                           capture_output=True, text=True, timeout=300)
-    assert check.returncode == 0, check.stdout + check.stderr
-    target = tmp_path / "stock"
-    # The backup by id: "latest" for stock restic is the newer pre-restore snapshot round_trip made.
-    subprocess.run([binary, "-r", repo, "--no-cache", "restore", backup.summary.snapshot_id, "--target", str(target)],
-                   env=env, check=True, capture_output=True, timeout=300)
-    assert manifest(target / "project") == manifest(agent.home(project_id))
-    assert manifest(target / "persist") == manifest(agent.persist(project_id))
-
-
-@pytest.mark.parametrize("restic", ["debian", "pinned"])
-def test_stock_rustic_checks_and_restores_a_restic_repository(agent_factory, rustic_binary, tmp_path, project_id,
-                                                              restic):
-    binary = shutil.which("restic") if restic == "debian" else require_tool("restic")
-    password_file = tmp_path / "restic.password"
-    password_file.write_text(PASSWORD)
-    password_file.chmod(0o600)
-    agent = agent_factory("restic-agent", engine="restic",
-                          extra=f'restic_binary = "{binary}"\n[repository]\nkind = "local"\n'
-                                f'[repository.local]\npassword_file = "{password_file}"\n')
-    write_tree(agent.home(project_id), files=40)
-    write_tree(agent.persist(project_id), files=3, depth=0)
-    backup = agent.wait(agent.backup(project_id).id)
-    assert backup.state == pb.SUCCEEDED, backup.error
-    repo = agent.repository(project_id)
-    check = stock_rustic(rustic_binary, tmp_path, repo, "check", "--read-data")
-    assert check.returncode == 0, check.stderr
-    target = tmp_path / "by-rustic"
-    restore = stock_rustic(rustic_binary, tmp_path, repo, "restore", "--numeric-id", "--",
-                           backup.summary.snapshot_id, str(target))
-    assert restore.returncode == 0 and "restore done." in restore.stdout, restore.stdout + restore.stderr
-    assert manifest(target / "project") == manifest(agent.home(project_id))
-    assert manifest(target / "persist") == manifest(agent.persist(project_id))
 
 
 @pytest.mark.parametrize("kind", ["dir", "file"])

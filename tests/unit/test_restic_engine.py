@@ -78,3 +78,42 @@ def test_the_restore_size_lookup_runs_at_a_lower_cpu_priority_than_the_restore(t
     assert (size.total_bytes, size.total_files) == (10, 2)
     assert dict(line.split() for line in seen.read_text().splitlines()) == {
         "stats": str(min(own + 10, 19)), "restore": str(own)}
+
+
+SAMPLES = Path(__file__).parent / "samples" / "restic"
+
+
+def by_subcommand(tmp_path: Path, outputs: dict[str, Path]) -> Path:
+    """A stand-in that prints ``outputs[subcommand]`` and logs each subcommand it ran."""
+    cases = "".join(f'  {name}) cat "{path}";;\n' for name, path in outputs.items())
+    return stand_in(tmp_path, f'for arg in "$@"; do case "$arg" in {"|".join(outputs)}) command="$arg";; esac; done\n'
+                              f'echo "$command" >> "{tmp_path / "calls"}"\ncase "$command" in\n{cases}esac\n')
+
+
+def test_a_backup_reported_by_its_short_id_is_named_by_the_full_one(tmp_path: Path) -> None:
+    """restic 0.14's summary has the short id (recorded sample); the outcome names the full id
+    the repository lists for it."""
+    import json
+
+    from agent.backends.base import EngineView
+
+    listed = json.loads((SAMPLES / "snapshots.stdout.json").read_text())[:1]  # as `snapshots 9b56b604` lists it
+    (tmp_path / "listed.json").write_text(json.dumps(listed))
+    driver = engine(by_subcommand(tmp_path, {"backup": SAMPLES / "backup_fast.stdout.jsonl",
+                                             "snapshots": tmp_path / "listed.json"}), tmp_path)
+    outcome = asyncio.run(driver.backup(repo(tmp_path), EngineView(wrapper=[], root=tmp_path), host="h", tags=[],
+                                        on_status=lambda status: None))
+    assert outcome.summary.snapshot_id == listed[0]["id"] and listed[0]["short_id"] == "9b56b604"
+    assert (tmp_path / "calls").read_text().split() == ["backup", "snapshots"]
+
+
+def test_a_listing_carries_the_targets_of_its_symlinks(tmp_path: Path) -> None:
+    """restic's ls --json has no symlink target; the driver asks find --json (recorded samples)."""
+    driver = engine(by_subcommand(tmp_path, {"ls": SAMPLES / "ls_tree.stdout.jsonl",
+                                             "find": SAMPLES / "find_nodes.stdout.json"}), tmp_path)
+    nodes = asyncio.run(driver.ls(repo(tmp_path), "0123456789abcdef", "/project", recursive=True))
+    assert {n.path: n.link_target for n in nodes if n.type == "symlink"} == {
+        "/project/link-abs": "/etc/hostname", "/project/link-dir": "src", "/project/link-in": "src/a.txt",
+        "/project/link-out": "../persist/state.db"}
+    assert all(n.link_target == "" for n in nodes if n.type != "symlink")
+    assert (tmp_path / "calls").read_text().split() == ["ls", "find"]
