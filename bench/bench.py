@@ -34,6 +34,13 @@ directory repositories, and with S3 repositories on a moto server on 127.0.0.1
   (``settle``), so their removal does not land in the next step's timing.
 * raw restore: ``restic restore --target EMPTYDIR -- SNAP`` of the raw snapshot.
 
+These four rows run once per engine (``--engines``, default all of ``tests/engines.py``
+``ENGINES``: rustic 0.11.4, restic 0.18.1, Debian's restic 0.14): the agent is restarted with
+``engine = "<driver>"`` and that binary, and the raw side runs the same binary's CLI
+(``bench/raw_engines.py``: for rustic ``backup --init --json`` in one process, as the agent's
+rustic does, and ``restore -- SNAP TARGET``; an S3 repository through a profile, rustic having
+no command-line options for it). Under the table the fastest engine of each row is named.
+
 Two more rows run on a btrfs filesystem on a loop device (``tests/btrfsfs.py``:
 one :class:`LoopBtrfs` per invocation, stopped at exit; skipped with the reason
 printed when this machine cannot make one, or with ``--no-btrfs``). A second
