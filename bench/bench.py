@@ -1157,7 +1157,8 @@ def render(figures: list[Figure], machine: dict, params: dict) -> str:
             "",
         ]
     for figure in figures:
-        label = f"{figure.name} [{figure.engine}]" if figure.engine and figure.engine != DEFAULT_ENGINE_ID else figure.name
+        per_engine = figure.engine and figure.engine != DEFAULT_ENGINE_ID
+        label = f"{figure.name} [{figure.engine}]" if per_engine else figure.name
         if figure.note:
             out.append(f"  {label}: {figure.note}")
         elif any(figure.extra.values()):

@@ -74,7 +74,7 @@ def resolve_engines(wanted: str, available: Sequence[tuple[str, str, str | None]
         if name == "all":
             chosen.update(ids)
             continue
-        matches = [i for i in ids if i == name] or [i for i in ids if i.startswith(name + "-") or i.startswith(name + ".")]
+        matches = [i for i in ids if i == name] or [i for i in ids if i.startswith((name + "-", name + "."))]
         if len(matches) != 1:
             found = "no engine" if not matches else "more than one engine (" + ", ".join(matches) + ")"
             raise ValueError(f"--engines: {name!r} names {found}; the engines are {', '.join(ids)}")
