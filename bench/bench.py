@@ -34,6 +34,13 @@ directory repositories, and with S3 repositories on a moto server on 127.0.0.1
   (``settle``), so their removal does not land in the next step's timing.
 * raw restore: ``restic restore --target EMPTYDIR -- SNAP`` of the raw snapshot.
 
+These four rows run once per engine (``--engines``, default all of ``tests/engines.py``
+``ENGINES``: rustic 0.11.4, restic 0.18.1, Debian's restic 0.14): the agent is restarted with
+``engine = "<driver>"`` and that binary, and the raw side runs the same binary's CLI
+(``bench/raw_engines.py``: for rustic ``backup --init --json`` in one process, as the agent's
+rustic does, and ``restore -- SNAP TARGET``; an S3 repository through a profile, rustic having
+no command-line options for it). Under the table the fastest engine of each row is named.
+
 Two more rows run on a btrfs filesystem on a loop device (``tests/btrfsfs.py``:
 one :class:`LoopBtrfs` per invocation, stopped at exit; skipped with the reason
 printed when this machine cannot make one, or with ``--no-btrfs``). A second
@@ -113,12 +120,29 @@ if str(REPO_ROOT) not in sys.path:
 
 from hub_client.proto.buckets.v1 import agent_pb2 as pb  # noqa: E402
 from tests.btrfsfs import LoopBtrfs, btrfs_unavailable_reason  # noqa: E402
-from tests.harness import AgentProcess, new_id  # noqa: E402
+from tests.harness import AgentProcess, config_text, new_id  # noqa: E402
+
+try:  # bench/ is sys.path[0] when this file runs as a script (make bench)
+    import raw_engines as rawe  # noqa: E402
+except ImportError:  # imported from the repository root (tests)
+    from bench import raw_engines as rawe  # noqa: E402
 
 if TYPE_CHECKING:
     from tests.s3server import S3Server
 
+
+def s3_server_class():
+    """THE one place that names the bench's S3 server: switching servers is this import.
+    Any class with the interface of ``tests.s3server.S3Server`` (``endpoint``, ``access_key_id``,
+    ``secret_access_key``, ``region``, ``start()``, ``stop()``, ``client()``, a ``log_path`` keyword)."""
+    from tests.s3server import S3Server as server  # moto and boto3 only when the S3 rows run
+
+    return server
+
 TARGET_RATIO = 1.05
+# The engine of the rows that do not run once per engine (move, btrfs, load: their agents run
+# `engine = "restic"` with the restic on PATH) and of the raw side by default: tests/engines.py's id.
+DEFAULT_ENGINE_ID = "restic-0.14-debian"
 # The unchanged-btrfs-project backup row: a minimum speed-up (raw / agent), not a maximum ratio.
 TARGET_UNCHANGED_SPEEDUP = 50.0
 RESULTS_PATH = REPO_ROOT / "bench" / "results" / "latest.json"
@@ -149,6 +173,8 @@ class Figure:
     # What the agent samples are: "s" (seconds, the agent-vs-raw rows) or the unit of a load row
     # (bench/load_rows.py: "projects/s", "calls/s", "events", "MiB", "%"), which has no raw side.
     unit: str = "s"
+    # The engine this row ran on (an id of tests/engines.py ENGINES, e.g. "rustic-0.11.4").
+    engine: str = ""
     # Set when the measurement found a fault it reports rather than raises (e.g. a progress watcher
     # that missed events): the table shows "FAILED: <this>" instead of the figure.
     failed: str = ""
@@ -184,6 +210,7 @@ class Figure:
     def to_json(self) -> dict:
         return {
             "name": self.name,
+            "engine": self.engine or None,
             "agent": _stats(self.agent),
             "raw": _stats(self.raw),
             "ratio": self.ratio,
@@ -250,6 +277,15 @@ class Bench:
     agent_log_level: str = "info"
     # The load rows' scale (bench/load_rows.py LoadSettings); None with --no-load.
     load: object | None = None
+    # The engine of the raw side (and of the agent, see switch_engine); None: restic at ``restic``.
+    engine: rawe.RawEngine | None = None
+    # The engines of the backup/restore rows (--engines), and the wanted ones not on this machine.
+    engines: list[rawe.RawEngine] = field(default_factory=list)
+    engines_skipped: list[str] = field(default_factory=list)
+
+    @property
+    def raw_engine(self) -> rawe.RawEngine:
+        return self.engine or rawe.RawEngine(DEFAULT_ENGINE_ID, rawe.RESTIC, self.restic)
 
     def on_btrfs(self) -> Bench:
         """This bench with the btrfs agent and project; raw restic's cache and restore targets on the
@@ -372,38 +408,60 @@ class Bench:
 
     # ------------------------------------------------------------ raw side
 
-    def raw_env(self, repository: Path | str | None = None) -> dict[str, str]:
-        """restic's environment; an ``s3:`` repository adds the S3 credentials and region."""
+    def raw_env(self, repository: rawe.RawRepository | str | None = None) -> dict[str, str]:
+        """The raw engine's environment: a minimal base plus the password (and for restic and S3 the
+        keys and region). ``repository`` as a string: a restic ``s3:`` URL of the bench's server."""
         home = self.scratch / "raw-home"
         tmp = self.scratch / "raw-tmp"
         home.mkdir(exist_ok=True)
         tmp.mkdir(exist_ok=True)
-        env = {
+        base = {
             "PATH": os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin"),
             "HOME": str(home),
             "TMPDIR": str(tmp),
             "LANG": "C.UTF-8",
-            "RESTIC_PASSWORD": self.password,
         }
-        if str(repository or "").startswith("s3:"):
-            s3 = self._s3()
-            env.update(
-                AWS_ACCESS_KEY_ID=s3.access_key_id,
-                AWS_SECRET_ACCESS_KEY=s3.secret_access_key,
-                AWS_DEFAULT_REGION=s3.region,
-            )
-        return env
+        if isinstance(repository, str) and repository.startswith("s3:"):
+            repository = self.s3_location("-")  # only its keys and region are used
+        elif isinstance(repository, str) or repository is None:
+            repository = Path(repository or ".")
+        return rawe.environment(self.raw_engine, repository, self.password, base)
+
+    @property
+    def raw_cache_dir(self) -> Path:
+        return self.raw_cache or self.scratch / "raw-cache"
 
     def raw_argv(self, repository: Path | str, *args: str) -> list[str]:
-        cache = self.raw_cache or self.scratch / "raw-cache"
-        return [self.restic, "-r", str(repository), "--cache-dir", str(cache), *args]
+        """restic's argv (the raw side of the restic engines), e.g. for one-off commands."""
+        return [self.restic, "-r", str(repository), "--cache-dir", str(self.raw_cache_dir), *args]
 
-    def raw_run(self, argv: list[str], *, cwd: Path | None = None) -> str:
-        repository = argv[argv.index("-r") + 1] if "-r" in argv else None
+    def raw_profile(self, repository: rawe.RawRepository) -> Path | None:
+        """For rustic and an S3 repository: the profile a user would write (rustic takes S3 settings
+        from a profile only), written now, untimed; None otherwise."""
+        if self.raw_engine.driver != rawe.RUSTIC or not isinstance(repository, rawe.S3Location):
+            return None
+        profiles = self.scratch / "raw-profiles"
+        profiles.mkdir(mode=0o700, exist_ok=True)
+        path = profiles / f"{repository.root.replace('/', '_')}.toml"
+        path.write_text(rawe.rustic_s3_profile(repository))
+        return path
+
+    def raw_run(
+        self, argv: list[str], *, cwd: Path | None = None, repository: rawe.RawRepository | str | None = None
+    ) -> str:
+        """Run one raw command; returns its stdout. Raises on a non-zero exit. ``repository``
+        picks the environment (default: the ``-r`` value of ``argv``)."""
+        return self._raw_process(argv, cwd=cwd, repository=repository).stdout
+
+    def _raw_process(
+        self, argv: list[str], *, cwd: Path | None = None, repository: rawe.RawRepository | str | None = None
+    ) -> subprocess.CompletedProcess:
+        if repository is None and "-r" in argv:
+            repository = argv[argv.index("-r") + 1]
         result = subprocess.run(argv, cwd=cwd, env=self.raw_env(repository), capture_output=True, text=True)
         if result.returncode != 0:
             raise RuntimeError(f"{' '.join(argv)} exited {result.returncode}:\n{result.stderr[-2000:]}")
-        return result.stdout
+        return result
 
     @property
     def raw_paths(self) -> list[str]:
@@ -414,42 +472,65 @@ class Bench:
             str(self.agent.persist(self.project_id).relative_to(base)),
         ]
 
-    def raw_backup(self, repository: Path | str) -> tuple[float, float, str]:
-        """``restic init`` + ``restic backup --json`` (both timed); returns (seconds, init seconds, snapshot id).
+    def raw_backup(self, repository: rawe.RawRepository | str) -> tuple[float, float, str]:
+        """A backup into a new repository (restic: ``init`` + ``backup --json``; rustic: ``backup
+        --init --json``), all timed; returns (seconds, init seconds, snapshot id).
 
-        ``repository``: a local path or a restic repository string (e.g. :meth:`s3_url`)."""
+        ``repository``: a local path or an :class:`raw_engines.S3Location` (a restic ``s3:`` URL too)."""
         seconds, init_seconds, summary = self.raw_backup_summary(repository, init=True)
         return seconds, init_seconds, summary["snapshot_id"]
 
-    def raw_backup_summary(self, repository: Path | str, *, init: bool) -> tuple[float, float, dict]:
-        """[``restic init`` +] ``restic backup --json`` (timed); returns (seconds, init seconds, restic's
-        summary object). Without ``init`` the repository must exist; restic then picks the latest
-        snapshot of the same host and paths as the parent (an incremental scan)."""
+    def _raw_repository(self, repository: rawe.RawRepository | str) -> rawe.RawRepository:
+        if isinstance(repository, str):
+            if repository.startswith("s3:"):
+                prefix = f"s3:{self._s3().endpoint.rstrip('/')}/{S3_BUCKET}/"
+                if not repository.startswith(prefix):
+                    raise ValueError(f"not a repository of the bench's bucket: {repository}")
+                return self.s3_location(repository[len(prefix):])
+            return Path(repository)
+        return repository
+
+    def raw_backup_summary(self, repository: rawe.RawRepository | str, *, init: bool) -> tuple[float, float, dict]:
+        """[init +] backup with ``--json`` (timed); returns (seconds, init seconds, the summary: restic's
+        summary object or rustic's snapshot summary, ``snapshot_id`` in both). Without ``init`` the
+        repository must exist; the engine then picks the latest snapshot of the same host and paths
+        as the parent (an incremental scan). rustic initialises inside its backup (init seconds 0)."""
+        repository = self._raw_repository(repository)
+        engine = self.raw_engine
+        profile = self.raw_profile(repository)
+        cache = self.raw_cache_dir
         self.settle()
         began = time.perf_counter()
         if init:
-            self.raw_run(self.raw_argv(repository, "init"))
+            for argv in rawe.init_argvs(engine, repository, cache, profile):
+                self.raw_run(argv, repository=repository)
         init_seconds = time.perf_counter() - began
         stdout = self.raw_run(
-            self.raw_argv(
-                repository, "backup", "--json", "--host", f"project-{self.project_id}", "--", *self.raw_paths
-            ),
+            rawe.backup_argv(engine, repository, cache, host=f"project-{self.project_id}", paths=self.raw_paths,
+                             init=init, profile=profile),
             cwd=self.agent.base,
+            repository=repository,
         )
         seconds = time.perf_counter() - began
-        summary: dict = {}
-        for line in stdout.splitlines():
-            if line.startswith("{") and '"summary"' in line:
-                summary = json.loads(line)
-        if not summary.get("snapshot_id"):
-            raise RuntimeError("raw restic backup printed no summary")
+        try:
+            summary = rawe.backup_summary(engine, stdout)
+        except ValueError as exc:
+            raise RuntimeError(f"raw {engine.id} backup: {exc}") from exc
         return seconds, init_seconds, summary
 
-    def raw_restore(self, repository: Path | str, snapshot_id: str, target: Path) -> float:
+    def raw_restore(self, repository: rawe.RawRepository | str, snapshot_id: str, target: Path) -> float:
+        repository = self._raw_repository(repository)
+        engine = self.raw_engine
+        profile = self.raw_profile(repository)
+        argv = rawe.restore_argv(engine, repository, self.raw_cache_dir, snapshot_id=snapshot_id, target=target,
+                                 profile=profile)
         self.settle()
         began = time.perf_counter()
-        self.raw_run(self.raw_argv(repository, "restore", "--target", str(target), "--", snapshot_id))
-        return time.perf_counter() - began
+        result = self._raw_process(argv, repository=repository)
+        seconds = time.perf_counter() - began
+        if not rawe.restore_done(engine, result.stdout, result.stderr):
+            raise RuntimeError(f"raw {engine.id} restore did not say it finished:\n{result.stderr[-2000:]}")
+        return seconds
 
     # ------------------------------------------------------------ S3 (never timed)
 
@@ -460,7 +541,15 @@ class Bench:
 
     def s3_url(self, root: str) -> str:
         """restic's name of the repository under ``root`` in the bench bucket (the same the agent builds)."""
-        return f"s3:{self._s3().endpoint}/{S3_BUCKET}/{root}"
+        return rawe.restic_location(self.s3_location(root))
+
+    def s3_location(self, root: str) -> rawe.S3Location:
+        """The repository under ``root`` in the bench bucket, for the raw side of any engine."""
+        s3 = self._s3()
+        return rawe.S3Location(
+            endpoint=s3.endpoint, region=s3.region, bucket=S3_BUCKET, root=root,
+            access_key_id=s3.access_key_id, secret_access_key=s3.secret_access_key,
+        )
 
     def s3_delete(self, root: str) -> int:
         """Remove every object under ``root`` in the bench bucket (keeps moto's memory flat); returns the count."""
@@ -511,19 +600,27 @@ def full_backup_and_restore_rounds(
     """Warm-up + measured rounds of: full backup into a new repository, then restore of that snapshot,
     through the agent and with raw restic (order alternating per round). ``kind`` names the repositories
     in the notes, ``name_suffix`` goes into the row names ("Backup{suffix} (full, new repo)")."""
+    engine = bench.raw_engine
+    raw_backup = (
+        "rustic backup --init --json (init in the same process, as the agent's rustic does)"
+        if engine.driver == rawe.RUSTIC else "restic init + restic backup --json"
+    )
     backup = Figure(
         f"Backup{name_suffix} (full, new repo)",
         note=f"agent: Backup RPC until the terminal progress event (repository init included); "
-        f"raw: restic init + restic backup --json; a new {kind} repository per run",
+        f"raw: {raw_backup}; a new {kind} repository per run",
+        engine=engine.id,
     )
     restore = Figure(
         f"Restore{name_suffix} (full)",
         note="agent: Restore RPC until the terminal event (staging, swap; the old tree is removed after it); "
-        f"raw: restic restore into an empty directory; from the {kind} repository just written",
+        f"raw: {engine.driver} restore into an empty directory; from the {kind} repository just written",
+        engine=engine.id,
     )
     for figure in (backup, restore):
         figure.extra["agent_job_seconds"] = []  # the operation's own duration, as the agent reports it
-    backup.extra["raw_init_seconds"] = []  # the `restic init` part of the raw backup
+    if engine.driver == rawe.RESTIC:
+        backup.extra["raw_init_seconds"] = []  # the `restic init` part of the raw backup
     home, persist = bench.agent.home(bench.project_id), bench.agent.persist(bench.project_id)
 
     def agent_round(measured: bool) -> None:
@@ -549,7 +646,8 @@ def full_backup_and_restore_rounds(
         bench.log(f"  raw backup    {seconds:8.3f} s  snapshot {snapshot_id} (init {init_seconds:.3f} s)")
         if measured:
             backup.raw.append(seconds)
-            backup.extra["raw_init_seconds"].append(init_seconds)
+            if "raw_init_seconds" in backup.extra:
+                backup.extra["raw_init_seconds"].append(init_seconds)
         target = bench.fresh_restore_dir()
         seconds = bench.raw_restore(repository, snapshot_id, target)
         bench.log(f"  raw restore   {seconds:8.3f} s")
@@ -598,9 +696,9 @@ def measure_s3_full_backup_and_restore(bench: Bench) -> list[Figure]:
         root = f"bench/agent-{new_id()}"
         return bench.s3_repository_spec(root), lambda: remove(root)
 
-    def new_raw() -> tuple[str, Callable[[], None]]:
+    def new_raw() -> tuple[rawe.S3Location, Callable[[], None]]:
         root = f"bench/raw-{new_id()}"
-        return bench.s3_url(root), lambda: remove(root)
+        return bench.s3_location(root), lambda: remove(root)
 
     return full_backup_and_restore_rounds(
         bench,
@@ -609,6 +707,69 @@ def measure_s3_full_backup_and_restore(bench: Bench) -> list[Figure]:
         new_agent_repository=new_agent,
         new_raw_repository=new_raw,
     )
+
+
+def switch_engine(bench: Bench, engine: rawe.RawEngine) -> Bench:
+    """Restart the bench's agent with ``engine`` (``engine = DRIVER`` and its binary, the bench's log
+    level; same base dir, same project) and return the bench with that engine on the raw side too
+    (and a raw cache dir of that engine's own)."""
+    agent = bench.agent
+    agent.stop()
+    agent.engine = engine.driver
+    agent.extra = engine.agent_config_lines()
+    agent.config_path.write_text(
+        config_text(agent.base, port_file=agent.port_file, limits=agent.limits, extra=agent.extra,
+                    engine=agent.engine, backend=agent.backend, host_id=agent.host_id,
+                    grace_period=agent.grace_period)
+    )
+    _configure_log_level(agent, bench.agent_log_level)
+    agent.start()
+    bench.log(f"agent restarted with engine {engine.id} ({engine.binary})")
+    return dataclasses.replace(bench, engine=engine, raw_cache=bench.scratch / f"raw-cache-{engine.id}")
+
+
+def measure_engines(bench: Bench) -> list[Figure]:
+    """The full backup and restore rows, local and S3, once per engine of ``--engines`` (the agent
+    restarted with that engine, the raw side that engine's CLI), rows grouped by operation in
+    engine order. The agent is given its first configuration back afterwards."""
+    original = bench.agent.config_path.read_text()
+    original_engine, original_extra = bench.agent.engine, bench.agent.extra
+    figures: list[Figure] = []
+    try:
+        for engine in bench.engines:
+            bench.log(f"engine {engine.id}")
+            on_engine = switch_engine(bench, engine)
+            figures += measure_full_backup_and_restore(on_engine)
+            figures += measure_s3_full_backup_and_restore(on_engine)
+    finally:
+        bench.agent.stop()
+        bench.agent.engine, bench.agent.extra = original_engine, original_extra
+        bench.agent.config_path.write_text(original)
+        bench.agent.start()
+    order = {engine.id: index for index, engine in enumerate(bench.engines)}
+    names = list(dict.fromkeys(figure.name for figure in figures))
+    return sorted(figures, key=lambda figure: (names.index(figure.name), order[figure.engine]))
+
+
+def fastest_engines(figures: list[Figure]) -> list[dict]:
+    """Per operation measured on more than one engine: the engine with the lowest agent median and
+    the one with the lowest raw median (rows without samples left out)."""
+    by_name: dict[str, list[Figure]] = {}
+    for figure in figures:
+        if figure.engine and figure.agent and figure.raw and figure.unit == "s":
+            by_name.setdefault(figure.name, []).append(figure)
+    out = []
+    for name, rows in by_name.items():
+        if len({row.engine for row in rows}) < 2:
+            continue
+        agent = min(rows, key=lambda row: statistics.median(row.agent))
+        raw = min(rows, key=lambda row: statistics.median(row.raw))
+        out.append({
+            "operation": name,
+            "agent": agent.engine, "agent_median": statistics.median(agent.agent),
+            "raw": raw.engine, "raw_median": statistics.median(raw.raw),
+        })
+    return out
 
 
 def _alternating(bench: Bench, runs: int, agent_run: Callable[[bool], None], raw_run: Callable[[bool], None]) -> None:
@@ -775,8 +936,8 @@ def measure_load(bench: Bench) -> list[Figure]:
 
 
 MEASUREMENTS: list[Measurement] = [
-    measure_full_backup_and_restore,
-    measure_s3_full_backup_and_restore,
+    # Local and S3 backup/restore, once per engine.
+    measure_engines,
     measure_move,
     # Unchanged first: the agent's restores replace the project's subvolumes.
     measure_btrfs_unchanged_backup,
@@ -879,6 +1040,14 @@ def filesystem_of(path: Path) -> str:
     return fstype
 
 
+def s3_server_description(server: object) -> str:
+    """What served S3 in this run, for the JSON params and the table's heading."""
+    module = type(server).__module__
+    if module.endswith("s3server"):
+        return f"moto {_version_of('moto')} server on 127.0.0.1"
+    return f"{type(server).__name__} ({module}) on 127.0.0.1"
+
+
 def _version_of(distribution: str) -> str:
     try:
         from importlib.metadata import version
@@ -906,6 +1075,10 @@ def _span(samples: list[float], unit: str = "s") -> str:
     return f"{statistics.median(samples):.2f} s ({min(samples):.2f}–{max(samples):.2f})"
 
 
+def _seconds(value: float) -> str:
+    return f"{value * 1000:.1f} ms" if value < 0.1 else f"{value:.2f} s"
+
+
 def _ratio_cells(figure: Figure) -> tuple[str, str]:
     """The ratio and target cells: agent/raw against a maximum, or the speed-up against a minimum."""
     met = figure.meets_target
@@ -925,11 +1098,12 @@ def _load_average(values: list[float]) -> str:
 
 
 def render(figures: list[Figure], machine: dict, params: dict) -> str:
-    header = ["operation", "agent median (min–max)", "raw median (min–max)", "ratio (agent/raw)", "target"]
+    header = ["operation", "engine", "agent median (min–max)", "raw median (min–max)", "ratio (agent/raw)",
+              "target"]
     rows = []
     for figure in figures:
         agent = f"FAILED: {figure.failed}" if figure.failed else figure.cell or _span(figure.agent, figure.unit)
-        rows.append([figure.name, agent, _span(figure.raw), *_ratio_cells(figure)])
+        rows.append([figure.name, figure.engine or "-", agent, _span(figure.raw), *_ratio_cells(figure)])
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
 
     def line(cells: list[str]) -> str:
@@ -952,6 +1126,19 @@ def render(figures: list[Figure], machine: dict, params: dict) -> str:
         *(line(r) for r in rows),
         "",
     ]
+    fastest = params.get("fastest") or []
+    if fastest:
+        out.append("fastest engine per row (lowest median; through the agent / raw CLI):")
+        width = max(len(row["operation"]) for row in fastest)
+        for row in fastest:
+            out.append(f"  {row['operation'].ljust(width)}  agent: {row['agent']} ({_seconds(row['agent_median'])}), "
+                       f"raw: {row['raw']} ({_seconds(row['raw_median'])})")
+        out.append("")
+    engines = params.get("engines") or {}
+    if engines.get("skipped"):
+        out += [f"engines not measured: {'; '.join(engines['skipped'])}", ""]
+    if engines.get("other_rows"):
+        out += [f"rows without a per-engine run (move, btrfs, load) use {engines['other_rows']}", ""]
     if any(figure.target_is_speedup for figure in figures):
         out += ["speed-up = raw median / agent median (higher is better; its target is a minimum)", ""]
     if btrfs.get("skipped"):
@@ -970,10 +1157,12 @@ def render(figures: list[Figure], machine: dict, params: dict) -> str:
             "",
         ]
     for figure in figures:
+        per_engine = figure.engine and figure.engine != DEFAULT_ENGINE_ID
+        label = f"{figure.name} [{figure.engine}]" if per_engine else figure.name
         if figure.note:
-            out.append(f"  {figure.name}: {figure.note}")
+            out.append(f"  {label}: {figure.note}")
         elif any(figure.extra.values()):
-            out.append(f"  {figure.name}:")
+            out.append(f"  {label}:")
         for key, samples in figure.extra.items():
             if samples:
                 unit = "s" if key.endswith("seconds") else figure.unit
@@ -1013,7 +1202,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--warmup", type=int, default=1, help="unmeasured rounds first (default 1)")
     parser.add_argument("--size-mb", type=int, default=None, help="tree size in MB (default 200, quick 20)")
     parser.add_argument("--files", type=int, default=None, help="number of files (default 2000, quick 200)")
-    parser.add_argument("--restic", default=shutil.which("restic") or "restic", help="restic binary")
+    parser.add_argument(
+        "--restic", default=shutil.which("restic") or "restic",
+        help="the restic of the restic-0.14 engine and of the move, btrfs and load rows (default: on PATH)",
+    )
+    parser.add_argument(
+        "--engines", default="all",
+        help="engines of the backup/restore rows, comma-separated ids or prefixes of tests/engines.py "
+        "(rustic-0.11.4, restic-0.18.1, restic-0.14-debian; e.g. 'rustic,restic-0.18'); default: all",
+    )
     parser.add_argument("--tmpdir", type=Path, default=None, help="where the scratch dir goes (default: $TMPDIR)")
     parser.add_argument("--json", type=Path, default=RESULTS_PATH, help=f"JSON output (default {RESULTS_PATH})")
     parser.add_argument(
@@ -1050,6 +1247,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.load_projects < 1 or args.load_runs < 1:
         parser.error("--load-projects and --load-runs must be positive")
     return args
+
+
+def available_engines(restic: str) -> list[tuple[str, str, str | None]]:
+    """(id, driver, binary or None) of every engine of tests/engines.py on this machine: the pinned
+    builds through tests/tools.py, the stock restic at ``restic``."""
+    from tests.engines import ENGINES
+    from tests.tools import tool
+
+    return [(engine.id, engine.driver, tool(engine.tool) if engine.tool else rawe.found_binary(restic))
+            for engine in ENGINES]
 
 
 def _terminate(signum, _frame):
@@ -1113,6 +1320,11 @@ def main(argv: list[str] | None = None) -> int:
     if not shutil.which(args.restic):
         print(f"bench: restic binary {args.restic!r} not found", file=sys.stderr)
         return 2
+    try:
+        resolved = rawe.resolve_engines(args.engines, available_engines(args.restic))
+    except ValueError as exc:
+        print(f"bench: {exc}", file=sys.stderr)
+        return 2
     scratch = Path(tempfile.mkdtemp(prefix="buckets-bench-", dir=args.tmpdir))
     agent = AgentProcess(base=scratch / "agent")
     s3: S3Server | None = None
@@ -1137,7 +1349,11 @@ def main(argv: list[str] | None = None) -> int:
             move=not args.no_move,
             agent_log_level=args.agent_log_level,
             load=load_settings(args),
+            engines=[engine for engine in resolved if isinstance(engine, rawe.RawEngine)],
+            engines_skipped=[engine for engine in resolved if isinstance(engine, str)],
         )
+        for skipped in bench.engines_skipped:
+            bench.log(f"engine skipped: {skipped} (scripts/tools.sh builds the pinned ones)")
         bench.log(f"generating {args.size_mb} MB in {args.files} files under {scratch}")
         generate_tree(home, total_bytes=args.size_mb * 1_000_000, files=args.files)
         generate_persist(persist)
@@ -1147,10 +1363,9 @@ def main(argv: list[str] | None = None) -> int:
         bench.log("starting the agent")
         agent.start()
         if not args.no_s3:
-            from tests import s3server  # moto and boto3 only when the S3 rows run
-
-            bench.log("starting the S3 server (moto, 127.0.0.1)")
-            s3 = s3server.S3Server(log_path=scratch / "moto.log")
+            server_class = s3_server_class()
+            bench.log(f"starting the S3 server ({server_class.__module__}.{server_class.__name__}, 127.0.0.1)")
+            s3 = server_class(log_path=scratch / "s3server.log")
             s3.start()
             # The agent checks the bucket in every backup; its config does not let it create one.
             s3.client().create_bucket(Bucket=S3_BUCKET)
@@ -1174,6 +1389,8 @@ def main(argv: list[str] | None = None) -> int:
             bench.log(f"measurement: {measurement.__name__}")
             figures += measurement(bench)
 
+        for figure in figures:  # the rows with agents of their own (move, btrfs, load) run restic 0.14
+            figure.engine = figure.engine or DEFAULT_ENGINE_ID
         machine = machine_info(bench.restic, scratch)
         params = {
             "size_mb": args.size_mb,
@@ -1185,7 +1402,13 @@ def main(argv: list[str] | None = None) -> int:
             "warmup": args.warmup,
             "agent_log_level": args.agent_log_level,
             "repository_kinds": ["local"] + ([] if s3 is None else ["S3"]),
-            "s3_server": None if s3 is None else f"moto {_version_of('moto')} server on 127.0.0.1",
+            "s3_server": None if s3 is None else s3_server_description(s3),
+            "engines": {
+                "measured": [dataclasses.asdict(engine) for engine in bench.engines],
+                "skipped": bench.engines_skipped,
+                "other_rows": f"{DEFAULT_ENGINE_ID} ({bench.restic})",
+            },
+            "fastest": fastest_engines(figures),
             "sync_before_each_step": bench.sync,
             "unchanged_runs": args.unchanged_runs,
             "btrfs": (
@@ -1219,7 +1442,7 @@ def main(argv: list[str] | None = None) -> int:
         if tail:
             print(f"--- btrfs agent log tail ---\n{tail}", file=sys.stderr)
         if s3 is not None and s3.log_path.exists():
-            print(f"--- moto log tail ---\n{s3.log_path.read_text()[-2000:]}", file=sys.stderr)
+            print(f"--- S3 server log tail ---\n{s3.log_path.read_text()[-2000:]}", file=sys.stderr)
         raise
     finally:
         agent.stop()
