@@ -14,8 +14,8 @@ What is timed
 Every measured backup (except the unchanged btrfs row below) is a FULL backup
 into a NEW, empty repository, on both sides, so no run profits from an earlier
 one. The rows come twice: with local
-directory repositories, and with S3 repositories on a moto server on 127.0.0.1
-(``tests/s3server.py``; a new root in one bucket per run, ``--no-s3`` to skip):
+directory repositories, and with S3 repositories on a MinIO server on 127.0.0.1
+(``tests/minio_server.py``; a new root in one bucket per run, ``--no-s3`` to skip):
 
 * agent Backup: from sending the ``Backup`` RPC (with a per-run
   ``RepositorySpec``: local path or S3 location, + password) until
@@ -128,14 +128,14 @@ except ImportError:  # imported from the repository root (tests)
     from bench import raw_engines as rawe  # noqa: E402
 
 if TYPE_CHECKING:
-    from tests.s3server import S3Server
+    from tests.minio_server import MinioServer as S3Server
 
 
 def s3_server_class():
     """THE one place that names the bench's S3 server: switching servers is this import.
-    Any class with the interface of ``tests.s3server.S3Server`` (``endpoint``, ``access_key_id``,
+    Any class with the interface of ``tests.minio_server.MinioServer`` (``endpoint``, ``access_key_id``,
     ``secret_access_key``, ``region``, ``start()``, ``stop()``, ``client()``, a ``log_path`` keyword)."""
-    from tests.s3server import S3Server as server  # moto and boto3 only when the S3 rows run
+    from tests.minio_server import MinioServer as server  # MinIO and boto3 only when the S3 rows run
 
     return server
 
@@ -263,7 +263,7 @@ class Bench:
     tree_files: int
 
     sync: bool = True
-    # The S3 server of this invocation (moto on 127.0.0.1, bucket S3_BUCKET made), None with --no-s3.
+    # The S3 server of this invocation (MinIO on 127.0.0.1, bucket S3_BUCKET made), None with --no-s3.
     s3: S3Server | None = None
     # Raw restic's cache dir and where raw restores go; None: in the scratch dir (see on_btrfs()).
     raw_cache: Path | None = None
@@ -552,7 +552,7 @@ class Bench:
         )
 
     def s3_delete(self, root: str) -> int:
-        """Remove every object under ``root`` in the bench bucket (keeps moto's memory flat); returns the count."""
+        """Remove every object under ``root`` in the bench bucket (keeps the server's disk flat); returns the count."""
         client = self._s3().client()
         deleted = 0
         for page in client.get_paginator("list_objects_v2").paginate(Bucket=S3_BUCKET, Prefix=root + "/"):
@@ -1043,8 +1043,9 @@ def filesystem_of(path: Path) -> str:
 def s3_server_description(server: object) -> str:
     """What served S3 in this run, for the JSON params and the table's heading."""
     module = type(server).__module__
-    if module.endswith("s3server"):
-        return f"moto {_version_of('moto')} server on 127.0.0.1"
+    if module.endswith("minio_server"):
+        from tests.tools import tool
+        return f"MinIO ({tool('minio')}) on 127.0.0.1"
     return f"{type(server).__name__} ({module}) on 127.0.0.1"
 
 
@@ -1220,7 +1221,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--no-sync", action="store_true", help="do not sync(2) before each timed step (default: sync)"
     )
     parser.add_argument(
-        "--no-s3", action="store_true", help="skip the S3 rows (no moto server is started)"
+        "--no-s3", action="store_true", help="skip the S3 rows (no MinIO server is started)"
     )
     parser.add_argument(
         "--no-btrfs", action="store_true", help="skip the btrfs rows (no loop-device btrfs is made)"

@@ -1,6 +1,6 @@
 """An S3 server for tests: the pinned MinIO (``tests/tools.py``) on 127.0.0.1, on disk.
 
-The public interface is :class:`tests.s3server.S3Server`'s (``endpoint``, ``port``,
+The public interface (moto's old ``S3Server``, which this replaced: ``endpoint``, ``port``,
 ``access_key_id``, ``secret_access_key``, ``region``, ``log_path``, ``start``, ``stop``,
 ``client``, ``agent_repository_config``), plus what only a real server on disk can do:
 :meth:`MinioServer.kill` (SIGKILL) and :meth:`MinioServer.restart` on the same data dir and the
