@@ -1202,3 +1202,12 @@ def classify_failure(returncode: int, stderr_tail: str, *, action: str) -> error
     if returncode == EXIT_INCOMPLETE:
         return errors.Internal(f"restic {action} finished incomplete (exit code 3)", detail=detail)
     return errors.Internal(f"restic {action} failed with exit code {returncode}", detail=detail)
+
+
+_FULL_ID = re.compile(r"[0-9a-f]{64}")
+
+
+def snapshot_ids_with_prefix(names: Iterable[str], prefix: str) -> list[str]:
+    """The names among ``names`` (a repository's ``snapshots/`` files) that are full snapshot ids
+    (64 lowercase hex digits) starting with ``prefix``."""
+    return sorted(n for n in names if n.startswith(prefix) and _FULL_ID.fullmatch(n))

@@ -53,7 +53,7 @@ def test_backup_list_restore_verify_in_a_bucket(agent_factory, s3_server, tmp_pa
     assert f"rustic/project-{project_id}/config" in keys
 
     listing = agent.stub.ListSnapshots(pb.ListSnapshotsRequest(project_id=project_id), timeout=30)
-    assert [s.short_id for s in listing.snapshots] == [backup.summary.snapshot_id]
+    assert [s.id for s in listing.snapshots] == [backup.summary.snapshot_id]  # full ids, both
 
     for path in list(agent.home(project_id).rglob("*.bin"))[:10]:
         path.unlink()

@@ -1198,3 +1198,12 @@ def test_may_leave_lock(action: str, error: BaseException, expected: bool) -> No
 
 def test_locking_commands() -> None:
     assert LOCKING_COMMANDS == frozenset({"backup", "restore", "check", "forget", "prune"})
+
+
+def test_snapshot_ids_with_prefix_takes_full_ids_of_the_snapshots_directory_only() -> None:
+    full = "096283e2" + "a" * 56
+    other = "096283e3" + "b" * 56
+    names = [other, full, "096283e2", "096283e2" + "A" * 56, "096283e2" + "a" * 55, ".tmp", full + "x"]
+    assert ra.snapshot_ids_with_prefix(names, "096283e2") == [full]
+    assert ra.snapshot_ids_with_prefix(names, "0962") == [full, other]
+    assert ra.snapshot_ids_with_prefix([], "0962") == []
