@@ -12,7 +12,10 @@ that no engine process was started (:func:`running_pids`).
 
 All functions must be used from the agent's one long-lived event loop thread:
 the kernel ties a child's death signal (PR_SET_PDEATHSIG, set in the child by
-setpriv, see :func:`child_argv`) to the thread that forked it.
+setpriv, see :func:`child_argv`) to the thread that forked it. setpriv sets it
+before it execs the program, so an agent killed in the microseconds between
+the fork and setpriv's prctl leaves that one child without it (setpriv does not
+re-check its parent).
 """
 
 from __future__ import annotations

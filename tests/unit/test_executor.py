@@ -40,6 +40,14 @@ def _alive(pid: int) -> bool:
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
+def _exe(pid: int) -> str:
+    """The program ``pid`` runs now ("" when it is gone)."""
+    try:
+        return os.path.realpath(os.readlink(f"/proc/{pid}/exe"))
+    except OSError:
+        return ""
+
+
 def _wait_gone(pid: int, within: float = 5.0) -> bool:
     deadline = time.monotonic() + within
     while time.monotonic() < deadline:
@@ -404,6 +412,11 @@ def test_child_dies_when_the_agent_is_sigkilled(tmp_path):
             time.sleep(0.02)
         child_pid = int(pidfile.read_text())
         assert _alive(child_pid)
+        # setpriv sets the death signal and then execs the program: until the exec, a parent killed
+        # now would leave setpriv without it (a window of microseconds, noted in the executor).
+        while _exe(child_pid) != os.path.realpath(shutil.which("sleep")):
+            assert time.monotonic() < deadline, f"the child never exec'd sleep ({_exe(child_pid)})"
+            time.sleep(0.01)
         parent.send_signal(signal.SIGKILL)
         parent.wait(5)
         assert _wait_gone(child_pid), "the engine outlived the SIGKILLed agent"
