@@ -8,7 +8,25 @@ does, so there a null means garbage).
 
 from __future__ import annotations
 
+import json
+import re
 from typing import Any
+
+# Terminal escape sequences an engine may put around its lines.
+ANSI_CSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+
+
+def json_object_line(line: str) -> dict[str, Any] | None:
+    """The JSON object on one output line (escape sequences and surrounding blanks ignored), or
+    None when the line holds anything else (plain text, a truncated object, a list); never raises."""
+    text = ANSI_CSI.sub("", line).strip()
+    if not text.startswith("{"):
+        return None
+    try:
+        msg = json.loads(text)
+    except (ValueError, RecursionError):
+        return None
+    return msg if isinstance(msg, dict) else None
 
 
 def int_field(obj: dict[str, Any], key: str, *, allow_null: bool = False) -> int:

@@ -526,7 +526,7 @@ def version_args(binary: str) -> list[str]:
 
 # restic clears the terminal line with ESC[2K before a status line when it
 # thinks it writes to a terminal.
-_ANSI_CSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+_ANSI_CSI = json_fields.ANSI_CSI
 
 
 _int = json_fields.int_field
@@ -570,13 +570,10 @@ def parse_backup_line(line: str) -> BackupStatus | BackupSummary | BackupItemErr
     Returns None for anything that is not a JSON object of a known message
     type (plain text, "verbose_status", truncated lines …); never raises.
     """
+    msg = json_fields.json_object_line(line)
+    if msg is None:
+        return None
     try:
-        text = _ANSI_CSI.sub("", line).strip()
-        if not text.startswith("{"):
-            return None
-        msg = json.loads(text)
-        if not isinstance(msg, dict):
-            return None
         kind = msg.get("message_type")
         if kind == "status":
             remaining = msg.get("seconds_remaining")
@@ -622,13 +619,10 @@ def parse_restore_line(line: str) -> RestoreStatus | RestoreSummary | None:
     ``tests/unit/samples/restic/restore_v0.18.1.stdout.jsonl``. Returns None for anything
     else (plain text, "verbose_status", truncated lines …); never raises.
     """
+    msg = json_fields.json_object_line(line)
+    if msg is None:
+        return None
     try:
-        text = _ANSI_CSI.sub("", line).strip()
-        if not text.startswith("{"):
-            return None
-        msg = json.loads(text)
-        if not isinstance(msg, dict):
-            return None
         kind = msg.get("message_type")
         if kind == "status":
             return RestoreStatus(
@@ -1133,14 +1127,10 @@ def parse_exit_error(stderr: str) -> ExitError | None:
     """The last ``exit_error`` object on its own line of ``stderr``, or None (restic < 0.17,
     no ``--json``, a truncated line). Never raises."""
     for line in reversed(stderr.splitlines()):
-        text = _ANSI_CSI.sub("", line).strip()
-        if not text.startswith("{") or '"exit_error"' not in text:
+        if '"exit_error"' not in line:
             continue
-        try:
-            msg = json.loads(text)
-        except (ValueError, RecursionError):
-            continue
-        if isinstance(msg, dict) and msg.get("message_type") == "exit_error":
+        msg = json_fields.json_object_line(line)
+        if msg is not None and msg.get("message_type") == "exit_error":
             code, message = msg.get("code"), msg.get("message")
             if isinstance(code, int) and not isinstance(code, bool) and isinstance(message, str):
                 return ExitError(code=code, message=message)

@@ -835,7 +835,7 @@ def version_args(binary: str) -> list[str]:
 # Parsers
 # --------------------------------------------------------------------------
 
-_ANSI_CSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+_ANSI_CSI = json_fields.ANSI_CSI
 
 
 # rustic writes null for figures it does not know.
@@ -1037,13 +1037,10 @@ def parse_progress_line(line: str) -> BackupStatus | None:
     are 0 and ``current_files`` is empty. Anything else (the summary line,
     plain text, garbage) gives None; never raises.
     """
+    msg = json_fields.json_object_line(line)
+    if msg is None or msg.get("message_type") != "status":
+        return None
     try:
-        text = _ANSI_CSI.sub("", line).strip()
-        if not text.startswith("{"):
-            return None
-        msg = json.loads(text)
-        if not isinstance(msg, dict) or msg.get("message_type") != "status":
-            return None
         remaining = msg.get("seconds_remaining")
         return BackupStatus(
             percent=_float(msg, "percent_done") * 100.0,
