@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
+import psutil
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from hub_client.proto.buckets.v1 import agent_pb2 as pb
@@ -326,3 +327,25 @@ def unmount_below(root: Path) -> list[str]:
     for point in sorted(set(points), key=len, reverse=True):
         subprocess.run(["umount", "-l", point], capture_output=True)
     return points
+
+
+def catch_engine(agent: "AgentProcess", subcommand: str, *, moved_first: int,
+                 names: tuple[str, ...] = ("rustic", "restic"), timeout: float = 120.0) -> psutil.Process:
+    """The agent's engine child (named one of ``names``) running ``subcommand``, stopped (SIGSTOP)
+    once it has moved ``moved_first`` bytes (read for a backup, written for a restore): caught
+    mid-run, however fast the machine. The caller resumes or kills it."""
+    agent_process = psutil.Process(agent.process.pid)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for child in agent_process.children(recursive=True):
+            try:
+                if child.name() not in names or subcommand not in child.cmdline():
+                    continue
+                io = child.io_counters()
+                if (io.read_chars if subcommand == "backup" else io.write_chars) >= moved_first:
+                    child.suspend()
+                    return child
+            except psutil.NoSuchProcess:
+                continue
+        time.sleep(0.002)
+    raise AssertionError(f"no {' or '.join(names)} {subcommand} was seen moving data")

@@ -28,6 +28,7 @@ from hub_client.repository_copy import BucketConfig, copy_repository
 from tests import stock_cli
 from tests.engines import ENGINES, EngineUnderTest, engine_ids
 from tests.harness import AgentProcess, manifest, new_id, unmount_below, write_tree
+from tests.harness import catch_engine as harness_catch_engine
 
 FULL_ID = re.compile(r"[0-9a-f]{64}")
 # Bytes the caught engine must have moved (read for a backup, written for a restore) before it is
@@ -375,24 +376,8 @@ def big_project(agent, project_id: str) -> None:
 
 
 def catch_engine(agent, subcommand: str, timeout: float = 120.0) -> psutil.Process:
-    """The agent's engine child running ``subcommand``, stopped (SIGSTOP) once it has moved
-    :data:`MOVED_FIRST` bytes (read for a backup, written for a restore): caught mid-run, however
-    fast the machine. The caller resumes or kills it."""
-    agent_process = psutil.Process(agent.process.pid)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        for child in agent_process.children(recursive=True):
-            try:
-                if child.name() not in ("rustic", "restic") or subcommand not in child.cmdline():
-                    continue
-                io = child.io_counters()
-                if (io.read_chars if subcommand == "backup" else io.write_chars) >= MOVED_FIRST:
-                    child.suspend()
-                    return child
-            except psutil.NoSuchProcess:
-                continue
-        time.sleep(0.002)
-    raise AssertionError(f"no engine {subcommand} was seen moving data")
+    """The agent's engine child running ``subcommand``, caught mid-run (tests.harness.catch_engine)."""
+    return harness_catch_engine(agent, subcommand, moved_first=MOVED_FIRST, timeout=timeout)
 
 
 def cancel_caught(agent, operation_id: str, child: psutil.Process) -> pb.Operation:

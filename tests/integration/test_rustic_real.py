@@ -22,7 +22,7 @@ from hub_client.proto.buckets.v1 import agent_pb2 as pb
 from tests import stock_cli
 from tests.conftest import requires_restic
 from tests.engines import ENGINES
-from tests.harness import manifest, write_tree
+from tests.harness import catch_engine, manifest, write_tree
 from tests.tools import require_tool
 
 pytestmark = [requires_restic]
@@ -128,23 +128,8 @@ MOVED_FIRST = 4 * 1024 * 1024
 
 
 def catch_rustic(agent, subcommand: str, timeout: float = 60.0) -> psutil.Process:
-    """The agent's rustic child running ``subcommand``, frozen with SIGSTOP once it has moved
-    :data:`MOVED_FIRST` bytes (read for a backup, written for a restore)."""
-    agent_proc = psutil.Process(agent.process.pid)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        for child in agent_proc.children(recursive=True):
-            try:
-                if child.name() != "rustic" or subcommand not in child.cmdline():
-                    continue
-                io = child.io_counters()
-                if (io.read_chars if subcommand == "backup" else io.write_chars) >= MOVED_FIRST:
-                    child.suspend()
-                    return child
-            except psutil.NoSuchProcess:
-                continue
-        time.sleep(0.002)
-    raise AssertionError(f"no rustic {subcommand} was seen moving data")
+    """The agent's rustic child running ``subcommand``, caught mid-run (tests.harness.catch_engine)."""
+    return catch_engine(agent, subcommand, moved_first=MOVED_FIRST, names=("rustic",), timeout=timeout)
 
 
 def terminate_frozen(child: psutil.Process) -> None:
