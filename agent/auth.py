@@ -46,6 +46,7 @@ AGENT_METHOD_ROLES: Mapping[str, str] = {
     # for hours and holds the project's operation slot: not for a read-only caller.
     "Verify": OPERATOR,
     "EnsureProject": OPERATOR,
+    "PreCopy": OPERATOR,
     "Drain": OPERATOR,
     "DeleteProject": OPERATOR,
     "Forget": OPERATOR,

@@ -21,6 +21,7 @@ class OperationKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     OPERATION_KIND_DELETE: _ClassVar[OperationKind]
     OPERATION_KIND_FORGET: _ClassVar[OperationKind]
     OPERATION_KIND_COPY: _ClassVar[OperationKind]
+    OPERATION_KIND_PRECOPY: _ClassVar[OperationKind]
 
 class ConflictPolicy(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -56,6 +57,7 @@ OPERATION_KIND_DRAIN: OperationKind
 OPERATION_KIND_DELETE: OperationKind
 OPERATION_KIND_FORGET: OperationKind
 OPERATION_KIND_COPY: OperationKind
+OPERATION_KIND_PRECOPY: OperationKind
 CONFLICT_POLICY_UNSPECIFIED: ConflictPolicy
 FAIL: ConflictPolicy
 OVERWRITE: ConflictPolicy
@@ -115,7 +117,7 @@ class OperationError(_message.Message):
     def __init__(self, code: _Optional[str] = ..., message: _Optional[str] = ...) -> None: ...
 
 class OperationSummary(_message.Message):
-    __slots__ = ("snapshot_id", "bytes_added", "bytes_processed", "files_processed", "duration_seconds", "warnings", "files_new", "files_changed", "projects")
+    __slots__ = ("snapshot_id", "bytes_added", "bytes_processed", "files_processed", "duration_seconds", "warnings", "files_new", "files_changed", "projects", "restore_mode", "bytes_fetched", "files_fetched", "files_deleted")
     SNAPSHOT_ID_FIELD_NUMBER: _ClassVar[int]
     BYTES_ADDED_FIELD_NUMBER: _ClassVar[int]
     BYTES_PROCESSED_FIELD_NUMBER: _ClassVar[int]
@@ -125,6 +127,10 @@ class OperationSummary(_message.Message):
     FILES_NEW_FIELD_NUMBER: _ClassVar[int]
     FILES_CHANGED_FIELD_NUMBER: _ClassVar[int]
     PROJECTS_FIELD_NUMBER: _ClassVar[int]
+    RESTORE_MODE_FIELD_NUMBER: _ClassVar[int]
+    BYTES_FETCHED_FIELD_NUMBER: _ClassVar[int]
+    FILES_FETCHED_FIELD_NUMBER: _ClassVar[int]
+    FILES_DELETED_FIELD_NUMBER: _ClassVar[int]
     snapshot_id: str
     bytes_added: int
     bytes_processed: int
@@ -134,7 +140,11 @@ class OperationSummary(_message.Message):
     files_new: int
     files_changed: int
     projects: _containers.RepeatedCompositeFieldContainer[ProjectOutcome]
-    def __init__(self, snapshot_id: _Optional[str] = ..., bytes_added: _Optional[int] = ..., bytes_processed: _Optional[int] = ..., files_processed: _Optional[int] = ..., duration_seconds: _Optional[float] = ..., warnings: _Optional[_Iterable[str]] = ..., files_new: _Optional[int] = ..., files_changed: _Optional[int] = ..., projects: _Optional[_Iterable[_Union[ProjectOutcome, _Mapping]]] = ...) -> None: ...
+    restore_mode: str
+    bytes_fetched: int
+    files_fetched: int
+    files_deleted: int
+    def __init__(self, snapshot_id: _Optional[str] = ..., bytes_added: _Optional[int] = ..., bytes_processed: _Optional[int] = ..., files_processed: _Optional[int] = ..., duration_seconds: _Optional[float] = ..., warnings: _Optional[_Iterable[str]] = ..., files_new: _Optional[int] = ..., files_changed: _Optional[int] = ..., projects: _Optional[_Iterable[_Union[ProjectOutcome, _Mapping]]] = ..., restore_mode: _Optional[str] = ..., bytes_fetched: _Optional[int] = ..., files_fetched: _Optional[int] = ..., files_deleted: _Optional[int] = ...) -> None: ...
 
 class ProjectOutcome(_message.Message):
     __slots__ = ("project_id", "state", "snapshot_id", "error", "operation_id")
@@ -315,7 +325,7 @@ class VerifyRequest(_message.Message):
     def __init__(self, request_id: _Optional[str] = ..., project_id: _Optional[str] = ..., repository: _Optional[_Union[RepositorySpec, _Mapping]] = ..., mode: _Optional[_Union[VerifyRequest.Mode, str]] = ..., read_data_subset: _Optional[str] = ..., snapshot_id: _Optional[str] = ..., sentinel_path: _Optional[str] = ..., sentinel_content: _Optional[str] = ...) -> None: ...
 
 class EnsureProjectRequest(_message.Message):
-    __slots__ = ("request_id", "project_id", "repository", "mode", "quota_bytes", "snapshot_id")
+    __slots__ = ("request_id", "project_id", "repository", "mode", "quota_bytes", "snapshot_id", "precopy_key")
     class Mode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
         __slots__ = ()
         MODE_UNSPECIFIED: _ClassVar[EnsureProjectRequest.Mode]
@@ -332,13 +342,29 @@ class EnsureProjectRequest(_message.Message):
     MODE_FIELD_NUMBER: _ClassVar[int]
     QUOTA_BYTES_FIELD_NUMBER: _ClassVar[int]
     SNAPSHOT_ID_FIELD_NUMBER: _ClassVar[int]
+    PRECOPY_KEY_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     project_id: str
     repository: RepositorySpec
     mode: EnsureProjectRequest.Mode
     quota_bytes: int
     snapshot_id: str
-    def __init__(self, request_id: _Optional[str] = ..., project_id: _Optional[str] = ..., repository: _Optional[_Union[RepositorySpec, _Mapping]] = ..., mode: _Optional[_Union[EnsureProjectRequest.Mode, str]] = ..., quota_bytes: _Optional[int] = ..., snapshot_id: _Optional[str] = ...) -> None: ...
+    precopy_key: str
+    def __init__(self, request_id: _Optional[str] = ..., project_id: _Optional[str] = ..., repository: _Optional[_Union[RepositorySpec, _Mapping]] = ..., mode: _Optional[_Union[EnsureProjectRequest.Mode, str]] = ..., quota_bytes: _Optional[int] = ..., snapshot_id: _Optional[str] = ..., precopy_key: _Optional[str] = ...) -> None: ...
+
+class PreCopyRequest(_message.Message):
+    __slots__ = ("request_id", "project_id", "repository", "snapshot_id", "key")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    PROJECT_ID_FIELD_NUMBER: _ClassVar[int]
+    REPOSITORY_FIELD_NUMBER: _ClassVar[int]
+    SNAPSHOT_ID_FIELD_NUMBER: _ClassVar[int]
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    request_id: str
+    project_id: str
+    repository: RepositorySpec
+    snapshot_id: str
+    key: str
+    def __init__(self, request_id: _Optional[str] = ..., project_id: _Optional[str] = ..., repository: _Optional[_Union[RepositorySpec, _Mapping]] = ..., snapshot_id: _Optional[str] = ..., key: _Optional[str] = ...) -> None: ...
 
 class DrainRequest(_message.Message):
     __slots__ = ("request_id", "concurrency", "repository")

@@ -84,6 +84,11 @@ class AgentStub(object):
                 request_serializer=buckets_dot_v1_dot_agent__pb2.CheckCopyTargetRequest.SerializeToString,
                 response_deserializer=buckets_dot_v1_dot_agent__pb2.CheckCopyTargetResponse.FromString,
                 _registered_method=True)
+        self.PreCopy = channel.unary_unary(
+                '/buckets.v1.Agent/PreCopy',
+                request_serializer=buckets_dot_v1_dot_agent__pb2.PreCopyRequest.SerializeToString,
+                response_deserializer=buckets_dot_v1_dot_agent__pb2.Operation.FromString,
+                _registered_method=True)
         self.StreamProgress = channel.unary_stream(
                 '/buckets.v1.Agent/StreamProgress',
                 request_serializer=buckets_dot_v1_dot_agent__pb2.StreamProgressRequest.SerializeToString,
@@ -219,6 +224,16 @@ class AgentServicer(object):
 
     def CheckCopyTarget(self, request, context):
         """Check, changing nothing, that a copy may write a path of a project here.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PreCopy(self, request, context):
+        """Restore a snapshot into a staged copy of a project that is not placed on
+        this host, without placing it (kind PRECOPY): a move's pre-copy, made while
+        the project still runs on its source host. EnsureProject with the same
+        precopy_key later brings it up to date and places it.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -366,6 +381,11 @@ def add_AgentServicer_to_server(servicer, server):
                     servicer.CheckCopyTarget,
                     request_deserializer=buckets_dot_v1_dot_agent__pb2.CheckCopyTargetRequest.FromString,
                     response_serializer=buckets_dot_v1_dot_agent__pb2.CheckCopyTargetResponse.SerializeToString,
+            ),
+            'PreCopy': grpc.unary_unary_rpc_method_handler(
+                    servicer.PreCopy,
+                    request_deserializer=buckets_dot_v1_dot_agent__pb2.PreCopyRequest.FromString,
+                    response_serializer=buckets_dot_v1_dot_agent__pb2.Operation.SerializeToString,
             ),
             'StreamProgress': grpc.unary_stream_rpc_method_handler(
                     servicer.StreamProgress,
@@ -708,6 +728,33 @@ class Agent(object):
             '/buckets.v1.Agent/CheckCopyTarget',
             buckets_dot_v1_dot_agent__pb2.CheckCopyTargetRequest.SerializeToString,
             buckets_dot_v1_dot_agent__pb2.CheckCopyTargetResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PreCopy(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/buckets.v1.Agent/PreCopy',
+            buckets_dot_v1_dot_agent__pb2.PreCopyRequest.SerializeToString,
+            buckets_dot_v1_dot_agent__pb2.Operation.FromString,
             options,
             channel_credentials,
             insecure,
