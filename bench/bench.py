@@ -170,6 +170,9 @@ class Figure:
     # False: ``target`` is a maximum of agent / raw (the usual rows). True: ``target`` is a
     # minimum of the speed-up raw / agent (rows where the agent must be much faster than restic).
     target_is_speedup: bool = False
+    # True: ``target`` is a maximum of the agent median itself, in ``unit`` (the frozen-window
+    # rows: seconds frozen, or a growth factor); the raw column is then only for comparison.
+    target_is_absolute: bool = False
     # What the agent samples are: "s" (seconds, the agent-vs-raw rows) or the unit of a load row
     # (bench/load_rows.py: "projects/s", "calls/s", "events", "MiB", "%"), which has no raw side.
     unit: str = "s"
@@ -204,6 +207,8 @@ class Figure:
         if self.target_is_speedup:
             speedup = self.speedup
             return None if speedup is None else speedup >= self.target
+        if self.target_is_absolute:
+            return statistics.median(self.agent) <= self.target if self.agent else None
         ratio = self.ratio
         return None if ratio is None else ratio <= self.target
 
@@ -217,7 +222,8 @@ class Figure:
             "speedup": self.speedup,
             "target": self.target,
             # "max_ratio": target is a maximum of agent/raw; "min_speedup": a minimum of raw/agent.
-            "target_kind": None if self.target is None else "min_speedup" if self.target_is_speedup else "max_ratio",
+            "target_kind": None if self.target is None else "min_speedup" if self.target_is_speedup
+            else "max_agent" if self.target_is_absolute else "max_ratio",
             "meets_target": self.meets_target,
             "unit": self.unit,
             "failed": self.failed or None,
@@ -274,6 +280,9 @@ class Bench:
     btrfs_skipped: str = ""
     unchanged_runs: int = 10
     move: bool = True
+    # The frozen-window rows' project sizes in MB (bench/frozen_rows.py; empty with --no-frozen) and runs.
+    frozen_sizes: tuple[int, ...] = ()
+    frozen_runs: int = 1
     agent_log_level: str = "info"
     # The load rows' scale (bench/load_rows.py LoadSettings); None with --no-load.
     load: object | None = None
@@ -916,6 +925,17 @@ def measure_move(bench: Bench) -> list[Figure]:
     return measure(bench, figure_type=Figure, alternating=_alternating, log_level=bench.agent_log_level)
 
 
+def measure_frozen(bench: Bench) -> list[Figure]:
+    """Frozen window of a move, old flow vs new flow, at several sizes (bench/frozen_rows.py)."""
+    if not bench.frozen_sizes:
+        bench.log("  skipped (--no-frozen)")
+        return []
+    from frozen_rows import measure_frozen as measure
+
+    return measure(bench, figure_type=Figure, generate=generate_tree, log_level=bench.agent_log_level,
+                   sizes_mb=bench.frozen_sizes, runs=bench.frozen_runs)
+
+
 def _load_rows():
     """bench/load_rows.py: ``load_rows`` when this file runs as a script (bench/ is sys.path[0]),
     ``bench.load_rows`` when it is imported from the repository root."""
@@ -939,6 +959,7 @@ MEASUREMENTS: list[Measurement] = [
     # Local and S3 backup/restore, once per engine.
     measure_engines,
     measure_move,
+    measure_frozen,
     # Unchanged first: the agent's restores replace the project's subvolumes.
     measure_btrfs_unchanged_backup,
     measure_btrfs_restore,
@@ -1091,6 +1112,9 @@ def _ratio_cells(figure: Figure) -> tuple[str, str]:
         return value, target
     ratio = figure.ratio
     value = f"{ratio:.3f}{verdict}" if ratio is not None else "-"
+    if figure.target_is_absolute:
+        unit = "" if figure.unit == "×" else f" {figure.unit}"
+        return (f"{ratio:.3f}" if ratio is not None else "-"), f"agent ≤ {figure.target:g}{unit}{verdict}"
     return value, f"≤ {figure.target:.2f}" if figure.target is not None else "-"
 
 
@@ -1228,6 +1252,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--no-move", action="store_true", help="skip the move row (two more agents)")
     parser.add_argument(
+        "--frozen-sizes", default=None,
+        help="project sizes in MB of the frozen-window rows, comma-separated (default 100,1000,4000; quick 20,50,100)",
+    )
+    parser.add_argument("--frozen-runs", type=int, default=1, help="runs per size of the frozen-window rows (default 1)")
+    parser.add_argument("--no-frozen", action="store_true", help="skip the frozen-window rows (two more agents)")
+    parser.add_argument(
         "--no-load", action="store_true",
         help="skip the load rows (drain throughput, progress fan-out, GetProjectStatus rate, agent RSS/CPU)",
     )
@@ -1241,6 +1271,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.size_mb = args.size_mb if args.size_mb is not None else quick[0]
     args.files = args.files if args.files is not None else quick[1]
     args.runs = args.runs if args.runs is not None else quick[2]
+    if args.frozen_sizes is None:
+        args.frozen_sizes = "20,50,100" if args.quick else "100,1000,4000"
+    args.frozen_sizes = tuple(int(size) for size in args.frozen_sizes.split(",") if size.strip())
     args.unchanged_runs = args.unchanged_runs if args.unchanged_runs is not None else max(10, 2 * args.runs)
     args.load_projects = args.load_projects if args.load_projects is not None else (40 if args.quick else 200)
     if args.runs < 1 or args.unchanged_runs < 1 or args.files < 1 or args.size_mb < 1 or args.warmup < 0:
@@ -1348,6 +1381,8 @@ def main(argv: list[str] | None = None) -> int:
             sync=not args.no_sync,
             unchanged_runs=args.unchanged_runs,
             move=not args.no_move,
+            frozen_sizes=() if args.no_frozen else args.frozen_sizes,
+            frozen_runs=args.frozen_runs,
             agent_log_level=args.agent_log_level,
             load=load_settings(args),
             engines=[engine for engine in resolved if isinstance(engine, rawe.RawEngine)],
