@@ -111,13 +111,12 @@ def measure_frozen(
     password_file = scratch / "frozen-repo.password"
     password_file.write_text(bench.password + "\n")
     password_file.chmod(0o600)
-    extra = (f'[repository]\nkind = "local"\n[repository.local]\nroot = "{scratch / "frozen-repos"}"\n'
+    extra = rustic.agent_config_lines() + (f'[repository]\nkind = "local"\n[repository.local]\nroot = "{scratch / "frozen-repos"}"\n'
              f'password_file = "{password_file}"\n')
     agents = [AgentProcess(base=scratch / f"frozen-{name}", extra=extra, host_id=f"frozen-{name}",
                            engine="rustic") for name in ("a", "b")]
     for agent in agents:
-        text = agent.config_path.read_text().replace('level = "debug"', f'level = "{log_level}"')
-        agent.config_path.write_text(text.replace('engine = "rustic"\n', f'engine = "rustic"\n{rustic.agent_config_lines()}'))
+        agent.config_path.write_text(agent.config_path.read_text().replace('level = "debug"', f'level = "{log_level}"'))
     store = open_store(f"sqlite://{scratch / 'frozen-hub.sqlite'}")
     figures: list[Figure] = []
     windows: dict[int, Figure] = {}

@@ -71,7 +71,8 @@ class Generation:
 def bind_wrapper(binds: list[tuple[Path, Path]], *, read: Sequence[tuple[Path, Path]] = ()) -> tuple[str, ...]:
     """The argv prefix that runs a program with ``binds`` (source, target) mounted privately, and
     ``read`` ones mounted read-only and nosymfollow."""
-    argv = [sys.executable, "-I", str(Path(bindexec.__file__))]
+    # -S: no site import (bindexec needs only the standard library): ~20 ms less per engine run.
+    argv = [sys.executable, "-I", "-S", str(Path(bindexec.__file__))]
     for source, target in binds:
         argv += ["--bind", str(source), str(target)]
     for source, target in read:
