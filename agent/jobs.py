@@ -19,7 +19,7 @@ from typing import Sequence
 
 import structlog
 
-from agent import buckets, errors, fsops, live_tree, placing, project_paths, sentinel, tree_compare, undo, usertree
+from agent import buckets, errors, fsops, s3_access, live_tree, placing, project_paths, sentinel, tree_compare, undo, usertree
 from agent import freshness as fresh
 from agent.backends.base import Backend, Staging, remove_fd_view
 from agent.config import RestoreConfig
@@ -203,7 +203,7 @@ async def backup(
 
     if repo.s3 is not None:
         context.progress("snapshot", message=f"checking bucket {repo.s3.bucket}")
-        if await asyncio.to_thread(buckets.ensure_bucket, repo.s3, create=services.create_buckets):
+        if await s3_access.require(repo, create=services.create_buckets):
             context.progress("snapshot", message=f"created bucket {repo.s3.bucket}")
     context.progress("snapshot", message="preparing the source view")
     # Freshness compares changes with the moment the backup captured the data, not when it ended:

@@ -15,7 +15,7 @@ from typing import Callable, Sequence
 
 import structlog
 
-from agent import errors
+from agent import errors, s3_access
 from agent.backends.base import EngineView
 from agent.engine import restic_args as ra
 from agent.engine.base import (
@@ -106,6 +106,7 @@ class ResticEngine:
     ) -> ProcessResult:
         """Run restic; a locking command that failed in a way that may have left its lock (see
         :func:`ra.may_leave_lock`) is followed by ``restic unlock`` before the error is raised."""
+        await s3_access.require(repo)
         try:
             return await run_engine(
                 argv, classify=ra.classify_failure, action=action, on_failure=self._on_failure, ok_codes=ok_codes,
@@ -344,6 +345,7 @@ class ResticEngine:
 
     async def dump(self, repo: Repository, snapshot_id: str, path: str, *, limit: int) -> bytes:
         """Up to ``limit`` bytes of the regular file at ``path``; the engine is stopped once it has sent them."""
+        await s3_access.require(repo)
         result = await run_engine(
             ra.dump_args(self.binary, self._common(repo), snapshot_id, path),
             classify=ra.classify_failure, action="dump", on_failure=self._on_failure,

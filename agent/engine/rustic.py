@@ -21,7 +21,7 @@ from pathlib import Path
 
 import structlog
 
-from agent import errors
+from agent import errors, s3_access
 from agent.backends.base import EngineView
 from agent.engine import rustic_args as rua
 from agent.engine.base import (
@@ -145,6 +145,7 @@ class RusticEngine:
         """Run the argv ``build(profile_path)`` makes, inside ``view`` when given (with a profile
         holding ``master_key`` instead of the password when given)."""
         self._tmp.mkdir(parents=True, exist_ok=True)
+        await s3_access.require(repo)
         with self._profile_file(repo, master_key) as profile:
             argv = build(profile)
             if view is not None:
@@ -314,6 +315,7 @@ class RusticEngine:
         """Up to ``limit`` bytes of the regular file at ``path``; rustic is stopped once it has sent them."""
         argv_for = lambda p: rua.dump_args(self.binary, p, snapshot_id, path)  # noqa: E731
         self._tmp.mkdir(parents=True, exist_ok=True)
+        await s3_access.require(repo)
         with self._profile_file(repo) as profile:
             result = await run_engine(
                 argv_for(profile), classify=rua.classify_failure, action="dump", on_failure=self._on_failure,

@@ -8,7 +8,9 @@ import subprocess
 import threading
 import time
 
+import grpc
 import psutil
+import pytest
 
 from hub_client.proto.buckets.v1 import agent_pb2 as pb
 from tests.conftest import requires_restic
@@ -221,5 +223,50 @@ def test_a_bucket_in_another_region_is_a_failed_precondition_naming_it(shared_ag
         assert server.client().list_objects_v2(Bucket="regional").get("KeyCount", 0) == 0
         right = shared_agent.wait(shared_agent.backup(project_id, repository=spec("eu-west-1")).id)
         assert right.state == pb.SUCCEEDED, right.error
+
+        # Every other operation is refused the same way, before an engine would retry for minutes.
+        with pytest.raises(grpc.RpcError) as listing:
+            shared_agent.stub.ListSnapshots(
+                pb.ListSnapshotsRequest(project_id=project_id, repository=spec("us-east-1")), timeout=60)
+        assert listing.value.code() == grpc.StatusCode.FAILED_PRECONDITION, listing.value.details()
+        assert "eu-west-1" in listing.value.details()
+        before = manifest(shared_agent.home(project_id))
+        restore = shared_agent.wait(shared_agent.stub.Restore(pb.RestoreRequest(
+            request_id=new_id(), project_id=project_id, repository=spec("us-east-1"),
+            snapshot_id=right.summary.snapshot_id, force=True), timeout=30).id)
+        assert (restore.state, restore.error.code) == (pb.FAILED, "FAILED_PRECONDITION"), restore.error
+        assert manifest(shared_agent.home(project_id)) == before
     finally:
         server.stop()
+
+
+def test_credentials_the_bucket_refuses_fail_at_once_on_every_engine(
+        engine_under_test, agent_factory, s3_server, tmp_path, project_id):
+    """An access key id the server does not know: restic 0.18 retries its refused Stat for minutes
+    (seen on MinIO), so the agent's bucket check answers first: PERMISSION_DENIED for a listing
+    and a restore, within the RPC's deadline, on every engine; nothing is written."""
+    password_file = tmp_path / "s3.password"
+    password_file.write_text(PASSWORD)
+    password_file.chmod(0o600)
+    agent = agent_factory("s3-refused", engine=engine_under_test.driver,
+                          extra=engine_under_test.engine_lines() + s3_server.agent_repository_config(password_file))
+    write_tree(agent.home(project_id), files=3)
+    before = manifest(agent.home(project_id))
+    client = s3_server.client()
+    if not any(b["Name"] == "buckets-us-east-1" for b in client.list_buckets().get("Buckets", [])):
+        client.create_bucket(Bucket="buckets-us-east-1")  # the refusal is about the key, not the bucket
+    refused = pb.RepositorySpec(
+        s3=pb.S3Repository(endpoint=s3_server.endpoint, region="us-east-1", bucket="buckets-us-east-1",
+                           root=f"rustic/project-{project_id}", access_key_id="AKNOSUCHKEY" + new_id()[:8],
+                           secret_access_key="not-the-secret-" + new_id()),
+        password=PASSWORD)
+    with pytest.raises(grpc.RpcError) as listing:
+        agent.stub.ListSnapshots(pb.ListSnapshotsRequest(project_id=project_id, repository=refused), timeout=60)
+    assert listing.value.code() == grpc.StatusCode.PERMISSION_DENIED, listing.value.details()
+    restore = agent.wait(agent.stub.Restore(pb.RestoreRequest(
+        request_id=new_id(), project_id=project_id, repository=refused, snapshot_id="latest", force=True),
+        timeout=30).id, timeout=60)
+    assert (restore.state, restore.error.code) == (pb.FAILED, "PERMISSION_DENIED"), restore.error
+    assert manifest(agent.home(project_id)) == before
+    assert client.list_objects_v2(
+        Bucket="buckets-us-east-1", Prefix=f"rustic/project-{project_id}/").get("KeyCount", 0) == 0

@@ -674,6 +674,10 @@ STDERR_CASES: list[tuple[str, type[errors.BucketsError], str]] = [
     (sample("s3_bad_signature_init.stderr"), errors.PermissionDenied, "the S3 credentials were refused by the storage endpoint"),
     (sample("s3_access_denied_init.stderr"), errors.PermissionDenied, "the S3 credentials were refused by the storage endpoint"),
     (sample("s3_access_denied_snapshots.stderr"), errors.PermissionDenied, "the S3 credentials were refused by the storage endpoint"),
+    # The same cases on MinIO, which answers a HEAD without a body: "Access Denied." for an unknown key too.
+    (sample("s3_invalid_key_snapshots_minio.stderr"), errors.PermissionDenied, "the S3 credentials were refused by the storage endpoint"),
+    (sample("s3_bad_signature_init_minio.stderr"), errors.PermissionDenied, "the S3 credentials were refused by the storage endpoint"),
+    (sample("s3_access_denied_init_minio_v0.18.1.stderr"), errors.PermissionDenied, "the S3 credentials were refused by the storage endpoint"),
     (HAND_WRITTEN["s3_code_invalid_key"], errors.PermissionDenied, "the S3 credentials were refused by the storage endpoint"),
     (HAND_WRITTEN["s3_code_signature"], errors.PermissionDenied, "the S3 credentials were refused by the storage endpoint"),
     (HAND_WRITTEN["s3_code_access_denied"], errors.PermissionDenied, "the S3 credentials were refused by the storage endpoint"),
@@ -708,6 +712,7 @@ STDERR_CASES: list[tuple[str, type[errors.BucketsError], str]] = [
     (sample("no_repository.stderr"), errors.NotFound, "repository does not exist"),
     (sample("s3_no_repository.stderr"), errors.NotFound, "repository does not exist"),
     (sample("s3_no_bucket.stderr"), errors.NotFound, "repository does not exist"),
+    (sample("s3_no_bucket_minio.stderr"), errors.NotFound, "repository does not exist"),
     (HAND_WRITTEN["v017_no_repo"], errors.NotFound, "repository does not exist"),
     (HAND_WRITTEN["v017_no_repo_short"], errors.NotFound, "repository does not exist"),
     (HAND_WRITTEN["no_config"], errors.NotFound, "repository does not exist"),
@@ -736,6 +741,7 @@ def test_every_stderr_rule_has_a_case() -> None:
     [
         (10, HAND_WRITTEN["v017_no_repo"], errors.NotFound, "repository does not exist"),
         (10, "", errors.NotFound, "repository does not exist"),
+        (10, sample("s3_no_repository_minio_v0.18.1.stderr"), errors.NotFound, "repository does not exist"),
         (11, HAND_WRITTEN["v017_locked"], errors.Unavailable, "repository is locked"),
         (11, "", errors.Unavailable, "repository is locked"),
         (12, HAND_WRITTEN["v017_wrong_password"], errors.FailedPrecondition, "wrong repository password"),
