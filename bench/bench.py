@@ -1190,7 +1190,7 @@ def render(figures: list[Figure], machine: dict, params: dict) -> str:
             out.append(f"  {label}:")
         for key, samples in figure.extra.items():
             if samples:
-                unit = "s" if key.endswith("seconds") else figure.unit
+                unit = "s" if key.endswith("seconds") else "MB" if key.endswith("_mb") else figure.unit
                 out.append(f"    {key.replace('_', ' ')}: {_span(samples, unit)}")
     gib = machine["memory_bytes"] / 2**30
     out += [

@@ -85,6 +85,22 @@ def frozen_window(entries) -> float:
     return (complete.time - freeze.time).total_seconds()
 
 
+FROZEN_STEPS = ("freeze", "final_backup", "restore", "verify", "finalize")
+
+
+def frozen_steps(entries) -> dict[str, float]:
+    """From a movelog: the seconds of each step inside the frozen window (a step's entry to the
+    next step's, the last to the "complete" entry); steps the move did not run are missing."""
+    marks = [(e.message, e.time) for e in entries if e.kind == "step"]
+    complete = next((e.time for e in entries if e.kind == "complete"), None)
+    seconds = {}
+    for index, (step, began) in enumerate(marks):
+        ended = marks[index + 1][1] if index + 1 < len(marks) else complete
+        if step in FROZEN_STEPS and ended is not None:
+            seconds[step] = (ended - began).total_seconds()
+    return seconds
+
+
 def caught_up_bytes(entries) -> float:
     """The bytes the movelog says the catch-up fetched after the freeze (its restore step's
     ``bytes_fetched``); NaN when it does not say."""
@@ -142,8 +158,9 @@ def measure_frozen(
                     note="agent: the new flow's hub move (its 1% rewrite taken out); raw: rustic backup --init of "
                     "the same tree into a new repository + restore into an empty directory")
                 for figure in (window, total):
-                    figure.extra.update({"old_flow_move_seconds": [], "new_flow_caught_up_bytes": [],
-                                         "old_flow_caught_up_bytes": [], "changed_bytes": []})
+                    figure.extra.update({"old_flow_move_seconds": [], "new_flow_caught_up_mb": [],
+                                         "old_flow_caught_up_mb": [], "changed_mb": []})
+                window.extra.update({f"new_flow_{step}_seconds": [] for step in FROZEN_STEPS})
                 template = scratch / f"frozen-tree-{size_mb}"
                 bench.log(f"frozen rows: generating {size_mb} MB in {files_for(size_mb)} files")
                 generate(template, total_bytes=size_mb * 1_000_000, files=files_for(size_mb))
@@ -152,19 +169,21 @@ def measure_frozen(
                         bench.log(f"frozen rows {_size(size_mb)}: run {run + 1}/{runs}")
                         for flow, settings in (("new", new_settings), ("old", old_settings)):
                             hub.settings = settings
-                            seconds, frozen, caught_up, changed = _move_once(bench, hub, store, source, target,
-                                                                              template)
+                            seconds, frozen, caught_up, changed, steps = _move_once(bench, hub, store, source,
+                                                                                     target, template)
                             bench.log(f"  {flow} flow: move {seconds:8.3f} s, frozen {frozen:.3f} s, caught up "
                                       f"{caught_up / 1e6:.1f} MB of {changed / 1e6:.1f} MB changed")
                             if flow == "new":
                                 window.agent.append(frozen)
                                 total.agent.append(seconds)
-                                window.extra["new_flow_caught_up_bytes"].append(caught_up)
-                                window.extra["changed_bytes"].append(changed)
+                                window.extra["new_flow_caught_up_mb"].append(caught_up / 1e6)
+                                window.extra["changed_mb"].append(changed / 1e6)
+                                for step, step_seconds in steps.items():
+                                    window.extra[f"new_flow_{step}_seconds"].append(step_seconds)
                             else:
                                 window.raw.append(frozen)
                                 total.extra["old_flow_move_seconds"].append(seconds)
-                                window.extra["old_flow_caught_up_bytes"].append(caught_up)
+                                window.extra["old_flow_caught_up_mb"].append(caught_up / 1e6)
                         total.raw.append(_raw_once(bench, source, template))
                 finally:
                     shutil.rmtree(template, ignore_errors=True)
@@ -193,10 +212,10 @@ def measure_frozen(
 
 
 def _move_once(bench: "Bench", hub: Hub, store, source: AgentProcess, target: AgentProcess,
-               template: Path) -> tuple[float, float, float, int]:
+               template: Path) -> tuple[float, float, float, int, dict[str, float]]:
     """Copy the tree into a new project on the source, move it with 1% rewritten right before the
     freeze; returns (move seconds without the rewrite, frozen seconds, bytes caught up, bytes
-    changed). The moved project is deleted afterwards (repository included), untimed."""
+    changed, seconds of each frozen step). The moved project is deleted afterwards (repository included), untimed."""
     project_id = new_id()
     _ensure(source, project_id)
     shutil.copytree(template, source.home(project_id), dirs_exist_ok=True)
@@ -227,7 +246,8 @@ def _move_once(bench: "Bench", hub: Hub, store, source: AgentProcess, target: Ag
     if hub.run_cleanups():
         raise RuntimeError(f"the source copy of {project_id} was not removed")
     _delete(target, project_id)
-    return seconds, frozen_window(entries), caught_up_bytes(entries), sum(sizes[p] for p in changed)
+    return (seconds, frozen_window(entries), caught_up_bytes(entries), sum(sizes[p] for p in changed),
+            frozen_steps(entries))
 
 
 def _raw_once(bench: "Bench", source: AgentProcess, template: Path) -> float:

@@ -41,6 +41,15 @@ def test_the_frozen_window_runs_from_the_freeze_step_to_placement():
     assert str(frozen_rows.frozen_window(entries[:3])) == "nan"  # never placed
 
 
+def test_each_frozen_step_lasts_until_the_next_step_or_placement():
+    entries = [Entry("step", "precopy", 1.0), Entry("step", "freeze", 10.0), Entry("step", "final_backup", 10.25),
+               Entry("step", "restore", 11.0), Entry("step", "verify", 11.5), Entry("step", "finalize", 11.75),
+               Entry("complete", "complete", 12.0)]
+    assert frozen_rows.frozen_steps(entries) == {"freeze": 0.25, "final_backup": 0.75, "restore": 0.5,
+                                                 "verify": 0.25, "finalize": 0.25}
+    assert sum(frozen_rows.frozen_steps(entries).values()) == frozen_rows.frozen_window(entries)
+
+
 def test_caught_up_bytes_are_the_catch_up_restores_not_a_pre_copys():
     entries = [Entry("precopy", "pre-copied", 2.0, {"step": "precopy", "bytes_fetched": 10_000_000}),
                Entry("restore", "caught up", 12.0, {"step": "restore", "bytes_fetched": 123_456}),
