@@ -79,6 +79,9 @@ def base_tree(root: Path) -> None:
     (project / "file-to-dir").write_text("a file, then a directory\n")
     (project / "link").symlink_to("big/f00.dat")
     (project / "hard-a").write_text("hard linked later\n")
+    (project / "only-removal").mkdir()
+    (project / "only-removal" / "stays.txt").write_text("stays\n")
+    (project / "only-removal" / "goes.txt").write_text("goes\n")
     (project / "odd").mkdir()
     for name in ODD_NAMES:
         (project / "odd" / name).write_text(f"old {name}\n")
@@ -95,6 +98,7 @@ def change_tree(root: Path) -> None:
     same.write_text("BBBB version two\n")  # the same size …
     os.utime(same, ns=(before.st_atime_ns, before.st_mtime_ns))  # … and the same mtime
     (project / "deleted.txt").unlink()
+    (project / "only-removal" / "goes.txt").unlink()  # nothing restored in there: no engine passes through it
     shutil.rmtree(project / "deleted-tree")
     (project / "old-name.dat").rename(project / "new-name.dat")
     (project / "mode.sh").chmod(0o755)
