@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from agent import errors, usertree
+from agent.concurrently import first_error
 from agent.backends.base import Staging
 from agent.engine.base import (
     RESTORE_OVER, SNAPSHOT_DIFF, DiffEntry, Engine, RestoreStatus, RestoreSummary, TreeNode,
@@ -338,11 +339,9 @@ async def _invalidate(engine: Engine, repo: Repository, staging: Staging, base: 
 
 
 async def _bring_by_diff(engine: Engine, repo: Repository, staging: Staging, base: str, new: str) -> RestoreSummary:
-    changes = await engine.diff(repo, base, new)
-    if not changes:
-        return RestoreSummary(files_total=0, files_restored=0, files_skipped=0, files_deleted=0,
-                              bytes_total=0, bytes_restored=0, bytes_skipped=0)
-    nodes = {n.path: n for n in await engine.listing(repo, new)}
+    # Both read without a lock: one run's wait (restic 0.14 derives its key each run) instead of two.
+    changes, listed = await first_error(engine.diff(repo, base, new), engine.listing(repo, new))
+    nodes = {n.path: n for n in listed}
     symlinks = [c.path for c in changes if c.change == "metadata" and nodes.get(c.path) is not None
                 and nodes[c.path].type == "symlink"]
     plan = diff_plan(changes, symlinks)

@@ -577,8 +577,11 @@ INCLUDE_BATCH_CHARS = 256 * 1024
 
 def include_batches(paths: Sequence[str]) -> list[list[str]]:
     """``paths`` (absolute in a snapshot) as ``--include`` patterns matching exactly them and
-    what is below them (:func:`find_pattern`; restic 0.14's include filter matches a pattern
-    against the leading components of a path), split into batches of at most
+    what is below them (:func:`find_pattern`). restic's include filter (internal/filter/filter.go,
+    the same from 0.14): the pattern is cleaned and split on "/", a component without any of
+    ``\\[]*?`` is compared as it is, any other with Go's filepath.Match (a backslash makes the next
+    character literal); an absolute pattern matches a path whose leading components it matches,
+    so a directory's pattern takes everything below it. Split into batches of at most
     :data:`INCLUDE_BATCH` patterns and :data:`INCLUDE_BATCH_CHARS` characters. Raises
     ValueError for a relative path or "/"."""
     batches: list[list[str]] = []

@@ -29,6 +29,7 @@ from agent.engine.base import (
     RestoreSummary, Snapshot, TreeNode,
 )
 from agent.engine.restic_args import KeepPolicy
+from agent.concurrently import first_error
 from agent.executor import DISPLAY_ONLY_NICENESS, ProcessResult, run_engine, run_process
 from agent.repository import Repository
 
@@ -310,12 +311,11 @@ class RusticEngine:
         changes: list[DiffEntry] = []
         level = [(base_root, reader.root, "/")] if base_root != reader.root else []
         while level:
-            async with asyncio.TaskGroup() as group:
-                tasks = [(group.create_task(reader.entries(old, directory)),
-                          group.create_task(reader.entries(new, directory))) for old, new, directory in level]
+            trees = await first_error(*(reader.entries(tree, directory)
+                                        for old, new, directory in level for tree in (old, new)))
             level = []
-            for old_task, new_task in tasks:
-                found, descend = rua.diff_trees(old_task.result(), new_task.result())
+            for old_entries, new_entries in zip(trees[::2], trees[1::2]):
+                found, descend = rua.diff_trees(old_entries, new_entries)
                 changes += found
                 level += [(was.subtree, now.subtree, now.node.path) for was, now in descend]
         return sorted(changes, key=lambda change: change.path)
