@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from agent import catch_up
+from agent import catch_up, errors
 from agent.backends.base import EngineView
 from agent.backends.directory import DirectoryBackend
 from agent.repository import Repository
@@ -151,6 +151,11 @@ def test_bring_to_makes_a_staged_base_equal_to_the_new_snapshot(engine_under_tes
         change_tree(source)
         new = await backup()
         way = catch_up.way_for(await engine.features(), base_snapshot_id=base)
+        # A base the repository does not have: the engine's own error, and the staging untouched.
+        untouched = full_manifest(staging.project)
+        with pytest.raises(errors.BucketsError):
+            await catch_up.bring_to(engine, repo, staging, new, base_snapshot_id="0" * 64)
+        assert full_manifest(staging.project) == untouched
         summary = await catch_up.bring_to(engine, repo, staging, new, base_snapshot_id=base)
         await engine.restore(repo, new, EngineView(wrapper=(), root=truth))
         return staging, before, way, summary
