@@ -297,7 +297,8 @@ async def bring_to(
     mtime of every entry). They hold snapshot ``base_snapshot_id`` whole, or (None) an
     unfinished restore of ``snapshot_id`` itself. Returns what was fetched and deleted (the
     "diff" way counts from the new snapshot's listing: the regular files at or below the
-    restored paths). Raises Unimplemented when the engine has no way (:func:`way_for`), a
+    restored paths). ``on_status`` gets the engine's progress where the way has any (restore-over
+    on restic >= 0.17). Raises Unimplemented when the engine has no way (:func:`way_for`), a
     BucketsError on failure (the staging is then in no known state: the caller restores whole
     or discards it)."""
     way = way_for(await engine.features(), base_snapshot_id=base_snapshot_id)
