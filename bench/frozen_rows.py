@@ -103,10 +103,12 @@ def frozen_steps(entries) -> dict[str, float]:
 
 def caught_up_bytes(entries) -> float:
     """The bytes the movelog says the catch-up fetched after the freeze (its restore step's
-    ``bytes_fetched``); NaN when it does not say."""
+    ``bytes_fetched``); NaN when it does not say, or says files but no bytes."""
     for entry in reversed(entries):
         data = entry.data or {}
         if "bytes_fetched" in data and data.get("step", "restore") == "restore":
+            if not data["bytes_fetched"] and data.get("files_fetched"):
+                return float("nan")  # files came, their bytes were not counted (rustic prints none)
             return float(data["bytes_fetched"])
     return float("nan")
 

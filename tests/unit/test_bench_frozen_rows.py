@@ -56,6 +56,8 @@ def test_caught_up_bytes_are_the_catch_up_restores_not_a_pre_copys():
                Entry("complete", "complete", 13.0)]
     assert frozen_rows.caught_up_bytes(entries) == 123_456
     assert str(frozen_rows.caught_up_bytes(entries[:1])) == "nan"
+    uncounted = [Entry("restore", "caught up", 12.0, {"step": "restore", "bytes_fetched": 0, "files_fetched": 3})]
+    assert str(frozen_rows.caught_up_bytes(uncounted)) == "nan"
 
 
 def test_an_absolute_target_judges_the_agent_median_itself():

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from agent import errors
+from agent import errors, s3_access
 from agent.backends.base import EngineView
 from agent.engine.rustic import RusticEngine
 from agent.repository import Repository, S3Spec
@@ -85,6 +85,16 @@ class StandIn:
 
     def last(self) -> dict:
         return self.runs()[-1]
+
+
+@pytest.fixture(autouse=True)
+def no_bucket_check(monkeypatch):
+    """The stand-in binary plays rustic; no S3 endpoint answers the agent's own bucket check
+    (agent/s3_access.py, tested with a real MinIO in tests/integration/test_s3.py), so it is
+    passed here: what is under test is what rustic is given and how its output is read."""
+    async def answered(repo, *, create=False):
+        return False
+    monkeypatch.setattr(s3_access, "require", answered)
 
 
 @pytest.fixture
