@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import os
 import secrets as token
+from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
@@ -38,6 +40,36 @@ log = structlog.get_logger("agent.engine.rustic")
 DEFAULT_REGION = "us-east-1"
 # rustic runs reading tree blobs at once during one listing (each opens the repository anew).
 LISTING_CONCURRENCY = 4
+# Tree blobs are named by the hash of their content, so a blob read once is that blob for good:
+# the driver keeps the newest ones it read (per repository location), up to this many bytes of
+# their JSON, and master keys (per location and password) for as many repositories.
+TREE_CACHE_BYTES = 64 * 1024 * 1024
+MASTER_KEYS_KEPT = 256
+
+
+class _TreeBlobCache:
+    """The text ``cat tree-blob`` printed, by (repository location, tree id), least recently used
+    dropped first beyond ``limit`` bytes."""
+
+    def __init__(self, limit: int) -> None:
+        self._limit = limit
+        self._size = 0
+        self._texts: OrderedDict[tuple[str, str], str] = OrderedDict()
+
+    def get(self, location: str, tree_id: str) -> str | None:
+        text = self._texts.get((location, tree_id))
+        if text is not None:
+            self._texts.move_to_end((location, tree_id))
+        return text
+
+    def put(self, location: str, tree_id: str, text: str) -> None:
+        if len(text) > self._limit or (location, tree_id) in self._texts:
+            return
+        self._texts[(location, tree_id)] = text
+        self._size += len(text)
+        while self._size > self._limit:
+            _, dropped = self._texts.popitem(last=False)
+            self._size -= len(dropped)
 
 
 class RusticEngine:
@@ -68,8 +100,26 @@ class RusticEngine:
         self._stall_timeout = stall_timeout or None
         self._limits_configured = bool(upload_limit_kib or download_limit_kib)
         self._version: tuple[int, int, int] | None = None
+        self._tree_blobs = _TreeBlobCache(TREE_CACHE_BYTES)
+        # (location, password digest) -> master key: a listing then skips the password's KDF.
+        self._master_keys: OrderedDict[tuple[str, str], str] = OrderedDict()
 
     # ------------------------------------------------------------ plumbing
+
+    def _key_slot(self, repo: Repository) -> tuple[str, str]:
+        return repo.location, hashlib.sha256(repo.password.encode()).hexdigest()
+
+    def _kept_master_key(self, repo: Repository) -> str | None:
+        return self._master_keys.get(self._key_slot(repo))
+
+    def _keep_master_key(self, repo: Repository, key: str) -> None:
+        self._master_keys[self._key_slot(repo)] = key
+        self._master_keys.move_to_end(self._key_slot(repo))
+        while len(self._master_keys) > MASTER_KEYS_KEPT:
+            self._master_keys.popitem(last=False)
+
+    def _forget_master_key(self, repo: Repository) -> None:
+        self._master_keys.pop(self._key_slot(repo), None)
 
     async def _probe(self) -> tuple[int, int, int]:
         if self._version is None:
@@ -416,7 +466,9 @@ class _TreeReader:
     """Reads one snapshot's tree blobs for one listing: the master key once (``cat masterkey``),
     the snapshot's root tree id, then ``cat tree-blob`` per directory with that key, at most
     :data:`LISTING_CONCURRENCY` at once; a tree id met twice (identical directories) is read once.
-    The key lives only as long as this object and only in 0600 profile files."""
+    The driver keeps the key in memory (on disk only in the 0600 profile of a run) and the tree
+    blobs it read: a later listing of a snapshot that shares directories with one read before
+    reads only the new ones, without the password's KDF."""
 
     def __init__(self, engine: RusticEngine, repo: Repository, key: str, root: str) -> None:
         self._engine = engine
@@ -428,10 +480,25 @@ class _TreeReader:
 
     @classmethod
     async def open(cls, engine: RusticEngine, repo: Repository, snapshot_id: str) -> _TreeReader:
-        """Raises NotFound for a missing repository or snapshot."""
+        """Raises NotFound for a missing repository or snapshot. The master key the driver kept
+        for this repository and password is used when there is one; when a run with it fails
+        (the repository was made anew since, say) it is read again (``cat masterkey``, which
+        checks the password) and the lookup repeated once."""
+        kept = engine._kept_master_key(repo)
+        if kept is not None:
+            try:
+                return await cls._with_key(engine, repo, snapshot_id, kept)
+            except errors.BucketsError:
+                engine._forget_master_key(repo)
         result = await engine._run(repo, lambda p: rua.cat_masterkey_args(engine.binary, p), action="cat",
                                    capture_stdout=True)
         key = rua.parse_masterkey(result.stdout)
+        reader = await cls._with_key(engine, repo, snapshot_id, key)
+        engine._keep_master_key(repo, key)
+        return reader
+
+    @classmethod
+    async def _with_key(cls, engine: RusticEngine, repo: Repository, snapshot_id: str, key: str) -> "_TreeReader":
         listed = await engine._run(repo, lambda p: rua.snapshots_args(engine.binary, p, ids=[snapshot_id]),
                                    action="snapshots", capture_stdout=True, master_key=key)
         return cls(engine, repo, key, rua.tree_id_of(rua.parse_snapshots(listed.stdout), snapshot_id))
@@ -449,10 +516,15 @@ class _TreeReader:
         return await self._blobs[tree_id]
 
     async def _read(self, tree_id: str) -> str:
+        cached = self._engine._tree_blobs.get(self._repo.location, tree_id)
+        if cached is not None:
+            return cached
         async with self._gate:
             result = await self._engine._run(
                 self._repo, lambda p: rua.cat_tree_blob_args(self._engine.binary, p, tree_id), action="cat",
                 capture_stdout=True, master_key=self._key)
+        rua.parse_tree_blob(result.stdout, "/")  # only a blob that parses is kept
+        self._engine._tree_blobs.put(self._repo.location, tree_id, result.stdout)
         return result.stdout
 
     async def entries(self, tree_id: str, directory: str) -> list[rua.TreeEntry]:

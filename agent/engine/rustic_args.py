@@ -1295,6 +1295,10 @@ STDERR_RULES: tuple[FailureRule, ...] = (
     ),
     # rustic_core backend.rs / id.rs "No suitable id found for `{id}`."
     _rule(r"[Nn]o suitable id found|No snapshots found", errors.NotFound, "snapshot does not exist"),
+    # A full (64-hex) id is read as the file snapshots/<id> without a lookup (0.11.4, recorded):
+    # the backend's "No such file or directory" (local) or opendal's NotFound (S3) names that path.
+    _rule(r"path: \S*snapshots/[0-9a-f]{64}\s+Caused by:\s+(?:No such file or directory|NotFound)",
+          errors.NotFound, "snapshot does not exist"),
     _rule(r"Id not unique|is not unique", errors.InvalidArgument, "snapshot id prefix is ambiguous"),
     # rustic_core lookups of ID:PATH (recorded from 0.11.4): "Node `x` not found in tree." for a
     # missing component; "Node `x` is not a directory." (dump) or "Path `…` in Node subtree is

@@ -1,0 +1,102 @@
+"""What the rustic driver keeps between listings, on the real binary: the master key per
+repository and password, and the tree blobs it read (agent/engine/rustic.py ``_TreeReader``).
+
+A second listing of a snapshot reads no tree blob again and derives no key from the password;
+a listing of a newer snapshot reads only the directories that changed. What is kept never lets a
+wrong password through, and a repository made anew at the same place with the same password is
+listed right (the kept key fails, is read again, and the listing is the new repository's)."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+from pathlib import Path
+
+import pytest
+
+from agent import errors
+from agent.backends.base import EngineView
+from agent.repository import Repository
+from tests.engines import ENGINES
+from tests.integration.test_restore_over import build_engine
+
+RUSTIC = next(engine for engine in ENGINES if engine.driver == "rustic")
+
+
+def make_tree(root: Path, directories: int) -> None:
+    for index in range(directories):
+        directory = root / "project" / f"d{index}"
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / "f.txt").write_text(f"file {index}\n")
+    (root / "persist").mkdir(parents=True, exist_ok=True)
+    (root / "persist" / "state").write_text("state\n")
+
+
+class Counting:
+    """Counts the driver's rustic runs by subcommand ("cat masterkey", "cat tree-blob", …)."""
+
+    def __init__(self, engine, monkeypatch) -> None:
+        self.runs: list[str] = []
+        original = engine._run
+
+        async def run(repo, build, **kwargs):
+            argv = build("/profile.toml")
+            self.runs.append(" ".join(argv[argv.index("cat"):argv.index("cat") + 2]) if "cat" in argv
+                             else kwargs.get("action", "?"))
+            return await original(repo, build, **kwargs)
+
+        monkeypatch.setattr(engine, "_run", run)
+
+    def take(self) -> list[str]:
+        taken, self.runs = self.runs, []
+        return taken
+
+
+def test_listings_reuse_the_key_and_the_blobs_but_never_past_the_password(tmp_path, monkeypatch) -> None:
+    engine = build_engine(RUSTIC, tmp_path / "agent")
+    repo = Repository(kind="local", location=str(tmp_path / "repo"), display="repo", password="listing-cache")
+    source = tmp_path / "source"
+    make_tree(source, directories=6)
+
+    async def backup() -> str:
+        outcome = await engine.backup(repo, EngineView(wrapper=(), root=source), host="project-cache",
+                                      tags=["layout=v2"], on_status=lambda status: None)
+        return outcome.summary.snapshot_id
+
+    async def paths(snapshot_id: str, repository: Repository = repo) -> set[str]:
+        return {node.path for node in await engine.listing(repository, snapshot_id)}
+
+    async def scenario() -> None:
+        first = await backup()
+        runs = Counting(engine, monkeypatch)
+        listed = await paths(first)
+        assert "/project/d5/f.txt" in listed
+        cold = runs.take()
+        assert cold.count("cat masterkey") == 1 and cold.count("cat tree-blob") >= 8  # root, project, d0-d5 …
+
+        assert await paths(first) == listed
+        assert runs.take() == ["snapshots"]  # the kept key; every blob from the cache
+
+        (source / "project" / "d2" / "new.txt").write_text("new\n")
+        second = await backup()
+        assert "/project/d2/new.txt" in await paths(second)
+        warm = runs.take()
+        # The root, project/ and d2/ changed; d0, d1, d3, d4, d5 and persist/ did not.
+        assert "cat masterkey" not in warm and warm.count("cat tree-blob") == 3, warm
+
+        wrong = Repository(kind="local", location=repo.location, display="repo", password="not-the-password")
+        with pytest.raises(errors.FailedPrecondition):
+            await paths(first, wrong)
+        runs.take()
+
+        # The same place and password, a new repository: the kept key fails, is read again.
+        shutil.rmtree(repo.location)
+        (source / "project" / "d0" / "f.txt").write_text("after the new repository\n")
+        third = await backup()
+        assert await paths(third) == listed | {"/project/d2/new.txt"}
+        anew = runs.take()
+        assert anew.count("cat masterkey") == 1, anew
+        with pytest.raises(errors.NotFound):
+            await paths(first)  # the old repository's snapshot is gone with it
+
+    asyncio.run(scenario())
