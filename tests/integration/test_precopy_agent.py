@@ -16,11 +16,13 @@ import shutil
 import signal
 from pathlib import Path
 
+import grpc
+import psutil
 import pytest
 
 from hub_client.proto.buckets.v1 import agent_pb2 as pb
 from tests.engines import ENGINES, EngineUnderTest, engine_ids
-from tests.harness import AgentProcess, manifest, new_id
+from tests.harness import AgentProcess, catch_engine, manifest, new_id
 
 UNCHANGED_FILES = 16
 FILE_SIZE = 64 * 1024
@@ -164,3 +166,171 @@ def test_precopy_then_ensure_places_the_catch_up_snapshot_reading_only_the_diffe
     assert status.present
     again = ensure(target, project_id, snapshot_id=second, precopy_key=KEY)
     assert again.state == pb.SUCCEEDED and again.summary.snapshot_id == second
+
+
+def operation_error(agent: AgentProcess, call) -> grpc.StatusCode:
+    with pytest.raises(grpc.RpcError) as caught:
+        call()
+    return caught.value.code()
+
+
+def test_precopy_refusals_create_nothing(hosts, engine) -> None:
+    if engine is not ENGINES[0]:
+        pytest.skip("the request checks do not depend on the engine")
+    source, target = hosts
+    project_id = source_project(source)
+    first = backup(source, project_id)
+    before = (source.staging_left(), target.staging_left())
+
+    def call(agent, **fields):
+        request = {"request_id": new_id(), "project_id": project_id, "snapshot_id": first, "key": KEY, **fields}
+        return lambda: agent.stub.PreCopy(pb.PreCopyRequest(**request), timeout=10)
+
+    # Present on the host (it has a home): FAILED_PRECONDITION.
+    assert operation_error(source, call(source)) == grpc.StatusCode.FAILED_PRECONDITION
+    for bad in ("", "a/b", "..x/", "x" * 65, "sp ace", "ключ"):
+        assert operation_error(target, call(target, key=bad)) == grpc.StatusCode.INVALID_ARGUMENT, bad
+    assert operation_error(target, call(target, snapshot_id="latest")) == grpc.StatusCode.INVALID_ARGUMENT
+    assert operation_error(target, call(target, snapshot_id="")) == grpc.StatusCode.INVALID_ARGUMENT
+    ensure_without_snapshot = lambda: target.stub.EnsureProject(pb.EnsureProjectRequest(  # noqa: E731
+        request_id=new_id(), project_id=project_id, mode=pb.EnsureProjectRequest.AUTO, precopy_key=KEY), timeout=10)
+    assert operation_error(target, ensure_without_snapshot) == grpc.StatusCode.INVALID_ARGUMENT
+    bad_key_ensure = lambda: target.stub.EnsureProject(pb.EnsureProjectRequest(  # noqa: E731
+        request_id=new_id(), project_id=project_id, mode=pb.EnsureProjectRequest.AUTO, snapshot_id=first,
+        precopy_key="no/slash"), timeout=10)
+    assert operation_error(target, bad_key_ensure) == grpc.StatusCode.INVALID_ARGUMENT
+    # A snapshot that is not there: the operation fails NOT_FOUND and leaves nothing.
+    missing = precopy(target, project_id, "0123456789abcdef")
+    assert missing.state == pb.FAILED and missing.error.code == "NOT_FOUND"
+    assert (source.staging_left(), target.staging_left()) == before
+    assert not target.home(project_id).exists()
+    caps = target.stub.GetCapabilities(pb.GetCapabilitiesRequest(), timeout=10)
+    assert "precopy" in caps.features
+
+
+def test_precopy_lifecycle_restart_replace_delete(hosts, engine) -> None:
+    """A complete pre-copy survives an agent restart (start-up's stale staging removal keeps it);
+    one under another key replaces it; DeleteProject removes it though the project has no home."""
+    source, target = hosts
+    project_id = source_project(source)
+    first = backup(source, project_id)
+    assert precopy(target, project_id, first).state == pb.SUCCEEDED
+    staged_home, _ = staged(target, project_id)
+    tree = manifest(staged_home)
+
+    target.stop()
+    target.start()
+    assert manifest(staged_home) == tree
+    runs = engine_runs(target)
+    assert precopy(target, project_id, first).state == pb.UP_TO_DATE
+    assert engine_runs(target) == runs
+
+    other = precopy(target, project_id, first, key="move-2")
+    assert other.state == pb.SUCCEEDED, other.error
+    assert not staged_home.exists()
+    assert manifest(staged(target, project_id, "move-2")[0]) == tree
+    # The old key is used up: EnsureProject under it restores whole.
+    deleted = target.wait(target.stub.DeleteProject(pb.DeleteProjectRequest(
+        request_id=new_id(), project_id=project_id), timeout=10).id)
+    assert deleted.state == pb.SUCCEEDED, deleted.error
+    assert target.staging_after_cleanup() == []
+    assert not target.home(project_id).exists()
+
+
+BIG_FILES = 40
+BIG_SIZE = 160 * 1024
+
+
+def big_project(source: AgentProcess) -> str:
+    """A project large enough for an engine's restore to be caught mid-run (about 6 MiB)."""
+    project_id = source_project(source)
+    rng = random.Random(11)
+    (source.home(project_id) / "bulk").mkdir()
+    for index in range(BIG_FILES):
+        (source.home(project_id) / "bulk" / f"b{index:02d}.dat").write_bytes(rng.randbytes(BIG_SIZE))
+    return project_id
+
+
+def trees(agent: AgentProcess, project_id: str) -> tuple[dict, dict]:
+    return manifest(agent.home(project_id)), manifest(agent.persist(project_id))
+
+
+def kill_with_child(agent: AgentProcess, child) -> None:
+    """SIGKILL the agent and the engine child it was caught running (stopped by catch_engine)."""
+    agent.kill()
+    try:
+        child.kill()
+    except psutil.NoSuchProcess:
+        pass
+
+
+def test_cancelled_precopy_leaves_no_staging(hosts, engine) -> None:
+    source, target = hosts
+    project_id = big_project(source)
+    first = backup(source, project_id)
+    operation = precopy(target, project_id, first, wait=False)
+    child = catch_engine(target, "restore", moved_first=BIG_SIZE * 4)
+    target.stub.CancelOperation(pb.CancelOperationRequest(operation_id=operation.id), timeout=10)
+    child.resume()
+    done = target.wait(operation.id)
+    assert done.state == pb.CANCELLED
+    assert target.staging_after_cleanup() == []
+    # Nothing of it is used later: the next PreCopy restores whole.
+    again = precopy(target, project_id, first)
+    assert again.state == pb.SUCCEEDED and again.summary.restore_mode == "whole"
+    target.wait(target.stub.DeleteProject(pb.DeleteProjectRequest(request_id=new_id(), project_id=project_id),
+                                          timeout=10).id)
+
+
+def test_killed_precopy_is_continued_then_killed_catch_up_is_continued(hosts, engine) -> None:
+    source, target = hosts
+    project_id = big_project(source)
+    first = backup(source, project_id)
+    bulk = trees(source, project_id)
+
+    operation = precopy(target, project_id, first, wait=False)
+    child = catch_engine(target, "restore", moved_first=BIG_SIZE * BIG_FILES // 2)
+    kill_with_child(target, child)
+    staged_home, staged_persist = staged(target, project_id)
+    partial = {path.name: path.stat().st_ino for path in (staged_home / "bulk").iterdir()
+               if path.read_bytes() == (source.home(project_id) / "bulk" / path.name).read_bytes()}
+    assert len(partial) < BIG_FILES  # caught mid-run
+    target.start()
+    assert target.wait(operation.id).state == pb.INTERRUPTED
+
+    resumed = precopy(target, project_id, first)
+    assert resumed.state == pb.SUCCEEDED, resumed.error
+    assert (manifest(staged_home), manifest(staged_persist)) == bulk
+    if engine.stock:  # restic 0.14 cannot continue a restore: restored whole again, exact
+        assert resumed.summary.restore_mode == "whole"
+    else:
+        assert resumed.summary.restore_mode == "incremental"
+        # Continued, not restarted: what the killed run had written whole stayed in place.
+        kept = [name for name, inode in partial.items() if (staged_home / "bulk" / name).stat().st_ino == inode]
+        assert partial and kept == list(partial)
+        assert resumed.summary.files_fetched < BIG_FILES + UNCHANGED_FILES
+
+    change_tree(source.home(project_id), source.persist(project_id))
+    second = backup(source, project_id)
+    caught_up = trees(source, project_id)
+    placing = ensure_started(target, project_id, snapshot_id=second, precopy_key=KEY)
+    child = catch_engine(target, "restore", moved_first=1)
+    kill_with_child(target, child)
+    assert not target.home(project_id).exists()  # killed before the swap
+    target.start()
+    assert target.wait(placing.id).state == pb.INTERRUPTED
+
+    placed = ensure(target, project_id, snapshot_id=second, precopy_key=KEY)
+    assert placed.state == pb.SUCCEEDED, placed.error
+    assert trees(target, project_id) == caught_up
+    if not engine.stock:
+        assert placed.summary.restore_mode == "incremental"
+    status = target.stub.GetProjectStatus(pb.GetProjectStatusRequest(project_id=project_id), timeout=10)
+    assert status.last_restore.snapshot_id == second
+    assert target.staging_after_cleanup() == []
+
+
+def ensure_started(agent: AgentProcess, project_id: str, **fields) -> pb.Operation:
+    fields.setdefault("mode", pb.EnsureProjectRequest.AUTO)
+    return agent.stub.EnsureProject(pb.EnsureProjectRequest(request_id=new_id(), project_id=project_id, **fields),
+                                    timeout=30)
