@@ -334,3 +334,35 @@ def ensure_started(agent: AgentProcess, project_id: str, **fields) -> pb.Operati
     fields.setdefault("mode", pb.EnsureProjectRequest.AUTO)
     return agent.stub.EnsureProject(pb.EnsureProjectRequest(request_id=new_id(), project_id=project_id, **fields),
                                     timeout=30)
+
+
+def test_precopy_on_btrfs_stages_subvolumes_with_the_quota(agent_factory, btrfs_fs) -> None:
+    from tests.integration.test_btrfs import is_subvolume, qgroup_limit
+
+    engine = ENGINES[1]  # restic 0.18: the incremental way over subvolumes
+    quota = 64 * 1024 * 1024
+    base = btrfs_fs.mountpoint / f"precopy-{new_id()[:8]}"
+    base.mkdir()
+    password_file = base / "repo.password"
+    password_file.write_text("precopy-btrfs\n")
+    password_file.chmod(0o600)
+    extra = (engine.engine_lines() + f'[repository]\nkind = "local"\n[repository.local]\n'
+             f'root = "{base / "shared-repos"}"\npassword_file = "{password_file}"\n'
+             f'[btrfs]\ndefault_quota_bytes = {quota}\n')
+    source, target = (agent_factory(name, backend="btrfs", base=base / name, extra=extra, engine=engine.driver,
+                                    host_id=name) for name in ("source", "target"))
+    project_id = source_project(source)
+    first = backup(source, project_id)
+    done = precopy(target, project_id, first)
+    assert done.state == pb.SUCCEEDED, done.error
+    staged_home, staged_persist = staged(target, project_id)
+    assert is_subvolume(staged_home) and is_subvolume(staged_persist)
+    assert qgroup_limit(staged_home) == quota
+    change_tree(source.home(project_id), source.persist(project_id))
+    second = backup(source, project_id)
+    placed = ensure(target, project_id, snapshot_id=second, precopy_key=KEY)
+    assert placed.state == pb.SUCCEEDED, placed.error
+    assert placed.summary.restore_mode == "incremental"
+    assert trees(target, project_id) == trees(source, project_id)
+    assert is_subvolume(target.home(project_id)) and qgroup_limit(target.home(project_id)) == quota
+    assert target.staging_after_cleanup() == []
