@@ -366,3 +366,24 @@ def test_precopy_on_btrfs_stages_subvolumes_with_the_quota(agent_factory, btrfs_
     assert trees(target, project_id) == trees(source, project_id)
     assert is_subvolume(target.home(project_id)) and qgroup_limit(target.home(project_id)) == quota
     assert target.staging_after_cleanup() == []
+
+
+def test_precopy_older_than_max_age_is_discarded(hosts, engine, tmp_path) -> None:
+    if engine is not ENGINES[0]:
+        pytest.skip("the expiry does not depend on the engine")
+    source, target = hosts
+    project_id = source_project(source)
+    first = backup(source, project_id)
+    short = AgentProcess(base=tmp_path / "short", extra=target.extra + "[precopy]\nmax_age = 1\n",
+                         engine=engine.driver, host_id="short")
+    short.start()
+    try:
+        made = precopy(short, project_id, first)
+        assert made.state == pb.SUCCEEDED and made.summary.restore_mode == "whole"
+        # Housekeeping discards it a second after it was made (the harness waits up to a minute).
+        assert short.staging_after_cleanup(timeout=60) == []
+        again = precopy(short, project_id, first)  # its record went too: restored whole, not UP_TO_DATE
+        assert again.state == pb.SUCCEEDED and again.summary.restore_mode == "whole"
+    finally:
+        short.stop()
+        short.kill()
