@@ -103,7 +103,10 @@ async def ensure(
         record = precopies.current(services.journal, project_id)
         if record is None or record.key != key:
             context.progress("resolve", message=f"no pre-copy {key} on this host: restoring whole")
-            return await whole()
+            summary = await whole()
+            if record is not None:  # under another key: of no use once the project is here
+                await precopies.discard(services.journal, backend, record)
+            return summary
         snapshot, size = await _resolve(context, services, repo, snapshot_id)
         staging = backend.open_staging(record.staging)
         plan = precopies.plan(record, key=key, repository=repo.display, snapshot_id=snapshot.id,

@@ -229,12 +229,20 @@ def test_precopy_lifecycle_restart_replace_delete(hosts, engine) -> None:
     assert other.state == pb.SUCCEEDED, other.error
     assert not staged_home.exists()
     assert manifest(staged(target, project_id, "move-2")[0]) == tree
-    # The old key is used up: EnsureProject under it restores whole.
     deleted = target.wait(target.stub.DeleteProject(pb.DeleteProjectRequest(
         request_id=new_id(), project_id=project_id), timeout=10).id)
     assert deleted.state == pb.SUCCEEDED, deleted.error
     assert target.staging_after_cleanup() == []
     assert not target.home(project_id).exists()
+
+    # EnsureProject under a key without a pre-copy restores whole; one under another key is of
+    # no use once the project is here: it goes too.
+    assert precopy(target, project_id, first, key="move-3").state == pb.SUCCEEDED
+    placed = ensure(target, project_id, snapshot_id=first, precopy_key=KEY)
+    assert placed.state == pb.SUCCEEDED, placed.error
+    assert placed.summary.restore_mode == "whole" and placed.summary.snapshot_id == first
+    assert manifest(target.home(project_id)) == tree
+    assert target.staging_after_cleanup() == []
 
 
 BIG_FILES = 40
