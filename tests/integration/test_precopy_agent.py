@@ -20,6 +20,7 @@ import grpc
 import psutil
 import pytest
 
+from agent import catch_up
 from hub_client.proto.buckets.v1 import agent_pb2 as pb
 from tests.engines import ENGINES, EngineUnderTest, engine_ids
 from tests.harness import AgentProcess, catch_engine, manifest, new_id
@@ -118,6 +119,13 @@ def source_project(source: AgentProcess) -> str:
     return project_id
 
 
+def expected_mode(agent: AgentProcess, *, base: str | None) -> str:
+    """The restore mode the agent's engine allows over a pre-copy holding ``base`` whole (None:
+    an unfinished one), as agent/catch_up.py decides it from the engine's features."""
+    features = frozenset(agent.stub.GetCapabilities(pb.GetCapabilitiesRequest(), timeout=10).features)
+    return "incremental" if catch_up.way_for(features, base_snapshot_id=base) else "whole"
+
+
 def engine_runs(agent: AgentProcess) -> int:
     return len(agent.started_argvs())
 
@@ -152,7 +160,7 @@ def test_precopy_then_ensure_places_the_catch_up_snapshot_reading_only_the_diffe
     assert placed.state == pb.SUCCEEDED, placed.error
     assert placed.summary.snapshot_id == second
     assert (manifest(target.home(project_id)), manifest(target.persist(project_id))) == caught_up
-    if engine.stock:  # restic 0.14: no restore over a tree yet (the diff way is to come): whole, exact
+    if expected_mode(target, base=first) == "whole":  # restic 0.14 until the diff way: whole, exact
         assert placed.summary.restore_mode == "whole"
     else:
         assert placed.summary.restore_mode == "incremental"
@@ -309,7 +317,7 @@ def test_killed_precopy_is_continued_then_killed_catch_up_is_continued(hosts, en
     resumed = precopy(target, project_id, first)
     assert resumed.state == pb.SUCCEEDED, resumed.error
     assert (manifest(staged_home), manifest(staged_persist)) == bulk
-    if engine.stock:  # restic 0.14 cannot continue a restore: restored whole again, exact
+    if expected_mode(target, base=None) == "whole":  # restic 0.14 cannot continue a restore: whole, exact
         assert resumed.summary.restore_mode == "whole"
     else:
         assert resumed.summary.restore_mode == "incremental"
@@ -331,8 +339,7 @@ def test_killed_precopy_is_continued_then_killed_catch_up_is_continued(hosts, en
     placed = ensure(target, project_id, snapshot_id=second, precopy_key=KEY)
     assert placed.state == pb.SUCCEEDED, placed.error
     assert trees(target, project_id) == caught_up
-    if not engine.stock:
-        assert placed.summary.restore_mode == "incremental"
+    assert placed.summary.restore_mode == expected_mode(target, base=first)
     status = target.stub.GetProjectStatus(pb.GetProjectStatusRequest(project_id=project_id), timeout=10)
     assert status.last_restore.snapshot_id == second
     assert target.staging_after_cleanup() == []
