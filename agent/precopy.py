@@ -123,7 +123,7 @@ async def ensure(
                 reason=plan.reason))
         summary = await _place(context, services, repo, staging, record, snapshot=snapshot, size=size)
     if not summary.bytes_processed and fetched is not None:  # the engine's totals, when the size was not known
-        summary = replace(summary, bytes_processed=fetched.bytes_total, files_processed=fetched.files_total)
+        summary = replace(summary, bytes_processed=_total_bytes(fetched), files_processed=_total_files(fetched))
     return replace(summary, duration_seconds=time.monotonic() - started, restore_mode=INCREMENTAL,
                    bytes_fetched=fetched.bytes_restored if fetched else 0,
                    files_fetched=fetched.files_restored if fetched else 0,
@@ -314,8 +314,8 @@ def _summary(snapshot: Snapshot, mode: str, fetched: RestoreSummary | None, size
              duration: float) -> Summary:
     """A PreCopy's summary: a whole restore fetched the whole snapshot; an incremental one what
     the engine says it read."""
-    total_bytes = size.total_bytes if size else (fetched.bytes_total if fetched else 0)
-    total_files = size.total_files if size else (fetched.files_total if fetched else 0)
+    total_bytes = size.total_bytes if size else (_total_bytes(fetched) if fetched else 0)
+    total_files = size.total_files if size else (_total_files(fetched) if fetched else 0)
     if fetched is None:
         return Summary(snapshot_id=snapshot.id, bytes_processed=total_bytes, files_processed=total_files,
                        duration_seconds=duration, restore_mode=mode, bytes_fetched=total_bytes,
@@ -323,3 +323,13 @@ def _summary(snapshot: Snapshot, mode: str, fetched: RestoreSummary | None, size
     return Summary(snapshot_id=snapshot.id, bytes_processed=total_bytes, files_processed=total_files,
                    duration_seconds=duration, restore_mode=mode, bytes_fetched=fetched.bytes_restored,
                    files_fetched=fetched.files_restored, files_deleted=fetched.files_deleted)
+
+
+def _total_bytes(fetched: RestoreSummary) -> int:
+    # restic's summary over an existing tree counts only what it wrote in its total: the
+    # snapshot's files are those written and those skipped as already right.
+    return max(fetched.bytes_total, fetched.bytes_restored + fetched.bytes_skipped)
+
+
+def _total_files(fetched: RestoreSummary) -> int:
+    return max(fetched.files_total, fetched.files_restored + fetched.files_skipped)

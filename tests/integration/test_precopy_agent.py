@@ -151,29 +151,44 @@ def test_precopy_then_ensure_places_the_catch_up_snapshot_reading_only_the_diffe
     assert again.state == pb.UP_TO_DATE and again.summary.snapshot_id == first
     assert engine_runs(target) == runs
 
+    # A second pre-copy round: the bulk changed in every way a project changes.
     change_tree(source.home(project_id), source.persist(project_id))
     second = backup(source, project_id)
-    caught_up = (manifest(source.home(project_id)), manifest(source.persist(project_id)))
     kept_inode = (staged_home / "big" / "f05.dat").stat().st_ino
+    round_two = precopy(target, project_id, second)
+    assert round_two.state == pb.SUCCEEDED, round_two.error
+    assert round_two.summary.snapshot_id == second
+    assert (manifest(staged_home), manifest(staged_persist)) == trees(source, project_id)
+    incremental = expected_mode(target, base=first) == "incremental"
+    assert round_two.summary.restore_mode == ("incremental" if incremental else "whole")
+    if incremental:  # unchanged files were not written again
+        assert (staged_home / "big" / "f05.dat").stat().st_ino == kept_inode
+        assert 0 < round_two.summary.files_fetched < UNCHANGED_FILES
+        assert round_two.summary.files_deleted > 0
 
-    placed = ensure(target, project_id, snapshot_id=second, precopy_key=KEY)
+    # The catch-up after the freeze: a small change more.
+    (source.home(project_id) / "content.txt").write_text("version 3, after the bulk\n")
+    (source.home(project_id) / "added.txt").write_text("new before the freeze\n")
+    (source.home(project_id) / "new-name.txt").unlink()
+    third = backup(source, project_id)
+    caught_up = trees(source, project_id)
+    kept_inode = (staged_home / "big" / "f05.dat").stat().st_ino
+    placed = ensure(target, project_id, snapshot_id=third, precopy_key=KEY)
     assert placed.state == pb.SUCCEEDED, placed.error
-    assert placed.summary.snapshot_id == second
-    assert (manifest(target.home(project_id)), manifest(target.persist(project_id))) == caught_up
-    if expected_mode(target, base=first) == "whole":  # restic 0.14 until the diff way: whole, exact
-        assert placed.summary.restore_mode == "whole"
-    else:
-        assert placed.summary.restore_mode == "incremental"
+    assert placed.summary.snapshot_id == third
+    assert trees(target, project_id) == caught_up
+    assert placed.summary.restore_mode == ("incremental" if incremental else "whole")
+    if incremental:
         # Unchanged files were not written again: the placed file is the pre-copied one.
         assert (target.home(project_id) / "big" / "f05.dat").stat().st_ino == kept_inode
-        assert 0 < placed.summary.files_fetched < UNCHANGED_FILES
-        assert placed.summary.bytes_fetched < UNCHANGED_FILES * FILE_SIZE // 4
+        assert 0 < placed.summary.files_fetched <= 8 and placed.summary.files_deleted >= 1
+        assert placed.summary.bytes_fetched < FILE_SIZE  # rustic reports no bytes: 0
     # Used up: the staging goes, the receipt names the snapshot, the same request again is in place.
     assert target.staging_after_cleanup() == []
     status = target.stub.GetProjectStatus(pb.GetProjectStatusRequest(project_id=project_id), timeout=10)
-    assert status.present
-    again = ensure(target, project_id, snapshot_id=second, precopy_key=KEY)
-    assert again.state == pb.SUCCEEDED and again.summary.snapshot_id == second
+    assert status.present and status.last_restore.snapshot_id == third
+    again = ensure(target, project_id, snapshot_id=third, precopy_key=KEY)
+    assert again.state == pb.SUCCEEDED and again.summary.snapshot_id == third
 
 
 def operation_error(agent: AgentProcess, call) -> grpc.StatusCode:
