@@ -1244,6 +1244,11 @@ STDERR_RULES: tuple[FailureRule, ...] = (
     ),
     # rustic_core backend.rs / id.rs "No suitable id found for `{id}`."
     _rule(r"[Nn]o suitable id found|No snapshots found", errors.NotFound, "snapshot does not exist"),
+    # A full id (64 hex digits) is read as the file snapshots/<id> without a lookup (recorded from
+    # 0.11.4, local repository): "Failed to read the contents of the file." naming that path,
+    # "Caused by: No such file or directory (os error 2)".
+    _rule(r"/snapshots/[0-9a-f]{64}\s[\s\S]*?No such file or directory", errors.NotFound,
+          "snapshot does not exist"),
     _rule(r"Id not unique|is not unique", errors.InvalidArgument, "snapshot id prefix is ambiguous"),
     # rustic_core lookups of ID:PATH (recorded from 0.11.4): "Node `x` not found in tree." for a
     # missing component; "Node `x` is not a directory." (dump) or "Path `…` in Node subtree is

@@ -225,6 +225,22 @@ def test_precopy_refusals_create_nothing(hosts, engine) -> None:
     # A snapshot that is not there: the operation fails NOT_FOUND and leaves nothing.
     missing = precopy(target, project_id, "0123456789abcdef")
     assert missing.state == pb.FAILED and missing.error.code == "NOT_FOUND"
+    # Not a whole layout-v2 snapshot of the project: one of another project, one of a path only.
+    other = source_project(source)
+    other_snapshot = backup(source, other)
+    # A full id not in the project's repository: NOT_FOUND (rustic reads snapshots/<id> directly).
+    elsewhere = precopy(target, project_id, other_snapshot)
+    assert elsewhere.state == pb.FAILED and elsewhere.error.code == "NOT_FOUND", elsewhere.error
+    other_repository = target.base.parent / "shared-repos" / f"project-{other}"
+    spec = pb.RepositorySpec(local=pb.LocalRepository(path=str(other_repository)), password="precopy-test-password")
+    foreign = target.wait(target.stub.PreCopy(pb.PreCopyRequest(
+        request_id=new_id(), project_id=project_id, snapshot_id=other_snapshot, key=KEY, repository=spec),
+        timeout=10).id)
+    assert foreign.state == pb.FAILED and foreign.error.code == "FAILED_PRECONDITION", foreign.error
+    part = source.wait(source.backup(project_id, subpath="big").id)
+    assert part.state == pb.SUCCEEDED, part.error
+    partial = precopy(target, project_id, part.summary.snapshot_id)
+    assert partial.state == pb.FAILED and partial.error.code == "FAILED_PRECONDITION", partial.error
     assert (source.staging_left(), target.staging_left()) == before
     assert not target.home(project_id).exists()
     caps = target.stub.GetCapabilities(pb.GetCapabilitiesRequest(), timeout=10)

@@ -919,6 +919,7 @@ STDERR_CASES: list[tuple[str, type[errors.BucketsError], str]] = [
     (sample("s3_no_bucket_v0.10.3.stderr"), errors.NotFound, "repository does not exist"),
     (sample("snapshot_not_found_v0.9.5.stderr"), errors.NotFound, "snapshot does not exist"),
     (HAND_WRITTEN["no_id_v0_9_4"], errors.NotFound, "snapshot does not exist"),
+    (sample("snapshots_missing_full_id_v0.11.4.stderr"), errors.NotFound, "snapshot does not exist"),
     (HAND_WRITTEN["not_unique"], errors.InvalidArgument, "snapshot id prefix is ambiguous"),
     (sample("dump_missing_v0.11.4.stderr"), errors.NotFound, "path does not exist in the snapshot"),
     (sample("cat_tree_blob_missing_v0.11.4.stderr"), errors.DataLoss, "a tree of the snapshot is missing from the repository"),
