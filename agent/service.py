@@ -506,7 +506,8 @@ class AgentService:
         if precopy_key:
             precopies.check_key(precopy_key, field="precopy_key")
             if not snapshot_id:
-                raise errors.InvalidArgument("precopy_key needs a snapshot_id: a pre-copy is brought to an exact snapshot")
+                raise errors.InvalidArgument(
+                    "precopy_key needs a snapshot_id: a pre-copy is brought to an exact snapshot")
         repo = self._repository(repository, project_id)
         self.backend.require_real(project_id)
         self._refuse_while_copied_from(project_id, "ensured", request_id)
