@@ -408,6 +408,10 @@ def test_precopy_on_btrfs_stages_subvolumes_with_the_quota(agent_factory, btrfs_
     staged_home, staged_persist = staged(target, project_id)
     assert is_subvolume(staged_home) and is_subvolume(staged_persist)
     assert qgroup_limit(staged_home) == quota
+    tree = manifest(staged_home)
+    target.stop()  # the btrfs backend's start-up removal of stale staging keeps it too
+    target.start()
+    assert is_subvolume(staged_home) and manifest(staged_home) == tree
     change_tree(source.home(project_id), source.persist(project_id))
     second = backup(source, project_id)
     placed = ensure(target, project_id, snapshot_id=second, precopy_key=KEY)
