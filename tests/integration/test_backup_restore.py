@@ -150,7 +150,8 @@ def test_capabilities_and_host_status(shared_agent):
     assert caps.engine == "restic" and caps.engine_version.startswith("0.")
     # Probed from the running binary's version, not a fixed list.
     version = tuple(int(part) for part in caps.engine_version.split("."))
-    assert sorted(caps.features) == sorted(ra.features(version))
+    # The engine's features, and what the agent can do beside them (a move's pre-copy).
+    assert sorted(caps.features) == sorted({*ra.features(version), "precopy"})
     assert "read-data-subset" in caps.features and "json-progress" in caps.features
     assert caps.backend == "directory"
     assert any("live tree" in line for line in caps.limitations)

@@ -531,6 +531,28 @@ def _ensure(w: World):
         repository=repositories(w, real_repositories=[w.agent.repository(w.a)]),
         mode=enum_values(pb.EnsureProjectRequest.Mode), quota_bytes=INT64,
         snapshot_id=st.one_of(st.just(""), snapshot_ids(w.a_snapshots + w.d_snapshots)),
+        precopy_key=st.one_of(st.just(""), precopy_keys()),
+    )
+    return st.one_of(valid, fuzzed, fuzzed, fuzzed)
+
+
+def precopy_keys() -> st.SearchStrategy[str]:
+    return st.one_of(st.sampled_from(["move-1", "a:b.c_d-e", "x" * 64, "x" * 65, "a/b", ".."]), garbage())
+
+
+@strategy_for("PreCopy", pb.PreCopyRequest)
+def _precopy(w: World):
+    # Never one that succeeds (its staging would stay for the move): A, B and D are present here,
+    # and a snapshot of A or D is not one of any other project.
+    pool = [w.a, w.b, w.d, *w.new]
+    valid = st.builds(
+        pb.PreCopyRequest, request_id=st.uuids().map(str), project_id=st.sampled_from(pool),
+        snapshot_id=st.sampled_from(w.a_snapshots + w.d_snapshots), key=st.sampled_from(["move-1", "m:2"]),
+    )
+    fuzzed = st.builds(
+        pb.PreCopyRequest, request_id=request_ids(w), project_id=project_ids(pool, random_uuids=False),
+        repository=repositories(w, real_repositories=[w.agent.repository(w.a)]),
+        snapshot_id=snapshot_ids(w.a_snapshots + w.d_snapshots), key=precopy_keys(),
     )
     return st.one_of(valid, fuzzed, fuzzed, fuzzed)
 

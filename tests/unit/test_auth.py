@@ -36,7 +36,7 @@ def test_every_rpc_of_the_agent_service_is_classified_and_nothing_else():
 
 
 @pytest.mark.parametrize("method", [
-    "Backup", "Restore", "Verify", "EnsureProject", "Drain", "DeleteProject", "Forget", "CopyFiles",
+    "Backup", "Restore", "Verify", "EnsureProject", "PreCopy", "Drain", "DeleteProject", "Forget", "CopyFiles",
     "CancelOperation", "Freeze", "Thaw", "MarkEdited",
 ])
 def test_every_rpc_that_changes_something_needs_the_operator_role(method):

@@ -323,6 +323,8 @@ def test_section_that_is_not_a_table(tmp_path: Path) -> None:
         ({"restore": {"dirty": "overwrite"}}, 'restore.dirty: must be one of "snapshot", "refuse"'),
         ({"restore": {"keep_replaced": 0}}, "restore.keep_replaced: must be a number > 0, got 0"),
         ({"restore": {"keep": 3600}}, "restore.keep: unknown key"),
+        ({"precopy": {"max_age": 0}}, "precopy.max_age: must be a number > 0, got 0"),
+        ({"precopy": {"keep": 1}}, "precopy.keep: unknown key"),
         ({"limits": {"read_file_max_bytes": 1.5}}, "limits.read_file_max_bytes: must be an "),
         ({"limits": {"max_concurrent_operations": True}}, "got true"),
         ({"engine": {"restic_binary": ""}}, "engine.restic_binary: must be a non-empty string"),
@@ -583,3 +585,11 @@ def test_restore_section_defaults_and_values(tmp_path: Path) -> None:
     given = parse_config({"host_id": "h", "restore": {"dirty": "refuse", "keep_replaced": 90}}, source="t",
                          relative_to=tmp_path).restore
     assert given == RestoreConfig(dirty="refuse", keep_replaced=90.0)
+
+
+def test_precopy_section_defaults_and_values(tmp_path: Path) -> None:
+    from agent.config import PrecopyConfig, parse_config
+
+    assert parse_config({"host_id": "h"}, source="t", relative_to=tmp_path).precopy == PrecopyConfig(max_age=86400.0)
+    given = parse_config({"host_id": "h", "precopy": {"max_age": 60}}, source="t", relative_to=tmp_path).precopy
+    assert given == PrecopyConfig(max_age=60.0)
