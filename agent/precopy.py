@@ -17,7 +17,7 @@ from dataclasses import replace
 
 import structlog
 
-from agent import catch_up, errors, jobs, precopies
+from agent import catch_up, errors, jobs, live_tree, precopies, tree_compare
 from agent.backends.base import Staging
 from agent.engine.base import RESTORE_PROGRESS, RestoreSize, RestoreSummary, Snapshot
 from agent.model import OperationState, Summary
@@ -72,8 +72,32 @@ async def precopy(
             return Summary(snapshot_id=snapshot.id, state=OperationState.UP_TO_DATE,
                            duration_seconds=time.monotonic() - started)
         mode, fetched, size = outcome
-        context.progress("restore", percent=100.0, message=f"the pre-copy {key} holds snapshot {snapshot.short_id}")
+        entries = await _check_staged(context, services, repo, key=key, snapshot=snapshot)
+        context.progress("restore", percent=100.0, message=f"the pre-copy {key} holds snapshot {snapshot.short_id} "
+                                                           f"({entries} entries checked)")
         return _summary(snapshot, mode, fetched, size, duration=time.monotonic() - started)
+
+
+async def _check_staged(
+    context: OperationContext, services: jobs.Services, repo: Repository, *, key: str, snapshot: Snapshot,
+) -> int:
+    """The staged trees equal ``snapshot``'s listing (the comparison Verify SNAPSHOT_TREE makes
+    of live trees), checked while the project still runs elsewhere: a pre-copy that is not the
+    snapshot is discarded (DataLoss) before a move freezes anything. The listing is also what
+    the catch-up's diff and the move's verify read again, from the engine's caches where it
+    keeps them (rustic's tree blobs). Returns the entries compared."""
+    record = precopies.current(services.journal, context.project_id)
+    staging = services.backend.open_staging(record.staging) if record is not None else None
+    if record is None or staging is None:
+        raise errors.Internal(f"the pre-copy {key} vanished while it was checked")
+    _, expected = await jobs.snapshot_manifest(context, services, repo, snapshot.id)
+    staged = await asyncio.to_thread(live_tree.manifest, {"project": staging.project, "persist": staging.persist})
+    differences = tree_compare.compare(expected, staged)
+    if differences:
+        await precopies.discard(services.journal, services.backend, record)
+        raise errors.DataLoss(f"the pre-copy {key} differs from snapshot {snapshot.short_id} in "
+                              f"{len(differences)} place(s): {tree_compare.describe(differences)}; it was discarded")
+    return len(expected)
 
 
 async def ensure(
