@@ -574,7 +574,10 @@ class MoveRunner(JobRunner):
             operation = self._precopy(target, snapshot_id, done, difference)
             if operation is None:
                 if done == 1:
+                    self._log("precopy", "no pre-copy: the target restores the whole catch-up snapshot after the "
+                              "freeze", {"used": False, "rounds": 0})
                     return
+                done -= 1
                 break  # the earlier rounds' pre-copy stands
             fetched += operation.summary.bytes_fetched
             if precopy_done(done, settings.precopy_rounds, difference, settings.precopy_stop_bytes):
