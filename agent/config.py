@@ -19,6 +19,7 @@ The TOML file mirrors the dataclasses::
     [freeze]      writers ("stop" | "refuse"), grace, cgroup (path pattern with {project_id})
     [retention]   interval, keep_last, keep_hourly, keep_daily, keep_weekly, keep_monthly, prune
     [restore]     dirty ("snapshot" | "refuse"), keep_replaced (seconds)
+    [precopy]     max_age (seconds a move's pre-copy is kept unused)
     [repository]  kind
     [repository.local]  root, password_file
     [repository.s3]     endpoint, region, bucket_prefix, root_template,
@@ -251,6 +252,14 @@ class RestoreConfig:
 
 
 @dataclass(frozen=True, kw_only=True)
+class PrecopyConfig:
+    """A move's pre-copies (PreCopy) staged on this host."""
+
+    max_age: float = 86400.0
+    """Seconds a pre-copy is kept after it last changed before housekeeping discards it, > 0."""
+
+
+@dataclass(frozen=True, kw_only=True)
 class BtrfsConfig:
     """The btrfs backend (``backend = "btrfs"``)."""
 
@@ -384,6 +393,7 @@ class AgentConfig:
     freeze: FreezeConfig = field(default_factory=FreezeConfig)
     retention: RetentionConfig = field(default_factory=RetentionConfig)
     restore: RestoreConfig = field(default_factory=RestoreConfig)
+    precopy: PrecopyConfig = field(default_factory=PrecopyConfig)
     auth: AuthConfig = field(default_factory=AuthConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
 
@@ -777,6 +787,7 @@ def parse_config(data: Mapping[str, Any], *, source: str, relative_to: Path) -> 
     freeze = _parse_freeze(top.table("freeze"), problems)
     retention = _parse_retention(top.table("retention"), problems)
     restore = _parse_restore(top.table("restore"))
+    precopy = _parse_precopy(top.table("precopy"))
     repository = _parse_repository(top.table("repository"), paths, relative_to, problems)
     logging = _parse_logging(top.table("logging"))
     metrics = _parse_metrics(top.table("metrics"), relative_to)
@@ -803,6 +814,7 @@ def parse_config(data: Mapping[str, Any], *, source: str, relative_to: Path) -> 
         freeze=freeze,
         retention=retention,
         restore=restore,
+        precopy=precopy,
         auth=auth,
         metrics=metrics,
     )
@@ -904,6 +916,19 @@ def _parse_restore(table: _Table | None) -> RestoreConfig:
     config = RestoreConfig(
         dirty=table.take("dirty", one_of(*RESTORE_DIRTY_POLICIES), _RESTORE.dirty),
         keep_replaced=float(table.take("keep_replaced", number(0, exclusive=True), _RESTORE.keep_replaced)),
+    )
+    table.finish()
+    return config
+
+
+_PRECOPY = PrecopyConfig()
+
+
+def _parse_precopy(table: _Table | None) -> PrecopyConfig:
+    if table is None:
+        return _PRECOPY
+    config = PrecopyConfig(
+        max_age=float(table.take("max_age", number(0, exclusive=True), _PRECOPY.max_age)),
     )
     table.finish()
     return config

@@ -29,6 +29,7 @@ _KINDS = {
     OperationKind.DELETE: pb.OPERATION_KIND_DELETE,
     OperationKind.FORGET: pb.OPERATION_KIND_FORGET,
     OperationKind.COPY: pb.OPERATION_KIND_COPY,
+    OperationKind.PRECOPY: pb.OPERATION_KIND_PRECOPY,
 }
 
 
@@ -83,6 +84,10 @@ def summary_to_proto(summary: Summary | None) -> pb.OperationSummary | None:
         duration_seconds=summary.duration_seconds,
         warnings=list(summary.warnings),
         projects=[outcome_to_proto(outcome) for outcome in summary.projects],
+        restore_mode=summary.restore_mode,
+        bytes_fetched=summary.bytes_fetched,
+        files_fetched=summary.files_fetched,
+        files_deleted=summary.files_deleted,
     )
 
 

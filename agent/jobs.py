@@ -19,7 +19,8 @@ from typing import Sequence
 
 import structlog
 
-from agent import buckets, errors, fsops, live_tree, placing, project_paths, sentinel, tree_compare, undo, usertree
+from agent import buckets, errors, fsops, live_tree, placing, precopies, project_paths, sentinel, tree_compare, undo
+from agent import usertree
 from agent import freshness as fresh
 from agent.backends.base import Backend, Staging, remove_fd_view
 from agent.config import RestoreConfig
@@ -77,6 +78,8 @@ class Services:
     restore_policy: RestoreConfig = field(default_factory=RestoreConfig)
     # The trees whole-project restores replaced (UndoRestore); made from the backend when not given.
     kept: undo.KeptTrees = None  # type: ignore[assignment]
+    # Around the work on a project's pre-copy staging (:mod:`agent.precopy`, expiry, deletion).
+    staging_locks: precopies.StagingLocks = field(default_factory=precopies.StagingLocks)
 
     def __post_init__(self) -> None:
         if self.kept is None:
@@ -277,7 +280,7 @@ async def restore(
     if await backend.is_frozen(project_id):
         raise errors.FailedPrecondition(f"project {project_id} is frozen; thaw it before restoring")
     # What the project holds now, unless this is a clone (of a project that is not here).
-    replaces = owner == project_id and await _has_content(backend, project_id)
+    replaces = owner == project_id and await has_content(backend, project_id)
     pre_restore, dirty = "", False
     if replaces:
         if snapshot_id == "latest" and resolved is None:
@@ -285,7 +288,7 @@ async def restore(
             resolved = await find_snapshot(services, repo, owner, snapshot_id)
             require_whole(resolved, owner)
             snapshot_id = resolved.id
-        dirty, pre_restore = await _protect_unsaved(context, services, repo, force=force)
+        dirty, pre_restore = await protect_unsaved(context, services, repo, force=force)
     # An engine that reports its restore progress (restic >= 0.17: restore --json) is listened to.
     engine_reports = RESTORE_PROGRESS in await services.engine.features()
     lookup: asyncio.Task | None = None
@@ -326,15 +329,15 @@ async def restore(
         raise
     # For an engine that does not report its restore progress itself the staged tree is measured.
     poller = None if engine_reports else asyncio.create_task(
-        _report_restore_progress(context, staging.project, staging.persist, size_task))
-    writer = asyncio.create_task(_write_back_while_restoring(backend, staging))
-    swapped = kept = unkept = False
+        report_restore_progress(context, staging.project, staging.persist, size_task))
+    writer = asyncio.create_task(write_back_while_restoring(backend, staging))
+    outcome = SwapOutcome()
     try:
         context.progress("restore", message=f"restoring snapshot {snapshot_id[:8]}")
         try:
             if engine_reports:
                 await services.engine.restore(repo, snapshot_id, staging.view,
-                                              on_status=functools.partial(_restore_status, context))
+                                              on_status=functools.partial(restore_status, context))
             else:
                 await services.engine.restore(repo, snapshot_id, staging.view)
         except errors.BucketsError:
@@ -347,68 +350,17 @@ async def restore(
         if poller is not None:
             poller.cancel()
         writer.cancel()
-        total = await _totals(size_task)
-        # Read before the swap: once swapped in, the project is live, and a write into it before
-        # the generation was read would be recorded as backed up (and skipped by the next backup).
-        generation = await backend.staged_generation(staging) if owner == project_id else None
-        plan = backend.swap_plan(project_id, staging)
-        # From here on no await until the swap and the keep are done: cancellation lands only
-        # at an await, so it can never split them.
-        keep = services.kept.prepare(
-            operation_id=context.operation_id, project_id=project_id,
-            keep_seconds=services.restore_policy.keep_replaced, pre_restore_snapshot=pre_restore,
-            trees={"project": staging.project, "persist": staging.persist},
-        ) if replaces else []
-        context.set_recovery(swap=plan, keep=keep)
-        backend.swap_in(plan)
-        swapped = True
-        unkept = bool(keep)
-        # After the exchange the staged paths hold the replaced trees: moved to the kept place.
-        undo.move_kept(keep)
-        kept, unkept = bool(keep), False
-        restored_at = time.time()
-        if owner != project_id:  # a clone: nothing of it is in its own repository yet
-            services.journal.mark_changed(project_id, restored_at)
-        else:
-            services.journal.record_restore(project_id, snapshot_id=snapshot.id, time=restored_at,
-                                            operation_id=context.operation_id)
-            # The project now equals the snapshot: as safe as right after a backup of it.
-            services.journal.record_backup(
-                project_id, time=restored_at, snapshot_id=snapshot.id, operation_id=context.operation_id,
-                generation=generation.as_text() if generation else None, repository=repo.display,
-            )
-        context.progress(
-            "swap",
-            percent=100.0,
-            bytes_done=total.total_bytes if total else 0,
-            bytes_total=total.total_bytes if total else 0,
-            files_done=total.total_files if total else 0,
-            files_total=total.total_files if total else 0,
-            message="restored tree swapped into place",
-        )
-        if kept:
-            until = datetime.fromtimestamp(time.time() + services.restore_policy.keep_replaced, UTC)
-            context.progress("swap", message=f"the replaced tree is kept until {until:%Y-%m-%d %H:%M:%S} UTC: "
-                                             f"undo-restore {project_id} --operation {context.operation_id}")
+        total = await restore_totals(size_task)
+        await swap_restored(context, services, repo, staging, snapshot=snapshot, owner=owner, replaces=replaces,
+                            pre_restore=pre_restore, total=total, outcome=outcome)
     finally:
         helpers = [task for task in (poller, writer, size_task, lookup) if task is not None]
         for task in helpers:
             task.cancel()
         with contextlib.suppress(BaseException):
             await asyncio.gather(*helpers, return_exceptions=True)
-        if unkept:
-            # The replaced trees could not be moved to the kept place: they stay in staging
-            # rather than be removed with it (never destroy what no snapshot holds).
-            log.error("restore.keep_failed", operation_id=context.operation_id)
-        elif swapped:
-            # The project is in place: removing the old trees (all of a large project's old data)
-            # only reclaims space, and the operation does not wait for it. Kept ones are moved
-            # out of staging already; sealing them read-only need not be waited for either.
-            services.housekeeping.later(f"remove the old trees of restore {context.operation_id}",
-                                        backend.discard_staging(context.operation_id))
-            if kept:
-                services.housekeeping.later(f"seal the trees restore {context.operation_id} replaced",
-                                            services.kept.seal(context.operation_id))
+        if outcome.swapped or outcome.unkept:
+            after_swap(context, services, context.operation_id, outcome)
         else:
             await backend.discard_staging(context.operation_id)
     warnings = []
@@ -418,7 +370,7 @@ async def restore(
     elif dirty:
         warnings.append("the project had changes since its last backup that were not backed up first ("
                         + ("force" if force else "no home to back up") + "): they are only in the kept replaced tree")
-    if warnings and kept:
+    if warnings and outcome.kept:
         warnings.append(f"the replaced tree is kept for {services.restore_policy.keep_replaced:g} s: "
                         f"undo-restore {project_id} --operation {context.operation_id}")
     return Summary(
@@ -427,10 +379,101 @@ async def restore(
         files_processed=total.total_files if total else 0,
         duration_seconds=time.monotonic() - started,
         warnings=tuple(warnings),
+        # Into fresh trees: everything the snapshot holds was read from the repository.
+        restore_mode="whole",
+        bytes_fetched=total.total_bytes if total else 0,
+        files_fetched=total.total_files if total else 0,
     )
 
 
-async def _has_content(backend: Backend, project_id: str) -> bool:
+@dataclass
+class SwapOutcome:
+    """How far :func:`swap_restored` got: the staged trees are in place (``swapped``); the trees
+    they replaced are in the kept place (``kept``), or could not be moved there (``unkept``)."""
+
+    swapped: bool = False
+    kept: bool = False
+    unkept: bool = False
+
+
+async def swap_restored(
+    context: OperationContext, services: Services, repo: Repository, staging: Staging, *, snapshot: Snapshot,
+    owner: str, replaces: bool, pre_restore: str, total: RestoreSize | None, outcome: SwapOutcome,
+    recovery: dict | None = None,
+) -> None:
+    """Put ``staging`` (complete: it holds ``snapshot`` of project ``owner`` whole) in place of
+    the project's trees, the way every whole restore does: the staged generation read before
+    the swap, the swap plan in the recovery facts (with ``recovery``), the trees it replaces kept
+    when ``replaces`` (UndoRestore), then the restore receipt and the backup record (or, for a
+    clone of another project, a change). ``outcome`` tells the caller how far it got, also when
+    this raises."""
+    project_id = context.project_id
+    backend = services.backend
+    # Read before the swap: once swapped in, the project is live, and a write into it before
+    # the generation was read would be recorded as backed up (and skipped by the next backup).
+    generation = await backend.staged_generation(staging) if owner == project_id else None
+    plan = backend.swap_plan(project_id, staging)
+    # From here on no await until the swap and the keep are done: cancellation lands only
+    # at an await, so it can never split them.
+    keep = services.kept.prepare(
+        operation_id=context.operation_id, project_id=project_id,
+        keep_seconds=services.restore_policy.keep_replaced, pre_restore_snapshot=pre_restore,
+        trees={"project": staging.project, "persist": staging.persist},
+    ) if replaces else []
+    receipt = {"restored": snapshot.id} if owner == project_id else {}
+    context.set_recovery(swap=plan, keep=keep, **receipt, **(recovery or {}))
+    backend.swap_in(plan)
+    outcome.swapped = True
+    outcome.unkept = bool(keep)
+    # After the exchange the staged paths hold the replaced trees: moved to the kept place.
+    undo.move_kept(keep)
+    outcome.kept, outcome.unkept = bool(keep), False
+    restored_at = time.time()
+    if owner != project_id:  # a clone: nothing of it is in its own repository yet
+        services.journal.mark_changed(project_id, restored_at)
+    else:
+        services.journal.record_restore(project_id, snapshot_id=snapshot.id, time=restored_at,
+                                        operation_id=context.operation_id)
+        # The project now equals the snapshot: as safe as right after a backup of it.
+        services.journal.record_backup(
+            project_id, time=restored_at, snapshot_id=snapshot.id, operation_id=context.operation_id,
+            generation=generation.as_text() if generation else None, repository=repo.display,
+        )
+    context.progress(
+        "swap",
+        percent=100.0,
+        bytes_done=total.total_bytes if total else 0,
+        bytes_total=total.total_bytes if total else 0,
+        files_done=total.total_files if total else 0,
+        files_total=total.total_files if total else 0,
+        message="restored tree swapped into place",
+    )
+    if outcome.kept:
+        until = datetime.fromtimestamp(time.time() + services.restore_policy.keep_replaced, UTC)
+        context.progress("swap", message=f"the replaced tree is kept until {until:%Y-%m-%d %H:%M:%S} UTC: "
+                                         f"undo-restore {project_id} --operation {context.operation_id}")
+
+
+def after_swap(context: OperationContext, services: Services, staging_id: str, outcome: SwapOutcome) -> None:
+    """What follows a swap that happened (``outcome.swapped``) or half happened (``unkept``):
+    the staging ``staging_id`` (the old trees) is removed in the background, the kept trees
+    sealed; replaced trees that could not be kept stay in the staging."""
+    if outcome.unkept:
+        # The replaced trees could not be moved to the kept place: they stay in staging
+        # rather than be removed with it (never destroy what no snapshot holds).
+        log.error("restore.keep_failed", operation_id=context.operation_id)
+        return
+    # The project is in place: removing the old trees (all of a large project's old data)
+    # only reclaims space, and the operation does not wait for it. Kept ones are moved
+    # out of staging already; sealing them read-only need not be waited for either.
+    services.housekeeping.later(f"remove the old trees of restore {context.operation_id}",
+                                services.backend.discard_staging(staging_id))
+    if outcome.kept:
+        services.housekeeping.later(f"seal the trees restore {context.operation_id} replaced",
+                                    services.kept.seal(context.operation_id))
+
+
+async def has_content(backend: Backend, project_id: str) -> bool:
     """Whether the project's home or persist location holds anything a restore would replace."""
     def any_entry(path: Path) -> bool:
         return path.is_dir() and not path.is_symlink() and any(path.iterdir())
@@ -438,7 +481,7 @@ async def _has_content(backend: Backend, project_id: str) -> bool:
         lambda: any_entry(backend.home(project_id)) or any_entry(backend.persist(project_id)))
 
 
-async def _protect_unsaved(
+async def protect_unsaved(
     context: OperationContext, services: Services, repo: Repository, *, force: bool
 ) -> tuple[bool, str]:
     """Before a whole restore replaces the project: when it has changes since its last backup,
@@ -553,7 +596,7 @@ def known_snapshot(
     return snapshot, RestoreSize(total_bytes=known["bytes"], total_files=known["files"])
 
 
-async def _totals(size_task: asyncio.Future) -> RestoreSize | None:
+async def restore_totals(size_task: asyncio.Future) -> RestoreSize | None:
     # The size is for progress display only; failing to get it must not fail the restore.
     try:
         return await size_task
@@ -561,13 +604,13 @@ async def _totals(size_task: asyncio.Future) -> RestoreSize | None:
         return None
 
 
-async def _write_back_while_restoring(backend: Backend, staging: Staging) -> None:
+async def write_back_while_restoring(backend: Backend, staging: Staging) -> None:
     while True:
         await asyncio.sleep(RESTORE_POLL_INTERVAL)
         await backend.write_back(staging)
 
 
-def _restore_status(context: OperationContext, status: RestoreStatus) -> None:
+def restore_status(context: OperationContext, status: RestoreStatus) -> None:
     """A restore progress event from the engine's own report (below 100 %: the swap is to come)."""
     context.progress(
         "restore",
@@ -581,7 +624,7 @@ def _restore_status(context: OperationContext, status: RestoreStatus) -> None:
     )
 
 
-async def _report_restore_progress(context: OperationContext, project, persist, size_task: asyncio.Task) -> None:
+async def report_restore_progress(context: OperationContext, project, persist, size_task: asyncio.Task) -> None:
     started = time.monotonic()
     while True:
         await asyncio.sleep(RESTORE_POLL_INTERVAL)
@@ -742,15 +785,13 @@ async def ensure_project(
     if snapshot_id:
         summary = await _ensure_snapshot(context, services, repo, snapshot_id, quota_bytes)
         return replace(summary, duration_seconds=time.monotonic() - started)
-    if mode != "none" and await _home_is_empty(backend, project_id):
+    if mode != "none" and await home_is_empty(backend, project_id):
         context.progress("resolve", message="looking for the newest backup")
         newest = await newest_v2_snapshot(services, repo, project_id)
         if newest is not None:
             # Restore into staging and swap: an empty home left by a failed start is replaced whole.
             summary = await restore(context, services, repo, snapshot_id=newest.id, resolved=newest)
-            return Summary(snapshot_id=summary.snapshot_id, bytes_processed=summary.bytes_processed,
-                           files_processed=summary.files_processed, duration_seconds=time.monotonic() - started,
-                           warnings=summary.warnings)
+            return _restored_summary(summary, duration_seconds=time.monotonic() - started)
         if mode == "required":
             raise errors.FailedPrecondition(
                 f"project {project_id} is missing and has no layout-v2 backup in {repo.display}"
@@ -770,7 +811,7 @@ async def _ensure_snapshot(
     FailedPrecondition (not layout v2, or the home has files that did not come from it).
     """
     project_id = context.project_id
-    if not await _home_is_empty(services.backend, project_id):
+    if not await home_is_empty(services.backend, project_id):
         receipt = services.journal.last_restore(project_id)
         # Either may be a prefix of the other: the request may name a prefix, and a receipt of a
         # snapshot this agent wrote itself may hold the short id restic < 0.15 reports.
@@ -794,15 +835,24 @@ async def _ensure_snapshot(
     # Otherwise the restore looks the snapshot up beside the engine run (a missing one is
     # NOT_FOUND, one without layout v2 is refused before anything is swapped in).
     summary = await restore(context, services, repo, snapshot_id=snapshot_id, resolved=resolved)
+    return _restored_summary(summary, duration_seconds=summary.duration_seconds)
+
+
+def _restored_summary(summary: Summary, *, duration_seconds: float) -> Summary:
+    """What an EnsureProject that restored reports of the restore: the snapshot, its size, how
+    it was restored and what was fetched, the warnings."""
     return Summary(snapshot_id=summary.snapshot_id, bytes_processed=summary.bytes_processed,
-                   files_processed=summary.files_processed, warnings=summary.warnings)
+                   files_processed=summary.files_processed, duration_seconds=duration_seconds,
+                   warnings=summary.warnings, restore_mode=summary.restore_mode,
+                   bytes_fetched=summary.bytes_fetched, files_fetched=summary.files_fetched,
+                   files_deleted=summary.files_deleted)
 
 
 def _same_snapshot(a: str, b: str) -> bool:
     return a.startswith(b) or b.startswith(a)
 
 
-async def _home_is_empty(backend: Backend, project_id: str) -> bool:
+async def home_is_empty(backend: Backend, project_id: str) -> bool:
     home = backend.home(project_id)
     if not home.is_dir():
         return True
@@ -836,6 +886,11 @@ async def delete_project(context: OperationContext, services: Services, *, repo:
     await services.backend.delete(project_id)
     # Deleting the whole project is the one explicit removal: the trees restores replaced go too.
     await services.kept.remove_project(project_id)
+    async with services.staging_locks.of(project_id):
+        record = precopies.current(services.journal, project_id)
+        if record is not None:
+            context.progress("delete", message=f"removing the pre-copy {record.key}")
+            await precopies.discard(services.journal, services.backend, record)
     services.journal.forget_project(project_id, repo.display if repo is not None else None)
     if repo is not None:
         context.progress("delete", message=f"deleting repository {repo.display}")
@@ -971,14 +1026,16 @@ def _one_snapshot(found: Sequence[Snapshot], wanted: str, project_id: str) -> Sn
     return snapshot
 
 
-def recover(record: OperationRecord, backend: Backend) -> str | None:
+def recover(record: OperationRecord, backend: Backend, journal: Journal | None = None) -> str | None:
     """Bring a project back to a whole state after the agent died during ``record``.
 
     A restore that had started its swap is finished (the staged tree was
     complete); one that had not is dropped, leaving the project as it was.
     Its staging (and the old trees swapped into it) is removed afterwards with
-    every other stale staging (:meth:`Backend.remove_stale`). Returns a note
-    for the operation's record.
+    every other stale staging (:meth:`Backend.remove_stale`). With ``journal``,
+    a finished swap of the project's own snapshot gets its restore receipt (so
+    the same EnsureProject again finds it in place), and a pre-copy it placed
+    is used up. Returns a note for the operation's record.
     """
     note = None
     if record.recovery.get("path_staging"):
@@ -992,8 +1049,25 @@ def recover(record: OperationRecord, backend: Backend) -> str | None:
         # What the swap replaced goes to the kept place before stale staging is removed.
         undo.move_kept(record.recovery.get("keep", []))
         note = "the restore had finished and its swap was completed during recovery"
+        if journal is not None:
+            _recover_records(record, journal)
         if record.recovery.get("undo"):
             note = "the undo had started its swap; the swap was completed during recovery"
     elif record.recovery.get("staging"):
         note = "the restore had not finished; the project was left as it was before"
     return note
+
+
+def _recover_records(record: OperationRecord, journal: Journal) -> None:
+    """After a swap completed in recovery: the receipt of the snapshot it placed (never a backup
+    record: a write after the swap, before the agent died, may be in the project), and the
+    pre-copy it placed used up."""
+    restored = record.recovery.get("restored")
+    if restored:
+        receipt = journal.last_restore(record.project_id)
+        if receipt is None or receipt["operation_id"] != record.id:
+            now = time.time()
+            journal.record_restore(record.project_id, snapshot_id=restored, time=now, operation_id=record.id)
+            journal.mark_changed(record.project_id, now)
+    if record.recovery.get("precopy"):
+        journal.remove_precopy(record.project_id, record.recovery["precopy"])

@@ -22,7 +22,7 @@ from agent.model import (
     Summary,
 )
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS operations (
@@ -75,7 +75,22 @@ CREATE TABLE IF NOT EXISTS snapshots (
     time REAL NOT NULL,
     PRIMARY KEY (repository, snapshot_id)
 );
+CREATE TABLE IF NOT EXISTS precopies (
+    project_id TEXT PRIMARY KEY,
+    key TEXT NOT NULL,
+    staging TEXT NOT NULL,
+    repository TEXT NOT NULL,
+    snapshot_id TEXT NOT NULL,
+    base_snapshot_id TEXT,
+    state TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL
+);
 """
+
+# The columns of a pre-copy record (:meth:`Journal.precopy`).
+PRECOPY_COLUMNS = ("project_id", "key", "staging", "repository", "snapshot_id", "base_snapshot_id", "state",
+                   "created_at", "updated_at")
 
 
 def _summary_to_json(summary: Summary | None) -> str | None:
@@ -168,6 +183,9 @@ class Journal:
                 if column not in columns:
                     self._db.execute(f"ALTER TABLE projects ADD COLUMN {column} TEXT")
             self._db.execute("UPDATE meta SET value='2' WHERE key='schema_version'")
+        if version < 3:
+            # 3: the precopies table (created by the schema script): a move's staged pre-copies.
+            self._db.execute("UPDATE meta SET value='3' WHERE key='schema_version'")
 
     def close(self) -> None:
         self._db.close()
@@ -435,3 +453,45 @@ class Journal:
             (project_id,),
         ).fetchone()
         return None if row is None else (row[0], row[1], row[2])
+
+    # ------------------------------------------------------------ pre-copies
+
+    def put_precopy(
+        self, project_id: str, *, key: str, staging: str, repository: str, snapshot_id: str, state: str,
+        base_snapshot_id: str | None = None, now: float,
+    ) -> None:
+        """Record the project's pre-copy (replacing any earlier record of the project: one each)."""
+        self._db.execute(
+            "INSERT OR REPLACE INTO precopies(project_id, key, staging, repository, snapshot_id, base_snapshot_id,"
+            " state, created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?)",
+            (project_id, key, staging, repository, snapshot_id, base_snapshot_id, state, now, now),
+        )
+
+    def set_precopy_state(
+        self, project_id: str, *, state: str, snapshot_id: str, base_snapshot_id: str | None, now: float,
+    ) -> None:
+        """Change the state of the project's pre-copy: what it holds (or is being brought to) and,
+        while catching up, the snapshot it held before."""
+        self._db.execute(
+            "UPDATE precopies SET state=?, snapshot_id=?, base_snapshot_id=?, updated_at=? WHERE project_id=?",
+            (state, snapshot_id, base_snapshot_id, now, project_id),
+        )
+
+    def precopy(self, project_id: str) -> dict | None:
+        """The project's pre-copy record (keys :data:`PRECOPY_COLUMNS`), or None."""
+        row = self._db.execute(
+            f"SELECT {', '.join(PRECOPY_COLUMNS)} FROM precopies WHERE project_id=?", (project_id,)
+        ).fetchone()
+        return None if row is None else dict(zip(PRECOPY_COLUMNS, row))
+
+    def precopies(self) -> list[dict]:
+        """Every pre-copy record, oldest change first."""
+        rows = self._db.execute(f"SELECT {', '.join(PRECOPY_COLUMNS)} FROM precopies ORDER BY updated_at").fetchall()
+        return [dict(zip(PRECOPY_COLUMNS, row)) for row in rows]
+
+    def remove_precopy(self, project_id: str, staging: str | None = None) -> None:
+        """Drop the project's pre-copy record (only the one of ``staging`` when given)."""
+        if staging is None:
+            self._db.execute("DELETE FROM precopies WHERE project_id=?", (project_id,))
+        else:
+            self._db.execute("DELETE FROM precopies WHERE project_id=? AND staging=?", (project_id, staging))

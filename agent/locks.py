@@ -30,7 +30,7 @@ log = structlog.get_logger("agent.locks")
 # The kinds whose job runs the engine on ``params["repository"]`` (a drain runs none itself:
 # its backups are operations of their own; a one-host copy uses reflinks).
 ENGINE_KINDS = frozenset({OperationKind.BACKUP, OperationKind.RESTORE, OperationKind.VERIFY, OperationKind.ENSURE,
-                          OperationKind.FORGET, OperationKind.DELETE})
+                          OperationKind.FORGET, OperationKind.DELETE, OperationKind.PRECOPY})
 # At most this many unlocks at once, and this long for all of them: an unreachable bucket must
 # not keep the agent from serving (what is not done by then is noted, and the next exclusive
 # command or Verify unlocks it).

@@ -18,6 +18,7 @@ class OperationKind(str, enum.Enum):
     DELETE = "delete"
     FORGET = "forget"
     COPY = "copy"
+    PRECOPY = "precopy"
 
 
 class OperationState(str, enum.Enum):
@@ -39,7 +40,7 @@ class OperationState(str, enum.Enum):
 # Kinds that change a project's data or repository; at most one runs per project.
 MUTATING_KINDS = frozenset(
     {OperationKind.BACKUP, OperationKind.RESTORE, OperationKind.ENSURE, OperationKind.DELETE, OperationKind.FORGET,
-     OperationKind.COPY}
+     OperationKind.COPY, OperationKind.PRECOPY}
 )
 
 
@@ -76,6 +77,13 @@ class Summary:
     # The state the job asks for: SUCCEEDED (default), UP_TO_DATE; warnings turn
     # SUCCEEDED into SUCCEEDED_WITH_WARNINGS.
     state: OperationState = OperationState.SUCCEEDED
+    # A whole restore or a pre-copy: "whole" (into an empty tree) or "incremental" (over a
+    # pre-copy, reading only what differed); "" when nothing was restored.
+    restore_mode: str = ""
+    # What the restore wrote from the repository into the target, and what it removed from it.
+    bytes_fetched: int = 0
+    files_fetched: int = 0
+    files_deleted: int = 0
 
 
 @dataclass(frozen=True)

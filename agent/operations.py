@@ -93,6 +93,12 @@ class OperationContext:
     def params(self) -> dict:
         return self._live.record.params
 
+    @property
+    def shutting_down(self) -> bool:
+        """Whether the agent is shutting down: a cancellation now is an interruption (the
+        operation ends INTERRUPTED), not a caller's cancel."""
+        return self._manager._closing
+
     def progress(self, phase: str, *, milestone: bool = False, **fields) -> None:
         """Report progress (fields of :class:`ProgressEvent`: percent, bytes_done, ..., message).
 

@@ -19,7 +19,8 @@ from typing import Sequence
 import psutil
 import structlog
 
-from agent import browse, cgroup_freeze, errors, ids, jobs, locks, placing, project_paths, sentinel, usertree, writers
+from agent import browse, cgroup_freeze, errors, ids, jobs, locks, placing, precopies, precopy, project_paths, sentinel
+from agent import usertree, writers
 from agent import copy as copying
 from agent import drain as draining
 from agent import freshness as fresh
@@ -40,6 +41,8 @@ from agent.repository import LocalSpec, RepositorySpec, resolve
 log = structlog.get_logger("agent.service")
 
 AGENT_VERSION = "0.1.0"
+# What this agent can do beside its engine's features (GetCapabilities).
+AGENT_FEATURES = ("precopy",)
 # "rescue": a source copy backed up before a move's cleanup removes it (tagged move=<id>).
 PURPOSES = ("backup", "copy", "move", "rescue")
 MAX_FORGET_IDS = 1000
@@ -154,6 +157,7 @@ class AgentService:
         self._reconciler: asyncio.Task | None = None
         self._retention: asyncio.Task | None = None
         self._undo_expiry: asyncio.Task | None = None
+        self._precopy_expiry: asyncio.Task | None = None
         self._checked_snapshots: OrderedDict = OrderedDict()
         self._listings: OrderedDict = OrderedDict()
         self._freeze_lock = asyncio.Lock()
@@ -172,7 +176,7 @@ class AgentService:
             max_running=config.limits.max_concurrent_operations,
             max_queued=config.limits.max_queued_operations,
             keepalive_interval=config.server.keepalive_interval,
-            recover=lambda record: jobs.recover(record, self.backend),
+            recover=lambda record: jobs.recover(record, self.backend, self.journal),
             on_finish=self._operation_finished,
         )
 
@@ -191,7 +195,10 @@ class AgentService:
             open_repository=self._recovery_repository, unlock=self.engine.unlock,
             concurrency=self.config.limits.max_concurrent_operations)
         interrupted = self.operations.recover_interrupted(notes=unlocked)
-        removed = await self.backend.remove_stale()
+        # A pre-copy's staging outlives its operation: kept while its record is.
+        removed = await self.backend.remove_stale(
+            keep=frozenset(record.staging for record in precopies.every(self.journal)))
+        expired_precopies = await self.expire_precopies()
         # Expired kept trees go now; ones kept just before a crash are made read-only.
         expired = await self.services.kept.sweep(seal=True)
         profiles = self.engine.remove_stale()
@@ -203,6 +210,7 @@ class AgentService:
             interrupted=[r.id for r in interrupted],
             stale_staging_removed=[str(p) for p in removed],
             expired_undo_removed=expired,
+            expired_precopies_removed=expired_precopies,
             stale_engine_files_removed=profiles,
         )
         log.info("engine.ready", engine=self.engine.name, binary=self.engine.binary, version=version,
@@ -214,6 +222,9 @@ class AgentService:
         self._undo_expiry = asyncio.get_running_loop().create_task(
             self.expire_undo_forever(undo_expiry_interval(self.config.restore.keep_replaced)), name="undo-expiry"
         )
+        self._precopy_expiry = asyncio.get_running_loop().create_task(
+            self.expire_precopies_forever(undo_expiry_interval(self.config.precopy.max_age)), name="precopy-expiry"
+        )
         if self.config.limits.reconcile_interval > 0:
             self._reconciler = asyncio.get_running_loop().create_task(
                 self.reconcile_forever(self.config.limits.reconcile_interval), name="freshness-reconciler"
@@ -221,7 +232,7 @@ class AgentService:
 
     async def stop(self, grace: float) -> None:
         """Stop running operations (recorded INTERRUPTED) and refuse new ones."""
-        for task in (self._reconciler, self._retention, self._undo_expiry):
+        for task in (self._reconciler, self._retention, self._undo_expiry, self._precopy_expiry):
             if task is not None:
                 task.cancel()
                 await asyncio.gather(task, return_exceptions=True)
@@ -478,9 +489,11 @@ class AgentService:
         mode: str,
         quota_bytes: int,
         snapshot_id: str = "",
+        precopy_key: str = "",
     ) -> tuple[OperationRecord, bool]:
         """Make the project ready to start (see :func:`jobs.ensure_project` for the modes and
-        ``snapshot_id``); a second call while one runs joins it when it asks the same."""
+        ``snapshot_id``; with ``precopy_key`` :func:`precopy.ensure`); a second call while one
+        runs joins it when it asks the same."""
         ids.request_id(request_id)
         project_id = ids.project_id(project_id)
         if quota_bytes < 0:
@@ -490,6 +503,10 @@ class AgentService:
                 raise errors.InvalidArgument("snapshot_id needs mode AUTO or REQUIRED: NONE restores nothing")
             # An exact snapshot is the point: "latest" would be resolved later than the caller meant.
             snapshot_id = ids.snapshot_id(snapshot_id, allow_latest=False)
+        if precopy_key:
+            precopies.check_key(precopy_key, field="precopy_key")
+            if not snapshot_id:
+                raise errors.InvalidArgument("precopy_key needs a snapshot_id: a pre-copy is brought to an exact snapshot")
         repo = self._repository(repository, project_id)
         self.backend.require_real(project_id)
         self._refuse_while_copied_from(project_id, "ensured", request_id)
@@ -499,10 +516,40 @@ class AgentService:
             # manager joins a running operation only when the fingerprint is equal, so a call for
             # another snapshot while one runs is refused as a conflict rather than joined.
             params["snapshot_id"] = snapshot_id
-        job = functools.partial(jobs.ensure_project, services=self.services, repo=repo, mode=mode,
-                                quota_bytes=quota_bytes or None, snapshot_id=snapshot_id)
+        if precopy_key:
+            params["precopy_key"] = precopy_key
+            job = functools.partial(precopy.ensure, services=self.services, repo=repo, mode=mode,
+                                    quota_bytes=quota_bytes or None, snapshot_id=snapshot_id, key=precopy_key)
+        else:
+            job = functools.partial(jobs.ensure_project, services=self.services, repo=repo, mode=mode,
+                                    quota_bytes=quota_bytes or None, snapshot_id=snapshot_id)
         return self.operations.submit(
             kind=OperationKind.ENSURE, project_id=project_id, request_id=request_id, params=params, job=job,
+            joinable=True,
+        )
+
+    def precopy(
+        self, *, request_id: str, project_id: str, repository: RepositorySpec | None, snapshot_id: str, key: str,
+    ) -> tuple[OperationRecord, bool]:
+        """Restore ``snapshot_id`` into the project's pre-copy under ``key`` (see
+        :func:`precopy.precopy`); a second call while one runs joins it when it asks the same.
+        InvalidArgument (bad key, no or a "latest" snapshot), FailedPrecondition (the project is
+        present here) before anything is created."""
+        ids.request_id(request_id)
+        project_id = ids.project_id(project_id)
+        key = precopies.check_key(key)
+        if not snapshot_id:
+            raise errors.InvalidArgument("PreCopy needs a snapshot_id")
+        # An exact snapshot: "latest" would be resolved later than the caller meant.
+        snapshot_id = ids.snapshot_id(snapshot_id, allow_latest=False)
+        repo = self._repository(repository, project_id)
+        self.backend.require_real(project_id)
+        if not self._known_request(request_id):
+            precopy.refuse_present(self.services, project_id)
+        params = {"repository": repo.display, "snapshot_id": snapshot_id, "key": key}
+        job = functools.partial(precopy.precopy, services=self.services, repo=repo, snapshot_id=snapshot_id, key=key)
+        return self.operations.submit(
+            kind=OperationKind.PRECOPY, project_id=project_id, request_id=request_id, params=params, job=job,
             joinable=True,
         )
 
@@ -854,7 +901,7 @@ class AgentService:
             engine=self.engine.name,
             engine_version=await self.engine.version(),
             backend=self.backend.name,
-            features=tuple(sorted(await self.engine.features())),
+            features=tuple(sorted({*await self.engine.features(), *AGENT_FEATURES})),
             limitations=(*self.backend.limitations, *self.engine.limitations()),
             max_concurrent_operations=self.config.limits.max_concurrent_operations,
             read_file_max_bytes=self.config.limits.read_file_max_bytes,
@@ -1066,6 +1113,32 @@ class AgentService:
                 await self.services.kept.sweep()
             except (errors.BucketsError, OSError) as exc:  # kept for the next round; never fatal
                 log.warning("undo.expiry_failed", error=str(exc))
+
+    async def expire_precopies(self) -> list[str]:
+        """Discard the pre-copies unchanged for longer than ``[precopy] max_age`` whose project no
+        operation works on; returns their staging names."""
+        removed = []
+        for record in precopies.expired(precopies.every(self.journal), now=time.time(),
+                                        max_age=self.config.precopy.max_age):
+            lock = self.services.staging_locks.of(record.project_id)
+            if lock.locked() or self.operations.active_operation(record.project_id) is not None:
+                continue  # in use: looked at again next round
+            async with lock:
+                again = precopies.current(self.journal, record.project_id)
+                if again is None or again.staging != record.staging or again.updated_at != record.updated_at:
+                    continue
+                await precopies.discard(self.journal, self.backend, again)
+                removed.append(again.staging)
+        return removed
+
+    async def expire_precopies_forever(self, interval: float) -> None:
+        """Discard expired pre-copies every ``interval`` seconds."""
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self.expire_precopies()
+            except (errors.BucketsError, OSError) as exc:  # kept for the next round; never fatal
+                log.warning("precopy.expiry_failed", error=str(exc))
 
     async def reconcile_forever(self, interval: float) -> None:
         while True:

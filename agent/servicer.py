@@ -266,6 +266,19 @@ class AgentServicer(pb_grpc.AgentServicer):
                 mode=convert.ensure_mode_from_proto(request.mode),
                 quota_bytes=request.quota_bytes,
                 snapshot_id=request.snapshot_id,
+                precopy_key=request.precopy_key,
+            )
+        )
+
+    @rpc
+    async def PreCopy(self, request: pb.PreCopyRequest, context) -> pb.Operation:
+        return _operation(
+            self._service.precopy(
+                request_id=request.request_id,
+                project_id=request.project_id,
+                repository=_repository(request),
+                snapshot_id=request.snapshot_id,
+                key=request.key,
             )
         )
 

@@ -146,6 +146,16 @@ class ProjectLayout:
         if not self.exists(project_id):
             raise errors.NotFound(f"project {project_id} does not exist on this host")
 
+    def open_staging(self, staging_id: str) -> Staging | None:
+        """The staging ``staging_id`` that an earlier operation prepared and kept (a pre-copy), with
+        a fresh engine view; None when either of its trees is missing."""
+        project_staging, persist_staging = self._staging_dirs(staging_id)
+        project_dir, persist_dir = project_staging / "project", persist_staging / "persist"
+        if not (project_dir.is_dir() and not project_dir.is_symlink()
+                and persist_dir.is_dir() and not persist_dir.is_symlink()):
+            return None
+        return self._staging(staging_id, project_dir, persist_dir)
+
     def _staging(self, operation_id: str, project_dir: Path, persist_dir: Path) -> Staging:
         """A restore's staged trees and the view the engine restores into (``_views`` is the
         backend's view directory)."""
@@ -204,6 +214,9 @@ class Backend(Protocol):
         """Bytes the project uses (home and persist); 0 when missing."""
 
     async def prepare_staging(self, project_id: str, operation_id: str) -> Staging: ...
+
+    def open_staging(self, staging_id: str) -> Staging | None:
+        """A staging prepared earlier and kept (a pre-copy); None when it is not whole."""
 
     async def write_back(self, staging: Staging) -> None:
         """Have what the restore wrote into ``staging`` so far written to disk, while it goes on
