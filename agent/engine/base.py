@@ -156,8 +156,35 @@ class BackupOutcome:
     warnings: tuple[str, ...]
 
 
+@dataclass(frozen=True)
+class DiffEntry:
+    """One entry two snapshots differ in (:meth:`Engine.diff`). ``path`` is absolute in the
+    snapshots ("/project/a/b", no trailing "/"); ``is_dir`` whether it is a directory in the newer
+    snapshot (in the older one for "removed"). ``change`` is one of :data:`DIFF_CHANGES`:
+
+    - "added" / "removed": only in the newer / older snapshot (an engine may list the entries
+      inside an added or removed directory too, or only the directory);
+    - "type": a different type (file, dir, symlink, other) in each; what lies inside a directory
+      on either side is not listed;
+    - "content": two regular files whose content (their list of data blobs) differs, whatever
+      their size and mtime;
+    - "metadata": the same type and, for files, the same content, but some other field of the
+      node differs (mode, owner, times, a symlink's target, link count, extended attributes …).
+    """
+
+    path: str
+    change: str
+    is_dir: bool = False
+
+
+DIFF_CHANGES = ("added", "removed", "type", "content", "metadata")
+
+
 # The feature (Engine.features) of an engine that can restore over an existing tree (restore_over).
 RESTORE_OVER = "restore-over"
+# The feature of an engine that can tell the content difference of two snapshots (Engine.diff)
+# and restore a list of paths of a snapshot (Engine.restore_paths).
+SNAPSHOT_DIFF = "snapshot-diff"
 # The feature of an engine whose restore reports its own progress (restore's ``on_status``).
 RESTORE_PROGRESS = "restore-json-progress"
 
@@ -216,6 +243,19 @@ class Engine(Protocol):
         (feature "restore-over" missing), a BucketsError on failure; a run stopped before the
         engine reported that it finished is never a success."""
 
+    async def diff(self, repo: Repository, base_snapshot_id: str, snapshot_id: str) -> list[DiffEntry]:
+        """What snapshot ``snapshot_id`` differs in from ``base_snapshot_id``, by content (data
+        blob ids), type and node metadata, never by size and mtime alone. Needs the feature
+        :data:`SNAPSHOT_DIFF` (Unimplemented otherwise); NotFound for a missing snapshot."""
+
+    async def restore_paths(
+        self, repo: Repository, snapshot_id: str, paths: Sequence[str], view: EngineView,
+    ) -> None:
+        """Restore the snapshot's ``paths`` (absolute in it, each with everything below it) to
+        ``view.root`` + path, into a tree whose directories above them exist and where nothing is
+        at those paths. Directories only passed through keep their own metadata. Needs
+        :data:`SNAPSHOT_DIFF`; raises a BucketsError."""
+
     async def restore_path(self, repo: Repository, snapshot_id: str, path: str, view: EngineView) -> None:
         """Restore the snapshot's ``path`` (absolute in it) to ``view.root`` + ``path``, run inside
         ``view`` (the directories above ``path`` exist there already)."""
@@ -239,6 +279,10 @@ class Engine(Protocol):
     async def ls(self, repo: Repository, snapshot_id: str, path: str, *, recursive: bool) -> list[TreeNode]:
         """Nodes at ``path`` (absolute in the snapshot) and below it: direct children, or all
         with ``recursive``; NotFound when nothing is there."""
+
+    async def listing(self, repo: Repository, snapshot_id: str) -> list[TreeNode]:
+        """Every node of the snapshot (with uid, gid and mtime_ns), in one pass; symlink targets
+        may be missing (""). NotFound for a missing snapshot."""
 
     async def find(self, repo: Repository, snapshot_id: str, paths: Sequence[str]) -> list[TreeNode]:
         """The nodes at ``paths``, with symlink targets."""

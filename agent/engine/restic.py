@@ -19,8 +19,8 @@ from agent import errors
 from agent.backends.base import EngineView
 from agent.engine import restic_args as ra
 from agent.engine.base import (
-    RESTORE_OVER, RESTORE_PROGRESS, BackupOutcome, BackupStatus, RestoreSize, RestoreStatus, RestoreSummary,
-    Snapshot, TreeNode,
+    RESTORE_OVER, RESTORE_PROGRESS, SNAPSHOT_DIFF, BackupOutcome, BackupStatus, DiffEntry, RestoreSize,
+    RestoreStatus, RestoreSummary, Snapshot, TreeNode,
 )
 from agent.executor import DISPLAY_ONLY_NICENESS, ProcessResult, run_engine, run_process
 from agent.repository import Repository
@@ -318,6 +318,42 @@ class ResticEngine:
             action="ls", capture_stdout=True,
         )
         return await self._with_link_targets(repo, snapshot_id, ra.parse_ls(result.stdout))
+
+    async def listing(self, repo: Repository, snapshot_id: str) -> list[TreeNode]:
+        """Every node of the snapshot from one ``ls --json --recursive`` (no symlink targets:
+        finding them costs a ``find`` per :data:`FIND_BATCH` symlinks)."""
+        result = await self._run(
+            repo, ra.ls_args(self.binary, self._common(repo), snapshot_id, recursive=True),
+            action="ls", capture_stdout=True,
+        )
+        return ra.parse_ls(result.stdout)
+
+    async def diff(self, repo: Repository, base_snapshot_id: str, snapshot_id: str) -> list[DiffEntry]:
+        """``restic diff --json --metadata BASE ID``, judged by its closing statistics line
+        (:func:`ra.parse_diff`). Raises a BucketsError."""
+        result = await self._run(
+            repo, ra.diff_args(self.binary, self._common(repo), base_snapshot_id, snapshot_id),
+            action="diff", capture_stdout=True,
+        )
+        return ra.parse_diff(result.stdout)
+
+    async def restore_paths(
+        self, repo: Repository, snapshot_id: str, paths: Sequence[str], view: EngineView,
+    ) -> None:
+        """``restic restore --include P…`` of the snapshot's exact ``paths`` into ``view.root``,
+        one run per :func:`ra.include_batches` batch; from restic 0.17 each run is judged by its
+        ``--json`` summary. restic restores each included entry with its metadata and leaves the
+        directories it only passes through as they are. Raises a BucketsError."""
+        if SNAPSHOT_DIFF not in await self.features():
+            raise errors.Unimplemented(f"restic {await self.version()} cannot restore a list of paths")
+        json_restore = RESTORE_PROGRESS in await self.features()
+        for batch in ra.include_batches(list(paths)):
+            if json_restore:
+                await self._restore_json(repo, snapshot_id, view, on_status=None, include=batch)
+                continue
+            argv = [*view.wrapper, *ra.restore_args(self.binary, self._common(repo), snapshot_id=snapshot_id,
+                                                    target=str(view.root), include=batch)]
+            await self._run(repo, argv, action="restore")
 
     async def _with_link_targets(self, repo: Repository, snapshot_id: str, nodes: list[TreeNode]) -> list[TreeNode]:
         """``nodes`` with their symlinks' targets: restic's ``ls --json`` has none, ``find --json``

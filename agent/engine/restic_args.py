@@ -38,6 +38,7 @@ from agent.engine.base import (
     BackupItemError,
     BackupStatus,
     BackupSummary,
+    DiffEntry,
     RestoreSize,
     RestoreStatus,
     RestoreSummary,
@@ -490,6 +491,113 @@ def find_args(binary: str, common: CommonOptions, snapshot_id: str, paths: Seque
     ]
 
 
+def diff_args(binary: str, common: CommonOptions, base_snapshot_id: str, snapshot_id: str) -> list[str]:
+    """``restic --no-lock diff --json --metadata -- BASE ID``: one "change" line per entry the
+    snapshots differ in (:func:`parse_diff`). ``--metadata`` (restic 0.14 has it) adds the
+    entries whose node metadata alone changed. Raises ValueError for a malformed id."""
+    return [*_common(binary, common), *READ_ONLY, "diff", "--json", "--metadata", "--",
+            _check_snapshot_id(base_snapshot_id), _check_snapshot_id(snapshot_id)]
+
+
+# restic diff's modifier characters (its --help): + added, - removed, T type changed, M content
+# modified, ? content changed while all metadata is the same (newer versions), U metadata only.
+_DIFF_MODIFIERS = frozenset("+-TMU?")
+
+
+def _diff_change(modifier: str) -> str:
+    """A restic diff modifier ("+", "-", "M", "TU", "U", "M?" …) as a DiffEntry change."""
+    if not modifier or not set(modifier) <= _DIFF_MODIFIERS:
+        raise ValueError(f"unknown diff modifier {modifier!r}")
+    if modifier == "+":
+        return "added"
+    if modifier == "-":
+        return "removed"
+    if "+" in modifier or "-" in modifier:
+        raise ValueError(f"unknown diff modifier {modifier!r}")
+    if "T" in modifier:
+        return "type"
+    if "M" in modifier or "?" in modifier:
+        return "content"
+    return "metadata"
+
+
+def parse_diff(stdout: str) -> list[DiffEntry]:
+    """Parse ``restic diff --json --metadata`` (:func:`diff_args`): its "change" lines, in
+    restic's order, ending with one "statistics" line.
+
+    restic 0.14.0 and 0.18.1 print the same (recorded in
+    ``tests/unit/samples/restic/diff_*_v0.14.0.stdout.jsonl`` and ``…_v0.18.1…``):
+    ``{"message_type":"change","path":"/project/a/","modifier":"TU"}``, the path absolute, a
+    directory's (in the newer snapshot; the older one for "-") ending in "/", names as they are
+    (JSON escapes a newline). restic compares files by their data blob lists ("M"), so a content
+    change with size and mtime kept is listed. Below a type-changed directory nothing is listed;
+    every entry inside an added or removed directory is. Raises :class:`agent.errors.Internal` for
+    a line that is not such an object, an unknown modifier, or no statistics line (a run that
+    did not finish)."""
+    try:
+        entries: list[DiffEntry] = []
+        finished = False
+        for line in stdout.splitlines():
+            if not line.strip():
+                continue
+            msg = json.loads(line)
+            if not isinstance(msg, dict):
+                raise TypeError("line is not a JSON object")
+            kind = msg.get("message_type")
+            if kind == "statistics":
+                finished = True
+            elif kind == "change":
+                if finished:
+                    raise TypeError("a change after the statistics")
+                raw = msg["path"]
+                if not isinstance(raw, str) or not raw.startswith("/") or "\x00" in raw:
+                    raise TypeError(f"change path {raw!r} is not absolute")
+                path = raw.rstrip("/")
+                if not path or any(part in ("", ".", "..") for part in path.split("/")[1:]):
+                    raise TypeError(f"change path {raw!r} is not normalised")
+                modifier = msg["modifier"]
+                if not isinstance(modifier, str):
+                    raise TypeError("modifier is not a string")
+                entries.append(DiffEntry(path=path, change=_diff_change(modifier), is_dir=raw.endswith("/")))
+            else:
+                raise TypeError(f"unknown message type {kind!r}")
+        if not finished:
+            raise TypeError("no statistics line: the diff did not finish")
+        return entries
+    except (ValueError, TypeError, KeyError, RecursionError) as exc:
+        raise errors.Internal("restic diff printed output that is not a list of changes",
+                              detail=f"{exc}: {stdout[:2000]}") from exc
+
+
+# Include patterns of one ``restic restore`` (restic matches every node against each, so a few
+# hundred keep a run cheap) and their total length (far below ARG_MAX).
+INCLUDE_BATCH = 500
+INCLUDE_BATCH_CHARS = 256 * 1024
+
+
+def include_batches(paths: Sequence[str]) -> list[list[str]]:
+    """``paths`` (absolute in a snapshot) as ``--include`` patterns matching exactly them and
+    what is below them (:func:`find_pattern`; restic 0.14's include filter matches a pattern
+    against the leading components of a path), split into batches of at most
+    :data:`INCLUDE_BATCH` patterns and :data:`INCLUDE_BATCH_CHARS` characters. Raises
+    ValueError for a relative path or "/"."""
+    batches: list[list[str]] = []
+    current: list[str] = []
+    size = 0
+    for path in paths:
+        if not path.strip("/"):
+            raise ValueError("restoring the snapshot root is a whole restore, not a path")
+        pattern = find_pattern(path)
+        if current and (len(current) >= INCLUDE_BATCH or size + len(pattern) > INCLUDE_BATCH_CHARS):
+            batches.append(current)
+            current, size = [], 0
+        current.append(pattern)
+        size += len(pattern)
+    if current:
+        batches.append(current)
+    return batches
+
+
 def dump_args(binary: str, common: CommonOptions, snapshot_id: str, path: str) -> list[str]:
     """``restic --no-lock dump -- ID PATH``: the content of one file, on stdout.
 
@@ -893,6 +1001,9 @@ FEATURES_BY_VERSION: dict[str, tuple[int, int, int]] = {
     # restore --overwrite if-changed --delete (0.17.0): restore over an existing tree, reading
     # only what differs (Engine.restore_over).
     "restore-over": (0, 17, 0),
+    # diff --json --metadata (both recorded from 0.14.0) and restore --include of escaped exact
+    # paths: Engine.diff and Engine.restore_paths, the "diff" way of a move's catch-up.
+    "snapshot-diff": (0, 14, 0),
     # --json prints a fatal error as {"message_type":"exit_error","code":…,"message":…} on stderr
     # (restic 0.17.0's changelog; recorded here from 0.18.1). classify_failure reads it wherever
     # present, whatever the version: the flag only tells the hub.

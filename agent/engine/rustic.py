@@ -25,8 +25,8 @@ from agent import errors
 from agent.backends.base import EngineView
 from agent.engine import rustic_args as rua
 from agent.engine.base import (
-    RESTORE_OVER, BackupOutcome, BackupStatus, RestoreSize, RestoreStatus, RestoreSummary, Snapshot,
-    TreeNode,
+    RESTORE_OVER, SNAPSHOT_DIFF, BackupOutcome, BackupStatus, DiffEntry, RestoreSize, RestoreStatus,
+    RestoreSummary, Snapshot, TreeNode,
 )
 from agent.engine.restic_args import KeepPolicy
 from agent.executor import DISPLAY_ONLY_NICENESS, ProcessResult, run_engine, run_process
@@ -293,6 +293,43 @@ class RusticEngine:
             return []
         return [found.node] + await reader.below([found], recursive=recursive)
 
+    async def listing(self, repo: Repository, snapshot_id: str) -> list[TreeNode]:
+        """Every node of the snapshot, read from its tree blobs (with symlink targets)."""
+        return await self.ls(repo, snapshot_id, "/", recursive=True)
+
+    async def diff(self, repo: Repository, base_snapshot_id: str, snapshot_id: str) -> list[DiffEntry]:
+        """The entries snapshot ``snapshot_id`` differs in from ``base_snapshot_id``, from their
+        tree blobs (:func:`rua.diff_trees`, a level at a time): only directories whose tree ids
+        differ are read, files are compared by their data blob ids. Raises NotFound for a missing
+        snapshot, Unimplemented without the feature, a BucketsError."""
+        if SNAPSHOT_DIFF not in await self._features():
+            raise errors.Unimplemented(f"rustic {await self.version()} is not known to diff snapshots "
+                                       "(checked from 0.11.4)")
+        reader = await _TreeReader.open(self, repo, snapshot_id)
+        base_root = await reader.root_of(base_snapshot_id)
+        changes: list[DiffEntry] = []
+        level = [(base_root, reader.root, "/")] if base_root != reader.root else []
+        while level:
+            async with asyncio.TaskGroup() as group:
+                tasks = [(group.create_task(reader.entries(old, directory)),
+                          group.create_task(reader.entries(new, directory))) for old, new, directory in level]
+            level = []
+            for old_task, new_task in tasks:
+                found, descend = rua.diff_trees(old_task.result(), new_task.result())
+                changes += found
+                level += [(was.subtree, now.subtree, now.node.path) for was, now in descend]
+        return sorted(changes, key=lambda change: change.path)
+
+    async def restore_paths(
+        self, repo: Repository, snapshot_id: str, paths: Sequence[str], view: EngineView,
+    ) -> None:
+        """Each of ``paths`` with :meth:`restore_path` (one rustic run per path). Raises a
+        BucketsError."""
+        if SNAPSHOT_DIFF not in await self._features():
+            raise errors.Unimplemented(f"rustic {await self.version()} is not known to restore a list of paths")
+        for path in paths:
+            await self.restore_path(repo, snapshot_id, path, view)
+
     async def find(self, repo: Repository, snapshot_id: str, paths: Sequence[str]) -> list[TreeNode]:
         """The nodes at ``paths`` with their symlink targets, and everything below those that are
         directories (as restic ``find`` with these exact paths gives them); missing paths give
@@ -396,6 +433,13 @@ class _TreeReader:
         listed = await engine._run(repo, lambda p: rua.snapshots_args(engine.binary, p, ids=[snapshot_id]),
                                    action="snapshots", capture_stdout=True, master_key=key)
         return cls(engine, repo, key, rua.tree_id_of(rua.parse_snapshots(listed.stdout), snapshot_id))
+
+    async def root_of(self, snapshot_id: str) -> str:
+        """The root tree id of another snapshot of the same repository (NotFound when missing)."""
+        listed = await self._engine._run(
+            self._repo, lambda p: rua.snapshots_args(self._engine.binary, p, ids=[snapshot_id]),
+            action="snapshots", capture_stdout=True, master_key=self._key)
+        return rua.tree_id_of(rua.parse_snapshots(listed.stdout), snapshot_id)
 
     async def _blob(self, tree_id: str) -> str:
         if tree_id not in self._blobs:

@@ -63,7 +63,9 @@ from agent.failure_rules import FailureRule, first_match
 from agent.failure_rules import rule as _rule
 from agent.engine import json_fields
 from agent.engine import restic_args as ra
-from agent.engine.base import BackupStatus, BackupSummary, RestoreSize, RestoreSummary, Snapshot, TreeNode
+from agent.engine.base import (
+    BackupStatus, BackupSummary, DiffEntry, RestoreSize, RestoreSummary, Snapshot, TreeNode,
+)
 from agent.engine.restic_args import backup_paths, check_read_data_subset
 
 # --------------------------------------------------------------------------
@@ -102,6 +104,9 @@ FEATURES_BY_VERSION: dict[str, tuple[int, int, int]] = {
     # restore over an earlier restore: incremental (size+mtime, then chunk by chunk) with --delete
     # (rustic_core RestoreOptions). Checked on the running 0.11.4 only, so claimed from there.
     "restore-over": (0, 11, 4),
+    # Engine.diff from tree blobs (cat tree-blob: node "content" blob ids, directory "subtree"
+    # ids) and Engine.restore_paths; checked on the running 0.11.4 only.
+    "snapshot-diff": (0, 11, 4),
 }
 
 
@@ -719,11 +724,12 @@ def go_unquote(name: str) -> str:
 
 @dataclass(frozen=True)
 class TreeEntry:
-    """One node of a tree blob: the node as restic lists it, and the id of its own tree for a
-    directory ("" otherwise)."""
+    """One node of a tree blob: the node as restic lists it, the id of its own tree for a
+    directory ("" otherwise), and a regular file's data blob ids in order (its content)."""
 
     node: TreeNode
     subtree: str = ""
+    content: tuple[str, ...] = ()
 
 
 def _join(directory: str, name: str) -> str:
@@ -760,11 +766,56 @@ def parse_tree_blob(stdout: str, directory: str) -> list[TreeEntry]:
             subtree = obj.get("subtree") if kind == "dir" else ""
             if kind == "dir" and (not isinstance(subtree, str) or not _BLOB_ID.fullmatch(subtree)):
                 raise TypeError(f"directory {name!r} has no subtree id")
-            entries.append(TreeEntry(node=node, subtree=subtree or ""))
+            content = obj.get("content") if kind == "file" else None
+            if content is None:
+                content = []
+            if not isinstance(content, list) or not all(isinstance(b, str) and _BLOB_ID.fullmatch(b)
+                                                        for b in content):
+                raise TypeError(f"file {name!r} has a malformed content list")
+            entries.append(TreeEntry(node=node, subtree=subtree or "", content=tuple(content)))
         return entries
     except (ValueError, TypeError, KeyError, RecursionError) as exc:
         raise errors.Internal("rustic cat tree-blob printed output that is not a tree",
                               detail=f"{exc}: {stdout[:2000]}") from exc
+
+
+def _same_metadata(old: TreeNode, new: TreeNode) -> bool:
+    return (old.raw_type, old.mode, old.uid, old.gid, old.mtime_ns, old.size, old.link_target) == (
+        new.raw_type, new.mode, new.uid, new.gid, new.mtime_ns, new.size, new.link_target)
+
+
+def diff_trees(
+    old: Sequence[TreeEntry], new: Sequence[TreeEntry],
+) -> tuple[list[DiffEntry], list[tuple[TreeEntry, TreeEntry]]]:
+    """How the nodes of one directory differ between two snapshots (``old``, ``new``: the
+    parsed tree blobs of that directory in each): the entries that differ, by name order, and
+    the pairs of subdirectories whose trees differ, to compare next (equal subtree ids mean
+    equal directories: nothing below them is read). Regular files are compared by their data
+    blob ids ("content"), whatever their size and mtime; a type change is "type"; other node
+    fields (mode, owner, mtime, size, a symlink's target) "metadata". An added or removed
+    directory is one entry (nothing below it is listed)."""
+    before = {e.node.name: e for e in old}
+    after = {e.node.name: e for e in new}
+    changes: list[DiffEntry] = []
+    descend: list[tuple[TreeEntry, TreeEntry]] = []
+    for name in sorted(before.keys() | after.keys()):
+        was, now = before.get(name), after.get(name)
+        if now is None:
+            changes.append(DiffEntry(path=was.node.path, change="removed", is_dir=was.node.type == "dir"))
+            continue
+        is_dir = now.node.type == "dir"
+        if was is None:
+            changes.append(DiffEntry(path=now.node.path, change="added", is_dir=is_dir))
+        elif was.node.raw_type != now.node.raw_type:
+            changes.append(DiffEntry(path=now.node.path, change="type", is_dir=is_dir))
+        elif now.node.type == "file" and was.content != now.content:
+            changes.append(DiffEntry(path=now.node.path, change="content"))
+        else:
+            if not _same_metadata(was.node, now.node):
+                changes.append(DiffEntry(path=now.node.path, change="metadata", is_dir=is_dir))
+            if is_dir and was.subtree != now.subtree:
+                descend.append((was, now))
+    return changes, descend
 
 
 def tree_id_of(snapshots: Sequence[Snapshot], snapshot_id: str) -> str:

@@ -793,9 +793,9 @@ def test_message_is_short_and_free_of_stderr() -> None:
 @pytest.mark.parametrize(
     ("version", "expected"),
     [
-        ((0, 14, 0), {"json-progress", "read-data-subset"}),
-        ((0, 16, 4), {"json-progress", "read-data-subset"}),
-        ((0, 17, 0), {"json-progress", "read-data-subset", "restore-json-progress", "restore-over", "json-errors"}),
+        ((0, 14, 0), {"json-progress", "read-data-subset", "snapshot-diff"}),
+        ((0, 16, 4), {"json-progress", "read-data-subset", "snapshot-diff"}),
+        ((0, 17, 0), {"json-progress", "read-data-subset", "snapshot-diff", "restore-json-progress", "restore-over", "json-errors"}),
     ],
 )
 def test_features_by_version(version, expected) -> None:

@@ -114,6 +114,7 @@ def test_feature_table() -> None:
         "json-progress": (0, 11, 3),
         "version-command": (0, 11, 3),
         "restore-over": (0, 11, 4),
+        "snapshot-diff": (0, 11, 4),
     }
     assert MIN_SUPPORTED_VERSION == (0, 9, 0)
 
@@ -135,7 +136,7 @@ def test_feature_table() -> None:
             {"as-path", "no-scan", "read-data-subset", "error-codes", "snapshots-group-key-json",
              "check-fails-on-errors", "profile-toml-suffix"},
         ),
-        ((0, 11, 3), set(FEATURES_BY_VERSION) - {"restore-over"}),
+        ((0, 11, 3), set(FEATURES_BY_VERSION) - {"restore-over", "snapshot-diff"}),
         ((0, 11, 4), set(FEATURES_BY_VERSION)),
         ((1, 0, 0), set(FEATURES_BY_VERSION)),
     ],
