@@ -130,15 +130,23 @@ def round_difference(summary: pb.OperationSummary) -> int:
 def caught_up_bytes(entries: list[MovelogEntry]) -> int | None:
     """The bytes caught up after the freeze, from the movelog: the catch-up restore's fetched
     bytes (its last "restore" entry) plus, for a cross-region move, what the final repository
-    sync copied (its last "sync" entry of step final_sync). None when no restore was logged."""
+    sync copied (its last "sync" entry of step final_sync). None when no restore was logged, or
+    when its agent did not report the bytes (:func:`fetched_bytes_known`)."""
     restores = [e for e in entries if e.kind == "restore" and "bytes_fetched" in e.data]
-    if not restores:
+    if not restores or not restores[-1].data.get("bytes_known", True):
         return None
     total = int(restores[-1].data["bytes_fetched"])
     syncs = [e for e in entries if e.kind == "sync" and e.data.get("step") == "final_sync"]
     if syncs:
         total += int(syncs[-1].data.get("copied_bytes", 0))
     return total
+
+
+def fetched_bytes_known(summary: pb.OperationSummary) -> bool:
+    """Whether a restore's ``bytes_fetched`` is a measure: the agent reports 0 when it does not
+    know (e.g. rustic's restore over a pre-copy prints file counts only), so 0 bytes with files
+    fetched is unknown, not nothing."""
+    return summary.bytes_fetched > 0 or summary.files_fetched == 0
 
 
 _PRECOPY_KEY = re.compile(r"[A-Za-z0-9._:-]{1,64}")
@@ -725,12 +733,15 @@ class MoveRunner(JobRunner):
         restored = summary.snapshot_id
         if not same_snapshot(restored, snapshot_id):
             raise MoveError(f"target {target.id} restored snapshot {restored[:8] or 'none'}, not {snapshot_id[:8]}")
+        known = fetched_bytes_known(summary)
         self._log("restore", f"{target.id} holds snapshot {snapshot_id[:8]} "
-                  f"({summary.restore_mode or 'restore mode not reported'}): {summary.bytes_fetched} bytes in "
+                  f"({summary.restore_mode or 'restore mode not reported'}): "
+                  f"{summary.bytes_fetched if known else 'an unreported number of'} bytes in "
                   f"{summary.files_fetched} files fetched, {summary.files_deleted} deleted",
                   {"host": target.id, "snapshot_id": restored, "restore_mode": summary.restore_mode,
-                   "bytes_fetched": summary.bytes_fetched, "files_fetched": summary.files_fetched,
-                   "files_deleted": summary.files_deleted, "operation_id": operation.id})
+                   "bytes_fetched": summary.bytes_fetched, "bytes_known": known,
+                   "files_fetched": summary.files_fetched, "files_deleted": summary.files_deleted,
+                   "operation_id": operation.id})
         if len(restored) > len(snapshot_id):
             self.move = self.store.set_move_snapshot(self.move_id, restored)  # the full id, from now on
 

@@ -9,7 +9,8 @@ import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from hub_client.move import (
-    DEFAULT_PRECOPY_STOP_BYTES, OFFLINE_STEPS, ONLINE_STEPS, MoveSettings, caught_up_bytes, newest_backup,
+    DEFAULT_PRECOPY_STOP_BYTES, OFFLINE_STEPS, ONLINE_STEPS, MoveSettings, caught_up_bytes, fetched_bytes_known,
+    newest_backup,
     possible_loss_minutes, precopy_done, precopy_key, resume_point, round_difference, same_snapshot, steps_of,
 )
 from hub_client.store.models import Move, frozen_entry, frozen_window
@@ -197,6 +198,14 @@ def test_caught_up_bytes_from_the_movelog() -> None:
     assert caught_up_bytes(log) == 70  # the bulk sync is before the freeze: not caught up after it
     log.append(entry(5, "sync", {"step": "final_sync", "copied_bytes": 30}))
     assert caught_up_bytes(log) == 100
+    log.append(entry(6, "restore", {"bytes_fetched": 0, "bytes_known": False}))  # not reported: unknown
+    assert caught_up_bytes(log) is None
+
+
+def test_fetched_bytes_known() -> None:
+    assert fetched_bytes_known(pb.OperationSummary(bytes_fetched=5, files_fetched=1))
+    assert fetched_bytes_known(pb.OperationSummary())  # nothing fetched at all
+    assert not fetched_bytes_known(pb.OperationSummary(files_fetched=3))  # files fetched, bytes not said
 
 
 def move_at(frozen_at, placed_at, caught=None) -> Move:
