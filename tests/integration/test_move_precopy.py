@@ -7,6 +7,7 @@ files under the target's roots (a pre-copy's staging)."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import stat
@@ -345,6 +346,15 @@ def test_hub_killed_between_precopy_and_catch_up_resumes_without_redoing_the_pre
             assert resumed.frozen_seconds is not None
             if stopped.frozen_at is not None:  # the window's start survived the hub's death
                 assert resumed.frozen_at == stopped.frozen_at
+            # The operator sees the window: `buckets moves` and the metrics, read from the store.
+            listed = subprocess.run([sys.executable, "-m", "hub_client", "--store", url, "--json", "moves"],
+                                    cwd=REPO_ROOT, capture_output=True, text=True, check=True).stdout
+            row = json.loads(listed.splitlines()[0])
+            assert row["id"] == move.id and row["frozen_seconds"] == resumed.frozen_seconds
+            assert row["caught_up_bytes"] == resumed.caught_up_bytes
+            text = subprocess.run([sys.executable, "-m", "hub_client", "--store", url, "metrics"],
+                                  cwd=REPO_ROOT, capture_output=True, text=True, check=True).stdout
+            assert "buckets_move_frozen_seconds_count 1.0" in text and 'buckets_moves{status="succeeded"} 1.0' in text
             assert staged_files(b, project_id) == []
             assert settled((a, b))
     finally:
