@@ -396,7 +396,9 @@ def test_failure_after_the_precopy_and_cancel_leave_no_staging(restic_hosts, tmp
         store.close()
 
 
-def test_cancel_of_a_move_whose_hub_died_mid_precopy_removes_the_precopy(restic_hosts, tmp_path: Path) -> None:
+@pytest.mark.parametrize("then", ["resume", "cancel"])
+def test_hub_killed_mid_precopy_then_resume_rejoins_or_cancel_removes_it(restic_hosts, tmp_path: Path,
+                                                                          then: str) -> None:
     a, b = restic_hosts
     url = f"sqlite://{tmp_path / 'hub.sqlite'}"
     store = open_store(url)
@@ -414,6 +416,20 @@ def test_cancel_of_a_move_whose_hub_died_mid_precopy_removes_the_precopy(restic_
             assert store.get_move(move.id).step == "precopy"
             # The pre-copy had started on the target: the cancel has something to remove.
             assert any(o.kind == pb.OPERATION_KIND_PRECOPY for o in operations(b, project_id))
+            if then == "resume":  # the resumed hub joins the PreCopy it had started: one whole restore
+                seen = {}
+
+                def before_step(name: str) -> None:
+                    if name == "restore":
+                        seen["frozen"] = frozen_trees(a, project_id)
+
+                assert hub.resume(move.id, before_step=before_step).status == MoveStatus.SUCCEEDED
+                assert differences(frozen_trees(b, project_id), seen["frozen"]) == {}
+                precopies = [o for o in operations(b, project_id) if o.kind == pb.OPERATION_KIND_PRECOPY]
+                assert [o.summary.restore_mode for o in precopies].count("whole") == 1, \
+                    [(o.request_id, o.state, o.summary.restore_mode) for o in precopies]
+                assert staged_files(b, project_id) == [] and settled((a, b))
+                return
             cancelled = hub.cancel(move.id)
             assert cancelled.status == MoveStatus.CANCELLED
             assert settled((a, b))
