@@ -178,7 +178,8 @@ def test_changes_between_bulk_and_freeze_reach_the_target(agent_factory, tmp_pat
     a, b = engine_hosts(agent_factory, tmp_path, engine_under_test)
     store = open_store(f"sqlite://{tmp_path / 'hub.sqlite'}")
     try:
-        with hub_on(store, (a, b)) as hub:
+        # Any difference makes another round: an edit during the first pre-copy gets a second one.
+        with hub_on(store, (a, b), precopy_stop_bytes=0) as hub:
             project_id = create_project(a, files=40, size=2048)
             hub.add_project(project_id, "host-a", "eu")
             home = a.home(project_id)
@@ -207,8 +208,16 @@ def test_changes_between_bulk_and_freeze_reach_the_target(agent_factory, tmp_pat
                 if step == "restore":
                     seen["frozen"] = frozen_trees(a, project_id)
 
-            move = hub.move(project_id, "host-b", before_step=before_step)
+            def edit_during_the_precopy(entry) -> None:
+                if entry.kind == "precopy" and entry.data.get("round") == 1:
+                    write_file(home / "during/precopy.bin", os.urandom(256 * 1024))
+
+            move = hub.move(project_id, "host-b", before_step=before_step, observer=edit_during_the_precopy)
             assert move.status == MoveStatus.SUCCEEDED
+            rounds = {e.data["round"]: e.data for e in store.movelog(move.id)
+                      if e.kind == "precopy" and "restore_mode" in e.data}
+            assert rounds[1]["restore_mode"] == "whole" and rounds[2]["restore_mode"] == "incremental", rounds
+            assert rounds[2]["difference"] > 0 and set(rounds) <= {1, 2, 3}
             home_b = b.home(project_id)
             assert differences(frozen_trees(b, project_id), seen["frozen"]) == {}
             assert not (home_b / "keep/deleted.txt").exists() and not (home_b / "gone").exists()
