@@ -10,19 +10,21 @@ then runs rounds (another backup, a PreCopy of it, incremental on the agent) unt
 difference is small (:func:`precopy_done`); ``freeze`` writes the move's sentinel into the project
 and makes it read-only; ``final_backup`` catches up what changed since, so no edit made before the
 freeze is lost; the target brings its pre-copy to exactly that snapshot (never "latest" resolved
-later) and places it, restoring whole only without a usable pre-copy. The frozen window (freeze
-step start → placement) and the bytes caught up after the freeze are recorded on the move. ``verify`` proves the target's live home and persist location equal that snapshot
-(its restore receipt, then Verify SNAPSHOT_TREE: a manifest of the live trees against the
-snapshot's listing, plus the sentinel), and ``finalize`` checks the live trees' entries and bytes
-once more (Verify COUNTS) right before placement changes. With the source host unreachable the
-move runs ``preflight → restore → verify → finalize`` from the newest backup (verified the same
-way, without a sentinel), and only with ``force`` when the store knows of edits after that backup.
+later) and places it, restoring whole only without a usable pre-copy. ``verify`` proves the
+target's live home and persist location equal that snapshot (its restore receipt, then Verify
+SNAPSHOT_TREE: a manifest of the live trees against the snapshot's listing, plus the sentinel),
+and ``finalize`` checks the live trees' entries and bytes once more (Verify COUNTS) right before
+placement changes; the frozen window (freeze step start → placement) and the bytes caught up
+after the freeze are recorded with the completion. With the source host unreachable the move
+runs ``preflight → restore → verify → finalize`` from the newest backup (verified the same way,
+without a sentinel), and only with ``force`` when the store knows of edits after that backup.
 
 Every step is recorded in the store before it starts, with a request id derived from the move and
-the step, so a hub that dies mid-step resumes by joining the agent operation it had started. Any
-failure leaves the placement on the source, thaws the source (only while it is still the
-placement), removes the target's partial copy, and records why; the move then stays active until
-it is resumed, retried (from preflight, maybe with force) or cancelled. Placement changes in one store transaction with the move's completion,
+the step (and a pre-copy's round), so a hub that dies mid-step resumes by joining the agent
+operation it had started. Any failure leaves the placement on the source, thaws the source (only
+while it is still the placement), removes the target's pre-copy and partial copy, and records
+why; the move then stays active until it is resumed, retried (from preflight, maybe with force)
+or cancelled. Placement changes in one store transaction with the move's completion,
 after verification.
 """
 
@@ -211,14 +213,14 @@ class MoveSettings:
     precopy_rounds: int = DEFAULT_PRECOPY_ROUNDS
     # A round whose backup added at most this many bytes is the last (see precopy_done).
     precopy_stop_bytes: int = DEFAULT_PRECOPY_STOP_BYTES
+    # Each region's bucket, as the hub reaches it: what a cross-region move copies between.
+    buckets: Mapping[str, BucketConfig] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.precopy_rounds < 0:
             raise ValueError(f"MoveSettings.precopy_rounds must not be negative, got {self.precopy_rounds}")
         if self.precopy_stop_bytes < 0:
             raise ValueError(f"MoveSettings.precopy_stop_bytes must not be negative, got {self.precopy_stop_bytes}")
-    # Each region's bucket, as the hub reaches it: what a cross-region move copies between.
-    buckets: Mapping[str, BucketConfig] = field(default_factory=dict)
 
 
 class MoveRunner(JobRunner):
