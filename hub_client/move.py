@@ -462,7 +462,10 @@ class MoveRunner(JobRunner):
 
     def _clear_target(self, target: Host, client: AgentClient) -> None:
         """Remove a copy of the project on the target that this move (an earlier attempt) or an
-        unfinished source cleanup left; refuse to move over any other copy."""
+        unfinished source cleanup left; refuse to move over any other copy. An earlier attempt's
+        operations still running there (the hub lost the target mid-step: a pre-copy, a verify)
+        are stopped first: they would refuse the removal or this attempt's pre-copy (ABORTED)."""
+        self._stop_own_operations(target)
         status = client.project_status(self.project_id)
         if not status.present:
             return
