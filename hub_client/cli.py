@@ -55,6 +55,7 @@ HUB_EXAMPLES = {
     "cleanup": "buckets cleanup",
     "refresh": "buckets refresh --json",
     "rescues": f"buckets rescues --project {_P} --json",
+    "metrics": "buckets metrics",
     "delete": f"buckets delete {_P} --yes",
     "force-off": "buckets force-off host-a",
     "regions": "buckets regions DE",

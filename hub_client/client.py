@@ -478,6 +478,15 @@ class AgentClient:
         return self._start("EnsureProject", pb.EnsureProjectRequest(
             request_id=request_id or new_request_id(), project_id=project_id, **fields))
 
+    def precopy(self, project_id: str, snapshot_id: str, key: str, *, request_id: str | None = None,
+                **fields) -> OperationHandle:
+        """Restore ``snapshot_id`` into a staged copy named ``key`` of a project not placed on this
+        host (PreCopy, kind PRECOPY); EnsureProject with ``precopy_key=key`` places it later.
+        UNIMPLEMENTED raises from an agent without PreCopy."""
+        return self._start("PreCopy", pb.PreCopyRequest(
+            request_id=request_id or new_request_id(), project_id=project_id, snapshot_id=snapshot_id, key=key,
+            **fields))
+
     def delete_project(self, project_id: str, *, request_id: str | None = None, **fields) -> OperationHandle:
         return self._start("DeleteProject", pb.DeleteProjectRequest(
             request_id=request_id or new_request_id(), project_id=project_id, **fields))

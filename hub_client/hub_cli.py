@@ -8,8 +8,10 @@ Examples:
   buckets move 0b6f...-uuid --to host-b           # live movelog; exit 0 when complete
   buckets move 0b6f...-uuid --to host-b --force   # source host down: move from the last backup
   buckets --buckets regions.toml move 0b6f...-uuid --to host-us --cross-region
-  buckets moves --active
+  buckets moves --active                          # with each completed move's frozen window
+  buckets --precopy-rounds 0 move 0b6f...-uuid --to host-b   # no pre-copy: restore whole after the freeze
   buckets movelog MOVE_ID --follow
+  buckets metrics                                 # the hub's Prometheus metrics (frozen windows …)
   buckets resume MOVE_ID | retry MOVE_ID [--force] | cancel-move MOVE_ID
   buckets cleanup                                 # remove source copies left by completed moves
                                                   # (each proved clean, or rescued into a snapshot, first)
@@ -39,7 +41,8 @@ from hub_client.agent_cli import (
 from hub_client.client import AgentError, state_name
 from hub_client.hub import Hub
 from hub_client.copying import CopyRefused
-from hub_client.move import MoveSettings
+from hub_client.metrics import exposition
+from hub_client.move import DEFAULT_PRECOPY_ROUNDS, DEFAULT_PRECOPY_STOP_BYTES, MoveSettings
 from hub_client.steps import JobError
 from hub_client.progress import ProgressPrinter
 from hub_client.rescue import changed_text
@@ -51,7 +54,7 @@ from hub_client.store import (
 )
 
 HUB_COMMANDS = ("hosts", "projects", "move", "moves", "movelog", "resume", "retry", "cancel-move", "cleanup",
-                "refresh", "rescues",
+                "refresh", "rescues", "metrics",
                 "delete", "force-off", "regions", "drain", "copy", "copies", "copylog", "resume-copy", "cancel-copy", "clone")
 
 
@@ -66,6 +69,24 @@ def add_global_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--buckets", type=Path, default=os.environ.get("BUCKETS_REGION_BUCKETS"),
                         help="TOML file of each region's bucket, for cross-region moves "
                              "(default $BUCKETS_REGION_BUCKETS)")
+    parser.add_argument("--precopy-rounds", type=_not_negative,
+                        default=os.environ.get("BUCKETS_PRECOPY_ROUNDS", DEFAULT_PRECOPY_ROUNDS),
+                        help="a move's pre-copies at most before the freeze; 0: none, the target restores whole "
+                             f"after the freeze (default $BUCKETS_PRECOPY_ROUNDS or {DEFAULT_PRECOPY_ROUNDS})")
+    parser.add_argument("--precopy-stop-bytes", type=_not_negative,
+                        default=os.environ.get("BUCKETS_PRECOPY_STOP_BYTES", DEFAULT_PRECOPY_STOP_BYTES),
+                        help="a pre-copy round whose backup added at most this many bytes is the last "
+                             f"(default $BUCKETS_PRECOPY_STOP_BYTES or {DEFAULT_PRECOPY_STOP_BYTES})")
+
+
+def _not_negative(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must not be negative: {value}")
+    return value
 
 
 def add_hub_commands(commands) -> None:
@@ -114,6 +135,8 @@ def add_hub_commands(commands) -> None:
                                         "proved to hold nothing newer than the moved snapshot, or rescued first)")
     commands.add_parser("refresh", help="record every host's projects' last backup and last change as their agents "
                                         "report them now")
+    commands.add_parser("metrics", help="print the hub's Prometheus metrics (moves' frozen windows, bytes caught "
+                                        "up after the freeze, moves by status) in the text format")
     rescues = commands.add_parser("rescues", help="snapshots taken of source copies that held changes newer than "
                                                   "their move's snapshot, before the copies were removed")
     rescues.add_argument("--project", help="only this project's rescues")
@@ -169,7 +192,9 @@ def run_hub_command(args) -> int:
         print(f"buckets: {exc}", file=sys.stderr)
         return EXIT_USAGE
     try:
-        with Hub(store, client_config=client_config_from(args), settings=MoveSettings(buckets=buckets)) as hub:
+        settings = MoveSettings(buckets=buckets, precopy_rounds=int(args.precopy_rounds),
+                                precopy_stop_bytes=int(args.precopy_stop_bytes))
+        with Hub(store, client_config=client_config_from(args), settings=settings) as hub:
             return _dispatch(hub, args)
     except (MoveInProgress, CopyInProgress) as exc:
         print(f"buckets: {exc}", file=sys.stderr)
@@ -240,9 +265,13 @@ def _dispatch(hub: Hub, args) -> int:
         return EXIT_OK if move.status == "succeeded" else EXIT_FAILED
     if command == "moves":
         for move in hub.store.list_moves(project_id=args.project, active=True if args.active else None):
-            _emit(args, _row(move), f"{move.id}  {move.project_id}  {move.source_host} → {move.target_host}  "
-                                    f"{move.status:<9} step {move.step:<12} attempts {move.attempts}"
-                                    + (f"  error: {move.error}" if move.error else ""))
+            _emit(args, {**_row(move), "frozen_seconds": move.frozen_seconds},
+                  f"{move.id}  {move.project_id}  {move.source_host} → {move.target_host}  "
+                  f"{move.status:<9} step {move.step:<12} attempts {move.attempts}" + _frozen_text(move)
+                  + (f"  error: {move.error}" if move.error else ""))
+        return EXIT_OK
+    if command == "metrics":
+        sys.stdout.write(exposition(hub.store))
         return EXIT_OK
     if command == "movelog":
         hub.store.get_move(args.move)  # NotFound for an unknown move
@@ -337,6 +366,15 @@ def _dispatch(hub: Hub, args) -> int:
             _emit(args, _row(move), f"still pending: {move.id} ({move.project_id} on {move.source_host})")
         return EXIT_OK if not pending else EXIT_FAILED
     return EXIT_USAGE
+
+
+def _frozen_text(move) -> str:
+    """``  frozen 1.23 s, 10485760 B caught up`` for a placed move that froze its source, else ""."""
+    seconds = move.frozen_seconds
+    if seconds is None:
+        return ""
+    caught = "" if move.caught_up_bytes is None else f", {move.caught_up_bytes} B caught up"
+    return f"  frozen {seconds:.2f} s{caught}"
 
 
 def _row(item) -> dict[str, Any]:

@@ -2,35 +2,43 @@
 
 A move with its source host online runs::
 
-    preflight → backup → freeze → final_backup → restore → verify → finalize
+    preflight → backup → precopy → freeze → final_backup → restore → verify → finalize
 
-The bulk ``backup`` runs while the project is still in use; ``freeze`` writes the move's sentinel
-into the project and makes it read-only; ``final_backup`` catches up what changed since, so no
-edit made before the freeze is lost; the target restores exactly that snapshot (never "latest"
-resolved later). ``verify`` proves the target's live home and persist location equal that snapshot
-(its restore receipt, then Verify SNAPSHOT_TREE: a manifest of the live trees against the
-snapshot's listing, plus the sentinel), and ``finalize`` checks the live trees' entries and bytes
-once more (Verify COUNTS) right before placement changes. With the source host unreachable the
-move runs ``preflight → restore → verify → finalize`` from the newest backup (verified the same
-way, without a sentinel), and only with ``force`` when the store knows of edits after that backup.
+The bulk ``backup`` runs while the project is still in use; ``precopy`` has the target restore
+that snapshot into a staged copy (PreCopy under the move's id), still while the project runs, and
+then runs rounds (another backup, a PreCopy of it, incremental on the agent) until a round's
+difference is small (:func:`precopy_done`); ``freeze`` writes the move's sentinel into the project
+and makes it read-only; ``final_backup`` catches up what changed since, so no edit made before the
+freeze is lost; the target brings its pre-copy to exactly that snapshot (never "latest" resolved
+later) and places it, restoring whole only without a usable pre-copy. ``verify`` proves the
+target's live home and persist location equal that snapshot (its restore receipt, then Verify
+SNAPSHOT_TREE: a manifest of the live trees against the snapshot's listing, plus the sentinel),
+and ``finalize`` checks the live trees' entries and bytes once more (Verify COUNTS) right before
+placement changes; the frozen window (freeze step start → placement) and the bytes caught up
+after the freeze are recorded with the completion. With the source host unreachable the move
+runs ``preflight → restore → verify → finalize`` from the newest backup (verified the same way,
+without a sentinel), and only with ``force`` when the store knows of edits after that backup.
 
 Every step is recorded in the store before it starts, with a request id derived from the move and
-the step, so a hub that dies mid-step resumes by joining the agent operation it had started. Any
-failure leaves the placement on the source, thaws the source (only while it is still the
-placement), removes the target's partial copy, and records why; the move then stays active until
-it is resumed, retried (from preflight, maybe with force) or cancelled. Placement changes in one store transaction with the move's completion,
+the step (and a pre-copy's round), so a hub that dies mid-step resumes by joining the agent
+operation it had started. Any failure leaves the placement on the source, thaws the source (only
+while it is still the placement), removes the target's pre-copy and partial copy, and records
+why; the move then stays active until it is resumed, retried (from preflight, maybe with force)
+or cancelled. Placement changes in one store transaction with the move's completion,
 after verification.
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
+import re
 import time
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Mapping
 
-from hub_client.client import OK_STATES, AgentClient, AgentError, new_request_id
+from hub_client.client import OK_STATES, AgentClient, AgentError, new_request_id, state_name
 from hub_client.freshness import offline_window, record_status, timestamp_or_none
 from hub_client.rescue import RescueFailed, same_snapshot, secure_source_copy
 from hub_client.proto.buckets.v1 import agent_pb2 as pb
@@ -40,16 +48,23 @@ from hub_client.repository_copy import BucketConfig, RepositoryCopyError, copy_r
 from hub_client.steps import PROGRESS_INTERVAL, JobError, JobRunner, Observer, job_request_id
 
 SENTINEL_PATH = "persist/.buckets-move-sentinel"
-ONLINE_STEPS = ("preflight", "backup", "freeze", "final_backup", "restore", "verify", "finalize")
+ONLINE_STEPS = ("preflight", "backup", "precopy", "freeze", "final_backup", "restore", "verify", "finalize")
 OFFLINE_STEPS = ("preflight", "restore", "verify", "finalize")
 # A cross-region move copies the repository into the target region's bucket twice: in bulk while
-# the project is in use, then what the catch-up backup added.
-CROSS_REGION_STEPS = ("preflight", "backup", "sync", "freeze", "final_backup", "final_sync", "restore", "verify",
-                      "finalize")
+# the project is in use, then what the catch-up backup added. Its pre-copy reads the target
+# region's copy, so each of its rounds copies the repository again first.
+CROSS_REGION_STEPS = ("preflight", "backup", "sync", "precopy", "freeze", "final_backup", "final_sync", "restore",
+                      "verify", "finalize")
 PLAN_STEPS = {"online": ONLINE_STEPS, "offline": OFFLINE_STEPS, "cross-region": CROSS_REGION_STEPS}
-# A failure undoes these (the source is thawed, the target's copy removed), so a resumed move
-# starts again there at the latest.
-FIRST_UNDONE_STEP = {"online": "freeze", "offline": "restore", "cross-region": "freeze"}
+# A failure undoes these (the target's pre-copy and copy removed, the source thawed), so a
+# resumed move starts again there at the latest.
+FIRST_UNDONE_STEP = {"online": "precopy", "offline": "restore", "cross-region": "precopy"}
+DEFAULT_PRECOPY_ROUNDS = 3
+# A round whose backup added at most this much is the last: the catch-up after the freeze then
+# fetches about this much at most. 16 MiB is ~0.15 s of fetching at 100 MB/s (a bucket in the
+# same region), a tenth of the 1.5 s frozen-window target; a further round would save less than
+# that and cost a whole scan of the project while it runs.
+DEFAULT_PRECOPY_STOP_BYTES = 16 * 1024 * 1024
 
 Connect = Callable[[Host], AgentClient]
 
@@ -97,6 +112,57 @@ def resume_point(plan: str | None, step: str, crashed: bool) -> str:
     return steps[min(steps.index(step), steps.index(FIRST_UNDONE_STEP[plan]))]
 
 
+def precopy_done(rounds_done: int, max_rounds: int, difference: int | None, stop_bytes: int) -> bool:
+    """Whether the pre-copy stops after its ``rounds_done``-th PreCopy (the bulk snapshot's is
+    the first). ``difference``: what that round's backup added (None for the first round, which
+    has no previous pre-copy to differ from). It stops at ``max_rounds`` PreCopies, or when a
+    round's difference is at most ``stop_bytes``."""
+    if rounds_done >= max_rounds:
+        return True
+    return difference is not None and difference <= stop_bytes
+
+
+def round_difference(summary: pb.OperationSummary) -> int:
+    """The measure of a pre-copy round's difference: the bytes the round's backup added to the
+    repository (new and changed content after deduplication). That is what the next incremental
+    restore has to fetch, where the number of changed files would not say how much."""
+    return max(0, int(summary.bytes_added))
+
+
+def caught_up_bytes(entries: list[MovelogEntry]) -> int | None:
+    """The bytes caught up after the freeze, from the movelog: the catch-up restore's fetched
+    bytes (its last "restore" entry) plus, for a cross-region move, what the final repository
+    sync copied (its last "sync" entry of step final_sync). None when no restore was logged, or
+    when its agent did not report the bytes (:func:`fetched_bytes_known`)."""
+    restores = [e for e in entries if e.kind == "restore" and "bytes_fetched" in e.data]
+    if not restores or not restores[-1].data.get("bytes_known", True):
+        return None
+    total = int(restores[-1].data["bytes_fetched"])
+    syncs = [e for e in entries if e.kind == "sync" and e.data.get("step") == "final_sync"]
+    if syncs:
+        total += int(syncs[-1].data.get("copied_bytes", 0))
+    return total
+
+
+def fetched_bytes_known(summary: pb.OperationSummary) -> bool:
+    """Whether a restore's ``bytes_fetched`` is a measure: the agent reports 0 when it does not
+    know (e.g. rustic's restore over a pre-copy prints file counts only), so 0 bytes with files
+    fetched is unknown, not nothing."""
+    return summary.bytes_fetched > 0 or summary.files_fetched == 0
+
+
+_PRECOPY_KEY = re.compile(r"[A-Za-z0-9._:-]{1,64}")
+
+
+def precopy_key(move_id: str) -> str:
+    """The name of the move's staged copy on the target (PreCopyRequest.key and
+    EnsureProjectRequest.precopy_key): the move's id, or a digest of it where the id does not fit
+    the agent's key charset and length."""
+    if _PRECOPY_KEY.fullmatch(move_id):
+        return move_id
+    return "move-" + hashlib.sha256(move_id.encode()).hexdigest()[:32]
+
+
 def sentinel_for(move_id: str) -> str:
     return f"buckets move {move_id}\n"
 
@@ -142,8 +208,19 @@ class MoveSettings:
     # down and no report this recent, the project's freshness is unknown (a move needs force).
     freshness_valid_for: timedelta = timedelta(minutes=10)
     operation_timeout: float | None = None  # seconds to wait for one agent operation (None: no limit)
+    # PreCopies at most before the freeze (the bulk snapshot's, then one per round); 0: no
+    # pre-copy at all, the target restores whole after the freeze (the flow before issue 18).
+    precopy_rounds: int = DEFAULT_PRECOPY_ROUNDS
+    # A round whose backup added at most this many bytes is the last (see precopy_done).
+    precopy_stop_bytes: int = DEFAULT_PRECOPY_STOP_BYTES
     # Each region's bucket, as the hub reaches it: what a cross-region move copies between.
     buckets: Mapping[str, BucketConfig] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.precopy_rounds < 0:
+            raise ValueError(f"MoveSettings.precopy_rounds must not be negative, got {self.precopy_rounds}")
+        if self.precopy_stop_bytes < 0:
+            raise ValueError(f"MoveSettings.precopy_stop_bytes must not be negative, got {self.precopy_stop_bytes}")
 
 
 class MoveRunner(JobRunner):
@@ -385,7 +462,10 @@ class MoveRunner(JobRunner):
 
     def _clear_target(self, target: Host, client: AgentClient) -> None:
         """Remove a copy of the project on the target that this move (an earlier attempt) or an
-        unfinished source cleanup left; refuse to move over any other copy."""
+        unfinished source cleanup left; refuse to move over any other copy. An earlier attempt's
+        operations still running there (the hub lost the target mid-step: a pre-copy, a verify)
+        are stopped first: they would refuse the removal or this attempt's pre-copy (ABORTED)."""
+        self._stop_own_operations(target)
         status = client.project_status(self.project_id)
         if not status.present:
             return
@@ -412,6 +492,21 @@ class MoveRunner(JobRunner):
         self._log("cleanup", f"removing the copy left on {target.id} by an earlier attempt of this move",
                   {"host": target.id})
         self._remove_copy(target, "preflight", "clear-target")
+
+    def _stop_own_operations(self, host: Host) -> None:
+        """Cancel this move's unfinished operations on ``host`` (e.g. a pre-copy a stopped hub
+        left running) and wait for them to end."""
+        client = self._client(host)
+        prefix = f"{self.kind}:{self.move_id}:"
+        running = client.list_operations(project_id=self.project_id,
+                                         states=[pb.PENDING, pb.RUNNING, pb.CANCELLING])
+        for operation in running:
+            if operation.request_id.startswith(prefix):
+                handle = client.operation(operation.id)
+                handle.cancel()
+                handle.wait(self.settings.operation_timeout)
+                self._log("cleanup", f"stopped operation {operation.id} on {host.id}",
+                          {"host": host.id, "operation_id": operation.id})
 
     def _remove_copy(self, host: Host, step: str, purpose: str) -> None:
         """Delete the project's local copy on ``host`` (never its repository) and wait for it."""
@@ -456,7 +551,8 @@ class MoveRunner(JobRunner):
         operation = self._backup(source, "backup", force=False)
         done = ("nothing changed since the last backup" if operation.state == pb.UP_TO_DATE
                 else f"snapshot {operation.summary.snapshot_id[:8]}")
-        self._log("backup", f"bulk backup on {source.id}: {done}", {"snapshot_id": operation.summary.snapshot_id})
+        self._log("backup", f"bulk backup on {source.id}: {done}",
+                  {"step": "backup", "snapshot_id": operation.summary.snapshot_id})
         if self._plan() == "online" and not self._plan_data().get("target_reads_backups", True):
             # Preflight had no backup to show the target: it must read this one before the freeze.
             self._require_target_reads(source, target)
@@ -471,8 +567,93 @@ class MoveRunner(JobRunner):
                               "backing it up")
         self._log("verify", f"{target.id} reads the source's newest backup in {where}", {"host": target.id})
 
+    def _step_precopy(self) -> None:
+        """The target restores the bulk snapshot into its staged copy of the project (PreCopy
+        under the move's key) while the project runs; then rounds of another backup and its
+        PreCopy (incremental on the agent) until :func:`precopy_done`. An agent without PreCopy
+        (UNIMPLEMENTED) leaves the move to the whole restore after the freeze (logged)."""
+        source, target = self._hosts()
+        settings = self.settings
+        if settings.precopy_rounds == 0:
+            self._log("precopy", "no pre-copy (precopy_rounds is 0): the target restores the whole catch-up "
+                      "snapshot after the freeze", {"used": False, "rounds": 0})
+            return
+        snapshot_id = self._bulk_snapshot()
+        if not snapshot_id:
+            raise MoveError("no bulk snapshot recorded for the pre-copy; retry the move")
+        done, difference, fetched = 0, None, 0
+        while True:
+            done += 1
+            operation = self._precopy(target, snapshot_id, done, difference)
+            if operation is None:
+                if done == 1:
+                    self._log("precopy", "no pre-copy: the target restores the whole catch-up snapshot after the "
+                              "freeze", {"used": False, "rounds": 0})
+                    return
+                done -= 1
+                break  # the earlier rounds' pre-copy stands
+            fetched += operation.summary.bytes_fetched
+            if precopy_done(done, settings.precopy_rounds, difference, settings.precopy_stop_bytes):
+                break
+            backup = self._backup(source, "precopy", force=False,
+                                  request_id=self._part_request_id("precopy", f"backup-{done + 1}"))
+            if backup.state == pb.UP_TO_DATE or not backup.summary.snapshot_id:
+                self._log("precopy", f"round {done + 1}: nothing changed on {source.id} since snapshot "
+                          f"{snapshot_id[:8]}", {"round": done + 1, "snapshot_id": snapshot_id, "difference": 0})
+                break
+            snapshot_id, difference = backup.summary.snapshot_id, round_difference(backup.summary)
+            self._log("backup", f"pre-copy round {done + 1}: backup on {source.id}, snapshot {snapshot_id[:8]} "
+                      f"added {difference} bytes", {"step": "precopy", "round": done + 1, "snapshot_id": snapshot_id,
+                                                    "difference": difference})
+            if self.move.cross_region:  # the target reads the copy in its region's bucket
+                self._copy_repository("precopy", verify=False)
+        self._log("precopy", f"pre-copy on {target.id} holds snapshot {snapshot_id[:8]} after {done} round(s) "
+                  f"({fetched} bytes fetched while the project ran)",
+                  {"used": True, "rounds": done, "snapshot_id": snapshot_id, "bytes_fetched": fetched,
+                   "host": target.id})
+
+    def _precopy(self, target: Host, snapshot_id: str, round_: int, difference: int | None) -> pb.Operation | None:
+        """One PreCopy of ``snapshot_id`` on the target, logged; None (with a warning) when the
+        target's agent has no PreCopy."""
+        request_id = self._part_request_id("precopy", f"precopy-{round_}")
+        try:
+            handle = self._client(target).precopy(self.project_id, snapshot_id, precopy_key(self.move_id),
+                                                  request_id=request_id)
+            operation = self._await("precopy", target, handle)
+        except (AgentError, MoveError) as exc:
+            code = exc.code.name if isinstance(exc, AgentError) else exc.code
+            if code != "UNIMPLEMENTED":
+                raise
+            self._log("warning", f"target {target.id} cannot pre-copy ({exc}): it restores the whole catch-up "
+                      "snapshot after the freeze", {"host": target.id, "round": round_})
+            return None
+        summary = operation.summary
+        held = operation.state == pb.UP_TO_DATE
+        self._log("precopy", f"pre-copy round {round_} on {target.id}: snapshot {snapshot_id[:8]} "
+                  + ("was held already" if held else
+                     f"{summary.restore_mode or 'restored'}, {summary.bytes_fetched} bytes in {summary.files_fetched} "
+                     f"files fetched, {summary.files_deleted} deleted"),
+                  {"host": target.id, "round": round_, "snapshot_id": summary.snapshot_id or snapshot_id,
+                   "state": state_name(operation.state), "restore_mode": summary.restore_mode,
+                   "bytes_fetched": summary.bytes_fetched, "files_fetched": summary.files_fetched,
+                   "files_deleted": summary.files_deleted, "difference": difference,
+                   "operation_id": operation.id})
+        return operation
+
+    def _bulk_snapshot(self) -> str:
+        """The bulk backup's snapshot, as its step logged it (the newest one)."""
+        bulk = [e for e in self._read_log() if e.kind == "backup" and e.data.get("step") == "backup"]
+        return bulk[-1].data.get("snapshot_id", "") if bulk else ""
+
+    def _part_request_id(self, step: str, part: str) -> str:
+        """The request id of one of several agent operations of ``step`` (its rounds): the same
+        while the step is continued by a resumed hub, another when the step starts again."""
+        return job_request_id(self.kind, self.move_id, f"{step}-{part}", self._round(step))
+
     def _step_freeze(self) -> None:
         source, _ = self._hosts()
+        if self.move.frozen_at is None:  # a resumed freeze step keeps the window's first start
+            self.move = self.store.set_move_frozen_at(self.move_id, utcnow())
         answer = self._client(source).freeze(self.project_id, sentinel_path=SENTINEL_PATH,
                                              sentinel_content=self.sentinel, writers=pb.WRITERS_STOP)
         stopped = [{"pid": s.pid, "uid": s.uid, "command": s.command, "action": s.action, "paths": list(s.paths)}
@@ -494,9 +675,9 @@ class MoveRunner(JobRunner):
         self._log("backup", f"catch-up backup of the frozen project: snapshot {snapshot_id[:8]}",
                   {"snapshot_id": snapshot_id})
 
-    def _backup(self, source: Host, step: str, *, force: bool) -> pb.Operation:
+    def _backup(self, source: Host, step: str, *, force: bool, request_id: str | None = None) -> pb.Operation:
         handle = self._client(source).backup(
-            self.project_id, request_id=self._request_id(step), force=force,
+            self.project_id, request_id=request_id or self._request_id(step), force=force,
             purpose="move", tags=[f"move={self.move_id}"],
         )
         return self._await(step, source, handle)
@@ -532,7 +713,7 @@ class MoveRunner(JobRunner):
             raise MoveError(f"{step}: {exc}", "UNAVAILABLE") from exc
         self._log("sync", f"repository copied from {source.region} to {target.region}: {report.copied} of "
                   f"{report.objects} objects ({report.copied_bytes} of {report.bytes} bytes) were missing",
-                  {"from_region": source.region, "to_region": target.region, **report.as_data()})
+                  {"step": step, "from_region": source.region, "to_region": target.region, **report.as_data()})
         if verify:
             handle = self._client(target).verify(
                 self.project_id, request_id=self._request_id(step),
@@ -546,14 +727,26 @@ class MoveRunner(JobRunner):
         snapshot_id = self.move.snapshot_id
         if not snapshot_id:
             raise MoveError("no snapshot recorded for the restore; retry the move")
+        # With the move's pre-copy key: the target brings its pre-copy to this snapshot and places
+        # it (restoring whole when it has no usable one, e.g. without a pre-copy step).
         handle = self._client(target).ensure_project(
             self.project_id, request_id=self._request_id("restore"),
-            mode=pb.EnsureProjectRequest.REQUIRED, snapshot_id=snapshot_id,
+            mode=pb.EnsureProjectRequest.REQUIRED, snapshot_id=snapshot_id, precopy_key=precopy_key(self.move_id),
         )
         operation = self._await("restore", target, handle)
-        restored = operation.summary.snapshot_id
+        summary = operation.summary
+        restored = summary.snapshot_id
         if not same_snapshot(restored, snapshot_id):
             raise MoveError(f"target {target.id} restored snapshot {restored[:8] or 'none'}, not {snapshot_id[:8]}")
+        known = fetched_bytes_known(summary)
+        self._log("restore", f"{target.id} holds snapshot {snapshot_id[:8]} "
+                  f"({summary.restore_mode or 'restore mode not reported'}): "
+                  f"{summary.bytes_fetched if known else 'an unreported number of'} bytes in "
+                  f"{summary.files_fetched} files fetched, {summary.files_deleted} deleted",
+                  {"host": target.id, "snapshot_id": restored, "restore_mode": summary.restore_mode,
+                   "bytes_fetched": summary.bytes_fetched, "bytes_known": known,
+                   "files_fetched": summary.files_fetched, "files_deleted": summary.files_deleted,
+                   "operation_id": operation.id})
         if len(restored) > len(snapshot_id):
             self.move = self.store.set_move_snapshot(self.move_id, restored)  # the full id, from now on
 
@@ -603,9 +796,10 @@ class MoveRunner(JobRunner):
     def _step_finalize(self) -> None:
         source, target = self._hosts()
         self._verify_counts(target)
+        caught_up = caught_up_bytes(self._read_log()) if self._plan() != "offline" else None
         self.move = self.store.complete_move(
             self.move_id, message=f"complete: project {self.project_id} is on {target.id}",
-            data={"snapshot_id": self.move.snapshot_id, "target": target.id},
+            data={"snapshot_id": self.move.snapshot_id, "target": target.id}, caught_up_bytes=caught_up,
         )
         self._show_unseen()  # the "complete" entry, written by the store with the completion
         try:  # the placement's freshness from now on is the target's
@@ -647,14 +841,18 @@ class MoveRunner(JobRunner):
         if plan != "offline" and reached >= steps.index("freeze") and placed_on == source.id:
             try:
                 self._client(source).thaw(self.project_id)
+                self.move = self.store.set_move_frozen_at(self.move_id, None)  # the frozen window ended
                 self._log("thaw", f"project writable again on {source.id}", {"host": source.id})
             except AgentError as exc:
                 self._log("warning", f"could not thaw the project on {source.id} ({exc}); it stays read-only "
                           "until the move is resumed, retried or cancelled", {"host": source.id})
-        if reached >= steps.index("restore") and placed_on != target.id:
+        if reached >= steps.index(FIRST_UNDONE_STEP[plan]) and placed_on != target.id:
+            # The target's pre-copy and partial copy go (DeleteProject takes the project's
+            # pre-copies with it); the move's operations still running there are stopped first.
             try:
+                self._stop_own_operations(target)
                 self._remove_copy(target, "undo", "undo-restore")
-                self._log("cleanup", f"partial copy removed from {target.id}", {"host": target.id})
+                self._log("cleanup", f"pre-copy and partial copy removed from {target.id}", {"host": target.id})
             except (AgentError, MoveError) as exc:
                 self._log("warning", f"could not remove the copy on {target.id} ({exc}); the next attempt "
                           "removes it", {"host": target.id})

@@ -115,6 +115,8 @@ class MinioServer:
             "MINIO_UPDATE": "off",
             "MINIO_CALLHOME_ENABLE": "off",
             "MINIO_SCANNER_SPEED": "slowest",
+            # The metrics without a token (loopback test servers only): s3_bytes_sent() reads them.
+            "MINIO_PROMETHEUS_AUTH_TYPE": "public",
         }
         argv = [minio_binary(), "server", "--quiet", "--anonymous", "--address", f"127.0.0.1:{self.port}",
                 "--certs-dir", str(self.config_dir / "certs"), str(self.data_dir)]
@@ -128,6 +130,18 @@ class MinioServer:
                 raise RuntimeError(f"minio did not start: {self.log_path.read_text()[-2000:]}")
             time.sleep(0.05)
         return self
+
+    def s3_bytes_sent(self) -> int:
+        """The bytes of every S3 response body and header this server has sent since it started
+        (MinIO's ``minio_api_requests_traffic_sent_bytes`` from ``/minio/metrics/v3/api/requests``,
+        counted as requests finish, not cached): what any client fetched, measured outside it."""
+        with urllib.request.urlopen(f"{self.endpoint}/minio/metrics/v3/api/requests", timeout=10) as answer:
+            text = answer.read().decode()
+        values = [float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                  if line.startswith("minio_api_requests_traffic_sent_bytes{") and 'type="s3"' in line]
+        if not values:
+            raise RuntimeError("this MinIO exposes no minio_api_requests_traffic_sent_bytes{type=\"s3\"}")
+        return int(sum(values))
 
     def ready(self) -> bool:
         """Whether the server answers 200 on its readiness endpoint now."""

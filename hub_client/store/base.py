@@ -94,17 +94,23 @@ class Store(Protocol):
         """Record the exact snapshot the move's target restores (None clears it, for a retry);
         raises NotFound or InvalidTransition."""
 
+    def set_move_frozen_at(self, move_id: str, when: datetime | None) -> Move:
+        """Record when the move's freeze step started (None: the source was thawed again);
+        raises NotFound or InvalidTransition."""
+
     def set_move_cleanup(self, move_id: str, cleanup: str) -> Move:
         """Set the source cleanup state (``Cleanup``) of any move, finished or not; raises NotFound."""
 
     def pending_cleanups(self) -> list[Move]:
         """Moves whose source copy still has to be removed, oldest first."""
 
-    def complete_move(self, move_id: str, *, message: str = "complete", data: dict[str, Any] | None = None) -> Move:
+    def complete_move(self, move_id: str, *, message: str = "complete", data: dict[str, Any] | None = None,
+                      caught_up_bytes: int | None = None) -> Move:
         """Finish an active move in ONE transaction: status SUCCEEDED and step "complete", the
-        project placed on the move's target, the source cleanup pending, and a movelog
-        "complete" event. Either all of that
-        is stored or none. Raises NotFound or InvalidTransition."""
+        project placed on the move's target (``placed_at`` now), the source cleanup pending,
+        ``caught_up_bytes`` recorded, a movelog "complete" event and, for a move that froze its
+        source, a "frozen" event with the frozen window (:func:`models.frozen_entry`). Either all
+        of that is stored or none. Raises NotFound or InvalidTransition."""
 
     # -- copies -------------------------------------------------------------------------------
     def create_copy(

@@ -176,6 +176,19 @@ def _freshness_and_rescues(time: str) -> tuple[str, ...]:
     )
 
 
+def _frozen_window(time: str) -> tuple[str, ...]:
+    # A move's frozen window, kept with the move so that it survives hub restarts: when its freeze
+    # step started (cleared when a failure thawed the source), when placement changed, and what
+    # was caught up after the freeze (the catch-up restore's fetched bytes; plus the final
+    # repository sync's copied bytes for a cross-region move).
+    return (
+        f"ALTER TABLE moves ADD COLUMN frozen_at {time}",
+        f"ALTER TABLE moves ADD COLUMN placed_at {time}",
+        "ALTER TABLE moves ADD COLUMN caught_up_bytes BIGINT",
+        "CREATE INDEX moves_placed ON moves(placed_at)",
+    )
+
+
 MIGRATIONS: dict[str, tuple[Migration, ...]] = {
     "sqlite": (
         Migration(1, "hosts, projects, moves, movelog", _initial("TEXT", "TEXT", "INTEGER", "TEXT")),
@@ -183,6 +196,7 @@ MIGRATIONS: dict[str, tuple[Migration, ...]] = {
         Migration(3, "host backup status, offline losses", _host_backup("TEXT")),
         Migration(4, "copies, copylog; moves.cross_region", _copies("TEXT", "INTEGER", "TEXT")),
         Migration(5, "projects: last_backup_snapshot, reported_at; rescues", _freshness_and_rescues("TEXT")),
+        Migration(6, "moves: frozen_at, placed_at, caught_up_bytes", _frozen_window("TEXT")),
     ),
     "postgres": (
         Migration(1, "hosts, projects, moves, movelog", _initial("TEXT", "TIMESTAMPTZ", "BOOLEAN", "JSONB")),
@@ -190,6 +204,7 @@ MIGRATIONS: dict[str, tuple[Migration, ...]] = {
         Migration(3, "host backup status, offline losses", _host_backup("TIMESTAMPTZ")),
         Migration(4, "copies, copylog; moves.cross_region", _copies("TIMESTAMPTZ", "BOOLEAN", "JSONB")),
         Migration(5, "projects: last_backup_snapshot, reported_at; rescues", _freshness_and_rescues("TIMESTAMPTZ")),
+        Migration(6, "moves: frozen_at, placed_at, caught_up_bytes", _frozen_window("TIMESTAMPTZ")),
     ),
 }
 

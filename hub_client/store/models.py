@@ -115,10 +115,41 @@ class Move:
     snapshot_id: str | None = None
     cleanup: str = Cleanup.NONE
     cross_region: bool = False
+    # The frozen window: when the freeze step started (None: not frozen by this move now), when
+    # placement changed, and the bytes caught up after the freeze (None: not recorded).
+    frozen_at: datetime | None = None
+    placed_at: datetime | None = None
+    caught_up_bytes: int | None = None
 
     @property
     def active(self) -> bool:
         return self.status in MoveStatus.ACTIVE
+
+    @property
+    def frozen_seconds(self) -> float | None:
+        """Seconds from the freeze step's start to placement (None for a move not placed, or
+        one without a freeze: a move from the last backup of an unreachable source)."""
+        return frozen_window(self.frozen_at, self.placed_at)
+
+
+def frozen_entry(move: Move) -> tuple[str, dict[str, Any]] | None:
+    """The movelog's "frozen" entry of a placed move (message, data), None without a freeze."""
+    seconds = move.frozen_seconds
+    if seconds is None:
+        return None
+    caught = move.caught_up_bytes
+    return (f"frozen for {seconds:.2f} s (freeze → placement); "
+            + (f"{caught} bytes caught up after the freeze" if caught is not None else "caught-up bytes unknown"),
+            {"frozen_seconds": round(seconds, 6), "caught_up_bytes": caught,
+             "frozen_at": move.frozen_at.isoformat(), "placed_at": move.placed_at.isoformat()})
+
+
+def frozen_window(frozen_at: datetime | None, placed_at: datetime | None) -> float | None:
+    """Seconds from ``frozen_at`` to ``placed_at``; None when either is unknown. Never negative
+    (a clock step backwards between the two reads as 0)."""
+    if frozen_at is None or placed_at is None:
+        return None
+    return max(0.0, (placed_at - frozen_at).total_seconds())
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ from hub_client.store import migrations
 from hub_client.store.errors import CopyInProgress, InvalidTransition, MoveInProgress, NotFound
 from hub_client.store.models import (
     Cleanup, Conflict, Copy, CopyStatus, Host, HostBackupStatus, Move, MovelogEntry, MoveStatus, OfflineLoss,
-    Project, Rescue, utcnow,
+    Project, Rescue, frozen_entry, utcnow,
 )
 
 _HOST_COLUMNS = "id, address, region, status, last_seen"
@@ -28,7 +28,7 @@ _RESCUE_COLUMNS = ("move_id, project_id, host_id, snapshot_id, created_at, bytes
 _NEW_MOVE_COLUMNS = (
     "id, project_id, source_host, target_host, step, status, force, error, attempts, created_at, updated_at"
 )
-_MOVE_COLUMNS = f"{_NEW_MOVE_COLUMNS}, snapshot_id, cleanup, cross_region"
+_MOVE_COLUMNS = f"{_NEW_MOVE_COLUMNS}, snapshot_id, cleanup, cross_region, frozen_at, placed_at, caught_up_bytes"
 _COPY_COLUMNS = (
     "id, source_project, source_path, target_project, target_path, on_conflict, source_host, target_host, step,"
     " status, error, attempts, created_at, updated_at, snapshot_id"
@@ -157,6 +157,8 @@ class SqlStore(ABC):
             force=bool(row[6]), error=row[7], attempts=row[8],
             created_at=self._time_out(row[9]), updated_at=self._time_out(row[10]),
             snapshot_id=row[11], cleanup=row[12], cross_region=bool(row[13]),
+            frozen_at=self._time_out(row[14]), placed_at=self._time_out(row[15]),
+            caught_up_bytes=None if row[16] is None else int(row[16]),
         )
 
     def _copy(self, row: tuple) -> Copy:
@@ -359,6 +361,10 @@ class SqlStore(ABC):
         with self._transaction() as conn:
             return self._update_active(conn, move_id, "snapshot_id = ?", (snapshot_id,))
 
+    def set_move_frozen_at(self, move_id: str, when: datetime | None) -> Move:
+        with self._transaction() as conn:
+            return self._update_active(conn, move_id, "frozen_at = ?", (self._time_in(when),))
+
     def set_move_cleanup(self, move_id: str, cleanup: str) -> Move:
         if cleanup not in Cleanup.ALL:
             raise InvalidTransition(f"unknown cleanup state {cleanup!r}")
@@ -377,17 +383,21 @@ class SqlStore(ABC):
         )
         return [self._move(row) for row in rows]
 
-    def complete_move(self, move_id: str, *, message: str = "complete", data: dict[str, Any] | None = None) -> Move:
+    def complete_move(self, move_id: str, *, message: str = "complete", data: dict[str, Any] | None = None,
+                      caught_up_bytes: int | None = None) -> Move:
         with self._transaction() as conn:
             move = self._update_active(
-                conn, move_id, "status = ?, step = ?, error = NULL, cleanup = ?",
-                (MoveStatus.SUCCEEDED, "complete", Cleanup.PENDING),
+                conn, move_id, "status = ?, step = ?, error = NULL, cleanup = ?, placed_at = ?, caught_up_bytes = ?",
+                (MoveStatus.SUCCEEDED, "complete", Cleanup.PENDING, self._time_in(utcnow()), caught_up_bytes),
             )
             self._write_placement(conn, move.project_id, move.target_host)
             if move.cross_region:  # the project's backups now live in the target host's region
                 self._exec(conn, "UPDATE projects SET region = (SELECT region FROM hosts WHERE id = ?) WHERE id = ?",
                            (move.target_host, move.project_id))
             self._append(conn, MOVELOG, move_id, "complete", message, data)
+            frozen = frozen_entry(move)
+            if frozen is not None:
+                self._append(conn, MOVELOG, move_id, "frozen", *frozen)
         return move
 
     # -- rescues ---------------------------------------------------------------------------

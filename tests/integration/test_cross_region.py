@@ -89,8 +89,12 @@ def test_cross_region_move_between_two_buckets(regional_hub, s3_server) -> None:
     assert manifest(target.home(project_id)) == seen["frozen"]
     assert (target.home(project_id) / "edited-after-the-bulk-copy.txt").read_text() == "late\n"
     assert seen["after_backup"] and seen["after_backup"] <= seen["at_finalize"]
-    syncs = [e for e in entries if e.kind == "sync"]
-    assert len(syncs) == 2 and syncs[0].data["copied"] == syncs[0].data["objects"] > 0
+    # The bulk copy and the final one (pre-copy rounds copy what their backups added in between).
+    syncs = [e for e in entries if e.kind == "sync" and e.data["step"] in ("sync", "final_sync")]
+    assert [e.data["step"] for e in syncs] == ["sync", "final_sync"]
+    assert syncs[0].data["copied"] == syncs[0].data["objects"] > 0
+    assert all(e.data["step"] == "precopy" for e in entries if e.kind == "sync" and e not in syncs)
+    assert restore_mode(entries) == "incremental"  # over the pre-copy made from the target region's copy
     assert 0 < syncs[1].data["copied"] < syncs[1].data["objects"]  # only what the catch-up backup added
     assert any(e.kind == "verify" and "repository check" in e.message for e in entries)
     project = hub.store.get_project(project_id)
@@ -107,6 +111,10 @@ def test_cross_region_move_between_two_buckets(regional_hub, s3_server) -> None:
     written += source.log_path.read_text() + target.log_path.read_text()
     for secret in (s3_server.secret_access_key, "cross-region-password"):
         assert secret not in written
+
+
+def restore_mode(entries) -> str:
+    return [e for e in entries if e.kind == "restore"][-1].data["restore_mode"]
 
 
 def test_repository_copy_streams_between_accounts_and_copies_only_what_is_missing(regional_hub, s3_server) -> None:

@@ -35,8 +35,8 @@ UNFINISHED = (pb.PENDING, pb.RUNNING, pb.CANCELLING)
 # Where each side of a move is at work: the source backs up and freezes, the target restores and
 # verifies (and answers preflight). ``None`` as the operation: kill before the step's work starts.
 SOURCE_STEPS = ("backup", "freeze", "final_backup")
-TARGET_STEPS = ("preflight", "restore", "verify")
-OPERATION_STEPS = ("backup", "final_backup", "restore", "verify")
+TARGET_STEPS = ("preflight", "precopy", "restore", "verify")
+OPERATION_STEPS = ("backup", "precopy", "final_backup", "restore", "verify")
 
 
 # ---------------------------------------------------------------- helpers

@@ -393,6 +393,33 @@ def test_completing_a_cross_region_move_sets_the_project_region(store: Store) ->
     assert (store.get_project(project.id).host_id, store.get_project(project.id).region) == (source.id, "apac")
 
 
+def test_frozen_window_recorded_with_the_completion(store: Store) -> None:
+    source, target, project = seed(store)
+    move = store.create_move(project.id, source.id, target.id)
+    assert (move.frozen_at, move.placed_at, move.caught_up_bytes) == (None, None, None)
+    frozen_at = datetime.now(timezone.utc) - timedelta(seconds=2)
+    assert store.set_move_frozen_at(move.id, frozen_at).frozen_at == frozen_at
+    # A second store (another hub process) reads what the first wrote: it survives a restart.
+    assert store.get_move(move.id).frozen_at == frozen_at
+    assert store.set_move_frozen_at(move.id, None).frozen_at is None  # thawed by a failure
+    store.set_move_frozen_at(move.id, frozen_at)
+    done = store.complete_move(move.id, caught_up_bytes=10 << 20)
+    assert done.placed_at is not None and done.placed_at >= frozen_at
+    assert done.caught_up_bytes == 10 << 20 and done.frozen_seconds >= 2
+    assert store.get_move(move.id) == done
+    log = store.movelog(move.id)
+    assert [e.kind for e in log] == ["complete", "frozen"]
+    assert log[-1].data["frozen_seconds"] == round(done.frozen_seconds, 6)
+    assert log[-1].data["caught_up_bytes"] == 10 << 20
+    with pytest.raises(InvalidTransition):
+        store.set_move_frozen_at(move.id, None)  # a finished move's window stays as recorded
+    # A move without a freeze (from the last backup of an unreachable source) has no window.
+    other = store.create_move(project.id, target.id, source.id)
+    unfrozen = store.complete_move(other.id)
+    assert unfrozen.frozen_seconds is None and unfrozen.placed_at is not None
+    assert [e.kind for e in store.movelog(other.id)] == ["complete"]
+
+
 def test_upgrade_from_version_1_keeps_existing_moves(store_target, monkeypatch) -> None:
     dialect = "sqlite" if store_target.kind == "sqlite" else "postgres"
     full = migrations.MIGRATIONS[dialect]
@@ -419,6 +446,7 @@ def test_upgrade_from_version_1_keeps_existing_moves(store_target, monkeypatch) 
         move = new.get_move("m1")
         assert (move.step, move.status, move.attempts, move.snapshot_id, move.cleanup) == (
             "backup", "failed", 1, None, Cleanup.NONE)
+        assert (move.frozen_at, move.placed_at, move.caught_up_bytes, move.frozen_seconds) == (None,) * 4
         assert new.active_move(project.id) == move
         assert new.get_project(project.id) == project  # never reported: no report time, no snapshot
     finally:

@@ -9,9 +9,11 @@ import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from hub_client.move import (
-    OFFLINE_STEPS, ONLINE_STEPS, newest_backup, possible_loss_minutes, resume_point, same_snapshot,
-    steps_of,
+    DEFAULT_PRECOPY_STOP_BYTES, OFFLINE_STEPS, ONLINE_STEPS, MoveSettings, caught_up_bytes, fetched_bytes_known,
+    newest_backup,
+    possible_loss_minutes, precopy_done, precopy_key, resume_point, round_difference, same_snapshot, steps_of,
 )
+from hub_client.store.models import Move, frozen_entry, frozen_window
 from hub_client.movelog_view import MovelogPrinter, entry_record, render_entry
 from hub_client.proto.buckets.v1 import agent_pb2 as pb
 from hub_client.steps import job_request_id
@@ -38,13 +40,18 @@ def test_possible_loss_minutes(backup, edited, minutes) -> None:
     ("online", "created", True, "preflight"),
     ("online", "backup", False, "backup"),              # nothing undone before the freeze
     ("online", "final_backup", True, "final_backup"),   # hub crash: continue the step
-    ("online", "final_backup", False, "freeze"),        # failure thawed the source: freeze again
-    ("online", "verify", False, "freeze"),
-    ("online", "restore", True, "restore"),
+    ("online", "precopy", True, "precopy"),             # hub crash: continue (rejoin) the pre-copy
+    ("online", "precopy", False, "precopy"),            # failure removed the pre-copy: pre-copy again
+    ("online", "freeze", True, "freeze"),
+    ("online", "final_backup", False, "precopy"),       # failure thawed, removed the pre-copy: pre-copy again
+    ("online", "verify", False, "precopy"),
+    ("online", "restore", True, "restore"),             # hub crash: the pre-copy is intact, catch up
+    ("online", "finalize", True, "finalize"),
     ("offline", "verify", False, "restore"),            # failure removed the target's copy
     ("offline", "restore", True, "restore"),
     ("offline", "backup", False, "preflight"),          # not a step of that plan
-    ("cross-region", "final_sync", False, "freeze"),     # the source was thawed: freeze again, copy again
+    ("cross-region", "final_sync", False, "precopy"),    # thawed, pre-copy removed: pre-copy again
+    ("cross-region", "precopy", True, "precopy"),
     ("cross-region", "sync", False, "sync"),             # nothing undone yet: the copy goes on
     ("cross-region", "final_sync", True, "final_sync"),
     ("some-plan", "restore", True, "preflight"),         # an unknown plan starts over
@@ -58,7 +65,11 @@ def test_steps_and_request_ids() -> None:
     cross = steps_of("cross-region")
     assert cross.index("sync") < cross.index("freeze") < cross.index("final_backup") < cross.index("final_sync") \
         < cross.index("restore")
-    assert ONLINE_STEPS.index("freeze") < ONLINE_STEPS.index("final_backup") < ONLINE_STEPS.index("restore")
+    assert ONLINE_STEPS == ("preflight", "backup", "precopy", "freeze", "final_backup", "restore", "verify",
+                            "finalize")
+    assert cross == ("preflight", "backup", "sync", "precopy", "freeze", "final_backup", "final_sync", "restore",
+                     "verify", "finalize")  # the pre-copy reads the target region's copy: after the sync
+    assert OFFLINE_STEPS == ("preflight", "restore", "verify", "finalize")
     assert job_request_id("move", "m1", "restore", 2) == "move:m1:restore:2"
     assert job_request_id("move", "m1", "restore", 2) != job_request_id("move", "m1", "restore", 3)
 
@@ -133,3 +144,83 @@ def test_newest_backup_never_takes_a_copy_a_rescue_or_a_pre_restore_snapshot() -
              snapshot("c", 9, purpose="copy", tags=("scope=subpath",))]
     assert newest_backup([own, *newer], "p1").id == "a"
     assert newest_backup(newer, "p1") is None
+
+
+# ---------------------------------------------------------------- pre-copy and the frozen window
+
+
+@pytest.mark.parametrize("done, rounds, difference, stop, expected", [
+    (1, 1, None, 100, True),       # one round allowed: the bulk snapshot's pre-copy only
+    (1, 3, None, 100, False),      # the first round has no difference yet: another backup follows
+    (2, 3, 500, 100, False),       # still changing fast: one more round
+    (2, 3, 100, 100, True),        # at the threshold: small enough
+    (2, 3, 0, 100, True),
+    (3, 3, 10_000, 100, True),     # the round count is reached, however large the difference
+    (2, 5, 1, 0, False),           # threshold 0: only an unchanged project stops early
+    (2, 5, 0, 0, True),
+])
+def test_precopy_stop_rule(done, rounds, difference, stop, expected) -> None:
+    assert precopy_done(done, rounds, difference, stop) is expected
+
+
+def test_round_difference_is_what_the_backup_added() -> None:
+    assert round_difference(pb.OperationSummary(bytes_added=10 << 20, bytes_processed=1 << 30)) == 10 << 20
+    assert round_difference(pb.OperationSummary()) == 0
+
+
+def test_precopy_settings() -> None:
+    assert MoveSettings().precopy_rounds == 3 and MoveSettings().precopy_stop_bytes == DEFAULT_PRECOPY_STOP_BYTES
+    assert MoveSettings(precopy_rounds=0).precopy_rounds == 0
+    with pytest.raises(ValueError, match="precopy_rounds"):
+        MoveSettings(precopy_rounds=-1)
+    with pytest.raises(ValueError, match="precopy_stop_bytes"):
+        MoveSettings(precopy_stop_bytes=-5)
+
+
+def test_precopy_key_is_the_move_id_or_a_digest_within_the_agents_charset() -> None:
+    move_id = "0b6f1c2e-1111-4222-8333-944455556666"
+    assert precopy_key(move_id) == move_id
+    odd = precopy_key("a move/with spaces" + "x" * 80)
+    assert odd.startswith("move-") and len(odd) <= 64 and odd == precopy_key("a move/with spaces" + "x" * 80)
+    assert precopy_key("a move/with spaces") != precopy_key("a move/with spaces!")
+
+
+def entry(seq: int, kind: str, data: dict) -> MovelogEntry:
+    return MovelogEntry("m1", seq, T0, kind, kind, data)
+
+
+def test_caught_up_bytes_from_the_movelog() -> None:
+    assert caught_up_bytes([entry(1, "step", {})]) is None
+    log = [entry(1, "sync", {"step": "sync", "copied_bytes": 900}),
+           entry(2, "restore", {"bytes_fetched": 5}),        # an earlier attempt's restore
+           entry(3, "restore", {"bytes_fetched": 70}),
+           entry(4, "backup", {"bytes_fetched": 1000})]
+    assert caught_up_bytes(log) == 70  # the bulk sync is before the freeze: not caught up after it
+    log.append(entry(5, "sync", {"step": "final_sync", "copied_bytes": 30}))
+    assert caught_up_bytes(log) == 100
+    log.append(entry(6, "restore", {"bytes_fetched": 0, "bytes_known": False}))  # not reported: unknown
+    assert caught_up_bytes(log) is None
+
+
+def test_fetched_bytes_known() -> None:
+    assert fetched_bytes_known(pb.OperationSummary(bytes_fetched=5, files_fetched=1))
+    assert fetched_bytes_known(pb.OperationSummary())  # nothing fetched at all
+    assert not fetched_bytes_known(pb.OperationSummary(files_fetched=3))  # files fetched, bytes not said
+
+
+def move_at(frozen_at, placed_at, caught=None) -> Move:
+    return Move("m1", "p1", "a", "b", "complete", "succeeded", False, None, 1, T0, T0,
+                frozen_at=frozen_at, placed_at=placed_at, caught_up_bytes=caught)
+
+
+def test_frozen_window() -> None:
+    assert frozen_window(T0, T0 + timedelta(seconds=1.25)) == 1.25
+    assert frozen_window(None, T0) is None and frozen_window(T0, None) is None
+    assert frozen_window(T0 + timedelta(seconds=1), T0) == 0.0  # a clock stepped back: not negative
+    move = move_at(T0, T0 + timedelta(milliseconds=1500), 10 << 20)
+    assert move.frozen_seconds == 1.5
+    message, data = frozen_entry(move)
+    assert message == "frozen for 1.50 s (freeze → placement); 10485760 bytes caught up after the freeze"
+    assert data == {"frozen_seconds": 1.5, "caught_up_bytes": 10 << 20, "frozen_at": T0.isoformat(),
+                    "placed_at": (T0 + timedelta(milliseconds=1500)).isoformat()}
+    assert frozen_entry(move_at(None, T0)) is None  # no freeze (an offline move): no entry
