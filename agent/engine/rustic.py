@@ -17,6 +17,7 @@ import contextlib
 import hashlib
 import os
 import secrets as token
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -45,6 +46,11 @@ LISTING_CONCURRENCY = 4
 # their JSON, and master keys (per location and password) for as many repositories.
 TREE_CACHE_BYTES = 64 * 1024 * 1024
 MASTER_KEYS_KEPT = 256
+# A kept key stands for a password checked this recently (a rotated repository password stops
+# opening the repository within this time, as it would without the key kept).
+MASTER_KEY_SECONDS = 600.0
+# The runs that only read the repository: they may use a kept master key.
+KEY_READS = frozenset({"snapshots", "cat", "restore", "check", "dump"})
 
 
 class _TreeBlobCache:
@@ -102,7 +108,7 @@ class RusticEngine:
         self._version: tuple[int, int, int] | None = None
         self._tree_blobs = _TreeBlobCache(TREE_CACHE_BYTES)
         # (location, password digest) -> master key: a listing then skips the password's KDF.
-        self._master_keys: OrderedDict[tuple[str, str], str] = OrderedDict()
+        self._master_keys: OrderedDict[tuple[str, str], tuple[str, float]] = OrderedDict()
 
     # ------------------------------------------------------------ plumbing
 
@@ -110,10 +116,13 @@ class RusticEngine:
         return repo.location, hashlib.sha256(repo.password.encode()).hexdigest()
 
     def _kept_master_key(self, repo: Repository) -> str | None:
-        return self._master_keys.get(self._key_slot(repo))
+        kept = self._master_keys.get(self._key_slot(repo))
+        if kept is None or time.monotonic() - kept[1] > MASTER_KEY_SECONDS:
+            return None
+        return kept[0]
 
     def _keep_master_key(self, repo: Repository, key: str) -> None:
-        self._master_keys[self._key_slot(repo)] = key
+        self._master_keys[self._key_slot(repo)] = (key, time.monotonic())
         self._master_keys.move_to_end(self._key_slot(repo))
         while len(self._master_keys) > MASTER_KEYS_KEPT:
             self._master_keys.popitem(last=False)
@@ -194,15 +203,44 @@ class RusticEngine:
         master_key: str | None = None,
     ) -> ProcessResult:
         """Run the argv ``build(profile_path)`` makes, inside ``view`` when given (with a profile
-        holding ``master_key`` instead of the password when given)."""
+        holding ``master_key`` instead of the password when given). A run that only reads the
+        repository (:data:`KEY_READS`) uses the master key the driver kept for it, when there is
+        one, and skips the password's KDF; when the repository refuses that key (it was made
+        anew since) the key is dropped and the run repeated once with the password."""
         self._tmp.mkdir(parents=True, exist_ok=True)
         await s3_access.require(repo)
+        kept = self._kept_master_key(repo) if master_key is None and action in KEY_READS else None
+        if kept is None:
+            return await self._run_once(repo, build, action=action, view=view, on_stdout_line=on_stdout_line,
+                                        capture_stdout=capture_stdout, niceness=niceness, master_key=master_key,
+                                        report=True)
+        try:
+            return await self._run_once(repo, build, action=action, view=view, on_stdout_line=on_stdout_line,
+                                        capture_stdout=capture_stdout, niceness=niceness, master_key=kept,
+                                        report=False)
+        except errors.BucketsError as exc:
+            if not rua.key_refused(exc.detail or ""):
+                if self._on_failure is not None:
+                    self._on_failure(exc)
+                raise
+        self._forget_master_key(repo)
+        log.info("rustic.kept_key_refused", repository=repo.display, action=action)
+        return await self._run_once(repo, build, action=action, view=view, on_stdout_line=on_stdout_line,
+                                    capture_stdout=capture_stdout, niceness=niceness, master_key=None, report=True)
+
+    async def _run_once(
+        self, repo: Repository, build: Callable[[str], list[str]], *, action: str, view: EngineView | None,
+        on_stdout_line: Callable[[str], None] | None, capture_stdout: bool, niceness: int, master_key: str | None,
+        report: bool,
+    ) -> ProcessResult:
+        """One run of :meth:`_run`; ``report``: failures go to ``on_failure`` too."""
+        on_failure = self._on_failure if report else None
         with self._profile_file(repo, master_key) as profile:
             argv = build(profile)
             if view is not None:
                 argv = [*view.wrapper, *argv]
             result = await run_engine(
-                argv, classify=rua.classify_failure, action=action, on_failure=self._on_failure,
+                argv, classify=rua.classify_failure, action=action, on_failure=on_failure,
                 env=self._env(),
                 cwd=view.root if view is not None else None,
                 timeout=self._timeout,
@@ -217,8 +255,8 @@ class RusticEngine:
                                         action=action)
         if stopped is not None:
             stopped.detail = result.stderr_tail.strip()
-            if self._on_failure is not None:
-                self._on_failure(stopped)
+            if on_failure is not None:
+                on_failure(stopped)
             raise stopped
         return result
 

@@ -1164,6 +1164,16 @@ def parse_restore_files(stdout: str) -> RestoreSummary:
     )
 
 
+_KEY_REFUSED = re.compile(r"processing Config[\s\S]*?(?:MAC check failed|[Dd]ecryption failed)")
+
+
+def key_refused(stderr: str) -> bool:
+    """Whether rustic's ``stderr`` says the repository's config could not be decrypted with the
+    key it was given (0.11.4, recorded: ``tests/unit/samples/rustic/stale_master_key_v0.11.4.stderr``):
+    a master key of another repository at the same place."""
+    return bool(_KEY_REFUSED.search(_ANSI_CSI.sub("", stderr)))
+
+
 def check_restore_output(stdout: str) -> None:
     """Return when ``rustic restore``'s stdout ends its run with "restore done."; raise
     :class:`agent.errors.Internal` otherwise (a stopped restore exits 0 without it)."""

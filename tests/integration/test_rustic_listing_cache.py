@@ -1,7 +1,8 @@
 """What the rustic driver keeps between listings, on the real binary: the master key per
 repository and password, and the tree blobs it read (agent/engine/rustic.py ``_TreeReader``).
 
-A second listing of a snapshot reads no tree blob again and derives no key from the password;
+A second listing of a snapshot reads no tree blob again and derives no key from the password
+(nor does any other run that only reads the repository);
 a listing of a newer snapshot reads only the directories that changed. What is kept never lets a
 wrong password through, and a repository made anew at the same place with the same password is
 listed right (the kept key fails, is read again, and the listing is the new repository's)."""
@@ -87,12 +88,29 @@ def test_listings_reuse_the_key_and_the_blobs_but_never_past_the_password(tmp_pa
         wrong = Repository(kind="local", location=repo.location, display="repo", password="not-the-password")
         with pytest.raises(errors.FailedPrecondition):
             await paths(first, wrong)
+        with pytest.raises(errors.FailedPrecondition):
+            await engine.snapshots(wrong)  # a read run: the kept key is never the wrong password's
         runs.take()
+        # Every read run uses the kept key (no KDF), e.g. a listing of the snapshots.
+        keyed: list[tuple[str, bool]] = []
+        run_once = engine._run_once
+
+        async def recording(repo_, build, **kwargs):
+            keyed.append((kwargs["action"], kwargs["master_key"] is not None))
+            return await run_once(repo_, build, **kwargs)
+
+        monkeypatch.setattr(engine, "_run_once", recording)
+        assert {s.id for s in await engine.snapshots(repo)} == {first, second}
+        assert keyed == [("snapshots", True)]
 
         # The same place and password, a new repository: the kept key fails, is read again.
         shutil.rmtree(repo.location)
         (source / "project" / "d0" / "f.txt").write_text("after the new repository\n")
         third = await backup()
+        # The kept key is the old repository's: refused, dropped, and the run made with the password.
+        keyed.clear()
+        assert [s.id for s in await engine.snapshots(repo)] == [third]
+        assert keyed == [("snapshots", True), ("snapshots", False)]
         assert await paths(third) == listed | {"/project/d2/new.txt"}
         anew = runs.take()
         assert anew.count("cat masterkey") == 1, anew

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from agent import errors
+from agent.engine import rustic_args as rua
 from agent.engine.restic_args import BackupStatus, BackupSummary, Snapshot, tag_map
 from agent.engine.rustic_args import (
     FEATURES_BY_VERSION,
@@ -1026,3 +1027,11 @@ def test_restore_args_only_one_entry_of_a_path() -> None:
     assert argv[argv.index("restore"):] == [
         "restore", "--numeric-id", "--glob", "/a\\*b", "--glob", "/a\\*b/**", "--", f"{SNAP}:/project", "/v/project",
     ]
+
+
+def test_a_refused_master_key_is_told_from_damaged_data() -> None:
+    assert rua.key_refused(sample("stale_master_key_v0.11.4.stderr"))
+    # A pack that fails its MAC is damage, not a key of another repository.
+    assert not rua.key_refused(sample("restore_mac_failure_v0.9.5.stderr"))
+    assert not rua.key_refused(sample("wrong_password_v0.11.4.stderr"))
+    assert not rua.key_refused("")
