@@ -33,7 +33,7 @@ import errno
 import os
 import stat
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from agent import errors, usertree
@@ -153,6 +153,13 @@ def diff_plan(changes: Sequence[DiffEntry], symlinks: Iterable[str] = ()) -> Dif
         fix=tuple(sorted(fix, key=lambda p: (-p.count("/"), p))),
         deleted=tuple(p for p in remove if p in removed),
     )
+
+
+def fetched_bytes(changes: Sequence[DiffEntry]) -> int:
+    """The bytes of the regular files a restore over a base must write for ``changes``: those
+    added, changed in content or in type (their sizes in the newer snapshot, as the diff gives
+    them; 0 where it gives none)."""
+    return sum(c.size for c in changes if c.change in ("added", "content", "type") and not c.is_dir)
 
 
 def fetched_figures(nodes: Iterable[TreeNode], fetch: Sequence[str]) -> RestoreSummary:
@@ -303,9 +310,14 @@ async def bring_to(
     or discards it)."""
     way = way_for(await engine.features(), base_snapshot_id=base_snapshot_id)
     if way == RESTORE_OVER_WAY:
+        changes: Sequence[DiffEntry] = ()
         if base_snapshot_id is not None:
-            await _invalidate(engine, repo, staging, base_snapshot_id, snapshot_id)
-        return await engine.restore_over(repo, snapshot_id, staging.view, on_status=on_status)
+            changes = await _invalidate(engine, repo, staging, base_snapshot_id, snapshot_id)
+        summary = await engine.restore_over(repo, snapshot_id, staging.view, on_status=on_status)
+        if summary.files_restored and not summary.bytes_restored and changes:
+            # The engine counts files only (rustic): the files the diff names are what it had to write.
+            summary = replace(summary, bytes_restored=fetched_bytes(changes))
+        return summary
     if way == DIFF_WAY:
         assert base_snapshot_id is not None
         return await _bring_by_diff(engine, repo, staging, base_snapshot_id, snapshot_id)
@@ -325,14 +337,16 @@ def _staged_symlinks(trees: _StagedTrees, changes: Sequence[DiffEntry]) -> list[
     return found
 
 
-async def _invalidate(engine: Engine, repo: Repository, staging: Staging, base: str, new: str) -> int:
+async def _invalidate(engine: Engine, repo: Repository, staging: Staging, base: str, new: str) -> list[DiffEntry]:
     """Remove from the staging what the restore-over engine must write anew (:func:`invalidation`);
-    returns how many non-directories went."""
+    returns the diff."""
     changes = await engine.diff(repo, base, new)
     trees = _StagedTrees(staging)
     try:
         try:
-            return sum(trees.remove(path) for path in invalidation(changes, _staged_symlinks(trees, changes)))
+            for path in invalidation(changes, _staged_symlinks(trees, changes)):
+                trees.remove(path)
+            return changes
         except OSError as exc:
             raise _os_failure(exc, "removing changed entries from the staging") from exc
     finally:

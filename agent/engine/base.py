@@ -175,6 +175,9 @@ class DiffEntry:
     path: str
     change: str
     is_dir: bool = False
+    # A regular file's size in the newer snapshot ("added", "type", "content"), where the
+    # engine's diff gives it (rustic's tree diff); 0 otherwise.
+    size: int = 0
 
 
 DIFF_CHANGES = ("added", "removed", "type", "content", "metadata")

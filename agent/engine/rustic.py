@@ -407,6 +407,15 @@ class RusticEngine:
                 found, descend = rua.diff_trees(old_entries, new_entries)
                 changes += found
                 level += [(was.subtree, now.subtree, now.node.path) for was, now in descend]
+        # What lies in a directory that is new (added, or a type change), as "added" with sizes:
+        # the bytes a restore over the tree fetches are then the sizes of the files named.
+        fresh = {change.path for change in changes if change.is_dir and change.change in ("added", "type")}
+        if fresh:
+            top = await reader.entries(reader.root, "/")
+            starts = [entry for entry in await _entries_at(reader, top, fresh) if entry.subtree]
+            for node in await reader.below(starts, recursive=True):
+                changes.append(DiffEntry(path=node.path, change="added", is_dir=node.type == "dir",
+                                         size=node.size if node.type == "file" else 0))
         return sorted(changes, key=lambda change: change.path)
 
     async def restore_paths(
@@ -498,6 +507,17 @@ class RusticEngine:
         if damage:
             raise errors.DataLoss(f"rustic check found {len(damage)} problem(s): {damage[0]}",
                                   detail="\n".join(damage[:50]))
+
+
+async def _entries_at(reader: "_TreeReader", top: Sequence[rua.TreeEntry], paths: set[str]) -> list[rua.TreeEntry]:
+    """The tree entries at ``paths`` (absolute, each a directory of the snapshot)."""
+    found = [entry for entry in top if entry.node.path in paths]
+    deeper = sorted(path for path in paths if path.count("/") > 1)
+    for path in deeper:
+        entry = await reader.resolve(path)
+        if entry is not None:
+            found.append(entry)
+    return found
 
 
 class _TreeReader:

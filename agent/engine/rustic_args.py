@@ -804,12 +804,13 @@ def diff_trees(
             changes.append(DiffEntry(path=was.node.path, change="removed", is_dir=was.node.type == "dir"))
             continue
         is_dir = now.node.type == "dir"
+        size = now.node.size if now.node.type == "file" else 0
         if was is None:
-            changes.append(DiffEntry(path=now.node.path, change="added", is_dir=is_dir))
+            changes.append(DiffEntry(path=now.node.path, change="added", is_dir=is_dir, size=size))
         elif was.node.raw_type != now.node.raw_type:
-            changes.append(DiffEntry(path=now.node.path, change="type", is_dir=is_dir))
+            changes.append(DiffEntry(path=now.node.path, change="type", is_dir=is_dir, size=size))
         elif now.node.type == "file" and was.content != now.content:
-            changes.append(DiffEntry(path=now.node.path, change="content"))
+            changes.append(DiffEntry(path=now.node.path, change="content", size=size))
         else:
             if not _same_metadata(was.node, now.node):
                 changes.append(DiffEntry(path=now.node.path, change="metadata", is_dir=is_dir))

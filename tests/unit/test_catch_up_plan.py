@@ -22,8 +22,8 @@ NEW = "5b6e777f6d713ce07be7a3fcb9d2594fdb8cc9f4c9de6f9f71ac49247479ee68"
 BARE = ra.CommonOptions(repository="/srv/repo", cache_dir=None, password_file=None)
 
 
-def D(path: str, change: str, is_dir: bool = False) -> DiffEntry:
-    return DiffEntry(path=path, change=change, is_dir=is_dir)
+def D(path: str, change: str, is_dir: bool = False, size: int = 0) -> DiffEntry:
+    return DiffEntry(path=path, change=change, is_dir=is_dir, size=size)
 
 
 # --------------------------------------------------------------------------
@@ -168,9 +168,9 @@ def test_diff_trees_compares_files_by_content_not_size_and_mtime() -> None:
                 _node("link", "symlink", linktarget="elsewhere"), _node("added"), _node("addeddir", "dir"))
     changes, descend = rua.diff_trees(old, new)
     assert changes == [
-        D("/project/added", "added"),
+        D("/project/added", "added", size=5),  # sizes of files in the newer snapshot: what a restore writes
         D("/project/addeddir", "added", True),
-        D("/project/changed", "content"),  # same size, same mtime
+        D("/project/changed", "content", size=5),  # same size, same mtime
         D("/project/chmod", "metadata"),
         D("/project/gone", "removed"),
         D("/project/gonedir", "removed", True),
@@ -192,6 +192,13 @@ def test_diff_trees_metadata_and_descend_of_one_directory() -> None:
 # --------------------------------------------------------------------------
 # catch_up: ways and plans
 # --------------------------------------------------------------------------
+
+
+def test_the_bytes_a_restore_over_fetches_are_the_sizes_of_files_the_diff_names() -> None:
+    changes = [D("/project/a", "added", size=3), D("/project/b", "content", size=5), D("/project/c", "type", size=7),
+               D("/project/d", "added", True), D("/project/e", "metadata"), D("/project/f", "removed")]
+    assert catch_up.fetched_bytes(changes) == 15
+    assert catch_up.fetched_bytes([]) == 0
 
 
 def test_way_for() -> None:
