@@ -86,19 +86,25 @@ def frozen_window(entries) -> float:
 
 
 FROZEN_STEPS = ("freeze", "final_backup", "restore", "verify", "finalize")
+PRE_FREEZE_STEPS = ("preflight", "backup", "precopy")
 
 
-def frozen_steps(entries) -> dict[str, float]:
-    """From a movelog: the seconds of each step inside the frozen window (a step's entry to the
-    next step's, the last to the "complete" entry); steps the move did not run are missing."""
+def step_seconds(entries) -> dict[str, float]:
+    """From a movelog: the seconds of each step (a step's entry to the next step's, the last to
+    the "complete" entry); steps the move did not run are missing."""
     marks = [(e.message, e.time) for e in entries if e.kind == "step"]
     complete = next((e.time for e in entries if e.kind == "complete"), None)
     seconds = {}
     for index, (step, began) in enumerate(marks):
         ended = marks[index + 1][1] if index + 1 < len(marks) else complete
-        if step in FROZEN_STEPS and ended is not None:
+        if ended is not None:
             seconds[step] = (ended - began).total_seconds()
     return seconds
+
+
+def frozen_steps(entries) -> dict[str, float]:
+    """The seconds of each step inside the frozen window (:func:`step_seconds`)."""
+    return {step: seconds for step, seconds in step_seconds(entries).items() if step in FROZEN_STEPS}
 
 
 def caught_up_bytes(entries) -> float:
@@ -163,6 +169,7 @@ def measure_frozen(
                     figure.extra.update({"old_flow_move_seconds": [], "new_flow_caught_up_mb": [],
                                          "old_flow_caught_up_mb": [], "changed_mb": []})
                 window.extra.update({f"new_flow_{step}_seconds": [] for step in FROZEN_STEPS})
+                total.extra.update({f"new_flow_{step}_seconds": [] for step in PRE_FREEZE_STEPS})
                 template = scratch / f"frozen-tree-{size_mb}"
                 bench.log(f"frozen rows: generating {size_mb} MB in {files_for(size_mb)} files")
                 generate(template, total_bytes=size_mb * 1_000_000, files=files_for(size_mb))
@@ -180,8 +187,10 @@ def measure_frozen(
                                 total.agent.append(seconds)
                                 window.extra["new_flow_caught_up_mb"].append(caught_up / 1e6)
                                 window.extra["changed_mb"].append(changed / 1e6)
-                                for step, step_seconds in steps.items():
-                                    window.extra[f"new_flow_{step}_seconds"].append(step_seconds)
+                                for step, seconds_of_step in steps.items():
+                                    figure = window if step in FROZEN_STEPS else total
+                                    if f"new_flow_{step}_seconds" in figure.extra:
+                                        figure.extra[f"new_flow_{step}_seconds"].append(seconds_of_step)
                             else:
                                 window.raw.append(frozen)
                                 total.extra["old_flow_move_seconds"].append(seconds)
@@ -217,7 +226,7 @@ def _move_once(bench: "Bench", hub: Hub, store, source: AgentProcess, target: Ag
                template: Path) -> tuple[float, float, float, int, dict[str, float]]:
     """Copy the tree into a new project on the source, move it with 1% rewritten right before the
     freeze; returns (move seconds without the rewrite, frozen seconds, bytes caught up, bytes
-    changed, seconds of each frozen step). The moved project is deleted afterwards (repository included), untimed."""
+    changed, seconds of each step). The moved project is deleted afterwards (repository included), untimed."""
     project_id = new_id()
     _ensure(source, project_id)
     shutil.copytree(template, source.home(project_id), dirs_exist_ok=True)
@@ -249,7 +258,7 @@ def _move_once(bench: "Bench", hub: Hub, store, source: AgentProcess, target: Ag
         raise RuntimeError(f"the source copy of {project_id} was not removed")
     _delete(target, project_id)
     return (seconds, frozen_window(entries), caught_up_bytes(entries), sum(sizes[p] for p in changed),
-            frozen_steps(entries))
+            step_seconds(entries))
 
 
 def _raw_once(bench: "Bench", source: AgentProcess, template: Path) -> float:
