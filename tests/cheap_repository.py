@@ -188,26 +188,25 @@ def repository_files(password: str, params: KdfParams = CHEAP) -> dict[str, byte
 
 
 def init_local(path: Path, password: str, params: KdfParams = CHEAP) -> Path:
-    """Make a new local repository at ``path`` (which must not exist; its parents are made) with
-    a key at ``params``. Built beside it and renamed into place, so an engine never sees half of
-    it. Returns ``path``; raises FileExistsError when something is there."""
-    if os.path.lexists(path):
-        raise FileExistsError(f"{path} exists: a repository is made only where none is")
+    """Make a new local repository at ``path`` (its parents made, ``path`` itself made
+    exclusively: FileExistsError when anything is there) with a key at ``params``. ``config``
+    comes last and by a rename, so an engine sees either no repository or a whole one. Returns
+    ``path``."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    building = path.with_name(f".{path.name}.making-{secrets.token_hex(4)}")
-    building.mkdir(mode=0o700)
+    path.mkdir(mode=0o700)
     try:
         for directory in ("data", "index", "keys", "locks", "snapshots"):
-            (building / directory).mkdir(mode=0o700)
+            (path / directory).mkdir(mode=0o700)
         for prefix in range(256):
-            (building / "data" / f"{prefix:02x}").mkdir(mode=0o700)
-        for relative, content in repository_files(password, params).items():
-            target = building / relative
-            target.write_bytes(content)
-            target.chmod(0o400)
-        os.rename(building, path)
+            (path / "data" / f"{prefix:02x}").mkdir(mode=0o700)
+        files = repository_files(password, params)
+        for relative in sorted(files, key=lambda name: name == "config"):
+            written = path / f"{relative}.making"
+            written.write_bytes(files[relative])
+            written.chmod(0o400)
+            os.rename(written, path / relative)
     except BaseException:
-        shutil.rmtree(building, ignore_errors=True)
+        shutil.rmtree(path, ignore_errors=True)
         raise
     return path
 

@@ -10,6 +10,7 @@ import os
 import subprocess
 from pathlib import Path
 
+import grpc
 import pytest
 
 from hub_client.proto.buckets.v1 import agent_pb2 as pb
@@ -97,10 +98,26 @@ def test_the_agent_opens_a_made_repository_without_init(agent_factory):
 
 
 @requires_restic
-def test_without_a_made_repository_the_agent_initialises_one(agent_factory):
-    """``create_project(repository=False)``: the first backup initialises a real repository."""
+def test_the_harness_makes_a_missing_repository_before_the_first_backup(agent_factory, project_id):
+    """``make_repositories`` on (the default): the harness's first Backup of a project finds its
+    repository made; a Backup of a project that does not exist gets none (the agent refuses it)."""
     agent = agent_factory()
-    project_id = create_project(agent, files=5, repository=False)
+    with pytest.raises(grpc.RpcError) as refused:
+        agent.backup(project_id)
+    assert refused.value.code() == grpc.StatusCode.NOT_FOUND
+    assert not agent.repository(project_id).exists()
+    write_tree(agent.home(project_id), files=5)
+    assert agent.wait(agent.backup(project_id).id).state == pb.SUCCEEDED
+    [key] = (agent.repository(project_id) / "keys").iterdir()
+    assert json.loads(key.read_bytes())["N"] == cheap_repository.CHEAP.n
+    assert not [argv for argv in agent.started_argvs() if "init" in argv]
+
+
+@requires_restic
+def test_without_made_repositories_the_agent_initialises_one(agent_factory):
+    """``make_repositories`` off: the first backup initialises a real repository."""
+    agent = agent_factory(make_repositories=False)
+    project_id = create_project(agent, files=5)
     assert not agent.repository(project_id).exists()
     assert agent.wait(agent.backup(project_id).id).state == pb.SUCCEEDED
     assert [argv for argv in agent.started_argvs() if "init" in argv]
