@@ -13,9 +13,13 @@ scrypt of the password at :data:`CHEAP` parameters; the empty ``data/00..ff``, `
 opens its own (tests/unit/test_cheap_repository.py: restic 0.14, restic 0.18, rustic back up,
 ``check`` and refuse a wrong password), it just skips half a second of key derivation.
 
-What it is not: the agent's first-use ``init``. A test that makes its project's repository
-here tests everything after the init; tests of the init itself (the first backup of a new
-project, an init that fails) let the agent make the repository, as the default harness does.
+Where tests use it: ``AgentProcess.make_repository`` (tests/harness.py) writes one where the
+agent's own configuration puts a project's repository (local or S3); ``create_project`` calls
+it, and ``AgentProcess.backup`` calls ``make_missing_repository`` before a project's first
+Backup (on unless ``make_repositories`` is off). What it is not: the agent's first-use
+``init``. A test on such a repository tests everything after the init; tests of the init
+itself and of the engines (the conformance suite, the interop tests) turn it off and let the
+agent initialise, as it does wherever no repository exists.
 
 Formats (restic's design document, ``internal/crypto``, ``internal/repository/key.go``):
 encrypted data is IV (16 random bytes) ‖ AES-256-CTR(encryption key, IV)(plaintext) ‖ MAC,
