@@ -19,15 +19,20 @@ requires_restic = pytest.mark.skipif(
 
 @pytest.fixture
 def agent_factory(tmp_path: Path):
-    """Start agents on demand; every agent started is stopped (SIGKILL if needed) when the test ends."""
+    """Start agents on demand; every agent started is stopped (SIGKILL if needed) when the test ends.
+
+    ``make_repositories`` (AgentProcess): on by default, a project's local repository is made
+    with a cheap key before its first Backup through the harness (tests/cheap_repository.py);
+    off, the agent initialises it, for tests of the init and of the engines."""
     started: list[AgentProcess] = []
 
     def start(
         name: str = "agent", *, limits: str = "", extra: str = "", engine: str = "restic",
         backend: str = "directory", base: Path | None = None, host_id: str = "test-host",
+        make_repositories: bool = True,
     ) -> AgentProcess:
         process = AgentProcess(base=base or tmp_path / name, limits=limits, extra=extra, engine=engine,
-                               backend=backend, host_id=host_id)
+                               backend=backend, host_id=host_id, make_repositories=make_repositories)
         process.start()
         started.append(process)
         return process

@@ -76,6 +76,10 @@ class AgentProcess:
     grace_period: float = 5.0
     # Added to (a None value: removed from) the environment the agent inherits.
     env: dict[str, str | None] | None = None
+    # Before a project's first Backup through :meth:`backup`: make its local repository with a
+    # cheap key (:meth:`make_missing_repository`). False: the agent initialises it (a real init),
+    # for tests of the init and of the engines themselves.
+    make_repositories: bool = True
     # For an agent with [server.tls] (in ``extra``): the channel's credentials, e.g. TLS composed
     # with a bearer token (grpc.composite_channel_credentials), so ``stub`` and the helpers work.
     credentials: grpc.ChannelCredentials | None = None
@@ -115,6 +119,48 @@ class AgentProcess:
 
     def repository(self, project_id: str) -> Path:
         return self.state_dir / "repos" / f"project-{project_id}"
+
+    def make_missing_repository(self, project_id: str) -> bool:
+        """:meth:`make_repository` when this agent keeps ``project_id``'s repository in a local
+        directory that does not exist yet and the project's home exists (a Backup the agent
+        would refuse before any engine run, such as one of a missing project, gets no
+        repository); returns whether it made one. Anything the agent's configuration or the id
+        does not allow is left to the agent to refuse."""
+        from agent.config import load_config
+        from agent.errors import BucketsError
+        from agent.repository import resolve
+        from tests import cheap_repository
+
+        try:
+            if str(uuid.UUID(project_id)) != project_id or not self.home(project_id).is_dir():
+                return False
+            repo = resolve(None, project_id, load_config(self.config_path))
+        except (ValueError, BucketsError):
+            return False
+        if repo.kind != "local" or os.path.lexists(repo.location):
+            return False
+        try:
+            cheap_repository.init_local(Path(repo.location), repo.password)
+        except FileExistsError:
+            return False  # made meanwhile (another thread of the test, or the agent)
+        return True
+
+    def make_repository(self, project_id: str) -> str:
+        """Make ``project_id``'s repository, with a cheap key (tests/cheap_repository.py), where
+        this agent's configuration puts it (local directory or S3 bucket, the agent's own
+        ``agent.repository.resolve``) and under its password: the agent then opens it instead of
+        initialising one at the first backup. Returns where it is; raises FileExistsError when
+        a repository is there already."""
+        from agent.config import load_config
+        from agent.repository import resolve
+        from tests import cheap_repository
+
+        repo = resolve(None, project_id, load_config(self.config_path))
+        if repo.kind == "local":
+            cheap_repository.init_local(Path(repo.location), repo.password)
+        else:
+            cheap_repository.init_s3(repo.s3, repo.password)
+        return repo.location
 
     def staging_left(self) -> list[Path]:
         """What restores' staging holds now (their old trees, on the way out, included)."""
@@ -217,6 +263,10 @@ class AgentProcess:
     # ------------------------------------------------------------ calls
 
     def backup(self, project_id: str, request_id: str | None = None, **fields) -> pb.Operation:
+        """Backup RPC; first, unless ``make_repositories`` is off or the request names its own
+        repository, :meth:`make_missing_repository`."""
+        if self.make_repositories and "repository" not in fields:
+            self.make_missing_repository(project_id)
         return self.stub.Backup(
             pb.BackupRequest(request_id=request_id or new_id(), project_id=project_id, **fields), timeout=30
         )
@@ -254,9 +304,18 @@ class AgentProcess:
         )
 
 
-def create_project(agent: AgentProcess, *, files: int, size: int = 512) -> str:
-    """A new project on ``agent`` (EnsureProject NONE) with ``files`` files and some persist state."""
+def create_project(agent: AgentProcess, *, files: int, size: int = 512, repository: bool | None = None) -> str:
+    """A new project on ``agent`` (EnsureProject NONE) with ``files`` files and some persist state.
+
+    ``repository`` (default: the agent's ``make_repositories``): make the project's repository
+    now with a cheap key (:meth:`AgentProcess.make_repository`, local or S3, also for backups
+    a hub asks for), so that its engine runs skip the key derivation of a calibrated key
+    (~0.8 s of CPU each on restic 0.14) and its first backup the init (~3 s); False leaves the
+    repository to the agent's first backup (a real ``init``), for tests of that.
+    """
     project_id = new_id()
+    if agent.make_repositories if repository is None else repository:
+        agent.make_repository(project_id)
     operation = agent.stub.EnsureProject(
         pb.EnsureProjectRequest(request_id=new_id(), project_id=project_id, mode=pb.EnsureProjectRequest.NONE),
         timeout=30)

@@ -5,6 +5,7 @@ idempotency, one drain per host, cancellation."""
 from __future__ import annotations
 
 import os
+import shutil
 import time
 
 import grpc
@@ -143,8 +144,9 @@ def test_one_failing_project_fails_the_drain_but_not_the_others(agent_factory):
     agent = agent_factory(limits="max_concurrent_operations = 4")
     projects = sorted(create_project(agent, files=3, size=256) for _ in range(4))
     broken = projects[1]
-    # The project's repository path is a regular file: restic cannot open or create it.
-    agent.repository(broken).parent.mkdir(parents=True, exist_ok=True)
+    # The project's repository path is a regular file (instead of the repository create_project
+    # made): restic cannot open or create it.
+    shutil.rmtree(agent.repository(broken))
     agent.repository(broken).write_text("not a repository\n")
     healthy = [p for p in projects if p != broken]
 

@@ -46,10 +46,11 @@ def engine_under_test(request) -> EngineUnderTest:
 @pytest.fixture(scope="module")
 def agent(engine_under_test: EngineUnderTest, tmp_path_factory):
     """The module's agent on the engine under test, with local repositories under its state dir
-    and the password it generated there."""
+    and the password it generated there; the engine initialises each of them (no cheap-key
+    repositories here: the init is part of what every engine must do)."""
     engine = engine_under_test
     process = AgentProcess(base=tmp_path_factory.mktemp(f"conformance-{engine.id}"), engine=engine.driver,
-                           extra=engine.engine_lines())
+                           extra=engine.engine_lines(), make_repositories=False)
     process.start()
     yield process
     process.stop()

@@ -37,8 +37,9 @@ class Written:
 
 
 def write_repository(writer: EngineUnderTest, base: Path) -> Written:
-    """An agent on ``writer`` backs up one project twice into its local repository, then stops."""
-    agent = AgentProcess(base=base, engine=writer.driver, extra=writer.engine_lines())
+    """An agent on ``writer`` backs up one project twice into its local repository (initialised
+    by the writer: its key file is read by the others too), then stops."""
+    agent = AgentProcess(base=base, engine=writer.driver, extra=writer.engine_lines(), make_repositories=False)
     agent.start()
     try:
         project_id = new_id()

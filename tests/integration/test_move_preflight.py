@@ -75,7 +75,7 @@ def test_per_host_local_repositories_are_refused_at_preflight(store, agent_facto
     b = agent_factory("host-b", host_id="host-b", extra=local_repository(
         tmp_path / "repos-b", password(tmp_path / "b.password", "host-b-password")))
     with hub_over(store, (a, b)) as hub:
-        project_id = create_project(a, files=30)
+        project_id = create_project(a, files=30, repository=False)  # no repository: none is made
         hub.add_project(project_id, "host-a", "eu")
 
         with pytest.raises(MoveRefused, match="each use their own local repository") as refused:
@@ -129,7 +129,7 @@ def test_a_target_with_another_password_and_no_backup_yet_is_refused_before_the_
     b = agent_factory("host-b", host_id="host-b",
                       extra=local_repository(shared, password(tmp_path / "b.password", "another-password")))
     with hub_over(store, (a, b)) as hub:
-        project_id = create_project(a, files=30)
+        project_id = create_project(a, files=30, repository=False)  # no repository yet
         hub.add_project(project_id, "host-a", "eu")
         steps = []
 

@@ -279,6 +279,7 @@ def test_a_hub_move_between_two_rustic_agents_verifies_and_verify_names_what_dif
     try:
         with make_hub(store, (a, b)) as hub:
             project_id = new_id()
+            a.make_repository(project_id)  # a cheap key: the hub's backups are not the harness's
             ensured(a, project_id)
             build_tree(a.home(project_id), a.persist(project_id))
             (a.home(project_id) / "pipe").unlink()  # tests.harness.manifest would block opening it

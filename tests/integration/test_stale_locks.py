@@ -85,9 +85,12 @@ def new_project(agent, rng: random.Random) -> str:
 
 
 def write_batch(home: Path, rng: random.Random) -> None:
-    """New content (about 0.7 s of upload at SLOW) so that every backup has data to send."""
+    """New content (about 1.2 s of upload at SLOW) so that every backup has data to send, and
+    is still sending it when the kill comes (up to 0.2 s after its lock was seen, later on a
+    loaded machine; with the tests' cheap repository key (tests/cheap_repository.py) the
+    backup takes its lock within milliseconds, so this upload is all of its run)."""
     shutil.rmtree(home / "batch", ignore_errors=True)
-    write_tree(home / "batch", files=150, size=2400, seed=rng.randrange(1 << 30), depth=1)
+    write_tree(home / "batch", files=250, size=2400, seed=rng.randrange(1 << 30), depth=1)
 
 
 def running_engines(agent, subcommand: str) -> list[psutil.Process]:
