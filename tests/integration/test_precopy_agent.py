@@ -321,8 +321,7 @@ def test_cancelled_precopy_leaves_no_staging(hosts, engine) -> None:
     source, target = hosts
     project_id = big_project(source)
     first = backup(source, project_id)
-    operation = precopy(target, project_id, first, wait=False)
-    child = catch_engine(target, "restore", moved_first=BIG_SIZE * 4)
+    operation, child = precopy_caught(target, project_id, first, moved_first=BIG_SIZE * 4)
     target.stub.CancelOperation(pb.CancelOperationRequest(operation_id=operation.id), timeout=10)
     child.resume()
     done = target.wait(operation.id)
