@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterator
 from typing import Any
 
 # Terminal escape sequences an engine may put around its lines.
@@ -27,6 +28,19 @@ def json_object_line(line: str) -> dict[str, Any] | None:
     except (ValueError, RecursionError):
         return None
     return msg if isinstance(msg, dict) else None
+
+
+def json_objects(stdout: str) -> Iterator[dict[str, Any]]:
+    """The JSON objects of an engine's NDJSON output, one per non-blank line, in order, for
+    output that must be nothing else: raises ValueError (not JSON) or TypeError (JSON but not an
+    object) at the first line that is not one."""
+    for line in stdout.splitlines():
+        if not line.strip():
+            continue
+        msg = json.loads(line)
+        if not isinstance(msg, dict):
+            raise TypeError("line is not a JSON object")
+        yield msg
 
 
 def int_field(obj: dict[str, Any], key: str, *, allow_null: bool = False) -> int:

@@ -537,12 +537,7 @@ def parse_diff(stdout: str) -> list[DiffEntry]:
     try:
         entries: list[DiffEntry] = []
         finished = False
-        for line in stdout.splitlines():
-            if not line.strip():
-                continue
-            msg = json.loads(line)
-            if not isinstance(msg, dict):
-                raise TypeError("line is not a JSON object")
+        for msg in json_fields.json_objects(stdout):
             kind = msg.get("message_type")
             if kind == "statistics":
                 finished = True
@@ -938,12 +933,7 @@ def parse_ls(stdout: str) -> list[TreeNode]:
     try:
         nodes: list[TreeNode] = []
         seen_snapshot = False
-        for line in stdout.splitlines():
-            if not line.strip():
-                continue
-            msg = json.loads(line)
-            if not isinstance(msg, dict):
-                raise TypeError("line is not a JSON object")
+        for msg in json_fields.json_objects(stdout):
             kind = msg.get("message_type") or msg.get("struct_type")
             if kind == "snapshot":
                 seen_snapshot = True
