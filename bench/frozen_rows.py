@@ -40,9 +40,13 @@ from typing import TYPE_CHECKING, Callable
 from hub_client.client import ClientConfig
 from hub_client.hub import Hub
 from hub_client.move import MoveSettings
-from hub_client.proto.buckets.v1 import agent_pb2 as pb
 from hub_client.store import MoveStatus, open_store
 from tests.harness import AgentProcess, new_id
+
+try:  # bench/ is sys.path[0] when bench.py runs as a script (make bench)
+    from move_row import create_empty_project, delete_project, frozen_window, step_seconds
+except ImportError:  # imported from the repository root (the unit tests)
+    from bench.move_row import create_empty_project, delete_project, frozen_window, step_seconds
 
 if TYPE_CHECKING:
     from bench.bench import Bench, Figure
@@ -75,31 +79,8 @@ def files_to_change(sizes: dict[Path, int], fraction: float) -> list[Path]:
     return chosen
 
 
-def frozen_window(entries) -> float:
-    """From a movelog: the freeze step's entry to the 'complete' entry (placement); NaN when the
-    move did not get that far."""
-    freeze = next((e for e in entries if e.kind == "step" and e.message == "freeze"), None)
-    complete = next((e for e in entries if e.kind == "complete"), None)
-    if freeze is None or complete is None:
-        return float("nan")
-    return (complete.time - freeze.time).total_seconds()
-
-
 FROZEN_STEPS = ("freeze", "final_backup", "restore", "verify", "finalize")
 PRE_FREEZE_STEPS = ("preflight", "backup", "precopy")
-
-
-def step_seconds(entries) -> dict[str, float]:
-    """From a movelog: the seconds of each step (a step's entry to the next step's, the last to
-    the "complete" entry); steps the move did not run are missing."""
-    marks = [(e.message, e.time) for e in entries if e.kind == "step"]
-    complete = next((e.time for e in entries if e.kind == "complete"), None)
-    seconds = {}
-    for index, (step, began) in enumerate(marks):
-        ended = marks[index + 1][1] if index + 1 < len(marks) else complete
-        if ended is not None:
-            seconds[step] = (ended - began).total_seconds()
-    return seconds
 
 
 def frozen_steps(entries) -> dict[str, float]:
@@ -228,7 +209,7 @@ def _move_once(bench: "Bench", hub: Hub, store, source: AgentProcess, target: Ag
     freeze; returns (move seconds without the rewrite, frozen seconds, bytes caught up, bytes
     changed, seconds of each step). The moved project is deleted afterwards (repository included), untimed."""
     project_id = new_id()
-    _ensure(source, project_id)
+    create_empty_project(source, project_id)
     shutil.copytree(template, source.home(project_id), dirs_exist_ok=True)
     hub.add_project(project_id, "frozen-a", REGION)
     home = source.home(project_id)
@@ -256,7 +237,7 @@ def _move_once(bench: "Bench", hub: Hub, store, source: AgentProcess, target: Ag
     entries = store.movelog(move.id)
     if hub.run_cleanups():
         raise RuntimeError(f"the source copy of {project_id} was not removed")
-    _delete(target, project_id)
+    delete_project(target, project_id)
     return (seconds, frozen_window(entries), caught_up_bytes(entries), sum(sizes[p] for p in changed),
             step_seconds(entries))
 
@@ -265,7 +246,7 @@ def _raw_once(bench: "Bench", source: AgentProcess, template: Path) -> float:
     """rustic backup --init of the tree (as a project of the source agent, the paths the agent
     reads) into a new repository + restore into an empty directory; returns the seconds."""
     project_id = new_id()
-    _ensure(source, project_id)
+    create_empty_project(source, project_id)
     shutil.copytree(template, source.home(project_id), dirs_exist_ok=True)
     raw = dataclasses.replace(bench, agent=source, project_id=project_id)
     repository = raw.fresh_dir("frozen-raw-repo-")
@@ -278,22 +259,7 @@ def _raw_once(bench: "Bench", source: AgentProcess, template: Path) -> float:
     finally:
         shutil.rmtree(restored.parent, ignore_errors=True)
         shutil.rmtree(repository.parent, ignore_errors=True)
-        _delete(source, project_id)
-
-
-def _ensure(agent: AgentProcess, project_id: str) -> None:
-    operation = agent.stub.EnsureProject(
-        pb.EnsureProjectRequest(request_id=new_id(), project_id=project_id, mode=pb.EnsureProjectRequest.NONE),
-        timeout=60)
-    final = agent.wait(operation.id)
-    if final.state != pb.SUCCEEDED:
-        raise RuntimeError(f"EnsureProject ended {pb.OperationState.Name(final.state)}: {final.error.message}")
-
-
-def _delete(agent: AgentProcess, project_id: str) -> None:
-    operation = agent.stub.DeleteProject(
-        pb.DeleteProjectRequest(request_id=new_id(), project_id=project_id, delete_repository=True), timeout=60)
-    agent.wait(operation.id, timeout=600)
+        delete_project(source, project_id)
 
 
 def _size(size_mb: int) -> str:

@@ -84,7 +84,7 @@ def measure_move(
 
             def agent_round(measured: bool) -> None:
                 project_id = new_id()
-                _create(source, project_id)
+                create_empty_project(source, project_id)
                 shutil.copytree(source_home, source.home(project_id), symlinks=True, dirs_exist_ok=True)
                 shutil.copytree(source_persist, source.persist(project_id), symlinks=True, dirs_exist_ok=True)
                 hub.add_project(project_id, "move-a", REGION)
@@ -99,7 +99,7 @@ def measure_move(
                 finally:
                     writer.stop()
                 lines_lost = len(missing(writer, target.home(project_id) / "writer.log"))
-                frozen_seconds = _frozen_window(store, move.id)
+                frozen_seconds = frozen_window(store.movelog(move.id))
                 bench.log(f"  writer: {len(writer.acknowledged())} lines acknowledged, {lines_lost} lost; "
                           f"frozen window {frozen_seconds:.3f} s")
                 if measured:
@@ -111,13 +111,13 @@ def measure_move(
                     raise RuntimeError(f"the source copy of {project_id} was not removed")
                 if move.status != MoveStatus.SUCCEEDED:
                     raise RuntimeError(f"move {move.id} ended {move.status}: {move.error}")
-                final = _final_backup_seconds(store, move.id)
+                final = step_seconds(store.movelog(move.id)).get("final_backup", float("nan"))
                 bench.log(f"  agent move    {seconds:8.3f} s  (catch-up backup {final:.3f} s)")
                 _check_moved(bench, target, project_id)
                 if measured:
                     figure.agent.append(seconds)
                     figure.extra["final_backup_seconds"].append(final)
-                _delete(target, project_id)
+                delete_project(target, project_id)
 
             def raw_round(measured: bool) -> None:
                 repository = bench.fresh_dir("raw-move-repo-")
@@ -139,7 +139,8 @@ def measure_move(
     return [figure, lost, window]
 
 
-def _create(agent: AgentProcess, project_id: str) -> None:
+def create_empty_project(agent: AgentProcess, project_id: str) -> None:
+    """EnsureProject NONE: the project's empty home and persist location on ``agent``."""
     operation = agent.stub.EnsureProject(
         pb.EnsureProjectRequest(request_id=new_id(), project_id=project_id, mode=pb.EnsureProjectRequest.NONE),
         timeout=60)
@@ -148,20 +149,34 @@ def _create(agent: AgentProcess, project_id: str) -> None:
         raise RuntimeError(f"EnsureProject ended {pb.OperationState.Name(final.state)}: {final.error.message}")
 
 
-def _delete(agent: AgentProcess, project_id: str) -> None:
+def delete_project(agent: AgentProcess, project_id: str) -> None:
+    """DeleteProject on ``agent``, its repository too (untimed clean-up between runs)."""
     operation = agent.stub.DeleteProject(
         pb.DeleteProjectRequest(request_id=new_id(), project_id=project_id, delete_repository=True), timeout=60)
     agent.wait(operation.id, timeout=600)
 
 
-def _frozen_window(store, move_id: str) -> float:
-    """From the movelog: the freeze step's entry to the 'complete' entry (placement)."""
-    entries = store.movelog(move_id)
+def frozen_window(entries) -> float:
+    """From a movelog: the freeze step's entry to the 'complete' entry (placement); NaN when the
+    move did not get that far."""
     freeze = next((e for e in entries if e.kind == "step" and e.message == "freeze"), None)
     complete = next((e for e in entries if e.kind == "complete"), None)
     if freeze is None or complete is None:
         return float("nan")
     return (complete.time - freeze.time).total_seconds()
+
+
+def step_seconds(entries) -> dict[str, float]:
+    """From a movelog: the seconds of each step (a step's entry to the next step's, the last to
+    the "complete" entry); steps the move did not run are missing."""
+    marks = [(e.message, e.time) for e in entries if e.kind == "step"]
+    complete = next((e.time for e in entries if e.kind == "complete"), None)
+    seconds = {}
+    for index, (step, began) in enumerate(marks):
+        ended = marks[index + 1][1] if index + 1 < len(marks) else complete
+        if ended is not None:
+            seconds[step] = (ended - began).total_seconds()
+    return seconds
 
 
 def _check_moved(bench: "Bench", target: AgentProcess, project_id: str) -> None:
@@ -176,12 +191,3 @@ def _check_moved(bench: "Bench", target: AgentProcess, project_id: str) -> None:
     if found != (bench.tree_bytes, bench.tree_files):
         raise RuntimeError(f"moved project: {found[1]} files / {found[0]} bytes, "
                            f"expected {bench.tree_files} / {bench.tree_bytes}")
-
-
-def _final_backup_seconds(store, move_id: str) -> float:
-    """From the movelog: the time between the catch-up backup's step entry and the next step's."""
-    steps = [e for e in store.movelog(move_id) if e.kind == "step"]
-    for entry, following in zip(steps, steps[1:]):
-        if entry.message == "final_backup":
-            return (following.time - entry.time).total_seconds()
-    return float("nan")
