@@ -72,6 +72,21 @@ def differences(got: tuple[dict, dict], want: tuple[dict, dict]) -> dict[str, tu
     return out
 
 
+def resume_to_the_frozen_trees(hub, move_id: str, source, target, project_id: str):
+    """Resume the move; it must succeed with the target holding exactly the source's trees as
+    they were frozen (read when the catch-up restore starts). Returns the move."""
+    seen = {}
+
+    def before_step(name: str) -> None:
+        if name == "restore":
+            seen["frozen"] = frozen_trees(source, project_id)
+
+    resumed = hub.resume(move_id, before_step=before_step)
+    assert resumed.status == MoveStatus.SUCCEEDED
+    assert differences(frozen_trees(target, project_id), seen["frozen"]) == {}
+    return resumed
+
+
 def staged_files(agent, project_id: str) -> list[Path]:
     """Every non-directory under the agent's project and persist roots outside the project's
     placed home and persist location: what a pre-copy (or any staging) keeps there."""
@@ -274,15 +289,7 @@ def test_target_agent_killed_during_precopy_or_catch_up_then_resume_completes(
             assert move.frozen_at is None
             b.start()
             register(hub, "host-b", b)
-            seen = {}
-
-            def before_step(name: str) -> None:
-                if name == "restore":
-                    seen["frozen"] = frozen_trees(a, project_id)
-
-            resumed = hub.resume(move.id, before_step=before_step)
-            assert resumed.status == MoveStatus.SUCCEEDED
-            assert differences(frozen_trees(b, project_id), seen["frozen"]) == {}
+            resume_to_the_frozen_trees(hub, move.id, a, b, project_id)
             assert not status(b, project_id).frozen and not a.home(project_id).exists()
             assert staged_files(b, project_id) == []
             assert settled((a, b))
@@ -335,15 +342,7 @@ def test_hub_killed_between_precopy_and_catch_up_resumes_without_redoing_the_pre
             stopped = store.get_move(move.id)
             assert stopped.status == MoveStatus.RUNNING
             assert ONLINE_STEPS.index(stopped.step) >= ONLINE_STEPS.index("freeze")
-            seen = {}
-
-            def before_step(name: str) -> None:
-                if name == "restore":
-                    seen["frozen"] = frozen_trees(a, project_id)
-
-            resumed = hub.resume(move.id, before_step=before_step)
-            assert resumed.status == MoveStatus.SUCCEEDED
-            assert differences(frozen_trees(b, project_id), seen["frozen"]) == {}
+            resumed = resume_to_the_frozen_trees(hub, move.id, a, b, project_id)
             assert not status(b, project_id).frozen and not a.home(project_id).exists()
             # Ground truth on the target: the bulk snapshot was restored whole once, the catch-up
             # went over that pre-copy.
@@ -428,14 +427,7 @@ def test_hub_killed_mid_precopy_then_resume_rejoins_or_cancel_removes_it(restic_
             # The pre-copy had started on the target: the cancel has something to remove.
             assert any(o.kind == pb.OPERATION_KIND_PRECOPY for o in operations(b, project_id))
             if then == "resume":  # the resumed hub joins the PreCopy it had started: one whole restore
-                seen = {}
-
-                def before_step(name: str) -> None:
-                    if name == "restore":
-                        seen["frozen"] = frozen_trees(a, project_id)
-
-                assert hub.resume(move.id, before_step=before_step).status == MoveStatus.SUCCEEDED
-                assert differences(frozen_trees(b, project_id), seen["frozen"]) == {}
+                resume_to_the_frozen_trees(hub, move.id, a, b, project_id)
                 precopies = [o for o in operations(b, project_id) if o.kind == pb.OPERATION_KIND_PRECOPY]
                 assert [o.summary.restore_mode for o in precopies].count("whole") == 1, \
                     [(o.request_id, o.state, o.summary.restore_mode) for o in precopies]
