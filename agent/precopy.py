@@ -90,7 +90,7 @@ async def _check_staged(
     staging = services.backend.open_staging(record.staging) if record is not None else None
     if record is None or staging is None:
         raise errors.Internal(f"the pre-copy {key} vanished while it was checked")
-    _, expected = await jobs.snapshot_manifest(context, services, repo, snapshot.id)
+    _, expected = await jobs.snapshot_manifest(context, services, repo, snapshot.id, resolved=snapshot)
     staged = await asyncio.to_thread(live_tree.manifest, {"project": staging.project, "persist": staging.persist})
     differences = tree_compare.compare(expected, staged)
     if differences:
