@@ -20,6 +20,8 @@ The TOML file mirrors the dataclasses::
     [retention]   interval, keep_last, keep_hourly, keep_daily, keep_weekly, keep_monthly, prune
     [restore]     dirty ("snapshot" | "refuse"), keep_replaced (seconds)
     [precopy]     max_age (seconds a move's pre-copy is kept unused)
+    [schedule]    rpo (seconds; 0 = no scheduled backups), concurrency, jitter,
+                  quiet_windows (["HH:MM-HH:MM", ...], the host's local time)
     [repository]  kind
     [repository.local]  root, password_file
     [repository.s3]     endpoint, region, bucket_prefix, root_template,
@@ -260,6 +262,32 @@ class PrecopyConfig:
 
 
 @dataclass(frozen=True, kw_only=True)
+class ScheduleConfig:
+    """Scheduled backups: every project with changes not in a backup is backed up by the agent
+    itself so that no change stays unprotected for longer than ``rpo``."""
+
+    rpo: float = 0.0
+    """The recovery-point objective: the longest a change may stay unprotected, in seconds;
+    0 = no scheduled backups (the embedded default; production configs set it)."""
+    concurrency: int = 1
+    """Scheduled backups running at once (operator and hub operations come first)."""
+    jitter: float = 0.0
+    """Up to this many seconds added at random to each project's start, so that hosts and
+    projects started together do not all back up at the same moment."""
+    quiet_windows: tuple[str, ...] = ()
+    """Daily windows "HH:MM-HH:MM" of the host's local time in which no scheduled backup starts
+    (an end before the start wraps past midnight)."""
+
+    @property
+    def enabled(self) -> bool:
+        return self.rpo > 0
+
+    def quiet_minutes(self) -> list[tuple[int, int]]:
+        """The quiet windows as (start, end) minutes after local midnight."""
+        return [window for window in map(quiet_window, self.quiet_windows) if window is not None]
+
+
+@dataclass(frozen=True, kw_only=True)
 class BtrfsConfig:
     """The btrfs backend (``backend = "btrfs"``)."""
 
@@ -394,6 +422,7 @@ class AgentConfig:
     retention: RetentionConfig = field(default_factory=RetentionConfig)
     restore: RestoreConfig = field(default_factory=RestoreConfig)
     precopy: PrecopyConfig = field(default_factory=PrecopyConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     auth: AuthConfig = field(default_factory=AuthConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
 
@@ -788,6 +817,7 @@ def parse_config(data: Mapping[str, Any], *, source: str, relative_to: Path) -> 
     retention = _parse_retention(top.table("retention"), problems)
     restore = _parse_restore(top.table("restore"))
     precopy = _parse_precopy(top.table("precopy"))
+    schedule = _parse_schedule(top.table("schedule"), problems)
     repository = _parse_repository(top.table("repository"), paths, relative_to, problems)
     logging = _parse_logging(top.table("logging"))
     metrics = _parse_metrics(top.table("metrics"), relative_to)
@@ -815,6 +845,7 @@ def parse_config(data: Mapping[str, Any], *, source: str, relative_to: Path) -> 
         retention=retention,
         restore=restore,
         precopy=precopy,
+        schedule=schedule,
         auth=auth,
         metrics=metrics,
     )
@@ -932,6 +963,46 @@ def _parse_precopy(table: _Table | None) -> PrecopyConfig:
     )
     table.finish()
     return config
+
+
+_SCHEDULE = ScheduleConfig()
+_QUIET_WINDOW_RE = re.compile(r"^([01][0-9]|2[0-3]):([0-5][0-9])-([01][0-9]|2[0-3]):([0-5][0-9])$")
+
+
+def quiet_window(text: str) -> tuple[int, int] | None:
+    """ "HH:MM-HH:MM" as (start, end) minutes after midnight; None when it is not one (or is empty)."""
+    match = _QUIET_WINDOW_RE.match(text.strip()) if isinstance(text, str) else None
+    if match is None:
+        return None
+    start = int(match[1]) * 60 + int(match[2])
+    end = int(match[3]) * 60 + int(match[4])
+    return None if start == end else (start, end)
+
+
+def _parse_schedule(table: _Table | None, problems: list[str]) -> ScheduleConfig:
+    if table is None:
+        return _SCHEDULE
+    windows = table.take("quiet_windows", _string_list, [])
+    config = ScheduleConfig(
+        rpo=float(table.take("rpo", number(0), _SCHEDULE.rpo)),
+        concurrency=table.take("concurrency", integer(1), _SCHEDULE.concurrency),
+        jitter=float(table.take("jitter", number(0), _SCHEDULE.jitter)),
+        quiet_windows=tuple(text.strip() for text in windows if quiet_window(text) is not None),
+    )
+    table.finish()
+    for text in windows:
+        if quiet_window(text) is None:
+            problems.append(f"schedule.quiet_windows: {json.dumps(text)} is not a window \"HH:MM-HH:MM\" "
+                            "(24-hour times, start and end differing)")
+    if config.enabled and config.jitter >= config.rpo:
+        problems.append(f"schedule.jitter: must be below schedule.rpo ({config.rpo:g} s), got {config.jitter:g}")
+    return config
+
+
+def _string_list(value: object) -> str | None:
+    if isinstance(value, list) and all(isinstance(item, str) for item in value):
+        return None
+    return "must be a list of strings"
 
 
 def _parse_btrfs(table: _Table | None, relative_to: Path) -> BtrfsConfig:
@@ -1319,4 +1390,6 @@ def _describe_field(f: dataclasses.Field[Any], value: Any) -> Any:
         return describe(value)
     if isinstance(value, Path):
         return str(value)
+    if isinstance(value, tuple):
+        return list(value)
     return value

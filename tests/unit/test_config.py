@@ -593,3 +593,24 @@ def test_precopy_section_defaults_and_values(tmp_path: Path) -> None:
     assert parse_config({"host_id": "h"}, source="t", relative_to=tmp_path).precopy == PrecopyConfig(max_age=86400.0)
     given = parse_config({"host_id": "h", "precopy": {"max_age": 60}}, source="t", relative_to=tmp_path).precopy
     assert given == PrecopyConfig(max_age=60.0)
+
+
+def test_schedule_section_defaults_values_and_problems(tmp_path: Path) -> None:
+    from agent.config import ConfigError, ScheduleConfig, parse_config
+
+    default = parse_config({"host_id": "h"}, source="t", relative_to=tmp_path).schedule
+    assert default == ScheduleConfig() and not default.enabled
+    given = parse_config({"host_id": "h", "schedule": {"rpo": 3600, "concurrency": 2, "jitter": 30,
+                                                       "quiet_windows": ["22:30-06:00", "12:00-13:00"]}},
+                         source="t", relative_to=tmp_path).schedule
+    assert given == ScheduleConfig(rpo=3600.0, concurrency=2, jitter=30.0,
+                                   quiet_windows=("22:30-06:00", "12:00-13:00"))
+    assert given.enabled and given.quiet_minutes() == [(22 * 60 + 30, 6 * 60), (12 * 60, 13 * 60)]
+    with pytest.raises(ConfigError) as raised:
+        parse_config({"host_id": "h", "schedule": {"rpo": 60, "jitter": 60, "concurrency": 0,
+                                                   "quiet_windows": ["24:00-01:00", "10:00-10:00"]}},
+                     source="t", relative_to=tmp_path)
+    text = str(raised.value)
+    assert "schedule.concurrency: must be an integer >= 1" in text
+    assert '"24:00-01:00" is not a window' in text and '"10:00-10:00" is not a window' in text
+    assert "schedule.jitter: must be below schedule.rpo" in text
