@@ -19,9 +19,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-import boto3
-from botocore.config import Config
-from botocore.exceptions import BotoCoreError, ClientError
 
 SKIPPED_PREFIXES = ("locks/",)
 DELETE_BATCH = 1000  # DeleteObjects takes at most 1,000 keys
@@ -50,6 +47,9 @@ class BucketConfig:
             other.endpoint, other.access_key_id, other.secret_access_key)
 
     def client(self):
+        import boto3  # here, not at the top: every `buckets` command imports this module
+        from botocore.config import Config
+
         return boto3.client(
             "s3", endpoint_url=self.endpoint, region_name=self.signing_region,
             aws_access_key_id=self.access_key_id, aws_secret_access_key=self.secret_access_key,
@@ -151,7 +151,7 @@ def listing(config: BucketConfig, root: str, client=None) -> dict[str, int]:
             for item in page.get("Contents", ()):
                 if relevant(item["Key"], root):
                     result[item["Key"][len(root):]] = item["Size"]
-    except (BotoCoreError, ClientError) as exc:
+    except _s3_errors() as exc:
         raise RepositoryCopyError(f"cannot list s3://{config.bucket}/{root}: {exc}") from exc
     return result
 
@@ -179,7 +179,7 @@ def copy_repository(source: BucketConfig, target: BucketConfig, project_id: str,
                     target_client.upload_fileobj(body, target.bucket, target_key)
                 finally:
                     body.close()
-        except (BotoCoreError, ClientError) as exc:
+        except _s3_errors() as exc:
             raise RepositoryCopyError(f"copying {name} to s3://{target.bucket}/{target_root} failed: {exc}") from exc
         if progress is not None:
             progress(done, len(todo))
@@ -203,5 +203,13 @@ def delete_repository(config: BucketConfig, project_id: str) -> int:
                 return deleted
             client.delete_objects(Bucket=config.bucket, Delete={"Objects": keys, "Quiet": True})
             deleted += len(keys)
-    except (BotoCoreError, ClientError) as exc:
+    except _s3_errors() as exc:
         raise RepositoryCopyError(f"cannot delete s3://{config.bucket}/{root}: {exc}") from exc
+
+
+def _s3_errors() -> tuple[type[Exception], ...]:
+    """The errors of an S3 call (botocore's), imported when an error is matched: importing
+    botocore costs every `buckets` command a quarter of a second."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    return BotoCoreError, ClientError

@@ -57,3 +57,19 @@ def test_buckets_file(tmp_path: Path) -> None:
 def test_bad_buckets_tables(table, message: str, tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=message):
         buckets_from_table(table, base=tmp_path)
+
+
+def test_an_unreachable_s3_endpoint_is_a_repository_copy_error() -> None:
+    """botocore is imported only when an S3 error is matched: the error still becomes ours."""
+    import socket
+
+    from hub_client.repository_copy import RepositoryCopyError, listing
+
+    with socket.socket() as unused:  # a port nothing listens on
+        unused.bind(("127.0.0.1", 0))
+        port = unused.getsockname()[1]
+    config = BucketConfig(bucket="b", endpoint=f"http://127.0.0.1:{port}", access_key_id="k", secret_access_key="s")
+    client = config.client()
+    client.meta.config.retries = {"max_attempts": 1}
+    with pytest.raises(RepositoryCopyError, match="cannot list s3://b/rustic/project-p/"):
+        listing(config, config.root("p"), client)
