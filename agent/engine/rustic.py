@@ -26,6 +26,7 @@ import structlog
 
 from agent import errors, s3_access
 from agent.backends.base import EngineView
+from agent.engine import repository_format as formats
 from agent.engine import rustic_args as rua
 from agent.engine.base import (
     RESTORE_OVER, SNAPSHOT_DIFF, BackupOutcome, BackupStatus, DiffEntry, RestoreSize, RestoreStatus,
@@ -109,6 +110,8 @@ class RusticEngine:
         self._tree_blobs = _TreeBlobCache(TREE_CACHE_BYTES)
         # (location, password digest) -> master key: a listing then skips the password's KDF.
         self._master_keys: OrderedDict[tuple[str, str], tuple[str, float]] = OrderedDict()
+        # Local repositories whose tree blobs are read without a process (their index kept).
+        self._local_formats: OrderedDict[str, formats.LocalRepository] = OrderedDict()
 
     # ------------------------------------------------------------ plumbing
 
@@ -129,6 +132,18 @@ class RusticEngine:
 
     def _forget_master_key(self, repo: Repository) -> None:
         self._master_keys.pop(self._key_slot(repo), None)
+
+    def _local_format(self, repo: Repository) -> formats.LocalRepository | None:
+        """The direct reader of a local repository's tree blobs (None for other kinds)."""
+        if repo.kind != "local":
+            return None
+        reader = self._local_formats.get(repo.location)
+        if reader is None:
+            reader = self._local_formats[repo.location] = formats.LocalRepository(Path(repo.location))
+            while len(self._local_formats) > MASTER_KEYS_KEPT:
+                self._local_formats.popitem(last=False)
+        self._local_formats.move_to_end(repo.location)
+        return reader
 
     async def _probe(self) -> tuple[int, int, int]:
         if self._version is None:
@@ -535,6 +550,8 @@ class _TreeReader:
         self.root = root
         self._gate = asyncio.Semaphore(LISTING_CONCURRENCY)
         self._blobs: dict[str, asyncio.Future[str]] = {}
+        self._parsed_key: formats.MasterKey | None = None
+        self._direct_off = False
 
     @classmethod
     async def open(cls, engine: RusticEngine, repo: Repository, snapshot_id: str) -> _TreeReader:
@@ -577,13 +594,33 @@ class _TreeReader:
         cached = self._engine._tree_blobs.get(self._repo.location, tree_id)
         if cached is not None:
             return cached
-        async with self._gate:
-            result = await self._engine._run(
-                self._repo, lambda p: rua.cat_tree_blob_args(self._engine.binary, p, tree_id), action="cat",
-                capture_stdout=True, master_key=self._key)
-        rua.parse_tree_blob(result.stdout, "/")  # only a blob that parses is kept
-        self._engine._tree_blobs.put(self._repo.location, tree_id, result.stdout)
-        return result.stdout
+        text = await self._read_directly(tree_id)
+        if text is None:
+            async with self._gate:
+                result = await self._engine._run(
+                    self._repo, lambda p: rua.cat_tree_blob_args(self._engine.binary, p, tree_id), action="cat",
+                    capture_stdout=True, master_key=self._key)
+            text = result.stdout
+        rua.parse_tree_blob(text, "/")  # only a blob that parses is kept
+        self._engine._tree_blobs.put(self._repo.location, tree_id, text)
+        return text
+
+    async def _read_directly(self, tree_id: str) -> str | None:
+        """The tree blob read from a local repository's files (authenticated), without a
+        process; None when it cannot be (another kind of repository, or anything unreadable:
+        the engine then reads it, and reports what is wrong)."""
+        local = self._engine._local_format(self._repo)
+        if local is None or self._direct_off:
+            return None
+        try:
+            if self._parsed_key is None:
+                self._parsed_key = formats.MasterKey.from_json(self._key)
+            data = await asyncio.to_thread(local.tree_blob, self._parsed_key, tree_id)
+            return data.decode("utf-8")
+        except (formats.Unreadable, UnicodeDecodeError) as exc:
+            self._direct_off = True  # one failure: the rest of this listing goes through the engine
+            log.info("rustic.tree_read_by_engine", tree=tree_id[:8], reason=str(exc)[:200])
+            return None
 
     async def entries(self, tree_id: str, directory: str) -> list[rua.TreeEntry]:
         """The nodes of tree ``tree_id``, the directory at snapshot path ``directory``."""
@@ -611,11 +648,11 @@ class _TreeReader:
         nodes: list[TreeNode] = []
         level = [e for e in start if e.subtree]
         while level:
-            async with asyncio.TaskGroup() as group:
-                tasks = [group.create_task(self.entries(e.subtree, e.node.path)) for e in level]
+            # first_error, not a TaskGroup: a failed read is raised as the error it is (DataLoss,
+            # Unavailable …), which a TaskGroup would wrap in an ExceptionGroup.
+            levels = await first_error(*(self.entries(e.subtree, e.node.path) for e in level))
             level = []
-            for task in tasks:
-                children = task.result()
+            for children in levels:
                 nodes += [c.node for c in children]
                 level += [c for c in children if c.subtree]
             if not recursive:

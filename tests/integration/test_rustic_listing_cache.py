@@ -55,6 +55,9 @@ class Counting:
 
 def test_listings_reuse_the_key_and_the_blobs_but_never_past_the_password(tmp_path, monkeypatch) -> None:
     engine = build_engine(RUSTIC, tmp_path / "agent")
+    # Tree blobs through the engine (``cat tree-blob``), as for an S3 repository: a local one's are
+    # read from its files (test_a_local_repository_is_listed_from_its_files below).
+    monkeypatch.setattr(engine, "_local_format", lambda repo: None)
     repo = Repository(kind="local", location=str(tmp_path / "repo"), display="repo", password="listing-cache")
     source = tmp_path / "source"
     make_tree(source, directories=6)
@@ -116,5 +119,64 @@ def test_listings_reuse_the_key_and_the_blobs_but_never_past_the_password(tmp_pa
         assert anew.count("cat masterkey") == 1, anew
         with pytest.raises(errors.NotFound):
             await paths(first)  # the old repository's snapshot is gone with it
+
+    asyncio.run(scenario())
+
+
+RESTIC_014 = next(engine for engine in ENGINES if engine.id == "restic-0.14-debian")
+
+
+@pytest.mark.parametrize("writer", [RUSTIC, RESTIC_014], ids=lambda engine: f"written-by-{engine.id}")
+def test_a_local_repository_is_listed_from_its_files(writer, tmp_path, monkeypatch) -> None:
+    """rustic's listing of a local repository reads its tree blobs from the files (no process per
+    directory), equal node for node to what ``cat tree-blob`` gives, for a version 2 repository
+    (rustic: compressed) and a version 1 one (restic 0.14); a newer snapshot's index is read
+    again; a damaged tree blob is never listed (the engine is asked, and it refuses too)."""
+    engine = build_engine(RUSTIC, tmp_path / "agent")
+    written_by = build_engine(writer, tmp_path / "writer")
+    repo = Repository(kind="local", location=str(tmp_path / "repo"), display="repo", password="direct-reads")
+    source = tmp_path / "source"
+    make_tree(source, directories=5)
+    (source / "project" / "d1" / "link").symlink_to("../d2/f.txt")
+
+    async def backup() -> str:
+        outcome = await written_by.backup(repo, EngineView(wrapper=(), root=source), host="project-direct",
+                                          tags=["layout=v2"], on_status=lambda status: None)
+        return outcome.summary.snapshot_id
+
+    async def listing(snapshot_id: str, *, direct: bool) -> list:
+        if not direct:
+            monkeypatch.setattr(engine, "_local_format", lambda repo: None)
+        engine._tree_blobs = type(engine._tree_blobs)(1 << 20)  # nothing kept from an earlier listing
+        try:
+            return sorted(await engine.listing(repo, snapshot_id), key=lambda node: node.path)
+        finally:
+            monkeypatch.undo()
+
+    async def scenario() -> None:
+        first = await backup()
+        runs = Counting(engine, monkeypatch)
+        by_engine = await listing(first, direct=False)
+        assert runs.take().count("cat tree-blob") >= 7
+        runs = Counting(engine, monkeypatch)
+        direct = await listing(first, direct=True)
+        assert direct == by_engine and "/project/d1/link" in {node.path for node in direct}
+        assert "cat tree-blob" not in runs.take()
+
+        (source / "project" / "d3" / "new.txt").write_text("new\n")
+        second = await backup()  # a new index file: read again
+        runs = Counting(engine, monkeypatch)
+        assert "/project/d3/new.txt" in {node.path for node in await listing(second, direct=True)}
+        assert "cat tree-blob" not in runs.take()
+
+        # Damage every tree pack's bytes (not the file names): the MAC refuses them, the engine
+        # is asked and refuses them as well; nothing is listed.
+        for pack in (Path(repo.location) / "data").rglob("*"):
+            if pack.is_file():
+                data = bytearray(pack.read_bytes())
+                data[len(data) // 3] ^= 0xFF
+                pack.write_bytes(bytes(data))
+        with pytest.raises(errors.BucketsError):
+            await listing(second, direct=True)
 
     asyncio.run(scenario())
