@@ -146,3 +146,47 @@ def _delete_batch(client, spec: S3Spec, batch: list[dict]) -> int:
     if failed:
         raise errors.Unavailable(f"{len(failed)} objects of {spec.bucket}/{spec.root} could not be deleted")
     return len(batch)
+
+
+class ObjectFiles:
+    """A repository's objects read as files (agent/engine/repository_format.py's Storage):
+    names relative to the repository's root. Errors are the format reader's Unreadable (the
+    engine is asked instead, and reports the storage's state itself)."""
+
+    def __init__(self, spec: S3Spec) -> None:
+        self._spec = spec
+        self._prefix = spec.root.strip("/") + "/"
+        self._client = None
+
+    def _s3(self):
+        if self._client is None:
+            self._client = _client(self._spec)
+        return self._client
+
+    def names(self, directory: str) -> list[str]:
+        from agent.engine.repository_format import Unreadable
+
+        prefix = f"{self._prefix}{directory}/"
+        try:
+            found = []
+            for page in self._s3().get_paginator("list_objects_v2").paginate(Bucket=self._spec.bucket, Prefix=prefix):
+                found += [item["Key"][len(prefix):] for item in page.get("Contents", [])]
+            return found
+        except Exception as exc:
+            raise Unreadable(str(_translate(exc, f"listing {directory}"))) from None
+
+    def read(self, name: str, offset: int = 0, length: int | None = None) -> bytes:
+        from agent.engine.repository_format import Missing, Unreadable
+
+        request = {"Bucket": self._spec.bucket, "Key": self._prefix + name}
+        if offset or length is not None:
+            request["Range"] = f"bytes={offset}-" + ("" if length is None else str(offset + length - 1))
+        try:
+            answer = self._s3().get_object(**request)
+            with answer["Body"] as body:
+                return body.read()
+        except Exception as exc:
+            error = _translate(exc, f"reading {name}")
+            if isinstance(error, errors.NotFound) or "NoSuchKey" in str(exc):
+                raise Missing(name) from None
+            raise Unreadable(str(error)) from None

@@ -1,5 +1,6 @@
-"""Reading tree blobs straight from a local restic-format repository (the format rustic and
-restic share), with the master key the engine printed (``rustic cat masterkey``).
+"""Reading tree blobs straight from a restic-format repository (the format rustic and restic
+share) — a local directory or a bucket's objects — with the master key the engine printed
+(``rustic cat masterkey``).
 
 Why: rustic lists a snapshot with metadata only one tree blob per process (``cat tree-blob``),
 and each process opens the repository and loads its index again. A 1 GB project of ~600
@@ -27,8 +28,10 @@ import hashlib
 import json
 import os
 import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
@@ -131,15 +134,58 @@ def _is_id(text: str) -> bool:
     return len(text) == 64 and set(text) <= _HEX
 
 
-class LocalRepository:
-    """Tree blobs of one local repository directory. The index (tree blobs only) is read once
-    and again when the set of index files changes; thread-safe (reads run in worker threads)."""
+class Storage(Protocol):
+    """Where a repository's files are: names relative to its root ("index/<id>",
+    "data/ab/<id>"). Both methods raise Unreadable for anything that goes wrong."""
+
+    def names(self, directory: str) -> list[str]:
+        """The names of the files in ``directory`` ("index")."""
+
+    def read(self, name: str, offset: int = 0, length: int | None = None) -> bytes:
+        """``length`` bytes of file ``name`` from ``offset`` (None: to its end)."""
+
+
+class LocalFiles:
+    """A repository in a local directory."""
 
     def __init__(self, root: Path) -> None:
         self.root = root
+
+    def names(self, directory: str) -> list[str]:
+        try:
+            return os.listdir(self.root / directory)
+        except OSError as exc:
+            raise Unreadable(f"{directory}: {exc.strerror}") from None
+
+    def read(self, name: str, offset: int = 0, length: int | None = None) -> bytes:
+        try:
+            with open(self.root / name, "rb") as file:
+                file.seek(offset)
+                return file.read() if length is None else file.read(length)
+        except FileNotFoundError:
+            raise Missing(name) from None
+        except OSError as exc:
+            raise Unreadable(f"{name}: {exc.strerror}") from None
+
+
+class Missing(Unreadable):
+    """A file named in a listing is gone (a concurrent prune replaced it)."""
+
+
+class RepositoryReader:
+    """Tree blobs of one repository. The index (tree blobs only) is read once and again when
+    the set of index files changes; tree packs read whole are kept (up to ``pack_cache_bytes``)
+    so a listing reads each once. Thread-safe (reads run in worker threads)."""
+
+    def __init__(self, storage: Storage, *, whole_packs: bool = False, pack_cache_bytes: int = 32 << 20) -> None:
+        self.storage = storage
+        self._whole_packs = whole_packs  # object storage: one request per pack, not per blob
         self._lock = threading.Lock()
         self._index_files: frozenset[str] = frozenset()
         self._trees: dict[str, BlobLocation] = {}
+        self._packs: OrderedDict[str, bytes] = OrderedDict()
+        self._pack_bytes = 0
+        self._pack_cache_bytes = pack_cache_bytes
 
     def tree_blob(self, key: MasterKey, tree_id: str) -> bytes:
         """The plaintext of tree blob ``tree_id`` (what ``cat tree-blob`` prints). Raises
@@ -147,13 +193,7 @@ class LocalRepository:
         if not _is_id(tree_id):
             raise Unreadable("not a blob id")
         location = self._locate(key, tree_id)
-        path = self.root / "data" / location.pack[:2] / location.pack
-        try:
-            with open(path, "rb") as pack:
-                pack.seek(location.offset)
-                data = pack.read(location.length)
-        except OSError as exc:
-            raise Unreadable(f"pack {location.pack[:8]}: {exc.strerror}") from None
+        data = self._blob_bytes(location)
         if len(data) != location.length:
             raise Unreadable(f"pack {location.pack[:8]} is shorter than its index says")
         plaintext = decrypt(key, data)
@@ -163,9 +203,30 @@ class LocalRepository:
             raise Unreadable(f"tree blob {tree_id[:8]} does not hash to its id")
         return plaintext
 
+    def _blob_bytes(self, location: BlobLocation) -> bytes:
+        name = f"data/{location.pack[:2]}/{location.pack}"
+        if not self._whole_packs:
+            return self.storage.read(name, location.offset, location.length)
+        with self._lock:
+            pack = self._packs.get(location.pack)
+            if pack is not None:
+                self._packs.move_to_end(location.pack)
+        if pack is None:
+            pack = self.storage.read(name)
+            if hashlib.sha256(pack).hexdigest() != location.pack:
+                raise Unreadable(f"pack {location.pack[:8]} does not hash to its name")
+            with self._lock:
+                if location.pack not in self._packs and len(pack) <= self._pack_cache_bytes:
+                    self._packs[location.pack] = pack
+                    self._pack_bytes += len(pack)
+                    while self._pack_bytes > self._pack_cache_bytes:
+                        _, dropped = self._packs.popitem(last=False)
+                        self._pack_bytes -= len(dropped)
+        return pack[location.offset:location.offset + location.length]
+
     def _locate(self, key: MasterKey, tree_id: str) -> BlobLocation:
         with self._lock:
-            names = self._list_index()
+            names = frozenset(name for name in self.storage.names("index") if _is_id(name))
             if names != self._index_files:
                 self._trees = self._read_index(key, names)
                 self._index_files = names
@@ -174,23 +235,14 @@ class LocalRepository:
             raise Unreadable(f"tree blob {tree_id[:8]} is in no index file")
         return location
 
-    def _list_index(self) -> frozenset[str]:
-        try:
-            return frozenset(name for name in os.listdir(self.root / "index") if _is_id(name))
-        except OSError as exc:
-            raise Unreadable(f"index: {exc.strerror}") from None
-
     def _read_index(self, key: MasterKey, names: frozenset[str]) -> dict[str, BlobLocation]:
         trees: dict[str, BlobLocation] = {}
         for name in sorted(names):
             try:
-                data = (self.root / "index" / name).read_bytes()
-            except FileNotFoundError:
+                data = self.storage.read(f"index/{name}")
+            except Missing:
                 continue  # replaced by a concurrent prune; its blobs are in the index that replaced it
-            except OSError as exc:
-                raise Unreadable(f"index {name[:8]}: {exc.strerror}") from None
-            plaintext = decrypt(key, data)
             if hashlib.sha256(data).hexdigest() != name:
                 raise Unreadable(f"index file {name[:8]} does not hash to its name")
-            trees.update(index_entries(unpacked_json(plaintext)))
+            trees.update(index_entries(unpacked_json(decrypt(key, data))))
         return trees

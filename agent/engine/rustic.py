@@ -24,7 +24,7 @@ from pathlib import Path
 
 import structlog
 
-from agent import errors, s3_access
+from agent import buckets, errors, s3_access
 from agent.backends.base import EngineView
 from agent.engine import repository_format as formats
 from agent.engine import rustic_args as rua
@@ -110,8 +110,8 @@ class RusticEngine:
         self._tree_blobs = _TreeBlobCache(TREE_CACHE_BYTES)
         # (location, password digest) -> master key: a listing then skips the password's KDF.
         self._master_keys: OrderedDict[tuple[str, str], tuple[str, float]] = OrderedDict()
-        # Local repositories whose tree blobs are read without a process (their index kept).
-        self._local_formats: OrderedDict[str, formats.LocalRepository] = OrderedDict()
+        # Repositories whose tree blobs are read without a process (their index kept).
+        self._readers: OrderedDict[tuple[str, str], formats.RepositoryReader] = OrderedDict()
 
     # ------------------------------------------------------------ plumbing
 
@@ -133,16 +133,21 @@ class RusticEngine:
     def _forget_master_key(self, repo: Repository) -> None:
         self._master_keys.pop(self._key_slot(repo), None)
 
-    def _local_format(self, repo: Repository) -> formats.LocalRepository | None:
-        """The direct reader of a local repository's tree blobs (None for other kinds)."""
-        if repo.kind != "local":
-            return None
-        reader = self._local_formats.get(repo.location)
+    def _repository_reader(self, repo: Repository) -> formats.RepositoryReader | None:
+        """The reader of ``repo``'s tree blobs from its files or objects (None: none for its kind)."""
+        slot = self._key_slot(repo)
+        reader = self._readers.get(slot)
         if reader is None:
-            reader = self._local_formats[repo.location] = formats.LocalRepository(Path(repo.location))
-            while len(self._local_formats) > MASTER_KEYS_KEPT:
-                self._local_formats.popitem(last=False)
-        self._local_formats.move_to_end(repo.location)
+            if repo.kind == "local":
+                reader = formats.RepositoryReader(formats.LocalFiles(Path(repo.location)))
+            elif repo.s3 is not None:
+                reader = formats.RepositoryReader(buckets.ObjectFiles(repo.s3), whole_packs=True)
+            else:
+                return None
+            self._readers[slot] = reader
+            while len(self._readers) > MASTER_KEYS_KEPT:
+                self._readers.popitem(last=False)
+        self._readers.move_to_end(slot)
         return reader
 
     async def _probe(self) -> tuple[int, int, int]:
@@ -606,10 +611,10 @@ class _TreeReader:
         return text
 
     async def _read_directly(self, tree_id: str) -> str | None:
-        """The tree blob read from a local repository's files (authenticated), without a
-        process; None when it cannot be (another kind of repository, or anything unreadable:
-        the engine then reads it, and reports what is wrong)."""
-        local = self._engine._local_format(self._repo)
+        """The tree blob read from the repository's files or objects (authenticated), without a
+        process; None when it cannot be (anything unreadable: the engine then reads it, and
+        reports what is wrong)."""
+        local = self._engine._repository_reader(self._repo)
         if local is None or self._direct_off:
             return None
         try:

@@ -57,7 +57,7 @@ def test_listings_reuse_the_key_and_the_blobs_but_never_past_the_password(tmp_pa
     engine = build_engine(RUSTIC, tmp_path / "agent")
     # Tree blobs through the engine (``cat tree-blob``), as for an S3 repository: a local one's are
     # read from its files (test_a_local_repository_is_listed_from_its_files below).
-    monkeypatch.setattr(engine, "_local_format", lambda repo: None)
+    monkeypatch.setattr(engine, "_repository_reader", lambda repo: None)
     repo = Repository(kind="local", location=str(tmp_path / "repo"), display="repo", password="listing-cache")
     source = tmp_path / "source"
     make_tree(source, directories=6)
@@ -146,7 +146,7 @@ def test_a_local_repository_is_listed_from_its_files(writer, tmp_path, monkeypat
 
     async def listing(snapshot_id: str, *, direct: bool) -> list:
         if not direct:
-            monkeypatch.setattr(engine, "_local_format", lambda repo: None)
+            monkeypatch.setattr(engine, "_repository_reader", lambda repo: None)
         engine._tree_blobs = type(engine._tree_blobs)(1 << 20)  # nothing kept from an earlier listing
         try:
             return sorted(await engine.listing(repo, snapshot_id), key=lambda node: node.path)
@@ -178,5 +178,47 @@ def test_a_local_repository_is_listed_from_its_files(writer, tmp_path, monkeypat
                 pack.write_bytes(bytes(data))
         with pytest.raises(errors.BucketsError):
             await listing(second, direct=True)
+
+    asyncio.run(scenario())
+
+
+def test_a_repository_in_a_bucket_is_listed_from_its_objects(own_s3_server, tmp_path, monkeypatch) -> None:
+    """The same for a repository on MinIO: the tree packs are read as objects (one request per
+    pack), equal to the engine's listing; with the server stopped the listing fails as the
+    engine reports it (Unavailable), never with what was not read."""
+    from agent import s3_access
+    from agent.repository import S3Spec
+
+    server = own_s3_server
+    server.client().create_bucket(Bucket="listings")
+    spec = S3Spec(endpoint=server.endpoint, region="us-east-1", bucket="listings", root="rustic/project-direct",
+                  access_key_id=server.access_key_id, secret_access_key=server.secret_access_key)
+    repo = Repository(kind="s3", location=f"s3:{server.endpoint}/listings/rustic/project-direct", display="s3",
+                      password="direct-reads", s3=spec,
+                      env={"AWS_DEFAULT_REGION": "us-east-1", "AWS_ACCESS_KEY_ID": server.access_key_id,
+                           "AWS_SECRET_ACCESS_KEY": server.secret_access_key})
+    engine = build_engine(RUSTIC, tmp_path / "agent")
+    source = tmp_path / "source"
+    make_tree(source, directories=5)
+
+    async def scenario() -> None:
+        outcome = await engine.backup(repo, EngineView(wrapper=(), root=source), host="project-direct",
+                                      tags=["layout=v2"], on_status=lambda status: None)
+        snapshot = outcome.summary.snapshot_id
+        monkeypatch.setattr(engine, "_repository_reader", lambda repo: None)
+        by_engine = sorted(await engine.listing(repo, snapshot), key=lambda node: node.path)
+        monkeypatch.undo()
+        engine._tree_blobs = type(engine._tree_blobs)(1 << 20)
+        runs = Counting(engine, monkeypatch)
+        direct = sorted(await engine.listing(repo, snapshot), key=lambda node: node.path)
+        assert direct == by_engine and "/project/d4/f.txt" in {node.path for node in direct}
+        assert "cat tree-blob" not in runs.take()
+
+        engine._tree_blobs = type(engine._tree_blobs)(1 << 20)
+        engine._readers.clear()
+        server.stop()
+        s3_access.forget()  # the bucket is asked again before the engine runs
+        with pytest.raises((errors.Unavailable, errors.DeadlineExceeded)):
+            await engine.listing(repo, snapshot)
 
     asyncio.run(scenario())
