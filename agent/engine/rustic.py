@@ -47,6 +47,11 @@ LISTING_CONCURRENCY = 4
 # their JSON, and master keys (per location and password) for as many repositories.
 TREE_CACHE_BYTES = 64 * 1024 * 1024
 MASTER_KEYS_KEPT = 256
+# Repositories whose tree-blob index (and up to READER_PACK_BYTES of tree packs, for buckets)
+# the driver keeps between listings: few, as listings come in bursts (a move's pre-copy check,
+# its verify) and each reader's memory grows with its repository.
+REPOSITORY_READERS_KEPT = 8
+READER_PACK_BYTES = 8 * 1024 * 1024
 # A kept key stands for a password checked this recently (a rotated repository password stops
 # opening the repository within this time, as it would without the key kept).
 MASTER_KEY_SECONDS = 600.0
@@ -141,11 +146,12 @@ class RusticEngine:
             if repo.kind == "local":
                 reader = formats.RepositoryReader(formats.LocalFiles(Path(repo.location)))
             elif repo.s3 is not None:
-                reader = formats.RepositoryReader(buckets.ObjectFiles(repo.s3), whole_packs=True)
+                reader = formats.RepositoryReader(buckets.ObjectFiles(repo.s3), whole_packs=True,
+                                                  pack_cache_bytes=READER_PACK_BYTES)
             else:
                 return None
             self._readers[slot] = reader
-            while len(self._readers) > MASTER_KEYS_KEPT:
+            while len(self._readers) > REPOSITORY_READERS_KEPT:
                 self._readers.popitem(last=False)
         self._readers.move_to_end(slot)
         return reader
