@@ -786,6 +786,7 @@ async def ensure_project(
     backend.require_real(project_id)
     if snapshot_id:
         summary = await _ensure_snapshot(context, services, repo, snapshot_id, quota_bytes)
+        await limit_restored(services, project_id, quota_bytes)
         return replace(summary, duration_seconds=time.monotonic() - started)
     if mode != "none" and await home_is_empty(backend, project_id):
         context.progress("resolve", message="looking for the newest backup")
@@ -793,6 +794,7 @@ async def ensure_project(
         if newest is not None:
             # Restore into staging and swap: an empty home left by a failed start is replaced whole.
             summary = await restore(context, services, repo, snapshot_id=newest.id, resolved=newest)
+            await limit_restored(services, project_id, quota_bytes)
             return _restored_summary(summary, duration_seconds=time.monotonic() - started)
         if mode == "required":
             raise errors.FailedPrecondition(
@@ -801,6 +803,13 @@ async def ensure_project(
     created = await backend.create(project_id, quota_bytes=quota_bytes)
     context.progress("create", percent=100.0, message="project created" if created else "project exists")
     return Summary(duration_seconds=time.monotonic() - started)
+
+
+async def limit_restored(services: Services, project_id: str, quota_bytes: int | None) -> None:
+    """The home an EnsureProject restored gets the quota the request asked for (its staging had
+    the agent's default: the home did not exist to take one from)."""
+    if quota_bytes:
+        await services.backend.create(project_id, quota_bytes=quota_bytes)  # sets the limit of an existing home
 
 
 async def _ensure_snapshot(

@@ -146,6 +146,7 @@ async def ensure(
                 context, services, repo, staging, record, snapshot=snapshot, base=plan.base_snapshot_id,
                 reason=plan.reason))
         summary = await _place(context, services, repo, staging, record, snapshot=snapshot, size=size)
+        await jobs.limit_restored(services, project_id, quota_bytes)
     if not summary.bytes_processed and fetched is not None:  # the engine's totals, when the size was not known
         summary = replace(summary, bytes_processed=_total_bytes(fetched), files_processed=_total_files(fetched))
     return replace(summary, duration_seconds=time.monotonic() - started, restore_mode=INCREMENTAL,

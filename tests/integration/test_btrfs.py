@@ -94,6 +94,25 @@ def test_ensure_creates_subvolumes_with_the_requested_quota(agent_factory, btrfs
     assert caps.backend == "btrfs" and not any("directory backend" in text for text in caps.limitations)
 
 
+def test_a_project_ensure_restores_gets_the_requested_quota(agent_factory, btrfs_fs, project_id):
+    """EnsureProject restoring into a missing home (the newest backup, or a named snapshot):
+    the home it places has the request's quota, not the agent's default."""
+    agent = btrfs_agent(agent_factory, btrfs_fs, extra=f"[btrfs]\ndefault_quota_bytes = {32 * MiB}\n")
+    ensure(agent, project_id)
+    fill(agent, project_id, megabytes=1)
+    backup = agent.wait(agent.backup(project_id).id)
+    assert backup.state == pb.SUCCEEDED, backup.error
+    for snapshot_id in ("", backup.summary.snapshot_id):
+        subprocess.run(["btrfs", "subvolume", "delete", str(agent.home(project_id)), str(agent.persist(project_id))],
+                       check=True, capture_output=True)
+        operation = agent.stub.EnsureProject(pb.EnsureProjectRequest(
+            request_id=new_id(), project_id=project_id, mode=pb.EnsureProjectRequest.AUTO,
+            snapshot_id=snapshot_id, quota_bytes=48 * MiB), timeout=30)
+        final = agent.wait(operation.id)
+        assert final.state == pb.SUCCEEDED and final.summary.snapshot_id == backup.summary.snapshot_id, final.error
+        assert is_subvolume(agent.home(project_id)) and qgroup_limit(agent.home(project_id)) == 48 * MiB
+
+
 def test_delete_removes_subvolumes_nested_ones_and_repository_and_is_repeatable(agent_factory, btrfs_fs, project_id):
     agent = btrfs_agent(agent_factory, btrfs_fs)
     ensure(agent, project_id)

@@ -430,11 +430,12 @@ def test_precopy_on_btrfs_stages_subvolumes_with_the_quota(agent_factory, btrfs_
     assert is_subvolume(staged_home) and manifest(staged_home) == tree
     change_tree(source.home(project_id), source.persist(project_id))
     second = backup(source, project_id)
-    placed = ensure(target, project_id, snapshot_id=second, precopy_key=KEY)
+    placed = ensure(target, project_id, snapshot_id=second, precopy_key=KEY, quota_bytes=2 * quota)
     assert placed.state == pb.SUCCEEDED, placed.error
     assert placed.summary.restore_mode == "incremental"
     assert trees(target, project_id) == trees(source, project_id)
-    assert is_subvolume(target.home(project_id)) and qgroup_limit(target.home(project_id)) == quota
+    # The request's quota, not the default the staging was made with.
+    assert is_subvolume(target.home(project_id)) and qgroup_limit(target.home(project_id)) == 2 * quota
     assert target.staging_after_cleanup() == []
 
 
