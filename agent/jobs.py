@@ -247,13 +247,19 @@ async def backup(
 
 async def _unchanged_since_last_backup(services: Services, repo: Repository, project_id: str) -> str | None:
     """The snapshot id of the last backup into ``repo`` when the project's generation is still the one
-    that backup read; None when anything changed or the backend cannot tell."""
+    that backup read (recorded as a confirmation of that backup); None when anything changed or the
+    backend cannot tell."""
     last = services.journal.backed_up_generation(project_id, repo.display)
     if last is None:
         return None
+    # Taken before the read: every write made before it is in the generation read.
+    checked_at = time.time()
     now = await services.backend.generation(project_id)
     if now is None or now.as_text() != last[0]:
         return None
+    # The data equals that backup now: a change recorded before (one seen after the backup's
+    # capture, so not known to be in it) is in it after all, and stops counting as unprotected.
+    services.journal.confirm_unchanged(project_id, checked_at)
     return last[1]
 
 
