@@ -458,11 +458,26 @@ class Journal:
             self._db.executemany("UPDATE projects SET looked_time=? WHERE project_id=?",
                                  [(when, project_id) for project_id, when in self._looks.items()])
 
-    def project_ages(self) -> list[tuple[str, float | None, bool]]:
-        """(project id, unprotected since, has a backup) of every project the journal knows: one
-        query over the projects table (GetHostStatus at 10,000 projects)."""
-        return [(row[0], row[1], row[2] is not None) for row in self._db.execute(
-            "SELECT project_id, unprotected_since, last_backup_time FROM projects")]
+    def project_ages(self) -> list[tuple[str, float | None, float | None, float | None]]:
+        """(project id, last backup time, last change time, unprotected since) of every project the
+        journal knows: one query over the projects table, what GetHostStatus needs of each project
+        (its dirty flag and its unprotected age) at 10,000 projects."""
+        return [tuple(row) for row in self._db.execute(
+            "SELECT project_id, last_backup_time, CAST(last_change_time AS REAL), unprotected_since FROM projects")]
+
+    def ensure_projects(self, project_ids: Iterable[str]) -> None:
+        """Give projects the journal never heard of their row (never backed up: unprotected
+        since now), in one transaction."""
+        now = _time.time()
+        added = []
+        with self._db:
+            self._db.execute("BEGIN")
+            for project_id in project_ids:
+                if self._db.execute("INSERT OR IGNORE INTO projects(project_id, unprotected_since) VALUES (?,?)",
+                                    (project_id, now)).rowcount:
+                    added.append(project_id)
+        for project_id in added:
+            self._on_freshness_change(project_id)
 
     def last_backup_failed(self, project_ids: Iterable[str]) -> set[str]:
         """Those of ``project_ids`` whose newest finished backup operation FAILED (one query)."""

@@ -203,7 +203,13 @@ def test_last_backup_failed_reads_the_newest_finished_backup(journal) -> None:
 def test_project_ages_is_one_row_per_project(journal) -> None:
     journal.record_backup(P1, time=100.0, snapshot_id="s1", operation_id="op-1")
     journal.mark_changed(P2, 50.0)
-    assert sorted(journal.project_ages()) == [(P1, None, True), (P2, 50.0, False)]
+    assert sorted(journal.project_ages()) == [(P1, 100.0, None, None), (P2, None, 50.0, 50.0)]
+    before = time.time()
+    journal.ensure_projects([P2, P3])
+    after = time.time()
+    ages = {row[0]: row for row in journal.project_ages()}
+    assert ages[P2] == (P2, None, 50.0, 50.0)  # known already: untouched
+    assert before <= ages[P3][3] <= after and ages[P3][1] is None
 
 
 def test_version_3_journal_is_migrated_with_conservative_unprotected_times(tmp_path: Path) -> None:
@@ -226,3 +232,39 @@ def test_version_3_journal_is_migrated_with_conservative_unprotected_times(tmp_p
     assert since(journal, P3) == 70.0  # never backed up
     assert journal._db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0] == "4"
     journal.close()
+
+
+# ------------------------------------------------------------------ metrics
+
+def test_metrics_give_the_ages_at_the_scrape_not_at_the_last_event() -> None:
+    from agent.freshness import Freshness
+    from agent.metrics import AgentMetrics
+
+    clock = [1000.0]
+    metrics = AgentMetrics(rpo_seconds=60.0, clock=lambda: clock[0])
+    metrics.project_freshness(P1, Freshness(last_backup=900.0, last_backup_snapshot="s", last_change=950.0,
+                                            unprotected_since=950.0))
+    metrics.project_freshness(P2, Freshness(last_backup=900.0, last_backup_snapshot="s", last_change=None))
+    metrics.project_freshness(P3, Freshness(last_backup=None, last_backup_snapshot="", last_change=None,
+                                            unprotected_since=990.0))
+
+    def sample(name: str, **labels) -> float | None:
+        return metrics.registry.get_sample_value(name, labels)
+
+    assert sample("buckets_project_unprotected_age_seconds", project=P1) == 50.0
+    assert sample("buckets_project_unprotected_age_seconds", project=P2) == 0.0
+    assert sample("buckets_projects_over_rpo") == 0.0
+    clock[0] = 1030.0  # no event: only time passes
+    assert sample("buckets_project_unprotected_age_seconds", project=P1) == 80.0
+    assert sample("buckets_project_unprotected_age_seconds", project=P3) == 40.0
+    assert sample("buckets_projects_over_rpo") == 1.0
+    assert sample("buckets_unprotected_age_seconds_bucket", le="0.0") == 1.0  # the clean one
+    assert sample("buckets_unprotected_age_seconds_bucket", le="60.0") == 2.0
+    assert sample("buckets_unprotected_age_seconds_bucket", le="300.0") == 3.0
+    assert sample("buckets_unprotected_age_seconds_bucket", le="+Inf") == 3.0
+    assert sample("buckets_unprotected_age_seconds_count") == 3.0
+    assert sample("buckets_unprotected_age_seconds_sum") == 120.0
+    assert sample("buckets_rpo_seconds") == 60.0
+    metrics.forget_project(P1)
+    assert sample("buckets_project_unprotected_age_seconds", project=P1) is None
+    assert sample("buckets_unprotected_age_seconds_count") == 2.0
