@@ -805,6 +805,7 @@ async def ensure_project(
                 f"project {project_id} is missing and has no layout-v2 backup in {repo.display}"
             )
     created = await backend.create(project_id, quota_bytes=quota_bytes)
+    services.journal.ensure_projects([project_id])  # a new project is unprotected from its creation on
     context.progress("create", percent=100.0, message="project created" if created else "project exists")
     return Summary(duration_seconds=time.monotonic() - started)
 
