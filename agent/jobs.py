@@ -1077,6 +1077,8 @@ def _recover_records(record: OperationRecord, journal: Journal) -> None:
         if receipt is None or receipt["operation_id"] != record.id:
             now = time.time()
             journal.record_restore(record.project_id, snapshot_id=restored, time=now, operation_id=record.id)
-            journal.mark_changed(record.project_id, now)
+            # A write after the swap may be in the project, made at the earliest when the
+            # interrupted operation started.
+            journal.mark_changed(record.project_id, now, since=record.started_at or record.created_at)
     if record.recovery.get("precopy"):
         journal.remove_precopy(record.project_id, record.recovery["precopy"])
