@@ -26,7 +26,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from hub_client.proto.buckets.v1 import agent_pb2 as pb
 from tests.conftest import requires_restic
-from tests.harness import REPO_ROOT, create_project
+from tests.harness import REPO_ROOT, catch_engine, create_project
 
 pytestmark = requires_restic
 
@@ -182,6 +182,42 @@ def test_unprotected_ages_and_over_rpo_reasons_against_the_writes(agent, tmp_pat
     assert restarted.over_rpo_count == 4
     assert [seconds(item.unprotected_since) for item in restarted.over_rpo] == [
         seconds(item.unprotected_since) for item in host.over_rpo[:2]]
+
+
+def test_a_write_during_a_backup_stays_unprotected_after_it(agent, tmp_path: Path) -> None:
+    """The capture-time rule in a real agent: a change made (and seen) after the backup captured
+    the project, before the backup ended, is still unprotected when the backup succeeded, since
+    the change (the project was clean before it). On btrfs the look during the backup also sees
+    the generation the backup's own read-only snapshot moved, which it cannot tell from a write:
+    there the change counts from the capture (no later than the write)."""
+    clock = Clock(tmp_path)
+    project_id = create_project(agent, files=20)
+    first = agent.wait(agent.backup(project_id).id)
+    assert first.state == pb.SUCCEEDED, first.error
+    asked_backup = clock.lo()  # the capture is after this
+    operation = agent.backup(project_id, force=True)
+    engine = catch_engine(agent, "backup", moved_first=1)  # running: the capture was taken before
+    try:
+        window = write(agent, clock, project_id, "during.txt")
+    finally:
+        engine.resume()
+    done = agent.wait(operation.id)
+    assert done.state == pb.SUCCEEDED, done.error
+    if agent.backend == "btrfs":
+        window = Window(asked_backup, window.hi)
+    # GetHostStatus reads the journal as the backup left it (no new look that would see the
+    # write again): the one project is dirty, its age that of the write.
+    asked = Window(time.time(), 0.0)
+    host = agent.stub.GetHostStatus(pb.GetHostStatusRequest(), timeout=30)
+    asked.hi = time.time()
+    assert (host.projects, host.dirty) == (1, 1)
+    assert_age(host.max_unprotected_age_seconds, window, asked)
+    asked = Window(time.time(), 0.0)
+    after = status(agent, project_id)
+    asked.hi = time.time()
+    assert after.dirty and after.last_backup_snapshot_id == done.summary.snapshot_id
+    assert window.lo <= seconds(after.unprotected_since) <= window.hi
+    assert_age(after.unprotected_age_seconds, window, asked)
 
 
 def test_status_commands_show_the_rpo_figures(agent_factory, tmp_path: Path) -> None:
