@@ -251,3 +251,32 @@ def test_status_commands_show_the_rpo_figures(agent_factory, tmp_path: Path) -> 
     assert row["max_unprotected_age_seconds"] > RPO
     text = buckets("hosts").stdout
     assert "RPO 1 s: max age" in text and f"  {never}  unprotected" in text
+
+
+def test_a_backup_that_finds_the_data_unchanged_protects_it(agent) -> None:
+    """A look during a backup may record a change it cannot place (on btrfs: the generation the
+    backup's own snapshot moved; on any backend: a change made then): the project stays
+    unprotected after that backup. The next backup that finds the generation still the one
+    backed up (UP_TO_DATE, no engine run) makes it protected; where nothing tells (the directory
+    backend) the next backup is a real one and does the same."""
+    project_id = create_project(agent, files=20)
+    first = agent.wait(agent.backup(project_id).id)
+    assert first.state == pb.SUCCEEDED, first.error
+    operation = agent.backup(project_id, force=True)
+    engine = catch_engine(agent, "backup", moved_first=1)
+    try:
+        status(agent, project_id)  # a look during the backup
+        agent.stub.MarkEdited(pb.MarkEditedRequest(project_id=project_id), timeout=10)  # a change it cannot place
+    finally:
+        engine.resume()
+    assert agent.wait(operation.id).state == pb.SUCCEEDED
+    host = agent.stub.GetHostStatus(pb.GetHostStatusRequest(), timeout=30)
+    assert host.dirty == 1 and host.max_unprotected_age_seconds > 0
+
+    again = agent.wait(agent.backup(project_id).id)
+    expected = pb.UP_TO_DATE if agent.backend == "btrfs" else pb.SUCCEEDED
+    assert again.state == expected, again
+    host = agent.stub.GetHostStatus(pb.GetHostStatusRequest(), timeout=30)
+    assert (host.dirty, host.up_to_date, host.max_unprotected_age_seconds) == (0, 1, 0)
+    clean = status(agent, project_id)
+    assert not clean.dirty and clean.unprotected_age_seconds == 0 and not clean.HasField("unprotected_since")
