@@ -12,6 +12,7 @@ two looks): it counts from the look before, which the test makes right before ea
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
@@ -243,8 +244,6 @@ def test_status_commands_show_the_rpo_figures(agent_factory, tmp_path: Path) -> 
         return done
 
     buckets("hosts", "add", "host-a", f"127.0.0.1:{agent.port}", "--region", "eu")
-    import json
-
     [row] = [json.loads(line) for line in buckets("--json", "hosts").stdout.splitlines() if line.strip()]
     assert (row["rpo_seconds"], row["over_rpo_count"]) == (RPO, 1)
     assert [(item["project_id"], item["reason"]) for item in row["over_rpo"]] == [(never, "never_backed_up")]
