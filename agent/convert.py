@@ -246,12 +246,41 @@ def project_status_to_proto(status) -> pb.ProjectStatus:
         message.running_operation.CopyFrom(operation_to_proto(status.running_operation))
     if status.last_error is not None:
         message.last_error.CopyFrom(error_to_proto(status.last_error))
+    if fresh.unprotected_since is not None:
+        message.unprotected_since.CopyFrom(timestamp(fresh.unprotected_since))
+    message.unprotected_age_seconds = status.unprotected_age
+    message.over_rpo = bool(status.over_rpo_reason)
+    message.over_rpo_reason = status.over_rpo_reason
     if status.last_restore:
         receipt = status.last_restore
         message.last_restore.CopyFrom(pb.RestoreReceipt(
             snapshot_id=receipt["snapshot_id"], time=timestamp(receipt["time"]), operation_id=receipt["operation_id"],
         ))
     return message
+
+
+# GetHostStatusRequest.over_rpo_limit: 0 asks for the default; more than the cap gets the cap.
+DEFAULT_OVER_RPO_LIMIT = 100
+MAX_OVER_RPO_LIMIT = 10_000
+
+
+def over_rpo_limit(value: int) -> int:
+    """The number of over-RPO projects to list for a request's ``over_rpo_limit``."""
+    return DEFAULT_OVER_RPO_LIMIT if value == 0 else min(value, MAX_OVER_RPO_LIMIT)
+
+
+def host_rpo_into(message: pb.HostStatus, figures, observed_at: float) -> None:
+    """Fill a HostStatus's RPO fields from an :class:`agent.rpo.HostRpo` (None: none computed)."""
+    message.observed_at.CopyFrom(timestamp(observed_at))
+    if figures is None:
+        return
+    message.rpo_seconds = figures.rpo_seconds
+    message.max_unprotected_age_seconds = figures.max_age
+    message.p99_unprotected_age_seconds = figures.p99_age
+    message.over_rpo_count = figures.over_rpo_count
+    for item in figures.over_rpo:
+        message.over_rpo.add(project_id=item.project_id, unprotected_since=timestamp(item.unprotected_since),
+                             unprotected_age_seconds=item.age, reason=item.reason)
 
 
 def list_projects_to_proto(projects, observed_at: float) -> pb.ListProjectsResponse:

@@ -15,6 +15,18 @@ changed after its last backup. Changes come from three sources:
 Times are seconds since the epoch. Comparisons err towards dirty: a project
 wrongly called dirty costs one extra backup; one wrongly called clean can
 lose data in a move.
+
+``unprotected_since`` is the moment of the oldest change not in a backup (None
+when clean), the start of the project's *unprotected age* (:mod:`agent.rpo`).
+It errs the other way round from ``last_change``: where the moment of a change
+is not known, the EARLIEST moment it may have been made is used, so that the
+age is never understated (an RPO reported kept that was not is the failure
+that matters; an overstated age costs an early backup). So a generation that
+moved between two looks counts from the earlier look, not from the later one
+as ``last_change`` does. A backup that captured the data at C leaves a change
+recorded after C unprotected (since C at the earliest: it may not be in the
+snapshot); a never backed-up project is unprotected since the journal first
+heard of it or since its first recorded change, whichever is earlier.
 """
 
 from __future__ import annotations
@@ -24,6 +36,7 @@ from dataclasses import dataclass
 
 from agent.backends.base import Backend
 from agent.journal import Journal
+from agent.rpo import unprotected_age
 
 
 @dataclass(frozen=True)
@@ -31,6 +44,11 @@ class Freshness:
     last_backup: float | None
     last_backup_snapshot: str
     last_change: float | None
+    unprotected_since: float | None = None
+
+    def unprotected_age(self, now: float) -> float:
+        """Seconds the oldest change not in a backup has waited at ``now``; 0 when clean."""
+        return unprotected_age(self.unprotected_since, now)
 
     @property
     def dirty(self) -> bool:
@@ -45,20 +63,25 @@ def freshness(journal: Journal, project_id: str) -> Freshness:
         last_backup=record["last_backup_time"],
         last_backup_snapshot=record["last_backup_snapshot"] or "",
         last_change=record["last_change_time"],
+        unprotected_since=record["unprotected_since"],
     )
 
 
 async def observe(journal: Journal, backend: Backend, project_id: str, *, now: float | None = None) -> None:
     """Look at the project once and record in the journal any change the backend can see."""
     now = time.time() if now is None else now
+    previous_look = journal.last_look(project_id)
     generation = await backend.generation(project_id)
     if generation is not None:
+        journal.note_look(project_id, now)
         text = generation.as_text()
         record = journal.freshness(project_id)
         if text != record["seen_generation"]:
             journal.set_seen_generation(project_id, text)
             if text != record["last_backup_generation"]:
-                journal.mark_changed(project_id, now)
+                # Changed at some moment after the previous look (its generation was the one
+                # seen) and before this one: seen now, made at the previous look at the earliest.
+                journal.mark_changed(project_id, now, since=previous_look)
         return
     modified = await backend.last_modified(project_id)
     if modified is not None:

@@ -247,13 +247,19 @@ async def backup(
 
 async def _unchanged_since_last_backup(services: Services, repo: Repository, project_id: str) -> str | None:
     """The snapshot id of the last backup into ``repo`` when the project's generation is still the one
-    that backup read; None when anything changed or the backend cannot tell."""
+    that backup read (recorded as a confirmation of that backup); None when anything changed or the
+    backend cannot tell."""
     last = services.journal.backed_up_generation(project_id, repo.display)
     if last is None:
         return None
+    # Taken before the read: every write made before it is in the generation read.
+    checked_at = time.time()
     now = await services.backend.generation(project_id)
     if now is None or now.as_text() != last[0]:
         return None
+    # The data equals that backup now: a change recorded before (one seen after the backup's
+    # capture, so not known to be in it) is in it after all, and stops counting as unprotected.
+    services.journal.confirm_unchanged(project_id, checked_at)
     return last[1]
 
 
@@ -801,6 +807,7 @@ async def ensure_project(
                 f"project {project_id} is missing and has no layout-v2 backup in {repo.display}"
             )
     created = await backend.create(project_id, quota_bytes=quota_bytes)
+    services.journal.ensure_projects([project_id])  # a new project is unprotected from its creation on
     context.progress("create", percent=100.0, message="project created" if created else "project exists")
     return Summary(duration_seconds=time.monotonic() - started)
 
@@ -1079,6 +1086,8 @@ def _recover_records(record: OperationRecord, journal: Journal) -> None:
         if receipt is None or receipt["operation_id"] != record.id:
             now = time.time()
             journal.record_restore(record.project_id, snapshot_id=restored, time=now, operation_id=record.id)
-            journal.mark_changed(record.project_id, now)
+            # A write after the swap may be in the project, made at the earliest when the
+            # interrupted operation started.
+            journal.mark_changed(record.project_id, now, since=record.started_at or record.created_at)
     if record.recovery.get("precopy"):
         journal.remove_precopy(record.project_id, record.recovery["precopy"])

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import sqlite3
+import time as _time
 from pathlib import Path
 from typing import Callable, Iterable
 
@@ -22,7 +23,7 @@ from agent.model import (
     Summary,
 )
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS operations (
@@ -58,7 +59,9 @@ CREATE TABLE IF NOT EXISTS projects (
     last_backup_repository TEXT,
     last_change_time REAL,
     seen_generation TEXT,
-    last_restore TEXT
+    last_restore TEXT,
+    unprotected_since REAL,
+    looked_time REAL
 );
 CREATE TABLE IF NOT EXISTS request_aliases (
     request_id TEXT PRIMARY KEY,
@@ -87,6 +90,11 @@ CREATE TABLE IF NOT EXISTS precopies (
     updated_at REAL NOT NULL
 );
 """
+
+# unprotected_since after a backup (or a check) that found the data at {at}: a change recorded
+# after that moment may not be in it, and was made after it (so never before {at}); none: clean.
+_PROTECTED_AFTER = ("CASE WHEN CAST(last_change_time AS REAL) > {at}"
+                    " THEN max(coalesce(unprotected_since, {at}), {at}) ELSE NULL END")
 
 # The columns of a pre-copy record (:meth:`Journal.precopy`).
 PRECOPY_COLUMNS = ("project_id", "key", "staging", "repository", "snapshot_id", "base_snapshot_id", "state",
@@ -158,6 +166,9 @@ class Journal:
 
     def __init__(self, path: Path, *, on_freshness_change: Callable[[str], None] | None = None) -> None:
         self._on_freshness_change = on_freshness_change or (lambda project_id: None)
+        # project id → when the last freshness look at it began (see last_look): one write per
+        # look would cost a transaction per project per reconcile cycle.
+        self._looks: dict[str, float] = {}
         path.parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
         self._db.row_factory = sqlite3.Row
@@ -186,8 +197,27 @@ class Journal:
         if version < 3:
             # 3: the precopies table (created by the schema script): a move's staged pre-copies.
             self._db.execute("UPDATE meta SET value='3' WHERE key='schema_version'")
+        if version < 4:
+            # 4: unprotected_since (the oldest change not in a backup) and looked_time (the last
+            # look at the generations, kept at close). The oldest unprotected change of a project
+            # that was dirty is not known: every change after its last backup happened after that
+            # backup's capture, the earliest bound; a never backed up project is unprotected since
+            # its first recorded change (else since now: the agent sees it first now).
+            columns = {row[1] for row in self._db.execute("PRAGMA table_info(projects)")}
+            for column in ("unprotected_since", "looked_time"):
+                if column not in columns:
+                    self._db.execute(f"ALTER TABLE projects ADD COLUMN {column} REAL")
+            self._db.execute(
+                "UPDATE projects SET unprotected_since = CASE"
+                " WHEN last_backup_time IS NULL THEN coalesce(last_change_time, ?)"
+                " WHEN last_change_time > last_backup_time THEN last_backup_time ELSE NULL END",
+                (_time.time(),))
+            self._db.execute("UPDATE meta SET value='4' WHERE key='schema_version'")
 
     def close(self) -> None:
+        """Write the looks of this process (see :meth:`last_look`) and close the file."""
+        if self._looks:
+            self._write_looks()
         self._db.close()
 
     # ------------------------------------------------------------ operations
@@ -327,8 +357,10 @@ class Journal:
         generation: str | None = None,
         repository: str | None = None,
     ) -> None:
-        """Record a successful backup; ``generation`` (what the backup read) and ``repository``
-        (where it went) let the next backup of an unchanged project be skipped."""
+        """Record a successful backup that captured the project's data at ``time``; ``generation``
+        (what the backup read) and ``repository`` (where it went) let the next backup of an
+        unchanged project be skipped. A change recorded after the capture (while the backup ran)
+        stays unprotected: see :data:`_PROTECTED_AFTER`."""
         self._db.execute(
             "INSERT INTO projects(project_id, last_backup_time, last_backup_snapshot, last_backup_operation,"
             " last_backup_generation, last_backup_repository)"
@@ -336,7 +368,8 @@ class Journal:
             " last_backup_snapshot=excluded.last_backup_snapshot,"
             " last_backup_operation=excluded.last_backup_operation,"
             " last_backup_generation=excluded.last_backup_generation,"
-            " last_backup_repository=excluded.last_backup_repository",
+            " last_backup_repository=excluded.last_backup_repository,"
+            f" unprotected_since={_PROTECTED_AFTER.format(at='excluded.last_backup_time')}",
             (project_id, time, snapshot_id, operation_id, generation, repository),
         )
         if generation is not None:
@@ -354,27 +387,117 @@ class Journal:
         return None if row is None else (row[0], row[1])
 
     def _ensure_project_row(self, project_id: str) -> None:
-        self._db.execute("INSERT OR IGNORE INTO projects(project_id) VALUES (?)", (project_id,))
+        # A project the journal first hears of now has no backup: unprotected since now (the
+        # agent cannot know since when its data existed). A first record_backup inserts its own
+        # row, protected.
+        self._db.execute("INSERT OR IGNORE INTO projects(project_id, unprotected_since) VALUES (?,?)",
+                         (project_id, _time.time()))
 
     def freshness(self, project_id: str) -> dict:
         """The freshness facts of a project (every value None when unknown)."""
         row = self._db.execute(
             "SELECT last_backup_time, last_backup_snapshot, last_backup_generation, last_change_time,"
-            " seen_generation FROM projects WHERE project_id=?",
+            " seen_generation, unprotected_since FROM projects WHERE project_id=?",
             (project_id,),
         ).fetchone()
         keys = ("last_backup_time", "last_backup_snapshot", "last_backup_generation", "last_change_time",
-                "seen_generation")
+                "seen_generation", "unprotected_since")
         return dict(zip(keys, row)) if row is not None else dict.fromkeys(keys)
 
-    def mark_changed(self, project_id: str, when: float) -> None:
-        """Record a data change at ``when``; last_change only ever moves forward."""
+    def mark_changed(self, project_id: str, when: float, *, since: float | None = None) -> None:
+        """Record a data change seen at ``when`` that was made at ``since`` or later (default:
+        at ``when``; a change whose moment is not known passes the earliest it may have been
+        made). last_change only ever moves forward (it decides dirty); unprotected_since only
+        ever moves back, and never before the last backup's capture (every change not in a
+        backup was made after it). A change at or before the last backup's capture is in it."""
+        earliest = when if since is None else min(since, when)
         self._ensure_project_row(project_id)
         self._db.execute(
-            "UPDATE projects SET last_change_time = max(coalesce(last_change_time, 0), ?) WHERE project_id=?",
-            (when, project_id),
+            "UPDATE projects SET last_change_time = max(coalesce(last_change_time, 0), :when),"
+            " unprotected_since = CASE WHEN last_backup_time IS NOT NULL AND :when <= last_backup_time"
+            " THEN unprotected_since"
+            " ELSE min(coalesce(unprotected_since, max(:earliest, coalesce(last_backup_time, :earliest))),"
+            " max(:earliest, coalesce(last_backup_time, :earliest)))"
+            " END WHERE project_id=:project",
+            {"when": when, "earliest": earliest, "project": project_id},
         )
         self._on_freshness_change(project_id)
+
+    def confirm_unchanged(self, project_id: str, time: float) -> None:
+        """The project's data was found equal to its last backup at ``time`` (its generation
+        was still the one the backup read, read after ``time``): as protected then as right after
+        that backup. Changes recorded at ``time`` or before are in it; later ones stay."""
+        self._db.execute(
+            "UPDATE projects SET last_backup_time = max(last_backup_time, :at),"
+            f" unprotected_since = {_PROTECTED_AFTER.format(at=':at')}"
+            " WHERE project_id=:project AND last_backup_time IS NOT NULL",
+            {"at": time, "project": project_id},
+        )
+        self._on_freshness_change(project_id)
+
+    def note_look(self, project_id: str, when: float) -> None:
+        """A freshness look at the project began at ``when`` (kept in memory; written at close)."""
+        self._looks[project_id] = when
+
+    def last_look(self, project_id: str) -> float | None:
+        """When the last look at the project began: this process's, else the one written at the
+        last close, else the last backup's capture (the generation was the backup's then); None
+        when unknown. A generation that differs from the one seen was changed after it."""
+        if project_id in self._looks:
+            return self._looks[project_id]
+        row = self._db.execute("SELECT looked_time, last_backup_time FROM projects WHERE project_id=?",
+                               (project_id,)).fetchone()
+        if row is None:
+            return None
+        known = [value for value in row if value is not None]
+        return max(known) if known else None
+
+    def _write_looks(self) -> None:
+        with self._db:
+            self._db.execute("BEGIN")
+            self._db.executemany("UPDATE projects SET looked_time=? WHERE project_id=?",
+                                 [(when, project_id) for project_id, when in self._looks.items()])
+
+    def project_ages(self) -> list[tuple[str, float | None, float | None, float | None]]:
+        """(project id, last backup time, last change time, unprotected since) of every project the
+        journal knows: one query over the projects table, what GetHostStatus needs of each project
+        (its dirty flag and its unprotected age) at 10,000 projects."""
+        return [tuple(row) for row in self._db.execute(
+            "SELECT project_id, last_backup_time, CAST(last_change_time AS REAL), unprotected_since FROM projects")]
+
+    def ensure_projects(self, project_ids: Iterable[str]) -> None:
+        """Give projects the journal never heard of their row (never backed up: unprotected
+        since now), in one transaction."""
+        now = _time.time()
+        added = []
+        with self._db:
+            self._db.execute("BEGIN")
+            for project_id in project_ids:
+                if self._db.execute("INSERT OR IGNORE INTO projects(project_id, unprotected_since) VALUES (?,?)",
+                                    (project_id, now)).rowcount:
+                    added.append(project_id)
+        for project_id in added:
+            self._on_freshness_change(project_id)
+
+    def last_backup_failed(self, project_ids: Iterable[str]) -> set[str]:
+        """Those of ``project_ids`` whose newest finished backup operation FAILED (one query)."""
+        ids = list(project_ids)
+        if not ids:
+            return set()
+        finished = [state.value for state in (OperationState.SUCCEEDED, OperationState.SUCCEEDED_WITH_WARNINGS,
+                                              OperationState.UP_TO_DATE, OperationState.FAILED)]
+        found = set()
+        for start in range(0, len(ids), 500):  # SQLite's bound on host parameters
+            chunk = ids[start:start + 500]
+            rows = self._db.execute(
+                "SELECT project_id, state FROM (SELECT project_id, state, row_number() OVER"
+                " (PARTITION BY project_id ORDER BY coalesce(finished_at, created_at) DESC, created_at DESC) AS n"
+                f" FROM operations WHERE kind=? AND state IN ({','.join('?' * len(finished))})"
+                f" AND project_id IN ({','.join('?' * len(chunk))})) WHERE n=1",
+                (OperationKind.BACKUP.value, *finished, *chunk),
+            ).fetchall()
+            found.update(row[0] for row in rows if row[1] == OperationState.FAILED.value)
+        return found
 
     def set_seen_generation(self, project_id: str, generation: str) -> None:
         self._ensure_project_row(project_id)
@@ -406,6 +529,7 @@ class Journal:
         """Drop what the journal knows of a deleted project (its operations stay as history), and
         of its snapshots in ``repository`` when that was deleted too."""
         self._db.execute("DELETE FROM projects WHERE project_id=?", (project_id,))
+        self._looks.pop(project_id, None)
         if repository is not None:
             self._db.execute("DELETE FROM snapshots WHERE project_id=? AND repository=?", (project_id, repository))
         self._on_freshness_change(project_id)

@@ -12,7 +12,13 @@ never share series. It is fed from a few places only:
 * :meth:`AgentMetrics.engine_failed` — the engine drivers, for every engine run
   that failed;
 * the ``buckets_operations`` gauge is read from the operation manager when
-  scraped, so it can never drift from what the manager holds.
+  scraped, so it can never drift from what the manager holds;
+* the unprotected ages (``buckets_project_unprotected_age_seconds`` per
+  project, the host's ``buckets_unprotected_age_seconds`` histogram,
+  ``buckets_projects_over_rpo``) are computed at each scrape from each
+  project's ``unprotected_since`` (kept by ``project_freshness``) and the clock:
+  an age grows with time without any event, so a value set at the last event
+  would be stale.
 
 Operations that finished are counted by the duration histogram's ``_count``
 series (per kind and outcome); a separate ``_total`` counter would say the same
@@ -23,17 +29,19 @@ from __future__ import annotations
 
 import collections
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
 from agent import errors
 from agent.freshness import Freshness
 from agent.model import OperationKind, OperationRecord, OperationState
+from agent.rpo import is_over_rpo, unprotected_age
 from agent.status_codes import code_name_for
 
 # An operation takes from milliseconds (a backup of an unchanged project) to hours (the
@@ -68,12 +76,55 @@ class _OperationsInFlight(Collector):
         yield family
 
 
+# Unprotected ages: 0 (clean) in a bucket of its own, then from a minute to a week.
+AGE_BUCKETS = (0, 60, 300, 900, 1800, 3600, 2 * 3600, 4 * 3600, 8 * 3600, 12 * 3600, 24 * 3600,
+               2 * 24 * 3600, 7 * 24 * 3600)
+
+
+class _UnprotectedAges(Collector):
+    """The unprotected-age series, computed at each scrape from ``since`` (project id → the
+    moment of its oldest change not in a backup, None when clean) at ``clock()``."""
+
+    def __init__(self, since: Callable[[], dict[str, float | None]], rpo_seconds: float,
+                 clock: Callable[[], float]) -> None:
+        self._since, self._rpo, self._clock = since, rpo_seconds, clock
+
+    def collect(self) -> Iterator[GaugeMetricFamily | HistogramMetricFamily]:
+        now = self._clock()
+        ages = {project_id: unprotected_age(since, now) for project_id, since in self._since().items()}
+        per_project = GaugeMetricFamily(
+            "buckets_project_unprotected_age_seconds",
+            "Seconds the project's oldest change not in a backup has waited (0 when clean), at the scrape.",
+            labels=["project"])
+        for project_id, age in sorted(ages.items()):
+            per_project.add_metric([project_id], age)
+        yield per_project
+        counts = [sum(1 for age in ages.values() if age <= bound) for bound in AGE_BUCKETS]
+        yield HistogramMetricFamily(
+            "buckets_unprotected_age_seconds",
+            "The unprotected ages of the host's projects at the scrape (clean ones count 0): one "
+            "observation per project, not a history.",
+            buckets=[*((str(float(bound)), count) for bound, count in zip(AGE_BUCKETS, counts)),
+                     ("+Inf", len(ages))],
+            sum_value=sum(ages.values()))
+        yield GaugeMetricFamily("buckets_projects_over_rpo",
+                                "Projects whose unprotected age is over the RPO (0 when none is configured).",
+                                value=sum(1 for age in ages.values() if is_over_rpo(age, self._rpo)))
+        yield GaugeMetricFamily("buckets_rpo_seconds", "The configured recovery-point objective; 0 = none.",
+                                value=self._rpo)
+
+
 class AgentMetrics:
     """Takes a callable returning the state of every unfinished operation (read at scrape time,
-    from the HTTP server's thread: it must be safe to call from there)."""
+    from the HTTP server's thread: it must be safe to call from there), the host's RPO in
+    seconds (0: none configured) and the clock of the ages."""
 
-    def __init__(self, operation_states: Callable[[], Iterable[OperationState]] = tuple) -> None:
+    def __init__(self, operation_states: Callable[[], Iterable[OperationState]] = tuple, *,
+                 rpo_seconds: float = 0.0, clock: Callable[[], float] = time.time) -> None:
         self.registry = CollectorRegistry()
+        # Written from the event loop, read by scrapes on the HTTP server's thread.
+        self._unprotected_since: dict[str, float | None] = {}
+        self._lock = threading.Lock()
         self.last_backup = Gauge(
             "buckets_project_last_backup_timestamp_seconds",
             "When the project's data was last known to be in a backup (a backup captured it, or a restore "
@@ -107,6 +158,11 @@ class AgentMetrics:
             "buckets_bytes_restored", "Bytes written into projects by successful restores.", registry=self.registry,
         )
         self.registry.register(_OperationsInFlight(operation_states))
+        self.registry.register(_UnprotectedAges(self._unprotected_snapshot, rpo_seconds, clock))
+
+    def _unprotected_snapshot(self) -> dict[str, float | None]:
+        with self._lock:
+            return dict(self._unprotected_since)
 
     def operation_finished(self, record: OperationRecord) -> None:
         """Count an operation that reached its terminal state (with its summary's bytes)."""
@@ -123,17 +179,21 @@ class AgentMetrics:
             self.bytes_restored.inc(summary.bytes_processed)
 
     def project_freshness(self, project_id: str, freshness: Freshness) -> None:
-        """Set the project's last backup time and dirty flag."""
+        """Set the project's last backup time, dirty flag and unprotected since."""
         if freshness.last_backup is None:
             self.last_backup.remove(project_id)  # never backed up: no time to show, dirty says it
         else:
             self.last_backup.labels(project=project_id).set(freshness.last_backup)
         self.dirty.labels(project=project_id).set(1 if freshness.dirty else 0)
+        with self._lock:
+            self._unprotected_since[project_id] = freshness.unprotected_since
 
     def forget_project(self, project_id: str) -> None:
         """Remove every series of a project that is no longer on this host."""
         for gauge in (self.last_backup, self.dirty):
             gauge.remove(project_id)  # a no-op for a project without series
+        with self._lock:
+            self._unprotected_since.pop(project_id, None)
 
     def engine_failed(self, error: errors.BucketsError) -> None:
         self.engine_failures.labels(failure_class(error)).inc()

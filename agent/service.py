@@ -20,7 +20,7 @@ import psutil
 import structlog
 
 from agent import browse, cgroup_freeze, errors, ids, jobs, locks, placing, precopies, precopy, project_paths, sentinel
-from agent import usertree, writers
+from agent import rpo, usertree, writers
 from agent import copy as copying
 from agent import drain as draining
 from agent import freshness as fresh
@@ -77,6 +77,12 @@ class ProjectStatus:
     last_error: object  # OperationError | None
     repository_location: str
     last_restore: dict | None
+    observed_at: float = 0.0  # the "now" of the unprotected age
+    over_rpo_reason: str = ""  # one of rpo.REASONS when the age is over the host's RPO
+
+    @property
+    def unprotected_age(self) -> float:
+        return self.freshness.unprotected_age(self.observed_at)
 
 
 @dataclass(frozen=True)
@@ -103,6 +109,8 @@ class HostStatus:
     memory_available_bytes: int
     engine: str
     backend: str
+    rpo: rpo.HostRpo | None = None
+    observed_at: float = 0.0  # the "now" of the RPO figures
 
 
 def make_backend(config: AgentConfig) -> Backend:
@@ -150,7 +158,8 @@ class AgentService:
         if config.repository.kind == "local":
             ensure_password_file(config.repository.local.password_file)
         # Always kept, served only when [metrics] listen is set: one code path either way.
-        self.metrics = AgentMetrics(operation_states=lambda: self.operations.states())
+        self.metrics = AgentMetrics(operation_states=lambda: self.operations.states(),
+                                    rpo_seconds=config.schedule.rpo)
         self.journal = Journal(paths.state_dir / "agent.sqlite", on_freshness_change=self._publish_freshness)
         self.backend = make_backend(config)
         self.engine = make_engine(config, on_failure=self.metrics.engine_failed)
@@ -202,7 +211,9 @@ class AgentService:
         # Expired kept trees go now; ones kept just before a crash are made read-only.
         expired = await self.services.kept.sweep(seal=True)
         profiles = self.engine.remove_stale()
-        for project_id in self._present_projects():  # one query each: the metrics start complete
+        present = self._present_projects()
+        self.journal.ensure_projects(present)  # one never heard of is unprotected from now on
+        for project_id in present:  # one query each: the metrics start complete
             self._publish_freshness(project_id)
         version = await self.engine.version()
         log.info(
@@ -921,13 +932,24 @@ class AgentService:
                 continue  # not a project directory of ours
         return sorted(found)
 
-    def host_status(self) -> HostStatus:
-        """Counts from the journal as the reconciler last saw the projects (no scan here)."""
+    def host_status(self, *, over_rpo_limit: int = 100) -> HostStatus:
+        """Counts and RPO figures from the journal as the reconciler last saw the projects (no
+        scan here; one query over the projects table, one more for the reasons of the projects
+        over the RPO). ``over_rpo_limit``: the most projects listed over the RPO."""
         running, queued = self.operations.counts()
         disk = shutil.disk_usage(self.config.paths.projects_root)
         memory = psutil.virtual_memory()
         projects = self._present_projects()
-        states = [fresh.freshness(self.journal, project_id) for project_id in projects]
+        known = {row[0]: row for row in self.journal.project_ages()}
+        unknown = [project_id for project_id in projects if project_id not in known]
+        if unknown:  # on the host, never heard of: never backed up, unprotected from now on
+            self.journal.ensure_projects(unknown)
+            known = {row[0]: row for row in self.journal.project_ages()}
+        states = [Freshness(last_backup=known[project_id][1], last_backup_snapshot="",
+                            last_change=known[project_id][2], unprotected_since=known[project_id][3])
+                  for project_id in projects]
+        observed_at = time.time()
+        figures = self._host_rpo(dict(zip(projects, states)), observed_at, limit=over_rpo_limit)
         return HostStatus(
             host_id=self.config.host_id,
             projects=len(projects),
@@ -942,7 +964,33 @@ class AgentService:
             memory_available_bytes=memory.available,
             engine=self.engine.name,
             backend=self.backend.name,
+            rpo=figures,
+            observed_at=observed_at,
         )
+
+    def _host_rpo(self, states: dict[str, Freshness], now: float, *, limit: int) -> rpo.HostRpo:
+        """The RPO figures of the projects ``states`` at ``now``; reasons read only for those
+        over the RPO."""
+        target = self.config.schedule.rpo
+        over = [project_id for project_id, state in states.items()
+                if rpo.is_over_rpo(state.unprotected_age(now), target)]
+        failing = self._backups_failing(over)
+        return rpo.host_rpo(
+            [rpo.ProjectAge(project_id, state.unprotected_since, backed_up=state.last_backup is not None,
+                            last_backup_failed=project_id in failing) for project_id, state in states.items()],
+            target, now, limit=limit)
+
+    def _backups_failing(self, project_ids: Sequence[str]) -> set[str]:
+        """Those of ``project_ids`` whose backups fail (the "failing_backups" reason): today the
+        newest finished backup operation FAILED."""
+        return self.journal.last_backup_failed(project_ids)
+
+    def over_rpo_reason(self, project_id: str, state: Freshness, now: float) -> str:
+        """Why the project is over the RPO at ``now`` (one of rpo.REASONS); "" when it is not."""
+        if not rpo.is_over_rpo(state.unprotected_age(now), self.config.schedule.rpo):
+            return ""
+        return rpo.over_rpo_reason(backed_up=state.last_backup is not None,
+                                   last_backup_failed=bool(self._backups_failing([project_id])))
 
     async def list_projects(self) -> tuple[list[ProjectFreshness], float]:
         """Every project present on the host with its freshness as the journal holds it (what the
@@ -964,11 +1012,18 @@ class AgentService:
         running = self.operations.active_operation(project_id)
         last_failed = self.operations.list(project_id=project_id, states=[OperationState.FAILED], page_size=1,
                                            page_token="")[0]
+        state = fresh.freshness(self.journal, project_id)
+        if present and state.last_backup is None and state.unprotected_since is None:
+            self.journal.ensure_projects([project_id])  # never heard of: unprotected from now on
+            state = fresh.freshness(self.journal, project_id)
+        observed_at = time.time()
         return ProjectStatus(
             project_id=project_id,
             present=present,
             size_bytes=await self.backend.size(project_id) if present else 0,
-            freshness=fresh.freshness(self.journal, project_id),
+            freshness=state,
+            observed_at=observed_at,
+            over_rpo_reason=self.over_rpo_reason(project_id, state, observed_at) if present else "",
             frozen=present and await self.backend.is_frozen(project_id),
             running_operation=running,
             last_error=last_failed[0].error if last_failed else None,

@@ -379,8 +379,8 @@ class AgentServicer(pb_grpc.AgentServicer):
 
     @rpc
     async def GetHostStatus(self, request: pb.GetHostStatusRequest, context) -> pb.HostStatus:
-        status = self._service.host_status()
-        return pb.HostStatus(
+        status = self._service.host_status(over_rpo_limit=convert.over_rpo_limit(request.over_rpo_limit))
+        message = pb.HostStatus(
             host_id=status.host_id,
             projects=status.projects,
             dirty=status.dirty,
@@ -395,6 +395,8 @@ class AgentServicer(pb_grpc.AgentServicer):
             engine=status.engine,
             backend=status.backend,
         )
+        convert.host_rpo_into(message, status.rpo, status.observed_at)
+        return message
 
     @rpc
     async def ListProjects(self, request: pb.ListProjectsRequest, context) -> pb.ListProjectsResponse:

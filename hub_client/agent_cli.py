@@ -599,7 +599,10 @@ def project_status_text(status: pb.ProjectStatus) -> str:
              f"frozen      {yes(status.frozen)}",
              f"last backup {_when(status.last_backup)}"
              + (f"  snapshot {status.last_backup_snapshot_id[:8]}" if status.last_backup_snapshot_id else ""),
-             f"last change {_when(status.last_change)}"]
+             f"last change {_when(status.last_change)}",
+             f"unprotected {human_age(status.unprotected_age_seconds)}"
+             + (f"  since {_when(status.unprotected_since)}" if status.HasField("unprotected_since") else "")
+             + (f"  OVER RPO: {status.over_rpo_reason.replace('_', ' ')}" if status.over_rpo else "")]
     if status.last_restore.snapshot_id:
         lines.append(f"restored    {_when(status.last_restore.time)}  snapshot {status.last_restore.snapshot_id[:8]}")
     if status.running_operation.id:
@@ -611,11 +614,40 @@ def project_status_text(status: pb.ProjectStatus) -> str:
     return "\n".join(lines)
 
 
+def human_age(seconds: float) -> str:
+    """``0 s``, ``45 s``, ``12 min``, ``3.2 h``, ``2.1 d``."""
+    if seconds < 60:
+        return f"{seconds:.0f} s"
+    if seconds < 3600:
+        return f"{seconds / 60:.0f} min"
+    if seconds < 86400:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 86400:.1f} d"
+
+
+def rpo_summary(status: pb.HostStatus) -> str:
+    """``RPO 1.0 h: max age 12 min, p99 3 min, 2 over`` (``RPO none: ...`` when none is set)."""
+    target = human_age(status.rpo_seconds) if status.rpo_seconds else "none"
+    return (f"RPO {target}: max age {human_age(status.max_unprotected_age_seconds)}, "
+            f"p99 {human_age(status.p99_unprotected_age_seconds)}, {status.over_rpo_count} over")
+
+
+def over_rpo_lines(status: pb.HostStatus) -> list[str]:
+    """One line per project over the RPO: id, age, reason; and how many are not listed."""
+    lines = [f"  {item.project_id}  unprotected {human_age(item.unprotected_age_seconds):>8}  "
+             f"{item.reason.replace('_', ' ')}" for item in status.over_rpo]
+    if status.over_rpo_count > len(status.over_rpo):
+        lines.append(f"  ... and {status.over_rpo_count - len(status.over_rpo)} more")
+    return lines
+
+
 def host_status_text(status: pb.HostStatus) -> str:
     return "\n".join([
         f"host        {status.host_id}  (engine {status.engine}, backend {status.backend})",
         f"projects    {status.projects}: dirty {status.dirty}, up to date {status.up_to_date}, "
         f"never backed up {status.never_backed_up}",
+        f"rpo         {rpo_summary(status)}",
+        *over_rpo_lines(status),
         f"operations  running {status.running_operations}, queued {status.queued_operations}",
         f"disk        {human_bytes(status.disk_free_bytes)} free of {human_bytes(status.disk_total_bytes)}",
         f"memory      {human_bytes(status.memory_available_bytes)} available of "

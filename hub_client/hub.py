@@ -122,13 +122,18 @@ class Hub:
     def refresh_host_status(self, host_id: str) -> HostBackupStatus | None:
         """Record the host's project counts from its agent (keeping ``failing`` from the last
         drain); None when the agent does not answer."""
+        return self.refresh_host(host_id)[0]
+
+    def refresh_host(self, host_id: str) -> tuple[HostBackupStatus | None, pb.HostStatus | None]:
+        """:meth:`refresh_host_status`, and the agent's whole answer (its RPO figures are shown
+        as answered, not stored); (None, None) when the agent does not answer."""
         host, status = self.probe_host(host_id)
         if status is None:
-            return None
+            return None, None
         previous = self.store.host_backup_status(host.id)
         return self.store.set_host_backup_status(HostBackupStatus(
             host.id, status.projects, status.dirty, status.up_to_date, status.never_backed_up,
-            previous.failing if previous is not None else 0, utcnow()))
+            previous.failing if previous is not None else 0, utcnow())), status
 
     def set_host_status(self, host_id: str, status: str) -> Host:
         return self.store.upsert_host(replace(self.store.get_host(host_id), status=status))

@@ -36,7 +36,7 @@ from typing import Any, Callable
 
 from hub_client.agent_cli import (
     EXIT_FAILED, EXIT_IN_PROGRESS, EXIT_OK, EXIT_USAGE, UsageError, add_connection_options, client_config_from,
-    exit_code_of, project_path,
+    exit_code_of, over_rpo_lines, project_path, rpo_summary,
 )
 from hub_client.client import AgentError, state_name
 from hub_client.hub import Hub
@@ -225,6 +225,17 @@ def _observer(args, key: str = "move_id") -> Callable[[MovelogEntry], None]:
     return MovelogPrinter().show
 
 
+def _rpo_record(status) -> dict:
+    """The RPO fields of a host's JSON row from its agent's HostStatus (none when not probed)."""
+    if status is None:
+        return {}
+    return {"rpo_seconds": status.rpo_seconds, "max_unprotected_age_seconds": status.max_unprotected_age_seconds,
+            "p99_unprotected_age_seconds": status.p99_unprotected_age_seconds,
+            "over_rpo_count": status.over_rpo_count,
+            "over_rpo": [{"project_id": item.project_id, "unprotected_age_seconds": item.unprotected_age_seconds,
+                          "reason": item.reason} for item in status.over_rpo]}
+
+
 def _dispatch(hub: Hub, args) -> int:
     command = args.command
     if command == "hosts":
@@ -233,7 +244,7 @@ def _dispatch(hub: Hub, args) -> int:
             _emit(args, _row(host), f"{host.id} {host.address} {host.region} {host.status}")
             return EXIT_OK
         for host in hub.store.list_hosts():
-            backups = None if args.no_probe else hub.refresh_host_status(host.id)
+            backups, answer = (None, None) if args.no_probe else hub.refresh_host(host.id)
             reachable = None if args.no_probe else backups is not None
             backups = backups or hub.store.host_backup_status(host.id)
             host = hub.store.get_host(host.id)
@@ -244,8 +255,11 @@ def _dispatch(hub: Hub, args) -> int:
             seen = host.last_seen.strftime("%Y-%m-%d %H:%M:%S") if host.last_seen else "never"
             text = (f"{host.id:<16} {host.address:<22} {host.region:<8} {host.status:<9} {reach:<11} seen {seen}"
                     + (f"  projects {backups.projects}: dirty {backups.dirty}, up to date {backups.up_to_date},"
-                       f" failing {backups.failing}" if backups is not None else ""))
-            _emit(args, {**_row(host), "reachable": reachable, **counts}, text)
+                       f" failing {backups.failing}" if backups is not None else "")
+                    # The RPO figures of the agent's answer now (not stored: none with --no-probe).
+                    + (f"  {rpo_summary(answer)}" if answer is not None else "")
+                    + "".join(f"\n{line}" for line in (over_rpo_lines(answer) if answer is not None else [])))
+            _emit(args, {**_row(host), "reachable": reachable, **counts, **_rpo_record(answer)}, text)
         return EXIT_OK
     if command == "projects":
         if args.action == "add":

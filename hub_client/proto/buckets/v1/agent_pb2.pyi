@@ -503,7 +503,7 @@ class RestoreReceipt(_message.Message):
     def __init__(self, snapshot_id: _Optional[str] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., operation_id: _Optional[str] = ...) -> None: ...
 
 class ProjectStatus(_message.Message):
-    __slots__ = ("project_id", "present", "size_bytes", "last_backup", "last_backup_snapshot_id", "last_change", "dirty", "frozen", "running_operation", "last_error", "repository_location", "last_restore")
+    __slots__ = ("project_id", "present", "size_bytes", "last_backup", "last_backup_snapshot_id", "last_change", "dirty", "frozen", "running_operation", "last_error", "repository_location", "last_restore", "unprotected_since", "unprotected_age_seconds", "over_rpo", "over_rpo_reason")
     PROJECT_ID_FIELD_NUMBER: _ClassVar[int]
     PRESENT_FIELD_NUMBER: _ClassVar[int]
     SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
@@ -516,6 +516,10 @@ class ProjectStatus(_message.Message):
     LAST_ERROR_FIELD_NUMBER: _ClassVar[int]
     REPOSITORY_LOCATION_FIELD_NUMBER: _ClassVar[int]
     LAST_RESTORE_FIELD_NUMBER: _ClassVar[int]
+    UNPROTECTED_SINCE_FIELD_NUMBER: _ClassVar[int]
+    UNPROTECTED_AGE_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    OVER_RPO_FIELD_NUMBER: _ClassVar[int]
+    OVER_RPO_REASON_FIELD_NUMBER: _ClassVar[int]
     project_id: str
     present: bool
     size_bytes: int
@@ -528,14 +532,32 @@ class ProjectStatus(_message.Message):
     last_error: OperationError
     repository_location: str
     last_restore: RestoreReceipt
-    def __init__(self, project_id: _Optional[str] = ..., present: bool = ..., size_bytes: _Optional[int] = ..., last_backup: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_backup_snapshot_id: _Optional[str] = ..., last_change: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., dirty: bool = ..., frozen: bool = ..., running_operation: _Optional[_Union[Operation, _Mapping]] = ..., last_error: _Optional[_Union[OperationError, _Mapping]] = ..., repository_location: _Optional[str] = ..., last_restore: _Optional[_Union[RestoreReceipt, _Mapping]] = ...) -> None: ...
+    unprotected_since: _timestamp_pb2.Timestamp
+    unprotected_age_seconds: float
+    over_rpo: bool
+    over_rpo_reason: str
+    def __init__(self, project_id: _Optional[str] = ..., present: bool = ..., size_bytes: _Optional[int] = ..., last_backup: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_backup_snapshot_id: _Optional[str] = ..., last_change: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., dirty: bool = ..., frozen: bool = ..., running_operation: _Optional[_Union[Operation, _Mapping]] = ..., last_error: _Optional[_Union[OperationError, _Mapping]] = ..., repository_location: _Optional[str] = ..., last_restore: _Optional[_Union[RestoreReceipt, _Mapping]] = ..., unprotected_since: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., unprotected_age_seconds: _Optional[float] = ..., over_rpo: bool = ..., over_rpo_reason: _Optional[str] = ...) -> None: ...
 
 class GetHostStatusRequest(_message.Message):
-    __slots__ = ()
-    def __init__(self) -> None: ...
+    __slots__ = ("over_rpo_limit",)
+    OVER_RPO_LIMIT_FIELD_NUMBER: _ClassVar[int]
+    over_rpo_limit: int
+    def __init__(self, over_rpo_limit: _Optional[int] = ...) -> None: ...
+
+class OverRpoProject(_message.Message):
+    __slots__ = ("project_id", "unprotected_since", "unprotected_age_seconds", "reason")
+    PROJECT_ID_FIELD_NUMBER: _ClassVar[int]
+    UNPROTECTED_SINCE_FIELD_NUMBER: _ClassVar[int]
+    UNPROTECTED_AGE_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    project_id: str
+    unprotected_since: _timestamp_pb2.Timestamp
+    unprotected_age_seconds: float
+    reason: str
+    def __init__(self, project_id: _Optional[str] = ..., unprotected_since: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., unprotected_age_seconds: _Optional[float] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class HostStatus(_message.Message):
-    __slots__ = ("host_id", "projects", "dirty", "up_to_date", "never_backed_up", "running_operations", "queued_operations", "disk_total_bytes", "disk_free_bytes", "memory_total_bytes", "memory_available_bytes", "engine", "backend")
+    __slots__ = ("host_id", "projects", "dirty", "up_to_date", "never_backed_up", "running_operations", "queued_operations", "disk_total_bytes", "disk_free_bytes", "memory_total_bytes", "memory_available_bytes", "engine", "backend", "rpo_seconds", "max_unprotected_age_seconds", "p99_unprotected_age_seconds", "over_rpo_count", "over_rpo", "observed_at")
     HOST_ID_FIELD_NUMBER: _ClassVar[int]
     PROJECTS_FIELD_NUMBER: _ClassVar[int]
     DIRTY_FIELD_NUMBER: _ClassVar[int]
@@ -549,6 +571,12 @@ class HostStatus(_message.Message):
     MEMORY_AVAILABLE_BYTES_FIELD_NUMBER: _ClassVar[int]
     ENGINE_FIELD_NUMBER: _ClassVar[int]
     BACKEND_FIELD_NUMBER: _ClassVar[int]
+    RPO_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    MAX_UNPROTECTED_AGE_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    P99_UNPROTECTED_AGE_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    OVER_RPO_COUNT_FIELD_NUMBER: _ClassVar[int]
+    OVER_RPO_FIELD_NUMBER: _ClassVar[int]
+    OBSERVED_AT_FIELD_NUMBER: _ClassVar[int]
     host_id: str
     projects: int
     dirty: int
@@ -562,7 +590,13 @@ class HostStatus(_message.Message):
     memory_available_bytes: int
     engine: str
     backend: str
-    def __init__(self, host_id: _Optional[str] = ..., projects: _Optional[int] = ..., dirty: _Optional[int] = ..., up_to_date: _Optional[int] = ..., never_backed_up: _Optional[int] = ..., running_operations: _Optional[int] = ..., queued_operations: _Optional[int] = ..., disk_total_bytes: _Optional[int] = ..., disk_free_bytes: _Optional[int] = ..., memory_total_bytes: _Optional[int] = ..., memory_available_bytes: _Optional[int] = ..., engine: _Optional[str] = ..., backend: _Optional[str] = ...) -> None: ...
+    rpo_seconds: float
+    max_unprotected_age_seconds: float
+    p99_unprotected_age_seconds: float
+    over_rpo_count: int
+    over_rpo: _containers.RepeatedCompositeFieldContainer[OverRpoProject]
+    observed_at: _timestamp_pb2.Timestamp
+    def __init__(self, host_id: _Optional[str] = ..., projects: _Optional[int] = ..., dirty: _Optional[int] = ..., up_to_date: _Optional[int] = ..., never_backed_up: _Optional[int] = ..., running_operations: _Optional[int] = ..., queued_operations: _Optional[int] = ..., disk_total_bytes: _Optional[int] = ..., disk_free_bytes: _Optional[int] = ..., memory_total_bytes: _Optional[int] = ..., memory_available_bytes: _Optional[int] = ..., engine: _Optional[str] = ..., backend: _Optional[str] = ..., rpo_seconds: _Optional[float] = ..., max_unprotected_age_seconds: _Optional[float] = ..., p99_unprotected_age_seconds: _Optional[float] = ..., over_rpo_count: _Optional[int] = ..., over_rpo: _Optional[_Iterable[_Union[OverRpoProject, _Mapping]]] = ..., observed_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class GetCapabilitiesRequest(_message.Message):
     __slots__ = ()
