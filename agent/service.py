@@ -951,8 +951,9 @@ class AgentService:
         observed_at = time.time()
         found = []
         projects = self._present_projects()
+        frozen = await self.backend.frozen_projects(projects)
         for project_id, state in zip(projects, fresh.freshness_of_many(self.journal, projects)):
-            found.append(ProjectFreshness(project_id, state, await self.backend.is_frozen(project_id)))
+            found.append(ProjectFreshness(project_id, state, project_id in frozen))
         return found, observed_at
 
     async def project_status(self, project_id: str) -> ProjectStatus:

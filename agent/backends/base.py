@@ -273,6 +273,9 @@ class Backend(Protocol):
     async def is_frozen(self, project_id: str) -> bool:
         """Whether the project's trees refuse writes now (read from the filesystem, not a marker)."""
 
+    async def frozen_projects(self, project_ids: Sequence[str]) -> set[str]:
+        """Which of ``project_ids`` are frozen (:meth:`is_frozen` of each, at a flat cost: ListProjects)."""
+
     def writer_scope(self, project_id: str) -> "writers.Scope":
         """Where a process holding a file can change the project's data (:mod:`agent.writers`)."""
 
