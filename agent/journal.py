@@ -374,8 +374,10 @@ class Journal:
     def freshness_all(self) -> dict[str, dict]:
         """:meth:`freshness` of every project the journal knows, in one query (the reconciler's
         cycle and host status at 10,000 projects); a project it does not know is absent."""
-        rows = self._db.execute(f"SELECT project_id, {', '.join(FRESHNESS_COLUMNS)} FROM projects")
-        return {row[0]: dict(zip(FRESHNESS_COLUMNS, tuple(row)[1:])) for row in rows}
+        cursor = self._db.cursor()
+        cursor.row_factory = None  # plain tuples: sqlite3.Row costs more than the query at 10,000 rows
+        rows = cursor.execute(f"SELECT project_id, {', '.join(FRESHNESS_COLUMNS)} FROM projects")
+        return {row[0]: dict(zip(FRESHNESS_COLUMNS, row[1:])) for row in rows}
 
     @contextlib.contextmanager
     def batch(self) -> Iterator[None]:

@@ -912,13 +912,14 @@ class AgentService:
 
     def _present_projects(self) -> list[str]:
         found = []
-        for path in self.config.paths.projects_root.glob("project-*"):
-            if not path.is_dir():
-                continue  # a project's home is a directory (or subvolume)
-            try:
-                found.append(ids.project_id(path.name[len("project-"):]))
-            except errors.InvalidArgument:
-                continue  # not a project directory of ours
+        with os.scandir(self.config.paths.projects_root) as entries:  # no Path per entry: 10,000 a cycle
+            for entry in entries:
+                if not entry.name.startswith("project-") or not entry.is_dir():
+                    continue  # a project's home is a directory (or subvolume)
+                try:
+                    found.append(ids.project_id(entry.name[len("project-"):]))
+                except errors.InvalidArgument:
+                    continue  # not a project directory of ours
         return sorted(found)
 
     def host_status(self) -> HostStatus:

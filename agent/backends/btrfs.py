@@ -287,25 +287,17 @@ class BtrfsBackend(ProjectLayout):
         synced: set[bytes] = set()
         for root in (self.projects_root, self.persist_root):
             _sync_once(root, synced)
+        # Paths as strings: no Path object per project (10,000 a cycle).
+        homes, persists = os.fspath(self.projects_root), os.fspath(self.persist_root)
         found: dict[str, Generation | errors.BucketsError] = {}
         for project_id in project_ids:
-            home, persist = self.home(project_id), self.persist(project_id)
+            name = project_dir_name(project_id)
             try:
-                subvolumes = [read_subvolume(home)]
-                if persist.is_dir():
-                    subvolumes.append(read_subvolume(persist))
-                if any(info.fsid not in synced for info in subvolumes):
-                    # Another filesystem mounted below a root: sync it too, then read again.
-                    for path in (home, persist)[:len(subvolumes)]:
-                        _sync_once(path, synced)
-                    subvolumes = [read_subvolume(path) for path in (home, persist)[:len(subvolumes)]]
+                found[project_id] = _synced_generation(f"{homes}/{name}", f"{persists}/{name}", synced)
             except FileNotFoundError:
                 continue  # deleted meanwhile
             except errors.BucketsError as exc:
                 found[project_id] = exc
-                continue
-            found[project_id] = Generation(project=subvolumes[0].generation,
-                                           persist=subvolumes[1].generation if len(subvolumes) > 1 else 0)
         return found
 
     async def changes(self, project_ids: Sequence[str]) -> dict[str, float]:
@@ -478,7 +470,7 @@ class SubvolumeRead:
     otransid: int
 
 
-def read_subvolume(path: Path) -> SubvolumeRead:
+def read_subvolume(path: Path | str) -> SubvolumeRead:
     """The filesystem uuid, generation and creation transaction of the subvolume whose root is
     ``path``. Raises FileNotFoundError when missing, FailedPrecondition when ``path`` is no
     subvolume root (or a symlink), Internal when the ioctl fails."""
@@ -499,7 +491,26 @@ def read_subvolume(path: Path) -> SubvolumeRead:
         os.close(fd)
 
 
-def _sync_once(path: Path, synced: set[bytes]) -> None:
+def _synced_generation(home: str, persist: str, synced: set[bytes]) -> Generation:
+    """The generations of ``home`` and ``persist`` (0 when it is missing), read after a syncfs of
+    their filesystem: one in ``synced`` was synced already; another (a filesystem mounted below a
+    root) is synced now and read again. Raises FileNotFoundError when ``home`` is missing."""
+    while True:
+        home_info = read_subvolume(home)
+        try:
+            persist_info = read_subvolume(persist)
+        except FileNotFoundError:
+            persist_info = None
+        unsynced = [path for path, info in ((home, home_info), (persist, persist_info))
+                    if info is not None and info.fsid not in synced]
+        if not unsynced:
+            return Generation(project=home_info.generation,
+                              persist=persist_info.generation if persist_info is not None else 0)
+        for path in unsynced:
+            _sync_once(path, synced)
+
+
+def _sync_once(path: Path | str, synced: set[bytes]) -> None:
     """syncfs the btrfs filesystem holding ``path`` unless its uuid is in ``synced`` (then added)."""
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
