@@ -130,6 +130,9 @@ class ChangeWatcher:
             os.close(self._fd)
             self._fd = -1
 
+    def __del__(self) -> None:
+        self.close()  # inotify instances are few (fs.inotify.max_user_instances, per user)
+
     # ------------------------------------------------------------ one cycle
 
     def changes(self, project_ids: Iterable[str], *, now: float | None = None) -> dict[str, float]:
@@ -269,7 +272,9 @@ class ChangeWatcher:
                 raise WatchLimit()
             if code in (errno_codes.ENOENT, errno_codes.ENOTDIR, errno_codes.ELOOP):
                 return False
-            raise OSError(code, os.strerror(code), path)
+            # Anything else: this project is scanned instead of watched (never a failed cycle).
+            log.warning("dirwatch.add_failed", project_id=project_id, error=os.strerror(code))
+            raise WatchLimit()
         owner = self._wd_project.get(wd)
         if owner is not None and owner != project_id:
             # One directory in two projects (a bind mount): its events name one project only,

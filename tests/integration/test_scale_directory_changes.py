@@ -20,12 +20,19 @@ from tests.harness import new_id
 
 @pytest.fixture
 def setup(tmp_path):
+    made = []
+
     def make(**kwargs):
         backend = DirectoryBackend(projects_root=tmp_path / "projects", persist_root=tmp_path / "persist",
                                    state_dir=tmp_path / "state", **kwargs)
         journal = Journal(tmp_path / "state" / "agent.sqlite")
+        made.append((backend, journal))
         return backend, journal
-    return make
+    yield make
+    for backend, journal in made:
+        journal.close()
+        if backend.watcher is not None:
+            backend.watcher.close()  # inotify instances are shared by every test on the machine
 
 
 def cycle(journal, backend, projects):
