@@ -70,8 +70,11 @@ async def observe_all(journal: Journal, backend: Backend, project_ids: Sequence[
     journal every change the backend can see, at a cost that does not grow with a process or a
     tree walk per project (btrfs: one syncfs per filesystem and two ioctls per project;
     directory: the change watcher's events). Returns what changed and what could not be read."""
-    now = time.time() if now is None else now
     generations = await backend.generations(project_ids)
+    # Taken after the read, never before: a backup that captured later than this instant
+    # snapshotted after the read, so it holds every write the read saw (one that captured
+    # earlier makes the project dirty, which errs the right way).
+    now = time.time() if now is None else now
     changes = await backend.changes(project_ids)
     changed: list[str] = []
     failed: dict[str, str] = {}
@@ -106,8 +109,8 @@ class Observed:
 
 async def observe(journal: Journal, backend: Backend, project_id: str, *, now: float | None = None) -> None:
     """Look at the project once and record in the journal any change the backend can see."""
-    now = time.time() if now is None else now
     generation = await backend.generation(project_id)
+    now = time.time() if now is None else now  # after the read: see observe_all
     if generation is not None:
         text = generation.as_text()
         record = journal.freshness(project_id)

@@ -88,3 +88,28 @@ def test_a_projects_last_failure_is_found_through_an_index(tmp_path):
         "EXPLAIN QUERY PLAN SELECT * FROM operations WHERE project_id=? AND state IN (?)"
         " ORDER BY created_at DESC, id DESC LIMIT 1", ("p", OperationState.FAILED.value)).fetchall()
     assert any("operations_project_state" in row[-1] for row in plan), plan
+
+
+def test_a_change_is_stamped_after_the_read_that_saw_it(tmp_path):
+    """A backup that captured after the stamp snapshotted after the read, so it holds the write:
+    stamping before the read could call a project clean whose write the backup missed."""
+    import asyncio
+
+    from agent import freshness as fresh
+    from agent.backends.base import Generation
+
+    read_done = []
+
+    class SlowReader:  # the read itself is the real thing elsewhere; here only its timing matters
+        async def generations(self, project_ids):
+            await asyncio.sleep(0.05)
+            read_done.append(__import__("time").time())
+            return {project_id: Generation(7, 1) for project_id in project_ids}
+
+        async def changes(self, project_ids):
+            return {}
+
+    journal = Journal(tmp_path / "j.sqlite")
+    observed = asyncio.run(fresh.observe_all(journal, SlowReader(), ["p"]))
+    assert observed.changed == ("p",)
+    assert journal.freshness("p")["last_change_time"] >= read_done[0]
