@@ -140,11 +140,13 @@ class ChangeWatcher:
         when this call saw the change, or, for a project scanned in full, the newest mtime/ctime
         in its trees (only when there are any: an empty scan reports nothing). Projects no longer
         in ``project_ids`` are forgotten."""
-        now = time.time() if now is None else now
         wanted = set(project_ids)
         seen: set[str] = set()
         rescan: set[str] = set()
         self._drain(seen, rescan)
+        # After the drain, never before: every event read was queued by then, so no change is
+        # stamped earlier than it happened (a backup that captured later holds it).
+        now = time.time() if now is None else now
         for project_id in list(self._projects):
             if project_id not in wanted:
                 self._forget(project_id)
