@@ -83,11 +83,16 @@ def syncfs(path: Path) -> None:
     transaction, so generations read afterwards include every write made before."""
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
-        if _libc.syncfs(fd) != 0:
-            code = ctypes.get_errno()
-            raise OSError(code, os.strerror(code), str(path))
+        syncfs_fd(fd)
     finally:
         os.close(fd)
+
+
+def syncfs_fd(fd: int) -> None:
+    """:func:`syncfs` of the filesystem ``fd`` is open on; raises OSError."""
+    if _libc.syncfs(fd) != 0:
+        code = ctypes.get_errno()
+        raise OSError(code, os.strerror(code))
 
 
 # BTRFS_IOC_INO_LOOKUP = _IOWR(0x94, 18, struct btrfs_ioctl_ino_lookup_args), a

@@ -9,6 +9,9 @@ import uuid
 from agent import errors
 
 _SNAPSHOT_ID = re.compile(r"^[0-9a-f]{8,64}$")
+# The canonical form itself: accepted as it is without parsing (the reconciler checks every
+# project directory's name each cycle).
+_CANONICAL_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 NAME_MAX = 255  # bytes of one path component (Linux): a longer one fails every system call as ENAMETOOLONG
 
 
@@ -16,6 +19,8 @@ def project_id(value: str) -> str:
     """Return the canonical (lower-case, hyphenated) form of a project UUID; raises InvalidArgument."""
     if not value:
         raise errors.InvalidArgument("project_id is required")
+    if isinstance(value, str) and _CANONICAL_UUID.fullmatch(value):
+        return value
     try:
         parsed = uuid.UUID(value)
     except (ValueError, AttributeError, TypeError):

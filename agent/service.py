@@ -923,13 +923,14 @@ class AgentService:
 
     def _present_projects(self) -> list[str]:
         found = []
-        for path in self.config.paths.projects_root.glob("project-*"):
-            if not path.is_dir():
-                continue  # a project's home is a directory (or subvolume)
-            try:
-                found.append(ids.project_id(path.name[len("project-"):]))
-            except errors.InvalidArgument:
-                continue  # not a project directory of ours
+        with os.scandir(self.config.paths.projects_root) as entries:  # no Path per entry: 10,000 a cycle
+            for entry in entries:
+                if not entry.name.startswith("project-") or not entry.is_dir():
+                    continue  # a project's home is a directory (or subvolume)
+                try:
+                    found.append(ids.project_id(entry.name[len("project-"):]))
+                except errors.InvalidArgument:
+                    continue  # not a project directory of ours
         return sorted(found)
 
     def host_status(self, *, over_rpo_limit: int = 100) -> HostStatus:
@@ -998,9 +999,10 @@ class AgentService:
         (seconds since the epoch, this host's clock)."""
         observed_at = time.time()
         found = []
-        for project_id in self._present_projects():
-            found.append(ProjectFreshness(project_id, fresh.freshness(self.journal, project_id),
-                                          await self.backend.is_frozen(project_id)))
+        projects = self._present_projects()
+        frozen = await self.backend.frozen_projects(projects)
+        for project_id, state in zip(projects, fresh.freshness_of_many(self.journal, projects)):
+            found.append(ProjectFreshness(project_id, state, project_id in frozen))
         return found, observed_at
 
     async def project_status(self, project_id: str) -> ProjectStatus:
@@ -1130,13 +1132,19 @@ class AgentService:
             raise errors.FailedPrecondition(f"project {project_id} is frozen; it cannot have been edited")
         self.journal.mark_changed(project_id, time.time() if when is None else when)
 
-    async def reconcile(self) -> None:
-        """One freshness look at every project on the host."""
-        for project_id in self._present_projects():
-            try:
-                await fresh.observe(self.journal, self.backend, project_id)
-            except errors.BucketsError as exc:
-                log.warning("freshness.observe_failed", project_id=project_id, error=str(exc))
+    async def reconcile(self) -> fresh.Observed:
+        """One freshness look at every project on the host (:func:`agent.freshness.observe_all`);
+        returns what it found changed."""
+        started, cpu = time.monotonic(), time.process_time()
+        projects = self._present_projects()
+        observed = await fresh.observe_all(self.journal, self.backend, projects)
+        for project_id, error in observed.failed.items():
+            log.warning("freshness.observe_failed", project_id=project_id, error=error)
+        # process_time: the whole agent's CPU meanwhile (its other work included), an upper bound.
+        log.info("freshness.reconciled", projects=len(projects), changed=len(observed.changed),
+                 failed=len(observed.failed), seconds=round(time.monotonic() - started, 4),
+                 cpu_seconds=round(time.process_time() - cpu, 4))
+        return observed
 
     def apply_retention(self, round_id: str) -> list[str]:
         """Submit the configured keep policy for every project; the snapshot of each project's last

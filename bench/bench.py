@@ -286,6 +286,8 @@ class Bench:
     agent_log_level: str = "info"
     # The load rows' scale (bench/load_rows.py LoadSettings); None with --no-load.
     load: object | None = None
+    # The scale rows' settings (bench/scale_rows.py ScaleSettings); None with --no-scale.
+    scale: object | None = None
     # The engine of the raw side (and of the agent, see switch_engine); None: restic at ``restic``.
     engine: rawe.RawEngine | None = None
     # The engines of the backup/restore rows (--engines), and the wanted ones not on this machine.
@@ -955,6 +957,24 @@ def measure_load(bench: Bench) -> list[Figure]:
     return _load_rows().measure_load(bench, figure_type=Figure, settings=bench.load)
 
 
+def _scale_rows():
+    """bench/scale_rows.py, imported as :func:`_load_rows` does."""
+    try:
+        import scale_rows
+    except ImportError:
+        from bench import scale_rows
+    return scale_rows
+
+
+def measure_scale(bench: Bench) -> list[Figure]:
+    """Reconcile cycle cost, GetHostStatus latency and agent RSS at 1,000 and 10,000 projects on btrfs
+    and directory (bench/scale_rows.py): agent-only rows with agents of their own."""
+    if bench.scale is None:
+        bench.log("  skipped (--no-scale)")
+        return []
+    return _scale_rows().measure_scale(bench, figure_type=Figure, settings=bench.scale)
+
+
 MEASUREMENTS: list[Measurement] = [
     # Local and S3 backup/restore, once per engine.
     measure_engines,
@@ -965,6 +985,7 @@ MEASUREMENTS: list[Measurement] = [
     measure_btrfs_restore,
     # Last: the longest, and with agents of their own.
     measure_load,
+    measure_scale,
 ]
 
 
@@ -1265,6 +1286,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--load-projects", type=int, default=None, help="projects of the drain rows (default 200, quick 40)"
     )
     parser.add_argument("--load-runs", type=int, default=3, help="runs of each load row (default 3)")
+    parser.add_argument(
+        "--scale-projects", default=None,
+        help="project counts of the scale rows, comma-separated (default 1000,10000; quick 100,1000)",
+    )
+    parser.add_argument("--scale-backends", default="btrfs,directory",
+                        help="backends of the scale rows, comma-separated (default btrfs,directory)")
+    parser.add_argument("--no-scale", action="store_true",
+                        help="skip the scale rows (reconcile cycle cost, GetHostStatus latency, RSS at many projects)")
+    parser.add_argument("--scale-only", action="store_true",
+                        help="run only the scale rows (the other rows' set-up still runs: pair with --quick)")
     parser.add_argument("--keep-scratch", action="store_true", help="do not remove the scratch dir (debugging)")
     args = parser.parse_args(argv)
     quick = (20, 200, 3) if args.quick else (200, 2000, 5)
@@ -1278,6 +1309,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.load_projects = args.load_projects if args.load_projects is not None else (40 if args.quick else 200)
     if args.runs < 1 or args.unchanged_runs < 1 or args.files < 1 or args.size_mb < 1 or args.warmup < 0:
         parser.error("--runs, --unchanged-runs, --files and --size-mb must be positive, --warmup not negative")
+    if args.scale_projects is None:
+        args.scale_projects = "100,1000" if args.quick else "1000,10000"
+    args.scale_projects = tuple(int(n) for n in args.scale_projects.split(",") if n.strip())
+    args.scale_backends = tuple(b.strip() for b in args.scale_backends.split(",") if b.strip())
+    if any(n < 1 for n in args.scale_projects) or not set(args.scale_backends) <= {"btrfs", "directory"}:
+        parser.error("--scale-projects must be positive counts, --scale-backends btrfs and/or directory")
+    if args.scale_only and args.no_scale:
+        parser.error("--scale-only and --no-scale exclude each other")
     if args.load_projects < 1 or args.load_runs < 1:
         parser.error("--load-projects and --load-runs must be positive")
     return args
@@ -1347,6 +1386,13 @@ def load_settings(args: argparse.Namespace):
     return dataclasses.replace(settings, runs=args.load_runs)
 
 
+def scale_settings(args: argparse.Namespace):
+    """The scale rows' ScaleSettings for these arguments, or None with --no-scale."""
+    if args.no_scale:
+        return None
+    return _scale_rows().ScaleSettings(projects=args.scale_projects, backends=args.scale_backends)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     load_average_start = [round(v, 2) for v in os.getloadavg()] if hasattr(os, "getloadavg") else []
@@ -1384,7 +1430,8 @@ def main(argv: list[str] | None = None) -> int:
             frozen_sizes=() if args.no_frozen else args.frozen_sizes,
             frozen_runs=args.frozen_runs,
             agent_log_level=args.agent_log_level,
-            load=load_settings(args),
+            load=None if args.scale_only else load_settings(args),
+            scale=scale_settings(args),
             engines=[engine for engine in resolved if isinstance(engine, rawe.RawEngine)],
             engines_skipped=[engine for engine in resolved if isinstance(engine, str)],
         )
@@ -1421,7 +1468,7 @@ def main(argv: list[str] | None = None) -> int:
             bench.btrfs = make_btrfs_project(bench, filesystem, btrfs_agent, size_mb=args.size_mb, files=args.files)
 
         figures: list[Figure] = []
-        for measurement in MEASUREMENTS:
+        for measurement in [measure_scale] if args.scale_only else MEASUREMENTS:
             bench.log(f"measurement: {measurement.__name__}")
             figures += measurement(bench)
 
@@ -1458,6 +1505,8 @@ def main(argv: list[str] | None = None) -> int:
                 }
             ),
             "load": {"skipped": "--no-load"} if bench.load is None else {"skipped": None, **bench.load.to_json()},
+            "scale": {"skipped": "--no-scale"} if bench.scale is None else {"skipped": None,
+                                                                           **bench.scale.to_json()},
             "load_average_start": load_average_start,
         }
         print(render(figures, machine, params))

@@ -207,6 +207,17 @@ class Backend(Protocol):
     async def generation(self, project_id: str) -> Generation | None:
         """The project's committed change counters now, or None when the backend cannot tell."""
 
+    async def generations(self, project_ids: Sequence[str]) -> dict[str, Generation | errors.BucketsError]:
+        """Committed change counters of many projects at once, after one sync per filesystem (the
+        reconciler's cycle); projects without a home are left out, one that cannot be read maps to
+        its error. Empty on backends without generations."""
+
+    async def changes(self, project_ids: Sequence[str]) -> dict[str, float]:
+        """Backends without generations: the projects among ``project_ids`` changed since the
+        previous call, each with a time no earlier than its change was seen (the first call, and
+        wherever the backend cannot vouch, scan in full: the newest mtime/ctime). Empty on
+        backends with generations."""
+
     async def last_modified(self, project_id: str) -> float | None:
         """The newest mtime/ctime in the project's trees (a scan), for backends without
         generations; None when the backend has generations or the project is missing."""
@@ -261,6 +272,9 @@ class Backend(Protocol):
 
     async def is_frozen(self, project_id: str) -> bool:
         """Whether the project's trees refuse writes now (read from the filesystem, not a marker)."""
+
+    async def frozen_projects(self, project_ids: Sequence[str]) -> set[str]:
+        """Which of ``project_ids`` are frozen (:meth:`is_frozen` of each, at a flat cost: ListProjects)."""
 
     def writer_scope(self, project_id: str) -> "writers.Scope":
         """Where a process holding a file can change the project's data (:mod:`agent.writers`)."""

@@ -17,14 +17,14 @@ import asyncio
 import contextlib
 import os
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 
 import structlog
 
 from agent import errors, fsops, writers
-from agent.backends import mounts, nsremove
+from agent.backends import dirwatch, mounts, nsremove
 from agent.backends.base import EngineView, Generation, ProjectLayout, Staging, bind_wrapper
 from agent.executor import run_process
 from agent.ids import project_dir_name
@@ -36,6 +36,8 @@ log = structlog.get_logger("agent.backends.directory")
 LIMITATIONS = (
     "directory backend: backups read the live tree, not an atomic read-only snapshot",
     "directory backend: no generation number; unchanged projects are found by the engine's scan",
+    "directory backend: changes are found through inotify watches (one per directory, within "
+    "fs.inotify.max_user_watches); a project that cannot be watched is scanned in full every cycle",
     "directory backend: no quotas are enforced",
     "directory backend: Freeze needs mount privileges (a read-only bind mount; root only)",
 )
@@ -45,15 +47,33 @@ class DirectoryBackend(ProjectLayout):
     """Takes the roots of homes and persist locations and the agent's state directory."""
 
     name = "directory"
-    limitations = LIMITATIONS
 
-    def __init__(self, *, projects_root: Path, persist_root: Path, state_dir: Path) -> None:
+    def __init__(self, *, projects_root: Path, persist_root: Path, state_dir: Path,
+                 max_watches: int | None = None) -> None:
+        """``max_watches``: the change watcher's budget of inotify watches (None: the kernel's limit)."""
         self.projects_root = projects_root
         self.persist_root = persist_root
         self._views = state_dir / "views"
         self._frozen = state_dir / "frozen"
         for directory in (projects_root, persist_root, self._views, self._frozen):
             directory.mkdir(parents=True, exist_ok=True)
+        self._max_watches = max_watches
+        self._watcher: dirwatch.ChangeWatcher | None = None
+        self._watching = asyncio.Lock()
+
+    @property
+    def limitations(self) -> tuple[str, ...]:
+        watcher = self._watcher
+        if watcher is None:
+            return LIMITATIONS
+        if not watcher.available:
+            return (*LIMITATIONS, "directory backend: inotify is not available; every project is scanned in full "
+                                  "every cycle")
+        if watcher.unwatched:
+            return (*LIMITATIONS, f"directory backend: {len(watcher.unwatched)} projects could not be watched "
+                                  f"(inotify watch limit; {watcher.watches} watches in use) and are scanned in "
+                                  "full every cycle")
+        return LIMITATIONS
 
     # ------------------------------------------------------------ life cycle
 
@@ -105,6 +125,26 @@ class DirectoryBackend(ProjectLayout):
     async def write_back(self, staging: Staging) -> None:
         return None  # nothing here waits for the disk: the kernel writes back in its own time
 
+    async def generations(self, project_ids: Sequence[str]) -> dict[str, Generation | errors.BucketsError]:
+        return {}
+
+    async def changes(self, project_ids: Sequence[str]) -> dict[str, float]:
+        """Projects among ``project_ids`` changed since the previous call, and when (see
+        :meth:`agent.backends.dirwatch.ChangeWatcher.changes`); the first call scans them all."""
+        async with self._watching:
+            return await asyncio.to_thread(self._changes, list(project_ids))
+
+    def _changes(self, project_ids: list[str]) -> dict[str, float]:
+        if self._watcher is None:
+            self._watcher = dirwatch.ChangeWatcher(lambda p: (self.home(p), self.persist(p)),
+                                                   max_watches=self._max_watches)
+        return self._watcher.changes(project_ids)
+
+    @property
+    def watcher(self) -> dirwatch.ChangeWatcher | None:
+        """The change watcher once :meth:`changes` ran (for status and tests)."""
+        return self._watcher
+
     async def last_modified(self, project_id: str) -> float | None:
         if not self.exists(project_id):
             return None
@@ -143,6 +183,14 @@ class DirectoryBackend(ProjectLayout):
     async def is_frozen(self, project_id: str) -> bool:
         home = self.home(project_id)
         return home.is_dir() and not home.is_symlink() and mounts.is_readonly_mount(os.path.realpath(home))
+
+    async def frozen_projects(self, project_ids: Sequence[str]) -> set[str]:
+        """:meth:`is_frozen` of many projects from one read of the mount table."""
+        def frozen() -> set[str]:
+            readonly = mounts.readonly_mount_points()
+            return {p for p in project_ids if (home := self.home(p)).is_dir() and not home.is_symlink()
+                    and os.path.realpath(home) in readonly}
+        return await asyncio.to_thread(frozen)
 
     def writer_scope(self, project_id: str) -> writers.Scope:
         """Any open file, working directory or root inside a tree counts: through them a process

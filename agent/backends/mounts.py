@@ -61,6 +61,14 @@ def is_readonly_mount(path: str) -> bool:
     return bool(found) and found[-1].readonly
 
 
+def readonly_mount_points() -> set[str]:
+    """Every mount point whose topmost mount is read-only, from one read of the mount table
+    (:func:`is_readonly_mount` of many paths at once)."""
+    with open("/proc/self/mountinfo") as f:
+        topmost = {m.mount_point: m.readonly for m in parse_mountinfo(f.read())}
+    return {point for point, readonly in topmost.items() if readonly}
+
+
 def _call(result: int, what: str) -> None:
     if result != 0:
         err = ctypes.get_errno()
