@@ -22,7 +22,7 @@ from agent.model import (
     Summary,
 )
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS operations (
@@ -86,7 +86,20 @@ CREATE TABLE IF NOT EXISTS precopies (
     created_at REAL NOT NULL,
     updated_at REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS schedule_state (
+    project_id TEXT PRIMARY KEY,
+    failures INTEGER NOT NULL DEFAULT 0,
+    next_attempt REAL,
+    last_attempt REAL,
+    last_operation TEXT,
+    last_error TEXT,
+    last_retention REAL
+);
 """
+
+# The columns of a project's scheduler state (:meth:`Journal.schedule_state`).
+SCHEDULE_COLUMNS = ("project_id", "failures", "next_attempt", "last_attempt", "last_operation", "last_error",
+                    "last_retention")
 
 # The columns of a pre-copy record (:meth:`Journal.precopy`).
 PRECOPY_COLUMNS = ("project_id", "key", "staging", "repository", "snapshot_id", "base_snapshot_id", "state",
@@ -186,6 +199,10 @@ class Journal:
         if version < 3:
             # 3: the precopies table (created by the schema script): a move's staged pre-copies.
             self._db.execute("UPDATE meta SET value='3' WHERE key='schema_version'")
+        if version < 4:
+            # 4: the schedule_state table (created by the schema script): the backup scheduler's
+            # per-project failures in a row, next attempt, last error and last retention.
+            self._db.execute("UPDATE meta SET value='4' WHERE key='schema_version'")
 
     def close(self) -> None:
         self._db.close()
@@ -406,6 +423,7 @@ class Journal:
         """Drop what the journal knows of a deleted project (its operations stay as history), and
         of its snapshots in ``repository`` when that was deleted too."""
         self._db.execute("DELETE FROM projects WHERE project_id=?", (project_id,))
+        self._db.execute("DELETE FROM schedule_state WHERE project_id=?", (project_id,))
         if repository is not None:
             self._db.execute("DELETE FROM snapshots WHERE project_id=? AND repository=?", (project_id, repository))
         self._on_freshness_change(project_id)
@@ -495,3 +513,45 @@ class Journal:
             self._db.execute("DELETE FROM precopies WHERE project_id=?", (project_id,))
         else:
             self._db.execute("DELETE FROM precopies WHERE project_id=? AND staging=?", (project_id, staging))
+
+    # ------------------------------------------------------------ scheduler state
+
+    def schedule_state(self, project_id: str) -> dict | None:
+        """The scheduler's state of one project (SCHEDULE_COLUMNS; ``last_error`` a dict with
+        ``code`` and ``message`` or None), None when it has none."""
+        row = self._db.execute("SELECT * FROM schedule_state WHERE project_id=?", (project_id,)).fetchone()
+        return self._schedule_row(row) if row is not None else None
+
+    def schedule_states(self) -> dict[str, dict]:
+        """Every project's scheduler state, by project id (one query for the whole host)."""
+        return {row["project_id"]: self._schedule_row(row) for row in self._db.execute("SELECT * FROM schedule_state")}
+
+    @staticmethod
+    def _schedule_row(row: sqlite3.Row) -> dict:
+        state = {column: row[column] for column in SCHEDULE_COLUMNS}
+        state["last_error"] = json.loads(row["last_error"]) if row["last_error"] else None
+        return state
+
+    def record_schedule_outcome(self, project_id: str, *, attempt: float, operation_id: str,
+                                error: OperationError | None, next_attempt: float | None) -> None:
+        """After a scheduled backup ended: a success clears the failures, a failure adds one and
+        keeps its error; ``next_attempt`` is the earliest time of the next one (None: no wait)."""
+        error_text = json.dumps({"code": error.code, "message": error.message}) if error else None
+        self._db.execute(
+            "INSERT INTO schedule_state(project_id, failures, next_attempt, last_attempt, last_operation, last_error)"
+            " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(project_id) DO UPDATE SET"
+            " failures=CASE WHEN excluded.last_error IS NULL THEN 0 ELSE schedule_state.failures + 1 END,"
+            " next_attempt=excluded.next_attempt, last_attempt=excluded.last_attempt,"
+            " last_operation=excluded.last_operation, last_error=excluded.last_error",
+            (project_id, 1 if error else 0, next_attempt, attempt, operation_id, error_text),
+        )
+
+    def record_schedule_retention(self, project_id: str, when: float) -> None:
+        self._db.execute(
+            "INSERT INTO schedule_state(project_id, last_retention) VALUES (?, ?)"
+            " ON CONFLICT(project_id) DO UPDATE SET last_retention=excluded.last_retention",
+            (project_id, when),
+        )
+
+    def forget_schedule_state(self, project_id: str) -> None:
+        self._db.execute("DELETE FROM schedule_state WHERE project_id=?", (project_id,))

@@ -1,0 +1,235 @@
+"""The agent's backup scheduler through real agent processes and the real rustic: changed
+projects are backed up on their own within the RPO, unchanged ones cost no engine run; the
+schedule survives a SIGKILL; a failing repository backs off and is reported while the others go
+on; a hub Backup during a scheduled one waits for it and then delivers the write made before
+its call."""
+
+from __future__ import annotations
+
+import os
+import random
+import sqlite3
+import time
+
+import pytest
+
+from hub_client.proto.buckets.v1 import agent_pb2 as pb
+from tests import cheap_repository
+from tests.conftest import requires_restic
+from tests.harness import TERMINAL_STATES, catch_engine, create_project, new_id
+from tests.tools import require_tool
+
+pytestmark = [requires_restic]
+
+RPO = 60.0
+
+
+@pytest.fixture(scope="module")
+def rustic_binary() -> str:
+    return require_tool("rustic")
+
+
+def schedule_agent(agent_factory, rustic_binary, *, rpo: float = RPO, concurrency: int = 3, max_running: int = 4,
+                   name: str = "agent", backend: str = "directory", base=None):
+    extra = f'rustic_binary = "{rustic_binary}"\n[schedule]\nrpo = {rpo}\nconcurrency = {concurrency}\n'
+    return agent_factory(name, extra=extra, engine="rustic", backend=backend, base=base,
+                         limits=f"max_concurrent_operations = {max_running}\nreconcile_interval = 0\n")
+
+
+def operations(agent) -> list[pb.Operation]:
+    response = agent.stub.ListOperations(pb.ListOperationsRequest(page_size=1000), timeout=10)
+    return list(response.operations)
+
+
+def scheduled(agent, project_id: str | None = None) -> list[pb.Operation]:
+    """The scheduler's backups (request ids "scheduled-..."), oldest first."""
+    found = [op for op in operations(agent) if op.kind == pb.OPERATION_KIND_BACKUP and op.request_id.startswith("scheduled-")
+             and (project_id is None or op.project_id == project_id)]
+    return sorted(found, key=lambda op: op.created_at.ToNanoseconds())
+
+
+def wait_until(predicate, timeout: float = 90.0, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def write_acknowledged(path, data: bytes) -> float:
+    """Write and fsync ``data``; returns the time just before the write began (the change's
+    earliest moment: the RPO is measured from it)."""
+    began = time.time()
+    with open(path, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+    return began
+
+
+def read_in_snapshot(agent, project_id: str, snapshot_id: str, path: str) -> bytes | None:
+    try:
+        response = agent.stub.ReadFile(pb.ReadFileRequest(project_id=project_id, snapshot_id=snapshot_id,
+                                                          path=path), timeout=60)
+    except Exception:  # not in that snapshot
+        return None
+    return response.content
+
+
+def engine_runs_naming(agent, project_id: str, since: int) -> int:
+    """Engine processes the agent started (its process.start log events after the first ``since``)
+    whose command line names the project (a backup's --host project-<id>, its tags)."""
+    return sum(1 for argv in agent.started_argvs()[since:] if any(project_id in a for a in argv))
+
+
+def cycles_logged(agent) -> int:
+    return sum(1 for e in agent.log_events() if e.get("event") == "schedule.cycle")
+
+
+def all_backed_up(agent, projects) -> bool:
+    done = {op.project_id for op in scheduled(agent) if op.state == pb.SUCCEEDED}
+    return set(projects) <= done
+
+
+def test_written_projects_are_backed_up_within_the_rpo_and_unwritten_ones_start_no_engine(
+        agent_factory, rustic_binary):
+    agent = schedule_agent(agent_factory, rustic_binary)
+    projects = [create_project(agent, files=2, size=256) for _ in range(30)]
+    # The first backups: every project was never backed up, so the scheduler takes them all.
+    wait_until(lambda: all_backed_up(agent, projects), what="the 30 first scheduled backups")
+    baseline_ops = {op.id for op in operations(agent)}
+    baseline_runs = len(agent.started_argvs())
+
+    written = random.Random().sample(projects, 10)
+    writes = {}
+    for project_id in written:
+        content = os.urandom(64).hex().encode()
+        began = write_acknowledged(agent.home(project_id) / "rpo-write.txt", content)
+        writes[project_id] = (began, content)
+
+    def snapshot_with_write(project_id: str) -> pb.Operation | None:
+        began, content = writes[project_id]
+        for op in scheduled(agent, project_id):
+            if op.id in baseline_ops or op.state != pb.SUCCEEDED:
+                continue
+            if read_in_snapshot(agent, project_id, op.summary.snapshot_id, "project/rpo-write.txt") == content:
+                return op
+        return None
+
+    delivered = {}
+    for project_id in written:
+        delivered[project_id] = wait_until(lambda: snapshot_with_write(project_id), timeout=2 * RPO,
+                                           what=f"a scheduled snapshot of {project_id} holding its write")
+    # Two more looks at every project after the last of them: an unwritten project wrongly seen
+    # changed would have been due at once.
+    seen = cycles_logged(agent)
+    wait_until(lambda: cycles_logged(agent) >= seen + 2, what="two more scheduler cycles")
+
+    for project_id, op in delivered.items():
+        began, _ = writes[project_id]
+        assert op.finished_at.ToNanoseconds() / 1e9 - began < RPO, project_id
+        assert engine_runs_naming(agent, project_id, baseline_runs) >= 1
+    unwritten = set(projects) - set(written)
+    new_ops = [op for op in operations(agent) if op.id not in baseline_ops]
+    assert {op.project_id for op in new_ops} <= set(written)
+    assert {p: engine_runs_naming(agent, p, baseline_runs) for p in unwritten} == {p: 0 for p in unwritten}
+    # Never two backups of one project at once, and nothing is left running.
+    assert not [op for op in operations(agent) if op.state not in TERMINAL_STATES]
+
+
+def schedule_rows(agent) -> list[tuple]:
+    with sqlite3.connect(f"file:{agent.state_dir / 'agent.sqlite'}?mode=ro", uri=True) as db:
+        return db.execute("SELECT project_id, failures, next_attempt, last_attempt FROM schedule_state").fetchall()
+
+
+def test_a_sigkill_mid_backup_leaves_no_state_behind_and_the_schedule_goes_on(agent_factory, rustic_binary, tmp_path):
+    base = tmp_path / "killed"
+    agent = schedule_agent(agent_factory, rustic_binary, base=base, concurrency=1, max_running=2)
+    big = create_project(agent, files=40, size=64 * 1024)
+    small = create_project(agent, files=2)
+    engine = catch_engine(agent, "backup", moved_first=64 * 1024, names=("rustic",))
+    caught = next(op for op in scheduled(agent) if op.state == pb.RUNNING)
+    agent.kill()
+    engine.kill()  # its own process group: not reached by the agent's
+
+    agent.start()
+    assert agent.stub.GetOperation(pb.GetOperationRequest(operation_id=caught.id), timeout=10).state == pb.INTERRUPTED
+    wait_until(lambda: all_backed_up(agent, [big, small]), what="both projects backed up after the restart")
+    # A change after the restart is picked up as well.
+    began = write_acknowledged(agent.home(big) / "after-restart.txt", b"after the restart")
+    op = wait_until(lambda: next((o for o in scheduled(agent, big) if o.state == pb.SUCCEEDED
+                                  and o.created_at.ToNanoseconds() / 1e9 > began), None),
+                    timeout=2 * RPO, what="a backup of the change made after the restart")
+    assert read_in_snapshot(agent, big, op.summary.snapshot_id, "project/after-restart.txt") == b"after the restart"
+    assert not [o for o in operations(agent) if o.state not in TERMINAL_STATES]
+    assert agent.staging_left() == []
+    rows = schedule_rows(agent)
+    assert sorted(r[0] for r in rows) == sorted([big, small]) and all(r[1] == 0 for r in rows)
+    # Every scheduled backup of a project ran alone (they never overlap in time).
+    for project_id in (big, small):
+        spans = [(o.started_at.ToNanoseconds(), o.finished_at.ToNanoseconds()) for o in scheduled(agent, project_id)
+                 if o.started_at.ToNanoseconds()]
+        spans.sort()
+        assert all(a[1] <= b[0] for a, b in zip(spans, spans[1:])), project_id
+
+
+def test_a_failing_repository_backs_off_and_is_reported_while_the_others_are_backed_up(
+        agent_factory, rustic_binary):
+    rpo = 40.0  # backoff: 1 s, 2 s, 4 s, ... capped at 10 s (policy.backoff_seconds)
+    agent = schedule_agent(agent_factory, rustic_binary, rpo=rpo, concurrency=2)
+    # A real failure: the project's repository exists, under another password.
+    broken = new_id()
+    cheap_repository.init_local(agent.repository(broken), "not-the-agents-password")
+    operation = agent.stub.EnsureProject(pb.EnsureProjectRequest(
+        request_id=new_id(), project_id=broken, mode=pb.EnsureProjectRequest.NONE), timeout=30)
+    assert agent.wait(operation.id).state == pb.SUCCEEDED
+    (agent.home(broken) / "data.txt").write_text("never backed up")
+    healthy = [create_project(agent, files=2) for _ in range(2)]
+
+    failed = wait_until(lambda: len(f := [o for o in scheduled(agent, broken) if o.state == pb.FAILED]) >= 4 and f,
+                        what="four failed scheduled backups of the broken project")
+    starts = [o.created_at.ToNanoseconds() / 1e9 for o in failed[:4]]
+    gaps = [b - a for a, b in zip(starts, starts[1:])]
+    assert gaps[1] > gaps[0] and gaps[2] > gaps[1], gaps  # the waits grow
+    assert gaps[-1] < rpo
+    assert failed[0].error.code == "FAILED_PRECONDITION", failed[0].error  # a wrong repository password
+    reports = [e for e in agent.log_events() if e.get("event") == "schedule.backup_failed"
+               and e.get("project_id") == broken]
+    assert [e["failures"] for e in reports[:3]] == [1, 2, 3]
+    row = next(r for r in schedule_rows(agent) if r[0] == broken)
+    assert row[1] >= 3 and row[2] > row[3]
+    # The others are backed up, and backed up again after a change, meanwhile.
+    wait_until(lambda: all_backed_up(agent, healthy), what="the healthy projects backed up")
+    began = write_acknowledged(agent.home(healthy[0]) / "later.txt", b"later")
+    op = wait_until(lambda: next((o for o in scheduled(agent, healthy[0]) if o.state == pb.SUCCEEDED
+                                  and o.created_at.ToNanoseconds() / 1e9 > began), None),
+                    what="the healthy project's change backed up")
+    assert read_in_snapshot(agent, healthy[0], op.summary.snapshot_id, "project/later.txt") == b"later"
+
+
+def test_a_hub_backup_during_a_scheduled_one_waits_for_it_and_holds_the_write_before_its_call(
+        agent_factory, rustic_binary):
+    agent = schedule_agent(agent_factory, rustic_binary, concurrency=1, max_running=2)
+    project_id = create_project(agent, files=40, size=64 * 1024)
+    engine = catch_engine(agent, "backup", moved_first=64 * 1024, names=("rustic",))
+    running = next(op for op in scheduled(agent, project_id) if op.state == pb.RUNNING)
+    try:
+        write_acknowledged(agent.home(project_id) / "before-the-call.txt", b"acknowledged before the call")
+        hub = agent.stub.Backup(pb.BackupRequest(request_id=new_id(), project_id=project_id, purpose="move"),
+                                timeout=30)
+        again = agent.stub.Backup(pb.BackupRequest(request_id=new_id(), project_id=project_id, purpose="move"),
+                                  timeout=30)
+    finally:
+        engine.resume()
+    assert hub.id != running.id and hub.state == pb.PENDING
+    assert again.id == hub.id and again.joined  # a second identical request joins the hub's
+    final = agent.wait(hub.id)
+    first = agent.wait(running.id)
+    assert first.state == pb.SUCCEEDED and final.state == pb.SUCCEEDED
+    assert final.started_at.ToNanoseconds() >= first.finished_at.ToNanoseconds()  # one after the other
+    # The scheduled snapshot was captured before the write; the hub's holds it.
+    assert read_in_snapshot(agent, project_id, final.summary.snapshot_id, "project/before-the-call.txt") \
+        == b"acknowledged before the call"
+    assert read_in_snapshot(agent, project_id, first.summary.snapshot_id, "project/before-the-call.txt") is None
