@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.journal import Journal, event_from_json, event_to_json
+from agent.journal import SCHEMA_VERSION, Journal, event_from_json, event_to_json
 from agent.model import OperationError, OperationKind, OperationRecord, OperationState, ProgressEvent, Summary
 
 P1 = "11111111-1111-1111-1111-111111111111"
@@ -215,7 +215,7 @@ def test_reopening_keeps_everything(tmp_path):
     assert reopened.last_backup(P1) == (2001.0, "0123456789abcdef", "op-2")
     assert [r.id for r in reopened.unfinished_operations()] == ["op-1"]
     schema = reopened._db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0]
-    assert schema == "3"
+    assert schema == str(SCHEMA_VERSION)
     reopened.close()
 
 
