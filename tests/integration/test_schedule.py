@@ -233,3 +233,47 @@ def test_a_hub_backup_during_a_scheduled_one_waits_for_it_and_holds_the_write_be
     assert read_in_snapshot(agent, project_id, final.summary.snapshot_id, "project/before-the-call.txt") \
         == b"acknowledged before the call"
     assert read_in_snapshot(agent, project_id, first.summary.snapshot_id, "project/before-the-call.txt") is None
+
+
+def backup_runs(agent, project_id: str) -> int:
+    return sum(1 for argv in agent.started_argvs() if "backup" in argv and any(project_id in a for a in argv))
+
+
+def test_on_btrfs_a_hub_backup_during_a_scheduled_one_costs_no_engine_run_unless_the_project_changed(
+        agent_factory, rustic_binary, btrfs_fs):
+    base = btrfs_fs.mountpoint / f"agent-{new_id()[:8]}"
+    agent = schedule_agent(agent_factory, rustic_binary, rpo=20.0, concurrency=1, max_running=2, backend="btrfs",
+                           name=base.name, base=base)
+    project_id = create_project(agent, files=40, size=64 * 1024)
+
+    # 1: nothing written after the scheduled capture: the hub's Backup waits and is UP_TO_DATE
+    # with the scheduled snapshot, without an engine run of its own.
+    engine = catch_engine(agent, "backup", moved_first=64 * 1024, names=("rustic",))
+    running = next(op for op in scheduled(agent, project_id) if op.state == pb.RUNNING)
+    try:
+        hub = agent.stub.Backup(pb.BackupRequest(request_id=new_id(), project_id=project_id, purpose="move"),
+                                timeout=30)
+    finally:
+        engine.resume()
+    first, final = agent.wait(running.id), agent.wait(hub.id)
+    assert first.state == pb.SUCCEEDED and final.state == pb.UP_TO_DATE
+    assert final.summary.snapshot_id == first.summary.snapshot_id
+    assert backup_runs(agent, project_id) == 1
+
+    # 2: a write acknowledged after the scheduled capture and before the hub's call: the hub's
+    # Backup runs the engine and its snapshot holds the write.
+    write_acknowledged(agent.home(project_id) / "next-round.txt", b"starts the next scheduled backup")
+    engine = catch_engine(agent, "backup", moved_first=64 * 1024, names=("rustic",))
+    running = next(op for op in scheduled(agent, project_id) if op.state == pb.RUNNING)
+    try:
+        write_acknowledged(agent.home(project_id) / "before-the-call.txt", b"acknowledged before the call")
+        hub = agent.stub.Backup(pb.BackupRequest(request_id=new_id(), project_id=project_id, purpose="move"),
+                                timeout=30)
+    finally:
+        engine.resume()
+    first, final = agent.wait(running.id), agent.wait(hub.id)
+    assert first.state == pb.SUCCEEDED and final.state == pb.SUCCEEDED
+    assert read_in_snapshot(agent, project_id, final.summary.snapshot_id, "project/before-the-call.txt") \
+        == b"acknowledged before the call"
+    assert read_in_snapshot(agent, project_id, first.summary.snapshot_id, "project/before-the-call.txt") is None
+    assert backup_runs(agent, project_id) == 3
