@@ -277,3 +277,38 @@ def test_on_btrfs_a_hub_backup_during_a_scheduled_one_costs_no_engine_run_unless
         == b"acknowledged before the call"
     assert read_in_snapshot(agent, project_id, first.summary.snapshot_id, "project/before-the-call.txt") is None
     assert backup_runs(agent, project_id) == 3
+
+
+def forgets(agent, project_id: str) -> list[pb.Operation]:
+    return [op for op in operations(agent) if op.kind == pb.OPERATION_KIND_FORGET and op.project_id == project_id]
+
+
+def snapshot_ids(agent, project_id: str) -> list[str]:
+    response = agent.stub.ListSnapshots(pb.ListSnapshotsRequest(project_id=project_id), timeout=60)
+    return [s.id for s in response.snapshots]
+
+
+def test_retention_follows_the_scheduled_backups(agent_factory, rustic_binary):
+    extra = (f'rustic_binary = "{rustic_binary}"\n[schedule]\nrpo = 20\n'
+             "[retention]\ninterval = 1\nkeep_last = 1\n")
+    agent = agent_factory("retained", extra=extra, engine="rustic", limits="reconcile_interval = 0\n")
+    project_id = create_project(agent, files=2)
+    wait_until(lambda: all_backed_up(agent, [project_id]), what="the first scheduled backup")
+    time.sleep(1.0)  # past the retention interval of the first round
+    write_acknowledged(agent.home(project_id) / "second.txt", b"second round")
+    second = wait_until(lambda: next((o for o in scheduled(agent, project_id)[1:] if o.state == pb.SUCCEEDED), None),
+                        what="the second scheduled backup")
+    wait_until(lambda: any(f.state == pb.SUCCEEDED and f.created_at.ToNanoseconds() > second.finished_at.ToNanoseconds()
+                           for f in forgets(agent, project_id)), what="retention after the second backup")
+    kept = snapshot_ids(agent, project_id)
+    assert [s[:8] for s in kept] == [second.summary.snapshot_id[:8]]
+
+
+def test_a_project_never_backed_up_is_not_a_retention_failure(agent_factory):
+    agent = agent_factory("retention", extra="[retention]\ninterval = 0.5\nkeep_last = 1\n")
+    backed_up = create_project(agent, files=2)
+    assert agent.wait(agent.backup(backed_up).id).state == pb.SUCCEEDED
+    never = create_project(agent, files=2)
+    wait_until(lambda: len([f for f in forgets(agent, backed_up) if f.state == pb.SUCCEEDED]) >= 2,
+               what="two retention rounds")
+    assert forgets(agent, never) == []
