@@ -13,7 +13,7 @@ import pytest
 from agent import errors, jobs, precopies
 from agent.backends.directory import DirectoryBackend
 from agent.engine.base import RESTORE_OVER, SNAPSHOT_DIFF
-from agent.journal import Journal
+from agent.journal import SCHEMA_VERSION, Journal
 from agent.model import OperationKind, OperationRecord, OperationState
 
 P1 = "11111111-1111-1111-1111-111111111111"
@@ -103,7 +103,8 @@ def test_version_2_journal_gains_the_precopies_table(tmp_path: Path) -> None:
     db.commit()
     db.close()
     journal = Journal(path)
-    assert journal._db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0] == "3"
+    version = journal._db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0]
+    assert version == str(SCHEMA_VERSION)
     assert journal.precopies() == []
 
 
