@@ -235,7 +235,8 @@ class AgentService:
         self._precopy_expiry = asyncio.get_running_loop().create_task(
             self.expire_precopies_forever(undo_expiry_interval(self.config.precopy.max_age)), name="precopy-expiry"
         )
-        if self.config.limits.reconcile_interval > 0:
+        if self.config.limits.reconcile_interval > 0 and not self.config.schedule.enabled:
+            # With the scheduler on, it refreshes every project each cycle itself.
             self._reconciler = asyncio.get_running_loop().create_task(
                 self.reconcile_forever(self.config.limits.reconcile_interval), name="freshness-reconciler"
             )

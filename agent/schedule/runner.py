@@ -91,6 +91,7 @@ class Scheduler:
             await service.reconcile()
             now = time.time()
         if policy.in_quiet_window(minute_of_day(now), self._quiet):
+            log.debug("schedule.quiet", minute=minute_of_day(now))
             return []
         running, queued = service.operations.counts()
         places = policy.free_places(running=running, queued=queued, max_running=self._max_running,

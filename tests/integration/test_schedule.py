@@ -208,6 +208,15 @@ def test_a_failing_repository_backs_off_and_is_reported_while_the_others_are_bac
                     what="the healthy project's change backed up")
     assert read_in_snapshot(agent, healthy[0], op.summary.snapshot_id, "project/later.txt") == b"later"
 
+    # The backoff survives a restart: the failures go on counting from where they were.
+    agent.stop()
+    counted = max(e["failures"] for e in agent.log_events() if e.get("event") == "schedule.backup_failed"
+                  and e.get("project_id") == broken)
+    agent.start()
+    wait_until(lambda: any(e.get("event") == "schedule.backup_failed" and e.get("project_id") == broken
+                           and e["failures"] == counted + 1 for e in agent.log_events()),
+               what="the next failure counted on after the restart")
+
 
 def test_a_hub_backup_during_a_scheduled_one_waits_for_it_and_holds_the_write_before_its_call(
         agent_factory, rustic_binary):
@@ -312,3 +321,41 @@ def test_a_project_never_backed_up_is_not_a_retention_failure(agent_factory):
     wait_until(lambda: len([f for f in forgets(agent, backed_up) if f.state == pb.SUCCEEDED]) >= 2,
                what="two retention rounds")
     assert forgets(agent, never) == []
+
+
+def freeze(agent, project_id: str) -> None:
+    agent.stub.Freeze(pb.FreezeRequest(project_id=project_id), timeout=120)
+
+
+def test_a_frozen_project_is_skipped_not_failed_and_backed_up_once_thawed(agent_factory, rustic_binary):
+    agent = schedule_agent(agent_factory, rustic_binary, rpo=40.0, concurrency=2)
+    held, other = create_project(agent, files=2), create_project(agent, files=2)
+    wait_until(lambda: all_backed_up(agent, [held, other]), what="the first scheduled backups")
+    # Both changed well before they are due again (rpo/10 after their last backup); one frozen.
+    for project_id in (held, other):
+        write_acknowledged(agent.home(project_id) / "while-frozen.txt", b"written before the freeze")
+    freeze(agent, held)
+    wait_until(lambda: len([o for o in scheduled(agent, other) if o.state == pb.SUCCEEDED]) >= 2,
+               what="the other project's change backed up")
+    seen = cycles_logged(agent)
+    wait_until(lambda: cycles_logged(agent) >= seen + 2, what="two more scheduler cycles")
+    assert len(scheduled(agent, held)) == 1
+    assert all(row[1] == 0 for row in schedule_rows(agent))  # skipped is not failed
+    agent.stub.Thaw(pb.ThawRequest(project_id=held), timeout=30)
+    op = wait_until(lambda: next((o for o in scheduled(agent, held)[1:] if o.state == pb.SUCCEEDED), None),
+                    what="the thawed project backed up")
+    assert read_in_snapshot(agent, held, op.summary.snapshot_id, "project/while-frozen.txt") \
+        == b"written before the freeze"
+
+
+def test_no_scheduled_backup_starts_inside_a_quiet_window(agent_factory, rustic_binary):
+    now = time.localtime()
+    start, end = (now.tm_hour * 60 + now.tm_min - 1) % 1440, (now.tm_hour * 60 + now.tm_min + 10) % 1440
+    window = f"{start // 60:02d}:{start % 60:02d}-{end // 60:02d}:{end % 60:02d}"  # may wrap past midnight
+    extra = f'rustic_binary = "{rustic_binary}"\n[schedule]\nrpo = 20\nquiet_windows = ["{window}"]\n'
+    agent = agent_factory("quiet", extra=extra, engine="rustic", limits="reconcile_interval = 0\n")
+    project_id = create_project(agent, files=2)  # never backed up: due at once but for the window
+    quiet = lambda: sum(1 for e in agent.log_events() if e.get("event") == "schedule.quiet")  # noqa: E731
+    seen = quiet()
+    wait_until(lambda: quiet() >= seen + 3, what="three quiet cycles")
+    assert scheduled(agent, project_id) == []
