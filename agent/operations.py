@@ -303,10 +303,6 @@ class OperationManager:
         live = self._active_live(project_id)
         return live.record if live is not None else None
 
-    def yielding_running(self) -> int:
-        """How many yielding (scheduled) operations are not finished."""
-        return sum(1 for live in list(self._live.values()) if live.yields)
-
     def _queued_count(self) -> int:
         return sum(1 for live in self._live.values() if live.record.state is OperationState.PENDING)
 
