@@ -207,12 +207,15 @@ def test_a_failing_repository_backs_off_and_is_reported_while_the_others_are_bac
                         what="four failed scheduled backups of the broken project")
     starts = [o.created_at.ToNanoseconds() / 1e9 for o in failed[:4]]
     gaps = [b - a for a, b in zip(starts, starts[1:])]
-    assert gaps[1] > gaps[0] and gaps[2] > gaps[1], gaps  # the waits grow
-    assert gaps[-1] < rpo
+    assert gaps[2] > gaps[0] + 1.0 and max(gaps) < rpo, gaps  # the waits grow (1 s, 2 s, 4 s), below the RPO
     assert failed[0].error.code == "FAILED_PRECONDITION", failed[0].error  # a wrong repository password
     reports = [e for e in agent.log_events() if e.get("event") == "schedule.backup_failed"
                and e.get("project_id") == broken]
     assert [e["failures"] for e in reports[:3]] == [1, 2, 3]
+    # No attempt came before the time its previous failure set.
+    planned = {e["operation_id"]: e["next_attempt"] for e in reports}
+    assert all(later.created_at.ToNanoseconds() / 1e9 >= planned[earlier.id] - 0.01
+               for earlier, later in zip(failed, failed[1:4]))
     row = next(r for r in schedule_rows(agent) if r[0] == broken)
     assert row[1] >= 3 and row[2] > row[3]
     # The others are backed up, and backed up again after a change, meanwhile.
