@@ -299,6 +299,13 @@ class OperationManager:
                 found = found or live
         return found
 
+    def yielding_on(self, project_id: str) -> OperationRecord | None:
+        """The project's unfinished yielding (scheduled) operation, if any."""
+        for live in list(self._live.values()):
+            if live.yields and live.record.project_id == project_id and not live.record.state.terminal:
+                return live.record
+        return None
+
     def _active_on(self, project_id: str) -> OperationRecord | None:
         live = self._active_live(project_id)
         return live.record if live is not None else None

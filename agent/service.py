@@ -848,6 +848,12 @@ class AgentService:
             ]
         log.info("project.frozen", project_id=project_id, sentinel=checked.path if checked else "",
                  stopped=[(s.pid, s.action, s.command[:80]) for s in stopped], cgroup=str(cgroup or ""))
+        scheduled = self.operations.yielding_on(project_id)
+        if scheduled is not None:
+            # A move's final Backup comes next and would wait for this one: the frozen window must
+            # not grow with a scheduled backup's length (the scheduler skips frozen projects anyway).
+            await self.operations.cancel(scheduled.id)
+            log.info("schedule.cancelled_by_freeze", project_id=project_id, operation_id=scheduled.id)
         return FreezeResult(stopped=stopped, cgroup=str(cgroup) if cgroup is not None else "",
                             frozen=await self.backend.is_frozen(project_id))
 

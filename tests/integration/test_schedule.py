@@ -43,8 +43,8 @@ def operations(agent) -> list[pb.Operation]:
 
 def scheduled(agent, project_id: str | None = None) -> list[pb.Operation]:
     """The scheduler's backups (request ids "scheduled-..."), oldest first."""
-    found = [op for op in operations(agent) if op.kind == pb.OPERATION_KIND_BACKUP and op.request_id.startswith("scheduled-")
-             and (project_id is None or op.project_id == project_id)]
+    found = [op for op in operations(agent) if op.kind == pb.OPERATION_KIND_BACKUP
+             and op.request_id.startswith("scheduled-") and (project_id is None or op.project_id == project_id)]
     return sorted(found, key=lambda op: op.created_at.ToNanoseconds())
 
 
@@ -260,6 +260,26 @@ def test_a_hub_backup_during_a_scheduled_one_waits_for_it_and_holds_the_write_be
     # of the live tree on this backend; on btrfs it read a frozen snapshot: the test below.)
     assert read_in_snapshot(agent, project_id, final.summary.snapshot_id, "project/before-the-call.txt") \
         == b"acknowledged before the call"
+
+
+def test_a_freeze_cancels_a_running_scheduled_backup_so_the_final_backup_does_not_wait_for_it(
+        agent_factory, rustic_binary):
+    agent = schedule_agent(agent_factory, rustic_binary, concurrency=1, max_running=2)
+    project_id = create_project(agent, files=40, size=64 * 1024)
+    engine = catch_engine(agent, "backup", moved_first=64 * 1024, names=("rustic",))
+    running = next(op for op in scheduled(agent, project_id) if op.state == pb.RUNNING)
+    write_acknowledged(agent.home(project_id) / "before-the-freeze.txt", b"acknowledged before the freeze")
+    freeze(agent, project_id)
+    # Stopped mid-read, the engine is never resumed: the cancel must end it (SIGKILL after its grace).
+    cancelled = agent.wait(running.id, timeout=30)
+    assert cancelled.state == pb.CANCELLED
+    assert not engine.is_running() or engine.status() == "zombie"
+    hub = agent.stub.Backup(pb.BackupRequest(request_id=new_id(), project_id=project_id, purpose="move"), timeout=30)
+    final = agent.wait(hub.id)
+    assert final.state == pb.SUCCEEDED, final.error
+    assert read_in_snapshot(agent, project_id, final.summary.snapshot_id, "project/before-the-freeze.txt") \
+        == b"acknowledged before the freeze"
+    agent.stub.Thaw(pb.ThawRequest(project_id=project_id), timeout=30)
 
 
 def backup_runs(agent, project_id: str) -> int:
