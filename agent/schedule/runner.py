@@ -99,6 +99,8 @@ class Scheduler:
         if places <= 0:
             return []
         states = service.journal.schedule_states()
+        # Busy until its outcome (and backoff) is recorded, not only while its operation runs.
+        following = set(self._running.values())
         facts_list = []
         for project_id in service._present_projects():
             freshness = fresh.freshness(service.journal, project_id)
@@ -107,7 +109,7 @@ class Scheduler:
                 project_id=project_id, dirty=freshness.dirty, last_backup=freshness.last_backup,
                 last_change=freshness.last_change,
                 unprotected_since=getattr(freshness, "unprotected_since", None),
-                busy=service.operations.active_operation(project_id) is not None,
+                busy=project_id in following or service.operations.active_operation(project_id) is not None,
                 failures=state.get("failures") or 0, next_attempt=state.get("next_attempt"),
             ))
         started: list[str] = []
@@ -148,13 +150,15 @@ class Scheduler:
         return record.id
 
     async def _follow(self, record: OperationRecord, attempt: float) -> None:
-        service = self._service
         try:
-            final = await service.operations.wait(record.id)
+            self._record(await self._service.operations.wait(record.id), attempt)
         finally:
             self._running.pop(record.id, None)
             self._wake.set()
-        project_id = record.project_id
+
+    def _record(self, final: OperationRecord, attempt: float) -> None:
+        service = self._service
+        project_id = final.project_id
         if final.state in OK_STATES:
             service.journal.record_schedule_outcome(project_id, attempt=attempt, operation_id=final.id, error=None,
                                                     next_attempt=None)
