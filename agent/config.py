@@ -204,8 +204,9 @@ class LimitsConfig:
     download_limit_kib: int = 0
     """Engine download bandwidth limit in KiB/s (restic ``--limit-download``); 0 = unlimited."""
     reconcile_interval: float = 60.0
-    """Seconds between freshness looks at every project (generations, or a scan on the
-    directory backend); 0 = only when GetProjectStatus asks."""
+    """Seconds between freshness looks at every project (generations, or the directory
+    backend's change watch); the backup schedule looks each of its cycles when that is sooner.
+    0 = only when GetProjectStatus asks (or MarkEdited tells)."""
     stall_timeout: float = 300.0
     """Seconds an engine process may go without progress (under 64 KiB of file or
     network I/O) before it is stopped and its operation fails UNAVAILABLE; 0 = never.

@@ -41,6 +41,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from agent.backends.base import Backend
+from agent.backends.dirwatch import Change
 from agent.journal import FRESHNESS_COLUMNS, Journal
 from agent.rpo import unprotected_age
 
@@ -115,8 +116,8 @@ async def observe_all(journal: Journal, backend: Backend, project_ids: Sequence[
                 if text != record.get("last_backup_generation"):
                     journal.mark_changed(project_id, now, since=previous_looks[project_id])
                     changed.append(project_id)
-        for project_id, when in changes.items():
-            journal.mark_changed(project_id, when)
+        for project_id, change in changes.items():
+            journal.mark_changed(project_id, change.when, since=change.since)
             changed.append(project_id)
     return Observed(changed=tuple(changed), failed=failed)
 
@@ -150,4 +151,5 @@ async def observe(journal: Journal, backend: Backend, project_id: str, *, now: f
         return
     modified = await backend.last_modified(project_id)
     if modified is not None:
-        journal.mark_changed(project_id, modified)
+        change = Change.seen(modified, time.time())  # the scan's file time, read before this moment
+        journal.mark_changed(project_id, change.when, since=change.since)

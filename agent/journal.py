@@ -24,7 +24,7 @@ from agent.model import (
     Summary,
 )
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS operations (
@@ -93,6 +93,15 @@ CREATE TABLE IF NOT EXISTS precopies (
     created_at REAL NOT NULL,
     updated_at REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS schedule_state (
+    project_id TEXT PRIMARY KEY,
+    failures INTEGER NOT NULL DEFAULT 0,
+    next_attempt REAL,
+    last_attempt REAL,
+    last_operation TEXT,
+    last_error TEXT,
+    last_retention REAL
+);
 """
 
 # unprotected_since after a backup (or a check) that found the data at {at}: a change recorded
@@ -102,6 +111,9 @@ _PROTECTED_AFTER = ("CASE WHEN CAST(last_change_time AS REAL) > {at}"
 # The freshness facts of a project (:meth:`Journal.freshness`).
 FRESHNESS_COLUMNS = ("last_backup_time", "last_backup_snapshot", "last_backup_generation", "last_change_time",
                      "seen_generation", "unprotected_since")
+# The columns of a project's scheduler state (:meth:`Journal.schedule_state`).
+SCHEDULE_COLUMNS = ("project_id", "failures", "next_attempt", "last_attempt", "last_operation", "last_error",
+                    "last_retention")
 
 # The columns of a pre-copy record (:meth:`Journal.precopy`).
 PRECOPY_COLUMNS = ("project_id", "key", "staging", "repository", "snapshot_id", "base_snapshot_id", "state",
@@ -220,6 +232,10 @@ class Journal:
                 " WHEN last_change_time > last_backup_time THEN last_backup_time ELSE NULL END",
                 (_time.time(),))
             self._db.execute("UPDATE meta SET value='4' WHERE key='schema_version'")
+        if version < 5:
+            # 5: the schedule_state table (created by the schema script): the backup scheduler's
+            # per-project failures in a row, next attempt, last error and last retention.
+            self._db.execute("UPDATE meta SET value='5' WHERE key='schema_version'")
 
     def close(self) -> None:
         """Write the looks of this process (see :meth:`last_look`) and close the file."""
@@ -461,8 +477,10 @@ class Journal:
         self._on_freshness_change(project_id)
 
     def note_look(self, project_id: str, when: float) -> None:
-        """A freshness look at the project began at ``when`` (kept in memory; written at close)."""
-        self._looks[project_id] = when
+        """A freshness look at the project began at ``when`` (kept in memory; written at close).
+        Only ever moves forward: looks run concurrently (a reconcile cycle, a GetProjectStatus),
+        and one that began earlier but ended later read the generation no later than the other."""
+        self._looks[project_id] = max(when, self._looks.get(project_id, when))
 
     def last_look(self, project_id: str) -> float | None:
         """When the last look at the project began: this process's, else the one written at the
@@ -555,6 +573,7 @@ class Journal:
         of its snapshots in ``repository`` when that was deleted too."""
         self._db.execute("DELETE FROM projects WHERE project_id=?", (project_id,))
         self._looks.pop(project_id, None)
+        self._db.execute("DELETE FROM schedule_state WHERE project_id=?", (project_id,))
         if repository is not None:
             self._db.execute("DELETE FROM snapshots WHERE project_id=? AND repository=?", (project_id, repository))
         self._on_freshness_change(project_id)
@@ -644,3 +663,45 @@ class Journal:
             self._db.execute("DELETE FROM precopies WHERE project_id=?", (project_id,))
         else:
             self._db.execute("DELETE FROM precopies WHERE project_id=? AND staging=?", (project_id, staging))
+
+    # ------------------------------------------------------------ scheduler state
+
+    def schedule_state(self, project_id: str) -> dict | None:
+        """The scheduler's state of one project (SCHEDULE_COLUMNS; ``last_error`` a dict with
+        ``code`` and ``message`` or None), None when it has none."""
+        row = self._db.execute("SELECT * FROM schedule_state WHERE project_id=?", (project_id,)).fetchone()
+        return self._schedule_row(row) if row is not None else None
+
+    def schedule_states(self) -> dict[str, dict]:
+        """Every project's scheduler state, by project id (one query for the whole host)."""
+        return {row["project_id"]: self._schedule_row(row) for row in self._db.execute("SELECT * FROM schedule_state")}
+
+    @staticmethod
+    def _schedule_row(row: sqlite3.Row) -> dict:
+        state = {column: row[column] for column in SCHEDULE_COLUMNS}
+        state["last_error"] = json.loads(row["last_error"]) if row["last_error"] else None
+        return state
+
+    def record_schedule_outcome(self, project_id: str, *, attempt: float, operation_id: str,
+                                error: OperationError | None, next_attempt: float | None) -> None:
+        """After a scheduled backup ended: a success clears the failures, a failure adds one and
+        keeps its error; ``next_attempt`` is the earliest time of the next one (None: no wait)."""
+        error_text = json.dumps({"code": error.code, "message": error.message}) if error else None
+        self._db.execute(
+            "INSERT INTO schedule_state(project_id, failures, next_attempt, last_attempt, last_operation, last_error)"
+            " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(project_id) DO UPDATE SET"
+            " failures=CASE WHEN excluded.last_error IS NULL THEN 0 ELSE schedule_state.failures + 1 END,"
+            " next_attempt=excluded.next_attempt, last_attempt=excluded.last_attempt,"
+            " last_operation=excluded.last_operation, last_error=excluded.last_error",
+            (project_id, 1 if error else 0, next_attempt, attempt, operation_id, error_text),
+        )
+
+    def record_schedule_retention(self, project_id: str, when: float) -> None:
+        self._db.execute(
+            "INSERT INTO schedule_state(project_id, last_retention) VALUES (?, ?)"
+            " ON CONFLICT(project_id) DO UPDATE SET last_retention=excluded.last_retention",
+            (project_id, when),
+        )
+
+    def forget_schedule_state(self, project_id: str) -> None:
+        self._db.execute("DELETE FROM schedule_state WHERE project_id=?", (project_id,))

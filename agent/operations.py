@@ -21,7 +21,7 @@ from typing import AsyncIterator, Awaitable, Callable, Mapping
 
 import structlog
 
-from agent import errors, ids
+from agent import errors, ids, slots
 from agent.journal import Journal
 from agent.model import (
     MUTATING_KINDS,
@@ -68,6 +68,11 @@ class _Live:
     changed: asyncio.Event = field(default_factory=asyncio.Event)
     task: asyncio.Task | None = None
     takes_slot: bool = True
+    priority: int = slots.OPERATOR
+    # A scheduled backup: it gives way to the requests of operators and the hub (see submit).
+    yields: bool = False
+    # The operation this one waits for before it takes a slot (a Backup behind a scheduled one).
+    after: str = ""
     last_progress_at: float = 0.0
     pending_progress: dict | None = None
     flush_handle: asyncio.TimerHandle | None = None
@@ -132,7 +137,7 @@ class OperationManager:
         # Told of every operation this process ends (not of those recover_interrupted closes:
         # they ran in an earlier process).
         self._on_finish = on_finish or (lambda record: None)
-        self._slots = asyncio.Semaphore(max_running)
+        self._slots = slots.PrioritySlots(max_running)
         self._max_queued = max_queued
         self._max_running = max_running
         self._keepalive_interval = keepalive_interval
@@ -186,6 +191,7 @@ class OperationManager:
         job: Job,
         joinable: bool = False,
         takes_slot: bool = True,
+        yields: bool = False,
     ) -> tuple[OperationRecord, bool]:
         """Start (or find) an operation.
 
@@ -199,6 +205,17 @@ class OperationManager:
         runs at a time. ``takes_slot=False`` runs the job without one of the
         host-wide running slots: for a job that only submits and waits for other
         operations (which take their own), and would otherwise starve them.
+
+        ``yields=True`` (the scheduler's backups) makes the operation give way to any other
+        request on its project: while it still waits for a slot, the request supersedes it (it
+        ends CANCELLED, its job never ran, and the request runs in its place); once it runs, a
+        Backup request becomes its successor, which waits for it to end and then backs up on
+        its own (the job's unchanged test answers UP_TO_DATE without an engine run when nothing
+        changed since the scheduled capture). A successor is never answered with the scheduled
+        backup's snapshot as such: that capture may predate a write the caller saw acknowledged
+        before its call (a move's final backup after a freeze relies on this). Other kinds get
+        Conflict as with any running operation. A yielding operation also waits behind every
+        other one for a running slot.
         """
         request_id = ids.request_id(request_id)
         digest = fingerprint(kind, project_id, params)
@@ -211,18 +228,27 @@ class OperationManager:
             return self._current(existing), True
         if self._closing:
             raise errors.Unavailable("the agent is shutting down")
+        superseded: _Live | None = None
+        after = ""
         if kind in MUTATING_KINDS or kind in (OperationKind.VERIFY, OperationKind.DRAIN):
-            active = self._active_on(project_id)
-            if active is not None:
+            active_live = self._active_live(project_id)
+            if active_live is not None:
+                active = active_live.record
                 if joinable and active.kind is kind and active.fingerprint == digest:
                     # A retry of this request must find the same operation after it ended.
                     self._journal.add_request_alias(request_id, active.id)
                     return active, True
-                where = f"project {project_id}" if project_id else "this host"
-                raise errors.Conflict(
-                    f"{where} has a running {active.kind.value} operation {active.id}"
-                    f" ({active.state.value})"
-                )
+                if active_live.yields and not yields and active.state is OperationState.PENDING:
+                    superseded = active_live
+                elif (active_live.yields and not yields and kind is OperationKind.BACKUP
+                      and active.kind is OperationKind.BACKUP):
+                    after = active.id
+                else:
+                    where = f"project {project_id}" if project_id else "this host"
+                    raise errors.Conflict(
+                        f"{where} has a running {active.kind.value} operation {active.id}"
+                        f" ({active.state.value})"
+                    )
         # Counted from the records, not the semaphore: tasks submitted in this same
         # loop iteration have not taken their slot yet.
         # An operation without a slot (a drain) waits for others only: it takes no place either.
@@ -243,19 +269,46 @@ class OperationManager:
             created_at=time.time(),
         )
         self._journal.insert_operation(record)
-        live = _Live(record=record, takes_slot=takes_slot)
+        live = _Live(record=record, takes_slot=takes_slot, yields=yields, after=after,
+                     priority=slots.SCHEDULED if yields else slots.OPERATOR)
+        if superseded is not None:
+            self._supersede(superseded, by=record.id)
         self._live[record.id] = live
-        self._append(record, phase="queue", message="waiting for a free slot")
+        self._append(record, phase="queue", message=(
+            f"waiting for scheduled backup {after} to end" if after else "waiting for a free slot"))
         live.task = asyncio.get_running_loop().create_task(self._run(live, job), name=f"op-{record.id}")
         live.task.add_done_callback(lambda _task: self._finish_unstarted(live))
-        log.info("operation.submitted", operation_id=record.id, kind=kind.value, project_id=project_id)
+        log.info("operation.submitted", operation_id=record.id, kind=kind.value, project_id=project_id,
+                 after=after or None, superseded=superseded.record.id if superseded else None)
         return record, False
 
-    def _active_on(self, project_id: str) -> OperationRecord | None:
+    def _supersede(self, live: _Live, *, by: str) -> None:
+        """End a yielding operation that has not started (its job never ran) in favour of ``by``."""
+        message = f"superseded by operation {by} before it started"
+        self._finish(live, OperationState.CANCELLED, error=OperationError("CANCELLED", message), message=message)
+        self._cancel_task(live)
+
+    def _active_live(self, project_id: str) -> _Live | None:
+        """The project's unfinished operation; of a scheduled backup and the request waiting behind
+        it, the request (what a retry joins and a conflict names)."""
+        found = None
         for live in self._live.values():
             if live.record.project_id == project_id and not live.record.state.terminal:
+                if not live.yields:
+                    return live
+                found = found or live
+        return found
+
+    def yielding_on(self, project_id: str) -> OperationRecord | None:
+        """The project's unfinished yielding (scheduled) operation, if any."""
+        for live in list(self._live.values()):
+            if live.yields and live.record.project_id == project_id and not live.record.state.terminal:
                 return live.record
         return None
+
+    def _active_on(self, project_id: str) -> OperationRecord | None:
+        live = self._active_live(project_id)
+        return live.record if live is not None else None
 
     def _queued_count(self) -> int:
         return sum(1 for live in self._live.values() if live.record.state is OperationState.PENDING)
@@ -290,7 +343,9 @@ class OperationManager:
         record = live.record
         context = OperationContext(self, live)
         try:
-            async with self._slots if live.takes_slot else contextlib.nullcontext():
+            if live.after:
+                await self.wait(live.after)
+            async with self._slots.slot(live.priority) if live.takes_slot else contextlib.nullcontext():
                 record.state = OperationState.RUNNING
                 record.started_at = time.time()
                 log.info("operation.started", operation_id=record.id, kind=record.kind.value,
@@ -362,6 +417,8 @@ class OperationManager:
         error: OperationError | None = None,
         message: str = "",
     ) -> None:
+        if live.record.id not in self._live:
+            return  # ended already (superseded before it started)
         record = live.record
         record.state = state
         record.finished_at = time.time()

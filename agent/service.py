@@ -12,6 +12,7 @@ import hashlib
 import os
 import shutil
 import time
+import uuid
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Sequence
@@ -37,6 +38,7 @@ from agent.metrics import AgentMetrics
 from agent.model import OperationKind, OperationRecord, OperationState
 from agent.operations import OperationManager
 from agent.repository import LocalSpec, RepositorySpec, resolve
+from agent.schedule.runner import Scheduler
 
 log = structlog.get_logger("agent.service")
 
@@ -45,6 +47,9 @@ AGENT_VERSION = "0.1.0"
 AGENT_FEATURES = ("precopy",)
 # "rescue": a source copy backed up before a move's cleanup removes it (tagged move=<id>).
 PURPOSES = ("backup", "copy", "move", "rescue")
+# The purpose of the agent's own scheduled backups (agent/schedule): not accepted in requests,
+# so that a snapshot tagged with it was always taken by the scheduler.
+SCHEDULED_PURPOSE = "scheduled"
 MAX_FORGET_IDS = 1000
 # Kinds that change a project's home: a copy must not read a project while one of these runs.
 SOURCE_WRITERS = (OperationKind.RESTORE, OperationKind.DELETE, OperationKind.ENSURE)
@@ -167,6 +172,7 @@ class AgentService:
         self._retention: asyncio.Task | None = None
         self._undo_expiry: asyncio.Task | None = None
         self._precopy_expiry: asyncio.Task | None = None
+        self._scheduler: asyncio.Task | None = None
         self._checked_snapshots: OrderedDict = OrderedDict()
         self._listings: OrderedDict = OrderedDict()
         self._freeze_lock = asyncio.Lock()
@@ -226,7 +232,11 @@ class AgentService:
         )
         log.info("engine.ready", engine=self.engine.name, binary=self.engine.binary, version=version,
                  features=sorted(await self.engine.features()))
-        if self.config.retention.interval > 0:
+        if self.config.schedule.enabled:
+            # Retention then follows the scheduled backups (the scheduler applies it).
+            self._scheduler = asyncio.get_running_loop().create_task(
+                Scheduler(self).run_forever(), name="scheduler")
+        elif self.config.retention.interval > 0:
             self._retention = asyncio.get_running_loop().create_task(
                 self.retention_forever(self.config.retention.interval), name="retention"
             )
@@ -236,14 +246,15 @@ class AgentService:
         self._precopy_expiry = asyncio.get_running_loop().create_task(
             self.expire_precopies_forever(undo_expiry_interval(self.config.precopy.max_age)), name="precopy-expiry"
         )
-        if self.config.limits.reconcile_interval > 0:
+        if self.config.limits.reconcile_interval > 0 and not self.config.schedule.enabled:
+            # With the scheduler on, it refreshes every project each cycle itself.
             self._reconciler = asyncio.get_running_loop().create_task(
                 self.reconcile_forever(self.config.limits.reconcile_interval), name="freshness-reconciler"
             )
 
     async def stop(self, grace: float) -> None:
         """Stop running operations (recorded INTERRUPTED) and refuse new ones."""
-        for task in (self._reconciler, self._retention, self._undo_expiry, self._precopy_expiry):
+        for task in (self._scheduler, self._reconciler, self._retention, self._undo_expiry, self._precopy_expiry):
             if task is not None:
                 task.cancel()
                 await asyncio.gather(task, return_exceptions=True)
@@ -319,6 +330,19 @@ class AgentService:
         return self.operations.submit(
             kind=OperationKind.BACKUP, project_id=project_id, request_id=request_id, params=params, job=job,
             joinable=True,
+        )
+
+    def scheduled_backup(self, project_id: str) -> tuple[OperationRecord, bool]:
+        """Submit a scheduled backup of the project into its configured repository (purpose
+        "scheduled"): it yields to every other request on the project (OperationManager.submit)
+        and waits behind them for a running slot. Raises what submit raises."""
+        repo = self._repository(None, project_id)
+        params = {"repository": repo.display, "force": False, "purpose": SCHEDULED_PURPOSE, "tags": []}
+        job = functools.partial(jobs.backup, services=self.services, repo=repo, purpose=SCHEDULED_PURPOSE,
+                                extra_tags=(), force=False)
+        return self.operations.submit(
+            kind=OperationKind.BACKUP, project_id=project_id, request_id=f"scheduled-{uuid.uuid4()}",
+            params=params, job=job, yields=True,
         )
 
     def restore(
@@ -835,6 +859,12 @@ class AgentService:
             ]
         log.info("project.frozen", project_id=project_id, sentinel=checked.path if checked else "",
                  stopped=[(s.pid, s.action, s.command[:80]) for s in stopped], cgroup=str(cgroup or ""))
+        scheduled = self.operations.yielding_on(project_id)
+        if scheduled is not None:
+            # A move's final Backup comes next and would wait for this one: the frozen window must
+            # not grow with a scheduled backup's length (the scheduler skips frozen projects anyway).
+            await self.operations.cancel(scheduled.id)
+            log.info("schedule.cancelled_by_freeze", project_id=project_id, operation_id=scheduled.id)
         return FreezeResult(stopped=stopped, cgroup=str(cgroup) if cgroup is not None else "",
                             frozen=await self.backend.is_frozen(project_id))
 
@@ -1149,20 +1179,31 @@ class AgentService:
     def apply_retention(self, round_id: str) -> list[str]:
         """Submit the configured keep policy for every project; the snapshot of each project's last
         restore receipt is protected (what a move or copy put in place). Returns operation ids."""
-        policy = self.config.retention
         started = []
         for project_id in self._present_projects():
-            receipt = self.journal.last_restore(project_id)
-            try:
-                record, _ = self.forget(
-                    request_id=f"retention-{round_id}-{project_id}", project_id=project_id, repository=None,
-                    keep=policy.keep(), prune=policy.prune,
-                    protected=[receipt["snapshot_id"]] if receipt else [],
-                )
-                started.append(record.id)
-            except errors.BucketsError as exc:  # e.g. another operation runs on the project: next round
-                log.warning("retention.skipped", project_id=project_id, error=str(exc))
+            operation_id = self.retain(project_id, round_id)
+            if operation_id:
+                started.append(operation_id)
         return started
+
+    def retain(self, project_id: str, round_id: str) -> str:
+        """Submit the configured keep policy for one project; returns the operation id, or ""
+        when none was started: a project never backed up (nothing to keep or forget: not a
+        failure) or one another operation works on (next round)."""
+        if fresh.freshness(self.journal, project_id).last_backup is None:
+            return ""
+        policy = self.config.retention
+        receipt = self.journal.last_restore(project_id)
+        try:
+            record, _ = self.forget(
+                request_id=f"retention-{round_id}-{project_id}", project_id=project_id, repository=None,
+                keep=policy.keep(), prune=policy.prune,
+                protected=[receipt["snapshot_id"]] if receipt else [],
+            )
+        except errors.BucketsError as exc:  # e.g. another operation runs on the project: next round
+            log.warning("retention.skipped", project_id=project_id, error=str(exc))
+            return ""
+        return record.id
 
     async def retention_forever(self, interval: float) -> None:
         while True:

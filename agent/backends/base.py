@@ -24,11 +24,14 @@ from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from agent import errors, fsops, usertree, writers
 from agent.backends import bindexec
 from agent.ids import project_dir_name
+
+if TYPE_CHECKING:
+    from agent.backends.dirwatch import Change
 
 
 @dataclass(frozen=True)
@@ -212,11 +215,12 @@ class Backend(Protocol):
         reconciler's cycle); projects without a home are left out, one that cannot be read maps to
         its error. Empty on backends without generations."""
 
-    async def changes(self, project_ids: Sequence[str]) -> dict[str, float]:
+    async def changes(self, project_ids: Sequence[str]) -> dict[str, Change]:
         """Backends without generations: the projects among ``project_ids`` changed since the
-        previous call, each with a time no earlier than its change was seen (the first call, and
-        wherever the backend cannot vouch, scan in full: the newest mtime/ctime). Empty on
-        backends with generations."""
+        previous call, each with its newest change (:class:`agent.backends.dirwatch.Change`: the
+        file time it was made at, and a moment no earlier than it; the first call, and wherever
+        the backend cannot vouch, scan in full: the newest mtime/ctime). Empty on backends with
+        generations."""
 
     async def last_modified(self, project_id: str) -> float | None:
         """The newest mtime/ctime in the project's trees (a scan), for backends without

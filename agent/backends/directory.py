@@ -128,13 +128,13 @@ class DirectoryBackend(ProjectLayout):
     async def generations(self, project_ids: Sequence[str]) -> dict[str, Generation | errors.BucketsError]:
         return {}
 
-    async def changes(self, project_ids: Sequence[str]) -> dict[str, float]:
+    async def changes(self, project_ids: Sequence[str]) -> dict[str, dirwatch.Change]:
         """Projects among ``project_ids`` changed since the previous call, and when (see
         :meth:`agent.backends.dirwatch.ChangeWatcher.changes`); the first call scans them all."""
         async with self._watching:
             return await asyncio.to_thread(self._changes, list(project_ids))
 
-    def _changes(self, project_ids: list[str]) -> dict[str, float]:
+    def _changes(self, project_ids: list[str]) -> dict[str, dirwatch.Change]:
         if self._watcher is None:
             self._watcher = dirwatch.ChangeWatcher(lambda p: (self.home(p), self.persist(p)),
                                                    max_watches=self._max_watches)

@@ -98,6 +98,47 @@ class WatchStats:
     unwatchable: int = 0
 
 
+# How far after its file time a change is taken to have been made. File times come from the
+# kernel's coarse clock, up to a tick behind the clock a backup's capture is read from; a slack
+# here would make every write in the tick before a capture look unprotected after it (an extra
+# backup each time). None is added, as the scans always compared: a write within a tick after a
+# capture is still read by the engine, which starts reading files well after that (its process
+# start alone takes longer than a tick).
+FILE_CLOCK_SLACK = 0.0
+
+
+@dataclass(frozen=True)
+class Change:
+    """A project's change as :meth:`ChangeWatcher.changes` saw it: ``since``, the file time of the
+    newest change (the moment it was made, for its age), and ``when``, a moment no earlier than
+    that change (what decides whether a backup captured after it holds it)."""
+
+    since: float
+    when: float
+
+    @classmethod
+    def seen(cls, file_time: float | None, now: float) -> "Change":
+        """A change with the file time ``file_time`` (None: unknown) whose event or scan was read
+        by ``now``: it was made before ``now`` and at most the slack after its file time."""
+        if file_time is None:
+            return cls(since=now, when=now)
+        return cls(since=file_time, when=min(now, file_time + FILE_CLOCK_SLACK))
+
+
+def _change_time(directory: str | None, name: str) -> float | None:
+    """The file time (newest of mtime and ctime) of what an event on ``name`` in ``directory``
+    changed: the entry's, or the directory's when the entry is gone (a removal changes it)."""
+    if directory is None:
+        return None
+    for path in ((os.path.join(directory, name),) if name else ()) + (directory,):
+        try:
+            st = os.lstat(path)
+        except OSError:
+            continue
+        return max(st.st_mtime, st.st_ctime)
+    return None
+
+
 class ChangeWatcher:
     """Takes a function giving a project's trees (home, persist) and an optional budget of
     watches; ``max_watches`` None = as many as the kernel allows."""
@@ -135,13 +176,13 @@ class ChangeWatcher:
 
     # ------------------------------------------------------------ one cycle
 
-    def changes(self, project_ids: Iterable[str], *, now: float | None = None) -> dict[str, float]:
+    def changes(self, project_ids: Iterable[str], *, now: float | None = None) -> dict[str, Change]:
         """Projects among ``project_ids`` changed since the previous call, with a time for each:
         when this call saw the change, or, for a project scanned in full, the newest mtime/ctime
         in its trees (only when there are any: an empty scan reports nothing). Projects no longer
         in ``project_ids`` are forgotten."""
         wanted = set(project_ids)
-        seen: set[str] = set()
+        seen: dict[str, float | None] = {}
         rescan: set[str] = set()
         self._drain(seen, rescan)
         # After the drain, never before: every event read was queued by then, so no change is
@@ -155,14 +196,15 @@ class ChangeWatcher:
             state = self._projects.get(project_id)
             if state is None or state.roots != self._root_ids(project_id):
                 rescan.add(project_id)
-        found = {project_id: now for project_id in seen if project_id in wanted and project_id not in rescan}
+        found = {project_id: Change.seen(stamp, now) for project_id, stamp in seen.items()
+                 if project_id in wanted and project_id not in rescan}
         for project_id in (rescan | self.unwatched) & wanted:
             newest = self._watch(project_id)
             if newest > 0:
-                found[project_id] = newest
+                found[project_id] = Change.seen(newest, now)
         return found
 
-    def _drain(self, seen: set[str], rescan: set[str]) -> None:
+    def _drain(self, seen: dict[str, float | None], rescan: set[str]) -> None:
         """Read every queued event: changed projects into ``seen``, ones whose watches can no
         longer be trusted into ``rescan``."""
         if self._fd < 0:
@@ -175,7 +217,7 @@ class ChangeWatcher:
             for event in parse_events(buffer):
                 self._handle(event, seen, rescan)
 
-    def _handle(self, event: Event, seen: set[str], rescan: set[str]) -> None:
+    def _handle(self, event: Event, seen: dict[str, float | None], rescan: set[str]) -> None:
         if event.mask & IN_Q_OVERFLOW:
             # Events were lost: nothing said since the last call can be trusted to be complete.
             self.stats.overflows += 1
@@ -188,7 +230,10 @@ class ChangeWatcher:
             return
         if project_id is None:
             return  # a watch already removed (a tree swapped out, a project forgotten)
-        seen.add(project_id)
+        stamp = _change_time(self._wd_path.get(event.wd), event.name)
+        known = seen.get(project_id, 0.0)
+        # None: a change whose file time cannot be read (only "before now" is known).
+        seen[project_id] = None if stamp is None or known is None else max(known, stamp)
         moved_dir = event.mask & IN_ISDIR and event.mask & (IN_MOVED_FROM | IN_MOVED_TO)
         if moved_dir or (event.wd in self._root_wds and event.mask & (IN_MOVE_SELF | IN_DELETE_SELF)):
             # The tree's watches name stale paths (or watch a tree no longer the project's).

@@ -260,3 +260,27 @@ def test_known_snapshot_matches_short_and_full_ids_in_one_repository(tmp_path: P
     journal.forget_project(P1, "/r")
     assert journal.known_snapshot("/r", full) is None
     journal.close()
+
+
+def test_a_version_3_journal_gains_the_schedule_state_and_keeps_it(tmp_path: Path) -> None:
+    path = tmp_path / "old.sqlite"
+    Journal(path).close()
+    db = sqlite3.connect(path)
+    db.executescript("DROP TABLE schedule_state; UPDATE meta SET value='3' WHERE key='schema_version';")
+    db.commit()
+    db.close()
+    journal = Journal(path)
+    assert journal.schedule_states() == {}
+    journal.record_schedule_outcome(P1, attempt=10.0, operation_id="op-1",
+                                    error=OperationError("FAILED_PRECONDITION", "wrong password"), next_attempt=11.0)
+    journal.record_schedule_outcome(P1, attempt=11.0, operation_id="op-2",
+                                    error=OperationError("FAILED_PRECONDITION", "wrong password"), next_attempt=13.0)
+    journal.close()
+    reopened = Journal(path)
+    state = reopened.schedule_state(P1)
+    assert (state["failures"], state["next_attempt"], state["last_operation"]) == (2, 13.0, "op-2")
+    assert state["last_error"] == {"code": "FAILED_PRECONDITION", "message": "wrong password"}
+    reopened.record_schedule_outcome(P1, attempt=13.0, operation_id="op-3", error=None, next_attempt=None)
+    assert reopened.schedule_state(P1)["failures"] == 0 and reopened.schedule_state(P1)["last_error"] is None
+    reopened.forget_project(P1)
+    assert reopened.schedule_state(P1) is None

@@ -103,7 +103,8 @@ def test_version_2_journal_gains_the_precopies_table(tmp_path: Path) -> None:
     db.commit()
     db.close()
     journal = Journal(path)
-    assert journal._db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0] == str(SCHEMA_VERSION)
+    version = journal._db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0]
+    assert version == str(SCHEMA_VERSION)
     assert journal.precopies() == []
 
 

@@ -10,7 +10,7 @@ import pytest
 
 from agent import rpo
 from agent.freshness import freshness
-from agent.journal import Journal
+from agent.journal import SCHEMA_VERSION, Journal
 from agent.model import OperationKind, OperationRecord, OperationState
 from agent.rpo import ProjectAge
 
@@ -230,7 +230,7 @@ def test_version_3_journal_is_migrated_with_conservative_unprotected_times(tmp_p
     assert since(journal, P1) == 100.0  # dirty: changed at some moment after the last backup
     assert since(journal, P2) is None
     assert since(journal, P3) == 70.0  # never backed up
-    assert journal._db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0] == "4"
+    assert journal._db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0] == str(SCHEMA_VERSION)
     journal.close()
 
 
