@@ -104,6 +104,21 @@ def _objects(client, spec: S3Spec):
         yield from page.get("Contents", [])
 
 
+def names_under(spec: S3Spec, directory: str, prefix: str = "") -> list[str]:
+    """The names of the objects in the repository's ``directory`` (e.g. "snapshots") that
+    start with ``prefix``: one LIST request per thousand. Raises a BucketsError."""
+    root = spec.root.strip("/")
+    where = f"{root}/{directory}/" if root else f"{directory}/"
+    client = _client(spec)
+    try:
+        names = []
+        for page in client.get_paginator("list_objects_v2").paginate(Bucket=spec.bucket, Prefix=where + prefix):
+            names += [item["Key"][len(where):] for item in page.get("Contents", [])]
+        return names
+    except Exception as exc:
+        raise _translate(exc, f"listing {spec.bucket}/{where}") from None
+
+
 def repository_size(spec: S3Spec) -> tuple[int, int]:
     """Return (bytes, objects) stored under the repository's root."""
     client = _client(spec)

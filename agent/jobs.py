@@ -19,8 +19,8 @@ from typing import Sequence
 
 import structlog
 
-from agent import buckets, errors, fsops, live_tree, placing, precopies, project_paths, s3_access, sentinel
-from agent import tree_compare, undo, usertree
+from agent import buckets, concurrently, errors, fsops, live_tree, placing, precopies, project_paths, s3_access
+from agent import sentinel, tree_compare, undo, usertree
 from agent import freshness as fresh
 from agent.backends.base import Backend, Staging, remove_fd_view
 from agent.config import RestoreConfig
@@ -41,6 +41,9 @@ LAYOUT = "v2"
 SUBPATH_SCOPE_TAG = "scope=subpath"
 FULL_ID_LENGTH = 64
 RESTORE_POLL_INTERVAL = 0.5
+# The staged-size poller waits this many times as long as its last walk took (see
+# report_restore_progress): its walks take at most about 1/40 of one core.
+RESTORE_WALK_SPACING = 40.0
 
 
 class SnapshotCounts:
@@ -294,7 +297,6 @@ async def restore(
             resolved = await find_snapshot(services, repo, owner, snapshot_id)
             require_whole(resolved, owner)
             snapshot_id = resolved.id
-        dirty, pre_restore = await protect_unsaved(context, services, repo, force=force)
     # An engine that reports its restore progress (restic >= 0.17: restore --json) is listened to.
     engine_reports = RESTORE_PROGRESS in await services.engine.features()
     lookup: asyncio.Task | None = None
@@ -324,13 +326,18 @@ async def restore(
     if known is None:
         size_task = asyncio.create_task(services.engine.restore_size(repo, snapshot_id))
     context.set_recovery(staging=context.operation_id, snapshot_id=snapshot_id)
+    # The check for unsaved changes (a scan of the whole home on the directory backend, and a
+    # pre-restore backup when it finds any) runs beside the engine: the engine writes only
+    # staging, and nothing is swapped in before the check passed (or refused, which stops the
+    # engine and discards the staging).
+    protection = asyncio.create_task(protect_unsaved(context, services, repo, force=force)) if replaces else None
     try:
         staging = await backend.prepare_staging(project_id, context.operation_id)
     except BaseException:
-        for task in (lookup, size_task):
+        for task in (lookup, size_task, protection):
             if task is not None:
                 task.cancel()
-        await asyncio.gather(*(t for t in (lookup, size_task) if t is not None), return_exceptions=True)
+        await asyncio.gather(*(t for t in (lookup, size_task, protection) if t is not None), return_exceptions=True)
         await backend.discard_staging(context.operation_id)
         raise
     # For an engine that does not report its restore progress itself the staged tree is measured.
@@ -340,12 +347,16 @@ async def restore(
     outcome = SwapOutcome()
     try:
         context.progress("restore", message=f"restoring snapshot {snapshot_id[:8]}")
+        if engine_reports:
+            engine_run = services.engine.restore(repo, snapshot_id, staging.view,
+                                                 on_status=functools.partial(restore_status, context))
+        else:
+            engine_run = services.engine.restore(repo, snapshot_id, staging.view)
         try:
-            if engine_reports:
-                await services.engine.restore(repo, snapshot_id, staging.view,
-                                              on_status=functools.partial(restore_status, context))
+            if protection is None:
+                await engine_run
             else:
-                await services.engine.restore(repo, snapshot_id, staging.view)
+                _, (dirty, pre_restore) = await concurrently.first_error(engine_run, protection)
         except errors.BucketsError:
             if lookup is not None:
                 await lookup  # when the snapshot is missing or the password wrong, that error says it best
@@ -360,7 +371,7 @@ async def restore(
         await swap_restored(context, services, repo, staging, snapshot=snapshot, owner=owner, replaces=replaces,
                             pre_restore=pre_restore, total=total, outcome=outcome)
     finally:
-        helpers = [task for task in (poller, writer, size_task, lookup) if task is not None]
+        helpers = [task for task in (poller, writer, size_task, lookup, protection) if task is not None]
         for task in helpers:
             task.cancel()
         with contextlib.suppress(BaseException):
@@ -631,12 +642,20 @@ def restore_status(context: OperationContext, status: RestoreStatus) -> None:
 
 
 async def report_restore_progress(context: OperationContext, project, persist, size_task: asyncio.Task) -> None:
+    """Restore progress events from the size of the staged trees, for an engine that reports
+    none itself; runs until cancelled. A walk costs in proportion to what is staged so far, so
+    the next one waits :data:`RESTORE_WALK_SPACING` times as long as the last took (at least
+    :data:`RESTORE_POLL_INTERVAL`): the walks take a bounded share of the restore's time,
+    whatever the project's size."""
     started = time.monotonic()
+    delay = RESTORE_POLL_INTERVAL
     while True:
-        await asyncio.sleep(RESTORE_POLL_INTERVAL)
+        await asyncio.sleep(delay)
+        walk_began = time.monotonic()
         done_bytes, done_files = await asyncio.to_thread(
             lambda: tuple(map(sum, zip(tree_size(project), tree_size(persist))))
         )
+        delay = max(RESTORE_POLL_INTERVAL, RESTORE_WALK_SPACING * (time.monotonic() - walk_began))
         total = size_task.result() if size_task.done() and not size_task.exception() else None
         elapsed = time.monotonic() - started
         rate = done_bytes / elapsed if elapsed > 0 else 0.0

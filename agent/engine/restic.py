@@ -15,7 +15,7 @@ from typing import Callable, Sequence
 
 import structlog
 
-from agent import errors, s3_access
+from agent import buckets, errors, s3_access
 from agent.backends.base import EngineView
 from agent.engine import restic_args as ra
 from agent.engine.base import (
@@ -204,6 +204,11 @@ class ResticEngine:
             elif isinstance(parsed, ra.BackupItemError):
                 item_errors.append(f"{parsed.item}: {parsed.message}")
 
+        if init_missing and repo.kind == "local" and not os.path.lexists(repo.location):
+            # Surely no repository yet: initialised first, not after a backup run that would
+            # only find it missing (a process start and a repository open less).
+            await self.init(repo)
+            init_missing = False
         argv = [
             *view.wrapper,
             *ra.backup_args(self.binary, self._common(repo), paths=ra.backup_paths(subpath), host=host, tags=tags),
@@ -232,6 +237,8 @@ class ResticEngine:
         if not summary.snapshot_id or len(summary.snapshot_id) == 64:
             return summary
         found = _local_snapshot_ids(repo, summary.snapshot_id)
+        if found is None:
+            found = await _s3_snapshot_ids(repo, summary.snapshot_id)
         if found is None:
             found = [s.id for s in await self.snapshots(repo, ids=[summary.snapshot_id])]
         if len(found) != 1 or not found[0].startswith(summary.snapshot_id):
@@ -469,6 +476,21 @@ class ResticEngine:
             f"{error.message}: damaged pack(s) {', '.join(p[:8] for p in packs)}; affected snapshot(s): {named}",
             detail=error.detail,
         )
+
+
+async def _s3_snapshot_ids(repo: Repository, prefix: str) -> list[str] | None:
+    """The full ids of an S3 repository's snapshots starting with ``prefix``, from one LIST of
+    its ``snapshots/`` objects (as :func:`_local_snapshot_ids` for a local one). None when the
+    repository is not on S3, the listing fails, or it does not show exactly one (a store whose
+    listing lags behind its writes): the caller then asks restic."""
+    if repo.s3 is None:
+        return None
+    try:
+        names = await asyncio.to_thread(buckets.names_under, repo.s3, "snapshots", prefix)
+    except errors.BucketsError:
+        return None
+    found = ra.snapshot_ids_with_prefix(names, prefix)
+    return found if len(found) == 1 else None
 
 
 def _local_snapshot_ids(repo: Repository, prefix: str) -> list[str] | None:
