@@ -226,6 +226,10 @@ class Engine(Protocol):
         with ``subpath`` (relative, normalised, checked by the caller) only
         ``project/<subpath>``, stored at that path; initialising a missing repository first."""
 
+    async def keep_key(self, repo: Repository) -> None:
+        """Prepare the runs on ``repo`` that follow soon to skip deriving the key from the password,
+        where the engine can (rustic: its master key kept for a while); nothing where it cannot."""
+
     async def snapshots(self, repo: Repository, *, host: str | None = None, ids: Sequence[str] = ()) -> list[Snapshot]:
         """Snapshots, filtered by host or ids; NotFound for a missing repository."""
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import os
 import secrets as token
@@ -312,21 +313,52 @@ class RusticEngine:
             if status is not None:
                 on_status(status)
 
-        result = await self._run(
-            repo,
-            lambda p: rua.backup_args(
-                self.binary, p, features=feats, paths=[source], host=host, tags=tags,
+        def argv(profile: str, *, init: bool) -> list[str]:
+            return rua.backup_args(
+                self.binary, profile, features=feats, paths=[source], host=host, tags=tags,
                 as_path=as_path, json_progress=json_progress,
                 # Without progress output the pre-scan only costs time.
                 no_scan=not json_progress and "no-scan" in feats,
-                init=True,
-            ),
-            action="backup",
-            view=view,
-            on_stdout_line=on_line if json_progress else None,
-            capture_stdout=True,
+                init=init,
+            )
+
+        run = functools.partial(self._run_once, repo, action="backup", view=view,
+                                on_stdout_line=on_line if json_progress else None, capture_stdout=True, niceness=0)
+        kept = self._kept_master_key(repo)
+        if kept is not None:
+            # The key kept for this repository and password spares the password's KDF (most of a
+            # small backup's time: a move's catch-up after the freeze). Never with --init: rustic
+            # would make a repository with no key file, which no password opens.
+            try:
+                result = await run(lambda p: argv(p, init=False), master_key=kept, report=False)
+                return BackupOutcome(summary=rua.parse_backup_output(result.stdout), warnings=())
+            except errors.BucketsError as exc:
+                detail = exc.detail or ""
+                if not (rua.key_refused(detail) or rua.repository_missing(detail)):
+                    if self._on_failure is not None:
+                        self._on_failure(exc)
+                    raise
+            # Made anew or removed since the key was kept: with the password (and --init) as always.
+            self._forget_master_key(repo)
+            log.info("rustic.kept_key_refused", repository=repo.display, action="backup")
+        result = await self._run(
+            repo, lambda p: argv(p, init=True), action="backup", view=view,
+            on_stdout_line=on_line if json_progress else None, capture_stdout=True,
         )
         return BackupOutcome(summary=rua.parse_backup_output(result.stdout), warnings=())
+
+    async def keep_key(self, repo: Repository) -> None:
+        """Read and keep the repository's master key (``cat masterkey``, one password KDF) unless
+        one kept for it is still fresh, so that the runs that follow within
+        :data:`MASTER_KEY_SECONDS` (a move's catch-up backup after its freeze, say) skip the KDF.
+        Raises a BucketsError (wrong password, no repository, ...)."""
+        if self._kept_master_key(repo) is not None:
+            return
+        # Not reported as a failure of the repository: whatever fails here, the backup beside it meets.
+        result = await self._run_once(repo, lambda p: rua.cat_masterkey_args(self.binary, p), action="cat",
+                                      view=None, on_stdout_line=None, capture_stdout=True, niceness=0,
+                                      master_key=None, report=False)
+        self._keep_master_key(repo, rua.parse_masterkey(result.stdout))
 
     async def snapshots(self, repo: Repository, *, host: str | None = None, ids: Sequence[str] = ()) -> list[Snapshot]:
         result = await self._run(

@@ -1175,6 +1175,16 @@ def key_refused(stderr: str) -> bool:
     return bool(_KEY_REFUSED.search(_ANSI_CSI.sub("", stderr)))
 
 
+_REPOSITORY_MISSING = re.compile(r"No repository config file found|\bNoSuchBucket\b")
+
+
+def repository_missing(stderr: str) -> bool:
+    """Whether rustic's ``stderr`` says there is no repository where the profile points (no
+    config file, or no bucket): what a run with a kept master key meets once the repository was
+    removed (the same messages :data:`STDERR_RULES` maps to NotFound)."""
+    return bool(_REPOSITORY_MISSING.search(_ANSI_CSI.sub("", stderr)))
+
+
 def check_restore_output(stdout: str) -> None:
     """Return when ``rustic restore``'s stdout ends its run with "restore done."; raise
     :class:`agent.errors.Internal` otherwise (a stopped restore exits 0 without it)."""

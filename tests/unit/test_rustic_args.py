@@ -1035,3 +1035,13 @@ def test_a_refused_master_key_is_told_from_damaged_data() -> None:
     assert not rua.key_refused(sample("restore_mac_failure_v0.9.5.stderr"))
     assert not rua.key_refused(sample("wrong_password_v0.11.4.stderr"))
     assert not rua.key_refused("")
+
+
+def test_a_missing_repository_is_told_from_other_failures() -> None:
+    # What a backup with a kept master key meets once its repository was removed: it is then made
+    # again with the password (never with --init on the key).
+    assert rua.repository_missing(sample("no_repository_v0.11.4.stderr"))
+    assert rua.repository_missing(sample("s3_no_bucket_v0.10.3.stderr"))
+    assert not rua.repository_missing(sample("stale_master_key_v0.11.4.stderr"))
+    assert not rua.repository_missing(sample("wrong_password_v0.11.4.stderr"))
+    assert not rua.repository_missing("")
