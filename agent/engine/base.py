@@ -188,6 +188,10 @@ RESTORE_OVER = "restore-over"
 # The feature of an engine that can tell the content difference of two snapshots (Engine.diff)
 # and restore a list of paths of a snapshot (Engine.restore_paths).
 SNAPSHOT_DIFF = "snapshot-diff"
+# The feature of an engine that restores a list of paths in one run reading only them
+# (Engine.restore_paths): bringing a tree to another snapshot then costs what differs, where a
+# restore over the tree compares every file of it.
+RESTORE_PATHS = "restore-paths"
 # The feature of an engine whose restore reports its own progress (restore's ``on_status``).
 RESTORE_PROGRESS = "restore-json-progress"
 

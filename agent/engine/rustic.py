@@ -483,12 +483,20 @@ class RusticEngine:
     async def restore_paths(
         self, repo: Repository, snapshot_id: str, paths: Sequence[str], view: EngineView,
     ) -> None:
-        """Each of ``paths`` with :meth:`restore_path` (one rustic run per path). Raises a
-        BucketsError."""
+        """The snapshot's exact ``paths`` (absolute), each with its metadata and everything below
+        it, into ``view.root`` as the snapshot root, in one rustic run per
+        :func:`rua.restore_paths_batches` batch (:func:`rua.restore_paths_args`): nothing else of
+        the tree is compared or touched; the directories the paths lie in must exist. Judged by
+        "restore done.". Raises ValueError for a path no glob spells, a BucketsError."""
         if SNAPSHOT_DIFF not in await self._features():
             raise errors.Unimplemented(f"rustic {await self.version()} is not known to restore a list of paths")
-        for path in paths:
-            await self.restore_path(repo, snapshot_id, path, view)
+        for batch in rua.restore_paths_batches(list(paths)):
+            result = await self._run(
+                repo, lambda p, batch=batch: rua.restore_paths_args(self.binary, p, snapshot_id=snapshot_id,
+                                                                    paths=batch, target=str(view.root)),
+                action="restore", view=view, capture_stdout=True,
+            )
+            rua.check_restore_output(result.stdout)
 
     async def find(self, repo: Repository, snapshot_id: str, paths: Sequence[str]) -> list[TreeNode]:
         """The nodes at ``paths`` with their symlink targets, and everything below those that are
