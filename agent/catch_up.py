@@ -10,14 +10,16 @@ What differs is the engine's content diff of the two snapshots (:meth:`Engine.di
 their data blob ids, so a file whose content changed with its size and mtime kept is found).
 How, by what the engine can (:func:`way_for`):
 
-- ``"restore-over"`` (rustic, restic >= 0.17): :meth:`Engine.restore_over` over the staged
-  trees. Those engines keep a file whose size and mtime match the snapshot; a file whose content
+- ``"restore-over"`` (restic >= 0.17; rustic without a base, or for a name its listing cannot
+  spell): :meth:`Engine.restore_over` over the staged trees. Those engines keep a file whose size and mtime match the snapshot; a file whose content
   changed between the two snapshots with its size and mtime kept would survive with the old
   content, so the entries whose content or type differs (and symlinks whose node changed: a
   changed target is only "metadata" to restic's diff) are removed from the staging first
   (:func:`invalidation`).
-- ``"diff"`` (restic < 0.17): the entries the two snapshots differ in are removed from the
-  staging and restored from the new snapshot (:meth:`Engine.restore_paths`); the entries whose
+- ``"diff"`` (restic < 0.17, and rustic, which restores a list of paths in one run reading and
+  comparing nothing else, where its restore over the trees compares every file): the entries
+  the two snapshots differ in are removed from the staging and restored from the new snapshot
+  (:meth:`Engine.restore_paths`); the entries whose
   metadata alone changed, and every directory above a removed or restored entry, get the new
   snapshot's mode, owner and mtime (ns) from its listing (:func:`diff_plan`). restic does not
   restore the metadata of a directory it only passes through, and removing or creating an
