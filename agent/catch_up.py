@@ -10,14 +10,16 @@ What differs is the engine's content diff of the two snapshots (:meth:`Engine.di
 their data blob ids, so a file whose content changed with its size and mtime kept is found).
 How, by what the engine can (:func:`way_for`):
 
-- ``"restore-over"`` (rustic, restic >= 0.17): :meth:`Engine.restore_over` over the staged
-  trees. Those engines keep a file whose size and mtime match the snapshot; a file whose content
+- ``"restore-over"`` (restic >= 0.17; rustic without a base, or for a name its listing cannot
+  spell): :meth:`Engine.restore_over` over the staged trees. Those engines keep a file whose size and mtime match the snapshot; a file whose content
   changed between the two snapshots with its size and mtime kept would survive with the old
   content, so the entries whose content or type differs (and symlinks whose node changed: a
   changed target is only "metadata" to restic's diff) are removed from the staging first
   (:func:`invalidation`).
-- ``"diff"`` (restic < 0.17): the entries the two snapshots differ in are removed from the
-  staging and restored from the new snapshot (:meth:`Engine.restore_paths`); the entries whose
+- ``"diff"`` (restic < 0.17, and rustic, which restores a list of paths in one run reading and
+  comparing nothing else, where its restore over the trees compares every file): the entries
+  the two snapshots differ in are removed from the staging and restored from the new snapshot
+  (:meth:`Engine.restore_paths`); the entries whose
   metadata alone changed, and every directory above a removed or restored entry, get the new
   snapshot's mode, owner and mtime (ns) from its listing (:func:`diff_plan`). restic does not
   restore the metadata of a directory it only passes through, and removing or creating an
@@ -40,7 +42,7 @@ from agent import errors, usertree
 from agent.concurrently import first_error
 from agent.backends.base import Staging
 from agent.engine.base import (
-    RESTORE_OVER, SNAPSHOT_DIFF, DiffEntry, Engine, RestoreStatus, RestoreSummary, TreeNode,
+    RESTORE_OVER, RESTORE_PATHS, SNAPSHOT_DIFF, DiffEntry, Engine, RestoreStatus, RestoreSummary, TreeNode,
 )
 from agent.repository import Repository
 
@@ -53,10 +55,15 @@ ROOTS = {"project": "project", "persist": "persist"}
 
 def way_for(features: frozenset[str], *, base_snapshot_id: str | None) -> str | None:
     """How staged trees can be brought to another snapshot with an engine of ``features``:
-    ``"restore-over"`` (needs "restore-over", and with a base "snapshot-diff" too, to invalidate
-    what the engine's size+mtime check would keep), ``"diff"`` (needs the snapshot the trees hold
-    whole, ``base_snapshot_id``, and "snapshot-diff"), or None when only a whole restore into
-    fresh trees can (e.g. restic < 0.17 continuing an unfinished restore, which has no base)."""
+    ``"diff"`` first when the engine restores a list of paths in one run ("restore-paths",
+    rustic: the cost is then what differs, where a restore over the trees compares every file),
+    else ``"restore-over"`` (needs "restore-over", and with a base "snapshot-diff" too, to
+    invalidate what the engine's size+mtime check would keep), ``"diff"`` (needs the snapshot the
+    trees hold whole, ``base_snapshot_id``, and "snapshot-diff"), or None when only a whole
+    restore into fresh trees can (e.g. restic < 0.17 continuing an unfinished restore, which has
+    no base)."""
+    if base_snapshot_id is not None and SNAPSHOT_DIFF in features and RESTORE_PATHS in features:
+        return DIFF_WAY
     if RESTORE_OVER in features and (base_snapshot_id is None or SNAPSHOT_DIFF in features):
         return RESTORE_OVER_WAY
     if base_snapshot_id is not None and SNAPSHOT_DIFF in features:
@@ -308,11 +315,19 @@ async def bring_to(
     on restic >= 0.17). Raises Unimplemented when the engine has no way (:func:`way_for`), a
     BucketsError on failure (the staging is then in no known state: the caller restores whole
     or discards it)."""
-    way = way_for(await engine.features(), base_snapshot_id=base_snapshot_id)
+    features = await engine.features()
+    way = way_for(features, base_snapshot_id=base_snapshot_id)
+    changes: Sequence[DiffEntry] | None = None
+    if way == DIFF_WAY and RESTORE_OVER in features:
+        assert base_snapshot_id is not None
+        changes = await engine.diff(repo, base_snapshot_id, snapshot_id)
+        if not all(spelled(change.path) for change in changes):
+            way = RESTORE_OVER_WAY  # a name the listing could not spell exactly: no path can name it
     if way == RESTORE_OVER_WAY:
-        changes: Sequence[DiffEntry] = ()
         if base_snapshot_id is not None:
-            changes = await _invalidate(engine, repo, staging, base_snapshot_id, snapshot_id)
+            changes = await _invalidate(engine, repo, staging, base_snapshot_id, snapshot_id, changes)
+        else:
+            changes = ()
         summary = await engine.restore_over(repo, snapshot_id, staging.view, on_status=on_status)
         if summary.files_restored and not summary.bytes_restored and changes:
             # The engine counts files only (rustic): the files the diff names are what it had to write.
@@ -320,7 +335,7 @@ async def bring_to(
         return summary
     if way == DIFF_WAY:
         assert base_snapshot_id is not None
-        return await _bring_by_diff(engine, repo, staging, base_snapshot_id, snapshot_id)
+        return await _bring_by_diff(engine, repo, staging, base_snapshot_id, snapshot_id, changes)
     raise errors.Unimplemented(f"{engine.name} {await engine.version()} cannot bring a restored tree to another "
                                "snapshot incrementally")
 
@@ -337,10 +352,18 @@ def _staged_symlinks(trees: _StagedTrees, changes: Sequence[DiffEntry]) -> list[
     return found
 
 
-async def _invalidate(engine: Engine, repo: Repository, staging: Staging, base: str, new: str) -> list[DiffEntry]:
-    """Remove from the staging what the restore-over engine must write anew (:func:`invalidation`);
-    returns the diff."""
-    changes = await engine.diff(repo, base, new)
+def spelled(path: str) -> bool:
+    """Whether snapshot path ``path`` names its entry exactly: not when the engine's listing
+    replaced bytes of a name that are no UTF-8 (U+FFFD), which no path given back to it matches."""
+    return "\ufffd" not in path
+
+
+async def _invalidate(engine: Engine, repo: Repository, staging: Staging, base: str, new: str,
+                      changes: Sequence[DiffEntry] | None = None) -> Sequence[DiffEntry]:
+    """Remove from the staging what the restore-over engine must write anew (:func:`invalidation`)
+    by the diff ``changes`` (read here when None); returns the diff."""
+    if changes is None:
+        changes = await engine.diff(repo, base, new)
     trees = _StagedTrees(staging)
     try:
         try:
@@ -353,9 +376,13 @@ async def _invalidate(engine: Engine, repo: Repository, staging: Staging, base: 
         trees.close()
 
 
-async def _bring_by_diff(engine: Engine, repo: Repository, staging: Staging, base: str, new: str) -> RestoreSummary:
-    # Both read without a lock: one run's wait (restic 0.14 derives its key each run) instead of two.
-    changes, listed = await first_error(engine.diff(repo, base, new), engine.listing(repo, new))
+async def _bring_by_diff(engine: Engine, repo: Repository, staging: Staging, base: str, new: str,
+                         changes: Sequence[DiffEntry] | None = None) -> RestoreSummary:
+    if changes is None:
+        # Both read without a lock: one run's wait (restic 0.14 derives its key each run) instead of two.
+        changes, listed = await first_error(engine.diff(repo, base, new), engine.listing(repo, new))
+    else:
+        listed = await engine.listing(repo, new)
     nodes = {n.path: n for n in listed}
     symlinks = [c.path for c in changes if c.change == "metadata" and nodes.get(c.path) is not None
                 and nodes[c.path].type == "symlink"]

@@ -223,9 +223,22 @@ async def backup(
                                     check_link=False)
         context.progress("scan", message=f"backing up {'project/' + subpath if subpath else 'the project'} "
                                          f"to {repo.display}")
-        outcome = await services.engine.backup(
-            repo, view, host=project_dir_name(project_id), tags=tags, on_status=on_status, subpath=subpath
-        )
+        keeping = None
+        if purpose == "move" and not await services.backend.is_frozen(project_id):
+            # The catch-up backup after the move's freeze then skips the password's KDF.
+            keeping = asyncio.create_task(_keep_key(services.engine, repo))
+        try:
+            outcome = await services.engine.backup(
+                repo, view, host=project_dir_name(project_id), tags=tags, on_status=on_status, subpath=subpath
+            )
+        except BaseException:
+            if keeping is not None:
+                keeping.cancel()
+                with contextlib.suppress(BaseException):
+                    await keeping
+            raise
+        if keeping is not None:
+            await keeping
     result = outcome.summary
     services.journal.record_snapshot(
         repository=repo.display, snapshot_id=result.snapshot_id, project_id=project_id, tags=tags,
@@ -246,6 +259,14 @@ async def backup(
         duration_seconds=time.monotonic() - started,
         warnings=outcome.warnings,
     )
+
+
+async def _keep_key(engine: Engine, repo: Repository) -> None:
+    """:meth:`Engine.keep_key`, its failure logged only (the backup beside it says what is wrong)."""
+    try:
+        await engine.keep_key(repo)
+    except Exception as exc:  # noqa: BLE001 - a key not kept only costs the next run its KDF
+        log.warning("engine.keep_key_failed", repository=repo.display, error=str(exc))
 
 
 async def _unchanged_since_last_backup(services: Services, repo: Repository, project_id: str) -> str | None:

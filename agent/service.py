@@ -851,12 +851,13 @@ class AgentService:
                 if policy == "refuse":
                     await self._undo_freeze(project_id, cgroup, was_frozen, cgroup_was_frozen)
                 raise
-            held = {w.pid: w.paths for w in await asyncio.to_thread(writers.scan, scope)}
-            stopped += [
-                writers.Stopped(pid=w.pid, uid=w.uid, command=w.command, action="cgroup-frozen",
-                                paths=held.get(w.pid, ()))
-                for w in await asyncio.to_thread(writers.describe_pids, frozen_pids)
-            ]
+            if frozen_pids:  # what the frozen cgroup's processes hold (one more scan of /proc) names them
+                held = {w.pid: w.paths for w in await asyncio.to_thread(writers.scan, scope)}
+                stopped += [
+                    writers.Stopped(pid=w.pid, uid=w.uid, command=w.command, action="cgroup-frozen",
+                                    paths=held.get(w.pid, ()))
+                    for w in await asyncio.to_thread(writers.describe_pids, frozen_pids)
+                ]
         log.info("project.frozen", project_id=project_id, sentinel=checked.path if checked else "",
                  stopped=[(s.pid, s.action, s.command[:80]) for s in stopped], cgroup=str(cgroup or ""))
         scheduled = self.operations.yielding_on(project_id)

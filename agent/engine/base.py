@@ -188,6 +188,10 @@ RESTORE_OVER = "restore-over"
 # The feature of an engine that can tell the content difference of two snapshots (Engine.diff)
 # and restore a list of paths of a snapshot (Engine.restore_paths).
 SNAPSHOT_DIFF = "snapshot-diff"
+# The feature of an engine that restores a list of paths in one run reading only them
+# (Engine.restore_paths): bringing a tree to another snapshot then costs what differs, where a
+# restore over the tree compares every file of it.
+RESTORE_PATHS = "restore-paths"
 # The feature of an engine whose restore reports its own progress (restore's ``on_status``).
 RESTORE_PROGRESS = "restore-json-progress"
 
@@ -225,6 +229,10 @@ class Engine(Protocol):
         """Back up ``view.root``'s ``project`` and ``persist`` as the snapshot's two roots, or
         with ``subpath`` (relative, normalised, checked by the caller) only
         ``project/<subpath>``, stored at that path; initialising a missing repository first."""
+
+    async def keep_key(self, repo: Repository) -> None:
+        """Prepare the runs on ``repo`` that follow soon to skip deriving the key from the password,
+        where the engine can (rustic: its master key kept for a while); nothing where it cannot."""
 
     async def snapshots(self, repo: Repository, *, host: str | None = None, ids: Sequence[str] = ()) -> list[Snapshot]:
         """Snapshots, filtered by host or ids; NotFound for a missing repository."""

@@ -176,6 +176,9 @@ class ResticEngine:
         await self._run(repo, ra.init_args(self.binary, self._common(repo)), action="init")
         log.info("repository.initialised", repository=repo.display)
 
+    async def keep_key(self, repo: Repository) -> None:
+        """Nothing: restic derives the key from the password in every run."""
+
     async def backup(
         self,
         repo: Repository,

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import os
 import secrets as token
@@ -52,6 +53,10 @@ MASTER_KEYS_KEPT = 256
 # its verify) and each reader's memory grows with its repository.
 REPOSITORY_READERS_KEPT = 8
 READER_PACK_BYTES = 8 * 1024 * 1024
+# Parsing a tree blob's JSON costs more than keeping its nodes (a listing of 5,600 nodes: ~0.3 s
+# of parsing on the bench machine), and a move lists the same trees again and again (pre-copy
+# check, catch-up diff, verify): the nodes of the trees parsed last are kept, up to this many.
+TREE_NODES_KEPT = 100_000
 # A kept key stands for a password checked this recently (a rotated repository password stops
 # opening the repository within this time, as it would without the key kept).
 MASTER_KEY_SECONDS = 600.0
@@ -84,6 +89,31 @@ class _TreeBlobCache:
             self._size -= len(dropped)
 
 
+class _ParsedTrees:
+    """The parsed entries of tree blobs by (repository location, tree id, directory path: the
+    nodes' paths depend on it), least recently used dropped first beyond ``limit`` nodes."""
+
+    def __init__(self, limit: int) -> None:
+        self._limit = limit
+        self._size = 0
+        self._entries: OrderedDict[tuple[str, str, str], tuple[rua.TreeEntry, ...]] = OrderedDict()
+
+    def get(self, key: tuple[str, str, str]) -> tuple[rua.TreeEntry, ...] | None:
+        entries = self._entries.get(key)
+        if entries is not None:
+            self._entries.move_to_end(key)
+        return entries
+
+    def put(self, key: tuple[str, str, str], entries: tuple[rua.TreeEntry, ...]) -> None:
+        if len(entries) > self._limit or key in self._entries:
+            return
+        self._entries[key] = entries
+        self._size += len(entries)
+        while self._size > self._limit:
+            _, dropped = self._entries.popitem(last=False)
+            self._size -= len(dropped)
+
+
 class RusticEngine:
     """Takes the rustic binary, the agent's state dir (cache, profiles, HOME) and process limits."""
 
@@ -113,6 +143,7 @@ class RusticEngine:
         self._limits_configured = bool(upload_limit_kib or download_limit_kib)
         self._version: tuple[int, int, int] | None = None
         self._tree_blobs = _TreeBlobCache(TREE_CACHE_BYTES)
+        self._parsed_trees = _ParsedTrees(TREE_NODES_KEPT)
         # (location, password digest) -> master key: a listing then skips the password's KDF.
         self._master_keys: OrderedDict[tuple[str, str], tuple[str, float]] = OrderedDict()
         # Repositories whose tree blobs are read without a process (their index kept).
@@ -338,21 +369,52 @@ class RusticEngine:
             if status is not None:
                 on_status(status)
 
-        result = await self._run(
-            repo,
-            lambda p: rua.backup_args(
-                self.binary, p, features=feats, paths=[source], host=host, tags=tags,
+        def argv(profile: str, *, init: bool) -> list[str]:
+            return rua.backup_args(
+                self.binary, profile, features=feats, paths=[source], host=host, tags=tags,
                 as_path=as_path, json_progress=json_progress,
                 # Without progress output the pre-scan only costs time.
                 no_scan=not json_progress and "no-scan" in feats,
-                init=True,
-            ),
-            action="backup",
-            view=view,
-            on_stdout_line=on_line if json_progress else None,
-            capture_stdout=True,
+                init=init,
+            )
+
+        run = functools.partial(self._run_once, repo, action="backup", view=view,
+                                on_stdout_line=on_line if json_progress else None, capture_stdout=True, niceness=0)
+        kept = self._kept_master_key(repo)
+        if kept is not None:
+            # The key kept for this repository and password spares the password's KDF (most of a
+            # small backup's time: a move's catch-up after the freeze). Never with --init: rustic
+            # would make a repository with no key file, which no password opens.
+            try:
+                result = await run(lambda p: argv(p, init=False), master_key=kept, report=False)
+                return BackupOutcome(summary=rua.parse_backup_output(result.stdout), warnings=())
+            except errors.BucketsError as exc:
+                detail = exc.detail or ""
+                if not (rua.key_refused(detail) or rua.repository_missing(detail)):
+                    if self._on_failure is not None:
+                        self._on_failure(exc)
+                    raise
+            # Made anew or removed since the key was kept: with the password (and --init) as always.
+            self._forget_master_key(repo)
+            log.info("rustic.kept_key_refused", repository=repo.display, action="backup")
+        result = await self._run(
+            repo, lambda p: argv(p, init=True), action="backup", view=view,
+            on_stdout_line=on_line if json_progress else None, capture_stdout=True,
         )
         return BackupOutcome(summary=rua.parse_backup_output(result.stdout), warnings=())
+
+    async def keep_key(self, repo: Repository) -> None:
+        """Read and keep the repository's master key (``cat masterkey``, one password KDF) unless
+        one kept for it is still fresh, so that the runs that follow within
+        :data:`MASTER_KEY_SECONDS` (a move's catch-up backup after its freeze, say) skip the KDF.
+        Raises a BucketsError (wrong password, no repository, ...)."""
+        if self._kept_master_key(repo) is not None:
+            return
+        # Not reported as a failure of the repository: whatever fails here, the backup beside it meets.
+        result = await self._run_once(repo, lambda p: rua.cat_masterkey_args(self.binary, p), action="cat",
+                                      view=None, on_stdout_line=None, capture_stdout=True, niceness=0,
+                                      master_key=None, report=False)
+        self._keep_master_key(repo, rua.parse_masterkey(result.stdout))
 
     async def snapshots(self, repo: Repository, *, host: str | None = None, ids: Sequence[str] = ()) -> list[Snapshot]:
         result = await self._run(
@@ -447,12 +509,20 @@ class RusticEngine:
     async def restore_paths(
         self, repo: Repository, snapshot_id: str, paths: Sequence[str], view: EngineView,
     ) -> None:
-        """Each of ``paths`` with :meth:`restore_path` (one rustic run per path). Raises a
-        BucketsError."""
+        """The snapshot's exact ``paths`` (absolute), each with its metadata and everything below
+        it, into ``view.root`` as the snapshot root, in one rustic run per
+        :func:`rua.restore_paths_batches` batch (:func:`rua.restore_paths_args`): nothing else of
+        the tree is compared or touched; the directories the paths lie in must exist. Judged by
+        "restore done.". Raises ValueError for a path no glob spells, a BucketsError."""
         if SNAPSHOT_DIFF not in await self._features():
             raise errors.Unimplemented(f"rustic {await self.version()} is not known to restore a list of paths")
-        for path in paths:
-            await self.restore_path(repo, snapshot_id, path, view)
+        for batch in rua.restore_paths_batches(list(paths)):
+            result = await self._run(
+                repo, lambda p, batch=batch: rua.restore_paths_args(self.binary, p, snapshot_id=snapshot_id,
+                                                                    paths=batch, target=str(view.root)),
+                action="restore", view=view, capture_stdout=True,
+            )
+            rua.check_restore_output(result.stdout)
 
     async def find(self, repo: Repository, snapshot_id: str, paths: Sequence[str]) -> list[TreeNode]:
         """The nodes at ``paths`` with their symlink targets, and everything below those that are
@@ -634,8 +704,16 @@ class _TreeReader:
             return None
 
     async def entries(self, tree_id: str, directory: str) -> list[rua.TreeEntry]:
-        """The nodes of tree ``tree_id``, the directory at snapshot path ``directory``."""
-        return rua.parse_tree_blob(await self._blob(tree_id), directory)
+        """The nodes of tree ``tree_id``, the directory at snapshot path ``directory`` (parsed
+        once: a tree id names its content for good, and the nodes are immutable)."""
+        parsed = self._parsed(tree_id, directory)
+        if parsed is None:
+            parsed = tuple(rua.parse_tree_blob(await self._blob(tree_id), directory))
+            self._engine._parsed_trees.put((self._repo.location, tree_id, directory), parsed)
+        return list(parsed)
+
+    def _parsed(self, tree_id: str, directory: str) -> tuple[rua.TreeEntry, ...] | None:
+        return self._engine._parsed_trees.get((self._repo.location, tree_id, directory))
 
     async def resolve(self, path: str) -> rua.TreeEntry | None:
         """The node at ``path`` (absolute, not "/"), or None when no such path exists (a component
@@ -659,11 +737,17 @@ class _TreeReader:
         nodes: list[TreeNode] = []
         level = [e for e in start if e.subtree]
         while level:
+            # Trees parsed before need no task (most of them, in a listing after an earlier one).
             # first_error, not a TaskGroup: a failed read is raised as the error it is (DataLoss,
             # Unavailable …), which a TaskGroup would wrap in an ExceptionGroup.
-            levels = await first_error(*(self.entries(e.subtree, e.node.path) for e in level))
+            found = [self._parsed(e.subtree, e.node.path) for e in level]
+            missing = [index for index, cached in enumerate(found) if cached is None]
+            read = await first_error(*(self.entries(level[index].subtree, level[index].node.path)
+                                       for index in missing))
+            for index, entries in zip(missing, read):
+                found[index] = entries
             level = []
-            for children in levels:
+            for children in found:
                 nodes += [c.node for c in children]
                 level += [c for c in children if c.subtree]
             if not recursive:

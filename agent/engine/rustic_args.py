@@ -107,6 +107,9 @@ FEATURES_BY_VERSION: dict[str, tuple[int, int, int]] = {
     # Engine.diff from tree blobs (cat tree-blob: node "content" blob ids, directory "subtree"
     # ids) and Engine.restore_paths; checked on the running 0.11.4 only.
     "snapshot-diff": (0, 11, 4),
+    # Engine.restore_paths in one run: restore of the whole snapshot with a --glob pair per path
+    # reads and writes only those (restore_paths_args); checked on the running 0.11.4 only.
+    "restore-paths": (0, 11, 4),
 }
 
 
@@ -539,6 +542,58 @@ def glob_literal(name: str) -> str:
     out = "".join("\\" + ch if ch in _GLOB_SPECIAL else ch for ch in name)
     stripped = out.rstrip(" ")
     return stripped + "\\ " * (len(out) - len(stripped))
+
+
+def path_glob(path: str) -> str:
+    """``path`` (absolute in a snapshot, not "/") as a rustic ``--glob`` pattern matching exactly
+    it, anchored at the snapshot root (each component :func:`glob_literal`). Raises ValueError
+    for "/" or a component that is not one."""
+    if not isinstance(path, str) or not path.startswith("/") or not path.strip("/"):
+        raise ValueError(f"not a path below the snapshot root: {path!r}")
+    return "/" + "/".join(glob_literal(part) for part in path.strip("/").split("/"))
+
+
+# One restore run's --glob patterns at most (characters): far below argv's limit.
+RESTORE_PATHS_BATCH_CHARS = 64_000
+
+
+def restore_paths_batches(paths: Sequence[str]) -> list[list[str]]:
+    """``paths`` (absolute in a snapshot) split into the batches of :func:`restore_paths_args`
+    runs, at most :data:`RESTORE_PATHS_BATCH_CHARS` characters of patterns each. Raises
+    ValueError as :func:`path_glob`."""
+    batches: list[list[str]] = []
+    current: list[str] = []
+    size = 0
+    for path in paths:
+        length = 2 * len(path_glob(path)) + 3
+        if current and size + length > RESTORE_PATHS_BATCH_CHARS:
+            batches.append(current)
+            current, size = [], 0
+        current.append(path)
+        size += length
+    if current:
+        batches.append(current)
+    return batches
+
+
+def restore_paths_args(binary: str, profile_path: str, *, snapshot_id: str, paths: Sequence[str],
+                       target: str) -> list[str]:
+    """``rustic restore --numeric-id --glob /P --glob /P/** … -- ID TARGET``: the snapshot's
+    exact ``paths`` (absolute) each with its metadata and everything below it, into ``target``
+    as the snapshot root; nothing else of the snapshot is read, written or compared (rustic
+    0.11.4 prints "Files: N to restore, 0 unchanged" with N the files at or below the paths;
+    the directories the paths lie in are left as they are and must exist). Raises ValueError
+    for no paths, an empty target or a path :func:`path_glob` refuses."""
+    if isinstance(paths, str) or not paths:
+        raise ValueError("restore of paths needs at least one path")
+    if not isinstance(target, str) or not target:
+        raise ValueError("restore needs a target directory")
+    _check_snapshot_id(snapshot_id)
+    argv = [*_common(binary, profile_path), "restore", "--numeric-id"]
+    for path in paths:
+        pattern = path_glob(path)
+        argv += ["--glob", pattern, "--glob", pattern + "/**"]
+    return [*argv, "--", snapshot_id, target]
 
 
 _EVERYTHING = re.compile(r"0*100(\.0*)?%")
@@ -1173,6 +1228,16 @@ def key_refused(stderr: str) -> bool:
     key it was given (0.11.4, recorded: ``tests/unit/samples/rustic/stale_master_key_v0.11.4.stderr``):
     a master key of another repository at the same place."""
     return bool(_KEY_REFUSED.search(_ANSI_CSI.sub("", stderr)))
+
+
+_REPOSITORY_MISSING = re.compile(r"No repository config file found|\bNoSuchBucket\b")
+
+
+def repository_missing(stderr: str) -> bool:
+    """Whether rustic's ``stderr`` says there is no repository where the profile points (no
+    config file, or no bucket): what a run with a kept master key meets once the repository was
+    removed (the same messages :data:`STDERR_RULES` maps to NotFound)."""
+    return bool(_REPOSITORY_MISSING.search(_ANSI_CSI.sub("", stderr)))
 
 
 def check_restore_output(stdout: str) -> None:

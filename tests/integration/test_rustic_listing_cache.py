@@ -62,9 +62,9 @@ def test_listings_reuse_the_key_and_the_blobs_but_never_past_the_password(tmp_pa
     source = tmp_path / "source"
     make_tree(source, directories=6)
 
-    async def backup() -> str:
-        outcome = await engine.backup(repo, EngineView(wrapper=(), root=source), host="project-cache",
-                                      tags=["layout=v2"], on_status=lambda status: None)
+    async def backup(by=engine) -> str:
+        outcome = await by.backup(repo, EngineView(wrapper=(), root=source), host="project-cache",
+                                  tags=["layout=v2"], on_status=lambda status: None)
         return outcome.summary.snapshot_id
 
     async def paths(snapshot_id: str, repository: Repository = repo) -> set[str]:
@@ -106,10 +106,11 @@ def test_listings_reuse_the_key_and_the_blobs_but_never_past_the_password(tmp_pa
         assert {s.id for s in await engine.snapshots(repo)} == {first, second}
         assert keyed == [("snapshots", True)]
 
-        # The same place and password, a new repository: the kept key fails, is read again.
+        # The same place and password, a new repository (made by another agent: this driver's
+        # backup would drop its key itself): the kept key fails, is read again.
         shutil.rmtree(repo.location)
         (source / "project" / "d0" / "f.txt").write_text("after the new repository\n")
-        third = await backup()
+        third = await backup(build_engine(RUSTIC, tmp_path / "other-agent"))
         # The kept key is the old repository's: refused, dropped, and the run made with the password.
         keyed.clear()
         assert [s.id for s in await engine.snapshots(repo)] == [third]
@@ -121,6 +122,12 @@ def test_listings_reuse_the_key_and_the_blobs_but_never_past_the_password(tmp_pa
             await paths(first)  # the old repository's snapshot is gone with it
 
     asyncio.run(scenario())
+
+
+def forget_trees(engine) -> None:
+    """The driver keeps no tree blob, nor any tree's parsed nodes, from what it read before."""
+    engine._tree_blobs = type(engine._tree_blobs)(1 << 20)
+    engine._parsed_trees = type(engine._parsed_trees)(100_000)
 
 
 RESTIC_014 = next(engine for engine in ENGINES if engine.id == "restic-0.14-debian")
@@ -147,7 +154,7 @@ def test_a_local_repository_is_listed_from_its_files(writer, tmp_path, monkeypat
     async def listing(snapshot_id: str, *, direct: bool) -> list:
         if not direct:
             monkeypatch.setattr(engine, "_repository_reader", lambda repo: None)
-        engine._tree_blobs = type(engine._tree_blobs)(1 << 20)  # nothing kept from an earlier listing
+        forget_trees(engine)  # nothing kept from an earlier listing
         try:
             return sorted(await engine.listing(repo, snapshot_id), key=lambda node: node.path)
         finally:
@@ -208,17 +215,78 @@ def test_a_repository_in_a_bucket_is_listed_from_its_objects(own_s3_server, tmp_
         monkeypatch.setattr(engine, "_repository_reader", lambda repo: None)
         by_engine = sorted(await engine.listing(repo, snapshot), key=lambda node: node.path)
         monkeypatch.undo()
-        engine._tree_blobs = type(engine._tree_blobs)(1 << 20)
+        forget_trees(engine)
         runs = Counting(engine, monkeypatch)
         direct = sorted(await engine.listing(repo, snapshot), key=lambda node: node.path)
         assert direct == by_engine and "/project/d4/f.txt" in {node.path for node in direct}
         assert "cat tree-blob" not in runs.take()
 
-        engine._tree_blobs = type(engine._tree_blobs)(1 << 20)
+        forget_trees(engine)
         engine._readers.clear()
         server.stop()
         s3_access.forget()  # the bucket is asked again before the engine runs
         with pytest.raises((errors.Unavailable, errors.DeadlineExceeded)):
             await engine.listing(repo, snapshot)
+
+
+def test_a_backup_uses_the_kept_key_and_never_makes_a_repository_without_a_key_file(tmp_path, monkeypatch) -> None:
+    """A backup with the key kept for its repository and password derives no key (the catch-up
+    backup of a move, after its freeze); a repository removed or made anew since is backed up
+    with the password as before, and what a backup made is always opened by the password alone
+    (rustic's --init with a key profile would make a repository without a key file)."""
+    engine = build_engine(RUSTIC, tmp_path / "agent")
+    repo = Repository(kind="local", location=str(tmp_path / "repo"), display="repo", password="backup-key")
+    source = tmp_path / "source"
+    make_tree(source, directories=2)
+    keyed: list[tuple[str, bool]] = []
+    run_once = engine._run_once
+
+    async def recording(repo_, build, **kwargs):
+        keyed.append((kwargs["action"], kwargs["master_key"] is not None))
+        return await run_once(repo_, build, **kwargs)
+
+    monkeypatch.setattr(engine, "_run_once", recording)
+
+    async def backup(by=engine, repository: Repository = repo) -> str:
+        outcome = await by.backup(repository, EngineView(wrapper=(), root=source), host="project-key",
+                                  tags=["layout=v2"], on_status=lambda status: None)
+        return outcome.summary.snapshot_id
+
+    async def opened_by_password(*expected: str) -> None:
+        fresh = build_engine(RUSTIC, tmp_path / f"reader-{len(keyed)}")  # no key kept: the password's KDF
+        assert {s.id for s in await fresh.snapshots(repo)} == set(expected)
+
+    async def scenario() -> None:
+        first = await backup()
+        assert keyed == [("backup", False)]  # no key kept yet
+        keyed.clear()
+        await engine.keep_key(repo)
+        await engine.keep_key(repo)  # kept and fresh: no second run
+        assert keyed == [("cat", False)]
+        keyed.clear()
+        (source / "project" / "d0" / "f.txt").write_text("changed\n")
+        second = await backup()
+        assert keyed == [("backup", True)]
+        await opened_by_password(first, second)
+
+        wrong = Repository(kind="local", location=repo.location, display="repo", password="not-the-password")
+        with pytest.raises(errors.FailedPrecondition):
+            await backup(repository=wrong)  # the key kept is the right password's only
+
+        # Removed since: refused with the key (never --init with it), made with the password.
+        shutil.rmtree(repo.location)
+        keyed.clear()
+        third = await backup()
+        assert keyed == [("backup", True), ("backup", False)]
+        await opened_by_password(third)
+
+        # Made anew by another agent since the key was kept: the key is refused, the password used.
+        await engine.keep_key(repo)
+        shutil.rmtree(repo.location)
+        other = await backup(by=build_engine(RUSTIC, tmp_path / "other-agent"))
+        keyed.clear()
+        fourth = await backup()
+        assert keyed == [("backup", True), ("backup", False)]
+        await opened_by_password(other, fourth)
 
     asyncio.run(scenario())

@@ -14,7 +14,7 @@ from agent import catch_up, errors
 from agent.catch_up import DiffPlan, diff_plan, fetched_figures, invalidation, topmost, way_for
 from agent.engine import restic_args as ra
 from agent.engine import rustic_args as rua
-from agent.engine.base import RESTORE_OVER, SNAPSHOT_DIFF, DiffEntry
+from agent.engine.base import RESTORE_OVER, RESTORE_PATHS, SNAPSHOT_DIFF, DiffEntry
 
 SAMPLES = Path(__file__).parent / "samples" / "restic"
 BASE = "32a481046e511c2b1fadc164abd698387feec1a8545706bab065652dc434ee62"
@@ -211,6 +211,16 @@ def test_way_for() -> None:
     assert way_for(frozenset({SNAPSHOT_DIFF}), base_snapshot_id=BASE) == "diff"
     assert way_for(frozenset({SNAPSHOT_DIFF}), base_snapshot_id=None) is None
     assert way_for(frozenset(), base_snapshot_id=BASE) is None
+    # An engine that restores a list of paths in one run (rustic) takes only what differs.
+    rustic = frozenset({RESTORE_OVER, SNAPSHOT_DIFF, RESTORE_PATHS})
+    assert way_for(rustic, base_snapshot_id=BASE) == "diff"
+    assert way_for(rustic, base_snapshot_id=None) == "restore-over"  # no base: nothing to diff from
+    assert way_for(frozenset({RESTORE_OVER, RESTORE_PATHS}), base_snapshot_id=BASE) is None
+
+
+def test_a_name_the_listing_could_not_spell_is_told() -> None:
+    assert catch_up.spelled("/project/a/b c")
+    assert not catch_up.spelled("/project/a/\ufffdb")
 
 
 def test_topmost() -> None:

@@ -116,6 +116,7 @@ def test_feature_table() -> None:
         "version-command": (0, 11, 3),
         "restore-over": (0, 11, 4),
         "snapshot-diff": (0, 11, 4),
+        "restore-paths": (0, 11, 4),
     }
     assert MIN_SUPPORTED_VERSION == (0, 9, 0)
 
@@ -137,7 +138,7 @@ def test_feature_table() -> None:
             {"as-path", "no-scan", "read-data-subset", "error-codes", "snapshots-group-key-json",
              "check-fails-on-errors", "profile-toml-suffix"},
         ),
-        ((0, 11, 3), set(FEATURES_BY_VERSION) - {"restore-over", "snapshot-diff"}),
+        ((0, 11, 3), set(FEATURES_BY_VERSION) - {"restore-over", "snapshot-diff", "restore-paths"}),
         ((0, 11, 4), set(FEATURES_BY_VERSION)),
         ((1, 0, 0), set(FEATURES_BY_VERSION)),
     ],
@@ -1035,3 +1036,35 @@ def test_a_refused_master_key_is_told_from_damaged_data() -> None:
     assert not rua.key_refused(sample("restore_mac_failure_v0.9.5.stderr"))
     assert not rua.key_refused(sample("wrong_password_v0.11.4.stderr"))
     assert not rua.key_refused("")
+
+
+def test_a_missing_repository_is_told_from_other_failures() -> None:
+    # What a backup with a kept master key meets once its repository was removed: it is then made
+    # again with the password (never with --init on the key).
+    assert rua.repository_missing(sample("no_repository_v0.11.4.stderr"))
+    assert rua.repository_missing(sample("s3_no_bucket_v0.10.3.stderr"))
+    assert not rua.repository_missing(sample("stale_master_key_v0.11.4.stderr"))
+    assert not rua.repository_missing(sample("wrong_password_v0.11.4.stderr"))
+    assert not rua.repository_missing("")
+
+
+def test_restore_paths_args_restore_exactly_the_paths_from_the_snapshot_root() -> None:
+    argv = rua.restore_paths_args(RUSTIC, PROFILE, snapshot_id=SNAP, target="/v",
+                                  paths=["/project/a b/x*y", "/persist/#n"])
+    assert argv[argv.index("restore"):] == [
+        "restore", "--numeric-id",
+        "--glob", "/project/a b/x\\*y", "--glob", "/project/a b/x\\*y/**",
+        "--glob", "/persist/\\#n", "--glob", "/persist/\\#n/**",
+        "--", SNAP, "/v",
+    ]
+    for bad in ([], ["/"], ["project/a"], ["/project/../x"]):
+        with pytest.raises(ValueError):
+            rua.restore_paths_args(RUSTIC, PROFILE, snapshot_id=SNAP, target="/v", paths=bad)
+
+
+def test_restore_paths_are_batched_below_the_argv_limit() -> None:
+    paths = [f"/project/{index:05d}-{'x' * 100}" for index in range(2000)]
+    batches = rua.restore_paths_batches(paths)
+    assert len(batches) > 1 and [p for batch in batches for p in batch] == paths
+    assert all(sum(2 * len(rua.path_glob(p)) + 3 for p in batch) <= rua.RESTORE_PATHS_BATCH_CHARS
+               for batch in batches)
