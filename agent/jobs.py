@@ -19,8 +19,8 @@ from typing import Sequence
 
 import structlog
 
-from agent import buckets, concurrently, errors, fsops, live_tree, placing, precopies, project_paths, s3_access
-from agent import sentinel, tree_compare, undo, usertree
+from agent import buckets, errors, fsops, live_tree, placing, precopies, project_paths, s3_access, sentinel
+from agent import tree_compare, undo, usertree
 from agent import freshness as fresh
 from agent.backends.base import Backend, Staging, remove_fd_view
 from agent.config import RestoreConfig
@@ -318,6 +318,7 @@ async def restore(
             resolved = await find_snapshot(services, repo, owner, snapshot_id)
             require_whole(resolved, owner)
             snapshot_id = resolved.id
+        dirty, pre_restore = await protect_unsaved(context, services, repo, force=force)
     # An engine that reports its restore progress (restic >= 0.17: restore --json) is listened to.
     engine_reports = RESTORE_PROGRESS in await services.engine.features()
     lookup: asyncio.Task | None = None
@@ -347,18 +348,13 @@ async def restore(
     if known is None:
         size_task = asyncio.create_task(services.engine.restore_size(repo, snapshot_id))
     context.set_recovery(staging=context.operation_id, snapshot_id=snapshot_id)
-    # The check for unsaved changes (a scan of the whole home on the directory backend, and a
-    # pre-restore backup when it finds any) runs beside the engine: the engine writes only
-    # staging, and nothing is swapped in before the check passed (or refused, which stops the
-    # engine and discards the staging).
-    protection = asyncio.create_task(protect_unsaved(context, services, repo, force=force)) if replaces else None
     try:
         staging = await backend.prepare_staging(project_id, context.operation_id)
     except BaseException:
-        for task in (lookup, size_task, protection):
+        for task in (lookup, size_task):
             if task is not None:
                 task.cancel()
-        await asyncio.gather(*(t for t in (lookup, size_task, protection) if t is not None), return_exceptions=True)
+        await asyncio.gather(*(t for t in (lookup, size_task) if t is not None), return_exceptions=True)
         await backend.discard_staging(context.operation_id)
         raise
     # For an engine that does not report its restore progress itself the staged tree is measured.
@@ -368,16 +364,12 @@ async def restore(
     outcome = SwapOutcome()
     try:
         context.progress("restore", message=f"restoring snapshot {snapshot_id[:8]}")
-        if engine_reports:
-            engine_run = services.engine.restore(repo, snapshot_id, staging.view,
-                                                 on_status=functools.partial(restore_status, context))
-        else:
-            engine_run = services.engine.restore(repo, snapshot_id, staging.view)
         try:
-            if protection is None:
-                await engine_run
+            if engine_reports:
+                await services.engine.restore(repo, snapshot_id, staging.view,
+                                              on_status=functools.partial(restore_status, context))
             else:
-                _, (dirty, pre_restore) = await concurrently.first_error(engine_run, protection)
+                await services.engine.restore(repo, snapshot_id, staging.view)
         except errors.BucketsError:
             if lookup is not None:
                 await lookup  # when the snapshot is missing or the password wrong, that error says it best
@@ -392,7 +384,7 @@ async def restore(
         await swap_restored(context, services, repo, staging, snapshot=snapshot, owner=owner, replaces=replaces,
                             pre_restore=pre_restore, total=total, outcome=outcome)
     finally:
-        helpers = [task for task in (poller, writer, size_task, lookup, protection) if task is not None]
+        helpers = [task for task in (poller, writer, size_task, lookup) if task is not None]
         for task in helpers:
             task.cancel()
         with contextlib.suppress(BaseException):
