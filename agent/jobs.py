@@ -677,6 +677,9 @@ async def report_restore_progress(context: OperationContext, project, persist, s
             fields.update(
                 bytes_total=total.total_bytes,
                 files_total=total.total_files,
+                # The walk also meets what the engine keeps beside the files while it writes (and
+                # the staging's own roots): never more done than there is.
+                files_done=min(done_files, total.total_files) if total.total_files else done_files,
                 percent=min(99.0, 100.0 * done_bytes / total.total_bytes),
                 eta_seconds=(total.total_bytes - done_bytes) / rate if rate > 0 else -1.0,
             )
