@@ -7,6 +7,7 @@ import ctypes
 import errno as errno_codes
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 from agent import errors
@@ -143,21 +144,24 @@ def tree_size(path: Path) -> tuple[int, int]:
     return total_bytes, entries
 
 
-def newest_change(path: Path) -> float:
+def newest_change(path: Path | str, *, entering: Callable[[str], bool] | None = None) -> float:
     """The newest mtime or ctime of ``path`` and everything under it (0.0 when missing).
 
     ctime catches what mtime does not: chmod, rename, and a utime that sets an old mtime.
+    ``entering(directory)``, when given, is called with each directory before it is looked at
+    and its entries read (a change watcher adds its watch there, so that a change after the read
+    is an event and one before it is in the result); a directory it returns False for is skipped.
     """
     newest = 0.0
     stack = [str(path)]
-    try:
-        st = os.lstat(path)
-        newest = max(st.st_mtime, st.st_ctime)
-    except FileNotFoundError:
-        return 0.0
     while stack:
+        directory = stack.pop()
+        if entering is not None and not entering(directory):
+            continue
         try:
-            with os.scandir(stack.pop()) as iterator:
+            st = os.lstat(directory)
+            newest = max(newest, st.st_mtime, st.st_ctime)
+            with os.scandir(directory) as iterator:
                 for entry in iterator:
                     try:
                         st = entry.stat(follow_symlinks=False)

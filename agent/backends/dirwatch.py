@@ -286,27 +286,7 @@ class ChangeWatcher:
         """Watch ``top`` and every directory below it, each before its entries are read (so a
         change after the read is an event, one before it is in the scan); returns the newest
         mtime/ctime found. Raises WatchLimit."""
-        newest = 0.0
-        stack = [top]
-        while stack:
-            path = stack.pop()
-            if not self._add(project_id, path, root=root and path == top):
-                continue
-            try:
-                st = os.lstat(path)
-                newest = max(newest, st.st_mtime, st.st_ctime)
-                with os.scandir(path) as entries:
-                    for entry in entries:
-                        try:
-                            st = entry.stat(follow_symlinks=False)
-                        except FileNotFoundError:
-                            continue
-                        newest = max(newest, st.st_mtime, st.st_ctime)
-                        if entry.is_dir(follow_symlinks=False):
-                            stack.append(entry.path)
-            except (FileNotFoundError, NotADirectoryError):
-                continue
-        return newest
+        return fsops.newest_change(top, entering=lambda path: self._add(project_id, path, root=root and path == top))
 
     def _add(self, project_id: str, path: str, *, root: bool) -> bool:
         """Watch one directory; False when it is gone (or no directory). Raises WatchLimit."""
