@@ -53,6 +53,19 @@ class Counting:
         return taken
 
 
+def recording_keys(engine, monkeypatch) -> list[tuple[str, bool]]:
+    """A list the driver's rustic runs are appended to from now on: (action, run with a master key)."""
+    keyed: list[tuple[str, bool]] = []
+    run_once = engine._run_once
+
+    async def recording(repo_, build, **kwargs):
+        keyed.append((kwargs["action"], kwargs["master_key"] is not None))
+        return await run_once(repo_, build, **kwargs)
+
+    monkeypatch.setattr(engine, "_run_once", recording)
+    return keyed
+
+
 def test_listings_reuse_the_key_and_the_blobs_but_never_past_the_password(tmp_path, monkeypatch) -> None:
     engine = build_engine(RUSTIC, tmp_path / "agent")
     # Tree blobs through the engine (``cat tree-blob``), as for an S3 repository: a local one's are
@@ -95,14 +108,7 @@ def test_listings_reuse_the_key_and_the_blobs_but_never_past_the_password(tmp_pa
             await engine.snapshots(wrong)  # a read run: the kept key is never the wrong password's
         runs.take()
         # Every read run uses the kept key (no KDF), e.g. a listing of the snapshots.
-        keyed: list[tuple[str, bool]] = []
-        run_once = engine._run_once
-
-        async def recording(repo_, build, **kwargs):
-            keyed.append((kwargs["action"], kwargs["master_key"] is not None))
-            return await run_once(repo_, build, **kwargs)
-
-        monkeypatch.setattr(engine, "_run_once", recording)
+        keyed = recording_keys(engine, monkeypatch)
         assert {s.id for s in await engine.snapshots(repo)} == {first, second}
         assert keyed == [("snapshots", True)]
 
@@ -238,14 +244,7 @@ def test_a_backup_uses_the_kept_key_and_never_makes_a_repository_without_a_key_f
     repo = Repository(kind="local", location=str(tmp_path / "repo"), display="repo", password="backup-key")
     source = tmp_path / "source"
     make_tree(source, directories=2)
-    keyed: list[tuple[str, bool]] = []
-    run_once = engine._run_once
-
-    async def recording(repo_, build, **kwargs):
-        keyed.append((kwargs["action"], kwargs["master_key"] is not None))
-        return await run_once(repo_, build, **kwargs)
-
-    monkeypatch.setattr(engine, "_run_once", recording)
+    keyed = recording_keys(engine, monkeypatch)
 
     async def backup(by=engine, repository: Repository = repo) -> str:
         outcome = await by.backup(repository, EngineView(wrapper=(), root=source), host="project-key",

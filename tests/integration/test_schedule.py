@@ -48,6 +48,13 @@ def scheduled(agent, project_id: str | None = None) -> list[pb.Operation]:
     return sorted(found, key=lambda op: op.created_at.ToNanoseconds())
 
 
+def caught_scheduled_backup(agent, project_id: str | None = None):
+    """(the caught engine, the scheduled operation it runs): the next rustic backup stopped once it
+    has moved 64 KiB (``engine.resume()`` lets it go on)."""
+    engine = catch_engine(agent, "backup", moved_first=64 * 1024, names=("rustic",))
+    return engine, next(op for op in scheduled(agent, project_id) if op.state == pb.RUNNING)
+
+
 def wait_until(predicate, timeout: float = 90.0, what: str = "condition"):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -164,8 +171,7 @@ def test_a_sigkill_mid_backup_leaves_no_state_behind_and_the_schedule_goes_on(ag
     agent = schedule_agent(agent_factory, rustic_binary, base=base, concurrency=1, max_running=2)
     big = create_project(agent, files=40, size=64 * 1024)
     small = create_project(agent, files=2)
-    engine = catch_engine(agent, "backup", moved_first=64 * 1024, names=("rustic",))
-    caught = next(op for op in scheduled(agent) if op.state == pb.RUNNING)
+    engine, caught = caught_scheduled_backup(agent)
     agent.kill()
     engine.kill()  # its own process group: not reached by the agent's
 
@@ -240,8 +246,7 @@ def test_a_hub_backup_during_a_scheduled_one_waits_for_it_and_holds_the_write_be
         agent_factory, rustic_binary):
     agent = schedule_agent(agent_factory, rustic_binary, concurrency=1, max_running=2)
     project_id = create_project(agent, files=40, size=64 * 1024)
-    engine = catch_engine(agent, "backup", moved_first=64 * 1024, names=("rustic",))
-    running = next(op for op in scheduled(agent, project_id) if op.state == pb.RUNNING)
+    engine, running = caught_scheduled_backup(agent, project_id)
     try:
         write_acknowledged(agent.home(project_id) / "before-the-call.txt", b"acknowledged before the call")
         hub = agent.stub.Backup(pb.BackupRequest(request_id=new_id(), project_id=project_id, purpose="move"),
@@ -266,8 +271,7 @@ def test_a_freeze_cancels_a_running_scheduled_backup_so_the_final_backup_does_no
         agent_factory, rustic_binary):
     agent = schedule_agent(agent_factory, rustic_binary, concurrency=1, max_running=2)
     project_id = create_project(agent, files=40, size=64 * 1024)
-    engine = catch_engine(agent, "backup", moved_first=64 * 1024, names=("rustic",))
-    running = next(op for op in scheduled(agent, project_id) if op.state == pb.RUNNING)
+    engine, running = caught_scheduled_backup(agent, project_id)
     write_acknowledged(agent.home(project_id) / "before-the-freeze.txt", b"acknowledged before the freeze")
     freeze(agent, project_id)
     # Stopped mid-read, the engine is never resumed: the cancel must end it (SIGKILL after its grace).
@@ -298,9 +302,8 @@ def test_on_btrfs_a_hub_backup_during_a_scheduled_one_costs_no_engine_run_unless
         settled(agent, [project_id])  # earlier backups (one may have caught a tree half-made) are over
         write_acknowledged(agent.home(project_id) / f"bulk-{attempt}.bin", os.urandom(40 * 64 * 1024))
         written = time.time_ns()
-        engine = catch_engine(agent, "backup", moved_first=64 * 1024, names=("rustic",))
+        engine, running = caught_scheduled_backup(agent, project_id)
         runs = backup_runs(agent, project_id)
-        running = next(op for op in scheduled(agent, project_id) if op.state == pb.RUNNING)
         if running.started_at.ToNanoseconds() > written:
             break
         engine.resume()  # it started during the write: not the case this round is about
@@ -320,9 +323,8 @@ def test_on_btrfs_a_hub_backup_during_a_scheduled_one_costs_no_engine_run_unless
     # Backup runs the engine and its snapshot holds the write.
     # New data to read, so the next scheduled backup can be caught moving it.
     write_acknowledged(agent.home(project_id) / "next-round.bin", os.urandom(40 * 64 * 1024))
-    engine = catch_engine(agent, "backup", moved_first=64 * 1024, names=("rustic",))
+    engine, running = caught_scheduled_backup(agent, project_id)
     runs = backup_runs(agent, project_id)
-    running = next(op for op in scheduled(agent, project_id) if op.state == pb.RUNNING)
     try:
         write_acknowledged(agent.home(project_id) / "before-the-call.txt", b"acknowledged before the call")
         hub = agent.stub.Backup(pb.BackupRequest(request_id=new_id(), project_id=project_id, purpose="move"),
