@@ -93,7 +93,7 @@ async def observe_all(journal: Journal, backend: Backend, project_ids: Sequence[
     # When this look began, and when each project's previous one did: a generation that moved
     # since was changed after that previous look began (the earliest moment an age counts from).
     began = time.time() if now is None else now
-    previous_looks = {project_id: journal.last_look(project_id) for project_id in project_ids}
+    previous_looks = journal.last_looks(project_ids)
     generations = await backend.generations(project_ids)
     # Taken after the read, never before: a backup that captured later than this instant
     # snapshotted after the read, so it holds every write the read saw (one that captured

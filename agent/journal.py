@@ -486,14 +486,26 @@ class Journal:
         """When the last look at the project began: this process's, else the one written at the
         last close, else the last backup's capture (the generation was the backup's then); None
         when unknown. A generation that differs from the one seen was changed after it."""
-        if project_id in self._looks:
-            return self._looks[project_id]
-        row = self._db.execute("SELECT looked_time, last_backup_time FROM projects WHERE project_id=?",
-                               (project_id,)).fetchone()
-        if row is None:
-            return None
-        known = [value for value in row if value is not None]
-        return max(known) if known else None
+        return self.last_looks([project_id])[project_id]
+
+    def last_looks(self, project_ids: Iterable[str]) -> dict[str, float | None]:
+        """:meth:`last_look` of each of ``project_ids``, those this process has not looked at read
+        in one query (a reconcile cycle at 10,000 projects)."""
+        found = {project_id: self._looks.get(project_id) for project_id in project_ids}
+        unknown = [project_id for project_id, when in found.items() if when is None]
+        if len(unknown) == 1:
+            rows = self._db.execute("SELECT project_id, looked_time, last_backup_time FROM projects"
+                                    " WHERE project_id=?", (unknown[0],))
+        elif unknown:
+            rows = self._db.execute("SELECT project_id, looked_time, last_backup_time FROM projects")
+        else:
+            rows = ()
+        wanted = set(unknown)
+        for project_id, looked, backed_up in rows:
+            if project_id in wanted:
+                known = [value for value in (looked, backed_up) if value is not None]
+                found[project_id] = max(known) if known else None
+        return found
 
     def _write_looks(self) -> None:
         with self._db:
