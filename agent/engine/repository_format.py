@@ -173,8 +173,8 @@ class Missing(Unreadable):
 
 
 class RepositoryReader:
-    """Tree blobs of one repository. The index (tree blobs only) is read once and again when
-    the set of index files changes; tree packs read whole are kept (up to ``pack_cache_bytes``)
+    """Tree blobs of one repository. The index (tree blobs only) is read once, and again when a
+    tree is not in it and the set of index files changed; tree packs read whole are kept (up to ``pack_cache_bytes``)
     so a listing reads each once. Thread-safe (reads run in worker threads)."""
 
     def __init__(self, storage: Storage, *, whole_packs: bool = False, pack_cache_bytes: int = 32 << 20) -> None:
@@ -193,7 +193,12 @@ class RepositoryReader:
         if not _is_id(tree_id):
             raise Unreadable("not a blob id")
         location = self._locate(key, tree_id)
-        data = self._blob_bytes(location)
+        try:
+            data = self._blob_bytes(location)
+        except Missing:
+            with self._lock:  # the index read is older than a prune: read it again next time
+                self._trees, self._index_files = {}, frozenset()
+            raise
         if len(data) != location.length:
             raise Unreadable(f"pack {location.pack[:8]} is shorter than its index says")
         plaintext = decrypt(key, data)
@@ -226,11 +231,17 @@ class RepositoryReader:
 
     def _locate(self, key: MasterKey, tree_id: str) -> BlobLocation:
         with self._lock:
-            names = frozenset(name for name in self.storage.names("index") if _is_id(name))
-            if names != self._index_files:
-                self._trees = self._read_index(key, names)
-                self._index_files = names
             location = self._trees.get(tree_id)
+            if location is None:
+                # Not in the index as last read: list the index files again (one LIST for a
+                # bucket) only then, and read it again when they changed. A tree found in an
+                # index that a prune replaced since is read from a pack that may be gone: that
+                # read fails, and the engine is asked.
+                names = frozenset(name for name in self.storage.names("index") if _is_id(name))
+                if names != self._index_files:
+                    self._trees = self._read_index(key, names)
+                    self._index_files = names
+                location = self._trees.get(tree_id)
         if location is None:
             raise Unreadable(f"tree blob {tree_id[:8]} is in no index file")
         return location
