@@ -36,8 +36,11 @@ import os
 import sys
 from pathlib import Path
 
+import structlog
+
 from agent import logs
 from agent.config import AgentConfig, ConfigError, default_config, describe, load_config
+from agent.startup_checks import host_problems
 from hub_client.agent_cli import (
     AGENT_COMMANDS, EXIT_CODES_HELP, EXIT_USAGE, HOST_COMMANDS, add_command, add_agent_commands,
     add_connection_options, client_config_from, run_agent_command, share_options,
@@ -60,15 +63,20 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--json", action="store_true", help="print one JSON object per line instead of text")
     add_connection_options(parser)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    serve = add_command(commands, "serve", "run the agent daemon (without --config: the embedded default)",
+    serve = add_command(commands, "serve", "run the agent daemon (its config: --config, else $BUCKETS_AGENT_CONFIG, "
+                        "else /etc/buckets/agent.toml when it exists, else the embedded default)",
                         f"{PROG} serve --config /etc/buckets/agent.toml")
     serve.add_argument("--config", type=Path, default=argparse.SUPPRESS,
-                       help="TOML config file (default: the embedded default)")
-    check = add_command(commands, "check-config", "validate a config file and print it as JSON (secrets masked)",
+                       help="TOML config file (default: $BUCKETS_AGENT_CONFIG, /etc/buckets/agent.toml when it "
+                            "exists, else the embedded default)")
+    check = add_command(commands, "check-config", "validate a config file against this host (binaries, "
+                        "directories) and print it as JSON (secrets masked)",
                         f"{PROG} check-config /etc/buckets/agent.toml")
     check.add_argument("config", type=Path)
     check.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
                        help="accepted for symmetry: the output is always JSON")
+    check.add_argument("--syntax-only", action="store_true",
+                       help="check the file only, not this host (for a config meant for another host)")
     add_agent_commands(commands, invocation=PROG, host_side=True)
     share_options(parser, OPERATOR_COMMANDS, agent_help="the agent's address (as before the command)",
                   config_help="the agent's config (as before the command)")
@@ -79,20 +87,32 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command in OPERATOR_COMMANDS:
         return _operate(args)
+    path = args.config if args.command == "check-config" else config_path(args.config)
     try:
-        config = load_config(args.config) if args.config else default_config()
+        config = load_config(path) if path is not None else default_config()
     except ConfigError as exc:
-        print(f"{PROG}: invalid configuration:\n{exc}", file=sys.stderr)
+        print(f"{PROG}: invalid configuration{_named(path)}:\n{exc}", file=sys.stderr)
+        return 2
+    problems = [] if getattr(args, "syntax_only", False) else host_problems(config)
+    if problems:
+        listed = "\n".join(f"  {problem}" for problem in problems)
+        print(f"{PROG}: the configuration{_named(path)} does not fit this host:\n{listed}", file=sys.stderr)
         return 2
     if args.command == "check-config":
         print(json.dumps(describe(config), indent=2, sort_keys=True))
         return 0
     logs.configure(config.logging.level, config.logging.format)
+    structlog.get_logger("agent.cli").info("config.loaded", path=str(path) if path else None,
+                                      source="file" if path else "embedded default")
     try:
         return asyncio.run(_serve(config))
     except ConfigError as exc:  # a file the config names (TLS) changed since it was checked
-        print(f"{PROG}: invalid configuration:\n{exc}", file=sys.stderr)
+        print(f"{PROG}: invalid configuration{_named(path)}:\n{exc}", file=sys.stderr)
         return 2
+
+
+def _named(path: Path | None) -> str:
+    return f" {path}" if path is not None else " (embedded default)"
 
 
 async def _serve(config) -> int:
@@ -124,11 +144,18 @@ class LocalAgentError(Exception):
     """The local agent's address cannot be found."""
 
 
+def config_path(given: Path | None) -> Path | None:
+    """The config file the daemon and the operator commands read: ``given`` (--config), else
+    $BUCKETS_AGENT_CONFIG, else /etc/buckets/agent.toml when it exists; None: the embedded default."""
+    if given is not None:
+        return given
+    if os.environ.get("BUCKETS_AGENT_CONFIG"):
+        return Path(os.environ["BUCKETS_AGENT_CONFIG"])
+    return SYSTEM_CONFIG if SYSTEM_CONFIG.exists() else None
+
+
 def _operator_config(path: Path | None) -> AgentConfig:
-    if path is None and os.environ.get("BUCKETS_AGENT_CONFIG"):
-        path = Path(os.environ["BUCKETS_AGENT_CONFIG"])
-    if path is None and SYSTEM_CONFIG.exists():
-        path = SYSTEM_CONFIG
+    path = config_path(path)
     return load_config(path) if path is not None else default_config()
 
 

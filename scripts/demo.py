@@ -1,7 +1,9 @@
 """`make demo`: the main job end to end on the agent's embedded default.
 
-Starts `buckets-agent serve` with no config (local repository, directory
-projects, 127.0.0.1:50051) under a scratch BUCKETS_HOME, makes a sample
+Starts `buckets-agent serve` on the embedded default (local repository,
+directory projects) under a scratch BUCKETS_HOME, with one change: a config
+file of two lines makes it listen on a free loopback port (the default
+127.0.0.1:50051 may be taken) and write that port to a file. Makes a sample
 project, backs it up with live progress, damages it, restores it, proves the
 restored tree equals the backed-up one, verifies the repository, prints a
 summary and stops the agent with SIGTERM.
@@ -30,7 +32,30 @@ from hub_client.client import AgentClient, ClientConfig
 from hub_client.progress import ProgressPrinter, human_bytes
 from hub_client.proto.buckets.v1 import agent_pb2 as pb
 
-TARGET = "127.0.0.1:50051"
+PORT_FILE_WAIT = 30.0
+
+
+def write_config(base: Path) -> Path:
+    """A config of the embedded default but for the listener: a free loopback port, written to
+    ``agent.port`` beside it (relative paths in a config are relative to its file)."""
+    path = base / "demo-agent.toml"
+    path.write_text('[server]\nlisten = "127.0.0.1:0"\nport_file = "agent.port"\n')
+    return path
+
+
+def wait_for_port(process: subprocess.Popen, port_file: Path, timeout: float = PORT_FILE_WAIT) -> str:
+    """``127.0.0.1:PORT`` once the agent has written its port file; exits the demo when the agent
+    dies or takes longer than ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if process.poll() is not None:
+            raise SystemExit(f"demo: the agent exited with code {process.returncode} (see its log)")
+        text = port_file.read_text().strip() if port_file.exists() else ""
+        if text.isdigit():
+            return f"127.0.0.1:{text}"
+        if time.monotonic() > deadline:
+            raise SystemExit("demo: the agent did not start in time")
+        time.sleep(0.1)
 
 
 def make_sample_project(home: Path, persist: Path, files: int) -> int:
@@ -69,13 +94,13 @@ def manifest(root: Path) -> dict[str, tuple]:
     return result
 
 
-def wait_until_serving(process: subprocess.Popen, timeout: float = 30.0) -> None:
+def wait_until_serving(process: subprocess.Popen, target: str, timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
-    with grpc.insecure_channel(TARGET) as channel:
+    with grpc.insecure_channel(target) as channel:
         health = health_pb2_grpc.HealthStub(channel)
         while True:
             if process.poll() is not None:
-                raise SystemExit(f"demo: the agent exited with code {process.returncode} (is {TARGET} in use?)")
+                raise SystemExit(f"demo: the agent exited with code {process.returncode} (see its log)")
             try:
                 if health.Check(health_pb2.HealthCheckRequest(), timeout=1).status == health_pb2.HealthCheckResponse.SERVING:
                     return
@@ -107,17 +132,20 @@ def main() -> int:
     env = dict(os.environ, BUCKETS_HOME=str(base))
     agent_log = base / "agent.log"
     print(f"demo: scratch directory {base}; agent log {agent_log}")
+    config = write_config(base)
     with open(agent_log, "wb") as log:
-        agent = subprocess.Popen([sys.executable, "-m", "agent", "serve"], env=env, stdout=log, stderr=log)
+        agent = subprocess.Popen([sys.executable, "-m", "agent", "serve", "--config", str(config)],
+                                 env=env, stdout=log, stderr=log)
     try:
-        wait_until_serving(agent)
+        target = wait_for_port(agent, base / "agent.port")
+        wait_until_serving(agent, target)
         project_id = str(uuid.uuid4())
         home = base / "projects" / f"project-{project_id}"
         persist = base / "persist" / f"project-{project_id}"
         total = make_sample_project(home, persist, args.files)
-        print(f"demo: agent serving on {TARGET}; project {project_id}: {args.files} files, {human_bytes(total)}")
+        print(f"demo: agent serving on {target}; project {project_id}: {args.files} files, {human_bytes(total)}")
 
-        with AgentClient(ClientConfig(target=TARGET)) as client:
+        with AgentClient(ClientConfig(target=target)) as client:
             caps = client.call("GetCapabilities", pb.GetCapabilitiesRequest())
             print(f"demo: engine {caps.engine} {caps.engine_version}, backend {caps.backend}")
             backed_up_home, backed_up_persist = manifest(home), manifest(persist)
