@@ -41,9 +41,10 @@ import structlog
 from agent import logs
 from agent.config import AgentConfig, ConfigError, default_config, describe, load_config
 from agent.startup_checks import host_problems
+from hub_client.addresses import agent_address
 from hub_client.agent_cli import (
     AGENT_COMMANDS, EXIT_CODES_HELP, EXIT_USAGE, HOST_COMMANDS, add_command, add_agent_commands,
-    add_connection_options, client_config_from, run_agent_command, share_options,
+    add_connection_options, client_config_from, quiet_on_closed_pipe, run_agent_command, share_options,
 )
 from hub_client.client import ClientConfig, TlsConfig
 
@@ -58,7 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--config", type=Path, default=None,
                         help="the agent's TOML config (default: $BUCKETS_AGENT_CONFIG, /etc/buckets/agent.toml "
                              "when it exists, else the embedded default)")
-    parser.add_argument("--agent", default=None,
+    parser.add_argument("--agent", default=None, type=agent_address,
                         help="the agent's address host:port (default: from the config's [server])")
     parser.add_argument("--json", action="store_true", help="print one JSON object per line instead of text")
     add_connection_options(parser)
@@ -84,6 +85,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    return quiet_on_closed_pipe(lambda: _main(argv))
+
+
+def _main(argv: list[str] | None) -> int:
     args = build_parser().parse_args(argv)
     if args.command in OPERATOR_COMMANDS:
         return _operate(args)

@@ -29,6 +29,7 @@ from typing import Any, Callable
 import grpc
 from google.protobuf.json_format import MessageToDict
 
+from hub_client.addresses import agent_address
 from hub_client.client import (
     OK_STATES, AgentClient, AgentError, ClientConfig, OperationHandle, RetryPolicy, TlsConfig, state_name,
 )
@@ -37,6 +38,22 @@ from hub_client.proto.buckets.v1 import agent_pb2 as pb
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_IN_PROGRESS = 0, 1, 2, 3
 EXIT_INTERRUPTED = 130  # Ctrl-C while following an operation: the operation itself goes on
+EXIT_PIPE_CLOSED = 141  # 128 + SIGPIPE: what a shell shows for a tool its reader stopped
+
+
+def quiet_on_closed_pipe(run: Callable[[], int]) -> int:
+    """``run()``'s exit code; when the reader of stdout goes away (``buckets … | head``),
+    :data:`EXIT_PIPE_CLOSED` without a traceback. stdout is pointed at /dev/null first, so the
+    interpreter's own flush at exit does not raise again."""
+    try:
+        code = run()
+        sys.stdout.flush()
+        return code
+    except BrokenPipeError:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return EXIT_PIPE_CLOSED
 
 EXIT_CODES_HELP = """\
 Exit codes (every command of buckets and buckets-agent):
@@ -50,7 +67,8 @@ Exit codes (every command of buckets and buckets-agent):
      or the caller is not allowed in (the message names the code)
   3  in progress / conflict: another move or copy of the project is active, or the agent
      answered ABORTED because another operation on the project conflicts
-  130 interrupted while following an operation (the operation goes on: watch or cancel it)"""
+  130 interrupted while following an operation (the operation goes on: watch or cancel it)
+  141 the reader of the output went away (e.g. `| head`): nothing more was printed"""
 
 # gRPC codes of a refused call that mean "the call itself was wrong or could not be made" (2);
 # ABORTED is a conflict (3); every other code refused the operation for the state of things (1).
@@ -161,7 +179,7 @@ def share_options(parser: argparse.ArgumentParser, names: tuple[str, ...] | None
             child.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
                                help="print one JSON object per line instead of text")
         if agent_help:
-            child.add_argument("--agent", default=argparse.SUPPRESS, help=agent_help)
+            child.add_argument("--agent", default=argparse.SUPPRESS, type=agent_address, help=agent_help)
         if config_help:
             child.add_argument("--config", type=Path, default=argparse.SUPPRESS, help=config_help)
 

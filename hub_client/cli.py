@@ -31,8 +31,9 @@ import sys
 
 from hub_client.agent_cli import (
     AGENT_COMMANDS, EXAMPLE_PROJECT, EXIT_CODES_HELP, EXIT_USAGE, add_agent_commands, attach_examples,
-    client_config_from, run_agent_command, share_options,
+    client_config_from, quiet_on_closed_pipe, run_agent_command, share_options,
 )
+from hub_client.addresses import agent_address
 from hub_client.hub_cli import HUB_COMMANDS, add_global_options, add_hub_commands, run_hub_command
 
 _P = EXAMPLE_PROJECT
@@ -72,8 +73,8 @@ HUB_EXAMPLES = {
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="buckets", description=__doc__, epilog=EXIT_CODES_HELP,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--agent", default="127.0.0.1:50051", help="the agent's address host:port, for the agent "
-                                                                   "commands (default 127.0.0.1:50051)")
+    parser.add_argument("--agent", default="127.0.0.1:50051", type=agent_address,
+                        help="the agent's address host:port, for the agent commands (default 127.0.0.1:50051)")
     parser.add_argument("--json", action="store_true", help="print one JSON object per line instead of text")
     add_global_options(parser)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -86,6 +87,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    return quiet_on_closed_pipe(lambda: _main(argv))
+
+
+def _main(argv: list[str] | None) -> int:
     args = build_parser().parse_args(argv)
     if args.command in HUB_COMMANDS:
         return run_hub_command(args)
