@@ -368,6 +368,13 @@ class Journal:
         ).fetchall()
         return [event_from_json(row["body"]) for row in rows]
 
+    def last_event(self, operation_id: str) -> ProgressEvent | None:
+        """The operation's event with the highest seq (its terminal one once it ended); None: none."""
+        row = self._db.execute(
+            "SELECT body FROM events WHERE operation_id=? ORDER BY seq DESC LIMIT 1", (operation_id,)
+        ).fetchone()
+        return None if row is None else event_from_json(row["body"])
+
     # ------------------------------------------------------------ projects
 
     def record_backup(

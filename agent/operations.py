@@ -120,6 +120,33 @@ class OperationContext:
         self.warnings.append(message)
 
 
+FIGURES = ("percent", "bytes_done", "bytes_total", "files_done", "files_total")
+_DONE_STATES = (OperationState.SUCCEEDED, OperationState.SUCCEEDED_WITH_WARNINGS, OperationState.UP_TO_DATE)
+
+
+def _figures_of(event: ProgressEvent) -> dict:
+    return {name: getattr(event, name) for name in FIGURES}
+
+
+def final_figures(last: dict, summary: Summary | None, state: OperationState) -> dict:
+    """The figures of an operation's terminal event: what its last progress said (``last``: the
+    FIGURES of its newest report), completed for a finished one from its summary, so the end
+    never reads 0 B or falls short of 100%. A failed or cancelled one keeps where it stopped."""
+    figures = {name: last[name] for name in FIGURES if name in last}
+    if state not in _DONE_STATES:
+        return figures
+    if summary is not None and summary.bytes_processed:
+        figures["bytes_done"] = figures["bytes_total"] = summary.bytes_processed
+    elif figures.get("bytes_total"):
+        figures["bytes_done"] = figures["bytes_total"]
+    if summary is not None and summary.files_processed:
+        figures["files_done"] = figures["files_total"] = summary.files_processed
+    elif figures.get("files_total"):
+        figures["files_done"] = figures["files_total"]
+    figures["percent"] = 100.0
+    return figures
+
+
 class OperationManager:
     """Takes the journal and the host-wide limits; see the module docstring."""
 
@@ -420,11 +447,18 @@ class OperationManager:
         if live.record.id not in self._live:
             return  # ended already (superseded before it started)
         record = live.record
+        if live.flush_handle is not None:
+            live.flush_handle.cancel()
+            live.flush_handle = None
+        last = _figures_of(live.events[-1]) if live.events else {}
+        last.update((name, value) for name, value in (live.pending_progress or {}).items() if name in FIGURES)
+        live.pending_progress = None
         record.state = state
         record.finished_at = time.time()
         record.summary = summary
         record.error = error
-        self._append(record, phase="done", message=message or (error.message if error else ""), terminal=True)
+        self._append(record, phase="done", message=message or (error.message if error else ""), terminal=True,
+                     **final_figures(last, summary, state))
         log.info(
             "operation.finished",
             operation_id=record.id,
@@ -577,14 +611,20 @@ class OperationManager:
         self, operation_id: str, from_seq: int
     ) -> AsyncIterator[OperationRecord | ProgressEvent | None]:
         """Yield the operation, then its events with seq >= from_seq, then keep-alives (None)
-        while nothing happens; ends after the terminal event. Raises NotFound."""
+        while nothing happens; ends after the terminal event. The terminal event comes even when
+        ``from_seq`` is past it, so a follower waiting for the end always gets one. Raises NotFound."""
         record = self.get(operation_id)
         yield record
         next_seq = max(from_seq, 1)
         while True:
             live = self._live.get(operation_id)
             if live is None:
-                for event in self._journal.events_since(operation_id, next_seq):
+                events = self._journal.events_since(operation_id, next_seq)
+                if not any(event.terminal for event in events):
+                    last = self._journal.last_event(operation_id)
+                    if last is not None and last.terminal and last.seq < next_seq:
+                        events = [last]
+                for event in events:
                     yield event
                 return
             if live.events and next_seq < live.events[0].seq:
@@ -592,8 +632,8 @@ class OperationManager:
             else:
                 backlog = []
             changed = live.changed
-            for event in backlog + [e for e in list(live.events) if e.seq >= next_seq]:
-                if event.seq < next_seq:
+            for event in backlog + [e for e in list(live.events) if e.seq >= next_seq or e.terminal]:
+                if event.seq < next_seq and not event.terminal:
                     continue
                 yield event
                 next_seq = event.seq + 1

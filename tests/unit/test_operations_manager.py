@@ -591,9 +591,55 @@ def test_watch_from_seq_replays_from_there_live_and_finished(tmp_path):
         finished_items = await collect(manager, record.id, from_seq=5)
         assert finished_items[0].state is OperationState.SUCCEEDED
         assert events_of(finished_items) == all_events[4:]
-        # from_seq 0 means from the start; past the end yields only the record
+        # from_seq 0 means from the start; past the end yields the record and still the terminal
+        # event, so a follower waiting for the end is never left waiting
         assert events_of(await collect(manager, record.id, from_seq=0)) == all_events
-        assert await collect(manager, record.id, from_seq=99) == [finished_items[0]]
+        past_the_end = await collect(manager, record.id, from_seq=99)
+        assert past_the_end[0] == finished_items[0] and events_of(past_the_end) == all_events[-1:]
+        assert all_events[-1].terminal
+
+    asyncio.run(main())
+
+
+def test_a_live_follower_asking_past_the_end_gets_the_terminal_event(tmp_path):
+    async def main():
+        manager = make_manager(tmp_path / "j.db")
+        gate = Gate()
+        record, _ = submit(manager, gate.job, request_id="a")
+        await asyncio.wait_for(gate.started.wait(), 2)
+        watcher = asyncio.create_task(collect(manager, record.id, from_seq=1000))
+        await asyncio.sleep(0.02)
+        gate.release.set()
+        events = events_of(await asyncio.wait_for(watcher, 5))
+        assert len(events) == 1 and events[0].terminal and events[0].state is OperationState.SUCCEEDED
+
+    asyncio.run(main())
+
+
+def test_the_terminal_event_carries_the_final_figures(tmp_path):
+    async def main():
+        manager = make_manager(tmp_path / "j.db")
+
+        async def job(context: OperationContext) -> Summary:
+            context.progress("upload", bytes_done=10, bytes_total=4000, files_done=1, files_total=3, percent=0.25)
+            return Summary(snapshot_id="s", bytes_processed=4000, files_processed=3)
+
+        async def failing(context: OperationContext) -> Summary:
+            context.progress("upload", bytes_done=1500, bytes_total=4000, files_done=1, files_total=3, percent=37.5)
+            raise errors.Unavailable("the repository went away")
+
+        done, _ = submit(manager, job, request_id="a")
+        failed, _ = submit(manager, failing, request_id="b", project_id="22222222-2222-2222-2222-222222222222")
+        await wait_terminal(manager, done.id)
+        await wait_terminal(manager, failed.id)
+        journal = journal_of(manager)
+        end = journal.events_since(done.id, 1)[-1]
+        assert end.terminal and (end.percent, end.bytes_done, end.bytes_total, end.files_done, end.files_total) == (
+            100.0, 4000, 4000, 3, 3)
+        end = journal.events_since(failed.id, 1)[-1]
+        assert end.terminal and end.state is OperationState.FAILED
+        # where it stopped, not zeros and not 100%
+        assert (end.percent, end.bytes_done, end.bytes_total, end.files_done) == (37.5, 1500, 4000, 1)
 
     asyncio.run(main())
 
