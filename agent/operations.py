@@ -301,13 +301,25 @@ class OperationManager:
         if superseded is not None:
             self._supersede(superseded, by=record.id)
         self._live[record.id] = live
-        self._append(record, phase="queue", message=(
-            f"waiting for scheduled backup {after} to end" if after else "waiting for a free slot"))
+        self._append(record, phase="queue", message=self._queue_message(live))
         live.task = asyncio.get_running_loop().create_task(self._run(live, job), name=f"op-{record.id}")
         live.task.add_done_callback(lambda _task: self._finish_unstarted(live))
         log.info("operation.submitted", operation_id=record.id, kind=kind.value, project_id=project_id,
                  after=after or None, superseded=superseded.record.id if superseded else None)
         return record, False
+
+    def _queue_message(self, live: _Live) -> str:
+        """What a new operation waits for: the scheduled backup it follows, a slot when every
+        slot is taken (saying by how many), else nothing ("starting")."""
+        if live.after:
+            return f"waiting for scheduled backup {live.after} to end"
+        if not live.takes_slot:
+            return "starting"
+        others = sum(1 for other in self._live.values()
+                     if other is not live and other.takes_slot and not other.record.state.terminal)
+        if others >= self._max_running:
+            return f"waiting for a free slot ({others} operations ahead, {self._max_running} run at once)"
+        return "starting"
 
     def _supersede(self, live: _Live, *, by: str) -> None:
         """End a yielding operation that has not started (its job never ran) in favour of ``by``."""

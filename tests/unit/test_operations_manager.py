@@ -1055,3 +1055,21 @@ def test_recover_interrupted_adds_the_notes_given_per_operation(tmp_path):
         assert journal.get_operation(pending_id).error.message == "the agent stopped before this operation started"
     finally:
         _dispose(loop)
+
+
+def test_the_queue_event_says_waiting_for_a_slot_only_when_every_slot_is_taken(tmp_path):
+    async def main():
+        manager = make_manager(tmp_path / "j.db", max_running=1, max_queued=4)
+        gate = Gate()
+        first, _ = submit(manager, gate.job, request_id="a")
+        await asyncio.wait_for(gate.started.wait(), 2)
+        second, _ = submit(manager, Gate().job, request_id="b", project_id="22222222-2222-2222-2222-222222222222")
+        journal = journal_of(manager)
+        assert journal.events_since(first.id, 1)[0].message == "starting"
+        waiting = journal.events_since(second.id, 1)[0]
+        assert waiting.phase == "queue" and waiting.message.startswith("waiting for a free slot (1 operations ahead")
+        gate.release.set()
+        await wait_terminal(manager, first.id)
+        await manager.shutdown(grace=0.1)
+
+    asyncio.run(main())
