@@ -330,9 +330,6 @@ def run_agent_command(args, config: ClientConfig, *, name: str, invocation: str)
     except UsageError as exc:
         print(f"{name}: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    except BrokenPipeError:  # e.g. `cat … | head`: the reader went away; no traceback for that
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return EXIT_FAILED
 
 
 class _Output:
@@ -357,6 +354,15 @@ class _Output:
     def error(self, text: str) -> None:
         print(f"{self.name}: {text}", file=sys.stderr, flush=True)
 
+    @staticmethod
+    def _final(handle: OperationHandle) -> pb.Operation:
+        """The ended operation as the agent has it now; as its terminal event told when the agent
+        cannot be asked any more (e.g. it was stopped right after interrupting the operation)."""
+        try:
+            return handle.refresh()
+        except AgentError:
+            return handle.operation
+
     def follow(self, handle: OperationHandle) -> int:
         """Follow ``handle`` to its end (a live bar, or plain lines off a terminal; with --json
         only the final Operation); 0 when it ended OK, 1 otherwise. With --no-wait: print the
@@ -365,12 +371,28 @@ class _Output:
             self.message(handle.operation, operation_line(handle.operation))
             return EXIT_OK
         printer = None if self.json else ProgressPrinter()
-        try:
-            for event in handle.progress():
+
+        def connection_lost(attempt: int, why: str) -> None:
+            if attempt == 1:  # said at once; the reopenings go on quietly
                 if printer:
-                    printer.show(event)
-            final = handle.refresh()
+                    printer.end_line()
+                self.error(f"lost the connection to the agent ({why}); operation {handle.id} may still be "
+                           f"running there. Reconnecting (Ctrl-C stops waiting, not the operation)...")
+
+        try:
+            try:
+                for event in handle.progress(on_reconnect=connection_lost):
+                    if printer:
+                        printer.show(event)
+            except AgentError as exc:
+                if printer:
+                    printer.end_line()
+                raise AgentError(exc.code, f"{exc.message}; operation {handle.id} may still be running: follow it with "
+                                           f"`{self.invocation} watch {handle.id}`") from None
+            final = self._final(handle)
         except KeyboardInterrupt:
+            if printer:
+                printer.end_line()
             self.error(f"interrupted; operation {handle.id} goes on without us: follow it with "
                        f"`{self.invocation} watch {handle.id}`, stop it with `{self.invocation} cancel {handle.id}`")
             return EXIT_INTERRUPTED

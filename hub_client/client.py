@@ -251,16 +251,19 @@ class OperationHandle:
         self.operation = self.client.call("CancelOperation", pb.CancelOperationRequest(operation_id=self.id))
         return self.operation
 
-    def progress(self, from_seq: int = 1) -> Iterator[pb.ProgressEvent]:
+    def progress(self, from_seq: int = 1, *, on_reconnect: Callable[[int, str], None] | None = None,
+                 ) -> Iterator[pb.ProgressEvent]:
         """Yield the operation's events with seq >= ``from_seq`` in order until the terminal one.
 
         A stream that drops (UNAVAILABLE, DEADLINE_EXCEEDED) or stays silent for
         ``stream_idle_timeout`` is reopened from the next sequence number, so no event is
         repeated or skipped; after ``reconnect_attempts`` consecutive failed reopenings the last
         error is raised as :class:`AgentError`. Other errors (e.g. NOT_FOUND) are raised at once.
-        If ``from_seq`` is past the operation's terminal event, nothing is yielded.
+        The agent sends the terminal event even when ``from_seq`` is past it.
+        ``on_reconnect(attempt, why)`` is told before each reopening (attempt 1, 2, ...), so a
+        caller can say at once that the connection was lost while the operation may go on.
         """
-        return self._follow(from_seq, deadline=None)
+        return self._follow(from_seq, deadline=None, on_reconnect=on_reconnect)
 
     def wait(self, timeout: float | None = None) -> pb.Operation:
         """Follow the progress to the terminal event and return the terminal Operation.
@@ -289,7 +292,8 @@ class OperationHandle:
             if event.HasField("error") and (event.error.code or event.error.message):
                 operation.error.CopyFrom(event.error)
 
-    def _follow(self, from_seq: int, deadline: float | None) -> Iterator[pb.ProgressEvent]:
+    def _follow(self, from_seq: int, deadline: float | None,
+                on_reconnect: Callable[[int, str], None] | None = None) -> Iterator[pb.ProgressEvent]:
         client = self.client
         config = client.config
         next_seq = max(1, int(from_seq))
@@ -366,6 +370,8 @@ class OperationHandle:
                 pause = min(pause, max(0.0, deadline - time.monotonic()))
             log.info("agent %s: reopening progress of %s from seq %d in %.2fs: %s",
                      config.target, self.id, next_seq, pause, failure)
+            if on_reconnect is not None:
+                on_reconnect(failures, failure)
             client._pause(pause)
 
 

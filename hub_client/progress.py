@@ -60,6 +60,13 @@ class LiveLine:
             self._width = 0
         self._stream.flush()
 
+    def end(self) -> None:
+        """End the live line where it stands, so what follows (e.g. on stderr) starts a line."""
+        if self._width:
+            self._stream.write("\n")
+            self._stream.flush()
+            self._width = 0
+
     def println(self, line: str) -> None:
         """A line of its own, below the live one (which stays as it was last drawn)."""
         if self._width:
@@ -77,3 +84,7 @@ class ProgressPrinter:
 
     def show(self, event: pb.ProgressEvent) -> None:
         self._live.redraw(render(event), final=event.terminal)
+
+    def end_line(self) -> None:
+        """End the bar's line before a message of another stream is printed."""
+        self._live.end()
