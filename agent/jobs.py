@@ -30,6 +30,7 @@ from agent.engine import restic_args as ra
 from agent.engine.base import RESTORE_PROGRESS, BackupStatus, Engine, RestoreSize, RestoreStatus, Snapshot
 from agent.ids import project_dir_name
 from agent.journal import Journal
+from agent.metrics import failures_expected
 from agent.model import OperationRecord, OperationState, Summary
 from agent.operations import OperationContext
 from agent.repository import Repository
@@ -915,7 +916,8 @@ async def home_is_empty(backend: Backend, project_id: str) -> bool:
 async def newest_v2_snapshot(services: Services, repo: Repository, project_id: str) -> Snapshot | None:
     """The newest layout-v2 snapshot of the project in ``repo`` (None when there is none or no repository)."""
     try:
-        snapshots = await services.engine.snapshots(repo, host=project_dir_name(project_id))
+        with failures_expected(errors.NotFound):
+            snapshots = await services.engine.snapshots(repo, host=project_dir_name(project_id))
     except errors.NotFound:
         return None
     usable = []

@@ -31,6 +31,8 @@ import collections
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from wsgiref.simple_server import WSGIServer
 
@@ -55,6 +57,23 @@ _SUCCEEDED = (OperationState.SUCCEEDED, OperationState.SUCCEEDED_WITH_WARNINGS)
 def state_label(state: OperationState) -> str:
     """The label value of a state: its name lowercased (``UP_TO_DATE`` → ``up_to_date``)."""
     return state.value.lower()
+
+
+# The engine failures the running task expects as an answer (see failures_expected).
+_EXPECTED_FAILURES: ContextVar[tuple[type[errors.BucketsError], ...]] = ContextVar("expected_failures", default=())
+
+
+@contextmanager
+def failures_expected(*kinds: type[errors.BucketsError]) -> Iterator[None]:
+    """Inside the block, engine failures of ``kinds`` are not counted in
+    ``buckets_engine_failures_total``: the caller asked a question whose answer they are (a new
+    project's "is there a repository yet?" is answered by NotFound). Follows the asyncio task
+    (context variables), so other operations running meanwhile still count theirs."""
+    token = _EXPECTED_FAILURES.set(kinds)
+    try:
+        yield
+    finally:
+        _EXPECTED_FAILURES.reset(token)
 
 
 def failure_class(error: errors.BucketsError) -> str:
@@ -196,6 +215,8 @@ class AgentMetrics:
             self._unprotected_since.pop(project_id, None)
 
     def engine_failed(self, error: errors.BucketsError) -> None:
+        if isinstance(error, _EXPECTED_FAILURES.get()):
+            return  # an answer the caller asked for (e.g. "no repository yet"), not a failure
         self.engine_failures.labels(failure_class(error)).inc()
 
 

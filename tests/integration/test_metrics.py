@@ -6,6 +6,8 @@ from __future__ import annotations
 import time
 import urllib.request
 
+import pytest
+
 from prometheus_client.parser import text_string_to_metric_families
 
 from hub_client.proto.buckets.v1 import agent_pb2 as pb
@@ -69,3 +71,22 @@ def test_backup_edit_and_delete_show_on_the_metrics_endpoint(agent_factory) -> N
     after_delete = scrape(port)
     assert project_series(after_delete, project_id) == []
     assert sample(after_delete, "buckets_operation_duration_seconds_count", kind="delete", outcome="succeeded") == 1
+
+
+@requires_restic
+@pytest.mark.parametrize("engine", ["restic", "rustic"])
+def test_ensuring_a_new_project_is_not_an_engine_failure_but_a_missing_repository_on_restore_is(agent_factory, engine):
+    agent = agent_factory(extra=METRICS, make_repositories=False, engine=engine)
+    port = int((agent.base / "metrics.port").read_text())
+    for mode in (pb.EnsureProjectRequest.AUTO, pb.EnsureProjectRequest.NONE):
+        project_id = new_id()
+        ensured = agent.stub.EnsureProject(
+            pb.EnsureProjectRequest(request_id=new_id(), project_id=project_id, mode=mode), timeout=30)
+        assert agent.wait(ensured.id).state == pb.SUCCEEDED
+    # Asking whether a new project has a repository yet ran the engine and got "no" for an answer.
+    assert any("snapshots" in argv for argv in agent.started_argvs()), agent.started_argvs()
+    assert sample(scrape(port), "buckets_engine_failures_total", **{"class": "not_found"}) in (None, 0)
+    # A restore from a repository that is not there is a failure, and counts.
+    restore = agent.restore(project_id, "latest")
+    assert agent.wait(restore.id).state == pb.FAILED
+    assert sample(scrape(port), "buckets_engine_failures_total", **{"class": "not_found"}) >= 1
