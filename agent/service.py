@@ -219,6 +219,13 @@ class AgentService:
         profiles = self.engine.remove_stale()
         present = self._present_projects()
         self.journal.ensure_projects(present)  # one never heard of is unprotected from now on
+        if self.config.limits.reconcile_interval > 0 or self.config.schedule.enabled:
+            # Before the port answers: what changed while the agent was down shows in the first
+            # status and metrics, not one reconcile interval later.
+            try:
+                await self.reconcile()
+            except (errors.BucketsError, OSError) as exc:  # the periodic looks try again
+                log.warning("freshness.startup_look_failed", error=str(exc))
         for project_id in present:  # one query each: the metrics start complete
             self._publish_freshness(project_id)
         version = await self.engine.version()

@@ -158,3 +158,24 @@ def test_list_projects_reports_the_journals_freshness_of_every_project_without_a
     assert status(agent, clean).dirty
     assert {p.project_id: p for p in agent.stub.ListProjects(pb.ListProjectsRequest(), timeout=30).projects}[
         clean].dirty
+
+
+@pytest.mark.parametrize("backend", ["directory", "btrfs"])
+def test_a_write_made_while_the_agent_was_down_counts_in_the_first_host_status(request, agent_factory, project_id,
+                                                                              backend):
+    limits = "reconcile_interval = 3600"  # no periodic look would come in time
+    if backend == "btrfs":
+        base = request.getfixturevalue("btrfs_fs").mountpoint / f"down-{uuid.uuid4().hex[:8]}"
+        agent = agent_factory(base.name, backend="btrfs", base=base, limits=limits)
+    else:
+        agent = agent_factory("down", limits=limits)
+    assert agent.wait(ensure(agent, project_id).id).state == pb.SUCCEEDED
+    write_tree(agent.home(project_id), files=5)
+    assert agent.wait(agent.backup(project_id).id).state == pb.SUCCEEDED
+    assert agent.stub.GetHostStatus(pb.GetHostStatusRequest(), timeout=10).dirty == 0
+    agent.stop()
+    time.sleep(0.05)  # a later instant than the backup's capture, on any clock granularity
+    (agent.home(project_id) / "written-while-down.txt").write_text("the agent was not running")
+    agent.start()
+    host = agent.stub.GetHostStatus(pb.GetHostStatusRequest(), timeout=10)  # the very first call
+    assert (host.projects, host.dirty, host.up_to_date) == (1, 1, 0)
