@@ -1053,6 +1053,14 @@ async def forget_exactly(
     return Summary(duration_seconds=time.monotonic() - started, files_processed=len(doomed))
 
 
+async def prune_only(context: OperationContext, services: Services, repo: Repository) -> Summary:
+    """Remove from the repository the data no snapshot references; forget nothing."""
+    started = time.monotonic()
+    await _forget_and_prune(context, services, repo, [], prune=True)
+    context.progress("prune", percent=100.0, message="pruned; no snapshot forgotten")
+    return Summary(duration_seconds=time.monotonic() - started)
+
+
 async def _forget_and_prune(
     context: OperationContext, services: Services, repo: Repository, doomed: list[str], *, prune: bool
 ) -> None:

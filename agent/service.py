@@ -629,11 +629,14 @@ class AgentService:
     ) -> tuple[OperationRecord, bool]:
         """Retention: the project's snapshots that ``keep`` does not keep are forgotten, except
         ``protected`` ones (e.g. the snapshot of a move or copy in progress); then prune. With
-        ``snapshot_ids`` exactly those are forgotten instead (``keep`` all 0, no ``protected``)."""
+        ``snapshot_ids`` exactly those are forgotten instead (``keep`` all 0, no ``protected``).
+        With ``prune`` and no keep rule, ids or ``protected``: prune only, nothing forgotten."""
         ids.request_id(request_id)
         project_id = ids.project_id(project_id)
         if snapshot_ids:
             return self._forget_exactly(request_id, project_id, repository, keep, prune, protected, snapshot_ids)
+        if prune and not any(keep.values()) and not protected:
+            return self._prune_only(request_id, project_id, repository)
         policy = ra.KeepPolicy(**keep)
         try:
             policy.flags()
@@ -644,6 +647,16 @@ class AgentService:
         params = {"repository": repo.display, "keep": keep, "prune": prune, "protected": sorted(protected)}
         job = functools.partial(jobs.forget, services=self.services, repo=repo, policy=policy,
                                 protected=protected, prune=prune)
+        return self.operations.submit(
+            kind=OperationKind.FORGET, project_id=project_id, request_id=request_id, params=params, job=job
+        )
+
+    def _prune_only(self, request_id: str, project_id: str,
+                    repository: RepositorySpec | None) -> tuple[OperationRecord, bool]:
+        """Prune without forgetting: only data no snapshot references goes."""
+        repo = self._repository(repository, project_id)
+        params = {"repository": repo.display, "keep": {}, "prune": True, "protected": []}
+        job = functools.partial(jobs.prune_only, services=self.services, repo=repo)
         return self.operations.submit(
             kind=OperationKind.FORGET, project_id=project_id, request_id=request_id, params=params, job=job
         )

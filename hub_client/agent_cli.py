@@ -87,14 +87,26 @@ def exit_code_of(error: AgentError) -> int:
 
 # On both CLIs; the host-side ones (HOST_COMMANDS) only on buckets-agent, where drain, delete,
 # copy and move mean the local agent (on buckets they are hub commands of the same names).
-AGENT_COMMANDS = ("status", "snapshots", "ls", "cat", "backup", "restore", "undo-restore", "verify", "ensure",
-                  "freeze", "thaw", "operations", "watch", "cancel")
+AGENT_COMMANDS = ("status", "snapshots", "ls", "cat", "backup", "restore", "undo-restore", "verify", "forget",
+                  "prune", "ensure", "freeze", "thaw", "operations", "watch", "cancel")
 HOST_COMMANDS = ("drain", "delete", "copy", "move")
 
 EXAMPLE_PROJECT = "6f1c2a9e-0b6f-4e2d-9a57-3c8d1e4f7b20"
 _CONFLICT = {"fail": pb.FAIL, "overwrite": pb.OVERWRITE, "skip": pb.SKIP}
 _ENSURE_MODES = {"none": pb.EnsureProjectRequest.NONE, "auto": pb.EnsureProjectRequest.AUTO,
                  "required": pb.EnsureProjectRequest.REQUIRED}
+def _count(value: str) -> int:
+    """An argparse ``type``: a whole number 0..2**32-1 (a keep rule's uint32)."""
+    if not value.isascii() or not value.isdigit() or int(value) >= 2**32:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number 0..4294967295")
+    return int(value)
+
+
+_KEEP_RULES = {
+    "last": "keep the newest N snapshots",
+    **{rule: f"keep the newest snapshot of each of the last N {unit}"
+       for rule, unit in (("hourly", "hours"), ("daily", "days"), ("weekly", "weeks"), ("monthly", "months"))},
+}
 _FILE_TYPE = {pb.FileEntry.FILE: "-", pb.FileEntry.DIRECTORY: "d", pb.FileEntry.SYMLINK: "l",
               pb.FileEntry.OTHER: "?"}
 
@@ -263,6 +275,26 @@ def add_agent_commands(commands, *, invocation: str, host_side: bool = False) ->
     ensure.add_argument("--snapshot", default="", help="auto/required: restore exactly this snapshot")
     ensure.add_argument("--quota-bytes", type=int, default=0, help="qgroup limit of a new home (btrfs)")
     ensure.add_argument("--no-wait", action="store_true", help="print the operation and return at once")
+
+    forget = command("forget", "forget snapshots of a project: those a keep policy does not keep, or exactly "
+                               "the ones named; with --prune also remove the data only they used",
+                     f"{p} --keep-daily 7 --keep-weekly 4 --prune --yes")
+    forget.add_argument("project")
+    forget.add_argument("snapshots", nargs="*", metavar="SNAPSHOT",
+                        help="forget exactly these (full ids or prefixes of 8+ digits) instead of a policy")
+    for rule in _KEEP_RULES:
+        forget.add_argument(f"--keep-{rule}", type=_count, default=0, metavar="N",
+                            help=_KEEP_RULES[rule])
+    forget.add_argument("--protect", action="append", default=[], metavar="SNAPSHOT",
+                        help="never forget this snapshot (repeatable; with a policy)")
+    forget.add_argument("--prune", action="store_true", help="then remove the data no snapshot references")
+    forget.add_argument("--yes", action="store_true", required=True,
+                        help="confirm: forgotten snapshots cannot be restored")
+    forget.add_argument("--no-wait", action="store_true", help="print the operation and return at once")
+    prune = command("prune", "remove from a project's repository the data no snapshot references "
+                             "(forgets nothing)", p)
+    prune.add_argument("project")
+    prune.add_argument("--no-wait", action="store_true", help="print the operation and return at once")
 
     freeze = command("freeze", "make a project read-only on the host (the move lock)", p)
     freeze.add_argument("project")
@@ -496,6 +528,22 @@ def _verify(client: AgentClient, args, out: _Output) -> int:
     return out.follow(client.verify(args.project, mode=mode, read_data_subset=args.read_data_subset))
 
 
+def _forget(client: AgentClient, args, out: _Output) -> int:
+    keep = {f"keep_{rule}": getattr(args, f"keep_{rule}") for rule in _KEEP_RULES}
+    if args.snapshots:
+        if any(keep.values()) or args.protect:
+            raise UsageError("name snapshots or give a keep policy (--keep-*, --protect), not both")
+        return out.follow(client.forget(args.project, snapshot_ids=args.snapshots, prune=args.prune))
+    if not any(keep.values()):
+        raise UsageError("forget needs snapshots to forget or at least one --keep-* rule above 0 "
+                         "(to only remove unreferenced data: prune)")
+    return out.follow(client.forget(args.project, prune=args.prune, protected_snapshot_ids=args.protect, **keep))
+
+
+def _prune(client: AgentClient, args, out: _Output) -> int:
+    return out.follow(client.forget(args.project, prune=True))
+
+
 def _ensure(client: AgentClient, args, out: _Output) -> int:
     return out.follow(client.ensure_project(args.project, mode=_ENSURE_MODES[args.mode],
                                             snapshot_id=args.snapshot, quota_bytes=args.quota_bytes))
@@ -557,7 +605,7 @@ def _copy(client: AgentClient, args, out: _Output) -> int:
 _RUNNERS: dict[str, Callable[[AgentClient, Any, _Output], int]] = {
     "status": _status, "snapshots": _snapshots, "ls": _ls, "cat": _cat, "backup": _backup, "restore": _restore,
     "undo-restore": _undo_restore,
-    "verify": _verify, "ensure": _ensure, "freeze": _freeze, "thaw": _thaw, "operations": _operations,
+    "verify": _verify, "forget": _forget, "prune": _prune, "ensure": _ensure, "freeze": _freeze, "thaw": _thaw, "operations": _operations,
     "watch": _watch, "cancel": _cancel, "drain": _drain, "delete": _delete, "copy": _copy,
 }
 

@@ -17,6 +17,7 @@ import time
 
 import pytest
 
+from hub_client.proto.buckets.v1 import agent_pb2 as pb
 from tests.conftest import requires_restic
 from tests.harness import REPO_ROOT, manifest, new_id, write_tree
 
@@ -191,3 +192,53 @@ def _on_a_terminal(argv: list[str], timeout: float = 120) -> tuple[int, str]:
     finally:
         process.kill()
         os.close(main)
+
+
+def _snapshot_ids(agent, project_id: str) -> list[str]:
+    """The project's snapshots newest first, from the agent (ListSnapshots)."""
+    listed = agent.stub.ListSnapshots(pb.ListSnapshotsRequest(project_id=project_id), timeout=60).snapshots
+    return [s.id for s in sorted(listed, key=lambda s: (s.time.seconds, s.time.nanos), reverse=True)]
+
+
+def _pack_files(agent, project_id: str) -> set[str]:
+    return {p.name for p in (agent.repository(project_id) / "data").rglob("*") if p.is_file()}
+
+
+def test_forget_by_policy_or_by_id_and_prune_through_the_cli(shared_agent):
+    agent, project_id = shared_agent, new_id()
+    json_lines(host_cli(agent, "--json", "ensure", project_id, "--mode", "none"))
+    agent.make_missing_repository(project_id)
+    for round_ in range(3):  # three snapshots, each with data of its own
+        (agent.home(project_id) / f"round-{round_}.bin").write_bytes(random.Random(round_).randbytes(200_000))
+        assert host_cli(agent, "backup", project_id).returncode == 0
+    newest_first = _snapshot_ids(agent, project_id)
+    assert len(newest_first) == 3
+
+    refused = host_cli(agent, "forget", project_id, "--yes")  # no rule: would forget everything
+    assert refused.returncode == 2 and b"--keep" in refused.stderr
+    assert host_cli(agent, "forget", project_id, "--keep-last", "2").returncode == 2  # --yes is required
+    assert _snapshot_ids(agent, project_id) == newest_first
+
+    kept = host_cli(agent, "forget", project_id, "--keep-last", "2", "--yes")
+    assert kept.returncode == 0, kept.stderr.decode()
+    assert _snapshot_ids(agent, project_id) == newest_first[:2]
+
+    packs_before = _pack_files(agent, project_id)
+    by_id = host_cli(agent, "forget", project_id, newest_first[1][:8], "--yes")
+    assert by_id.returncode == 0, by_id.stderr.decode()
+    assert _snapshot_ids(agent, project_id) == newest_first[:1]
+    assert _pack_files(agent, project_id) == packs_before  # forgetting alone removes no data
+
+    pruned = hub_cli(agent, "prune", project_id)
+    assert pruned.returncode == 0, pruned.stderr.decode()
+    assert _snapshot_ids(agent, project_id) == newest_first[:1]  # prune forgets nothing
+    assert _pack_files(agent, project_id) != packs_before
+    # What is left restores whole: the newest snapshot's files, byte for byte.
+    expected = manifest(agent.home(project_id))
+    for path in agent.home(project_id).glob("round-*.bin"):
+        path.unlink()
+    restored = host_cli(agent, "restore", project_id, newest_first[0])
+    assert restored.returncode == 0, restored.stderr.decode()
+    assert manifest(agent.home(project_id)) == expected
+    checked = host_cli(agent, "verify", project_id, "--read-data-subset", "100%")
+    assert checked.returncode == 0, checked.stderr.decode()
