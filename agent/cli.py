@@ -38,6 +38,8 @@ from pathlib import Path
 
 import structlog
 
+from hub_client import grpc_logging  # first: before anything starts gRPC's core
+
 from agent import logs
 from agent.config import AgentConfig, ConfigError, default_config, describe, load_config
 from agent.startup_checks import host_problems

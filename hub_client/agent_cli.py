@@ -29,6 +29,7 @@ from typing import Any, Callable
 import grpc
 from google.protobuf.json_format import MessageToDict
 
+from hub_client import connection_check
 from hub_client.addresses import agent_address
 from hub_client.client import (
     OK_STATES, AgentClient, AgentError, ClientConfig, OperationHandle, RetryPolicy, TlsConfig, state_name,
@@ -356,7 +357,13 @@ def run_agent_command(args, config: ClientConfig, *, name: str, invocation: str)
         with AgentClient(config) as client:
             return _RUNNERS[args.command](client, args, out)
     except AgentError as exc:
-        where = f" (agent {config.target}; is it running?)" if exc.code is grpc.StatusCode.UNAVAILABLE else ""
+        where = ""
+        if exc.code is grpc.StatusCode.UNAVAILABLE:
+            tls = config.tls
+            cause = connection_check.explain(
+                config.target, tls_used=tls is not None, ca_file=tls and tls.ca_file, cert_file=tls and tls.cert_file,
+                key_file=tls and tls.key_file, server_name=tls and tls.server_name)
+            where = f"\n{name}: {cause}" if cause else f" (agent {config.target}; is it running?)"
         print(f"{name}: {exc}{where}", file=sys.stderr)
         return exit_code_of(exc)
     except UsageError as exc:

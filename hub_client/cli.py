@@ -29,6 +29,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from hub_client import grpc_logging  # first: before anything starts gRPC's core
+
 from hub_client.agent_cli import (
     AGENT_COMMANDS, EXAMPLE_PROJECT, EXIT_CODES_HELP, EXIT_USAGE, add_agent_commands, attach_examples,
     client_config_from, quiet_on_closed_pipe, run_agent_command, share_options,

@@ -9,6 +9,9 @@ token). The hub side is :class:`hub_client.client.AgentClient` with its TlsConfi
 from __future__ import annotations
 
 import secrets
+import socket
+import subprocess
+import sys
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +23,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from hub_client.client import AgentClient, AgentError, ClientConfig, RetryPolicy, TlsConfig
 from hub_client.proto.buckets.v1 import agent_pb2 as pb
 from tests.certs import Pki, write
-from tests.harness import AgentProcess, create_project
+from tests.harness import REPO_ROOT, AgentProcess, create_project
 
 ONE_TRY = RetryPolicy(attempts=1)
 PASSWORD = "repo-password-" + secrets.token_hex(8)
@@ -178,3 +181,46 @@ def test_the_log_never_carries_a_password_an_s3_secret_or_a_token(secured, s3_se
     for secret in (PASSWORD, s3_server.secret_access_key, secured.operator, secured.reader, wrong):
         assert secret not in log
         assert secret.encode() not in stored
+
+
+# ---------------------------------------------------------------- what the CLIs say when TLS is wrong
+
+
+def _cli_status(*args: str, prog: str = "hub_client") -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", prog, "--retries", "1", *args, "status"], capture_output=True,
+                          text=True, cwd=REPO_ROOT, timeout=120)
+
+
+def _only_our_lines(result: subprocess.CompletedProcess, prog: str = "buckets") -> str:
+    """stderr, asserted to hold no line but the CLI's own (no gRPC C-core log lines)."""
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert lines and all(line.startswith(f"{prog}: ") for line in lines), result.stderr
+    assert result.returncode == 2, result.stderr
+    return result.stderr
+
+
+def test_the_cli_says_what_is_wrong_with_tls_instead_of_is_it_running(secured, tmp_path):
+    hub_cert, hub_key = (str(p) for p in secured.hub_cert)
+    rogue_cert, rogue_key = (str(p) for p in secured.rogue_cert)
+    plaintext = _only_our_lines(_cli_status("--agent", secured.target))
+    assert "speaks TLS" in plaintext and "--ca" in plaintext and "client certificate" in plaintext
+    no_client_cert = _only_our_lines(_cli_status("--agent", secured.target, "--ca", str(secured.host_ca)))
+    assert "requires a client certificate" in no_client_cert and "--cert" in no_client_cert
+    rogue = _only_our_lines(_cli_status("--agent", secured.target, "--ca", str(secured.host_ca),
+                                        "--cert", rogue_cert, "--key", rogue_key))
+    assert "rejected the client certificate" in rogue and rogue_cert in rogue
+    other_ca = write(tmp_path / "other-ca.pem", Pki.new("other CA").ca_cert)
+    wrong_ca = _only_our_lines(_cli_status("--agent", secured.target, "--ca", str(other_ca),
+                                           "--cert", hub_cert, "--key", hub_key))
+    assert "not trusted by the CA in" in wrong_ca and str(other_ca) in wrong_ca
+    # On the agent's host, with its config: the certificate file holds no CA and the agent wants
+    # a client certificate; the CLI says that instead of asking whether the agent runs.
+    host_side = _only_our_lines(_cli_status("--config", str(secured.agent.config_path), prog="agent"),
+                                prog="buckets-agent")
+    assert "is it running" not in host_side and ("not trusted" in host_side or "client certificate" in host_side)
+    for said in (plaintext, no_client_cert, rogue, wrong_ca):
+        assert "is it running" not in said
+    with socket.socket() as probe:  # a port where nothing listens
+        probe.bind(("127.0.0.1", 0))
+        closed = f"127.0.0.1:{probe.getsockname()[1]}"
+    assert "nothing listens on" in _only_our_lines(_cli_status("--agent", closed))
