@@ -222,8 +222,15 @@ async def backup(
             # swapped in since the request must not lead the engine out of the project.
             await asyncio.to_thread(project_paths.check_source, view.project, subpath, field="subpath",
                                     check_link=False)
-        context.progress("scan", message=f"backing up {'project/' + subpath if subpath else 'the project'} "
-                                         f"to {repo.display}")
+        what = f"{'project/' + subpath if subpath else 'the project'} to {repo.display}"
+        # The engine initialises a new repository in the backup's own run: until its first
+        # figures, that is what the time goes to (a few seconds of key derivation).
+        if repo.kind == "local" and not os.path.lexists(repo.location):
+            context.progress("init", message=f"initialising a new repository, then backing up {what}")
+        elif repo.kind == "s3" and services.journal.last_backup(project_id) is None:
+            context.progress("init", message=f"opening the repository (initialising it if new), then backing up {what}")
+        else:
+            context.progress("scan", message=f"backing up {what}")
         keeping = None
         if purpose == "move" and not await services.backend.is_frozen(project_id):
             # The catch-up backup after the move's freeze then skips the password's KDF.

@@ -128,6 +128,17 @@ def _figures_of(event: ProgressEvent) -> dict:
     return {name: getattr(event, name) for name in FIGURES}
 
 
+def carried_figures(previous: dict, fields: dict) -> dict:
+    """A report's ``fields`` within the phase whose newest figures are ``previous``: a figure the
+    report leaves out keeps its value (a message-only event does not read 0 B, 0%), and the
+    percent never goes back within a phase."""
+    carried = {name: previous[name] for name in FIGURES if name in previous and name not in fields}
+    carried.update(fields)
+    if "percent" in previous:
+        carried["percent"] = max(carried.get("percent", 0.0), previous["percent"])
+    return carried
+
+
 def final_figures(last: dict, summary: Summary | None, state: OperationState) -> dict:
     """The figures of an operation's terminal event: what its last progress said (``last``: the
     FIGURES of its newest report), completed for a finished one from its summary, so the end
@@ -513,6 +524,10 @@ class OperationManager:
         if live.record.state.terminal:
             return
         last = live.events[-1] if live.events else None
+        if live.pending_progress is not None and live.pending_progress.get("phase") == phase:
+            fields = carried_figures(live.pending_progress, fields)
+        elif last is not None and last.phase == phase:
+            fields = carried_figures(_figures_of(last), fields)
         now = time.monotonic()
         phase_changed = last is None or last.phase != phase
         if milestone or phase_changed or now - live.last_progress_at >= PROGRESS_INTERVAL:

@@ -40,7 +40,7 @@ Facts this module relies on:
 
 Every builder starts with the same prefix::
 
-    [binary, "-P", PROFILE_WITHOUT_.toml, "--no-progress" | "--json-progress" "--progress-interval" "1s",
+    [binary, "-P", PROFILE_WITHOUT_.toml, "--no-progress" | "--json-progress" "--progress-interval" "500ms",
      subcommand, ...]
 
 and puts ``--`` before positional arguments that come from callers (paths,
@@ -356,7 +356,7 @@ def profile_arg(profile_path: str) -> str:
 
 
 # rustic writes --json-progress status lines every 10 s unless told otherwise (humantime).
-PROGRESS_INTERVAL = "1s"
+PROGRESS_INTERVAL = "500ms"  # events at least every 0.5 s while a backup runs (the CLI bar moves)
 
 
 def _common(binary: str, profile_path: str, *, json_progress: bool = False) -> list[str]:

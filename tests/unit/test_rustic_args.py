@@ -331,7 +331,7 @@ def test_backup_args_full() -> None:
         label="buckets", parent=SNAP, no_scan=True, json_progress=True, init=True,
     )
     assert argv == [
-        RUSTIC, "-P", "/run/buckets/rustic/project-11111111", "--json-progress", "--progress-interval", "1s",
+        RUSTIC, "-P", "/run/buckets/rustic/project-11111111", "--json-progress", "--progress-interval", "500ms",
         "backup", "--json",
         "--host", HOST,
         "--tag", "layout=v2",
