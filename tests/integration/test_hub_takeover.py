@@ -22,9 +22,10 @@ import pytest
 
 from hub_client.agent_cli import EXIT_IN_PROGRESS, EXIT_OK
 from hub_client.hub import Hub
-from hub_client.store import Cleanup, JobKind, MoveStatus, open_store
+from hub_client.proto.buckets.v1 import agent_pb2 as pb
+from hub_client.store import Cleanup, CopyStatus, JobKind, MoveStatus, open_store
 from tests.conftest import requires_restic
-from tests.harness import REPO_ROOT
+from tests.harness import REPO_ROOT, create_project, manifest, write_tree
 from tests.hubs import client_config, register
 from tests.integration.test_faults_hub import small_project, status, trees, wait_for_step
 
@@ -240,6 +241,48 @@ def test_an_owner_paused_past_its_lease_finds_its_move_taken_over_and_stops(
         if starter.poll() is None:
             os.killpg(starter.pid, signal.SIGCONT)
             kill(starter)
+        if worker is not None and worker.poll() is None:
+            kill(worker)
+        hub.store.close()
+        hub.close()
+
+
+def test_a_copy_whose_hub_was_killed_mid_way_is_completed_by_a_worker(tmp_path: Path, two_hosts) -> None:
+    """`buckets copy` between hosts SIGKILLed once its restore step is recorded; a worker takes
+    the copy over and completes it: the target path holds the source's files, and the temporary
+    snapshot is forgotten."""
+    url = f"sqlite://{tmp_path / 'hub.sqlite'}"
+    hub, source, _ = prepared(url, two_hosts)
+    a, b = two_hosts
+    write_tree(a.home(source) / "data", files=30, size=512, seed=11)
+    target = create_project(b, files=0)
+    hub.add_project(target, "host-b", "eu")
+    worker = None
+    try:
+        starter = spawn(hub_command(url, "copy", f"{source}:data", f"{target}:incoming/data"),
+                        tmp_path / "starter.log")
+        try:
+            def restoring():
+                copies = hub.store.list_copies(project_id=source)
+                steps = [e.message for e in hub.store.copylog(copies[0].id) if e.kind == "step"] if copies else []
+                return copies[0].id if "restore" in steps else None
+
+            copy_id = wait_until(restoring, "the copy's restore step", processes=(starter,))
+        finally:
+            kill(starter)
+        assert hub.store.get_copy(copy_id).status == CopyStatus.RUNNING
+
+        worker = spawn(worker_command(url, "--owner", "worker-b"), tmp_path / "worker.log")
+        wait_until(lambda: hub.store.get_copy(copy_id).status not in (CopyStatus.PENDING, CopyStatus.RUNNING),
+                   "the copy taken over and finished", processes=(worker,))
+        copy = hub.store.get_copy(copy_id)
+        assert copy.status == CopyStatus.SUCCEEDED, copy.error
+        assert hub.store.get_lease(JobKind.COPY, copy_id).owner == "worker-b"
+        assert manifest(b.home(target) / "incoming" / "data") == manifest(a.home(source) / "data")
+        assert copy.snapshot_id is None and not [s for s in a.stub.ListSnapshots(
+            pb.ListSnapshotsRequest(project_id=source), timeout=30).snapshots if "purpose=copy" in s.tags]
+        assert stop_worker(worker) == 0
+    finally:
         if worker is not None and worker.poll() is None:
             kill(worker)
         hub.store.close()
