@@ -38,7 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
                                formatter_class=argparse.RawDescriptionHelpFormatter)
     add_global_options(work)
     work.add_argument("--scan-seconds", type=_positive_seconds, default=None,
-                      help="seconds between scans for lapsed leases (default the heartbeat, at most 5)")
+                      help="seconds between scans for lapsed leases (default the heartbeat, at most 1)")
     work.add_argument("--max-jobs", type=int, default=DEFAULT_MAX_JOBS,
                       help=f"taken-over jobs run at once (default {DEFAULT_MAX_JOBS})")
     work.add_argument("--owner", default=None, help="this process's lease owner id (default host:pid:random)")

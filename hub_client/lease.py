@@ -39,8 +39,9 @@ DEFAULT_LEASE_SECONDS = 15.0
 class LeaseSettings:
     """``seconds``: how long a claim or renew holds; ``heartbeat``: seconds between renews
     (default a third of the lease, so two renews may fail before it lapses); ``scan``: seconds
-    between a worker's scans for lapsed leases (default the heartbeat, at most 5). A dead
-    owner's job is resumed within about ``seconds + scan``."""
+    between a worker's scans for lapsed leases (default the heartbeat, at most 1: a scan is one
+    indexed UPDATE per job kind, and the scan interval adds to every takeover's delay). A dead
+    owner's job is resumed within about ``seconds + scan`` of its last renew."""
 
     seconds: float = DEFAULT_LEASE_SECONDS
     heartbeat: float | None = None
@@ -62,7 +63,7 @@ class LeaseSettings:
 
     @property
     def scan_seconds(self) -> float:
-        return self.scan if self.scan is not None else min(5.0, self.heartbeat_seconds)
+        return self.scan if self.scan is not None else min(1.0, self.heartbeat_seconds)
 
 
 def new_owner() -> str:
