@@ -156,3 +156,24 @@ def test_the_heartbeat_keeps_a_short_lease_held_through_a_long_step(store) -> No
     runner = ThreeSteps(store, move, lease, {"two": long_step})
     runner.run()
     assert renewed_twice == [True] and runner.ran == ["one", "two", "three"]
+
+
+def test_lease_settings_defaults_and_refusals() -> None:
+    default = LeaseSettings()
+    assert (default.seconds, default.heartbeat_seconds, default.scan_seconds) == (15.0, 5.0, 1.0)
+    short = LeaseSettings(seconds=1.5)
+    assert (short.heartbeat_seconds, short.scan_seconds) == (0.5, 0.5)
+    for bad in ({"seconds": 0}, {"seconds": 3, "heartbeat": 3}, {"seconds": 3, "scan": -1}):
+        with pytest.raises(ValueError):
+            LeaseSettings(**bad)
+
+
+def test_buckets_hub_work_takes_the_lease_options(monkeypatch) -> None:
+    from hub_client.hub_cli import lease_settings_from
+    from hub_client.hub_service_cli import build_parser
+
+    monkeypatch.setenv("BUCKETS_LEASE_SECONDS", "9")
+    args = build_parser().parse_args(["work", "--store", "x.sqlite", "--scan-seconds", "0.5"])
+    assert lease_settings_from(args) == LeaseSettings(seconds=9.0, heartbeat=None, scan=0.5)
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["work", "--lease-seconds", "0"])
