@@ -280,6 +280,8 @@ class Bench:
     btrfs_skipped: str = ""
     unchanged_runs: int = 10
     move: bool = True
+    # The takeover row (bench/takeover_row.py): the lease of its hub processes; None with --no-takeover.
+    takeover_lease: float | None = 15.0
     # The frozen-window rows' project sizes in MB (bench/frozen_rows.py; empty with --no-frozen) and runs.
     frozen_sizes: tuple[int, ...] = ()
     frozen_runs: int = 1
@@ -927,6 +929,19 @@ def measure_move(bench: Bench) -> list[Figure]:
     return measure(bench, figure_type=Figure, alternating=_alternating, log_level=bench.agent_log_level)
 
 
+def measure_takeover(bench: Bench) -> list[Figure]:
+    """Time from a hub process's death mid-move to the move resuming in another (bench/takeover_row.py)."""
+    if bench.takeover_lease is None:
+        bench.log("  skipped (--no-takeover)")
+        return []
+    try:
+        import takeover_row
+    except ImportError:
+        from bench import takeover_row
+    return takeover_row.measure_takeover(bench, figure_type=Figure, lease=bench.takeover_lease,
+                                         log_level=bench.agent_log_level)
+
+
 def measure_frozen(bench: Bench) -> list[Figure]:
     """Frozen window of a move, old flow vs new flow, at several sizes (bench/frozen_rows.py)."""
     if not bench.frozen_sizes:
@@ -979,6 +994,7 @@ MEASUREMENTS: list[Measurement] = [
     # Local and S3 backup/restore, once per engine.
     measure_engines,
     measure_move,
+    measure_takeover,
     measure_frozen,
     # Unchanged first: the agent's restores replace the project's subvolumes.
     measure_btrfs_unchanged_backup,
@@ -1272,6 +1288,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--no-btrfs", action="store_true", help="skip the btrfs rows (no loop-device btrfs is made)"
     )
     parser.add_argument("--no-move", action="store_true", help="skip the move row (two more agents)")
+    parser.add_argument("--no-takeover", action="store_true",
+                        help="skip the takeover row (a hub process killed mid-move, resumed by another)")
+    parser.add_argument("--takeover-lease-seconds", type=float, default=15.0,
+                        help="the lease of the takeover row's hub processes (default 15, the hub's default)")
     parser.add_argument(
         "--frozen-sizes", default=None,
         help="project sizes in MB of the frozen-window rows, comma-separated (default 100,1000,4000; quick 20,50,100)",
@@ -1427,6 +1447,7 @@ def main(argv: list[str] | None = None) -> int:
             sync=not args.no_sync,
             unchanged_runs=args.unchanged_runs,
             move=not args.no_move,
+            takeover_lease=None if args.no_takeover else args.takeover_lease_seconds,
             frozen_sizes=() if args.no_frozen else args.frozen_sizes,
             frozen_runs=args.frozen_runs,
             agent_log_level=args.agent_log_level,

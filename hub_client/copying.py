@@ -27,6 +27,7 @@ import posixpath
 from typing import Any, Callable
 
 from hub_client.client import AgentClient, AgentError
+from hub_client.lease import JobLease
 from hub_client.proto.buckets.v1 import agent_pb2 as pb
 from hub_client.steps import JobError, JobRunner, Observer, job_request_id
 from hub_client.store import Conflict, Copy, CopyStatus, Host, MovelogEntry, Store
@@ -93,8 +94,10 @@ class CopyRunner(JobRunner):
     error = CopyError
 
     def __init__(self, store: Store, connect: Connect, copy_id: str, *, observer: Observer | None = None,
-                 before_step: Callable[[str], None] | None = None, operation_timeout: float | None = None) -> None:
-        super().__init__(copy_id, observer=observer, before_step=before_step, operation_timeout=operation_timeout)
+                 before_step: Callable[[str], None] | None = None, operation_timeout: float | None = None,
+                 lease: JobLease | None = None) -> None:
+        super().__init__(copy_id, observer=observer, before_step=before_step, operation_timeout=operation_timeout,
+                         lease=lease)
         self.store = store
         self.connect = connect
         self.copy_id = copy_id
@@ -107,7 +110,7 @@ class CopyRunner(JobRunner):
         return self._run("resume")
 
     def cancel(self) -> Copy:
-        with self.store.move_lock(self.copy.target_project):
+        with self.store.move_lock(self.copy.target_project), self._leased():
             copy = self._require_unfinished("cancel")
             self._forget_temporary(copy)
             cancelled = self.store.update_copy_status(self.copy_id, CopyStatus.CANCELLED, error=copy.error)
@@ -116,7 +119,7 @@ class CopyRunner(JobRunner):
 
     def _run(self, how: str) -> Copy:
         # The target project's lock: one runner per copy, and no move of the target meanwhile.
-        with self.store.move_lock(self.copy.target_project):
+        with self.store.move_lock(self.copy.target_project), self._leased():
             copy = self._require_unfinished(how)
             if how == "start" and copy.status != CopyStatus.PENDING:
                 raise CopyError(f"copy {self.copy_id} has started already; resume it")
@@ -124,6 +127,9 @@ class CopyRunner(JobRunner):
             self.copy = self.store.update_copy_status(self.copy_id, CopyStatus.RUNNING, new_attempt=True)
             self._attempt(self.copy.attempts, how, start, continuing, {})
             return self.store.get_copy(self.copy_id)
+
+    def _needs_owner(self) -> bool:
+        return self.store.get_copy(self.copy_id).status in CopyStatus.BLOCKING
 
     def _require_unfinished(self, what: str) -> Copy:
         copy = self.store.get_copy(self.copy_id)

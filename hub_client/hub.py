@@ -6,6 +6,7 @@ probes agents, and starts, resumes, retries and cancels moves through :mod:`hub_
 
 from __future__ import annotations
 
+import threading
 import uuid
 from dataclasses import dataclass, replace
 from typing import Callable
@@ -13,6 +14,7 @@ from typing import Callable
 from hub_client.client import OK_STATES, AgentClient, AgentError, ClientConfig, OperationHandle
 from hub_client.copying import CopyRefused, CopyRunner, copy_path
 from hub_client.freshness import record_host_report, record_status
+from hub_client.lease import JobLease, LeaseSettings, new_owner
 from hub_client.move import (
     MoveError, MoveRefused, MoveRunner, MoveSettings, Observer, clean_source, possible_loss_minutes, seen_now,
     with_freshness,
@@ -20,8 +22,8 @@ from hub_client.move import (
 from hub_client.proto.buckets.v1 import agent_pb2 as pb
 from hub_client.store.models import utcnow
 from hub_client.store import (
-    Conflict, Copy, CopyInProgress, Host, HostBackupStatus, Move, MoveInProgress, MoveStatus, NotFound, OfflineLoss,
-    Project, Store,
+    Conflict, Copy, CopyInProgress, Host, HostBackupStatus, JobKind, Lease, Move, MoveInProgress, MoveStatus, NotFound,
+    OfflineLoss, Project, Store,
 )
 
 ClientConfigFor = Callable[[str], ClientConfig]
@@ -54,12 +56,17 @@ class Hub:
 
     def __init__(
         self, store: Store, *, client_config: ClientConfigFor = lambda address: ClientConfig(target=address),
-        settings: MoveSettings | None = None,
+        settings: MoveSettings | None = None, leases: LeaseSettings | None = None, owner: str | None = None,
     ) -> None:
         self.store = store
         self.client_config = client_config
         self.settings = settings or MoveSettings()
+        # Every move or copy this hub runs is owned through a lease (``owner``: this process), so
+        # a worker (hub_client.worker) takes it over when this process dies mid-way.
+        self.leases = leases or LeaseSettings()
+        self.owner = owner or new_owner()
         self._clients: dict[str, AgentClient] = {}
+        self._clients_mutex = threading.Lock()  # a worker runs several jobs on one hub
 
     def __enter__(self) -> "Hub":
         return self
@@ -73,10 +80,15 @@ class Hub:
         self._clients.clear()
 
     def client(self, host: Host) -> AgentClient:
-        client = self._clients.get(host.address)
-        if client is None:
-            client = self._clients[host.address] = AgentClient(self.client_config(host.address))
-        return client
+        with self._clients_mutex:
+            client = self._clients.get(host.address)
+            if client is None:
+                client = self._clients[host.address] = AgentClient(self.client_config(host.address))
+            return client
+
+    def job_lease(self, kind: str, job_id: str, claimed: Lease | None = None) -> JobLease:
+        """This hub's lease of a move or copy (``claimed``: already claimed by this owner)."""
+        return JobLease(self.store, kind, job_id, self.owner, self.leases, claimed=claimed)
 
     # ------------------------------------------------------------ hosts and projects
 
@@ -259,9 +271,10 @@ class Hub:
         return self.copy_runner(copy.id, observer=observer, before_step=before_step).start()
 
     def copy_runner(self, copy_id: str, *, observer: Observer | None = None,
-                    before_step: Callable[[str], None] | None = None) -> CopyRunner:
+                    before_step: Callable[[str], None] | None = None, lease: JobLease | None = None) -> CopyRunner:
         return CopyRunner(self.store, self.client, copy_id, observer=observer, before_step=before_step,
-                          operation_timeout=self.settings.operation_timeout)
+                          operation_timeout=self.settings.operation_timeout,
+                          lease=lease or self.job_lease(JobKind.COPY, copy_id))
 
     def resume_copy(self, copy_id: str, **hooks) -> Copy:
         return self.copy_runner(copy_id, **hooks).resume()
@@ -312,9 +325,9 @@ class Hub:
     # ------------------------------------------------------------ moves
 
     def runner(self, move_id: str, *, observer: Observer | None = None,
-               before_step: Callable[[str], None] | None = None) -> MoveRunner:
+               before_step: Callable[[str], None] | None = None, lease: JobLease | None = None) -> MoveRunner:
         return MoveRunner(self.store, self.client, move_id, settings=self.settings, observer=observer,
-                          before_step=before_step)
+                          before_step=before_step, lease=lease or self.job_lease(JobKind.MOVE, move_id))
 
     def move(self, project_id: str, target_host: str, *, force: bool = False, observer: Observer | None = None,
              before_step: Callable[[str], None] | None = None, clean_now: bool = True,

@@ -42,6 +42,7 @@ from hub_client.client import AgentError, state_name
 from hub_client.hub import Hub
 from hub_client.copying import CopyRefused
 from hub_client.metrics import exposition
+from hub_client.lease import DEFAULT_LEASE_SECONDS, LeaseSettings
 from hub_client.move import DEFAULT_PRECOPY_ROUNDS, DEFAULT_PRECOPY_STOP_BYTES, MoveSettings
 from hub_client.steps import JobError
 from hub_client.progress import ProgressPrinter
@@ -50,7 +51,8 @@ from hub_client.regions import order_regions
 from hub_client.repository_copy import load_buckets
 from hub_client.movelog_view import MovelogPrinter, entry_record, follow, follow_copy
 from hub_client.store import (
-    Conflict, CopyInProgress, CopyStatus, MoveInProgress, MovelogEntry, NotFound, StoreError, open_store,
+    Conflict, CopyInProgress, CopyStatus, LeaseHeld, LeaseLost, MoveInProgress, MovelogEntry, NotFound, StoreError,
+    open_store,
 )
 
 HUB_COMMANDS = ("hosts", "projects", "move", "moves", "movelog", "resume", "retry", "cancel-move", "cleanup",
@@ -77,6 +79,36 @@ def add_global_options(parser: argparse.ArgumentParser) -> None:
                         default=os.environ.get("BUCKETS_PRECOPY_STOP_BYTES", DEFAULT_PRECOPY_STOP_BYTES),
                         help="a pre-copy round whose backup added at most this many bytes is the last "
                              f"(default $BUCKETS_PRECOPY_STOP_BYTES or {DEFAULT_PRECOPY_STOP_BYTES})")
+    add_lease_options(parser)
+
+
+def add_lease_options(parser: argparse.ArgumentParser) -> None:
+    """How long this process's lease of a move or copy holds, and how often it is renewed."""
+    parser.add_argument("--lease-seconds", type=_positive_seconds,
+                        default=os.environ.get("BUCKETS_LEASE_SECONDS", DEFAULT_LEASE_SECONDS),
+                        help="a move's or copy's lease: when this process dies, another hub process takes the job "
+                             f"over once it lapses (default $BUCKETS_LEASE_SECONDS or {DEFAULT_LEASE_SECONDS:g})")
+    parser.add_argument("--heartbeat-seconds", type=_positive_seconds,
+                        default=os.environ.get("BUCKETS_LEASE_HEARTBEAT_SECONDS"),
+                        help="seconds between renewals of a held lease (default a third of the lease)")
+
+
+def lease_settings_from(args) -> LeaseSettings:
+    """The LeaseSettings of :func:`add_lease_options` (``scan_seconds`` where the command has it);
+    raises ValueError for a heartbeat not shorter than the lease."""
+    return LeaseSettings(seconds=float(args.lease_seconds),
+                         heartbeat=None if args.heartbeat_seconds is None else float(args.heartbeat_seconds),
+                         scan=getattr(args, "scan_seconds", None))
+
+
+def _positive_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be positive: {value}")
+    return value
 
 
 def _not_negative(text: str) -> int:
@@ -194,9 +226,15 @@ def run_hub_command(args) -> int:
     try:
         settings = MoveSettings(buckets=buckets, precopy_rounds=int(args.precopy_rounds),
                                 precopy_stop_bytes=int(args.precopy_stop_bytes))
-        with Hub(store, client_config=client_config_from(args), settings=settings) as hub:
+        leases = lease_settings_from(args)
+    except ValueError as exc:
+        store.close()
+        print(f"buckets: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        with Hub(store, client_config=client_config_from(args), settings=settings, leases=leases) as hub:
             return _dispatch(hub, args)
-    except (MoveInProgress, CopyInProgress) as exc:
+    except (MoveInProgress, CopyInProgress, LeaseHeld, LeaseLost) as exc:
         print(f"buckets: {exc}", file=sys.stderr)
         return EXIT_IN_PROGRESS
     except CopyRefused as exc:

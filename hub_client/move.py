@@ -40,6 +40,7 @@ from typing import Any, Callable, Mapping
 
 from hub_client.client import OK_STATES, AgentClient, AgentError, new_request_id, state_name
 from hub_client.freshness import offline_window, record_status, timestamp_or_none
+from hub_client.lease import JobLease
 from hub_client.rescue import RescueFailed, same_snapshot, secure_source_copy
 from hub_client.proto.buckets.v1 import agent_pb2 as pb
 from hub_client.store import Cleanup, Host, Move, MovelogEntry, MoveStatus, NotFound, Project, Store
@@ -234,10 +235,11 @@ class MoveRunner(JobRunner):
     def __init__(
         self, store: Store, connect: Connect, move_id: str, *, settings: MoveSettings | None = None,
         observer: Observer | None = None, before_step: Callable[[str], None] | None = None,
+        lease: JobLease | None = None,
     ) -> None:
         self.settings = settings or MoveSettings()
         super().__init__(move_id, observer=observer, before_step=before_step,
-                         operation_timeout=self.settings.operation_timeout)
+                         operation_timeout=self.settings.operation_timeout, lease=lease)
         self.store = store
         self.connect = connect
         self.move_id = move_id
@@ -257,7 +259,7 @@ class MoveRunner(JobRunner):
         return self._run("retry", force=force)
 
     def cancel(self) -> Move:
-        with self.store.move_lock(self.project_id):
+        with self.store.move_lock(self.project_id), self._leased():
             move = self._require_active("cancel")
             self._undo(move, self._plan())
             if move.cross_region:
@@ -267,7 +269,7 @@ class MoveRunner(JobRunner):
             return cancelled
 
     def _run(self, how: str, *, force: bool | None = None) -> Move:
-        with self.store.move_lock(self.project_id):
+        with self.store.move_lock(self.project_id), self._leased():
             move = self._require_active(how)
             crashed = move.status == MoveStatus.RUNNING
             if how == "start" and move.status != MoveStatus.PENDING:
@@ -292,6 +294,9 @@ class MoveRunner(JobRunner):
             raise MoveError(f"move {self.move_id} is {move.status}; there is nothing to {what}")
         self.move = move
         return move
+
+    def _needs_owner(self) -> bool:
+        return self.store.get_move(self.move_id).status in (MoveStatus.PENDING, MoveStatus.RUNNING)
 
     # ------------------------------------------------------------ the job's log and steps
 

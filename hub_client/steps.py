@@ -5,11 +5,15 @@ runner machinery that records each step before its work and turns failures into 
 from __future__ import annotations
 
 import time
-from typing import Any, Callable
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from hub_client.client import OK_STATES, AgentError, OperationHandle, state_name
 from hub_client.proto.buckets.v1 import agent_pb2 as pb
-from hub_client.store import Host, MovelogEntry
+from hub_client.store import Host, LeaseLost, MovelogEntry
+
+if TYPE_CHECKING:
+    from hub_client.lease import JobLease
 
 PROGRESS_INTERVAL = 1.0  # seconds between agent progress events copied into a job's log
 
@@ -80,11 +84,12 @@ class JobRunner:
     error: type[JobError] = JobError
 
     def __init__(self, job_id: str, *, observer: Observer | None, before_step: Callable[[str], None] | None,
-                 operation_timeout: float | None) -> None:
+                 operation_timeout: float | None, lease: "JobLease | None" = None) -> None:
         self.job_id = job_id
         self.observer = observer
         self.before_step = before_step
         self.operation_timeout = operation_timeout
+        self.lease = lease
         self._seen_seq = 0
 
     # ------------------------------------------------------------ what each kind of job provides
@@ -107,6 +112,38 @@ class JobRunner:
 
     def _fail(self, exc: BaseException) -> None:
         raise NotImplementedError
+
+    def _needs_owner(self) -> bool:
+        """Whether the job still needs an owner (pending or running) after a run ended."""
+        raise NotImplementedError
+
+    # ------------------------------------------------------------ the lease
+
+    @contextmanager
+    def _leased(self) -> Iterator[None]:
+        """Hold the job's lease (if the runner has one) for the block; the caller holds the
+        project's move lock. The lease is handed over (claimable at once) when the job still
+        needs an owner afterwards, and released when it does not."""
+        if self.lease is None:
+            yield
+            return
+        lease = self.lease.acquire()
+        try:
+            self._log("lease", f"owned by hub process {lease.owner} (claim {lease.epoch})",
+                      {"owner": lease.owner, "epoch": lease.epoch, "claimed_at": lease.claimed_at.isoformat(),
+                       "expires_at": lease.expires_at.isoformat() if lease.expires_at else None})
+            yield
+        finally:
+            try:
+                hand_over = self._needs_owner()
+            except Exception:
+                hand_over = True  # unknown: let another process look at it
+            self.lease.release(hand_over=hand_over)
+
+    def _fence(self) -> None:
+        """Raise LeaseLost when this process no longer owns the job (checked before each step)."""
+        if self.lease is not None:
+            self.lease.check()
 
     # ------------------------------------------------------------ shared
 
@@ -141,7 +178,15 @@ class JobRunner:
                   {"how": how, "from": start, **data})
         try:
             self._run_steps(start, continuing)
+        except LeaseLost:
+            raise  # another process owns the job now: no undo, no failure recorded by this one
         except BaseException as exc:
+            try:
+                self._fence()
+            except LeaseLost as lost:
+                raise lost from exc  # the failure may be the new owner's doing: it is not ours to undo
+            except Exception:
+                pass  # the store unreachable: _fail reports what it can
             self._fail(exc)
             if isinstance(exc, JobError):
                 raise
@@ -152,6 +197,7 @@ class JobRunner:
     def _run_steps(self, start: str, continuing: bool) -> None:
         step: str | None = start
         while step is not None:
+            self._fence()
             if continuing:
                 continuing = False  # a stopped hub recorded this step already
             else:

@@ -7,7 +7,9 @@ from typing import Any, Protocol, runtime_checkable
 
 from datetime import datetime
 
-from hub_client.store.models import Copy, Host, HostBackupStatus, Move, MovelogEntry, OfflineLoss, Project, Rescue
+from hub_client.store.models import (
+    Copy, Host, HostBackupStatus, Lease, Move, MovelogEntry, OfflineLoss, Project, Rescue,
+)
 
 
 @runtime_checkable
@@ -190,6 +192,43 @@ class Store(Protocol):
         """Hold the project's move lock for the ``with`` block, across processes and hosts that
         share the database; non-blocking: raises MoveInProgress naming the project when another
         holder has it. Released at the block's end or when the holding process dies."""
+
+    # -- leases ---------------------------------------------------------------------------
+    # Two guards, kept both on purpose. The move lock (an advisory lock / a flock, dropped by the
+    # database or the kernel the moment its process dies) protects the *execution* of a job's
+    # steps: at most one process runs them at any instant. The lease (a row in the store with an
+    # expiry) says who *owns* the job between steps and while nobody runs it, so that when its
+    # owner dies someone notices and takes it up: a lock vanishes with its holder and leaves no
+    # trace of unfinished work, and a lease alone cannot stop a slow (paused, partitioned) owner
+    # from acting after its lease lapsed — the lock does, and the lease's epoch fences it.
+    # ``kind`` is "move" or "copy" (JobKind); times are the store's clock (:meth:`store_time`).
+
+    def store_time(self) -> datetime:
+        """The store's current time: the database's clock on PostgreSQL, this host's UTC clock on SQLite."""
+
+    def get_lease(self, kind: str, job_id: str) -> Lease | None:
+        """The job's last lease (None: never claimed); raises NotFound."""
+
+    def claim_lease(self, kind: str, job_id: str, owner: str, seconds: float, *, take_over: bool = False) -> Lease:
+        """Make ``owner`` the job's owner for ``seconds`` (a new epoch). Unless ``take_over``, only
+        when the lease is free (never claimed, released) or lapsed: raises LeaseHeld naming the
+        holder otherwise. ``take_over`` is only for a caller holding the project's move lock (no
+        live process runs the job's steps then). Raises NotFound."""
+
+    def claim_lapsed(self, kind: str, owner: str, seconds: float, *, limit: int = 10) -> list[Lease]:
+        """Claim for ``owner`` up to ``limit`` pending or running jobs whose lease lapsed (their
+        owner died, stopped renewing or handed them over); each job goes to one claimer only
+        (PostgreSQL: FOR UPDATE SKIP LOCKED). Released jobs are not claimed."""
+
+    def renew_lease(self, lease: Lease, seconds: float) -> Lease:
+        """Extend ``lease`` to ``seconds`` from now, only while it is still this owner's claim
+        (same owner and epoch, not released; lapsed but not claimed again is still its own).
+        Raises LeaseLost otherwise: the caller must stop acting on the job."""
+
+    def release_lease(self, lease: Lease, *, hand_over: bool = False) -> bool:
+        """End this owner's claim: released (the job needs no owner: finished, failed), or with
+        ``hand_over`` lapsed at once (the job still needs one: the next scan claims it). False
+        when the claim was no longer this owner's."""
 
     def close(self) -> None:
         """Release the connections."""

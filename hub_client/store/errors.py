@@ -53,3 +53,28 @@ class CopyInProgress(_InProgress):
     @property
     def copy_id(self) -> str | None:
         return self.job_id
+
+
+class LeaseHeld(StoreError):
+    """Another hub process owns the job (``kind`` move or copy, ``job_id``) through a lease
+    that has not lapsed: ``owner`` until ``expires_at``."""
+
+    def __init__(self, kind: str, job_id: str, owner: str, expires_at: object) -> None:
+        super().__init__(f"{kind} {job_id} is owned by hub process {owner} (lease until {expires_at}); "
+                         "it is taken over only when that lease lapses")
+        self.kind = kind
+        self.job_id = job_id
+        self.owner = owner
+        self.expires_at = expires_at
+
+
+class LeaseLost(StoreError):
+    """This hub process no longer owns the job: its lease was taken over by another process (or
+    released). The process must stop acting on the job at once: no further step, no undo."""
+
+    def __init__(self, kind: str, job_id: str, owner: str, detail: str = "") -> None:
+        text = f"hub process {owner} lost the lease of {kind} {job_id}"
+        super().__init__(text + (f": {detail}" if detail else ""))
+        self.kind = kind
+        self.job_id = job_id
+        self.owner = owner

@@ -189,6 +189,28 @@ def _frozen_window(time: str) -> tuple[str, ...]:
     )
 
 
+def _leases(time: str, epoch: str) -> tuple[str, ...]:
+    # Who owns a move's or a copy's execution (a hub process), the claim counter that fences an
+    # owner whose lease was taken over, and until when the lease holds (the store's clock). A
+    # running job from before leases gets a lease that lapsed long ago: a worker takes it up.
+    statements: list[str] = []
+    for table in ("moves", "copies"):
+        statements += [
+            f"ALTER TABLE {table} ADD COLUMN lease_owner TEXT",
+            f"ALTER TABLE {table} ADD COLUMN lease_epoch INTEGER NOT NULL DEFAULT 0",
+            f"ALTER TABLE {table} ADD COLUMN lease_claimed_at {time}",
+            f"ALTER TABLE {table} ADD COLUMN lease_expires {time}",
+            f"UPDATE {table} SET lease_expires = {epoch} WHERE status = 'running'",
+            f"CREATE INDEX {table}_lease ON {table}(lease_expires)",
+        ]
+    return tuple(statements)
+
+
+# The moment a lease of a job that was running before leases existed "lapsed", in each dialect's
+# time representation (SQLite: ISO 8601 text with microseconds, which sorts as time).
+_LONG_AGO = {"sqlite": "'1970-01-01T00:00:00.000000+00:00'", "postgres": "'1970-01-01 00:00:00+00'"}
+
+
 MIGRATIONS: dict[str, tuple[Migration, ...]] = {
     "sqlite": (
         Migration(1, "hosts, projects, moves, movelog", _initial("TEXT", "TEXT", "INTEGER", "TEXT")),
@@ -197,6 +219,7 @@ MIGRATIONS: dict[str, tuple[Migration, ...]] = {
         Migration(4, "copies, copylog; moves.cross_region", _copies("TEXT", "INTEGER", "TEXT")),
         Migration(5, "projects: last_backup_snapshot, reported_at; rescues", _freshness_and_rescues("TEXT")),
         Migration(6, "moves: frozen_at, placed_at, caught_up_bytes", _frozen_window("TEXT")),
+        Migration(7, "moves, copies: leases", _leases("TEXT", _LONG_AGO["sqlite"])),
     ),
     "postgres": (
         Migration(1, "hosts, projects, moves, movelog", _initial("TEXT", "TIMESTAMPTZ", "BOOLEAN", "JSONB")),
@@ -205,6 +228,7 @@ MIGRATIONS: dict[str, tuple[Migration, ...]] = {
         Migration(4, "copies, copylog; moves.cross_region", _copies("TIMESTAMPTZ", "BOOLEAN", "JSONB")),
         Migration(5, "projects: last_backup_snapshot, reported_at; rescues", _freshness_and_rescues("TIMESTAMPTZ")),
         Migration(6, "moves: frozen_at, placed_at, caught_up_bytes", _frozen_window("TIMESTAMPTZ")),
+        Migration(7, "moves, copies: leases", _leases("TIMESTAMPTZ", _LONG_AGO["postgres"])),
     ),
 }
 

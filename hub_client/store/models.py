@@ -183,6 +183,38 @@ class Copy:
         return self.status in CopyStatus.UNFINISHED
 
 
+class JobKind:
+    """The kinds of work a hub process owns through a lease, and their tables."""
+
+    MOVE = "move"
+    COPY = "copy"
+
+    TABLES = {MOVE: "moves", COPY: "copies"}
+
+
+@dataclass(frozen=True)
+class Lease:
+    """Who owns a move's or a copy's execution, and until when (the store's clock).
+
+    ``epoch`` counts the claims of the job: a renew or a release names the epoch it holds, so a
+    process whose lease was taken over (a later epoch) can no longer renew it (fencing).
+    ``expires_at`` None: released by an owner that finished with the job (nothing to take over);
+    a past ``expires_at``: lapsed (the owner died, stopped renewing, or handed it over), so
+    another process may claim it. ``owner`` and ``claimed_at`` stay as the last claim's.
+    """
+
+    kind: str
+    job_id: str
+    owner: str
+    epoch: int
+    claimed_at: datetime
+    expires_at: datetime | None
+
+    def held_at(self, now: datetime) -> bool:
+        """Whether the lease is held (neither released nor lapsed) at ``now``."""
+        return self.expires_at is not None and self.expires_at > now
+
+
 @dataclass(frozen=True)
 class MovelogEntry:
     """One event of a move's (or a copy's) progress channel; ``seq`` starts at 1 and grows by 1

@@ -41,6 +41,9 @@ class PostgresStore(SqlStore):
 
     dialect = "postgres"
     paramstyle_format = True
+    # Several hub processes scan for lapsed leases at once: each claims rows the others have not
+    # locked, instead of queueing behind them.
+    skip_locked = " FOR UPDATE SKIP LOCKED"
 
     def __init__(self, conninfo: str, *, schema: str | None = None, migrate: bool = True) -> None:
         self.conninfo = conninfo
@@ -96,6 +99,12 @@ class PostgresStore(SqlStore):
 
     def _time_out(self, value: Any) -> datetime | None:
         return None if value is None else value.astimezone(timezone.utc)
+
+    def _clock(self, conn: psycopg.Connection) -> datetime:
+        # The database's clock, the one every hub process sharing the store reads: leases never
+        # depend on the hub hosts' clocks agreeing. clock_timestamp(), not now(): now() is the
+        # transaction's start.
+        return conn.execute("SELECT clock_timestamp()").fetchone()[0].astimezone(timezone.utc)
 
     def _json_in(self, value: dict[str, Any]) -> Jsonb:
         return Jsonb(value)

@@ -11,14 +11,16 @@ import uuid
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from contextlib import AbstractContextManager
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Iterable
 
 from hub_client.store import migrations
-from hub_client.store.errors import CopyInProgress, InvalidTransition, MoveInProgress, NotFound
+from hub_client.store.errors import (
+    CopyInProgress, InvalidTransition, LeaseHeld, LeaseLost, MoveInProgress, NotFound,
+)
 from hub_client.store.models import (
-    Cleanup, Conflict, Copy, CopyStatus, Host, HostBackupStatus, Move, MovelogEntry, MoveStatus, OfflineLoss,
-    Project, Rescue, frozen_entry, utcnow,
+    Cleanup, Conflict, Copy, CopyStatus, Host, HostBackupStatus, JobKind, Lease, Move, MovelogEntry, MoveStatus,
+    OfflineLoss, Project, Rescue, frozen_entry, utcnow,
 )
 
 _HOST_COLUMNS = "id, address, region, status, last_seen"
@@ -33,6 +35,9 @@ _COPY_COLUMNS = (
     "id, source_project, source_path, target_project, target_path, on_conflict, source_host, target_host, step,"
     " status, error, attempts, created_at, updated_at, snapshot_id"
 )
+_LEASE_COLUMNS = "id, lease_owner, lease_epoch, lease_claimed_at, lease_expires"
+# The statuses in which a job still needs an owner: a lapsed lease of such a job is taken over.
+_OWNED_SQL = f"'{MoveStatus.PENDING}', '{MoveStatus.RUNNING}'"
 _ACTIVE_SQL = ", ".join(f"'{status}'" for status in sorted(MoveStatus.ACTIVE))
 _COPY_BLOCKING_SQL = ", ".join(f"'{status}'" for status in sorted(CopyStatus.BLOCKING))
 
@@ -60,6 +65,7 @@ class SqlStore(ABC):
 
     dialect: str
     paramstyle_format = False  # True: the driver wants %s instead of ?
+    skip_locked = ""  # what the claim of lapsed leases adds to its row selection
 
     # -- what a dialect provides ----------------------------------------------------------
     @abstractmethod
@@ -91,6 +97,10 @@ class SqlStore(ABC):
 
     @abstractmethod
     def _time_out(self, value: Any) -> datetime | None: ...
+
+    @abstractmethod
+    def _clock(self, conn: Any) -> datetime:
+        """The store's current time (timezone-aware UTC), the one every lease is measured on."""
 
     @abstractmethod
     def _json_in(self, value: dict[str, Any]) -> Any: ...
@@ -625,3 +635,95 @@ class SqlStore(ABC):
 
     def movelog(self, move_id: str, after_seq: int = 0, limit: int | None = None) -> list[MovelogEntry]:
         return self._read_log(MOVELOG, move_id, after_seq, limit)
+
+    # -- leases ---------------------------------------------------------------------------
+    # The lease says which hub process owns a job's execution and until when another may take
+    # it over; every change is one conditional UPDATE (a compare-and-set on the expiry, or on
+    # the owner and epoch), so two processes never both believe they won the same claim.
+
+    def _lease_table(self, kind: str) -> str:
+        try:
+            return JobKind.TABLES[kind]
+        except KeyError:
+            raise InvalidTransition(f"no leases for {kind!r} (move or copy)") from None
+
+    def _lease(self, kind: str, row: tuple) -> Lease | None:
+        if row[1] is None:
+            return None
+        return Lease(kind, row[0], row[1], int(row[2]), self._time_out(row[3]), self._time_out(row[4]))
+
+    def get_lease(self, kind: str, job_id: str) -> Lease | None:
+        table = self._lease_table(kind)
+        rows = self._fetchall(f"SELECT {_LEASE_COLUMNS} FROM {table} WHERE id = ?", (job_id,))
+        if not rows:
+            raise NotFound(f"{kind} {job_id} not found")
+        return self._lease(kind, rows[0])
+
+    def store_time(self) -> datetime:
+        with self._read() as conn:
+            return self._clock(conn)
+
+    def claim_lease(self, kind: str, job_id: str, owner: str, seconds: float, *, take_over: bool = False) -> Lease:
+        table = self._lease_table(kind)
+        with self._transaction() as conn:
+            now = self._clock(conn)
+            free = "" if take_over else " AND (lease_expires IS NULL OR lease_expires <= ?)"
+            row = self._exec(
+                conn, f"UPDATE {table} SET lease_owner = ?, lease_epoch = lease_epoch + 1, lease_claimed_at = ?,"
+                f" lease_expires = ? WHERE id = ?{free} RETURNING {_LEASE_COLUMNS}",
+                (owner, self._time_in(now), self._time_in(now + timedelta(seconds=seconds)), job_id,
+                 *(() if take_over else (self._time_in(now),))),
+            ).fetchone()
+            if row is None:
+                found = self._exec(conn, f"SELECT {_LEASE_COLUMNS} FROM {table} WHERE id = ?", (job_id,)).fetchone()
+                if found is None:
+                    raise NotFound(f"{kind} {job_id} not found")
+                held = self._lease(kind, found)
+                raise LeaseHeld(kind, job_id, held.owner, held.expires_at)
+        return self._lease(kind, row)
+
+    def claim_lapsed(self, kind: str, owner: str, seconds: float, *, limit: int = 10) -> list[Lease]:
+        table = self._lease_table(kind)
+        with self._transaction() as conn:
+            clock = self._clock(conn)
+            now, until = self._time_in(clock), self._time_in(clock + timedelta(seconds=seconds))
+            lapsed = f"status IN ({_OWNED_SQL}) AND lease_expires IS NOT NULL AND lease_expires <= ?"
+            rows = self._exec(
+                conn, f"UPDATE {table} SET lease_owner = ?, lease_epoch = lease_epoch + 1, lease_claimed_at = ?,"
+                f" lease_expires = ? WHERE id IN (SELECT id FROM {table} WHERE {lapsed}"
+                f" ORDER BY lease_expires, id LIMIT ?{self.skip_locked}) AND {lapsed} RETURNING {_LEASE_COLUMNS}",
+                (owner, now, until, now, int(limit), now),
+            ).fetchall()
+        return sorted((self._lease(kind, row) for row in rows), key=lambda lease: lease.job_id)
+
+    def renew_lease(self, lease: Lease, seconds: float) -> Lease:
+        table = self._lease_table(lease.kind)
+        with self._transaction() as conn:
+            now = self._clock(conn)
+            row = self._exec(
+                conn, f"UPDATE {table} SET lease_expires = ? WHERE id = ? AND lease_owner = ? AND lease_epoch = ?"
+                f" AND lease_expires IS NOT NULL RETURNING {_LEASE_COLUMNS}",
+                (self._time_in(now + timedelta(seconds=seconds)), lease.job_id, lease.owner, lease.epoch),
+            ).fetchone()
+            if row is None:
+                found = self._exec(conn, f"SELECT {_LEASE_COLUMNS} FROM {table} WHERE id = ?",
+                                   (lease.job_id,)).fetchone()
+                now_held = self._lease(lease.kind, found) if found is not None else None
+                if now_held is None:
+                    detail = "the job is gone"
+                elif now_held.expires_at is None and now_held.epoch == lease.epoch:
+                    detail = "the lease was released"
+                else:
+                    detail = f"hub process {now_held.owner} claimed it (claim {now_held.epoch})"
+                raise LeaseLost(lease.kind, lease.job_id, lease.owner, detail)
+        return self._lease(lease.kind, row)
+
+    def release_lease(self, lease: Lease, *, hand_over: bool = False) -> bool:
+        table = self._lease_table(lease.kind)
+        with self._transaction() as conn:
+            until = self._time_in(self._clock(conn)) if hand_over else None
+            cursor = self._exec(
+                conn, f"UPDATE {table} SET lease_expires = ? WHERE id = ? AND lease_owner = ? AND lease_epoch = ?"
+                " AND lease_expires IS NOT NULL", (until, lease.job_id, lease.owner, lease.epoch),
+            )
+            return cursor.rowcount > 0

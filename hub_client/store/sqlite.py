@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from hub_client.store.filelock import flock_move_lock
+from hub_client.store.models import utcnow
 from hub_client.store.sql import SqlStore
 
 
@@ -89,10 +90,18 @@ class SQLiteStore(SqlStore):
             return None
         if value.tzinfo is None:
             raise ValueError(f"naive datetime {value!r}: the store keeps timezone-aware times")
-        return value.astimezone(timezone.utc).isoformat()
+        # Always with microseconds: the text then sorts as the time it names (lease expiries are
+        # compared in SQL), where isoformat() alone drops a zero fraction.
+        return value.astimezone(timezone.utc).isoformat(timespec="microseconds")
 
     def _time_out(self, value: Any) -> datetime | None:
         return None if value is None else datetime.fromisoformat(value)
+
+    def _clock(self, conn: sqlite3.Connection) -> datetime:
+        # SQLite has no server: the clock is this machine's, in UTC. One SQLite store serves the
+        # processes of one host (WAL), which share that clock; a step of it moves every lease's
+        # lapse by as much (tolerance: leases are seconds long, NTP slews by milliseconds).
+        return utcnow()
 
     def _json_in(self, value: dict[str, Any]) -> str:
         return json.dumps(value, sort_keys=True)

@@ -276,6 +276,9 @@ def test_two_hub_processes_on_postgres_move_the_same_project_once(pg_server, two
         assert "move in progress" in loser and project_id in loser
         moves = store.list_moves(project_id=project_id)
         assert [m.status for m in moves] == [MoveStatus.SUCCEEDED]
+        assert moves[0].id in loser  # the conflict names the move that runs
+        # One process ran it: one owner ever claimed its lease.
+        assert len({e.data["owner"] for e in store.movelog(moves[0].id) if e.kind == "lease"}) == 1
         assert store.get_project(project_id).host_id == "host-b"
     finally:
         store.close()
