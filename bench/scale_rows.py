@@ -38,18 +38,20 @@ repository init included).
   ``schedule_rpo`` / 10 before them is not in it). The peak number of them running at once is
   kept beside it.
 * worst unprotected age under a steady write load: the agent with ``load_rpo`` and
-  ``load_concurrency``; a writer overwrites (and fsyncs) one file in a random project
-  ``load_writes_per_second`` times a second for ``load_seconds``, while GetHostStatus is sampled
-  every ``load_sample_interval``; then the writes stop and the scheduler drains. Two figures,
-  beside the RPO (the target): the largest ``max_unprotected_age_seconds`` sampled, and the
-  ground truth from the writer's own times (:func:`worst_unprotected_age`): per write, from just
-  before it began to the end of the first successful scheduled backup of its project that
-  started after the write was acknowledged (such a backup captured it; one that started earlier
-  may have too, so this is an upper bound), over all writes.
+  ``load_concurrency``; a writer makes (and fsyncs) one new file under ``load/`` of a random
+  project's home ``load_writes_per_second`` times a second for ``load_seconds``, while
+  GetHostStatus is sampled every ``load_sample_interval``; then the writes stop and the
+  scheduler drains. Two figures, beside the RPO (the target): the largest
+  ``max_unprotected_age_seconds`` sampled, and the ground truth (:func:`worst_unprotected_age`):
+  the load's files of every snapshot the scheduled backups wrote are read back from the
+  repositories (ListFiles), and per write the age runs from just before it began to the end of
+  the first backup whose snapshot holds its file; the largest over all writes (a write no
+  snapshot holds fails the row).
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import os
 import random
 import re
@@ -60,6 +62,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
 
+import grpc
 import psutil
 
 from agent.backends import btrfs_ioctl
@@ -246,24 +249,29 @@ def run_one(scratch: Path, backend: str, count: int, settings: ScaleSettings, *,
 # ------------------------------------------------------------------ the scheduler rows
 
 OK_STATES = (pb.SUCCEEDED, pb.SUCCEEDED_WITH_WARNINGS, pb.UP_TO_DATE)
+# The load's files, one per write, in this directory of the home.
+LOAD_DIR = "load"
 
 
 @dataclass(frozen=True)
 class Write:
-    """One write of the load: its project, the time just before it began and when its fsync returned."""
+    """One write of the load: its project, the name of the file it made (under ``load/`` of the
+    home), the time just before it began and when its fsync returned."""
 
     project_id: str
+    name: str
     began: float
     acknowledged: float
 
 
 @dataclass(frozen=True)
 class Backed:
-    """One successful scheduled backup: its project, when its operation started and ended."""
+    """One scheduled backup that wrote a snapshot: its project, when its operation ended, and the
+    names of the load's files in that snapshot (read back from the repository)."""
 
     project_id: str
-    started: float
     finished: float
+    files: frozenset[str]
 
 
 @dataclass
@@ -306,15 +314,16 @@ class ScheduleResult:
 def worst_unprotected_age(writes: list[Write], backups: list[Backed], end: float) -> tuple[float, int]:
     """The ground truth of the load run: (the longest time a write stayed unprotected, the writes
     still unprotected at ``end``). A write is protected at the end of the first backup of its
-    project that started after it was acknowledged (that backup captured it); its age runs from
-    just before it began. A write no such backup took counts ``end`` - its start."""
+    project whose snapshot holds its file (as read back from the repository: no claim of the
+    agent's is taken on trust); its age runs from just before it began. A write no snapshot
+    holds counts ``end`` - its start."""
     by_project: dict[str, list[Backed]] = {}
-    for backup in sorted(backups, key=lambda b: b.started):
+    for backup in backups:
         by_project.setdefault(backup.project_id, []).append(backup)
     worst, open_ = 0.0, 0
     for write in writes:
-        protected = min((b.finished for b in by_project.get(write.project_id, ())
-                         if b.started >= write.acknowledged), default=None)
+        protected = min((b.finished for b in by_project.get(write.project_id, ()) if write.name in b.files),
+                        default=None)
         if protected is None:
             open_ += 1
             protected = end
@@ -389,29 +398,54 @@ def _write(path: Path, data: bytes) -> tuple[float, float]:
 
 
 def _throughput(agent: AgentProcess, projects: list[str], concurrency: int, timeout: float) -> ThroughputRun:
-    """Write one file in each of ``projects`` and time their scheduled backups."""
+    """Write one file in each of ``projects`` and time the first scheduled backup of each after it
+    (a later one, e.g. of a change the first one's look left, is not counted)."""
     written = time.time()
     for project_id in projects:
         _write(agent.home(project_id) / f"changed-{concurrency}.txt", os.urandom(64))
     wanted = set(projects)
     deadline = time.monotonic() + timeout
     while True:
-        done = {}
-        for op in scheduled_backups(agent, written):
-            if op.project_id in wanted and op.state == pb.FAILED:
-                raise RuntimeError(f"a scheduled backup of {op.project_id} failed: {op.error.message}")
-            if op.project_id in wanted and op.state in OK_STATES and _seconds(op.started_at) >= written:
-                done.setdefault(op.project_id, op)
+        first: dict[str, pb.Operation] = {}
+        for op in reversed(scheduled_backups(agent, written)):  # oldest first
+            if op.project_id in wanted and op.state != pb.CANCELLED:
+                first.setdefault(op.project_id, op)
+        failed = [op for op in first.values() if op.state == pb.FAILED]
+        if failed:
+            raise RuntimeError(f"a scheduled backup of {failed[0].project_id} failed: {failed[0].error.message}")
+        done = {p: op for p, op in first.items() if op.state in OK_STATES}
         if set(done) == wanted:
             break
         if time.monotonic() > deadline:
             raise RuntimeError(f"{len(wanted - set(done))} of {len(wanted)} changed projects not backed up "
                                f"within {timeout:.0f} s")
         time.sleep(0.2)
+    unchanged = [op for op in done.values() if op.state == pb.UP_TO_DATE]
+    if unchanged:
+        raise RuntimeError(f"{len(unchanged)} written projects were backed up as unchanged (UP_TO_DATE)")
     spans = [(_seconds(op.started_at), _seconds(op.finished_at)) for op in done.values()]
     return ThroughputRun(concurrency=concurrency, changed=len(projects),
                          seconds=max(end for _, end in spans) - min(start for start, _ in spans),
                          peak=peak_overlap(spans))
+
+
+def load_files(agent: AgentProcess, project_id: str, snapshot_id: str) -> frozenset[str]:
+    """The names of the files under the home's ``load/`` in the snapshot (none when it has no such
+    directory), listed through the agent from the repository."""
+    names, token = set(), ""
+    while True:
+        try:
+            response = agent.stub.ListFiles(pb.ListFilesRequest(
+                project_id=project_id, snapshot_id=snapshot_id, path=f"project/{LOAD_DIR}", depth=1,
+                page_size=1000, page_token=token), timeout=120)
+        except grpc.RpcError as exc:
+            if exc.code() == grpc.StatusCode.NOT_FOUND and not token:
+                return frozenset()
+            raise
+        names.update(entry.path.rsplit("/", 1)[-1] for entry in response.entries)
+        token = response.next_page_token
+        if not token:
+            return frozenset(names)
 
 
 def _load(agent: AgentProcess, projects: list[str], settings: ScaleSettings, log: Callable[[str], None]) -> LoadRun:
@@ -427,8 +461,11 @@ def _load(agent: AgentProcess, projects: list[str], settings: ScaleSettings, log
         try:
             while not stop.is_set():
                 project_id = chooser.choice(projects)
-                began, acknowledged = _write(agent.home(project_id) / "load.txt", os.urandom(64))
-                writes.append(Write(project_id, began, acknowledged))
+                name = f"w{len(writes):06d}.txt"
+                began = time.time()
+                (agent.home(project_id) / LOAD_DIR).mkdir(exist_ok=True)
+                _, acknowledged = _write(agent.home(project_id) / LOAD_DIR / name, os.urandom(64))
+                writes.append(Write(project_id, name, began, acknowledged))
                 next_at += period
                 stop.wait(max(0.0, next_at - time.monotonic()))
         except BaseException as exc:  # noqa: BLE001 - reported by the caller
@@ -463,8 +500,15 @@ def _load(agent: AgentProcess, projects: list[str], settings: ScaleSettings, log
             break
         time.sleep(settings.load_sample_interval)
     end = time.time()
-    backed = [Backed(op.project_id, _seconds(op.started_at), _seconds(op.finished_at))
-              for op in scheduled_backups(agent, started) if op.state in OK_STATES]
+    # Only backups that wrote a snapshot: an UP_TO_DATE one names an earlier snapshot, whose own
+    # backup ended before it.
+    written = {write.project_id for write in writes}
+    made = [op for op in scheduled_backups(agent, started)
+            if op.state in (pb.SUCCEEDED, pb.SUCCEEDED_WITH_WARNINGS) and op.project_id in written]
+    log(f"scale: reading the load's files in {len(made)} snapshots back from their repositories")
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        listed = list(pool.map(lambda op: load_files(agent, op.project_id, op.summary.snapshot_id), made))
+    backed = [Backed(op.project_id, _seconds(op.finished_at), files) for op, files in zip(made, listed)]
     worst, unprotected = worst_unprotected_age(writes, backed, end)
     return LoadRun(rpo=settings.load_rpo, concurrency=settings.load_concurrency, seconds=seconds, writes=len(writes),
                    writes_per_second=settings.load_writes_per_second, sampled_max_age=max(ages, default=0.0),
@@ -516,8 +560,8 @@ def run_schedule(scratch: Path, backend: str, settings: ScaleSettings, *, rustic
             _restart(agent, rpo=settings.load_rpo, concurrency=settings.load_concurrency)
             _await_settled(agent, timeout=120)
             load = _load(agent, ids, settings, log)
-            log(f"scale: load: sampled max age {load.sampled_max_age:.1f} s, ground truth {load.truth_worst_age:.1f} s, "
-                f"RPO {load.rpo:g} s")
+            log(f"scale: load: sampled max age {load.sampled_max_age:.1f} s, ground truth "
+                f"{load.truth_worst_age:.1f} s, RPO {load.rpo:g} s")
         return ScheduleResult(backend=backend, projects=count, setup_seconds=setup_seconds, setup_concurrency=widest,
                               throughput=runs, load=load, engine=engine_id)
     finally:
@@ -578,7 +622,7 @@ def schedule_figures(r: ScheduleResult, figure_type: type) -> list:
         rows.append(figure_type(f"{what} (GetHostStatus max, {load.samples} samples)", agent=[load.sampled_max_age],
                                 target=load.rpo, target_is_absolute=True, engine=r.engine,
                                 note=f"at most {load.sampled_over_rpo} projects over the RPO in one sample"))
-        rows.append(figure_type(f"{what} (ground truth: {load.writes} writes vs backup times)",
+        rows.append(figure_type(f"{what} (ground truth: {load.writes} writes vs the snapshots holding them)",
                                 agent=[load.truth_worst_age], target=load.rpo, target_is_absolute=True,
                                 engine=r.engine,
                                 failed=(f"{load.unprotected_at_end} writes not backed up after the drain"

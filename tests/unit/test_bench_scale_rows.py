@@ -1,5 +1,5 @@
 """The scheduler rows of `make bench` (bench/scale_rows.py): the ground truth of the worst
-unprotected age from the writer's and the backups' times, the peak of backups at once, and how
+unprotected age from the writer's times and the snapshots holding its files, the peak of backups at once, and how
 the rows are labelled and judged against the RPO. No process is started."""
 
 from __future__ import annotations
@@ -11,21 +11,23 @@ from bench.scale_rows import Backed, LoadRun, ScheduleResult, ThroughputRun, Wri
 A, B = "project-a", "project-b"
 
 
-def test_a_write_is_protected_by_the_first_backup_that_started_after_its_acknowledgement():
-    writes = [Write(A, began=10.0, acknowledged=10.5), Write(A, began=12.0, acknowledged=12.1),
-              Write(B, began=11.0, acknowledged=11.2)]
+def test_a_write_is_protected_by_the_first_snapshot_that_holds_its_file():
+    writes = [Write(A, "w0.txt", began=10.0, acknowledged=10.5), Write(A, "w1.txt", began=12.0, acknowledged=12.1),
+              Write(B, "w2.txt", began=11.0, acknowledged=11.2)]
     backups = [
-        Backed(A, started=10.2, finished=14.0),  # started before the first write was acknowledged: not counted
-        Backed(A, started=13.0, finished=15.0),  # takes both writes of A
-        Backed(B, started=11.2, finished=11.9),
+        Backed(A, finished=14.0, files=frozenset({"w1.txt"})),  # not w0's: its capture came before w0
+        Backed(A, finished=15.0, files=frozenset({"w0.txt", "w1.txt"})),
+        Backed(A, finished=13.0, files=frozenset()),  # an older snapshot, listed out of order
+        Backed(B, finished=11.9, files=frozenset({"w2.txt"})),
     ]
     worst, unprotected = scale_rows.worst_unprotected_age(writes, backups, end=100.0)
-    assert (worst, unprotected) == (5.0, 0)  # A's first write: from 10.0 to 15.0
+    assert (worst, unprotected) == (5.0, 0)  # w0: from 10.0 to 15.0
 
 
-def test_a_write_no_backup_took_counts_until_the_end_and_is_reported():
-    writes = [Write(A, began=10.0, acknowledged=10.1), Write(B, began=20.0, acknowledged=20.1)]
-    backups = [Backed(A, started=11.0, finished=12.0), Backed(A, started=30.0, finished=31.0)]
+def test_a_write_no_snapshot_holds_counts_until_the_end_and_is_reported():
+    writes = [Write(A, "w0.txt", began=10.0, acknowledged=10.1), Write(B, "w1.txt", began=20.0, acknowledged=20.1)]
+    backups = [Backed(A, finished=12.0, files=frozenset({"w0.txt"})),
+               Backed(B, finished=31.0, files=frozenset({"w0.txt"}))]  # another project's file of that name
     assert scale_rows.worst_unprotected_age(writes, backups, end=50.0) == (30.0, 1)
     assert scale_rows.worst_unprotected_age([], backups, end=50.0) == (0.0, 0)
 
