@@ -427,7 +427,8 @@ def cancelled_for(agent, running: pb.Operation, engine, request: pb.Operation) -
 
 def test_a_restore_and_a_delete_during_a_running_scheduled_backup_cancel_it_and_go_ahead(
         agent_factory, rustic_binary):
-    agent = schedule_agent(agent_factory, rustic_binary, concurrency=1, max_running=2)
+    # rpo 20: a change is due 2 s after it, the schedule looks each second.
+    agent = schedule_agent(agent_factory, rustic_binary, rpo=20.0, concurrency=1, max_running=2)
     project_id = create_project(agent, files=40, size=64 * 1024)
     settled(agent, [project_id])
     snapshot = last_scheduled_snapshot(agent, project_id)
