@@ -164,7 +164,7 @@ class SlowToStop(Gate):
             raise
 
 
-@pytest.mark.parametrize("kind", [RESTORE, DELETE])
+@pytest.mark.parametrize("kind", [RESTORE, DELETE, OperationKind.ENSURE])
 def test_a_request_of_another_kind_cancels_a_running_scheduled_backup_and_runs_once_it_ended(tmp_path, kind):
     async def main():
         ops = manager(tmp_path)
