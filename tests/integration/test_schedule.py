@@ -471,3 +471,27 @@ def test_a_restore_and_a_delete_during_a_running_scheduled_backup_cancel_it_and_
     assert manifest(agent.home(project_id)) == kept
     # Cancelled for a request is not a failure of the project: no backoff.
     assert all(row[1] == 0 for row in schedule_rows(agent))
+
+
+def test_a_verify_during_a_running_scheduled_backup_cancels_it_and_the_change_is_backed_up_later(agent_factory):
+    # On restic (Debian's 0.14): its check takes the repository's exclusive lock after the cancelled
+    # backup's restic was killed. (A killed restic's lock on this host is stale, which restic
+    # itself ignores: this does not tell whether the agent's unlock after it ran.)
+    agent = agent_factory("restic-schedule", extra="[schedule]\nrpo = 20\nconcurrency = 1\n",
+                          limits="max_concurrent_operations = 2\n")
+    project_id = create_project(agent, files=40, size=64 * 1024)
+    settled(agent, [project_id])
+    unsaved = os.urandom(40 * 64 * 1024)
+    write_acknowledged(agent.home(project_id) / "unsaved.bin", unsaved)
+    engine = catch_engine(agent, "backup", moved_first=64 * 1024, names=("restic",))
+    running = next(op for op in scheduled(agent, project_id) if op.state == pb.RUNNING)
+    verify = agent.verify(project_id)  # was ABORTED: a scheduled backup ran
+    cancelled_for(agent, running, engine, verify)
+    done = agent.wait(verify.id)
+    assert done.state == pb.SUCCEEDED, done.error
+    # The change stayed unprotected, and the schedule backs it up on its own.
+    later = wait_until(lambda: next((op for op in scheduled(agent, project_id) if op.state == pb.SUCCEEDED
+                                     and op.created_at.ToNanoseconds() > running.created_at.ToNanoseconds()), None),
+                       what="a scheduled backup after the cancelled one")
+    assert read_in_snapshot(agent, project_id, later.summary.snapshot_id, "project/unsaved.bin") == unsaved
+    assert all(row[1] == 0 for row in schedule_rows(agent))
