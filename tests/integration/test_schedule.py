@@ -2,7 +2,7 @@
 projects are backed up on their own within the RPO, unchanged ones cost no engine run; the
 schedule survives a SIGKILL; a failing repository backs off and is reported while the others go
 on; a hub Backup during a scheduled one waits for it and then delivers the write made before
-its call; a Restore or a Delete during a scheduled one cancels it and goes ahead."""
+its call; a Restore, a Delete or a Verify during a scheduled one cancels it and goes ahead."""
 
 from __future__ import annotations
 
