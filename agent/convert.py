@@ -294,6 +294,11 @@ def list_projects_to_proto(projects, observed_at: float) -> pb.ListProjectsRespo
             message.last_backup.CopyFrom(timestamp(fresh.last_backup))
         if fresh.last_change is not None:
             message.last_change.CopyFrom(timestamp(fresh.last_change))
+        if fresh.unprotected_since is not None:
+            message.unprotected_since.CopyFrom(timestamp(fresh.unprotected_since))
+        message.unprotected_age_seconds = project.unprotected_age
+        message.over_rpo = bool(project.over_rpo_reason)
+        message.over_rpo_reason = project.over_rpo_reason
     return response
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import enum
 import hashlib
 import json
 import time
@@ -71,11 +72,39 @@ class _Live:
     priority: int = slots.OPERATOR
     # A scheduled backup: it gives way to the requests of operators and the hub (see submit).
     yields: bool = False
-    # The operation this one waits for before it takes a slot (a Backup behind a scheduled one).
+    # The operation this one waits for before it takes a slot (a request behind a scheduled backup).
     after: str = ""
+    # Why it was cancelled, when a request cancelled it (its terminal message); "" otherwise.
+    cancel_reason: str = ""
     last_progress_at: float = 0.0
     pending_progress: dict | None = None
     flush_handle: asyncio.TimerHandle | None = None
+
+
+class Yielding(enum.Enum):
+    """What a request does about the unfinished scheduled (yielding) operation of its project."""
+
+    SUPERSEDE = "supersede"  # it has not started: it ends CANCELLED, the request runs in its place
+    FOLLOW = "follow"  # the request waits for it to end, then runs its own job
+    CANCEL = "cancel"  # it is cancelled, and the request waits for it to end, then runs
+
+
+def yielding(*, scheduled_state: OperationState, scheduled_kind: OperationKind, kind: OperationKind) -> Yielding:
+    """How a request of ``kind`` gets past the project's scheduled operation in ``scheduled_state``.
+
+    A scheduled backup is opportunistic: every request on the project goes first. Not started
+    yet, it is superseded. Running, a Backup request follows it (the running capture is useful;
+    the request's own job answers UP_TO_DATE without an engine run when nothing changed since),
+    and any other request (restore, delete, ensure, verify, forget, copy) cancels it: it would
+    otherwise wait for a backup of data it is about to replace or remove. Cancelled already (a
+    freeze, an operator), the request only waits for it to end."""
+    if scheduled_state is OperationState.PENDING:
+        return Yielding.SUPERSEDE
+    if scheduled_state is OperationState.CANCELLING:
+        return Yielding.FOLLOW
+    if kind is OperationKind.BACKUP and scheduled_kind is OperationKind.BACKUP:
+        return Yielding.FOLLOW
+    return Yielding.CANCEL
 
 
 class OperationContext:
@@ -245,15 +274,17 @@ class OperationManager:
         operations (which take their own), and would otherwise starve them.
 
         ``yields=True`` (the scheduler's backups) makes the operation give way to any other
-        request on its project: while it still waits for a slot, the request supersedes it (it
-        ends CANCELLED, its job never ran, and the request runs in its place); once it runs, a
-        Backup request becomes its successor, which waits for it to end and then backs up on
-        its own (the job's unchanged test answers UP_TO_DATE without an engine run when nothing
-        changed since the scheduled capture). A successor is never answered with the scheduled
-        backup's snapshot as such: that capture may predate a write the caller saw acknowledged
-        before its call (a move's final backup after a freeze relies on this). Other kinds get
-        Conflict as with any running operation. A yielding operation also waits behind every
-        other one for a running slot.
+        request on its project (:func:`yielding`): while it still waits for a slot, the request
+        supersedes it (it ends CANCELLED, its job never ran, and the request runs in its place);
+        once it runs, a Backup request becomes its successor, which waits for it to end and then
+        backs up on its own (the job's unchanged test answers UP_TO_DATE without an engine run
+        when nothing changed since the scheduled capture), and a request of another kind cancels
+        it and becomes its successor the same way (the job stops its engine before it ends, so
+        the successor never runs beside it; the project stays unprotected and due). A successor
+        is never answered with the scheduled backup's snapshot as such: that capture may predate
+        a write the caller saw acknowledged before its call (a move's final backup after a
+        freeze relies on this). A yielding operation also waits behind every other one for a
+        running slot.
         """
         request_id = ids.request_id(request_id)
         digest = fingerprint(kind, project_id, params)
@@ -267,6 +298,7 @@ class OperationManager:
         if self._closing:
             raise errors.Unavailable("the agent is shutting down")
         superseded: _Live | None = None
+        cancelled: _Live | None = None
         after = ""
         if kind in MUTATING_KINDS or kind in (OperationKind.VERIFY, OperationKind.DRAIN):
             active_live = self._active_live(project_id)
@@ -276,11 +308,13 @@ class OperationManager:
                     # A retry of this request must find the same operation after it ended.
                     self._journal.add_request_alias(request_id, active.id)
                     return active, True
-                if active_live.yields and not yields and active.state is OperationState.PENDING:
-                    superseded = active_live
-                elif (active_live.yields and not yields and kind is OperationKind.BACKUP
-                      and active.kind is OperationKind.BACKUP):
-                    after = active.id
+                if active_live.yields and not yields:
+                    way = yielding(scheduled_state=active.state, scheduled_kind=active.kind, kind=kind)
+                    if way is Yielding.SUPERSEDE:
+                        superseded = active_live
+                    else:
+                        after = active.id
+                        cancelled = active_live if way is Yielding.CANCEL else None
                 else:
                     where = f"project {project_id}" if project_id else "this host"
                     raise errors.Conflict(
@@ -311,6 +345,9 @@ class OperationManager:
                      priority=slots.SCHEDULED if yields else slots.OPERATOR)
         if superseded is not None:
             self._supersede(superseded, by=record.id)
+        if cancelled is not None:
+            # Only now, past every check that can refuse the request: a refused one cancels nothing.
+            self._cancel_for(cancelled, by=record)
         self._live[record.id] = live
         self._append(record, phase="queue", message=self._queue_message(live))
         live.task = asyncio.get_running_loop().create_task(self._run(live, job), name=f"op-{record.id}")
@@ -336,6 +373,15 @@ class OperationManager:
         """End a yielding operation that has not started (its job never ran) in favour of ``by``."""
         message = f"superseded by operation {by} before it started"
         self._finish(live, OperationState.CANCELLED, error=OperationError("CANCELLED", message), message=message)
+        self._cancel_task(live)
+
+    def _cancel_for(self, live: _Live, *, by: OperationRecord) -> None:
+        """Cancel a running yielding operation in favour of the request ``by`` (which waits for it)."""
+        live.cancel_reason = f"cancelled: {by.kind.value} operation {by.id} takes priority"
+        live.record.state = OperationState.CANCELLING
+        self._append(live.record, phase="cancel", message=live.cancel_reason)
+        log.info("operation.cancelled_for", operation_id=live.record.id, by=by.id, kind=by.kind.value,
+                 project_id=by.project_id)
         self._cancel_task(live)
 
     def _active_live(self, project_id: str) -> _Live | None:
@@ -428,8 +474,8 @@ class OperationManager:
                 self._finish(
                     live,
                     OperationState.CANCELLED,
-                    error=OperationError("CANCELLED", "cancelled on request"),
-                    message="cancelled",
+                    error=OperationError("CANCELLED", live.cancel_reason or "cancelled on request"),
+                    message=live.cancel_reason or "cancelled",
                 )
         except errors.BucketsError as exc:
             self._flush_progress(live)

@@ -92,11 +92,18 @@ class ProjectStatus:
 
 @dataclass(frozen=True)
 class ProjectFreshness:
-    """One project of the host as the journal knows it (ListProjects)."""
+    """One project of the host as the journal knows it (ListProjects); ``observed_at`` the "now" of
+    its unprotected age, ``over_rpo_reason`` one of rpo.REASONS when that is over the host's RPO."""
 
     project_id: str
     freshness: Freshness
     frozen: bool
+    observed_at: float = 0.0
+    over_rpo_reason: str = ""
+
+    @property
+    def unprotected_age(self) -> float:
+        return self.freshness.unprotected_age(self.observed_at)
 
 
 @dataclass(frozen=True)
@@ -1045,15 +1052,24 @@ class AgentService:
                                    last_backup_failed=bool(self._backups_failing([project_id])))
 
     async def list_projects(self) -> tuple[list[ProjectFreshness], float]:
-        """Every project present on the host with its freshness as the journal holds it (what the
-        reconciler and the operations recorded: no scan of the trees), and when they were read
+        """Every project present on the host with its freshness and unprotected age as the journal
+        holds them (what the reconciler and the operations recorded: no scan of the trees; one
+        query for all, one more for the reasons of those over the RPO), and when they were read
         (seconds since the epoch, this host's clock)."""
-        observed_at = time.time()
-        found = []
         projects = self._present_projects()
         frozen = await self.backend.frozen_projects(projects)
-        for project_id, state in zip(projects, fresh.freshness_of_many(self.journal, projects)):
-            found.append(ProjectFreshness(project_id, state, project_id in frozen))
+        states = fresh.freshness_of_many(self.journal, projects)
+        unknown = [project_id for project_id, state in zip(projects, states)
+                   if state.last_backup is None and state.unprotected_since is None]
+        if unknown:  # on the host, never heard of: never backed up, unprotected from now on
+            self.journal.ensure_projects(unknown)
+            states = fresh.freshness_of_many(self.journal, projects)
+        observed_at = time.time()
+        figures = self._host_rpo(dict(zip(projects, states)), observed_at, limit=len(projects))
+        reasons = {over.project_id: over.reason for over in figures.over_rpo}
+        found = [ProjectFreshness(project_id, state, project_id in frozen, observed_at=observed_at,
+                                  over_rpo_reason=reasons.get(project_id, ""))
+                 for project_id, state in zip(projects, states)]
         return found, observed_at
 
     async def project_status(self, project_id: str) -> ProjectStatus:

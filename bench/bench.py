@@ -1314,6 +1314,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="backends of the scale rows, comma-separated (default btrfs,directory)")
     parser.add_argument("--no-scale", action="store_true",
                         help="skip the scale rows (reconcile cycle cost, GetHostStatus latency, RSS at many projects)")
+    parser.add_argument("--scale-schedule-projects", type=int, default=0,
+                        help="projects of the scheduler rows (backups per second, worst unprotected age under a "
+                             "write load; each backed up once first); default: the smallest of --scale-projects")
+    parser.add_argument("--scale-load-seconds", type=float, default=None,
+                        help="length of the scheduler's write-load run (default 120, quick 60; 0: no load row)")
+    parser.add_argument("--no-scale-schedule", action="store_true",
+                        help="skip the scheduler rows of the scale rows")
     parser.add_argument("--scale-only", action="store_true",
                         help="run only the scale rows (the other rows' set-up still runs: pair with --quick)")
     parser.add_argument("--keep-scratch", action="store_true", help="do not remove the scratch dir (debugging)")
@@ -1335,6 +1342,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.scale_backends = tuple(b.strip() for b in args.scale_backends.split(",") if b.strip())
     if any(n < 1 for n in args.scale_projects) or not set(args.scale_backends) <= {"btrfs", "directory"}:
         parser.error("--scale-projects must be positive counts, --scale-backends btrfs and/or directory")
+    if args.scale_load_seconds is None:
+        args.scale_load_seconds = 60.0 if args.quick else 120.0
+    if args.scale_schedule_projects < 0 or args.scale_load_seconds < 0:
+        parser.error("--scale-schedule-projects and --scale-load-seconds must not be negative")
     if args.scale_only and args.no_scale:
         parser.error("--scale-only and --no-scale exclude each other")
     if args.load_projects < 1 or args.load_runs < 1:
@@ -1410,7 +1421,10 @@ def scale_settings(args: argparse.Namespace):
     """The scale rows' ScaleSettings for these arguments, or None with --no-scale."""
     if args.no_scale:
         return None
-    return _scale_rows().ScaleSettings(projects=args.scale_projects, backends=args.scale_backends)
+    return _scale_rows().ScaleSettings(projects=args.scale_projects, backends=args.scale_backends,
+                                       schedule=not args.no_scale_schedule,
+                                       schedule_projects=args.scale_schedule_projects,
+                                       load_seconds=args.scale_load_seconds)
 
 
 def main(argv: list[str] | None = None) -> int:

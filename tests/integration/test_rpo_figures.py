@@ -1,7 +1,7 @@
-"""Must-show 3 of issue 19: GetHostStatus, GetProjectStatus and /metrics give the right unprotected
-ages, against the moments of the test's own writes (real agent process, directory backend and
-btrfs), and the right projects over the RPO with their reasons (never backed up; a backup that
-fails for real on a broken repository; waiting).
+"""Must-show 3 of issue 19: GetHostStatus, GetProjectStatus, ListProjects and /metrics give the
+right unprotected ages, against the moments of the test's own writes (real agent process,
+directory backend and btrfs), and the right projects over the RPO with their reasons (never
+backed up; a backup that fails for real on a broken repository; waiting).
 
 Every moment is bounded by the test's own clock readings around the event, never by a tolerance:
 a lower bound is the mtime of a file the test writes just before (the kernel's coarse clock,
@@ -160,6 +160,22 @@ def test_unprotected_ages_and_over_rpo_reasons_against_the_writes(agent, tmp_pat
         assert project.over_rpo and project.over_rpo_reason == expected[project_id]
     clean = status(agent, c)
     assert (clean.unprotected_age_seconds, clean.over_rpo, clean.over_rpo_reason) == (0, False, "")
+
+    # ListProjects carries the same figures for every project, read at its observed_at.
+    asked = Window(time.time(), 0.0)
+    listed = agent.stub.ListProjects(pb.ListProjectsRequest(), timeout=30)
+    asked.hi = time.time()
+    assert asked.lo <= seconds(listed.observed_at) <= asked.hi
+    by_id = {item.project_id: item for item in listed.projects}
+    assert set(by_id) == {a, b, c, f, never}
+    for project_id, window in written.items():
+        item = by_id[project_id]
+        assert window.lo <= seconds(item.unprotected_since) <= window.hi, (item, window)
+        assert_age(item.unprotected_age_seconds, window, asked)
+        assert item.over_rpo and item.over_rpo_reason == expected[project_id]
+    item = by_id[c]
+    assert (item.unprotected_age_seconds, item.over_rpo, item.over_rpo_reason) == (0, False, "")
+    assert not item.HasField("unprotected_since")
 
     # The metrics endpoint: ages at the scrape (they grow with no event in between).
     for _ in range(2):

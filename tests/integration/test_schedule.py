@@ -2,12 +2,13 @@
 projects are backed up on their own within the RPO, unchanged ones cost no engine run; the
 schedule survives a SIGKILL; a failing repository backs off and is reported while the others go
 on; a hub Backup during a scheduled one waits for it and then delivers the write made before
-its call."""
+its call; a Restore, a Delete or a Verify during a scheduled one cancels it and goes ahead."""
 
 from __future__ import annotations
 
 import os
 import random
+import re
 import sqlite3
 import time
 
@@ -16,7 +17,7 @@ import pytest
 from hub_client.proto.buckets.v1 import agent_pb2 as pb
 from tests import cheap_repository
 from tests.conftest import requires_restic
-from tests.harness import TERMINAL_STATES, catch_engine, create_project, new_id
+from tests.harness import TERMINAL_STATES, catch_engine, create_project, manifest, new_id
 from tests.tools import require_tool
 
 pytestmark = [requires_restic]
@@ -411,3 +412,86 @@ def test_no_scheduled_backup_starts_inside_a_quiet_window(agent_factory, rustic_
     seen = quiet()
     wait_until(lambda: quiet() >= seen + 3, what="three quiet cycles")
     assert scheduled(agent, project_id) == []
+
+
+def last_scheduled_snapshot(agent, project_id: str) -> str:
+    return [op for op in scheduled(agent, project_id) if op.state == pb.SUCCEEDED][-1].summary.snapshot_id
+
+
+def cancelled_for(agent, running: pb.Operation, engine, request: pb.Operation) -> None:
+    """The caught scheduled backup ended CANCELLED for ``request``, its engine gone."""
+    cancelled = agent.wait(running.id, timeout=60)
+    assert cancelled.state == pb.CANCELLED and request.id in cancelled.error.message, cancelled.error
+    assert not engine.is_running() or engine.status() == "zombie"
+
+
+def test_a_restore_and_a_delete_during_a_running_scheduled_backup_cancel_it_and_go_ahead(
+        agent_factory, rustic_binary):
+    # rpo 20: a change is due 2 s after it, the schedule looks each second.
+    agent = schedule_agent(agent_factory, rustic_binary, rpo=20.0, concurrency=1, max_running=2)
+    project_id = create_project(agent, files=40, size=64 * 1024)
+    settled(agent, [project_id])
+    snapshot = last_scheduled_snapshot(agent, project_id)
+    backed_up = manifest(agent.home(project_id))
+
+    # Restore: the scheduled backup of an unsaved change is caught running.
+    unsaved = os.urandom(40 * 64 * 1024)
+    write_acknowledged(agent.home(project_id) / "unsaved.bin", unsaved)
+    engine, running = caught_scheduled_backup(agent, project_id)
+    restore = agent.restore(project_id, snapshot)  # was ABORTED: a scheduled backup ran
+    assert restore.state == pb.PENDING
+    cancelled_for(agent, running, engine, restore)
+    done = agent.wait(restore.id)
+    # Warned: the unsaved change was backed up first, as the pre-restore snapshot it names.
+    assert done.state == pb.SUCCEEDED_WITH_WARNINGS, done.error
+    assert manifest(agent.home(project_id)) == backed_up
+    pre_restore = re.search(r"pre-restore snapshot ([0-9a-f]+)", " ".join(done.summary.warnings)).group(1)
+    assert read_in_snapshot(agent, project_id, pre_restore, "project/unsaved.bin") == unsaved
+    # No lock or half state left by the cancelled run: a backup of the same repository succeeds.
+    write_acknowledged(agent.home(project_id) / "after.txt", b"after the restore")
+    after = agent.wait(agent.backup(project_id).id)
+    assert after.state == pb.SUCCEEDED, after.error
+    assert read_in_snapshot(agent, project_id, after.summary.snapshot_id, "project/after.txt") == b"after the restore"
+    settled(agent, [project_id])
+    kept = manifest(agent.home(project_id))
+
+    # Delete: another scheduled backup caught running.
+    write_acknowledged(agent.home(project_id) / "doomed.bin", os.urandom(40 * 64 * 1024))
+    engine, running = caught_scheduled_backup(agent, project_id)
+    delete = agent.stub.DeleteProject(pb.DeleteProjectRequest(request_id=new_id(), project_id=project_id),
+                                      timeout=30)
+    cancelled_for(agent, running, engine, delete)
+    done = agent.wait(delete.id)
+    assert done.state == pb.SUCCEEDED, done.error
+    assert not agent.home(project_id).exists() and not agent.persist(project_id).exists()
+    # The repository is whole and unlocked: the project comes back from its newest backup.
+    ensure = agent.stub.EnsureProject(pb.EnsureProjectRequest(
+        request_id=new_id(), project_id=project_id, mode=pb.EnsureProjectRequest.REQUIRED), timeout=30)
+    assert agent.wait(ensure.id).state == pb.SUCCEEDED
+    assert manifest(agent.home(project_id)) == kept
+    # Cancelled for a request is not a failure of the project: no backoff.
+    assert all(row[1] == 0 for row in schedule_rows(agent))
+
+
+def test_a_verify_during_a_running_scheduled_backup_cancels_it_and_the_change_is_backed_up_later(agent_factory):
+    # On restic (Debian's 0.14): its check takes the repository's exclusive lock after the cancelled
+    # backup's restic was killed. (A killed restic's lock on this host is stale, which restic
+    # itself ignores: this does not tell whether the agent's unlock after it ran.)
+    agent = agent_factory("restic-schedule", extra="[schedule]\nrpo = 20\nconcurrency = 1\n",
+                          limits="max_concurrent_operations = 2\n")
+    project_id = create_project(agent, files=40, size=64 * 1024)
+    settled(agent, [project_id])
+    unsaved = os.urandom(40 * 64 * 1024)
+    write_acknowledged(agent.home(project_id) / "unsaved.bin", unsaved)
+    engine = catch_engine(agent, "backup", moved_first=64 * 1024, names=("restic",))
+    running = next(op for op in scheduled(agent, project_id) if op.state == pb.RUNNING)
+    verify = agent.verify(project_id)  # was ABORTED: a scheduled backup ran
+    cancelled_for(agent, running, engine, verify)
+    done = agent.wait(verify.id)
+    assert done.state == pb.SUCCEEDED, done.error
+    # The change stayed unprotected, and the schedule backs it up on its own.
+    later = wait_until(lambda: next((op for op in scheduled(agent, project_id) if op.state == pb.SUCCEEDED
+                                     and op.created_at.ToNanoseconds() > running.created_at.ToNanoseconds()), None),
+                       what="a scheduled backup after the cancelled one")
+    assert read_in_snapshot(agent, project_id, later.summary.snapshot_id, "project/unsaved.bin") == unsaved
+    assert all(row[1] == 0 for row in schedule_rows(agent))

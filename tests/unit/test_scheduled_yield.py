@@ -1,6 +1,7 @@
 """Scheduled backups yield to requests (agent.operations with yields=True, agent.slots): a
 queued one is superseded, a running one is waited for by the request's Backup, which then runs
-its own job; slots go to requests before scheduled work. In-process, real Journal, fake jobs."""
+its own job, and cancelled by a request of another kind, which runs once it has ended; slots go
+to requests before scheduled work. In-process, real Journal, fake jobs."""
 
 from __future__ import annotations
 
@@ -12,12 +13,13 @@ import pytest
 from agent import errors
 from agent.journal import Journal
 from agent.model import OperationKind, OperationState, Summary
-from agent.operations import OperationManager
+from agent.operations import OperationManager, Yielding, yielding
 from agent.slots import OPERATOR, SCHEDULED, PrioritySlots
 from tests.unit.test_operations_manager import Gate
 
 BACKUP = OperationKind.BACKUP
 RESTORE = OperationKind.RESTORE
+DELETE = OperationKind.DELETE
 P1 = "11111111-1111-1111-1111-111111111111"
 P2 = "22222222-2222-2222-2222-222222222222"
 
@@ -64,7 +66,7 @@ def test_a_backup_request_waits_for_a_running_scheduled_one_then_runs_its_own_jo
         # A retry of the same request joins the request's operation, not the scheduled one.
         again, joined = submit(ops, hub, purpose="move", request_id="another")
         assert joined and again.id == record.id
-        # Other kinds still conflict, naming the request that waits.
+        # Behind the waiting request, other kinds conflict with it, naming it.
         with pytest.raises(errors.Conflict, match=record.id):
             submit(ops, Gate(), kind=RESTORE)
         await asyncio.sleep(0.05)
@@ -129,4 +131,75 @@ def test_a_cancelled_waiter_takes_no_slot():
         late.cancel()
         await asyncio.gather(late, return_exceptions=True)
         assert slots.free == 1
+    asyncio.run(main())
+
+
+@pytest.mark.parametrize("state, kind, expected", [
+    (OperationState.PENDING, RESTORE, Yielding.SUPERSEDE),
+    (OperationState.PENDING, BACKUP, Yielding.SUPERSEDE),
+    (OperationState.RUNNING, BACKUP, Yielding.FOLLOW),
+    (OperationState.CANCELLING, RESTORE, Yielding.FOLLOW),
+    (OperationState.RUNNING, RESTORE, Yielding.CANCEL),
+    (OperationState.RUNNING, DELETE, Yielding.CANCEL),
+    (OperationState.RUNNING, OperationKind.ENSURE, Yielding.CANCEL),
+    (OperationState.RUNNING, OperationKind.FORGET, Yielding.CANCEL),
+    (OperationState.RUNNING, OperationKind.VERIFY, Yielding.CANCEL),
+])
+def test_how_a_request_gets_past_a_scheduled_backup(state, kind, expected):
+    assert yielding(scheduled_state=state, scheduled_kind=BACKUP, kind=kind) is expected
+
+
+class SlowToStop(Gate):
+    """A job that, cancelled, takes until ``stopped`` is set to end (an engine being stopped)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stopped = asyncio.Event()
+
+    async def job(self, context):
+        try:
+            return await super().job(context)
+        except asyncio.CancelledError:
+            await self.stopped.wait()
+            raise
+
+
+@pytest.mark.parametrize("kind", [RESTORE, DELETE, OperationKind.ENSURE])
+def test_a_request_of_another_kind_cancels_a_running_scheduled_backup_and_runs_once_it_ended(tmp_path, kind):
+    async def main():
+        ops = manager(tmp_path)
+        scheduled, request = SlowToStop(), Gate()
+        first, _ = submit(ops, scheduled, yields=True, purpose="scheduled")
+        await scheduled.started.wait()
+        record, joined = submit(ops, request, kind=kind, purpose="hub")
+        assert not joined and record.state is OperationState.PENDING
+        await asyncio.sleep(0.05)
+        assert scheduled.cancelled and ops.get(first.id).state is OperationState.CANCELLING
+        assert request.calls == 0  # never beside the scheduled job, which is still stopping
+        # A second scheduled backup meanwhile conflicts with the request (never two jobs at once).
+        with pytest.raises(errors.Conflict, match=record.id):
+            submit(ops, Gate(), yields=True, purpose="scheduled-again")
+        scheduled.stopped.set()
+        await request.started.wait()
+        ended = ops.get(first.id)
+        assert ended.state is OperationState.CANCELLED
+        assert record.id in ended.error.message and kind.value in ended.error.message
+        request.release.set()
+        assert (await ops.wait(record.id)).state is OperationState.SUCCEEDED
+        assert ops._slots.free == 2
+    asyncio.run(main())
+
+
+def test_a_refused_request_cancels_nothing(tmp_path):
+    async def main():
+        ops = OperationManager(Journal(tmp_path / "j.sqlite"), max_running=1, max_queued=0)
+        scheduled = Gate()
+        first, _ = submit(ops, scheduled, yields=True, purpose="scheduled")
+        await scheduled.started.wait()
+        with pytest.raises(errors.ResourceExhausted):
+            submit(ops, Gate(), kind=RESTORE, purpose="hub")
+        await asyncio.sleep(0.01)
+        assert not scheduled.cancelled and ops.get(first.id).state is OperationState.RUNNING
+        scheduled.release.set()
+        assert (await ops.wait(first.id)).state is OperationState.SUCCEEDED
     asyncio.run(main())

@@ -825,17 +825,25 @@ class ListProjectsResponse(_message.Message):
     def __init__(self, projects: _Optional[_Iterable[_Union[ProjectFreshness, _Mapping]]] = ..., observed_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class ProjectFreshness(_message.Message):
-    __slots__ = ("project_id", "last_backup", "last_backup_snapshot_id", "last_change", "dirty", "frozen")
+    __slots__ = ("project_id", "last_backup", "last_backup_snapshot_id", "last_change", "dirty", "frozen", "unprotected_since", "unprotected_age_seconds", "over_rpo", "over_rpo_reason")
     PROJECT_ID_FIELD_NUMBER: _ClassVar[int]
     LAST_BACKUP_FIELD_NUMBER: _ClassVar[int]
     LAST_BACKUP_SNAPSHOT_ID_FIELD_NUMBER: _ClassVar[int]
     LAST_CHANGE_FIELD_NUMBER: _ClassVar[int]
     DIRTY_FIELD_NUMBER: _ClassVar[int]
     FROZEN_FIELD_NUMBER: _ClassVar[int]
+    UNPROTECTED_SINCE_FIELD_NUMBER: _ClassVar[int]
+    UNPROTECTED_AGE_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    OVER_RPO_FIELD_NUMBER: _ClassVar[int]
+    OVER_RPO_REASON_FIELD_NUMBER: _ClassVar[int]
     project_id: str
     last_backup: _timestamp_pb2.Timestamp
     last_backup_snapshot_id: str
     last_change: _timestamp_pb2.Timestamp
     dirty: bool
     frozen: bool
-    def __init__(self, project_id: _Optional[str] = ..., last_backup: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_backup_snapshot_id: _Optional[str] = ..., last_change: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., dirty: bool = ..., frozen: bool = ...) -> None: ...
+    unprotected_since: _timestamp_pb2.Timestamp
+    unprotected_age_seconds: float
+    over_rpo: bool
+    over_rpo_reason: str
+    def __init__(self, project_id: _Optional[str] = ..., last_backup: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_backup_snapshot_id: _Optional[str] = ..., last_change: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., dirty: bool = ..., frozen: bool = ..., unprotected_since: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., unprotected_age_seconds: _Optional[float] = ..., over_rpo: bool = ..., over_rpo_reason: _Optional[str] = ...) -> None: ...
