@@ -222,8 +222,9 @@ class OperationManager:
         existing = self._journal.find_by_request_id(request_id)
         if existing is not None:
             if existing.fingerprint != digest:
-                raise errors.AlreadyExists(
-                    f"request_id {request_id!r} was used for operation {existing.id} with other parameters"
+                raise errors.RequestIdReused(
+                    f"request_id {request_id!r} was used for operation {existing.id} with other parameters",
+                    request_id=request_id, operation_id=existing.id, project_id=existing.project_id,
                 )
             return self._current(existing), True
         if self._closing:
@@ -247,7 +248,9 @@ class OperationManager:
                     where = f"project {project_id}" if project_id else "this host"
                     raise errors.Conflict(
                         f"{where} has a running {active.kind.value} operation {active.id}"
-                        f" ({active.state.value})"
+                        f" ({active.state.value})",
+                        operation_id=active.id, operation_kind=active.kind.value,
+                        operation_state=active.state.value, project_id=project_id,
                     )
         # Counted from the records, not the semaphore: tasks submitted in this same
         # loop iteration have not taken their slot yet.
@@ -505,7 +508,7 @@ class OperationManager:
             return live.record
         record = self._journal.get_operation(operation_id)
         if record is None:
-            raise errors.NotFound(f"operation {operation_id} not found")
+            raise errors.OperationNotFound(f"operation {operation_id} not found", operation_id=operation_id)
         return record
 
     def list(
