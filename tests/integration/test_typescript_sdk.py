@@ -1,0 +1,43 @@
+"""The TypeScript SDK's own tests (clients/typescript/test, Node's test runner) against a real
+agent that they start: npm ci once (scripts/typescript_sdk.sh, cached by the lock file's hash),
+build (the types generated from every protos/buckets/v1/*.proto, tsc), node --test. Fails with
+Node's output when a Node test fails; skips, saying why, only when node or npm is missing."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import requires_restic
+
+REPO = Path(__file__).resolve().parents[2]
+SDK = REPO / "clients" / "typescript"
+
+
+def run(argv: list[str], timeout: float, **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run(argv, cwd=SDK, capture_output=True, text=True, timeout=timeout, **kwargs)
+
+
+@requires_restic
+@pytest.mark.skipif(shutil.which("node") is None or shutil.which("npm") is None,
+                    reason="node or npm is not installed: the TypeScript SDK's tests cannot run")
+def test_typescript_sdk_against_a_real_agent():
+    install = run([str(REPO / "scripts" / "typescript_sdk.sh")], timeout=600)
+    assert install.returncode == 0, f"npm ci failed:\n{install.stdout}\n{install.stderr}"
+    build = run(["npm", "run", "--silent", "build"], timeout=300)
+    assert build.returncode == 0, f"the SDK does not build:\n{build.stdout}\n{build.stderr}"
+    tests = sorted(str(p.relative_to(SDK)) for p in (SDK / "dist" / "test").glob("*.test.js"))
+    assert tests, "no compiled Node test"
+    node = run(["node", "--test", "--test-concurrency=1", *tests], timeout=300,
+               env={**os.environ, "BUCKETS_PYTHON": sys.executable})
+    output = f"{node.stdout}\n{node.stderr}"
+    assert node.returncode == 0, f"Node tests failed:\n{output}"
+    passed = re.search(r"^# pass (\d+)$", node.stdout, re.M)
+    failed = re.search(r"^# fail (\d+)$", node.stdout, re.M)
+    assert passed and failed and int(passed.group(1)) >= 3 and int(failed.group(1)) == 0, output
