@@ -9,7 +9,7 @@ import * as os from "node:os";
 import * as path from "node:path";
 
 export const REPO_ROOT = path.resolve(__dirname, "..", "..", "..", "..", "..");
-const PYTHON = process.env.BUCKETS_PYTHON ?? path.join(REPO_ROOT, ".venv", "bin", "python");
+export const PYTHON = process.env.BUCKETS_PYTHON ?? path.join(REPO_ROOT, ".venv", "bin", "python");
 
 const running = new Set<ChildProcess>();
 process.on("exit", () => {
@@ -31,7 +31,8 @@ export class AgentProcess {
   child: ChildProcess | undefined;
   port = 0;
 
-  constructor(readonly name = "agent") {
+  /** `extra`: TOML appended to the config (e.g. [server.tls], [auth]). */
+  constructor(readonly name = "agent", readonly extra = "") {
     this.base = fs.mkdtempSync(path.join(os.tmpdir(), `buckets-ts-${name}-`));
     this.logPath = path.join(this.base, "agent.log");
   }
@@ -71,6 +72,7 @@ level = "debug"
 
 [engine]
 engine = "restic"
+${this.extra}
 `);
     const log = fs.openSync(this.logPath, "a");
     this.child = spawn(PYTHON, ["-m", "agent", "serve", "--config", config], {
