@@ -308,6 +308,9 @@ def run_agent_command(args, config: ClientConfig, *, name: str, invocation: str)
     except AgentError as exc:
         where = f" (agent {config.target}; is it running?)" if exc.code is grpc.StatusCode.UNAVAILABLE else ""
         print(f"{name}: {exc}{where}", file=sys.stderr)
+        running = exc.metadata.get("operation_id") if exc.reason == "OPERATION_CONFLICT" else None
+        if running:  # from the ErrorInfo, not the message
+            print(f"{name}: follow the running operation with `{invocation} watch {running}`", file=sys.stderr)
         return exit_code_of(exc)
     except UsageError as exc:
         print(f"{name}: {exc}", file=sys.stderr)

@@ -15,6 +15,7 @@ from hub_client.proto.buckets.v1 import agent_pb2 as pb
 from hub_client.rich_status import DOMAIN, error_info_of
 from tests.conftest import requires_restic
 from tests.harness import catch_engine, create_project, new_id
+from tests.integration.test_operator_cli import host_cli
 
 pytestmark = requires_restic
 
@@ -46,6 +47,9 @@ def test_a_conflicting_operation_is_aborted_naming_the_running_one_and_a_reused_
             assert aborted.metadata["operation_id"] == running.id
             assert aborted.metadata["operation_kind"] == "backup"
             assert aborted.metadata["project_id"] == project_id
+            cli = host_cli(agent, "restore", project_id, "latest")
+            assert cli.returncode == 3, cli.stderr.decode()  # EXIT_IN_PROGRESS: a conflict
+            assert f"watch {running.id}`" in cli.stderr.decode()
             deleted = refusal(lambda: client.delete_project(project_id))
             assert (deleted.code, deleted.reason, deleted.metadata["operation_id"]) == (
                 grpc.StatusCode.ABORTED, "OPERATION_CONFLICT", running.id)
