@@ -80,6 +80,10 @@ ${this.extra}
     });
     fs.closeSync(log);
     running.add(this.child);
+    // For a runner that kills this process (a timeout): which process groups to stop then.
+    if (process.env.BUCKETS_TS_PIDS_FILE && this.child.pid !== undefined) {
+      fs.appendFileSync(process.env.BUCKETS_TS_PIDS_FILE, `${this.child.pid} ${config}\n`);
+    }
     const deadline = Date.now() + timeoutMs;
     while (!fs.existsSync(portFile) || fs.readFileSync(portFile, "utf8").trim() === "") {
       if (this.child.exitCode !== null) throw new Error(`the agent exited with ${this.child.exitCode}:\n${this.logTail()}`);
