@@ -17,6 +17,19 @@ const files = fs.readdirSync(path.join(SOURCE, VERSIONED)).filter((n) => n.endsW
   .map((n) => `${VERSIONED}/${n}`);
 if (files.length === 0) throw new Error(`no .proto file in ${path.join(SOURCE, VERSIONED)}`);
 
+// Nothing to do when the package's copy of the protos equals protos/ and the types exist.
+const same = (file) => {
+  try {
+    return fs.readFileSync(path.join(COPY, file)).equals(fs.readFileSync(path.join(SOURCE, file)));
+  } catch {
+    return false;
+  }
+};
+const copied = fs.existsSync(path.join(COPY, VERSIONED)) ? fs.readdirSync(path.join(COPY, VERSIONED)).length : -1;
+if (copied === files.length && files.every(same) && fs.existsSync(OUT)) {
+  process.exit(0);
+}
+
 fs.rmSync(OUT, { recursive: true, force: true });
 fs.rmSync(COPY, { recursive: true, force: true });
 fs.mkdirSync(path.join(COPY, VERSIONED), { recursive: true });
