@@ -11,6 +11,7 @@ from __future__ import annotations
 import grpc
 
 from agent import errors
+from agent.model import OperationError
 from hub_client import rich_status
 
 _CODES: dict[type[errors.BucketsError], grpc.StatusCode] = {
@@ -65,3 +66,11 @@ def status_for(error: BaseException, message: str) -> grpc.Status:
     metadata; none for an error that is no agent error: it may hold anything)."""
     metadata = error.metadata if isinstance(error, errors.BucketsError) else {}
     return rich_status.status_for(status_code_for(error), message, reason_for(error), metadata)
+
+
+def operation_error(error: BaseException, message: str | None = None) -> OperationError:
+    """The record of an operation that failed with ``error``: the code's name, ``message``
+    (default: the error's), and the reason and metadata its RPC status would carry."""
+    metadata = error.metadata if isinstance(error, errors.BucketsError) else {}
+    text = message if message is not None else (error.message if isinstance(error, errors.BucketsError) else str(error))
+    return OperationError(code_name_for(error), text, reason_for(error), rich_status.clean_metadata(metadata))

@@ -77,6 +77,13 @@ def test_not_found_and_failed_precondition_name_what_is_missing_or_in_the_way(sh
         assert error.metadata["snapshot_id"] == missing_snapshot
         assert error.metadata["project_id"] == project_id
 
+        # Accepted, then failed by its job: the operation's record carries the same reason and ids.
+        failed = client.restore(project_id, missing_snapshot).wait(timeout=120)
+        assert (failed.state, failed.error.code, failed.error.reason) == (
+            pb.FAILED, "NOT_FOUND", "SNAPSHOT_NOT_FOUND")
+        assert failed.error.metadata["snapshot_id"] == missing_snapshot
+        assert client.get_operation(failed.id).error.reason == "SNAPSHOT_NOT_FOUND"
+
         missing_project = new_id()
         error = refusal(lambda: client.backup(missing_project))
         assert (error.code, error.reason) == (grpc.StatusCode.NOT_FOUND, "PROJECT_NOT_FOUND")

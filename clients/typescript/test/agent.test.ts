@@ -187,6 +187,15 @@ test("errors carry the ErrorInfo: ABORTED names the running operation, no text p
   assert.equal(notFound.reason, "SNAPSHOT_NOT_FOUND");
   assert.equal(notFound.metadata.snapshot_id, missing);
 
+  // Accepted, then failed by its job: the terminal event and the record carry the reason and ids.
+  const restoring = await client.restore({ project_id: projectId, snapshot_id: missing });
+  const restoreEvents: ProgressEvent__Output[] = [];
+  for await (const event of client.progress(restoring.id)) restoreEvents.push(event);
+  const terminal = restoreEvents[restoreEvents.length - 1];
+  assert.deepEqual([terminal.state, terminal.error?.code, terminal.error?.reason, terminal.error?.metadata.snapshot_id],
+    ["FAILED", "NOT_FOUND", "SNAPSHOT_NOT_FOUND", missing]);
+  assert.equal((await client.getOperation(restoring.id)).error?.reason, "SNAPSHOT_NOT_FOUND");
+
   const unknownOperation = randomUUID();
   const noOperation = await rejection(() => client.getOperation(unknownOperation));
   assert.deepEqual([noOperation.reason, noOperation.metadata.operation_id], ["OPERATION_NOT_FOUND", unknownOperation]);
