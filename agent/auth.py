@@ -28,7 +28,7 @@ from collections.abc import Iterable, Mapping, Sequence
 import grpc
 import structlog
 
-from agent import errors, logs
+from agent import errors, logs, status_codes
 from agent.config import AUTH_ROLES, AuthConfig, AuthToken
 from agent.status_codes import status_code_for
 
@@ -159,19 +159,20 @@ def check(full_method: str, metadata: Iterable[tuple[str, str | bytes]] | None,
     if not allows(role, required):
         method = full_method.rsplit("/", 1)[-1]
         raise errors.PermissionDenied(
-            f"{method} needs the {required} role; the token presented has the {role} role"
+            f"{method} needs the {required} role; the token presented has the {role} role",
+            method=method, required_role=required, role=role,
         )
     return role
 
 
-def _refusal(handler: grpc.RpcMethodHandler | None, code: grpc.StatusCode, message: str) -> grpc.RpcMethodHandler:
-    """A handler of the same shape as ``handler`` that ends the call with ``code`` at once.
+def _refusal(handler: grpc.RpcMethodHandler | None, status: grpc.Status) -> grpc.RpcMethodHandler:
+    """A handler of the same shape as ``handler`` that ends the call with ``status`` at once.
 
     The request is never deserialized: a refused caller's bytes are not parsed.
     """
 
     async def refuse(_request, context: grpc.aio.ServicerContext):
-        await context.abort(code, message)
+        await context.abort(status.code, status.details, status.trailing_metadata)
 
     request_streaming = bool(handler and handler.request_streaming)
     response_streaming = bool(handler and handler.response_streaming)
@@ -200,7 +201,7 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         except errors.BucketsError as exc:
             code = status_code_for(exc)
             log.warning("rpc.refused", method=handler_call_details.method, code=code.name, reason=str(exc))
-            return _refusal(await continuation(handler_call_details), code, str(exc))
+            return _refusal(await continuation(handler_call_details), status_codes.status_for(exc, str(exc)))
         return await continuation(handler_call_details)
 
 

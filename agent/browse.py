@@ -287,8 +287,9 @@ def list_page(
             else:
                 deeper = True
     if base_node is None and not below and not deeper and base_path != "/":
-        raise errors.NotFound(
-            f"path not found in the snapshot: {relative_path(base_path, root)!r}"
+        raise errors.PathNotFound(
+            f"path not found in the snapshot: {relative_path(base_path, root)!r}",
+            path=relative_path(base_path, root),
         )
     if base_node is not None and base_node.type != "dir":
         candidates = [base_node]
@@ -394,7 +395,7 @@ def check_readable(node: TreeNode, nodes_by_path: Mapping[str, TreeNode]) -> Tre
         target = symlink_target_path(current)
         found = nodes_by_path.get(target)
         if found is None:
-            raise errors.NotFound(
+            raise errors.PathNotFound(
                 f"symlink {_display(current.path)!r} points to {_display(target)!r}, "
                 "which is not in the snapshot"
             )

@@ -68,7 +68,8 @@ def state_from_proto(value: int) -> OperationState:
 
 
 def error_to_proto(error: OperationError | None) -> pb.OperationError | None:
-    return None if error is None else pb.OperationError(code=error.code, message=error.message)
+    return None if error is None else pb.OperationError(code=error.code, message=error.message, reason=error.reason,
+                                                        metadata=dict(error.metadata))
 
 
 def summary_to_proto(summary: Summary | None) -> pb.OperationSummary | None:

@@ -87,13 +87,13 @@ async def copy_files(
     for project in dict.fromkeys((source_project_id, project_id)):
         backend.require_real(project)
         if not backend.exists(project):
-            raise errors.NotFound(f"project {project} does not exist on this host")
+            raise errors.ProjectNotFound(f"project {project} does not exist on this host", project_id=project)
     if await backend.is_frozen(project_id):
-        raise errors.FailedPrecondition(f"project {project_id} is frozen; thaw it before copying into it")
+        raise errors.ProjectFrozen(f"project {project_id} is frozen; thaw it before copying into it", project_id=project_id)
     context.progress("snapshot", message="preparing a read-only view of the source")
     async with backend.backup_view(source_project_id, context.operation_id) as view:
         if view.project is None:
-            raise errors.NotFound(f"project {source_project_id} does not exist on this host")
+            raise errors.ProjectNotFound(f"project {source_project_id} does not exist on this host", project_id=source_project_id)
         source_root = await asyncio.to_thread(usertree.open_root, view.project, what="source project's tree")
         try:
             await asyncio.to_thread(project_paths.source_at, source_root, source_path, field="source_path",

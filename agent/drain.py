@@ -27,7 +27,7 @@ from typing import Awaitable, Callable, Iterable
 
 import structlog
 
-from agent import errors
+from agent import errors, status_codes
 from agent.freshness import Freshness
 from agent.model import OperationError, OperationRecord, OperationState, ProjectOutcome, Summary
 from agent.operations import FailedWithSummary, OperationContext
@@ -217,7 +217,7 @@ class Drain:
             try:
                 outcome = await self._back_up(project_id, looked_at)
             except errors.BucketsError as exc:
-                outcome = failed(project_id, OperationError(code_name_for(exc), exc.message))
+                outcome = failed(project_id, status_codes.operation_error(exc))
             except Exception as exc:  # a bug with one project must not stop the others
                 log.exception("drain.project_crashed", project_id=project_id)
                 outcome = failed(project_id, OperationError("INTERNAL", f"internal error: {exc!r}"))
@@ -237,7 +237,7 @@ class Drain:
                 conflicts += 1
                 active = self._hooks.active(project_id)
                 if conflicts > MAX_CONFLICTS:
-                    return failed(project_id, OperationError(code_name_for(exc), exc.message))
+                    return failed(project_id, status_codes.operation_error(exc))
                 if active is not None:
                     self._context.progress("drain", message=f"{project_id}: waiting for {active.kind.value} "
                                                             f"operation {active.id}")
@@ -251,7 +251,7 @@ class Drain:
                 await asyncio.sleep(QUEUE_FULL_RETRY)
                 continue
             except errors.BucketsError as exc:
-                return failed(project_id, OperationError(code_name_for(exc), exc.message))
+                return failed(project_id, status_codes.operation_error(exc))
             attempt += 1
             if not joined:
                 self._started[record.id] = project_id

@@ -128,9 +128,10 @@ def require_whole(snapshot: Snapshot, project_id: str) -> None:
     it as the whole project would drop everything else."""
     require_layout_v2(snapshot, project_id)
     if is_subpath_snapshot(snapshot):
-        raise errors.FailedPrecondition(
+        raise errors.SnapshotNotUsable(
             f"snapshot {snapshot.short_id} holds one path of the project only (a copy's snapshot); "
-            "restore a path of it with subpath"
+            "restore a path of it with subpath",
+            snapshot_id=snapshot.id, project_id=project_id,
         )
 
 
@@ -138,12 +139,14 @@ def require_layout_v2(snapshot: Snapshot, project_id: str) -> None:
     """Raise FailedPrecondition unless the snapshot is a layout-v2 snapshot of ``project_id``."""
     tags = ra.tag_map(snapshot.tags)
     if tags.get("layout") != LAYOUT:
-        raise errors.FailedPrecondition(
-            f"snapshot {snapshot.short_id} has no layout=v2 metadata; only layout v2 snapshots can be restored"
+        raise errors.SnapshotNotUsable(
+            f"snapshot {snapshot.short_id} has no layout=v2 metadata; only layout v2 snapshots can be restored",
+            snapshot_id=snapshot.id, project_id=project_id,
         )
     if tags.get("project") not in (None, project_id):
-        raise errors.FailedPrecondition(
-            f"snapshot {snapshot.short_id} belongs to project {tags['project']}, not {project_id}"
+        raise errors.SnapshotNotUsable(
+            f"snapshot {snapshot.short_id} belongs to project {tags['project']}, not {project_id}",
+            snapshot_id=snapshot.id, project_id=project_id,
         )
 
 
@@ -155,11 +158,13 @@ async def find_snapshot(services: Services, repo: Repository, project_id: str, s
         snapshots = [s for s in await services.engine.snapshots(repo, host=project_dir_name(project_id))
                      if is_project_line(s)]
         if not snapshots:
-            raise errors.NotFound(f"project {project_id} has no snapshot in {repo.display}")
+            raise errors.SnapshotNotFound(f"project {project_id} has no snapshot in {repo.display}",
+                                          snapshot_id="latest", project_id=project_id)
         return max(snapshots, key=lambda s: s.time)
     snapshots = await services.engine.snapshots(repo, ids=[snapshot_id])
     if not snapshots:
-        raise errors.NotFound(f"snapshot {snapshot_id} not found in {repo.display}")
+        raise errors.SnapshotNotFound(f"snapshot {snapshot_id} not found in {repo.display}",
+                                      snapshot_id=snapshot_id, project_id=project_id)
     return snapshots[0]
 
 
@@ -178,7 +183,7 @@ async def backup(
     project_id = context.project_id
     services.backend.require_real(project_id)
     if not services.backend.exists(project_id):
-        raise errors.NotFound(f"project {project_id} does not exist on this host")
+        raise errors.ProjectNotFound(f"project {project_id} does not exist on this host", project_id=project_id)
     started = time.monotonic()
     if not force and not subpath:
         unchanged = await _unchanged_since_last_backup(services, repo, project_id)
@@ -316,7 +321,7 @@ async def restore(
     backend = services.backend
     backend.require_real(project_id)
     if await backend.is_frozen(project_id):
-        raise errors.FailedPrecondition(f"project {project_id} is frozen; thaw it before restoring")
+        raise errors.ProjectFrozen(f"project {project_id} is frozen; thaw it before restoring", project_id=project_id)
     # What the project holds now, unless this is a clone (of a project that is not here).
     replaces = owner == project_id and await has_content(backend, project_id)
     pre_restore, dirty = "", False
@@ -578,9 +583,9 @@ async def restore_path(
     backend = services.backend
     backend.require_real(project_id)
     if not backend.exists(project_id):
-        raise errors.NotFound(f"project {project_id} does not exist on this host")
+        raise errors.ProjectNotFound(f"project {project_id} does not exist on this host", project_id=project_id)
     if await backend.is_frozen(project_id):
-        raise errors.FailedPrecondition(f"project {project_id} is frozen; thaw it before restoring")
+        raise errors.ProjectFrozen(f"project {project_id} is frozen; thaw it before restoring", project_id=project_id)
     known = known_snapshot(services, repo, source_project_id, snapshot_id)
     snapshot = known[0] if known else await find_snapshot(services, repo, source_project_id, snapshot_id)
     require_layout_v2(snapshot, source_project_id)
@@ -603,7 +608,8 @@ async def restore_path(
             restored = None
         try:
             if restored is None or await asyncio.to_thread(usertree.lstat, restored, subpath.rsplit("/", 1)[-1]) is None:
-                raise errors.NotFound(f"{subpath!r} is not in snapshot {snapshot.short_id}")
+                raise errors.PathNotFound(f"{subpath!r} is not in snapshot {snapshot.short_id}",
+                                          path=subpath, snapshot_id=snapshot.id)
             usertree.rename(restored, subpath.rsplit("/", 1)[-1], staging.item_dir, staging.item_name)
         finally:
             if restored is not None:
@@ -715,7 +721,7 @@ async def verify_sentinel(
     started = time.monotonic()
     project_id = context.project_id
     if not services.backend.exists(project_id):
-        raise errors.NotFound(f"project {project_id} does not exist on this host")
+        raise errors.ProjectNotFound(f"project {project_id} does not exist on this host", project_id=project_id)
     context.progress("verify", message=f"reading sentinel {location.path}")
     problem = await asyncio.to_thread(
         sentinel.mismatch, location, expected, sentinel_roots(services.backend, project_id)
@@ -766,7 +772,7 @@ async def verify_snapshot_tree(
     project_id = context.project_id
     backend = services.backend
     if not backend.exists(project_id):
-        raise errors.NotFound(f"project {project_id} does not exist on this host")
+        raise errors.ProjectNotFound(f"project {project_id} does not exist on this host", project_id=project_id)
     snapshot, expected = await snapshot_manifest(context, services, repo, snapshot_id)
     context.progress("verify", message=f"comparing the live trees with snapshot {snapshot.short_id}")
     live = await asyncio.to_thread(live_tree.manifest, live_roots(backend, project_id))
@@ -801,7 +807,7 @@ async def verify_counts(
     project_id = context.project_id
     backend = services.backend
     if not backend.exists(project_id):
-        raise errors.NotFound(f"project {project_id} does not exist on this host")
+        raise errors.ProjectNotFound(f"project {project_id} does not exist on this host", project_id=project_id)
     expected = services.snapshot_counts.get(repo.display, snapshot_id)
     shown = snapshot_id[:8]
     if expected is None:
@@ -975,9 +981,9 @@ async def undo_restore(context: OperationContext, services: Services, *, restore
     backend = services.backend
     async with services.kept.lock:  # expiry must not remove what is being put back
         if not backend.exists(project_id):
-            raise errors.NotFound(f"project {project_id} does not exist on this host")
+            raise errors.ProjectNotFound(f"project {project_id} does not exist on this host", project_id=project_id)
         if await backend.is_frozen(project_id):
-            raise errors.FailedPrecondition(f"project {project_id} is frozen; thaw it before undoing a restore")
+            raise errors.ProjectFrozen(f"project {project_id} is frozen; thaw it before undoing a restore", project_id=project_id)
         kept = services.kept.find(project_id, restore_operation_id)
         context.progress("swap", message=f"putting back the tree operation {kept.operation_id} replaced")
         await services.kept.unseal(kept)
@@ -1084,14 +1090,15 @@ async def _forget_and_prune(
 def _one_snapshot(found: Sequence[Snapshot], wanted: str, project_id: str) -> Snapshot:
     matches = [s for s in found if s.id.startswith(wanted)]
     if not matches:
-        raise errors.NotFound(f"snapshot {wanted[:64]} not found")
+        raise errors.SnapshotNotFound(f"snapshot {wanted[:64]} not found", snapshot_id=wanted, project_id=project_id)
     if len(matches) > 1:
         raise errors.InvalidArgument(f"snapshot id prefix {wanted} names {len(matches)} snapshots")
     snapshot = matches[0]
     owner = ra.tag_map(snapshot.tags).get("project")
     if snapshot.hostname != project_dir_name(project_id) or owner not in (None, project_id):
-        raise errors.FailedPrecondition(
-            f"snapshot {snapshot.short_id} belongs to {owner or snapshot.hostname}, not project {project_id}"
+        raise errors.SnapshotNotUsable(
+            f"snapshot {snapshot.short_id} belongs to {owner or snapshot.hostname}, not project {project_id}",
+            snapshot_id=snapshot.id, project_id=project_id,
         )
     return snapshot
 

@@ -48,6 +48,10 @@ MUTATING_KINDS = frozenset(
 class OperationError:
     code: str  # gRPC status code name
     message: str
+    # The ErrorInfo reason and metadata of the failure (agent.status_codes.operation_error);
+    # records written before they were kept have none.
+    reason: str = ""
+    metadata: dict[str, str] = field(default_factory=dict, hash=False, compare=True)
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ from typing import AsyncIterator, Awaitable, Callable, Mapping
 
 import structlog
 
-from agent import errors, ids, slots
+from agent import errors, ids, slots, status_codes
 from agent.journal import Journal
 from agent.model import (
     MUTATING_KINDS,
@@ -240,7 +240,7 @@ class OperationManager:
             ) + (f"; {note}" if note else "")
             record.state = OperationState.INTERRUPTED
             record.finished_at = time.time()
-            record.error = OperationError(code="ABORTED", message=message)
+            record.error = OperationError(code="ABORTED", message=message, reason="AGENT_STOPPED")
             self._append(record, phase="done", message=message, terminal=True)
             log.warning("operation.interrupted", operation_id=record.id, kind=record.kind.value, note=note)
             recovered.append(record)
@@ -291,8 +291,9 @@ class OperationManager:
         existing = self._journal.find_by_request_id(request_id)
         if existing is not None:
             if existing.fingerprint != digest:
-                raise errors.AlreadyExists(
-                    f"request_id {request_id!r} was used for operation {existing.id} with other parameters"
+                raise errors.RequestIdReused(
+                    f"request_id {request_id!r} was used for operation {existing.id} with other parameters",
+                    request_id=request_id, operation_id=existing.id, project_id=existing.project_id,
                 )
             return self._current(existing), True
         if self._closing:
@@ -319,7 +320,9 @@ class OperationManager:
                     where = f"project {project_id}" if project_id else "this host"
                     raise errors.Conflict(
                         f"{where} has a running {active.kind.value} operation {active.id}"
-                        f" ({active.state.value})"
+                        f" ({active.state.value})",
+                        operation_id=active.id, operation_kind=active.kind.value,
+                        operation_state=active.state.value, project_id=project_id,
                     )
         # Counted from the records, not the semaphore: tasks submitted in this same
         # loop iteration have not taken their slot yet.
@@ -372,7 +375,8 @@ class OperationManager:
     def _supersede(self, live: _Live, *, by: str) -> None:
         """End a yielding operation that has not started (its job never ran) in favour of ``by``."""
         message = f"superseded by operation {by} before it started"
-        self._finish(live, OperationState.CANCELLED, error=OperationError("CANCELLED", message), message=message)
+        self._finish(live, OperationState.CANCELLED,
+                     error=OperationError("CANCELLED", message, "SUPERSEDED", {"operation_id": by}), message=message)
         self._cancel_task(live)
 
     def _cancel_for(self, live: _Live, *, by: OperationRecord) -> None:
@@ -460,21 +464,23 @@ class OperationManager:
             exc = failure.error
             log.warning("operation.failed", operation_id=record.id, code=code_name_for(exc), error=exc.message)
             self._finish(live, OperationState.FAILED, summary=failure.summary,
-                         error=OperationError(code_name_for(exc), exc.message))
+                         error=status_codes.operation_error(exc))
         except asyncio.CancelledError:
             self._flush_progress(live)
             if self._closing:
                 self._finish(
                     live,
                     OperationState.INTERRUPTED,
-                    error=OperationError("ABORTED", "the agent shut down while this operation ran"),
+                    error=OperationError("ABORTED", "the agent shut down while this operation ran",
+                                         "AGENT_SHUTDOWN"),
                     message="interrupted by agent shutdown",
                 )
             else:
                 self._finish(
                     live,
                     OperationState.CANCELLED,
-                    error=OperationError("CANCELLED", live.cancel_reason or "cancelled on request"),
+                    error=OperationError("CANCELLED", live.cancel_reason or "cancelled on request",
+                                         errors.Cancelled.reason),
                     message=live.cancel_reason or "cancelled",
                 )
         except errors.BucketsError as exc:
@@ -486,21 +492,23 @@ class OperationManager:
                 error=exc.message,
                 detail=exc.detail[-2000:],
             )
-            self._finish(live, OperationState.FAILED, error=OperationError(code_name_for(exc), exc.message))
+            self._finish(live, OperationState.FAILED, error=status_codes.operation_error(exc))
         except Exception as exc:
             self._flush_progress(live)
             log.exception("operation.crashed", operation_id=record.id)
-            self._finish(live, OperationState.FAILED, error=OperationError("INTERNAL", f"internal error: {exc!r}"))
+            self._finish(live, OperationState.FAILED,
+                         error=OperationError("INTERNAL", f"internal error: {exc!r}", errors.Internal.reason))
 
     def _finish_unstarted(self, live: _Live) -> None:
         """A task cancelled before its first step never ran ``_run``'s handlers: finish it here."""
         if live.record.id in self._live and not live.record.state.terminal:
             if self._closing:
-                error = OperationError("ABORTED", "the agent shut down before this operation started")
+                error = OperationError("ABORTED", "the agent shut down before this operation started", "AGENT_SHUTDOWN")
                 self._finish(live, OperationState.INTERRUPTED, error=error, message="interrupted by agent shutdown")
             else:
                 self._finish(
-                    live, OperationState.CANCELLED, error=OperationError("CANCELLED", "cancelled on request"),
+                    live, OperationState.CANCELLED,
+                    error=OperationError("CANCELLED", "cancelled on request", errors.Cancelled.reason),
                     message="cancelled",
                 )
 
@@ -612,7 +620,7 @@ class OperationManager:
             return live.record
         record = self._journal.get_operation(operation_id)
         if record is None:
-            raise errors.NotFound(f"operation {operation_id} not found")
+            raise errors.OperationNotFound(f"operation {operation_id} not found", operation_id=operation_id)
         return record
 
     def list(

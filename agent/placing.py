@@ -73,7 +73,8 @@ def refuse_existing(found: os.stat_result | None, policy: ConflictPolicy, *, fie
     at the target (:func:`agent.project_paths.target_at`); ``shown`` is the caller's relative
     path, for the message."""
     if policy is ConflictPolicy.FAIL and found is not None:
-        raise errors.FailedPrecondition(f"{field} {shown[:200]!r} already exists and on_conflict is FAIL")
+        raise errors.TargetExists(f"{field} {shown[:200]!r} already exists and on_conflict is FAIL",
+                                  path=shown, field=field)
 
 
 @dataclass
@@ -309,7 +310,8 @@ def _apply(policy: ConflictPolicy, source: int, target: int, name: str) -> Place
     except FileExistsError:
         pass
     if policy is ConflictPolicy.FAIL:
-        raise errors.FailedPrecondition(f"{name[:200]!r} appeared at the target meanwhile and on_conflict is FAIL")
+        raise errors.TargetExists(f"{name[:200]!r} appeared at the target meanwhile and on_conflict is FAIL",
+                                  path=name)
     if policy is ConflictPolicy.OVERWRITE:
         # The old entry is left at the staged name and removed with the staging directory.
         fsops.renameat2(source, name, target, name, fsops.RENAME_EXCHANGE)
@@ -430,7 +432,7 @@ async def staged_put(
             raise errors.Internal(f"nothing was staged for {target_path[:200]!r}")
         size, entries = await asyncio.to_thread(entry_size, staging.item_path())
         if await backend.is_frozen(project_id):
-            raise errors.FailedPrecondition(f"project {project_id} is frozen; thaw it first")
+            raise errors.ProjectFrozen(f"project {project_id} is frozen; thaw it first", project_id=project_id)
         # No await between here and the end of the placement: cancellation cannot split it.
         placed = place(staging, policy)
     finally:

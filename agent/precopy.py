@@ -311,7 +311,7 @@ async def _place(
     project_id = context.project_id
     backend = services.backend
     if await backend.is_frozen(project_id):
-        raise errors.FailedPrecondition(f"project {project_id} is frozen; thaw it before restoring")
+        raise errors.ProjectFrozen(f"project {project_id} is frozen; thaw it before restoring", project_id=project_id)
     # A missing or empty home; a left-over persist location is kept like any replaced tree.
     replaces = await jobs.has_content(backend, project_id)
     pre_restore = ""

@@ -51,7 +51,7 @@ def source_at(root: int, rel: str, *, field: str, check_link: bool = True) -> os
     except OSError as exc:
         raise _refusal(exc, field, rel) from None
     if info is None:
-        raise errors.NotFound(f"{field} {rel[:200]!r} does not exist in the project")
+        raise errors.PathNotFound(f"{field} {rel[:200]!r} does not exist in the project", path=rel, field=field)
     if check_link and stat.S_ISLNK(info.st_mode) and not _resolves_beneath(root, rel):
         raise errors.InvalidArgument(f"{field} {rel[:200]!r} is a symlink leading out of the project")
     return info

@@ -330,7 +330,7 @@ class AgentService:
         repo = self._repository(repository, project_id)
         self.backend.require_real(project_id)
         if not self.backend.exists(project_id):
-            raise errors.NotFound(f"project {project_id} does not exist on this host")
+            raise errors.ProjectNotFound(f"project {project_id} does not exist on this host", project_id=project_id)
         params = {"repository": repo.display, "force": force, "purpose": purpose, "tags": list(tags)}
         if subpath:
             # Only when set: the fingerprints of whole-project backups stay what they were.
@@ -694,7 +694,7 @@ class AgentService:
         project_id = ids.project_id(project_id)
         target_rel = project_paths.relative(target_path, field="target_path")
         if not self.backend.exists(project_id):
-            raise errors.NotFound(f"project {project_id} is not on this host")
+            raise errors.ProjectNotFound(f"project {project_id} is not on this host", project_id=project_id)
         found = project_paths.check_target(self.backend.home(project_id), target_rel, field="target_path")
         placing.refuse_existing(found, on_conflict or placing.ConflictPolicy.OVERWRITE, field="target_path",
                                 shown=target_rel)
@@ -726,7 +726,7 @@ class AgentService:
         if not self._known_request(request_id):  # a retry finds its operation even after it wrote the target
             for project in dict.fromkeys((source_project, target_project)):
                 if not self.backend.exists(project):
-                    raise errors.NotFound(f"project {project} does not exist on this host")
+                    raise errors.ProjectNotFound(f"project {project} does not exist on this host", project_id=project)
             project_paths.check_source(self.backend.home(source_project), source_rel, field="source_path")
             found = project_paths.check_target(self.backend.home(target_project), target_rel, field="target_path")
             if source_project == target_project and project_paths.nested(source_rel, target_rel):
@@ -736,7 +736,8 @@ class AgentService:
             if source_project != target_project and active is not None and active.kind in SOURCE_WRITERS:
                 raise errors.Conflict(
                     f"project {source_project} has a running {active.kind.value} operation {active.id}; "
-                    "copy from it when that has ended"
+                    "copy from it when that has ended",
+                    operation_id=active.id, operation_kind=active.kind.value, project_id=source_project,
                 )
         params = {"source_project_id": source_project, "source_path": source_rel, "target_path": target_rel,
                   "on_conflict": policy.value}
@@ -776,7 +777,8 @@ class AgentService:
         if copies:
             raise errors.Conflict(
                 f"project {project_id} is being copied from by operation {copies[0]}; it can be {verb} "
-                "when that has ended"
+                "when that has ended",
+                operation_id=copies[0], operation_kind="copy", project_id=project_id,
             )
 
     def drain(
@@ -849,11 +851,12 @@ class AgentService:
         if active is not None and active.kind in (*SOURCE_WRITERS, OperationKind.COPY):
             raise errors.Conflict(
                 f"project {project_id} has a {active.kind.value} operation {active.id} running; "
-                "freeze it when that has ended"
+                "freeze it when that has ended",
+                operation_id=active.id, operation_kind=active.kind.value, project_id=project_id,
             )
         self.backend.require_real(project_id)
         if not self.backend.exists(project_id):
-            raise errors.NotFound(f"project {project_id} does not exist on this host")
+            raise errors.ProjectNotFound(f"project {project_id} does not exist on this host", project_id=project_id)
         async with self._freeze_lock:  # two Freeze calls must not interleave check, write and freeze
             cgroup = self.config.freeze.cgroup_of(project_id)
             cgroup = cgroup if cgroup is not None and cgroup_freeze.exists(cgroup) else None
@@ -1150,7 +1153,7 @@ class AgentService:
         # The path alone first: a whole listing of its root is needed only to follow symlinks.
         direct = [n for n in await self.engine.ls(repo, snapshot, target, recursive=False) if n.path == target]
         if not direct:
-            raise errors.NotFound(f"{path!r} is not in snapshot {snapshot[:8]}")
+            raise errors.PathNotFound(f"{path!r} is not in snapshot {snapshot[:8]}", path=path, snapshot_id=snapshot)
         node = direct[0]
         nodes = {node.path: node}
         if node.type == "symlink":
@@ -1161,7 +1164,7 @@ class AgentService:
             if not node.link_target:
                 found = [n for n in await self.engine.find(repo, snapshot, [node.path]) if n.path == node.path]
                 if not found:
-                    raise errors.NotFound(f"{path!r} is not in snapshot {snapshot[:8]}")
+                    raise errors.PathNotFound(f"{path!r} is not in snapshot {snapshot[:8]}", path=path, snapshot_id=snapshot)
                 node = found[0]
                 nodes[node.path] = node
             following = nodes.get(browse.symlink_target_path(node))
@@ -1196,7 +1199,7 @@ class AgentService:
         """Record a change; FailedPrecondition on a frozen project (nothing may change it)."""
         project_id = ids.project_id(project_id)
         if self.backend.exists(project_id) and await self.backend.is_frozen(project_id):
-            raise errors.FailedPrecondition(f"project {project_id} is frozen; it cannot have been edited")
+            raise errors.ProjectFrozen(f"project {project_id} is frozen; it cannot have been edited", project_id=project_id)
         self.journal.mark_changed(project_id, time.time() if when is None else when)
 
     async def reconcile(self) -> fresh.Observed:

@@ -16,7 +16,7 @@ import grpc
 import structlog
 from google.protobuf.message import DecodeError
 
-from agent import convert, errors
+from agent import convert, errors, status_codes
 from agent.model import OperationRecord, ProgressEvent
 from agent.service import AgentService
 from agent.status_codes import status_code_for
@@ -91,13 +91,14 @@ def status_message(exc: BaseException) -> str:
 
 
 async def _abort(context: grpc.aio.ServicerContext, method: str, exc: BaseException) -> None:
-    code = status_code_for(exc)
-    if code is grpc.StatusCode.INTERNAL:
+    """End the call with the status of ``exc`` (code, message, ErrorInfo: agent.status_codes)."""
+    if status_code_for(exc) is grpc.StatusCode.INTERNAL:
         log.exception("rpc.internal_error", method=method)
         message = "internal error; see the agent's log"
     else:
         message = status_message(exc)
-    await context.abort(code, message)
+    status = status_codes.status_for(exc, message)
+    await context.abort(status.code, status.details, status.trailing_metadata)
 
 
 def rpc(method: Callable) -> Callable:

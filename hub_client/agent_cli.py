@@ -365,6 +365,9 @@ def run_agent_command(args, config: ClientConfig, *, name: str, invocation: str)
                 key_file=tls and tls.key_file, server_name=tls and tls.server_name)
             where = f"\n{name}: {cause}" if cause else f" (agent {config.target}; is it running?)"
         print(f"{name}: {exc}{where}", file=sys.stderr)
+        running = exc.metadata.get("operation_id") if exc.reason == "OPERATION_CONFLICT" else None
+        if running:  # from the ErrorInfo, not the message
+            print(f"{name}: follow the running operation with `{invocation} watch {running}`", file=sys.stderr)
         return exit_code_of(exc)
     except UsageError as exc:
         print(f"{name}: {exc}", file=sys.stderr)
@@ -426,8 +429,8 @@ class _Output:
             except AgentError as exc:
                 if printer:
                     printer.end_line()
-                raise AgentError(exc.code, f"{exc.message}; operation {handle.id} may still be running: follow it with "
-                                           f"`{self.invocation} watch {handle.id}`") from None
+                raise AgentError(exc.code, f"{exc.message}; operation {handle.id} may still be running: follow it "
+                                           f"with `{self.invocation} watch {handle.id}`", exc.info) from None
             final = self._final(handle)
         except KeyboardInterrupt:
             if printer:

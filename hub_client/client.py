@@ -10,7 +10,8 @@ and protobuf (no agent code):
 - every unary call attempt has a deadline; a call that fails with
   UNAVAILABLE is retried with exponential backoff (jittered) up to
   ``retry.attempts`` tries in all; any other status code is raised at once.
-  Every failure is one :class:`AgentError` carrying the code and message;
+  Every failure is one :class:`AgentError` carrying the code, the message and
+  the agent's ErrorInfo (reason and the ids it names: read those, not the text);
 - operation calls (Backup, Restore, ...) generate their ``request_id`` once,
   before any retry, so a retried call joins the same operation on the agent,
   and return an :class:`OperationHandle`;
@@ -33,13 +34,14 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Mapping
 
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from hub_client.proto.buckets.v1 import agent_pb2 as pb
 from hub_client.proto.buckets.v1 import agent_pb2_grpc as pb_grpc
+from hub_client.rich_status import ErrorInfo, error_info_of
 
 log = logging.getLogger(__name__)
 
@@ -142,21 +144,36 @@ class ClientConfig:
 
 
 class AgentError(Exception):
-    """A call to an agent failed: ``code`` is the gRPC status code, ``message`` its details."""
+    """A call to an agent failed: ``code`` is the gRPC status code, ``message`` its details (for
+    people), ``info`` the ``google.rpc.ErrorInfo`` the agent sent (for programs: ``reason`` such
+    as ``OPERATION_CONFLICT``, ``metadata`` such as the running ``operation_id``; see
+    protos/ERRORS.md), or None when the status has none (grpc's own, e.g. a refused connection;
+    an error made by this client)."""
 
-    def __init__(self, code: grpc.StatusCode, message: str) -> None:
+    def __init__(self, code: grpc.StatusCode, message: str, info: ErrorInfo | None = None) -> None:
         super().__init__(code, message)
         self.code = code
         self.message = message
+        self.info = info
 
     def __str__(self) -> str:
         return f"{self.code.name}: {self.message}"
+
+    @property
+    def reason(self) -> str:
+        """The ErrorInfo reason; "" without one."""
+        return self.info.reason if self.info is not None else ""
+
+    @property
+    def metadata(self) -> Mapping[str, str]:
+        """The ErrorInfo metadata (the ids the error is about); empty without one."""
+        return self.info.metadata if self.info is not None else {}
 
     @classmethod
     def from_rpc(cls, exc: grpc.RpcError) -> "AgentError":
         code = exc.code() if callable(getattr(exc, "code", None)) else None
         details = exc.details() if callable(getattr(exc, "details", None)) else None
-        return cls(code or grpc.StatusCode.UNKNOWN, details or str(exc))
+        return cls(code or grpc.StatusCode.UNKNOWN, details or str(exc), error_info_of(exc))
 
 
 def state_name(state: int) -> str:

@@ -29,6 +29,10 @@ fi
 .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[dev]'
 touch .venv/.installed
 
+# The TypeScript SDK's pinned npm packages (clients/typescript, npm ci once per lock file); without
+# node/npm it says so and its tests skip.
+scripts/typescript_sdk.sh || [ $? -eq 3 ]
+
 # The pinned tools: built once per machine (cached outside the checkout); each build says what it
 # builds and roughly how long the first time takes. A failed build stops the set-up: the tests
 # that need the tool would otherwise skip.

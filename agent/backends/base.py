@@ -148,7 +148,7 @@ class ProjectLayout:
     def _require(self, project_id: str) -> None:
         self.require_real(project_id)
         if not self.exists(project_id):
-            raise errors.NotFound(f"project {project_id} does not exist on this host")
+            raise errors.ProjectNotFound(f"project {project_id} does not exist on this host", project_id=project_id)
 
     def open_staging(self, staging_id: str) -> Staging | None:
         """The staging ``staging_id`` that an earlier operation prepared and kept (a pre-copy), with

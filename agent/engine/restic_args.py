@@ -929,7 +929,7 @@ def parse_ls(stdout: str) -> list[TreeNode]:
     :class:`agent.errors.Internal`.
     """
     if not stdout.strip():
-        raise errors.NotFound("restic ls found no snapshot with this id")
+        raise errors.SnapshotNotFound("restic ls found no snapshot with this id")
     try:
         nodes: list[TreeNode] = []
         seen_snapshot = False

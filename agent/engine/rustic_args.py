@@ -879,7 +879,7 @@ def tree_id_of(snapshots: Sequence[Snapshot], snapshot_id: str) -> str:
     :class:`agent.errors.NotFound` when none was, Internal when its tree id is malformed."""
     matches = [s for s in snapshots if s.id.startswith(snapshot_id)]
     if not matches:
-        raise errors.NotFound(f"snapshot {snapshot_id[:64]} not found")
+        raise errors.SnapshotNotFound(f"snapshot {snapshot_id[:64]} not found", snapshot_id=snapshot_id)
     tree = matches[0].tree
     if not _BLOB_ID.fullmatch(tree or ""):
         raise errors.Internal(f"snapshot {snapshot_id[:8]} has no readable tree id", detail=repr(tree)[:200])
@@ -1042,7 +1042,7 @@ def parse_snapshot_totals(stdout: str) -> RestoreSize:
         raise errors.Internal("rustic snapshots printed output that is not a snapshot list",
                               detail=f"{exc}: {stdout[:2000]}") from exc
     if not found:
-        raise errors.NotFound("no such snapshot")
+        raise errors.SnapshotNotFound("no such snapshot")
     summary = found[0].get("summary") if isinstance(found[0], dict) else None
     if not isinstance(summary, dict):
         raise errors.Internal("the snapshot has no summary to take its size from")

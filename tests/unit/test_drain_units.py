@@ -207,7 +207,7 @@ def test_failures_do_not_stop_the_others_and_the_first_sets_the_code(tmp_path):
         host.failing = {P[1]: errors.Unavailable("repository locked"), P[3]: errors.DataLoss("MAC mismatch")}
         final = await host.manager.wait(host.submit_drain(1).id)
         assert final.state is S.FAILED
-        assert final.error == OperationError("UNAVAILABLE", f"2 of 5 projects failed: {P[1]}, {P[3]}")
+        assert final.error == OperationError("UNAVAILABLE", f"2 of 5 projects failed: {P[1]}, {P[3]}", "UNAVAILABLE")
         states = {o.project_id: (o.state, o.error.code if o.error else "") for o in final.summary.projects}
         assert states == {P[0]: (S.SUCCEEDED, ""), P[1]: (S.FAILED, "UNAVAILABLE"), P[2]: (S.SUCCEEDED, ""),
                           P[3]: (S.FAILED, "DATA_LOSS"), P[4]: (S.SUCCEEDED, "")}
@@ -329,7 +329,7 @@ def test_failed_with_summary_keeps_the_summary(tmp_path):
         record, _ = manager.submit(kind=OperationKind.DRAIN, project_id="", request_id="d", params={}, job=job,
                                    takes_slot=False)
         final = await manager.wait(record.id)
-        assert final.state is S.FAILED and final.error == OperationError("UNAVAILABLE", "1 of 3 projects failed")
+        assert final.state is S.FAILED and final.error == OperationError("UNAVAILABLE", "1 of 3 projects failed", "UNAVAILABLE")
         assert final.summary == summary
         terminal = manager._journal.events_since(record.id, 1)[-1]
         assert terminal.terminal and terminal.summary == summary
