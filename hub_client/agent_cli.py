@@ -31,6 +31,7 @@ from google.protobuf.json_format import MessageToDict
 
 from hub_client import connection_check
 from hub_client.addresses import agent_address
+from hub_client.snapshot_paths import PathFormError, home_path, snapshot_path
 from hub_client.client import (
     OK_STATES, AgentClient, AgentError, ClientConfig, OperationHandle, RetryPolicy, TlsConfig, state_name,
 )
@@ -217,14 +218,15 @@ def add_agent_commands(commands, *, invocation: str, host_side: bool = False) ->
                        "(paths are relative to the snapshot root: project/…, persist/…)", f"{p} latest project/src")
     ls.add_argument("project")
     ls.add_argument("snapshot", help='snapshot id (8+ hex digits) or "latest"')
-    ls.add_argument("path", nargs="?", default="", help="path below the snapshot root (default: the root)")
+    ls.add_argument("path", nargs="?", default="", help="project/PATH or persist/PATH as ls shows them (a path "
+                                                      "without either is inside project/; default: the root)")
     ls.add_argument("--depth", type=int, default=1, help="levels to list (default 1: the direct children)")
 
     cat = command("cat", "write a file of a snapshot to stdout, byte for byte",
                   f"{p} 4488a640 project/src/main.py > main.py")
     cat.add_argument("project")
     cat.add_argument("snapshot", help='snapshot id (8+ hex digits) or "latest"')
-    cat.add_argument("path", help="file path below the snapshot root, e.g. project/src/main.py")
+    cat.add_argument("path", help="file path as ls shows it, e.g. project/src/main.py (src/main.py: the same)")
     cat.add_argument("--max-bytes", type=int, default=0,
                      help="read at most this many bytes (default: the agent's read limit; a larger file exits 1)")
 
@@ -238,8 +240,10 @@ def add_agent_commands(commands, *, invocation: str, host_side: bool = False) ->
     restore.add_argument("project")
     restore.add_argument("snapshot", help='snapshot id or "latest"')
     restore.add_argument("--path", dest="subpath", default="",
-                         help="restore only this path of the project (relative to the home)")
-    restore.add_argument("--to", dest="target_path", default="", help="with --path: where in the home (default: same)")
+                         help="restore only this path of the project, as ls shows it (project/docs/a.md) or "
+                              "relative to the home (docs/a.md)")
+    restore.add_argument("--to", dest="target_path", default="",
+                         help="with --path: where in the home, in either form (default: the same path)")
     restore.add_argument("--on-conflict", choices=sorted(_CONFLICT), default=None,
                          help="with --path, when the target exists (agent default: overwrite)")
     restore.add_argument("--force", action="store_true",
@@ -479,7 +483,7 @@ def _snapshots(client: AgentClient, args, out: _Output) -> int:
 def _ls(client: AgentClient, args, out: _Output) -> int:
     if args.depth < 1:
         raise UsageError("--depth must be at least 1")
-    for entry in client.list_files(args.project, args.snapshot, args.path, depth=args.depth):
+    for entry in client.list_files(args.project, args.snapshot, snapshot_path(args.path), depth=args.depth):
         out.message(entry, file_line(entry))
     return EXIT_OK
 
@@ -489,7 +493,7 @@ def _cat(client: AgentClient, args, out: _Output) -> int:
         raise UsageError("--max-bytes must not be negative")
     # ReadFile has no offset: one call returns the first max_bytes (at most the agent's
     # read_file_max_bytes) and says whether the file goes on.
-    result = client.read_file(args.project, args.snapshot, args.path, max_bytes=args.max_bytes)
+    result = client.read_file(args.project, args.snapshot, snapshot_path(args.path), max_bytes=args.max_bytes)
     if out.json:
         record = {"project_id": args.project, "snapshot_id": args.snapshot, "path": args.path,
                   "size": result.size, "truncated": result.truncated, "binary": result.binary,
@@ -515,10 +519,13 @@ def _backup(client: AgentClient, args, out: _Output) -> int:
 
 def _restore(client: AgentClient, args, out: _Output) -> int:
     fields: dict[str, Any] = {}
-    if args.subpath:
-        fields["subpath"] = args.subpath
-    if args.target_path:
-        fields["target_path"] = args.target_path
+    try:
+        if args.subpath:
+            fields["subpath"] = home_path(args.subpath, option="--path")
+        if args.target_path:
+            fields["target_path"] = home_path(args.target_path, option="--to")
+    except PathFormError as exc:
+        raise UsageError(str(exc)) from None
     if args.on_conflict:
         fields["on_conflict"] = _CONFLICT[args.on_conflict]
     if args.force:

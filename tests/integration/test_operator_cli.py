@@ -242,3 +242,28 @@ def test_forget_by_policy_or_by_id_and_prune_through_the_cli(shared_agent):
     assert manifest(agent.home(project_id)) == expected
     checked = host_cli(agent, "verify", project_id, "--read-data-subset", "100%")
     assert checked.returncode == 0, checked.stderr.decode()
+
+
+def test_one_path_form_for_ls_cat_and_restore(shared_agent):
+    agent, project_id = shared_agent, new_id()
+    json_lines(host_cli(agent, "--json", "ensure", project_id, "--mode", "none"))
+    agent.make_missing_repository(project_id)
+    note = agent.home(project_id) / "docs" / "a.md"
+    note.parent.mkdir(parents=True)
+    note.write_text("the backed-up text\n")
+    assert host_cli(agent, "backup", project_id).returncode == 0
+
+    for listed in (("docs",), ("project/docs",)):
+        rows = json_lines(hub_cli(agent, "--json", "ls", project_id, "latest", *listed))
+        assert [row["path"] for row in rows] == ["project/docs/a.md"], rows
+    for path in ("docs/a.md", "project/docs/a.md"):
+        read = hub_cli(agent, "cat", project_id, "latest", path)
+        assert read.returncode == 0 and read.stdout == b"the backed-up text\n", read.stderr
+
+    for path in ("project/docs/a.md", "docs/a.md"):
+        note.write_text("changed since\n")
+        restored = hub_cli(agent, "restore", project_id, "latest", "--path", path)
+        assert restored.returncode == 0, restored.stderr.decode()
+        assert note.read_text() == "the backed-up text\n"
+    refused = hub_cli(agent, "restore", project_id, "latest", "--path", "persist/app.db")
+    assert refused.returncode == 2 and b"persist/ is restored with the whole project" in refused.stderr
