@@ -349,6 +349,11 @@ class Hub:
             move = self.runner(move.id, **runner_hooks).start()
         return self._scheduled_cleanup(move, observer, clean_now)
 
+    def start_move(self, move_id: str, *, clean_now: bool = True, **hooks) -> Move:
+        """Run a recorded PENDING move (``Store.create_move``) from its preflight; as :meth:`move`
+        after the record is made."""
+        return self._scheduled_cleanup(self.runner(move_id, **hooks).start(), hooks.get("observer"), clean_now)
+
     def resume(self, move_id: str, *, clean_now: bool = True, **hooks) -> Move:
         return self._scheduled_cleanup(self.runner(move_id, **hooks).resume(), hooks.get("observer"), clean_now)
 

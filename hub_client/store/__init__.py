@@ -10,7 +10,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from hub_client.store.base import Store
-from hub_client.store.errors import CopyInProgress, InvalidTransition, MoveInProgress, NotFound, StoreError
+from hub_client.store.errors import (
+    CopyInProgress, HostInUse, InvalidTransition, MoveInProgress, NotFound, StoreError,
+)
 from hub_client.store.models import (
     Cleanup, Conflict, Copy, CopyStatus, Host, HostBackupStatus, Move, MovelogEntry, MoveStatus, OfflineLoss,
     Project, Rescue,
@@ -41,7 +43,7 @@ def open_store(url: str, *, schema: str | None = None, migrate: bool = True) -> 
 
 
 __all__ = [
-    "Cleanup", "Conflict", "Copy", "CopyInProgress", "CopyStatus", "Host", "HostBackupStatus", "InvalidTransition", "OfflineLoss", "Move", "MoveInProgress", "MoveStatus", "MovelogEntry", "NotFound",
+    "Cleanup", "Conflict", "Copy", "CopyInProgress", "CopyStatus", "Host", "HostBackupStatus", "HostInUse", "InvalidTransition", "OfflineLoss", "Move", "MoveInProgress", "MoveStatus", "MovelogEntry", "NotFound",
     "PostgresStore", "Project", "Rescue", "SQLiteStore", "Store", "StoreError", "open_store",
 ]
 

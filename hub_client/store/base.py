@@ -31,6 +31,11 @@ class Store(Protocol):
     def upsert_host(self, host: Host) -> Host:
         """Insert or replace the host with ``host.id``; returns it as stored."""
 
+    def delete_host(self, host_id: str) -> bool:
+        """Forget the host (with its backup counts); False when it was not there. Raises HostInUse
+        while a project is placed on it or a move, copy or offline-loss record names it (their
+        history keeps the host)."""
+
     def get_host(self, host_id: str) -> Host:
         """The host; raises NotFound."""
 

@@ -15,7 +15,7 @@ from datetime import datetime
 from typing import Any, Iterable
 
 from hub_client.store import migrations
-from hub_client.store.errors import CopyInProgress, InvalidTransition, MoveInProgress, NotFound
+from hub_client.store.errors import CopyInProgress, HostInUse, InvalidTransition, MoveInProgress, NotFound
 from hub_client.store.models import (
     Cleanup, Conflict, Copy, CopyStatus, Host, HostBackupStatus, Move, MovelogEntry, MoveStatus, OfflineLoss,
     Project, Rescue, frozen_entry, utcnow,
@@ -183,6 +183,23 @@ class SqlStore(ABC):
                 (host.id, host.address, host.region, host.status, self._time_in(host.last_seen)),
             )
         return self.get_host(host.id)
+
+    def delete_host(self, host_id: str) -> bool:
+        with self._transaction() as conn:
+            if self._exec(conn, "SELECT 1 FROM hosts WHERE id = ?", (host_id,)).fetchone() is None:
+                return False
+            for what, query, params in (
+                ("project", "SELECT id FROM projects WHERE host_id = ?", (host_id,)),
+                ("move", "SELECT id FROM moves WHERE source_host = ? OR target_host = ?", (host_id, host_id)),
+                ("copy", "SELECT id FROM copies WHERE source_host = ? OR target_host = ?", (host_id, host_id)),
+                ("offline loss of project", "SELECT project_id FROM offline_losses WHERE host_id = ?", (host_id,)),
+            ):
+                row = self._exec(conn, query + " LIMIT 1", params).fetchone()
+                if row is not None:
+                    raise HostInUse(host_id, f"{what} {row[0]}")
+            self._exec(conn, "DELETE FROM host_backup_status WHERE host_id = ?", (host_id,))
+            self._exec(conn, "DELETE FROM hosts WHERE id = ?", (host_id,))
+        return True
 
     def get_host(self, host_id: str) -> Host:
         rows = self._fetchall(f"SELECT {_HOST_COLUMNS} FROM hosts WHERE id = ?", (host_id,))
