@@ -21,6 +21,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from agent import tls
+from agent.notify import Notifier
 from agent.config import ConfigError
 from hub_client.hub import Hub
 from hub_client.repository_copy import load_buckets
@@ -103,7 +104,12 @@ async def serve(config: HubConfig) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    notifier = Notifier.from_environ()  # systemd Type=notify: READY once the port answers
+    notifier.ready(f"serving on {host}:{port}")
+    notifier.start_watchdog()
     await stop.wait()
+    notifier.stopping(f"stopping: finishing calls and jobs (grace {config.server.grace_period:g}s)")
+    notifier.stop_watchdog()
 
     grace = config.server.grace_period
     deadline = time.monotonic() + grace
