@@ -92,7 +92,9 @@ def address(value: str) -> str:
 
 def conflict_rule(policy: int) -> str:
     """The store's on_conflict rule of a ConflictPolicy; InvalidArgument for an unknown value."""
-    rule = CONFLICT_RULE.get(policy)
+    # Unset is FAIL here, the hub's default (the CLI's too): a copy never replaces what it was
+    # not told to (the agent's own unset means OVERWRITE, as its restores of a path always did).
+    rule = Conflict.FAIL if policy == apb.CONFLICT_POLICY_UNSPECIFIED else CONFLICT_RULE.get(policy)
     if rule is None:
         raise InvalidArgument(f"on_conflict must be FAIL, OVERWRITE or SKIP, got {policy}")
     return rule
