@@ -6,6 +6,7 @@ probes agents, and starts, resumes, retries and cancels moves through :mod:`hub_
 
 from __future__ import annotations
 
+import threading
 import uuid
 from dataclasses import dataclass, replace
 from typing import Callable
@@ -60,6 +61,8 @@ class Hub:
         self.client_config = client_config
         self.settings = settings or MoveSettings()
         self._clients: dict[str, AgentClient] = {}
+        # The hub service calls in from many threads (its RPCs and its runner): one client per address.
+        self._clients_lock = threading.Lock()
 
     def __enter__(self) -> "Hub":
         return self
@@ -68,15 +71,17 @@ class Hub:
         self.close()
 
     def close(self) -> None:
-        for client in self._clients.values():
-            client.close()
-        self._clients.clear()
+        with self._clients_lock:
+            for client in self._clients.values():
+                client.close()
+            self._clients.clear()
 
     def client(self, host: Host) -> AgentClient:
-        client = self._clients.get(host.address)
-        if client is None:
-            client = self._clients[host.address] = AgentClient(self.client_config(host.address))
-        return client
+        with self._clients_lock:
+            client = self._clients.get(host.address)
+            if client is None:
+                client = self._clients[host.address] = AgentClient(self.client_config(host.address))
+            return client
 
     # ------------------------------------------------------------ hosts and projects
 

@@ -5,6 +5,9 @@ trees (manifests) and from the agents themselves, not from the hub's answers."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import time
 import uuid
 from pathlib import Path
@@ -16,7 +19,7 @@ from hub_client.proto.buckets.v1 import agent_pb2 as apb
 from hub_client.proto.buckets.v1 import hub_pb2 as hpb
 from hub_client.move import SENTINEL_PATH, sentinel_for
 from tests.conftest import requires_restic
-from tests.harness import AgentProcess, create_project, manifest, write_tree
+from tests.harness import REPO_ROOT, AgentProcess, create_project, manifest, write_tree
 from tests.hub_process import HubProcess
 
 pytestmark = requires_restic
@@ -35,7 +38,9 @@ def service(tmp_path_factory):
     extra = (f'[repository]\nkind = "local"\n[repository.local]\nroot = "{base / "shared-repos"}"\n'
              f'password_file = "{password}"\n')
     agents = []
-    hub = HubProcess(base / "hub", freshness_interval=1.0, freshness_bound=60.0, keepalive_interval=0.3)
+    # Few, quick tries of an agent that does not answer (a host registered at a dead address).
+    hub = HubProcess(base / "hub", freshness_interval=1.0, freshness_bound=60.0, keepalive_interval=0.3,
+                     extra="[agents]\nretries = 2\ndeadline = 10\n")
     try:
         for name in ("host-a", "host-b"):
             agents.append(AgentProcess(base=base / name, extra=extra, host_id=name).start())
@@ -259,3 +264,62 @@ def test_bad_input_is_refused_with_its_code_and_changes_nothing(service) -> None
     # The agent saw no work for the project (no move reached it).
     status = a.stub.GetProjectStatus(apb.GetProjectStatusRequest(project_id=placed), timeout=10)
     assert status.present and not status.frozen
+
+
+def test_a_refused_move_stays_failed_until_cancelled_and_the_project_stays(service) -> None:
+    hub, a, b = service
+    project_id = add_project(hub, a, "host-a", files=5)
+    home_before = manifest(a.home(project_id))
+    hub.stub.AddHost(hpb.AddHostRequest(host_id="host-dead", address="127.0.0.1:9", region="eu"), timeout=10)
+    started = hub.stub.StartMove(hpb.StartMoveRequest(request_id=f"dead-{project_id}", project_id=project_id,
+                                                      target_host="host-dead"), timeout=10)
+    _, entries, _ = follow(hub, move_id=started.id)
+    assert entries[-1].kind == "failed" and json.loads(entries[-1].data_json)["refused"]
+    failed = hub.stub.GetMove(hpb.GetMoveRequest(move_id=started.id), timeout=10)
+    assert failed.status == hpb.JOB_FAILED and failed.step == "preflight" and failed.error
+    # Failed but active: it blocks another move of the project until retried, resumed or cancelled.
+    other = hpb.StartMoveRequest(request_id=f"after-{project_id}", project_id=project_id, target_host="host-b")
+    assert code_of(hub.stub.StartMove, other, timeout=10) == grpc.StatusCode.ABORTED
+    cancelled = hub.stub.CancelMove(hpb.CancelMoveRequest(move_id=started.id), timeout=30)
+    assert cancelled.status == hpb.JOB_CANCELLED
+    for call, request in ((hub.stub.RetryMove, hpb.RetryMoveRequest(move_id=started.id)),
+                          (hub.stub.ResumeMove, hpb.ResumeMoveRequest(move_id=started.id)),
+                          (hub.stub.CancelMove, hpb.CancelMoveRequest(move_id=started.id))):
+        assert code_of(call, request, timeout=10) == grpc.StatusCode.FAILED_PRECONDITION
+    # The stream of a cancelled move ends after its "cancelled" entry.
+    _, after, _ = follow(hub, move_id=started.id, from_seq=len(entries) + 1)
+    assert [e.kind for e in after][-1] == "cancelled"
+    assert hub.stub.GetProject(hpb.GetProjectRequest(project_id=project_id), timeout=10).host_id == "host-a"
+    assert manifest(a.home(project_id)) == home_before
+    status = a.stub.GetProjectStatus(apb.GetProjectStatusRequest(project_id=project_id), timeout=10)
+    assert status.present and not status.frozen
+
+
+def test_clone_then_delete_over_the_api(service) -> None:
+    hub, a, b = service
+    source = add_project(hub, a, "host-a", files=30)
+    before = manifest(a.home(source))
+    clone_id = str(uuid.uuid4())
+    clone = hub.stub.CloneProject(hpb.CloneProjectRequest(project_id=source, clone_id=clone_id, host_id="host-b"),
+                                  timeout=240)
+    assert (clone.id, clone.host_id, clone.region) == (clone_id, "host-b", "eu")
+    assert manifest(b.home(clone_id)) == before
+    again = hpb.CloneProjectRequest(project_id=source, clone_id=clone_id)
+    assert code_of(hub.stub.CloneProject, again, timeout=30) == grpc.StatusCode.ALREADY_EXISTS
+    assert hub.stub.DeleteProject(hpb.HubDeleteProjectRequest(project_id=clone_id), timeout=240).deleted
+    assert not b.home(clone_id).exists()
+    assert code_of(hub.stub.GetProject, hpb.GetProjectRequest(project_id=clone_id), timeout=10) == \
+        grpc.StatusCode.NOT_FOUND
+    assert not hub.stub.DeleteProject(hpb.HubDeleteProjectRequest(project_id=clone_id), timeout=30).deleted
+    assert manifest(a.home(source)) == before
+
+
+def test_the_buckets_cli_reads_the_hub_config_file(service) -> None:
+    hub, a, b = service
+    result = subprocess.run([sys.executable, "-m", "hub_client", "--config", str(hub.config_path), "--json",
+                             "hosts", "--no-probe"], capture_output=True, text=True, timeout=60, cwd=REPO_ROOT,
+                            env={**os.environ, "BUCKETS_STORE": ""})
+    assert result.returncode == 0, result.stderr
+    listed = {json.loads(line)["id"] for line in result.stdout.splitlines()}
+    api = {h.id for h in hub.stub.ListHosts(hpb.ListHostsRequest(), timeout=10).hosts}
+    assert listed == api and {"host-a", "host-b"} <= listed

@@ -562,3 +562,23 @@ def test_move_lock_across_processes_released_on_sigkill(store: Store, store_targ
             proc.wait()
             for stream in (proc.stdin, proc.stdout, proc.stderr):
                 stream.close()
+
+
+def test_a_host_is_removed_only_when_nothing_names_it(store: Store) -> None:
+    from hub_client.store import HostInUse
+
+    source, target, project = seed(store)
+    store.set_host_backup_status(HostBackupStatus(target.id, 0, 0, 0, 0, 0, T0))
+    assert store.delete_host(target.id)
+    assert store.host_backup_status(target.id) is None
+    with pytest.raises(NotFound):
+        store.get_host(target.id)
+    assert not store.delete_host(target.id)  # already gone: no error
+    with pytest.raises(HostInUse, match=f"project {project.id}"):
+        store.delete_host(source.id)
+    other = store.upsert_host(Host(new_id(), "10.0.0.3:7070", "eu", "running", T0))
+    move = store.create_move(project.id, source.id, other.id)
+    store.update_move_status(move.id, MoveStatus.CANCELLED)
+    with pytest.raises(HostInUse, match=f"move {move.id}"):  # the move's history keeps its hosts
+        store.delete_host(other.id)
+    assert store.get_host(other.id) == other
