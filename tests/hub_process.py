@@ -28,6 +28,9 @@ class HubProcess:
     freshness_bound: float = 300.0
     keepalive_interval: float = 10.0
     extra: str = ""
+    # For a hub with [server.tls] / [auth] (in ``extra``): the channel's credentials (TLS composed
+    # with a bearer token), so ``stub`` and the health check work.
+    credentials: grpc.ChannelCredentials | None = None
     process: subprocess.Popen | None = None
     port: int = 0
     channel: grpc.Channel | None = None
@@ -64,7 +67,8 @@ class HubProcess:
                 raise RuntimeError(f"hub did not start:\n{self.log_tail()}")
             time.sleep(0.05)
         self.port = int(self.port_file.read_text())
-        self.channel = grpc.insecure_channel(self.address)
+        self.channel = (grpc.insecure_channel(self.address) if self.credentials is None
+                        else grpc.secure_channel(self.address, self.credentials))
         self.stub = hub_pb2_grpc.HubStub(self.channel)
         health = health_pb2_grpc.HealthStub(self.channel)
         assert health.Check(health_pb2.HealthCheckRequest(), timeout=10).status == \

@@ -76,3 +76,16 @@ def test_the_config_path_comes_from_the_option_or_the_environment(tmp_path: Path
     assert config_path_from("a.toml", {"BUCKETS_HUB_CONFIG": "b.toml"}) == Path("a.toml")
     assert config_path_from(None, {"BUCKETS_HUB_CONFIG": "b.toml"}) == Path("b.toml")
     assert config_path_from(None, {}) is None
+
+
+def test_every_hub_method_has_a_role() -> None:
+    """A new Hub RPC is operator-only until classified; this fails so that someone classifies it."""
+    from hub_client.proto.buckets.v1 import hub_pb2
+    from hub_client.service.auth import HUB_METHOD_ROLES, required_role
+
+    methods = set(hub_pb2.DESCRIPTOR.services_by_name["Hub"].methods_by_name)
+    assert methods == set(HUB_METHOD_ROLES)
+    assert required_role("/buckets.v1.Hub/StartMove") == "operator"
+    assert required_role("/buckets.v1.Hub/FollowLog") == "read-only"
+    assert required_role("/buckets.v1.Hub/NewMethod") == "operator"
+    assert required_role("/grpc.health.v1.Health/Check") == "read-only"
