@@ -141,7 +141,7 @@ class Hub:
             previous.failing if previous is not None else 0, utcnow())), status
 
     def set_host_status(self, host_id: str, status: str) -> Host:
-        return self.store.upsert_host(replace(self.store.get_host(host_id), status=status))
+        return self.store.update_host(host_id, status=status)
 
     def force_off(self, host_id: str) -> list[OfflineLoss]:
         """Take a host out of service without draining it: mark it ``off`` and record every

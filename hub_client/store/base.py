@@ -31,6 +31,10 @@ class Store(Protocol):
     def upsert_host(self, host: Host) -> Host:
         """Insert or replace the host with ``host.id``; returns it as stored."""
 
+    def update_host(self, host_id: str, *, status: str | None = None, last_seen: datetime | None = None) -> Host:
+        """Set only the given columns of the host (a poller recording ``last_seen`` never undoes
+        a status set meanwhile, as a read-then-upsert would); raises NotFound."""
+
     def delete_host(self, host_id: str) -> bool:
         """Forget the host (with its backup counts); False when it was not there. Raises HostInUse
         while a project is placed on it or a move, copy or offline-loss record names it (their

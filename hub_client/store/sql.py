@@ -184,6 +184,19 @@ class SqlStore(ABC):
             )
         return self.get_host(host.id)
 
+    def update_host(self, host_id: str, *, status: str | None = None, last_seen: datetime | None = None) -> Host:
+        sets, params = [], []
+        if status is not None:
+            sets.append("status = ?")
+            params.append(status)
+        if last_seen is not None:
+            sets.append("last_seen = ?")
+            params.append(self._time_in(last_seen))
+        if sets:
+            with self._transaction() as conn:
+                self._exec(conn, f"UPDATE hosts SET {', '.join(sets)} WHERE id = ?", (*params, host_id))
+        return self.get_host(host_id)
+
     def delete_host(self, host_id: str) -> bool:
         with self._transaction() as conn:
             if self._exec(conn, "SELECT 1 FROM hosts WHERE id = ?", (host_id,)).fetchone() is None:

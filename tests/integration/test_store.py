@@ -582,3 +582,14 @@ def test_a_host_is_removed_only_when_nothing_names_it(store: Store) -> None:
     with pytest.raises(HostInUse, match=f"move {move.id}"):  # the move's history keeps its hosts
         store.delete_host(other.id)
     assert store.get_host(other.id) == other
+
+
+def test_update_host_sets_only_the_columns_given(store: Store) -> None:
+    source, _, _ = seed(store)
+    # A poller that read the host before a drain marked it must not put the old status back.
+    seen = datetime(2026, 2, 3, 4, 5, 6, tzinfo=timezone.utc)
+    store.update_host(source.id, status="draining")
+    assert store.update_host(source.id, last_seen=seen) == replace(source, status="draining", last_seen=seen)
+    assert store.update_host(source.id, status="running").last_seen == seen
+    with pytest.raises(NotFound):
+        store.update_host("no-such-host", status="running")
