@@ -128,8 +128,8 @@ class HubService:
             convert.name(host_id, "host_id")
         if region:
             convert.name(region, "region")
-        if page_token:
-            convert.project_id(page_token, "page_token")
+        if page_token and (len(page_token) > 128 or not page_token.isprintable()):
+            raise InvalidArgument("page_token must be the next_page_token of the page before")
         projects = self.store.list_projects(host_id=host_id or None, region=region or None)
         if page_token:
             projects = [p for p in projects if p.id > page_token]

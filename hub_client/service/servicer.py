@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import time
-from datetime import timedelta
 from typing import Callable
 
 import grpc

@@ -323,3 +323,20 @@ def test_the_buckets_cli_reads_the_hub_config_file(service) -> None:
     listed = {json.loads(line)["id"] for line in result.stdout.splitlines()}
     api = {h.id for h in hub.stub.ListHosts(hpb.ListHostsRequest(), timeout=10).hosts}
     assert listed == api and {"host-a", "host-b"} <= listed
+
+
+def test_projects_are_listed_in_pages(service) -> None:
+    hub, a, b = service
+    everything = [p.id for p in hub.stub.ListProjects(hpb.HubListProjectsRequest(), timeout=10).projects]
+    assert len(everything) >= 3 and everything == sorted(everything)
+    paged, token = [], ""
+    while True:
+        page = hub.stub.ListProjects(hpb.HubListProjectsRequest(page_size=2, page_token=token), timeout=10)
+        assert len(page.projects) <= 2
+        paged += [p.id for p in page.projects]
+        token = page.next_page_token
+        if not token:
+            break
+    assert paged == everything
+    on_a = hub.stub.ListProjects(hpb.HubListProjectsRequest(host_id="host-a"), timeout=10).projects
+    assert on_a and {p.host_id for p in on_a} == {"host-a"}
