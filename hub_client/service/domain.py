@@ -54,13 +54,16 @@ class HubService:
 
     # ------------------------------------------------------------ hosts
 
-    def add_host(self, host_id: str, address: str, region: str, status: str) -> Host:
+    def add_host(self, host_id: str, address: str, region: str, status: str) -> HostView:
+        """Register (or update) the host, then probe its agent once: an answer records it as
+        seen now (a move targets only a host seen recently) with its projects' freshness."""
         convert.name(host_id, "host_id")
         convert.address(address)
         convert.name(region, "region")
         if status:
             convert.name(status, "status")
-        return self.hub.add_host(host_id, address, region, status or "running")
+        self.hub.add_host(host_id, address, region, status or "running")
+        return self.host_view(host_id, probe=True)
 
     def host_view(self, host_id: str, probe: bool) -> HostView:
         convert.name(host_id, "host_id")
@@ -253,11 +256,18 @@ class HubService:
     def _require_active_move(self, move: Move, what: str) -> None:
         if not move.active:
             raise FailedPrecondition(f"move {move.id} is {move.status}; there is nothing to {what}")
-        self._not_running_here(MOVE, move.id)
+        self._not_running_anywhere(MOVE, move.id, move.project_id)
 
     def _not_running_here(self, kind: str, job_id: str) -> None:
         if self.runner.running(job_id):
             raise Conflict(f"{kind} {job_id} is running in this hub process; follow its log")
+
+    def _not_running_anywhere(self, kind: str, job_id: str, project_id: str) -> None:
+        """ABORTED when this process or another one sharing the store runs the job now (it holds
+        the project's move lock); the runner's own attempt would only find that out later."""
+        self._not_running_here(kind, job_id)
+        with self.store.move_lock(project_id):  # raises MoveInProgress (ABORTED) when held elsewhere
+            pass
 
     # ------------------------------------------------------------ copies
 
@@ -314,7 +324,7 @@ class HubService:
             raise FailedPrecondition(f"copy {copy.id} is {copy.status}; there is nothing to {what}")
         if what == "retry" and copy.status != CopyStatus.FAILED:
             raise FailedPrecondition(f"copy {copy.id} is {copy.status}; only a failed copy is retried")
-        self._not_running_here(COPY, copy.id)
+        self._not_running_anywhere(COPY, copy.id, copy.target_project)
         self.runner.submit(COPY, copy.id, "resume")
         return copy
 

@@ -150,9 +150,8 @@ class HubServicer(hpb_grpc.HubServicer):
 
     @rpc
     async def AddHost(self, request, context):
-        host = await self._call(self._service.add_host, request.host_id, request.address, request.region,
-                                request.status)
-        return convert.host_message(host, await self._call(self._service.store.host_backup_status, host.id))
+        return _host(await self._call(self._service.add_host, request.host_id, request.address, request.region,
+                                      request.status))
 
     @rpc
     async def GetHost(self, request, context):

@@ -46,8 +46,9 @@ def service(tmp_path_factory):
             agents.append(AgentProcess(base=base / name, extra=extra, host_id=name).start())
         hub.start()
         for name, agent in zip(("host-a", "host-b"), agents):
-            hub.stub.AddHost(hpb.AddHostRequest(host_id=name, address=f"127.0.0.1:{agent.port}", region="eu"),
-                             timeout=10)
+            added = hub.stub.AddHost(hpb.AddHostRequest(host_id=name, address=f"127.0.0.1:{agent.port}",
+                                                        region="eu"), timeout=30)
+            assert added.probed and added.reachable and added.HasField("last_seen")
         yield hub, agents[0], agents[1]
     finally:
         hub.stop()
@@ -340,3 +341,27 @@ def test_projects_are_listed_in_pages(service) -> None:
     assert paged == everything
     on_a = hub.stub.ListProjects(hpb.HubListProjectsRequest(host_id="host-a"), timeout=10).projects
     assert on_a and {p.host_id for p in on_a} == {"host-a"}
+
+
+def test_a_move_refused_while_its_target_is_down_is_retried_and_completes(service) -> None:
+    hub, a, b = service
+    project_id = add_project(hub, a, "host-a", files=40)
+    home_before = manifest(a.home(project_id))
+    b.stop()
+    try:
+        started = hub.stub.StartMove(hpb.StartMoveRequest(request_id=f"retry-{project_id}", project_id=project_id,
+                                                          target_host="host-b"), timeout=10)
+        _, entries, _ = follow(hub, move_id=started.id)
+        assert entries[-1].kind == "failed"
+        assert hub.stub.GetMove(hpb.GetMoveRequest(move_id=started.id), timeout=10).status == hpb.JOB_FAILED
+    finally:
+        b.start()
+    hub.stub.AddHost(hpb.AddHostRequest(host_id="host-b", address=f"127.0.0.1:{b.port}", region="eu"), timeout=10)
+    retried = hub.stub.RetryMove(hpb.RetryMoveRequest(move_id=started.id), timeout=10)
+    assert retried.id == started.id
+    _, rest, _ = follow(hub, move_id=started.id, from_seq=len(entries) + 1)
+    assert [e.seq for e in rest] == list(range(len(entries) + 1, len(entries) + 1 + len(rest)))
+    assert any(e.kind == "complete" for e in rest)
+    done = hub.stub.GetMove(hpb.GetMoveRequest(move_id=started.id), timeout=10)
+    assert done.status == hpb.JOB_SUCCEEDED and done.attempts == 2
+    assert manifest(b.home(project_id)) == home_before

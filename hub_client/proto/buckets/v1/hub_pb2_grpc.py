@@ -180,7 +180,8 @@ class HubServicer(object):
     """Missing associated documentation comment in .proto file."""
 
     def AddHost(self, request, context):
-        """Hosts.
+        """Hosts. AddHost registers (or updates) a host and probes its agent once:
+        an answer records it as seen (moves target only hosts seen recently).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
