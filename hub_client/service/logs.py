@@ -43,6 +43,18 @@ def ended(entries: list[MovelogEntry]) -> bool:
     return done
 
 
+def contiguous(entries: list[MovelogEntry], after: int) -> list[MovelogEntry] | None:
+    """The entries that follow ``after`` without a gap; None when the first one visible is not
+    ``after + 1`` (the store gives numbers in commit order, so this only guards against a
+    reader that would otherwise skip one for good)."""
+    if entries and entries[0].seq != after + 1:
+        return None
+    for index in range(1, len(entries)):
+        if entries[index].seq != entries[index - 1].seq + 1:
+            return entries[:index]
+    return entries
+
+
 def _ended_before(read: Callable[[int], list[MovelogEntry]], seq: int) -> bool:
     """:func:`ended` of the entries up to ``seq`` (read in as many pages as ``read`` gives)."""
     entries: list[MovelogEntry] = []
@@ -67,9 +79,17 @@ def follow(read: Callable[[int], list[MovelogEntry]], status: Callable[[], str],
     done = _ended_before(read, seq) if seq else False
     last_sent = clock()
     stopped_since: float | None = None
+    gap_since: float | None = None
     while True:
         state = status()  # before the read: whatever was written before this status is read below
-        entries = read(seq)
+        entries = contiguous(read(seq), seq)
+        if entries is None:  # seq+1 not visible yet while a later one is: never skip it
+            gap_since = gap_since if gap_since is not None else clock()
+            if clock() - gap_since < settle:
+                yield Sleep()
+                continue
+            entries = read(seq)  # a number that never comes (deleted): go on rather than hang
+        gap_since = None
         for entry in entries:
             seq = entry.seq
             if entry.kind == "attempt":

@@ -109,3 +109,21 @@ def test_keepalives_while_nothing_happens_and_an_end_without_its_entry_after_set
     items = run(job, {6: stop_dead}, keepalive=2, settle=3)
     assert seqs(items) == [1]
     assert sum(isinstance(i, Quiet) for i in items) >= 2
+
+
+def test_an_entry_not_visible_yet_is_waited_for_not_skipped() -> None:
+    job = Job(page=10)
+    for kind in ("attempt", "step", "progress", "progress"):
+        job.add(kind)
+    hidden = job.entries.pop(2)  # seq 3 committed after seq 4 became visible
+    job.status = "running"
+
+    def show() -> None:
+        job.entries.insert(2, hidden)
+
+    def complete() -> None:
+        job.add("complete")
+        job.status = "succeeded"
+
+    items = run(job, {2: show, 4: complete}, keepalive=100)
+    assert seqs(items) == [1, 2, 3, 4, 5]
