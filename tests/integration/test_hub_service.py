@@ -365,3 +365,32 @@ def test_a_move_refused_while_its_target_is_down_is_retried_and_completes(servic
     done = hub.stub.GetMove(hpb.GetMoveRequest(move_id=started.id), timeout=10)
     assert done.status == hpb.JOB_SUCCEEDED and done.attempts == 2
     assert manifest(b.home(project_id)) == home_before
+
+
+def test_the_service_on_a_postgresql_store(pg_server, tmp_path: Path) -> None:
+    """The same service over PostgreSQL: records, a move run by the runner (refused: its hosts do
+    not answer) and its log followed to the end, all through the API."""
+    hub = HubProcess(tmp_path / "pg-hub", store=pg_server.create_database("hubservice"),
+                     extra="[agents]\nretries = 1\ndeadline = 5\n")
+    hub.start()
+    try:
+        stub = hub.stub
+        for name in ("pg-a", "pg-b"):
+            added = stub.AddHost(hpb.AddHostRequest(host_id=name, address="127.0.0.1:9", region="eu"), timeout=30)
+            assert added.probed and not added.reachable
+        project_id = str(uuid.uuid4())
+        stub.AddProject(hpb.AddProjectRequest(project_id=project_id, host_id="pg-a", region="eu"), timeout=10)
+        assert stub.GetProject(hpb.GetProjectRequest(project_id=project_id), timeout=10).stale
+        started = stub.StartMove(hpb.StartMoveRequest(request_id="pg-move", project_id=project_id,
+                                                      target_host="pg-b"), timeout=10)
+        assert stub.StartMove(hpb.StartMoveRequest(request_id="pg-move", project_id=project_id,
+                                                   target_host="pg-b"), timeout=10).id == started.id
+        _, entries, _ = follow(hub, move_id=started.id, timeout=120)
+        assert [e.seq for e in entries] == list(range(1, len(entries) + 1)) and entries[-1].kind == "failed"
+        assert stub.GetMove(hpb.GetMoveRequest(move_id=started.id), timeout=10).status == hpb.JOB_FAILED
+        assert stub.GetProject(hpb.GetProjectRequest(project_id=project_id), timeout=10).host_id == "pg-a"
+        assert code_of(stub.RemoveHost, hpb.RemoveHostRequest(host_id="pg-b"), timeout=10) == \
+            grpc.StatusCode.FAILED_PRECONDITION
+    finally:
+        hub.stop()
+    assert hub.process.returncode == 0, hub.log_tail()
