@@ -89,3 +89,12 @@ def test_every_hub_method_has_a_role() -> None:
     assert required_role("/buckets.v1.Hub/FollowLog") == "read-only"
     assert required_role("/buckets.v1.Hub/NewMethod") == "operator"
     assert required_role("/grpc.health.v1.Health/Check") == "read-only"
+
+
+def test_the_example_config_has_no_problem_but_its_absent_files() -> None:
+    """systemd/hub.toml names files of a real installation; everything else in it must be valid."""
+    example = Path(__file__).resolve().parents[2] / "systemd" / "hub.toml"
+    with pytest.raises(ConfigError) as error:
+        load_hub_config(example)
+    for problem in error.value.problems:
+        assert "cannot read" in problem or "No such file" in problem, problem
