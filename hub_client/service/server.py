@@ -13,6 +13,7 @@ import asyncio
 import os
 import signal
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import grpc
@@ -34,6 +35,8 @@ from hub_client.service.servicer import SERVICE_NAME, HubServicer, add_to_server
 from hub_client.store import Store, open_store
 
 log = structlog.get_logger("hub.server")
+
+CALL_THREADS = 64
 
 
 def _write_port_file(path: str, port: int) -> None:
@@ -63,6 +66,10 @@ def build_hub(config: HubConfig, store: Store) -> Hub:
 async def serve(config: HubConfig) -> int:
     """Run the hub service until SIGTERM or SIGINT; returns the exit code."""
     credentials = tls.server_credentials(config.server.tls)
+    # The servicer runs the library's blocking calls in threads; drains, clones and deletions
+    # hold one for their whole length, so the default pool (CPUs + 4) would starve quick calls.
+    asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(max_workers=CALL_THREADS,
+                                                                        thread_name_prefix="hub-call"))
     if not config.store:
         raise ConfigError(["store: required for buckets-hub serve (a SQLite path or a PostgreSQL URI)"])
     if "://" not in config.store:
