@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -64,7 +65,8 @@ def build_hub(config: HubConfig, store: Store) -> Hub:
 
 
 async def serve(config: HubConfig) -> int:
-    """Run the hub service until SIGTERM or SIGINT; returns the exit code."""
+    """Run the hub service until SIGTERM or SIGINT, then end the process (exit 0); returns 1
+    when the port cannot be bound."""
     credentials = tls.server_credentials(config.server.tls)
     # The servicer runs the library's blocking calls in threads; drains, clones and deletions
     # hold one for their whole length, so the default pool (CPUs + 4) would starve quick calls.
@@ -136,9 +138,12 @@ async def serve(config: HubConfig) -> int:
         # The library's steps cannot be interrupted from outside; each is recorded before it
         # runs and joins its agent operation when resumed, so leaving now loses nothing.
         log.warning("server.jobs_left_running", jobs=left)
-        log.info("server.stopped")
-        os._exit(0)
-    hub.close()
-    store.close()
+    else:
+        hub.close()
+        store.close()
     log.info("server.stopped")
-    return 0
+    # Not a normal return: asyncio.run and the interpreter's exit would wait for every thread
+    # still in a blocking library call (a drain the agent goes on with, a job left running).
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
