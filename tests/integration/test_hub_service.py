@@ -394,3 +394,31 @@ def test_the_service_on_a_postgresql_store(pg_server, tmp_path: Path) -> None:
     finally:
         hub.stop()
     assert hub.process.returncode == 0, hub.log_tail()
+
+
+def test_a_move_whose_hub_was_killed_after_the_freeze_is_resumed_by_the_restarted_hub(service) -> None:
+    hub, a, b = service
+    project_id = add_project(hub, a, "host-a", files=300)
+    started = hub.stub.StartMove(hpb.StartMoveRequest(request_id=f"killed-{project_id}", project_id=project_id,
+                                                      target_host="host-b"), timeout=10)
+    seen = []
+    for update in hub.stub.FollowLog(hpb.FollowLogRequest(move_id=started.id), timeout=240):
+        if update.WhichOneof("update") == "entry":
+            seen.append(update.entry)
+            if update.entry.kind == "step" and update.entry.message == "final_backup":
+                break
+    hub.kill()  # SIGKILL after the freeze: the source is frozen, the move recorded at its step
+    frozen_source = manifest(a.home(project_id))
+    assert a.stub.GetProjectStatus(apb.GetProjectStatusRequest(project_id=project_id), timeout=10).frozen
+    hub.start()
+    stopped = hub.stub.GetMove(hpb.GetMoveRequest(move_id=started.id), timeout=10)
+    assert stopped.status == hpb.JOB_RUNNING and stopped.step in ("final_backup", "restore", "verify", "finalize")
+    hub.stub.ResumeMove(hpb.ResumeMoveRequest(move_id=started.id), timeout=10)
+    _, entries, _ = follow(hub, move_id=started.id, from_seq=seen[-1].seq + 1)
+    assert [e.seq for e in entries] == list(range(seen[-1].seq + 1, seen[-1].seq + 1 + len(entries)))
+    assert any(e.kind == "complete" for e in entries)
+    assert hub.stub.GetMove(hpb.GetMoveRequest(move_id=started.id), timeout=10).status == hpb.JOB_SUCCEEDED
+    # Nothing written before the freeze is lost, and the project is in service (not frozen) on the target.
+    assert manifest(b.home(project_id)) == frozen_source
+    status = b.stub.GetProjectStatus(apb.GetProjectStatusRequest(project_id=project_id), timeout=10)
+    assert status.present and not status.frozen
