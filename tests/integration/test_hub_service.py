@@ -422,3 +422,18 @@ def test_a_move_whose_hub_was_killed_after_the_freeze_is_resumed_by_the_restarte
     assert manifest(b.home(project_id)) == frozen_source
     status = b.stub.GetProjectStatus(apb.GetProjectStatusRequest(project_id=project_id), timeout=10)
     assert status.present and not status.frozen
+
+
+def test_force_off_records_what_may_be_lost_and_rescues_and_regions_answer(service) -> None:
+    hub, a, b = service
+    stub = hub.stub
+    stub.AddHost(hpb.AddHostRequest(host_id="host-off", address="127.0.0.1:9", region="eu"), timeout=30)
+    never = str(uuid.uuid4())
+    stub.AddProject(hpb.AddProjectRequest(project_id=never, host_id="host-off", region="eu"), timeout=10)
+    answer = stub.ForceOffHost(hpb.ForceOffHostRequest(host_id="host-off"), timeout=60)
+    assert answer.host.status == "off"
+    assert [(loss.project_id, loss.HasField("loss_minutes")) for loss in answer.losses] == [(never, False)]
+    assert stub.GetHost(hpb.GetHostRequest(host_id="host-off"), timeout=10).status == "off"
+    assert list(stub.ListRescues(hpb.ListRescuesRequest(project_id=never), timeout=10).rescues) == []
+    assert list(stub.ListRegions(hpb.ListRegionsRequest(location="DE"), timeout=10).regions)[0] == "weur"
+    assert list(stub.ListRegions(hpb.ListRegionsRequest(location="-33.9,151.2"), timeout=10).regions)[0] == "oc"
