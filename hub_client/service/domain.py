@@ -21,7 +21,7 @@ from hub_client.regions import order_regions
 from hub_client.service import convert
 from hub_client.service.runner import COPY, MOVE, Runner
 from hub_client.store import (
-    Copy, CopyStatus, Host, HostBackupStatus, Move, MoveInProgress, MoveStatus, NotFound, OfflineLoss, Project,
+    Copy, CopyInProgress, CopyStatus, Host, HostBackupStatus, Move, MoveInProgress, MoveStatus, NotFound, OfflineLoss, Project,
     Rescue,
 )
 from hub_client.proto.buckets.v1 import agent_pb2 as apb
@@ -110,10 +110,15 @@ class HubService:
             if host.region != region:
                 raise InvalidArgument(f"host {host_id} is in region {host.region}, not {region}")
         existing = self._maybe_project(project_id)
-        if existing is not None and existing.host_id != (host_id or None):
+        if existing is not None and (existing.host_id, existing.region) != (host_id or None, region):
+            # Re-registering says where the project lives now; never under a job that relies on it.
             active = self.store.active_move(project_id)
             if active is not None:
                 raise MoveInProgress(project_id, active.id, "the placement changes only through the move")
+            copying = self.store.list_copies(project_id=project_id, blocking=True)
+            if copying:
+                raise CopyInProgress(project_id, copying[0].id, "the placement does not change while files are "
+                                     "copied from or into the project")
         return self.hub.add_project(project_id, host_id or None, region, repository)
 
     def _maybe_project(self, project_id: str) -> Project | None:

@@ -232,7 +232,8 @@ class HubServicer(object):
         raise NotImplementedError('Method not implemented!')
 
     def AddProject(self, request, context):
-        """Projects.
+        """Projects. AddProject registers a project where it lives, or registers it
+        again elsewhere (ABORTED while a move or copy of it is active).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
