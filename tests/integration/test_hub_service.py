@@ -413,6 +413,10 @@ def test_a_move_whose_hub_was_killed_after_the_freeze_is_resumed_by_the_restarte
     hub.start()
     stopped = hub.stub.GetMove(hpb.GetMoveRequest(move_id=started.id), timeout=10)
     assert stopped.status == hpb.JOB_RUNNING and stopped.step in ("final_backup", "restore", "verify", "finalize")
+    # The placement changes only through the move, not by registering the project elsewhere.
+    elsewhere = hpb.AddProjectRequest(project_id=project_id, host_id="host-b", region="eu")
+    assert code_of(hub.stub.AddProject, elsewhere, timeout=10) == grpc.StatusCode.ABORTED
+    assert hub.stub.GetProject(hpb.GetProjectRequest(project_id=project_id), timeout=10).host_id == "host-a"
     hub.stub.ResumeMove(hpb.ResumeMoveRequest(move_id=started.id), timeout=10)
     _, entries, _ = follow(hub, move_id=started.id, from_seq=seen[-1].seq + 1)
     assert [e.seq for e in entries] == list(range(seen[-1].seq + 1, seen[-1].seq + 1 + len(entries)))
