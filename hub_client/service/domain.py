@@ -166,15 +166,25 @@ class HubService:
         return self.hub.delete_project(convert.project_id(project_id))
 
     def clone(self, project_id: str, clone_id: str, host_id: str) -> Project:
+        """Clone ``project_id`` as ``clone_id`` (a new uuid when empty) on ``host_id`` (default:
+        the source's host). A clone id that names a finished clone of the same request (same
+        region, the host asked for) returns it: a broken-off call can be repeated; any other
+        project of that id is ALREADY_EXISTS."""
         convert.project_id(project_id)
+        if host_id:
+            convert.name(host_id, "host_id")
+            self.store.get_host(host_id)
         if clone_id:
             convert.project_id(clone_id, "clone_id")
             existing = self._maybe_project(clone_id)
             if existing is not None:
-                raise AlreadyExists(f"project {clone_id} exists already")
-        if host_id:
-            convert.name(host_id, "host_id")
-            self.store.get_host(host_id)
+                source = self.store.get_project(project_id)
+                same = (clone_id != project_id and existing.region == source.region
+                        and existing.host_id == (host_id or source.host_id))
+                if not same:
+                    raise AlreadyExists(f"project {clone_id} exists already (on {existing.host_id}, region "
+                                        f"{existing.region}); choose another clone_id")
+                return existing
         return self.hub.clone(project_id, clone_id=clone_id or None, host_id=host_id or None)
 
     # ------------------------------------------------------------ moves

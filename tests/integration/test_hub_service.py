@@ -305,8 +305,12 @@ def test_clone_then_delete_over_the_api(service) -> None:
                                   timeout=240)
     assert (clone.id, clone.host_id, clone.region) == (clone_id, "host-b", "eu")
     assert manifest(b.home(clone_id)) == before
-    again = hpb.CloneProjectRequest(project_id=source, clone_id=clone_id)
-    assert code_of(hub.stub.CloneProject, again, timeout=30) == grpc.StatusCode.ALREADY_EXISTS
+    # The same request again (a broken-off call repeated) finds the clone; an id taken otherwise is refused.
+    again = hpb.CloneProjectRequest(project_id=source, clone_id=clone_id, host_id="host-b")
+    assert hub.stub.CloneProject(again, timeout=30).id == clone_id
+    for taken in (hpb.CloneProjectRequest(project_id=source, clone_id=clone_id, host_id="host-a"),
+                  hpb.CloneProjectRequest(project_id=source, clone_id=source)):
+        assert code_of(hub.stub.CloneProject, taken, timeout=30) == grpc.StatusCode.ALREADY_EXISTS
     assert hub.stub.DeleteProject(hpb.HubDeleteProjectRequest(project_id=clone_id), timeout=240).deleted
     assert not b.home(clone_id).exists()
     assert code_of(hub.stub.GetProject, hpb.GetProjectRequest(project_id=clone_id), timeout=10) == \
