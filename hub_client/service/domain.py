@@ -138,9 +138,9 @@ class HubService:
             convert.name(region, "region")
         if page_token and (len(page_token) > 128 or not page_token.isprintable()):
             raise InvalidArgument("page_token must be the next_page_token of the page before")
-        projects = self.store.list_projects(host_id=host_id or None, region=region or None)
-        if page_token:
-            projects = [p for p in projects if p.id > page_token]
+        # One more than the page: whether there is a next page, without a count of all.
+        projects = self.store.list_projects(host_id=host_id or None, region=region or None,
+                                            after=page_token or None, limit=page_size + 1 if page_size else None)
         if page_size and len(projects) > page_size:
             projects = projects[:page_size]
             return projects, projects[-1].id

@@ -52,8 +52,10 @@ class Store(Protocol):
     def get_project(self, project_id: str) -> Project:
         """The project; raises NotFound."""
 
-    def list_projects(self, *, host_id: str | None = None, region: str | None = None) -> list[Project]:
-        """All projects (filtered by host and/or region), ordered by id."""
+    def list_projects(self, *, host_id: str | None = None, region: str | None = None, after: str | None = None,
+                      limit: int | None = None) -> list[Project]:
+        """All projects (filtered by host and/or region), ordered by id; with ``after`` only ids
+        after it, at most ``limit`` (a page)."""
 
     def set_placement(self, project_id: str, host_id: str) -> Project:
         """Place the project on ``host_id``; raises NotFound for an unknown project or host."""

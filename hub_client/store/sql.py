@@ -253,7 +253,8 @@ class SqlStore(ABC):
             raise NotFound(f"project {project_id} not found")
         return self._project(rows[0])
 
-    def list_projects(self, *, host_id: str | None = None, region: str | None = None) -> list[Project]:
+    def list_projects(self, *, host_id: str | None = None, region: str | None = None, after: str | None = None,
+                      limit: int | None = None) -> list[Project]:
         where, params = [], []
         if host_id is not None:
             where.append("host_id = ?")
@@ -261,8 +262,15 @@ class SqlStore(ABC):
         if region is not None:
             where.append("region = ?")
             params.append(region)
+        if after is not None:
+            where.append("id > ?")
+            params.append(after)
         clause = f" WHERE {' AND '.join(where)}" if where else ""
-        rows = self._fetchall(f"SELECT {_PROJECT_COLUMNS} FROM projects{clause} ORDER BY id", params)
+        sql = f"SELECT {_PROJECT_COLUMNS} FROM projects{clause} ORDER BY id"
+        if limit is not None:
+            sql += " LIMIT ?"
+            params.append(limit)
+        rows = self._fetchall(sql, params)
         return [self._project(row) for row in rows]
 
     def record_freshness(

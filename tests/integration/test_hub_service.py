@@ -332,6 +332,9 @@ def test_the_buckets_cli_reads_the_hub_config_file(service) -> None:
 
 def test_projects_are_listed_in_pages(service) -> None:
     hub, a, b = service
+    add_project(hub, a, "host-a", files=1)
+    for _ in range(4):  # registered, not placed anywhere
+        hub.stub.AddProject(hpb.AddProjectRequest(project_id=str(uuid.uuid4()), region="eu"), timeout=10)
     everything = [p.id for p in hub.stub.ListProjects(hpb.HubListProjectsRequest(), timeout=10).projects]
     assert len(everything) >= 3 and everything == sorted(everything)
     paged, token = [], ""

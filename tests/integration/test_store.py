@@ -593,3 +593,12 @@ def test_update_host_sets_only_the_columns_given(store: Store) -> None:
     assert store.update_host(source.id, status="running").last_seen == seen
     with pytest.raises(NotFound):
         store.update_host("no-such-host", status="running")
+
+
+def test_projects_are_listed_in_pages_of_ids(store: Store) -> None:
+    host = store.upsert_host(Host(new_id(), "10.0.0.1:7070", "eu", "running", T0))
+    ids = sorted(store.upsert_project(Project(new_id(), host.id, "eu")).id for _ in range(5))
+    assert [p.id for p in store.list_projects(limit=2)] == ids[:2]
+    assert [p.id for p in store.list_projects(after=ids[1], limit=2)] == ids[2:4]
+    assert [p.id for p in store.list_projects(after=ids[3])] == ids[4:]
+    assert store.list_projects(host_id=host.id, after=ids[4]) == []
