@@ -26,6 +26,8 @@ from hub_client.store import (
 )
 from hub_client.proto.buckets.v1 import agent_pb2 as apb
 
+# Seconds a Resume/Retry call waits for the job's attempt to begin on a worker.
+BEGIN_WAIT = 30.0
 _NAMESPACE = uuid.UUID("6d1b7c52-3f0e-4a8e-9a43-0c2f1b8e5d77")
 
 
@@ -256,8 +258,14 @@ class HubService:
     def resume_move(self, move_id: str) -> Move:
         move = self.get_move(move_id)
         self._require_active_move(move, "resume")
-        self.runner.submit(MOVE, move.id, "resume")
-        return move
+        return self._begun(self.runner.submit(MOVE, move.id, "resume"), self.store.get_move, move.id)
+
+    def _begun(self, begun, get: Callable[[str], Any], job_id: str) -> Any:
+        """The job once its new attempt is recorded (so a FollowLog opened after this answer
+        does not end at the previous attempt's ending); at most BEGIN_WAIT seconds, as recorded
+        then when all workers are busy."""
+        begun.wait(BEGIN_WAIT)
+        return get(job_id)
 
     def retry_move(self, move_id: str, force: bool | None) -> Move:
         move = self.get_move(move_id)
@@ -265,8 +273,7 @@ class HubService:
         if move.status != MoveStatus.FAILED:
             raise FailedPrecondition(f"move {move.id} is {move.status}; only a failed move is retried "
                                      "(resume a stopped one)")
-        self.runner.submit(MOVE, move.id, "retry", force=force)
-        return move
+        return self._begun(self.runner.submit(MOVE, move.id, "retry", force=force), self.store.get_move, move.id)
 
     def _require_active_move(self, move: Move, what: str) -> None:
         if not move.active:
@@ -340,8 +347,7 @@ class HubService:
         if what == "retry" and copy.status != CopyStatus.FAILED:
             raise FailedPrecondition(f"copy {copy.id} is {copy.status}; only a failed copy is retried")
         self._not_running_anywhere(COPY, copy.id, copy.target_project)
-        self.runner.submit(COPY, copy.id, "resume")
-        return copy
+        return self._begun(self.runner.submit(COPY, copy.id, "resume"), self.store.get_copy, copy.id)
 
     # ------------------------------------------------------------ rescues and regions
 

@@ -20,6 +20,7 @@ from hub_client.proto.buckets.v1 import hub_pb2_grpc as hpb_grpc
 from hub_client.service import convert, logs
 from hub_client.service.domain import HubService, HostView
 from hub_client.service.status_codes import is_known, status_code_for
+from hub_client.store import MoveStatus
 from hub_client.store.models import utcnow
 
 log = structlog.get_logger("hub.rpc")
@@ -289,12 +290,12 @@ class HubServicer(hpb_grpc.HubServicer):
             job = await self._call(self._service.get_move, request.move_id)
             yield hpb.LogUpdate(move=convert.move_message(job))
             read = functools.partial(_read, store.movelog, job.id)
-            status = lambda: store.get_move(job.id).status  # noqa: E731
+            status = functools.partial(self._status, store.get_move, job.id)
         else:
             job = await self._call(self._service.get_copy, request.copy_id)
             yield hpb.LogUpdate(copy=convert.copy_message(job))
             read = functools.partial(_read, store.copylog, job.id)
-            status = lambda: store.get_copy(job.id).status  # noqa: E731
+            status = functools.partial(self._status, store.get_copy, job.id)
         follower = logs.follow(read, status, from_seq=request.from_seq, keepalive=self._keepalive)
         while True:
             item = await asyncio.to_thread(next, follower, _END)
@@ -308,6 +309,14 @@ class HubServicer(hpb_grpc.HubServicer):
                 await asyncio.sleep(self._poll)
             else:
                 yield hpb.LogUpdate(entry=convert.entry_message(item))
+
+    def _status(self, get, job_id: str) -> str:
+        """The job's status for its log's follower: as recorded, but a failed job that this
+        process has queued or running again (its new attempt may not be recorded yet) is running."""
+        status = get(job_id).status
+        if status == MoveStatus.FAILED and self._service.runner.running(job_id):
+            return MoveStatus.RUNNING
+        return status
 
     # ------------------------------------------------------------ rescues and regions
 
