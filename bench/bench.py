@@ -282,6 +282,8 @@ class Bench:
     move: bool = True
     # The takeover row (bench/takeover_row.py): the lease of its hub processes; None with --no-takeover.
     takeover_lease: float | None = 15.0
+    # The hub API rows (bench/hub_api_rows.py); False with --no-hub-api.
+    hub_api: bool = True
     # The frozen-window rows' project sizes in MB (bench/frozen_rows.py; empty with --no-frozen) and runs.
     frozen_sizes: tuple[int, ...] = ()
     frozen_runs: int = 1
@@ -990,11 +992,25 @@ def measure_scale(bench: Bench) -> list[Figure]:
     return _scale_rows().measure_scale(bench, figure_type=Figure, settings=bench.scale)
 
 
+def measure_hub_api(bench: Bench) -> list[Figure]:
+    """Unary call rate and latency of a buckets-hub process with 10,000 projects (bench/hub_api_rows.py)."""
+    if not bench.hub_api:
+        bench.log("  skipped (--no-hub-api)")
+        return []
+    try:
+        import hub_api_rows
+    except ImportError:
+        from bench import hub_api_rows
+    settings = hub_api_rows.HubApiSettings(runs=max(1, min(bench.runs, 3)))
+    return hub_api_rows.figures(hub_api_rows.measure(bench.scratch, settings, log=bench.log), Figure)
+
+
 MEASUREMENTS: list[Measurement] = [
     # Local and S3 backup/restore, once per engine.
     measure_engines,
     measure_move,
     measure_takeover,
+    measure_hub_api,
     measure_frozen,
     # Unchanged first: the agent's restores replace the project's subvolumes.
     measure_btrfs_unchanged_backup,
@@ -1292,6 +1308,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="skip the takeover row (a hub process killed mid-move, resumed by another)")
     parser.add_argument("--takeover-lease-seconds", type=float, default=15.0,
                         help="the lease of the takeover row's hub processes (default 15, the hub's default)")
+    parser.add_argument("--no-hub-api", action="store_true",
+                        help="skip the hub API rows (a buckets-hub process with 10,000 projects)")
     parser.add_argument(
         "--frozen-sizes", default=None,
         help="project sizes in MB of the frozen-window rows, comma-separated (default 100,1000,4000; quick 20,50,100)",
@@ -1462,6 +1480,7 @@ def main(argv: list[str] | None = None) -> int:
             unchanged_runs=args.unchanged_runs,
             move=not args.no_move,
             takeover_lease=None if args.no_takeover else args.takeover_lease_seconds,
+            hub_api=not args.no_hub_api,
             frozen_sizes=() if args.no_frozen else args.frozen_sizes,
             frozen_runs=args.frozen_runs,
             agent_log_level=args.agent_log_level,

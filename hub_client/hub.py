@@ -66,7 +66,9 @@ class Hub:
         self.leases = leases or LeaseSettings()
         self.owner = owner or new_owner()
         self._clients: dict[str, AgentClient] = {}
-        self._clients_mutex = threading.Lock()  # a worker runs several jobs on one hub
+        # A worker runs several jobs on one hub, the hub service calls in from many threads (its
+        # RPCs and its runner): one client per address.
+        self._clients_lock = threading.Lock()
 
     def __enter__(self) -> "Hub":
         return self
@@ -75,12 +77,13 @@ class Hub:
         self.close()
 
     def close(self) -> None:
-        for client in self._clients.values():
-            client.close()
-        self._clients.clear()
+        with self._clients_lock:
+            for client in self._clients.values():
+                client.close()
+            self._clients.clear()
 
     def client(self, host: Host) -> AgentClient:
-        with self._clients_mutex:
+        with self._clients_lock:
             client = self._clients.get(host.address)
             if client is None:
                 client = self._clients[host.address] = AgentClient(self.client_config(host.address))
@@ -148,7 +151,7 @@ class Hub:
             previous.failing if previous is not None else 0, utcnow())), status
 
     def set_host_status(self, host_id: str, status: str) -> Host:
-        return self.store.upsert_host(replace(self.store.get_host(host_id), status=status))
+        return self.store.update_host(host_id, status=status)
 
     def force_off(self, host_id: str) -> list[OfflineLoss]:
         """Take a host out of service without draining it: mark it ``off`` and record every
@@ -361,6 +364,11 @@ class Hub:
                                           cross_region=cross_region)
             move = self.runner(move.id, **runner_hooks).start()
         return self._scheduled_cleanup(move, observer, clean_now)
+
+    def start_move(self, move_id: str, *, clean_now: bool = True, **hooks) -> Move:
+        """Run a recorded PENDING move (``Store.create_move``) from its preflight; as :meth:`move`
+        after the record is made."""
+        return self._scheduled_cleanup(self.runner(move_id, **hooks).start(), hooks.get("observer"), clean_now)
 
     def resume(self, move_id: str, *, clean_now: bool = True, **hooks) -> Move:
         return self._scheduled_cleanup(self.runner(move_id, **hooks).resume(), hooks.get("observer"), clean_now)

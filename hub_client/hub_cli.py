@@ -21,7 +21,9 @@ Examples:
   buckets copies --active | copylog COPY_ID --follow | resume-copy COPY_ID | cancel-copy COPY_ID
 
 The store is ``--store`` or $BUCKETS_STORE (a SQLite path or sqlite:///… URL, or a PostgreSQL
-URI); by default ~/.local/state/buckets/hub.sqlite.
+URI), else the store of the hub config file (``--config`` or $BUCKETS_HUB_CONFIG, the file
+``buckets-hub serve`` reads; its [agents] tables say how to dial each host); by default
+~/.local/state/buckets/hub.sqlite.
 """
 
 from __future__ import annotations
@@ -67,7 +69,12 @@ def default_store() -> str:
 def add_global_options(parser: argparse.ArgumentParser) -> None:
     """The hub's options and how to call agents (:func:`agent_cli.add_connection_options`)."""
     add_connection_options(parser)
-    parser.add_argument("--store", default=None, help="hub store URL or SQLite path (default $BUCKETS_STORE)")
+    parser.add_argument("--store", default=None, help="hub store URL or SQLite path (default $BUCKETS_STORE, "
+                                                      "else the config file's store)")
+    parser.add_argument("--config", default=os.environ.get("BUCKETS_HUB_CONFIG"),
+                        help="the hub config file (default $BUCKETS_HUB_CONFIG): the store, and how to dial each "
+                             "host's agent ([agents], per region and per host); --ca/--cert/--key/--token given "
+                             "here apply to every agent instead")
     parser.add_argument("--buckets", type=Path, default=os.environ.get("BUCKETS_REGION_BUCKETS"),
                         help="TOML file of each region's bucket, for cross-region moves "
                              "(default $BUCKETS_REGION_BUCKETS)")
@@ -208,8 +215,37 @@ def add_hub_commands(commands) -> None:
     regions.add_argument("location", help="ISO country code or lat,lon")
 
 
+def _hub_config(args):
+    """The hub config file named by --config / $BUCKETS_HUB_CONFIG, or None; raises UsageError."""
+    if not args.config:
+        return None
+    from agent.config import ConfigError
+    from hub_client.service.config import load_hub_config
+
+    try:
+        return load_hub_config(args.config)
+    except ConfigError as exc:
+        raise UsageError(f"{args.config}: " + "; ".join(exc.problems)) from None
+
+
+def _client_config(args, config, store):
+    """How to dial agents: the command line's TLS/token options when given, else the config
+    file's [agents] settings for each host, else plaintext."""
+    if config is None or args.ca or args.cert or args.token:
+        return client_config_from(args)
+    from hub_client.service.server import agent_settings
+
+    return agent_settings(config, store)
+
+
 def run_hub_command(args) -> int:
-    url = args.store or default_store()
+    try:
+        config = _hub_config(args)
+    except UsageError as exc:
+        print(f"buckets: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    url = args.store or os.environ.get("BUCKETS_STORE") or (config.store if config and config.store else None) \
+        or default_store()
     try:
         if "://" not in url:
             Path(url).expanduser().parent.mkdir(parents=True, exist_ok=True)
@@ -226,13 +262,15 @@ def run_hub_command(args) -> int:
     try:
         settings = MoveSettings(buckets=buckets, precopy_rounds=int(args.precopy_rounds),
                                 precopy_stop_bytes=int(args.precopy_stop_bytes))
+        if config is not None:
+            settings = config.move_settings(buckets)
         leases = lease_settings_from(args)
     except ValueError as exc:
         store.close()
         print(f"buckets: {exc}", file=sys.stderr)
         return EXIT_USAGE
     try:
-        with Hub(store, client_config=client_config_from(args), settings=settings, leases=leases) as hub:
+        with Hub(store, client_config=_client_config(args, config, store), settings=settings, leases=leases) as hub:
             return _dispatch(hub, args)
     except (MoveInProgress, CopyInProgress, LeaseHeld, LeaseLost) as exc:
         print(f"buckets: {exc}", file=sys.stderr)

@@ -193,7 +193,7 @@ def with_freshness(project: Project, status: pb.ProjectStatus) -> Project:
 
 def seen_now(store: Store, host: Host) -> Host:
     """Record that ``host``'s agent answered just now."""
-    return store.upsert_host(replace(host, last_seen=utcnow()))
+    return store.update_host(host.id, last_seen=utcnow())
 
 
 # ---------------------------------------------------------------- the runner

@@ -19,11 +19,11 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 PROTO_ROOT = REPO / "protos"
 PACKAGE = "hub_client.proto"
-PROTO_FILES = ["buckets/v1/agent.proto"]
+PROTO_FILES = ["buckets/v1/agent.proto", "buckets/v1/hub.proto"]
 
 
 def generate(output_dir: Path) -> None:
-    """Write agent_pb2.py, agent_pb2.pyi and agent_pb2_grpc.py (plus package __init__ files) under output_dir."""
+    """Write each proto's _pb2.py, _pb2.pyi and _pb2_grpc.py (plus package __init__ files) under output_dir."""
     import grpc_tools
     from grpc_tools import protoc
 

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 from hub_client.store.base import Store
 from hub_client.store.errors import (
-    CopyInProgress, InvalidTransition, LeaseHeld, LeaseLost, MoveInProgress, NotFound, StoreError,
+    CopyInProgress, HostInUse, InvalidTransition, LeaseHeld, LeaseLost, MoveInProgress, NotFound, StoreError,
 )
 from hub_client.store.models import (
     Cleanup, Conflict, Copy, CopyStatus, Host, HostBackupStatus, JobKind, Lease, Move, MovelogEntry, MoveStatus,
@@ -43,8 +43,9 @@ def open_store(url: str, *, schema: str | None = None, migrate: bool = True) -> 
 
 
 __all__ = [
-    "Cleanup", "Conflict", "Copy", "CopyInProgress", "CopyStatus", "Host", "HostBackupStatus", "InvalidTransition", "JobKind", "Lease", "LeaseHeld",
-    "LeaseLost", "OfflineLoss", "Move", "MoveInProgress", "MoveStatus", "MovelogEntry", "NotFound",
+    "Cleanup", "Conflict", "Copy", "CopyInProgress", "CopyStatus", "Host", "HostBackupStatus", "HostInUse",
+    "InvalidTransition", "JobKind", "Lease", "LeaseHeld", "LeaseLost", "OfflineLoss", "Move", "MoveInProgress",
+    "MoveStatus", "MovelogEntry", "NotFound",
     "PostgresStore", "Project", "Rescue", "SQLiteStore", "Store", "StoreError", "open_store",
 ]
 

@@ -33,6 +33,15 @@ class Store(Protocol):
     def upsert_host(self, host: Host) -> Host:
         """Insert or replace the host with ``host.id``; returns it as stored."""
 
+    def update_host(self, host_id: str, *, status: str | None = None, last_seen: datetime | None = None) -> Host:
+        """Set only the given columns of the host (a poller recording ``last_seen`` never undoes
+        a status set meanwhile, as a read-then-upsert would); raises NotFound."""
+
+    def delete_host(self, host_id: str) -> bool:
+        """Forget the host (with its backup counts); False when it was not there. Raises HostInUse
+        while a project is placed on it or a move, copy or offline-loss record names it (their
+        history keeps the host)."""
+
     def get_host(self, host_id: str) -> Host:
         """The host; raises NotFound."""
 
@@ -45,8 +54,10 @@ class Store(Protocol):
     def get_project(self, project_id: str) -> Project:
         """The project; raises NotFound."""
 
-    def list_projects(self, *, host_id: str | None = None, region: str | None = None) -> list[Project]:
-        """All projects (filtered by host and/or region), ordered by id."""
+    def list_projects(self, *, host_id: str | None = None, region: str | None = None, after: str | None = None,
+                      limit: int | None = None) -> list[Project]:
+        """All projects (filtered by host and/or region), ordered by id; with ``after`` only ids
+        after it, at most ``limit`` (a page)."""
 
     def set_placement(self, project_id: str, host_id: str) -> Project:
         """Place the project on ``host_id``; raises NotFound for an unknown project or host."""

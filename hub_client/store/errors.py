@@ -78,3 +78,13 @@ class LeaseLost(StoreError):
         self.kind = kind
         self.job_id = job_id
         self.owner = owner
+
+
+class HostInUse(StoreError):
+    """A host that a project's placement, a move, a copy or an offline-loss record names is not removed."""
+
+    def __init__(self, host_id: str, named_by: str) -> None:
+        super().__init__(f"host {host_id} is named by {named_by}; a host is removed only when nothing names it "
+                         "(move its projects away first)")
+        self.host_id = host_id
+        self.named_by = named_by

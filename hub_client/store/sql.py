@@ -16,7 +16,7 @@ from typing import Any, Iterable
 
 from hub_client.store import migrations
 from hub_client.store.errors import (
-    CopyInProgress, InvalidTransition, LeaseHeld, LeaseLost, MoveInProgress, NotFound,
+    CopyInProgress, HostInUse, InvalidTransition, LeaseHeld, LeaseLost, MoveInProgress, NotFound,
 )
 from hub_client.store.models import (
     Cleanup, Conflict, Copy, CopyStatus, Host, HostBackupStatus, JobKind, Lease, Move, MovelogEntry, MoveStatus,
@@ -194,6 +194,36 @@ class SqlStore(ABC):
             )
         return self.get_host(host.id)
 
+    def update_host(self, host_id: str, *, status: str | None = None, last_seen: datetime | None = None) -> Host:
+        sets, params = [], []
+        if status is not None:
+            sets.append("status = ?")
+            params.append(status)
+        if last_seen is not None:
+            sets.append("last_seen = ?")
+            params.append(self._time_in(last_seen))
+        if sets:
+            with self._transaction() as conn:
+                self._exec(conn, f"UPDATE hosts SET {', '.join(sets)} WHERE id = ?", (*params, host_id))
+        return self.get_host(host_id)
+
+    def delete_host(self, host_id: str) -> bool:
+        with self._transaction() as conn:
+            if self._exec(conn, "SELECT 1 FROM hosts WHERE id = ?", (host_id,)).fetchone() is None:
+                return False
+            for what, query, params in (
+                ("project", "SELECT id FROM projects WHERE host_id = ?", (host_id,)),
+                ("move", "SELECT id FROM moves WHERE source_host = ? OR target_host = ?", (host_id, host_id)),
+                ("copy", "SELECT id FROM copies WHERE source_host = ? OR target_host = ?", (host_id, host_id)),
+                ("offline loss of project", "SELECT project_id FROM offline_losses WHERE host_id = ?", (host_id,)),
+            ):
+                row = self._exec(conn, query + " LIMIT 1", params).fetchone()
+                if row is not None:
+                    raise HostInUse(host_id, f"{what} {row[0]}")
+            self._exec(conn, "DELETE FROM host_backup_status WHERE host_id = ?", (host_id,))
+            self._exec(conn, "DELETE FROM hosts WHERE id = ?", (host_id,))
+        return True
+
     def get_host(self, host_id: str) -> Host:
         rows = self._fetchall(f"SELECT {_HOST_COLUMNS} FROM hosts WHERE id = ?", (host_id,))
         if not rows:
@@ -233,7 +263,8 @@ class SqlStore(ABC):
             raise NotFound(f"project {project_id} not found")
         return self._project(rows[0])
 
-    def list_projects(self, *, host_id: str | None = None, region: str | None = None) -> list[Project]:
+    def list_projects(self, *, host_id: str | None = None, region: str | None = None, after: str | None = None,
+                      limit: int | None = None) -> list[Project]:
         where, params = [], []
         if host_id is not None:
             where.append("host_id = ?")
@@ -241,8 +272,15 @@ class SqlStore(ABC):
         if region is not None:
             where.append("region = ?")
             params.append(region)
+        if after is not None:
+            where.append("id > ?")
+            params.append(after)
         clause = f" WHERE {' AND '.join(where)}" if where else ""
-        rows = self._fetchall(f"SELECT {_PROJECT_COLUMNS} FROM projects{clause} ORDER BY id", params)
+        sql = f"SELECT {_PROJECT_COLUMNS} FROM projects{clause} ORDER BY id"
+        if limit is not None:
+            sql += " LIMIT ?"
+            params.append(limit)
+        rows = self._fetchall(sql, params)
         return [self._project(row) for row in rows]
 
     def record_freshness(

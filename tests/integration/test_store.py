@@ -562,3 +562,43 @@ def test_move_lock_across_processes_released_on_sigkill(store: Store, store_targ
             proc.wait()
             for stream in (proc.stdin, proc.stdout, proc.stderr):
                 stream.close()
+
+
+def test_a_host_is_removed_only_when_nothing_names_it(store: Store) -> None:
+    from hub_client.store import HostInUse
+
+    source, target, project = seed(store)
+    store.set_host_backup_status(HostBackupStatus(target.id, 0, 0, 0, 0, 0, T0))
+    assert store.delete_host(target.id)
+    assert store.host_backup_status(target.id) is None
+    with pytest.raises(NotFound):
+        store.get_host(target.id)
+    assert not store.delete_host(target.id)  # already gone: no error
+    with pytest.raises(HostInUse, match=f"project {project.id}"):
+        store.delete_host(source.id)
+    other = store.upsert_host(Host(new_id(), "10.0.0.3:7070", "eu", "running", T0))
+    move = store.create_move(project.id, source.id, other.id)
+    store.update_move_status(move.id, MoveStatus.CANCELLED)
+    with pytest.raises(HostInUse, match=f"move {move.id}"):  # the move's history keeps its hosts
+        store.delete_host(other.id)
+    assert store.get_host(other.id) == other
+
+
+def test_update_host_sets_only_the_columns_given(store: Store) -> None:
+    source, _, _ = seed(store)
+    # A poller that read the host before a drain marked it must not put the old status back.
+    seen = datetime(2026, 2, 3, 4, 5, 6, tzinfo=timezone.utc)
+    store.update_host(source.id, status="draining")
+    assert store.update_host(source.id, last_seen=seen) == replace(source, status="draining", last_seen=seen)
+    assert store.update_host(source.id, status="running").last_seen == seen
+    with pytest.raises(NotFound):
+        store.update_host("no-such-host", status="running")
+
+
+def test_projects_are_listed_in_pages_of_ids(store: Store) -> None:
+    host = store.upsert_host(Host(new_id(), "10.0.0.1:7070", "eu", "running", T0))
+    ids = sorted(store.upsert_project(Project(new_id(), host.id, "eu")).id for _ in range(5))
+    assert [p.id for p in store.list_projects(limit=2)] == ids[:2]
+    assert [p.id for p in store.list_projects(after=ids[1], limit=2)] == ids[2:4]
+    assert [p.id for p in store.list_projects(after=ids[3])] == ids[4:]
+    assert store.list_projects(host_id=host.id, after=ids[4]) == []

@@ -47,3 +47,18 @@ def test_hub_client_imports_without_agent_dependencies() -> None:
         "from hub_client.proto.buckets.v1 import agent_pb2, agent_pb2_grpc\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO)
+
+
+def test_every_hub_rpc_is_declared() -> None:
+    """hub.proto is generated too (the freshness test above compares it) and offers issue 20's calls."""
+    from hub_client.proto.buckets.v1 import hub_pb2
+
+    methods = set(hub_pb2.DESCRIPTOR.services_by_name["Hub"].methods_by_name)
+    assert {
+        "AddHost", "ListHosts", "DrainHost", "UndrainHost", "ForceOffHost", "RemoveHost",
+        "AddProject", "GetProject", "ListProjects", "Refresh", "DeleteProject", "CloneProject",
+        "StartMove", "GetMove", "ListMoves", "CancelMove", "ResumeMove", "RetryMove",
+        "StartCopy", "GetCopy", "ListCopies", "CancelCopy", "ResumeCopy", "RetryCopy",
+        "FollowLog", "ListRescues", "ListRegions",
+    } <= methods
+    assert hub_pb2.DESCRIPTOR.services_by_name["Hub"].methods_by_name["FollowLog"].server_streaming
