@@ -131,6 +131,9 @@ class CopyRunner(JobRunner):
     def _needs_owner(self) -> bool:
         return self.store.get_copy(self.copy_id).status in CopyStatus.BLOCKING
 
+    def _finished(self) -> bool:
+        return not self.store.get_copy(self.copy_id).unfinished
+
     def _require_unfinished(self, what: str) -> Copy:
         copy = self.store.get_copy(self.copy_id)
         if not copy.unfinished:

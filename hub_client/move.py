@@ -298,6 +298,9 @@ class MoveRunner(JobRunner):
     def _needs_owner(self) -> bool:
         return self.store.get_move(self.move_id).status in (MoveStatus.PENDING, MoveStatus.RUNNING)
 
+    def _finished(self) -> bool:
+        return not self.store.get_move(self.move_id).active
+
     # ------------------------------------------------------------ the job's log and steps
 
     def _append(self, kind: str, message: str, data: dict[str, Any] | None) -> MovelogEntry:

@@ -117,6 +117,11 @@ class JobRunner:
         """Whether the job still needs an owner (pending or running) after a run ended."""
         raise NotImplementedError
 
+    def _finished(self) -> bool:
+        """Whether the job has ended for good (succeeded or cancelled): nothing more to do, so no
+        lease is taken (and nothing logged) before the refusal."""
+        raise NotImplementedError
+
     # ------------------------------------------------------------ the lease
 
     @contextmanager
@@ -124,7 +129,7 @@ class JobRunner:
         """Hold the job's lease (if the runner has one) for the block; the caller holds the
         project's move lock. The lease is handed over (claimable at once) when the job still
         needs an owner afterwards, and released when it does not."""
-        if self.lease is None:
+        if self.lease is None or self._finished():
             yield
             return
         lease = self.lease.acquire()

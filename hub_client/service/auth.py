@@ -12,7 +12,7 @@ import structlog
 from agent import errors, logs
 from agent.auth import OPERATOR, READ_ONLY, READ_ONLY_SERVICES, _refusal, allows, bearer_token, role_for_token
 from agent.config import AuthConfig, AuthToken
-from hub_client.service.status_codes import status_code_for
+from hub_client.service.status_codes import status_for
 
 log = structlog.get_logger("hub.auth")
 
@@ -51,8 +51,9 @@ def check(full_method: str, metadata, tokens: Sequence[AuthToken]) -> str | None
         raise errors.Unauthenticated("the bearer token is not valid for this hub")
     required = required_role(full_method)
     if not allows(role, required):
-        raise errors.PermissionDenied(f"{full_method.rsplit('/', 1)[-1]} needs the {required} role; the token "
-                                      f"presented has the {role} role")
+        method = full_method.rsplit("/", 1)[-1]
+        raise errors.PermissionDenied(f"{method} needs the {required} role; the token presented has the {role} role",
+                                      method=method, required_role=required, role=role)
     return role
 
 
@@ -64,9 +65,9 @@ class HubAuthInterceptor(grpc.aio.ServerInterceptor):
         try:
             check(details.method, details.invocation_metadata, self._tokens)
         except errors.BucketsError as exc:
-            code = status_code_for(exc)
-            log.warning("rpc.refused", method=details.method, code=code.name, reason=str(exc))
-            return _refusal(await continuation(details), code, str(exc))
+            status = status_for(exc, str(exc))
+            log.warning("rpc.refused", method=details.method, code=status.code.name, reason=str(exc))
+            return _refusal(await continuation(details), status)
         return await continuation(details)
 
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Callable
 
-from agent.errors import AlreadyExists, Conflict, FailedPrecondition, InvalidArgument
+from agent.errors import AlreadyExists, Conflict, FailedPrecondition, InvalidArgument, RequestIdReused
 from hub_client.copying import CopyRefused, copy_path
 from hub_client.hub import DrainReport, Hub
 from hub_client.regions import order_regions
@@ -239,7 +239,8 @@ class HubService:
         if stored != asked:
             different = ", ".join(f"{key} {stored[key]!r} (asked {asked[key]!r})"
                                   for key in asked if stored[key] != asked[key])
-            raise AlreadyExists(f"request_id names job {job_id} with other parameters: {different}")
+            raise RequestIdReused(f"request_id names job {job_id} with other parameters: {different}",
+                                  job_id=job_id)
         return job
 
     def get_move(self, move_id: str) -> Move:
@@ -282,7 +283,8 @@ class HubService:
 
     def _not_running_here(self, kind: str, job_id: str) -> None:
         if self.runner.running(job_id):
-            raise Conflict(f"{kind} {job_id} is running in this hub process; follow its log")
+            raise Conflict(f"{kind} {job_id} is running in this hub process; follow its log",
+                           **{f"{kind}_id": job_id})
 
     def _not_running_anywhere(self, kind: str, job_id: str, project_id: str) -> None:
         """ABORTED when this process or another one sharing the store runs the job now (it holds

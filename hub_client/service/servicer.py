@@ -19,7 +19,7 @@ from hub_client.proto.buckets.v1 import hub_pb2 as hpb
 from hub_client.proto.buckets.v1 import hub_pb2_grpc as hpb_grpc
 from hub_client.service import convert, logs
 from hub_client.service.domain import HubService, HostView
-from hub_client.service.status_codes import is_known, status_code_for
+from hub_client.service.status_codes import is_known, status_code_for, status_for
 from hub_client.store import MoveStatus
 from hub_client.store.models import utcnow
 
@@ -54,14 +54,14 @@ def _fields(request) -> dict:
 
 
 async def _abort(context, method: str, exc: BaseException) -> grpc.StatusCode:
-    code = status_code_for(exc)
     if not is_known(exc):
         log.error("rpc.internal_error", method=method, exc_info=exc)
         message = "internal error; see the hub's log"
     else:
         message = status_message(exc)
-    await context.abort(code, message)
-    return code
+    status = status_for(exc, message)
+    await context.abort(status.code, status.details, status.trailing_metadata)
+    return status.code
 
 
 def rpc(method: Callable) -> Callable:

@@ -448,3 +448,38 @@ def test_force_off_records_what_may_be_lost_and_rescues_and_regions_answer(servi
     assert list(stub.ListRescues(hpb.ListRescuesRequest(project_id=never), timeout=10).rescues) == []
     assert list(stub.ListRegions(hpb.ListRegionsRequest(location="DE"), timeout=10).regions)[0] == "weur"
     assert list(stub.ListRegions(hpb.ListRegionsRequest(location="-33.9,151.2"), timeout=10).regions)[0] == "oc"
+
+
+def test_refusals_carry_error_info_with_the_conflicting_ids(service) -> None:
+    """ABORTED / ALREADY_EXISTS / FAILED_PRECONDITION name what is in the way in a google.rpc
+    ErrorInfo (reason, metadata), read here with grpcio-status as any client would: no text parsed."""
+    from hub_client.rich_status import error_info_of
+
+    hub, a, _ = service
+
+    def refusal(call, request) -> tuple[grpc.StatusCode, str, dict]:
+        with pytest.raises(grpc.RpcError) as refused:
+            call(request, timeout=10)
+        info = error_info_of(refused.value)
+        assert info is not None and info.domain == "buckets.v1", refused.value
+        return refused.value.code(), info.reason, dict(info.metadata)
+
+    project_id = add_project(hub, a, "host-a", files=3)
+    hub.stub.AddHost(hpb.AddHostRequest(host_id="host-gone", address="127.0.0.1:9", region="eu"), timeout=10)
+    request_id = f"info-{project_id}"
+    started = hub.stub.StartMove(hpb.StartMoveRequest(request_id=request_id, project_id=project_id,
+                                                      target_host="host-gone"), timeout=10)
+    follow(hub, move_id=started.id)  # refused: failed, still active
+    # Another move of the project while that one is active: ABORTED naming it.
+    code, reason, metadata = refusal(hub.stub.StartMove, hpb.StartMoveRequest(
+        request_id=f"other-{project_id}", project_id=project_id, target_host="host-b"))
+    assert (code, reason) == (grpc.StatusCode.ABORTED, "MOVE_IN_PROGRESS")
+    assert metadata["move_id"] == started.id and metadata["project_id"] == project_id
+    # The same request_id with other parameters: ALREADY_EXISTS naming the job it started.
+    code, reason, metadata = refusal(hub.stub.StartMove, hpb.StartMoveRequest(
+        request_id=request_id, project_id=project_id, target_host="host-b"))
+    assert (code, reason, metadata["job_id"]) == (grpc.StatusCode.ALREADY_EXISTS, "REQUEST_ID_REUSED", started.id)
+    # A host that a project or move names is not removed: FAILED_PRECONDITION naming it.
+    code, reason, metadata = refusal(hub.stub.RemoveHost, hpb.RemoveHostRequest(host_id="host-gone"))
+    assert (code, reason, metadata["host_id"]) == (grpc.StatusCode.FAILED_PRECONDITION, "HOST_IN_USE", "host-gone")
+    hub.stub.CancelMove(hpb.CancelMoveRequest(move_id=started.id), timeout=30)

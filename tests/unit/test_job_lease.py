@@ -77,6 +77,9 @@ class ThreeSteps(JobRunner):
     def _needs_owner(self) -> bool:
         return self.store.get_move(self.job_id).status in (MoveStatus.PENDING, MoveStatus.RUNNING)
 
+    def _finished(self) -> bool:
+        return not self.store.get_move(self.job_id).active
+
 
 SETTINGS = LeaseSettings(seconds=600)
 
