@@ -46,9 +46,12 @@ _COPY = "8d2f4a6c-1b3e-4f5a-9c7d-0e1f2a3b4c5d"
 HUB_EXAMPLES = {
     "hosts": "buckets hosts --json",
     "hosts add": "buckets hosts add host-a 10.0.0.1:50051 --region eu",
+    "hosts remove": "buckets hosts remove host-old",
+    "hosts undrain": "buckets hosts undrain host-a",
     "projects": "buckets projects --host host-a",
     "projects add": f"buckets projects add {_P} --host host-a --region eu",
     "projects refresh": f"buckets projects refresh {_P}",
+    "projects remove": f"buckets projects remove {_P}",
     "move": f"buckets move {_P} --to host-b",
     "moves": f"buckets moves --project {_P} --active",
     "movelog": f"buckets movelog {_MOVE} --follow",

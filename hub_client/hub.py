@@ -11,7 +11,9 @@ import uuid
 from dataclasses import dataclass, replace
 from typing import Callable
 
-from hub_client.client import OK_STATES, AgentClient, AgentError, ClientConfig, OperationHandle
+from agent.errors import InvalidArgument
+from hub_client import inputs
+from hub_client.client import OK_STATES, AgentClient, AgentError, ClientConfig, OperationHandle, RetryPolicy
 from hub_client.copying import CopyRefused, CopyRunner, copy_path
 from hub_client.freshness import record_host_report, record_status
 from hub_client.lease import JobLease, LeaseSettings, new_owner
@@ -96,14 +98,30 @@ class Hub:
     # ------------------------------------------------------------ hosts and projects
 
     def add_host(self, host_id: str, address: str, region: str, status: str = "running") -> Host:
+        """Register (or update) a host; InvalidArgument for a malformed id, address or region."""
+        inputs.name(host_id, "host_id")
+        inputs.address(address)
+        inputs.name(region, "region")
+        inputs.name(status, "status")
         return self.store.upsert_host(Host(host_id, address, region, status, None))
 
-    def probe_host(self, host_id: str) -> tuple[Host, pb.HostStatus | None]:
+    def remove_host(self, host_id: str) -> bool:
+        """Forget a host; HostInUse while a project, move, copy or offline-loss record names it."""
+        return self.store.delete_host(inputs.name(host_id, "host_id"))
+
+    def probe_host(self, host_id: str, *, deadline: float | None = None) -> tuple[Host, pb.HostStatus | None]:
         """Ask the host's agent for its status and every project's freshness; a host that answers
         is recorded as seen now, and each project placed on it with its freshness as reported
-        now (:func:`hub_client.freshness.record_host_report`)."""
+        now (:func:`hub_client.freshness.record_host_report`). ``deadline``: seconds per call and
+        no retry (a quick look at many hosts), on a channel of its own."""
         host = self.store.get_host(host_id)
-        client = self.client(host)
+        if deadline is None:
+            return self._probe(host, self.client(host))
+        config = replace(self.client_config(host.address), deadline=deadline, retry=RetryPolicy(attempts=1))
+        with AgentClient(config) as client:
+            return self._probe(host, client)
+
+    def _probe(self, host: Host, client: AgentClient) -> tuple[Host, pb.HostStatus | None]:
         try:
             status = client.host_status()
         except AgentError:
@@ -121,7 +139,34 @@ class Hub:
         return {host.id: self.refresh_host_status(host.id) is not None for host in self.store.list_hosts()}
 
     def add_project(self, project_id: str, host_id: str | None, region: str, repository: str = "") -> Project:
-        return self.store.upsert_project(Project(project_id, host_id, region, repository))
+        """Register a project where it lives (or say where it lives now). InvalidArgument for a
+        malformed id or a host of another region; NotFound for an unknown host; MoveInProgress /
+        CopyInProgress when the placement would change under a job that relies on it."""
+        inputs.project_id(project_id)
+        inputs.name(region, "region")
+        if host_id:
+            host = self.store.get_host(inputs.name(host_id, "host_id"))
+            if host.region != region:
+                raise InvalidArgument(f"host {host_id} is in region {host.region}, not {region}", host_id=host_id)
+        try:
+            existing = self.store.get_project(project_id)
+        except NotFound:
+            existing = None
+        if existing is not None and (existing.host_id, existing.region) != (host_id or None, region):
+            # Re-registering says where the project lives now; never under a job that relies on it.
+            active = self.store.active_move(project_id)
+            if active is not None:
+                raise MoveInProgress(project_id, active.id, "the placement changes only through the move")
+            copying = self.store.list_copies(project_id=project_id, blocking=True)
+            if copying:
+                raise CopyInProgress(project_id, copying[0].id, "the placement does not change while files are "
+                                     "copied from or into the project")
+        return self.store.upsert_project(Project(project_id, host_id or None, region, repository))
+
+    def remove_project(self, project_id: str) -> bool:
+        """Forget a project's record (its files and backups stay where they are: `delete` removes
+        those); MoveInProgress / CopyInProgress while a job works on it."""
+        return self.store.delete_project(inputs.project_id(project_id))
 
     def refresh_project(self, project_id: str) -> Project:
         """Copy the project's last backup and last change from the agent of its host into the store."""
@@ -139,10 +184,12 @@ class Hub:
         drain); None when the agent does not answer."""
         return self.refresh_host(host_id)[0]
 
-    def refresh_host(self, host_id: str) -> tuple[HostBackupStatus | None, pb.HostStatus | None]:
+    def refresh_host(self, host_id: str, *, deadline: float | None = None,
+                     ) -> tuple[HostBackupStatus | None, pb.HostStatus | None]:
         """:meth:`refresh_host_status`, and the agent's whole answer (its RPO figures are shown
-        as answered, not stored); (None, None) when the agent does not answer."""
-        host, status = self.probe_host(host_id)
+        as answered, not stored); (None, None) when the agent does not answer. ``deadline``: as
+        :meth:`probe_host`."""
+        host, status = self.probe_host(host_id, deadline=deadline)
         if status is None:
             return None, None
         previous = self.store.host_backup_status(host.id)

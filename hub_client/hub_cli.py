@@ -32,10 +32,12 @@ import argparse
 import json
 import os
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Callable
 
+from agent.errors import InvalidArgument
 from hub_client.agent_cli import (
     EXIT_FAILED, EXIT_IN_PROGRESS, EXIT_OK, EXIT_USAGE, UsageError, add_connection_options, client_config_from,
     exit_code_of, over_rpo_lines, project_path, rpo_summary,
@@ -136,6 +138,10 @@ def add_hub_commands(commands) -> None:
     add.add_argument("address", help="the agent's host:port")
     add.add_argument("--region", required=True)
     add.add_argument("--status", default="running", help="running, draining, stopped …")
+    remove = hosts_actions.add_parser("remove", help="forget a host (refused while a project, move or copy names it)")
+    remove.add_argument("id")
+    undrain = hosts_actions.add_parser("undrain", help="put a drained (or draining) host back in service")
+    undrain.add_argument("id")
     hosts.add_argument("--no-probe", action="store_true", help="do not call the agents")
 
     projects = commands.add_parser("projects", help="list project placement (buckets projects [add|refresh …])")
@@ -148,6 +154,10 @@ def add_hub_commands(commands) -> None:
     add.add_argument("--repository", default="")
     refresh = projects_actions.add_parser("refresh", help="copy last backup / last change from its agent")
     refresh.add_argument("id")
+    remove = projects_actions.add_parser("remove", help="forget a project's record only (files and backups stay; "
+                                                        "`buckets delete` removes those); refused while it moves "
+                                                        "or is copied")
+    remove.add_argument("id")
 
     move = commands.add_parser("move", help="move a project to another host (buckets move PROJECT --to HOST)")
     move.add_argument("project")
@@ -281,7 +291,7 @@ def run_hub_command(args) -> int:
     except JobError as exc:
         print(f"buckets: {args.command} failed: {exc}", file=sys.stderr)
         return EXIT_FAILED
-    except (NotFound, StoreError, UsageError) as exc:
+    except (NotFound, StoreError, UsageError, InvalidArgument) as exc:
         print(f"buckets: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except AgentError as exc:  # a call outside any move or copy, e.g. projects refresh
@@ -312,6 +322,19 @@ def _rpo_record(status) -> dict:
                           "reason": item.reason} for item in status.over_rpo]}
 
 
+PROBE_DEADLINE = 3.0  # seconds for each host's answer when `buckets hosts` probes them all at once
+
+
+def probe_hosts(hub: Hub, host_ids: list[str]) -> dict[str, tuple]:
+    """``{host_id: (backup status or None, the agent's HostStatus or None)}`` for every host,
+    probed in parallel (:meth:`Hub.refresh_host` with one short deadline and no retries)."""
+    if not host_ids:
+        return {}
+    with ThreadPoolExecutor(max_workers=min(32, len(host_ids)), thread_name_prefix="probe") as pool:
+        futures = {host_id: pool.submit(hub.refresh_host, host_id, deadline=PROBE_DEADLINE) for host_id in host_ids}
+        return {host_id: future.result() for host_id, future in futures.items()}
+
+
 def _dispatch(hub: Hub, args) -> int:
     command = args.command
     if command == "hosts":
@@ -319,8 +342,21 @@ def _dispatch(hub: Hub, args) -> int:
             host = hub.add_host(args.id, args.address, args.region, args.status)
             _emit(args, _row(host), f"{host.id} {host.address} {host.region} {host.status}")
             return EXIT_OK
-        for host in hub.store.list_hosts():
-            backups, answer = (None, None) if args.no_probe else hub.refresh_host(host.id)
+        if args.action == "remove":
+            hub.store.get_host(args.id)  # NotFound for an unknown host
+            hub.remove_host(args.id)
+            _emit(args, {"id": args.id, "removed": True}, f"host {args.id} removed")
+            return EXIT_OK
+        if args.action == "undrain":
+            host = hub.set_host_status(args.id, "running")
+            _emit(args, _row(host), f"{host.id} {host.status}")
+            return EXIT_OK
+        hosts = hub.store.list_hosts()
+        # All probes at once, each with one short deadline: an unreachable host costs that
+        # deadline once, not once per host.
+        probed = {} if args.no_probe else probe_hosts(hub, [h.id for h in hosts])
+        for host in hosts:
+            backups, answer = probed.get(host.id, (None, None))
             reachable = None if args.no_probe else backups is not None
             backups = backups or hub.store.host_backup_status(host.id)
             host = hub.store.get_host(host.id)
@@ -345,6 +381,12 @@ def _dispatch(hub: Hub, args) -> int:
         if args.action == "refresh":
             project = hub.refresh_project(args.id)
             _emit(args, _row(project), _project_line(project))
+            return EXIT_OK
+        if args.action == "remove":
+            hub.store.get_project(args.id)  # NotFound for an unknown project
+            hub.remove_project(args.id)
+            _emit(args, {"id": args.id, "removed": True},
+                  f"project {args.id} forgotten by the hub (its files and backups are untouched)")
             return EXIT_OK
         for project in hub.store.list_projects(host_id=args.host):
             _emit(args, _row(project), _project_line(project))
@@ -397,9 +439,14 @@ def _dispatch(hub: Hub, args) -> int:
                   f"{len(report.failed)} failed")
         return EXIT_OK if not report.failed else EXIT_FAILED
     if command == "force-off":
-        for loss in hub.force_off(args.host):
+        losses = hub.force_off(args.host)
+        for loss in losses:
             minutes = "never backed up" if loss.loss_minutes is None else f"up to {loss.loss_minutes} min of changes"
             _emit(args, _row(loss), f"{loss.project_id}: {minutes} not backed up")
+        if not args.json:  # the JSON lines are the losses only
+            placed = len(hub.store.list_projects(host_id=args.host))
+            print(f"host {args.host} is off: {placed} project(s) on it, {len(losses)} with changes that may be lost"
+                  + ("" if losses else " (every project was backed up after its last change)"), flush=True)
         return EXIT_OK
     if command == "copy":
         (source, source_path), (target, target_path) = project_path(args.source), project_path(args.target)

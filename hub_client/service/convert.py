@@ -12,6 +12,7 @@ from typing import Any
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from agent.errors import InvalidArgument
+from hub_client import inputs
 from hub_client.proto.buckets.v1 import agent_pb2 as apb
 from hub_client.proto.buckets.v1 import hub_pb2 as hpb
 from hub_client.store import Conflict
@@ -26,10 +27,7 @@ JOB_STATUS = {
 CONFLICT_POLICY = {Conflict.FAIL: apb.FAIL, Conflict.OVERWRITE: apb.OVERWRITE, Conflict.SKIP: apb.SKIP}
 CONFLICT_RULE = {value: key for key, value in CONFLICT_POLICY.items()}
 
-# Ids of hosts and regions: what an operator types (host-a, eu-west-1); a project's id is a uuid.
-_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
 MAX_REQUEST_ID = 128
-MAX_ADDRESS = 255
 
 
 def timestamp(value: datetime | None) -> Timestamp | None:
@@ -48,23 +46,8 @@ def _set_time(message, field: str, value: datetime | None) -> None:
 # ---------------------------------------------------------------- checking request fields
 
 
-def name(value: str, field: str) -> str:
-    """A host or region id; InvalidArgument unless it is 1-63 letters, digits, '.', '_', '-'."""
-    if not _NAME.fullmatch(value or ""):
-        raise InvalidArgument(f"{field} must be 1-63 letters, digits, '.', '_' or '-' (starting with a letter "
-                              f"or digit), got {value[:80]!r}")
-    return value
-
-
-def project_id(value: str, field: str = "project_id") -> str:
-    """A project id: a uuid in its canonical lower-case form; InvalidArgument otherwise."""
-    try:
-        parsed = uuid.UUID(value)
-    except (ValueError, AttributeError, TypeError):
-        raise InvalidArgument(f"{field} must be a uuid, got {value[:80]!r}") from None
-    if str(parsed) != value:
-        raise InvalidArgument(f"{field} must be a uuid in canonical lower-case form, got {value[:80]!r}")
-    return value
+name = inputs.name
+project_id = inputs.project_id
 
 
 def job_id(value: str, field: str) -> str:
@@ -81,13 +64,7 @@ def request_id(value: str) -> str:
     return value
 
 
-def address(value: str) -> str:
-    """An agent address ``host:port``; InvalidArgument otherwise."""
-    host, _, port = (value or "").rpartition(":")
-    if not host or len(value) > MAX_ADDRESS or not port.isdigit() or not 0 < int(port) < 65536 \
-            or not value.isprintable() or " " in value:
-        raise InvalidArgument(f"address must be host:port, got {value[:80]!r}")
-    return value
+address = inputs.address
 
 
 def conflict_rule(policy: int) -> str:

@@ -98,29 +98,11 @@ class HubService:
         return self.store.get_host(host_id), losses
 
     def remove_host(self, host_id: str) -> bool:
-        convert.name(host_id, "host_id")
-        return self.store.delete_host(host_id)
+        return self.hub.remove_host(host_id)
 
     # ------------------------------------------------------------ projects
 
     def add_project(self, project_id: str, host_id: str, region: str, repository: str) -> Project:
-        convert.project_id(project_id)
-        convert.name(region, "region")
-        if host_id:
-            convert.name(host_id, "host_id")
-            host = self.store.get_host(host_id)
-            if host.region != region:
-                raise InvalidArgument(f"host {host_id} is in region {host.region}, not {region}")
-        existing = self._maybe_project(project_id)
-        if existing is not None and (existing.host_id, existing.region) != (host_id or None, region):
-            # Re-registering says where the project lives now; never under a job that relies on it.
-            active = self.store.active_move(project_id)
-            if active is not None:
-                raise MoveInProgress(project_id, active.id, "the placement changes only through the move")
-            copying = self.store.list_copies(project_id=project_id, blocking=True)
-            if copying:
-                raise CopyInProgress(project_id, copying[0].id, "the placement does not change while files are "
-                                     "copied from or into the project")
         return self.hub.add_project(project_id, host_id or None, region, repository)
 
     def _maybe_project(self, project_id: str) -> Project | None:
