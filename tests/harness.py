@@ -38,6 +38,10 @@ def config_text(
     base: Path, *, port_file: Path, extra: str = "", limits: str = "", server: str = "", engine: str = "restic",
     backend: str = "directory", grace_period: float = 5.0, host_id: str = "test-host",
 ) -> str:
+    """The agent's TOML config; ``limits`` are lines of its [limits] section, where a
+    ``kill_grace`` of their own replaces the tests' 2 s."""
+    if not any(line.split("=", 1)[0].strip() == "kill_grace" for line in limits.splitlines()):
+        limits = f"kill_grace = 2.0\n{limits}"
     return f"""
 host_id = "{host_id}"
 base_dir = "{base}"
@@ -51,7 +55,6 @@ keepalive_interval = 0.5
 {server}
 
 [limits]
-kill_grace = 2.0
 {limits}
 
 [logging]
