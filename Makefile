@@ -17,8 +17,13 @@ demo: setup
 # worksteal: an idle worker takes queued tests from a busy one, so no slow tail on one worker.
 TEST_WORKERS ?= 3
 
+# Bytecode caches on for the run, whatever PYTHONDONTWRITEBYTECODE says (some machines set it):
+# the suite starts the agent, a Python process, several hundred times, and without the caches
+# every start compiles the agent's modules again (~0.3 s of CPU each), every xdist worker
+# rewrites and compiles every test module again, and so does every hub CLI the tests run.
+# The caches (__pycache__/) are ignored by git.
 test: setup
-	$(PYTHON) -m pytest -q -rs --durations=30 -n $(TEST_WORKERS) --dist worksteal $(PYTEST_ARGS)
+	env -u PYTHONDONTWRITEBYTECODE $(PYTHON) -m pytest -q -rs --durations=30 -n $(TEST_WORKERS) --dist worksteal $(PYTEST_ARGS)
 
 bench: setup
 	$(PYTHON) bench/bench.py $(BENCH_ARGS)

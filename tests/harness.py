@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -37,6 +38,10 @@ def config_text(
     base: Path, *, port_file: Path, extra: str = "", limits: str = "", server: str = "", engine: str = "restic",
     backend: str = "directory", grace_period: float = 5.0, host_id: str = "test-host",
 ) -> str:
+    """The agent's TOML config; ``limits`` are lines of its [limits] section, where a
+    ``kill_grace`` of their own replaces the tests' 2 s."""
+    if not any(line.split("=", 1)[0].strip() == "kill_grace" for line in limits.splitlines()):
+        limits = f"kill_grace = 2.0\n{limits}"
     return f"""
 host_id = "{host_id}"
 base_dir = "{base}"
@@ -50,7 +55,6 @@ keepalive_interval = 0.5
 {server}
 
 [limits]
-kill_grace = 2.0
 {limits}
 
 [logging]
@@ -408,3 +412,51 @@ def catch_engine(agent: "AgentProcess", subcommand: str, *, moved_first: int,
                 continue
         time.sleep(0.002)
     raise AssertionError(f"no {' or '.join(names)} {subcommand} was seen moving data")
+
+
+
+_PR_SET_CHILD_SUBREAPER = 36
+
+
+def _set_child_subreaper(on: bool) -> None:
+    import ctypes
+
+    if ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_CHILD_SUBREAPER, int(on), 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_CHILD_SUBREAPER)")
+
+
+@contextlib.contextmanager
+def adopting_orphans():
+    """Within the block this process is a child subreaper: the orphans of its descendants that
+    die meanwhile (an agent killed here) become its children, which :func:`wait_reaped` reaps at
+    once. Why: a zombie's pid still exists (restic's stale-lock test keeps the lock of such a
+    pid), and this machine's init reaps orphans only every 2 s. Only around a kill: an orphan
+    adopted and never reaped here stays a zombie for good."""
+    _set_child_subreaper(True)
+    try:
+        yield
+    finally:
+        _set_child_subreaper(False)
+
+
+def wait_reaped(processes: list[psutil.Process], timeout: float = 60.0) -> None:
+    """Return once each of ``processes`` is gone and reaped (by this process when it adopted
+    them, see :func:`adopting_orphans`); AssertionError when one outlives ``timeout``."""
+    deadline = time.monotonic() + timeout
+    for process in processes:
+        while psutil.pid_exists(process.pid):
+            try:
+                os.waitpid(process.pid, os.WNOHANG)
+            except ChildProcessError:
+                pass  # not a child of this process: another reaps it
+            assert time.monotonic() < deadline, f"process {process.pid} was not gone and reaped in {timeout:g} s"
+            time.sleep(0.005)
+
+
+def kill_and_reap(agent: "AgentProcess", engines: list[psutil.Process], timeout: float = 60.0) -> None:
+    """SIGKILL ``agent``; return once each of ``engines`` (its engine children, which die with
+    it: PDEATHSIG) is gone and reaped, so that restic's stale-lock test holds for their locks.
+    Raises AssertionError when one outlives ``timeout``."""
+    with adopting_orphans():
+        agent.kill()
+        wait_reaped(engines, timeout)

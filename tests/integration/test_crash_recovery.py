@@ -13,7 +13,7 @@ import psutil
 
 from hub_client.proto.buckets.v1 import agent_pb2 as pb
 from tests.conftest import requires_restic
-from tests.harness import REPO_ROOT, AgentProcess, manifest, write_tree
+from tests.harness import REPO_ROOT, AgentProcess, kill_and_reap, manifest, write_tree
 from tests.integration.test_operations import (
     SLOW,
     assert_verify_clean,
@@ -39,19 +39,11 @@ def kill_agent_and_its_engines(agent, timeout: float = 10) -> None:
     """SIGKILL the agent; its engine processes must die with it (PDEATHSIG).
 
     Waits until those processes are reaped too: a zombie still "exists" for
-    restic's stale-lock test, and this machine's init reaps orphans lazily.
+    restic's stale-lock test.
     """
     engines = engine_processes(agent)
     assert engines, "no engine process was running"
-    agent.kill()
-    deadline = time.monotonic() + timeout
-    for process in engines:
-        while psutil.pid_exists(process.pid) and process.status() != psutil.STATUS_ZOMBIE:
-            assert time.monotonic() < deadline, f"engine process {process.pid} outlived the agent"
-            time.sleep(0.05)
-    for process in engines:
-        while psutil.pid_exists(process.pid) and time.monotonic() < deadline + 30:
-            time.sleep(0.05)
+    kill_and_reap(agent, engines, timeout=timeout)
 
 
 def test_sigkill_during_backup_then_restart(agent_factory, project_id):

@@ -15,7 +15,6 @@ import re
 import shutil
 import stat
 import subprocess
-import time
 import uuid
 from pathlib import Path
 
@@ -27,7 +26,7 @@ from hub_client.proto.buckets.v1 import agent_pb2 as pb
 from hub_client.repository_copy import BucketConfig, copy_repository
 from tests import stock_cli
 from tests.engines import ENGINES, EngineUnderTest, engine_ids
-from tests.harness import AgentProcess, manifest, new_id, unmount_below, write_tree
+from tests.harness import AgentProcess, adopting_orphans, manifest, new_id, unmount_below, wait_reaped, write_tree
 from tests.harness import catch_engine as harness_catch_engine
 
 FULL_ID = re.compile(r"[0-9a-f]{64}")
@@ -433,14 +432,11 @@ def test_agent_killed_mid_backup_then_restarted_backs_up_and_checks_clean(agent_
         (big / f"new-{index}.bin").write_bytes(os.urandom(1024 * 1024))
     operation = agent.backup(project_id)
     engine_child = catch_engine(agent, "backup")
-    agent.kill()
-    engine_child.kill()  # the engine dies with its agent, holding whatever lock it took
-    # Gone and reaped: restic's unlock keeps the lock of a pid that still exists, a zombie too,
-    # and this machine's init reaps orphans lazily.
-    deadline = time.monotonic() + 60
-    while psutil.pid_exists(engine_child.pid):
-        assert time.monotonic() < deadline, f"the killed engine {engine_child.pid} was not reaped"
-        time.sleep(0.02)
+    with adopting_orphans():
+        agent.kill()
+        engine_child.kill()  # the engine dies with its agent, holding whatever lock it took
+        # Gone and reaped: restic's unlock keeps the lock of a pid that still exists, a zombie too.
+        wait_reaped([engine_child])
     locks = agent.repository(project_id) / "locks"
     if engine.driver == "restic":  # the fault is real: restic's lock stays (rustic takes none)
         assert locks.is_dir() and any(locks.iterdir()), "the killed restic left no lock"

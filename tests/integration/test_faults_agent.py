@@ -19,7 +19,7 @@ import pytest
 from hub_client.proto.buckets.v1 import agent_pb2 as pb
 from tests import fault_table
 from tests.conftest import requires_restic
-from tests.harness import manifest, new_id, write_tree
+from tests.harness import kill_and_reap, manifest, new_id, write_tree
 from tests.integration.test_crash_recovery import engine_processes
 from tests.integration.test_operations import SLOW
 
@@ -55,20 +55,9 @@ def state_of(agent, project_id: str) -> tuple[dict, dict]:
 
 def kill_after(agent, delay: float) -> None:
     """SIGKILL the agent (its process group) ``delay`` seconds from now, then wait until every
-    engine process it ran is gone (they die with it: PDEATHSIG)."""
+    engine process it ran is gone and reaped (they die with it: PDEATHSIG)."""
     time.sleep(delay)
-    engines = engine_processes(agent)
-    agent.kill()
-    deadline = time.monotonic() + 15
-    for process in engines:
-        while psutil.pid_exists(process.pid):
-            try:
-                if process.status() == psutil.STATUS_ZOMBIE and time.monotonic() > deadline - 10:
-                    break
-            except psutil.NoSuchProcess:
-                break
-            assert time.monotonic() < deadline, f"engine process {process.pid} outlived the agent"
-            time.sleep(0.02)
+    kill_and_reap(agent, engine_processes(agent), timeout=15)
 
 
 def assert_no_engine_left(agent) -> None:

@@ -55,7 +55,9 @@ def test_s3_server_stopped_during_backup(agent_factory, own_s3_server, tmp_path)
     The moment of the fault is a seeded random delay after the backup started. The agent's
     ``stall_timeout`` is 4 s, so restic (which retries an unreachable endpoint for minutes) is
     stopped and the backup ends UNAVAILABLE within seconds; 2 s stopped healthy backups on a
-    loaded 2-core machine (repository init and key derivation do little I/O).
+    loaded 2-core machine (repository init and key derivation do little I/O). Its
+    ``kill_grace`` is 0.5 s: a restic stopped with its server killed spends any grace retrying
+    the removal of its lock, and is SIGKILLed after it (its lock stays, as from any kill).
     """
     rng = random.Random(SEED)
     server = own_s3_server
@@ -66,7 +68,7 @@ def test_s3_server_stopped_during_backup(agent_factory, own_s3_server, tmp_path)
         # Upload slowed so a backup of 1 MiB of new data lasts over 2 s: the fault (at most 1 s
         # after the start) lands inside it.
         agent = agent_factory("s3-faults", extra=server.agent_repository_config(password_file),
-                              limits="upload_limit_kib = 512\nstall_timeout = 4")
+                              limits="upload_limit_kib = 512\nstall_timeout = 4\nkill_grace = 0.5")
         project_id = make_project(agent)
         first = agent.wait(agent.backup(project_id).id, timeout=120)
         assert first.state == pb.SUCCEEDED, first.error

@@ -8,10 +8,12 @@ the restore, and against the repository read with stock restic.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
 import shutil
+import stat
 import subprocess
 import time
 import uuid
@@ -208,8 +210,30 @@ def test_a_clean_project_is_restored_without_a_pre_restore_snapshot_and_still_ke
     assert trees(agent, project_id) == clean
 
 
+@contextlib.contextmanager
+def no_room_for_new_files(directory: Path):
+    """Within the block ``directory`` holds the files it held (a flat directory) and no room for
+    another: a tmpfs with exactly one inode per file (and its root) is mounted over it, the
+    files copied in. A new file there fails ENOSPC, which stops root too and which the engines
+    take as final (restic retries an EPERM or EROFS for ~40 s before it gives up)."""
+    held = directory.parent / f".{directory.name}-held"
+    shutil.copytree(directory, held)
+    inodes = len(list(held.iterdir())) + 1
+    mode = f"{stat.S_IMODE(directory.stat().st_mode):o}"
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"nr_inodes={inodes},mode={mode}", "tmpfs", str(directory)],
+                   check=True, capture_output=True, timeout=60)
+    try:
+        shutil.copytree(held, directory, dirs_exist_ok=True)
+        yield
+    finally:
+        done = subprocess.run(["umount", str(directory)], capture_output=True, timeout=60)
+        if done.returncode != 0:
+            subprocess.run(["umount", "-l", str(directory)], capture_output=True, timeout=60)
+        shutil.rmtree(held)
+
+
 def test_a_failed_pre_restore_backup_fails_the_restore_and_leaves_the_project(agent_factory, btrfs_fs):
-    """The repository refuses new snapshot files (immutable directory, which stops root too): the
+    """The repository has no room for a new snapshot file (its filesystem is full): the
     pre-restore backup fails, and the restore with it before anything is staged or swapped."""
     base = btrfs_fs.mountpoint / f"agent-{uuid.uuid4().hex[:8]}"
     agent = agent_factory(base.name, backend="btrfs", base=base)
@@ -217,13 +241,11 @@ def test_a_failed_pre_restore_backup_fails_the_restore_and_leaves_the_project(ag
     snapshot_id = backed_up(agent, project_id).summary.snapshot_id
     unsaved_changes(agent, project_id)
     before = trees(agent, project_id)
-    locked = agent.repository(project_id) / "snapshots"
-    subprocess.run(["chattr", "+i", str(locked)], check=True)
-    try:
+    with no_room_for_new_files(agent.repository(project_id) / "snapshots"):
         restore = agent.wait(agent.restore(project_id, snapshot_id).id, timeout=300)
-    finally:
-        subprocess.run(["chattr", "-i", str(locked)], check=True)
     assert restore.state == pb.FAILED, restore
+    # Its pre-restore backup is what failed, for want of room.
+    assert (restore.error.code, "backup" in restore.error.message) == ("RESOURCE_EXHAUSTED", True), restore.error
     assert trees(agent, project_id) == before
     assert kept_places(agent) == []
     assert agent.staging_after_cleanup() == []

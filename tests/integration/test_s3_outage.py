@@ -32,6 +32,9 @@ PROJECT_MIB = 48
 # 0.18 was seen to go on with I/O for ~25 s after the kill (retries while its backoff is short,
 # and the rest of the tree) before it stalls.
 STALL_TIMEOUT = 5
+# A stalled engine stopped with its server killed spends any grace after SIGTERM retrying (the
+# removal of its lock) and is SIGKILLed after it: a short one, as in the fault suite.
+KILL_GRACE = 0.5
 
 
 def keys_under(server, prefix: str) -> set[str]:
@@ -60,7 +63,7 @@ def test_s3_server_killed_mid_backup_then_back_on_the_same_data(
     agent = agent_factory(
         "outage", engine=engine_under_test.driver,
         extra=engine_under_test.engine_lines() + server.agent_repository_config(password_file),
-        limits=f"stall_timeout = {STALL_TIMEOUT}",
+        limits=f"stall_timeout = {STALL_TIMEOUT}\nkill_grace = {KILL_GRACE}",
     )
     home, persist = agent.home(project_id), agent.persist(project_id)
     home.mkdir(parents=True)

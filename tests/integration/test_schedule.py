@@ -6,18 +6,20 @@ its call; a Restore, a Delete or a Verify during a scheduled one cancels it and 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import re
 import sqlite3
 import time
 
+import psutil
 import pytest
 
 from hub_client.proto.buckets.v1 import agent_pb2 as pb
 from tests import cheap_repository
 from tests.conftest import requires_restic
-from tests.harness import TERMINAL_STATES, catch_engine, create_project, manifest, new_id
+from tests.harness import TERMINAL_STATES, adopting_orphans, catch_engine, create_project, manifest, new_id, wait_reaped
 from tests.tools import require_tool
 
 pytestmark = [requires_restic]
@@ -173,8 +175,13 @@ def test_a_sigkill_mid_backup_leaves_no_state_behind_and_the_schedule_goes_on(ag
     big = create_project(agent, files=40, size=64 * 1024)
     small = create_project(agent, files=2)
     engine, caught = caught_scheduled_backup(agent)
-    agent.kill()
-    engine.kill()  # its own process group: not reached by the agent's
+    with adopting_orphans():
+        agent.kill()
+        # Its own process group, not reached by the agent's kill; it may be gone already (it dies
+        # with the agent: PDEATHSIG).
+        with contextlib.suppress(psutil.NoSuchProcess):
+            engine.kill()
+        wait_reaped([engine])
 
     agent.start()
     assert agent.stub.GetOperation(pb.GetOperationRequest(operation_id=caught.id), timeout=10).state == pb.INTERRUPTED

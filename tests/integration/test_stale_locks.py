@@ -26,7 +26,7 @@ import pytest
 
 from hub_client.proto.buckets.v1 import agent_pb2 as pb
 from tests.conftest import requires_restic
-from tests.harness import manifest, new_id, write_tree
+from tests.harness import kill_and_reap, manifest, new_id, write_tree
 from tests.integration.test_crash_recovery import engine_processes
 from tests.integration.test_operations import SLOW
 
@@ -125,13 +125,8 @@ def wait_for_engine_lock(agent, repository: Path, subcommand: str, operation_id:
 
 def kill_agent_and_wait(agent, engines: list[psutil.Process]) -> None:
     """SIGKILL the agent; wait until its engines are gone, reaped too (a zombie's pid still
-    exists for restic's stale-lock test, and this machine's init reaps orphans lazily)."""
-    agent.kill()
-    deadline = time.monotonic() + 60
-    for process in engines:
-        while psutil.pid_exists(process.pid):
-            assert time.monotonic() < deadline, f"engine {process.pid} outlived the agent"
-            time.sleep(0.02)
+    exists for restic's stale-lock test)."""
+    kill_and_reap(agent, engines)
 
 
 def interrupted(agent, operation_id: str) -> pb.Operation:
