@@ -27,6 +27,7 @@ class HubProcess:
     freshness_interval: float = 0.0
     freshness_bound: float = 300.0
     keepalive_interval: float = 10.0
+    lease_seconds: float = 15.0
     extra: str = ""
     # For a hub with [server.tls] / [auth] (in ``extra``): the channel's credentials (TLS composed
     # with a bearer token), so ``stub`` and the health check work.
@@ -46,6 +47,7 @@ class HubProcess:
         self.config_path.write_text(
             f'store = "{store}"\nfreshness_interval = {self.freshness_interval}\n'
             f"freshness_bound = {self.freshness_bound}\nkeepalive_interval = {self.keepalive_interval}\n"
+            f"lease_seconds = {self.lease_seconds}\n"
             f'[server]\nlisten = "127.0.0.1:0"\nport_file = "{self.port_file}"\ngrace_period = 5\n'
             f"{self.extra}")
 
