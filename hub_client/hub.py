@@ -395,6 +395,7 @@ class Hub:
         and the project's region changes with its placement; the source region's repository is
         removed with the source copy, after completion."""
         project = self.store.get_project(project_id)
+        self.store.get_host(target_host)  # NotFound naming the target itself
         if project.host_id is None:
             raise MoveRefused(f"project {project_id} has no placement to move from")
         if project.host_id == target_host:
@@ -405,8 +406,9 @@ class Hub:
         if refused and active.target_host == target_host and active.cross_region == cross_region:
             move = self.runner(active.id, **runner_hooks).retry(force=force)
         else:
-            if refused:  # asked again differently: the refused record (nothing was done) gives way
-                self.runner(active.id).cancel()
+            if refused:  # asked again differently: the refused record (nothing was done) gives way,
+                # and its "cancelled" entry goes to the caller's observer too: said, not silent.
+                self.runner(active.id, observer=observer).cancel()
             move = self.store.create_move(project_id, project.host_id, target_host, force=force,
                                           cross_region=cross_region)
             move = self.runner(move.id, **runner_hooks).start()

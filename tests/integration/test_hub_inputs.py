@@ -72,3 +72,22 @@ def test_remove_and_undrain_and_force_off_say_what_they_did(tmp_path):
     gone = buckets(store, "hosts", "remove", "host-a")
     assert gone.returncode == 0, gone.stderr
     assert listed(store, "hosts") == []
+
+
+def test_a_move_names_a_missing_target_and_says_when_it_replaces_a_refused_move(tmp_path):
+    store = tmp_path / "hub.sqlite"
+    project = str(uuid.uuid4())
+    for host in ("host-a", "host-b", "host-c"):  # nothing answers at these addresses
+        assert buckets(store, "hosts", "add", host, "127.0.0.1:1", "--region", "eu").returncode == 0
+    assert buckets(store, "projects", "add", project, "--host", "host-a", "--region", "eu").returncode == 0
+
+    missing = buckets(store, "move", project, "--to", "host-zz")
+    assert missing.returncode == 2 and "host host-zz not found" in missing.stderr, missing.stderr
+    assert "host-a" not in missing.stderr
+
+    refused = buckets(store, "--json", "move", project, "--to", "host-b")
+    assert refused.returncode == 1, refused.stderr  # preflight: the hosts do not answer
+    first = json.loads(refused.stdout.splitlines()[0])["move_id"]
+    again = buckets(store, "--json", "move", project, "--to", "host-c")
+    said = [json.loads(line) for line in again.stdout.splitlines() if line.strip()]
+    assert any(e["move_id"] == first and e["kind"] == "cancelled" for e in said), said

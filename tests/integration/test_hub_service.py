@@ -19,7 +19,7 @@ from hub_client.proto.buckets.v1 import agent_pb2 as apb
 from hub_client.proto.buckets.v1 import hub_pb2 as hpb
 from hub_client.move import SENTINEL_PATH, sentinel_for
 from tests.conftest import requires_restic
-from tests.harness import REPO_ROOT, AgentProcess, create_project, manifest, write_tree
+from tests.harness import REPO_ROOT, AgentProcess, create_project, manifest, unmount_below, write_tree
 from tests.hub_process import HubProcess
 
 pytestmark = requires_restic
@@ -55,6 +55,7 @@ def service(tmp_path_factory):
         for agent in agents:
             agent.stop()
             agent.kill()
+            unmount_below(agent.base)  # a moved project's frozen source copy (its read-only binds)
 
 
 def add_project(hub: HubProcess, agent: AgentProcess, host_id: str, *, files: int) -> str:

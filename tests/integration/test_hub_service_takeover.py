@@ -12,7 +12,7 @@ import pytest
 from hub_client.proto.buckets.v1 import agent_pb2 as apb
 from hub_client.proto.buckets.v1 import hub_pb2 as hpb
 from tests.conftest import requires_restic
-from tests.harness import AgentProcess, manifest, write_tree
+from tests.harness import AgentProcess, manifest, unmount_below, write_tree
 from tests.hub_process import HubProcess
 
 pytestmark = requires_restic
@@ -35,6 +35,8 @@ def two_agents(tmp_path):
         for agent in agents:
             agent.stop()
             agent.kill()
+        for agent in agents:
+            unmount_below(agent.base)  # a frozen source's read-only binds, should a test fail mid-move
 
 
 def hub_on(path, store: str = "") -> HubProcess:
