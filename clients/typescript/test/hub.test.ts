@@ -11,7 +11,7 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import { after, before, test } from "node:test";
 
-import { AgentClient, BucketsError, HubClient, toBigInt } from "../src";
+import { AgentClient, BucketsError, HubClient, LogEnd, toBigInt } from "../src";
 import type { LogEntry__Output } from "../src/generated/buckets/v1/LogEntry";
 import type { LogUpdate__Output } from "../src/generated/buckets/v1/LogUpdate";
 import { AgentProcess, PYTHON, REPO_ROOT } from "./support/agent-process";
@@ -248,4 +248,25 @@ test("drain a host (every dirty project backed up, per its agent), then undrain"
     JSON.stringify(status));
   assert.equal((await hub.getHost("host-a")).status, "draining");
   assert.equal((await hub.undrainHost("host-a")).status, "running");
+});
+
+test("LogEnd decides the end as hub_client/service/logs.py does", () => {
+  const fromStart = new LogEnd(1n);
+  fromStart.opened();
+  fromStart.job("JOB_FAILED");
+  assert.equal(fromStart.ended(), false, "no ending entry given yet");
+  for (const [kind, ended] of [["step", false], ["failed", true], ["attempt", false], ["step", false],
+    ["complete", true], ["frozen", true]] as const) {
+    fromStart.entry(kind);
+    assert.equal(fromStart.ended(), ended, `after ${kind}`);
+  }
+  const later = new LogEnd(7n); // what came before seq 7 is unknown here
+  later.opened();
+  later.job("JOB_RUNNING");
+  assert.equal(later.ended(), false);
+  later.opened();
+  later.job("JOB_SUCCEEDED");
+  assert.equal(later.ended(), true, "the service's word: the ending entry lies before from_seq");
+  later.entry("attempt");
+  assert.equal(later.ended(), false, "a new attempt seen: its ending entry is awaited");
 });
