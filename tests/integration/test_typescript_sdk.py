@@ -1,6 +1,7 @@
 """The TypeScript SDK's own tests (clients/typescript/test, Node's test runner) against a real
 agent that they start: npm ci once (scripts/typescript_sdk.sh, cached by the lock file's hash),
-build (the types generated from every protos/buckets/v1/*.proto, tsc), node --test. Fails with
+build (the types generated from every protos/buckets/v1/*.proto, tsc), node --test over every
+compiled test/*.test.ts (agent.test, security.test, hub.test: a real hub service too). Fails with
 Node's output when a Node test fails; skips, saying why, only when node or npm is missing."""
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import requires_restic
+from tests.harness import unmount_below
 
 REPO = Path(__file__).resolve().parents[2]
 SDK = REPO / "clients" / "typescript"
@@ -26,9 +28,10 @@ def run(argv: list[str], timeout: float, **kwargs) -> subprocess.CompletedProces
 
 
 def stop_agents(pids: Path) -> None:
-    """SIGKILL the process group of every agent the Node tests started (each leads its own) that
-    still runs: a line is "<pid> <config path>", and a pid counts only while its command line
-    still names that config (not a later process that got the same pid)."""
+    """SIGKILL the process group of every agent and hub the Node tests started (each leads its
+    own) that still runs: a line is "<pid> <config path>", and a pid counts only while its command
+    line still names that config (not a later process that got the same pid); then remove its
+    temporary base, a frozen project's read-only binds detached first."""
     if not pids.exists():
         return
     for line in pids.read_text().splitlines():
@@ -39,6 +42,7 @@ def stop_agents(pids: Path) -> None:
         except (OSError, ValueError):
             pass  # stopped already
         if config and Path(config).parent.name.startswith("buckets-ts-"):
+            unmount_below(Path(config).parent)
             shutil.rmtree(Path(config).parent, ignore_errors=True)  # its temporary base
 
 

@@ -1,6 +1,6 @@
 // One generic client of any buckets.v1 service: channel (plaintext, TLS or mTLS), bearer token,
 // a deadline per call, retry of UNAVAILABLE, errors as BucketsError. AgentClient (agent.ts) is a
-// thin typed layer on it; a HubClient for buckets.v1.Hub is the same few lines.
+// thin typed layer on it, HubClient (hub.ts) another.
 //
 // 64-bit fields: the protos are loaded with longs as String, so every int64/uint64 of a response
 // is a decimal string (exact, JSON-safe); requests take number | string | Long. `toBigInt`

@@ -28,6 +28,13 @@ export interface FollowSpec<Update, Event> {
   what: string;
   /** Told of each reopening (tests, logs). */
   onReconnect?(fromSeq: bigint, reason: string): void;
+  /**
+   * Asked when a stream ends without error (and without a skipped seq or silence): whether the
+   * follow is over. Absent: over when the stream's state message said finished and no event is
+   * left (state.lastSeq < the next seq). A stream whose events are never `terminal` (the hub's
+   * logs, which may carry entries after the ending one) ends the follow only through this.
+   */
+  ended?(): boolean;
 }
 
 /** Codes on which a stream is reopened (besides the idle timeout). */
@@ -36,7 +43,8 @@ export const RECONNECT_CODES: ReadonlySet<grpc.status> = new Set([
 ]);
 
 /**
- * Yield the events with seq >= `fromSeq` in order until the terminal one. A stream that drops
+ * Yield the events with seq >= `fromSeq` in order until the terminal one (or a stream end that
+ * `spec.ended` accepts). A stream that drops
  * (UNAVAILABLE, DEADLINE_EXCEEDED), stays silent for `idleTimeoutMs`, ends early or jumps over a
  * sequence number is reopened from the next one; other errors (NOT_FOUND ...) are thrown at once
  * as BucketsError. When `fromSeq` is past the terminal event of a finished stream, nothing is
@@ -84,7 +92,9 @@ export async function* follow<Update, Event>(spec: FollowSpec<Update, Event>, fr
         if (reading.terminal) return;
         arm();
       }
-      if (!jumped && !idle && state !== null && state.finished && state.lastSeq < next) return;
+      if (!jumped && !idle) {
+        if (spec.ended ? spec.ended() : state !== null && state.finished && state.lastSeq < next) return;
+      }
     } catch (error) {
       if (!idle) {
         const failed = BucketsError.from(error);

@@ -3,7 +3,7 @@
 // port the OS picks (read from its port file), the directory backend and Debian's restic.
 // Stopped with its whole process group, also when a test fails or the runner exits.
 
-import { ChildProcess, spawn } from "node:child_process";
+import { ChildProcess, spawn, spawnSync } from "node:child_process";
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
@@ -16,7 +16,8 @@ process.on("exit", () => {
   for (const child of running) killGroup(child);
 });
 
-function killGroup(child: ChildProcess): void {
+/** SIGKILL the process group `child` leads (started detached), unless it has exited. */
+export function killGroup(child: ChildProcess): void {
   if (child.pid === undefined || child.exitCode !== null || child.signalCode !== null) return;
   try {
     process.kill(-child.pid, "SIGKILL");
@@ -25,14 +26,49 @@ function killGroup(child: ChildProcess): void {
   }
 }
 
+/** Detach every mount at or below `root`, deepest first (a directory-backend freeze's read-only
+ * binds: a source a move froze and left, a move stopped mid-way), as tests/harness.py
+ * unmount_below does. */
+export function unmountBelow(root: string): void {
+  if (!fs.existsSync(root)) return;
+  const real = fs.realpathSync(root);
+  const points = fs.readFileSync("/proc/self/mountinfo", "utf8").split("\n")
+    .map((line) => line.split(" ")[4])
+    .filter((point): point is string => point !== undefined)
+    .map((point) => point.replace(/\\([0-7]{3})/g, (_, octal) => String.fromCharCode(parseInt(octal, 8))))
+    .filter((point) => point === real || point.startsWith(`${real}/`));
+  for (const point of [...new Set(points)].sort((a, b) => b.length - a.length)) {
+    spawnSync("umount", ["-l", point], { stdio: "ignore" });
+  }
+}
+
+/**
+ * Kill `child`'s process group when this process exits, and list it (pid and the config path its
+ * command line names) in $BUCKETS_TS_PIDS_FILE: for a runner that kills this process (a timeout),
+ * which process groups to stop then (tests/integration/test_typescript_sdk.py).
+ */
+export function track(child: ChildProcess, config: string): void {
+  running.add(child);
+  if (process.env.BUCKETS_TS_PIDS_FILE && child.pid !== undefined) {
+    fs.appendFileSync(process.env.BUCKETS_TS_PIDS_FILE, `${child.pid} ${config}\n`);
+  }
+}
+
+/** Stop tracking `child` after killing it. */
+export function untrack(child: ChildProcess): void {
+  killGroup(child);
+  running.delete(child);
+}
+
 export class AgentProcess {
   readonly base: string;
   readonly logPath: string;
   child: ChildProcess | undefined;
   port = 0;
 
-  /** `extra`: TOML appended to the config (e.g. [server.tls], [auth]). */
-  constructor(readonly name = "agent", readonly extra = "") {
+  /** `extra`: TOML appended to the config (e.g. [server.tls], [auth]); the agent's host_id is
+   * `hostId` (default "ts-<name>"). */
+  constructor(readonly name = "agent", readonly extra = "", readonly hostId = `ts-${name}`) {
     this.base = fs.mkdtempSync(path.join(os.tmpdir(), `buckets-ts-${name}-`));
     this.logPath = path.join(this.base, "agent.log");
   }
@@ -50,11 +86,15 @@ export class AgentProcess {
     return path.join(this.base, "projects", `project-${projectId}`);
   }
 
+  get configPath(): string {
+    return path.join(this.base, "agent.toml");
+  }
+
   async start(timeoutMs = 30_000): Promise<this> {
     const portFile = path.join(this.base, "agent.port");
     const config = path.join(this.base, "agent.toml");
     fs.writeFileSync(config, `
-host_id = "ts-${this.name}"
+host_id = "${this.hostId}"
 base_dir = "${this.base}"
 backend = "directory"
 
@@ -79,11 +119,7 @@ ${this.extra}
       cwd: REPO_ROOT, stdio: ["ignore", log, log], detached: true,
     });
     fs.closeSync(log);
-    running.add(this.child);
-    // For a runner that kills this process (a timeout): which process groups to stop then.
-    if (process.env.BUCKETS_TS_PIDS_FILE && this.child.pid !== undefined) {
-      fs.appendFileSync(process.env.BUCKETS_TS_PIDS_FILE, `${this.child.pid} ${config}\n`);
-    }
+    track(this.child, config);
     const deadline = Date.now() + timeoutMs;
     while (!fs.existsSync(portFile) || fs.readFileSync(portFile, "utf8").trim() === "") {
       if (this.child.exitCode !== null) throw new Error(`the agent exited with ${this.child.exitCode}:\n${this.logTail()}`);
@@ -104,10 +140,8 @@ ${this.extra}
 
   /** SIGKILL the agent's process group (it and its engine children) and remove its files. */
   stop(): void {
-    if (this.child !== undefined) {
-      killGroup(this.child);
-      running.delete(this.child);
-    }
+    if (this.child !== undefined) untrack(this.child);
+    unmountBelow(this.base);
     fs.rmSync(this.base, { recursive: true, force: true });
   }
 
