@@ -247,6 +247,8 @@ def project_status_to_proto(status) -> pb.ProjectStatus:
         message.running_operation.CopyFrom(operation_to_proto(status.running_operation))
     if status.last_error is not None:
         message.last_error.CopyFrom(error_to_proto(status.last_error))
+        if status.last_error_time is not None:
+            message.last_error_time.CopyFrom(timestamp(status.last_error_time))
     if fresh.unprotected_since is not None:
         message.unprotected_since.CopyFrom(timestamp(fresh.unprotected_since))
     message.unprotected_age_seconds = status.unprotected_age

@@ -83,6 +83,7 @@ class ProjectStatus:
     repository_location: str
     last_restore: dict | None
     observed_at: float = 0.0  # the "now" of the unprotected age
+    last_error_time: float | None = None  # when the operation of last_error ended
     over_rpo_reason: str = ""  # one of rpo.REASONS when the age is over the host's RPO
 
     @property
@@ -1082,8 +1083,7 @@ class AgentService:
         if present:
             await fresh.observe(self.journal, self.backend, project_id)
         running = self.operations.active_operation(project_id)
-        last_failed = self.operations.list(project_id=project_id, states=[OperationState.FAILED], page_size=1,
-                                           page_token="")[0]
+        last_failed = self._standing_failure(project_id)
         state = fresh.freshness(self.journal, project_id)
         if present and state.last_backup is None and state.unprotected_since is None:
             self.journal.ensure_projects([project_id])  # never heard of: unprotected from now on
@@ -1098,7 +1098,8 @@ class AgentService:
             over_rpo_reason=self.over_rpo_reason(project_id, state, observed_at) if present else "",
             frozen=present and await self.backend.is_frozen(project_id),
             running_operation=running,
-            last_error=last_failed[0].error if last_failed else None,
+            last_error=last_failed.error if last_failed else None,
+            last_error_time=(last_failed.finished_at or last_failed.created_at) if last_failed else None,
             repository_location=self._repository_display(project_id),
             last_restore=self.journal.last_restore(project_id),
         )
@@ -1201,6 +1202,20 @@ class AgentService:
         if self.backend.exists(project_id) and await self.backend.is_frozen(project_id):
             raise errors.ProjectFrozen(f"project {project_id} is frozen; it cannot have been edited", project_id=project_id)
         self.journal.mark_changed(project_id, time.time() if when is None else when)
+
+    def _standing_failure(self, project_id: str) -> OperationRecord | None:
+        """The project's newest FAILED operation, unless an operation of the same kind ended
+        well after it (then that failure is history, not the project's state)."""
+        failed = self.operations.list(project_id=project_id, states=[OperationState.FAILED], page_size=1,
+                                      page_token="")[0]
+        if not failed:
+            return None
+        ended_well = [OperationState.SUCCEEDED, OperationState.SUCCEEDED_WITH_WARNINGS, OperationState.UP_TO_DATE]
+        ok = self.operations.list(project_id=project_id, states=ended_well, page_size=100, page_token="")[0]
+        ended = failed[0].finished_at or failed[0].created_at
+        if any(op.kind is failed[0].kind and (op.finished_at or op.created_at) > ended for op in ok):
+            return None
+        return failed[0]
 
     async def reconcile(self) -> fresh.Observed:
         """One freshness look at every project on the host (:func:`agent.freshness.observe_all`);

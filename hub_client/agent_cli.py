@@ -713,7 +713,7 @@ def project_status_text(status: pb.ProjectStatus) -> str:
     if status.running_operation.id:
         lines.append(f"running     {operation_line(status.running_operation)}")
     if status.last_error.code:
-        lines.append(f"last error  {status.last_error.code} {status.last_error.message}")
+        lines.append(f"last error  {_when(status.last_error_time)}  {status.last_error.code} {status.last_error.message}")
     if status.repository_location:
         lines.append(f"repository  {status.repository_location}")
     return "\n".join(lines)

@@ -179,3 +179,26 @@ def test_a_write_made_while_the_agent_was_down_counts_in_the_first_host_status(r
     agent.start()
     host = agent.stub.GetHostStatus(pb.GetHostStatusRequest(), timeout=10)  # the very first call
     assert (host.projects, host.dirty, host.up_to_date) == (1, 1, 0)
+
+
+def test_the_last_error_shows_with_its_time_until_an_operation_of_its_kind_succeeds(agent_factory, project_id):
+    agent = agent_factory("last-error")
+    assert agent.wait(ensure(agent, project_id).id).state == pb.SUCCEEDED
+    write_tree(agent.home(project_id), files=5)
+    assert agent.wait(agent.backup(project_id).id).state == pb.SUCCEEDED  # makes the repository
+    assert not status(agent, project_id).last_error.code
+    wrong = pb.RepositorySpec(local=pb.LocalRepository(path=str(agent.repository(project_id))),
+                              password="not-the-password")
+    before = time.time()
+    failed = agent.wait(agent.backup(project_id, repository=wrong, force=True).id)
+    assert failed.state == pb.FAILED
+    shown = status(agent, project_id)
+    assert shown.last_error.code == failed.error.code and shown.last_error.message == failed.error.message
+    assert before - 1 <= shown.last_error_time.ToSeconds() <= time.time() + 1
+    # A verify that succeeds is another kind: the backup's failure still stands.
+    assert agent.wait(agent.verify(project_id).id).state == pb.SUCCEEDED
+    assert status(agent, project_id).last_error.code == failed.error.code
+    # A backup that succeeds clears it.
+    assert agent.wait(agent.backup(project_id, force=True).id).state == pb.SUCCEEDED
+    cleared = status(agent, project_id)
+    assert not cleared.last_error.code and not cleared.HasField("last_error_time")

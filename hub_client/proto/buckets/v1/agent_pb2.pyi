@@ -514,7 +514,7 @@ class RestoreReceipt(_message.Message):
     def __init__(self, snapshot_id: _Optional[str] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., operation_id: _Optional[str] = ...) -> None: ...
 
 class ProjectStatus(_message.Message):
-    __slots__ = ("project_id", "present", "size_bytes", "last_backup", "last_backup_snapshot_id", "last_change", "dirty", "frozen", "running_operation", "last_error", "repository_location", "last_restore", "unprotected_since", "unprotected_age_seconds", "over_rpo", "over_rpo_reason")
+    __slots__ = ("project_id", "present", "size_bytes", "last_backup", "last_backup_snapshot_id", "last_change", "dirty", "frozen", "running_operation", "last_error", "repository_location", "last_restore", "unprotected_since", "unprotected_age_seconds", "over_rpo", "over_rpo_reason", "last_error_time")
     PROJECT_ID_FIELD_NUMBER: _ClassVar[int]
     PRESENT_FIELD_NUMBER: _ClassVar[int]
     SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
@@ -531,6 +531,7 @@ class ProjectStatus(_message.Message):
     UNPROTECTED_AGE_SECONDS_FIELD_NUMBER: _ClassVar[int]
     OVER_RPO_FIELD_NUMBER: _ClassVar[int]
     OVER_RPO_REASON_FIELD_NUMBER: _ClassVar[int]
+    LAST_ERROR_TIME_FIELD_NUMBER: _ClassVar[int]
     project_id: str
     present: bool
     size_bytes: int
@@ -547,7 +548,8 @@ class ProjectStatus(_message.Message):
     unprotected_age_seconds: float
     over_rpo: bool
     over_rpo_reason: str
-    def __init__(self, project_id: _Optional[str] = ..., present: bool = ..., size_bytes: _Optional[int] = ..., last_backup: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_backup_snapshot_id: _Optional[str] = ..., last_change: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., dirty: bool = ..., frozen: bool = ..., running_operation: _Optional[_Union[Operation, _Mapping]] = ..., last_error: _Optional[_Union[OperationError, _Mapping]] = ..., repository_location: _Optional[str] = ..., last_restore: _Optional[_Union[RestoreReceipt, _Mapping]] = ..., unprotected_since: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., unprotected_age_seconds: _Optional[float] = ..., over_rpo: bool = ..., over_rpo_reason: _Optional[str] = ...) -> None: ...
+    last_error_time: _timestamp_pb2.Timestamp
+    def __init__(self, project_id: _Optional[str] = ..., present: bool = ..., size_bytes: _Optional[int] = ..., last_backup: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_backup_snapshot_id: _Optional[str] = ..., last_change: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., dirty: bool = ..., frozen: bool = ..., running_operation: _Optional[_Union[Operation, _Mapping]] = ..., last_error: _Optional[_Union[OperationError, _Mapping]] = ..., repository_location: _Optional[str] = ..., last_restore: _Optional[_Union[RestoreReceipt, _Mapping]] = ..., unprotected_since: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., unprotected_age_seconds: _Optional[float] = ..., over_rpo: bool = ..., over_rpo_reason: _Optional[str] = ..., last_error_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class GetHostStatusRequest(_message.Message):
     __slots__ = ("over_rpo_limit",)
