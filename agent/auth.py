@@ -23,14 +23,13 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 import grpc
 import structlog
 
 from agent import errors, logs, status_codes
 from agent.config import AUTH_ROLES, AuthConfig, AuthToken
-from agent.status_codes import status_code_for
 
 log = structlog.get_logger("agent.auth")
 
@@ -140,8 +139,11 @@ def role_for_token(presented: str, tokens: Sequence[AuthToken]) -> str | None:
 
 
 def check(full_method: str, metadata: Iterable[tuple[str, str | bytes]] | None,
-          tokens: Sequence[AuthToken]) -> str | None:
+          tokens: Sequence[AuthToken], *, role_of: Callable[[str], str] = required_role,
+          server: str = "agent") -> str | None:
     """Decide one call: return the caller's role (None when no tokens are configured).
+    ``role_of`` gives the role a method needs (the hub passes its own table); ``server`` names
+    the server in the messages.
 
     Raises:
         errors.Unauthenticated: tokens are configured and the call carries none, or an unknown one.
@@ -151,11 +153,11 @@ def check(full_method: str, metadata: Iterable[tuple[str, str | bytes]] | None,
         return None
     presented = bearer_token(metadata)
     if presented is None:
-        raise errors.Unauthenticated("this agent requires a bearer token (metadata authorization: Bearer <token>)")
+        raise errors.Unauthenticated(f"this {server} requires a bearer token (metadata authorization: Bearer <token>)")
     role = role_for_token(presented, tokens)
     if role is None:
-        raise errors.Unauthenticated("the bearer token is not valid for this agent")
-    required = required_role(full_method)
+        raise errors.Unauthenticated(f"the bearer token is not valid for this {server}")
+    required = role_of(full_method)
     if not allows(role, required):
         method = full_method.rsplit("/", 1)[-1]
         raise errors.PermissionDenied(
@@ -192,21 +194,26 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
     never the token presented.
     """
 
-    def __init__(self, tokens: Sequence[AuthToken]) -> None:
+    def __init__(self, tokens: Sequence[AuthToken], *, role_of: Callable[[str], str] = required_role,
+                 server: str = "agent",
+                 status_of: Callable[[BaseException, str], grpc.Status] = status_codes.status_for) -> None:
         self._tokens = tuple(tokens)
+        self._role_of, self._server, self._status_of = role_of, server, status_of
 
     async def intercept_service(self, continuation, handler_call_details: grpc.HandlerCallDetails):
         try:
-            check(handler_call_details.method, handler_call_details.invocation_metadata, self._tokens)
+            check(handler_call_details.method, handler_call_details.invocation_metadata, self._tokens,
+                  role_of=self._role_of, server=self._server)
         except errors.BucketsError as exc:
-            code = status_code_for(exc)
-            log.warning("rpc.refused", method=handler_call_details.method, code=code.name, reason=str(exc))
-            return _refusal(await continuation(handler_call_details), status_codes.status_for(exc, str(exc)))
+            status = self._status_of(exc, str(exc))
+            log.warning("rpc.refused", method=handler_call_details.method, code=status.code.name, reason=str(exc))
+            return _refusal(await continuation(handler_call_details), status)
         return await continuation(handler_call_details)
 
 
-def interceptors(config: AuthConfig) -> list[grpc.aio.ServerInterceptor]:
-    """The server interceptors for ``config``: none without tokens, else one :class:`AuthInterceptor`.
+def interceptors(config: AuthConfig, **checking) -> list[grpc.aio.ServerInterceptor]:
+    """The server interceptors for ``config``: none without tokens, else one :class:`AuthInterceptor`
+    (``checking``: its role_of / server / status_of, for the hub's service).
 
     The tokens are also registered with :mod:`agent.logs`, so no log event can
     carry one even by accident.
@@ -214,4 +221,4 @@ def interceptors(config: AuthConfig) -> list[grpc.aio.ServerInterceptor]:
     tokens = config.tokens or ()
     for token in tokens:
         logs.register_secret(token.token)
-    return [AuthInterceptor(tokens)] if tokens else []
+    return [AuthInterceptor(tokens, **checking)] if tokens else []

@@ -4,17 +4,14 @@ needs ``operator`` (fail closed)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 
 import grpc
-import structlog
 
-from agent import errors, logs
-from agent.auth import OPERATOR, READ_ONLY, READ_ONLY_SERVICES, _refusal, allows, bearer_token, role_for_token
-from agent.config import AuthConfig, AuthToken
+from agent import auth as agent_auth
+from agent.auth import OPERATOR, READ_ONLY, READ_ONLY_SERVICES
+from agent.config import AuthConfig
 from hub_client.service.status_codes import status_for
-
-log = structlog.get_logger("hub.auth")
 
 HUB_SERVICE = "buckets.v1.Hub"
 
@@ -39,40 +36,7 @@ def required_role(full_method: str) -> str:
     return READ_ONLY if service in READ_ONLY_SERVICES else OPERATOR
 
 
-def check(full_method: str, metadata, tokens: Sequence[AuthToken]) -> str | None:
-    """The caller's role (None without tokens); raises Unauthenticated / PermissionDenied."""
-    if not tokens:
-        return None
-    presented = bearer_token(metadata)
-    if presented is None:
-        raise errors.Unauthenticated("this hub requires a bearer token (metadata authorization: Bearer <token>)")
-    role = role_for_token(presented, tokens)
-    if role is None:
-        raise errors.Unauthenticated("the bearer token is not valid for this hub")
-    required = required_role(full_method)
-    if not allows(role, required):
-        method = full_method.rsplit("/", 1)[-1]
-        raise errors.PermissionDenied(f"{method} needs the {required} role; the token presented has the {role} role",
-                                      method=method, required_role=required, role=role)
-    return role
-
-
-class HubAuthInterceptor(grpc.aio.ServerInterceptor):
-    def __init__(self, tokens: Sequence[AuthToken]) -> None:
-        self._tokens = tuple(tokens)
-
-    async def intercept_service(self, continuation, details: grpc.HandlerCallDetails):
-        try:
-            check(details.method, details.invocation_metadata, self._tokens)
-        except errors.BucketsError as exc:
-            status = status_for(exc, str(exc))
-            log.warning("rpc.refused", method=details.method, code=status.code.name, reason=str(exc))
-            return _refusal(await continuation(details), status)
-        return await continuation(details)
-
-
 def interceptors(config: AuthConfig) -> list[grpc.aio.ServerInterceptor]:
-    tokens = config.tokens or ()
-    for token in tokens:
-        logs.register_secret(token.token)
-    return [HubAuthInterceptor(tokens)] if tokens else []
+    """The agent's token check (:mod:`agent.auth`) with the Hub's method roles and its refusals'
+    statuses (hub_client/service/status_codes.py)."""
+    return agent_auth.interceptors(config, role_of=required_role, server="hub", status_of=status_for)
