@@ -154,14 +154,20 @@ class Hub:
             existing = None
         if existing is not None and (existing.host_id, existing.region) != (host_id or None, region):
             # Re-registering says where the project lives now; never under a job that relies on it.
-            active = self.store.active_move(project_id)
-            if active is not None:
-                raise MoveInProgress(project_id, active.id, "the placement changes only through the move")
-            copying = self.store.list_copies(project_id=project_id, blocking=True)
-            if copying:
-                raise CopyInProgress(project_id, copying[0].id, "the placement does not change while files are "
-                                     "copied from or into the project")
+            self._require_no_job(project_id, moving="the placement changes only through the move",
+                                 copying="the placement does not change while files are copied from or into "
+                                         "the project")
         return self.store.upsert_project(Project(project_id, host_id or None, region, repository))
+
+    def _require_no_job(self, project_id: str, *, moving: str, copying: str) -> None:
+        """MoveInProgress (``moving``) while a move of the project is active, CopyInProgress
+        (``copying``) while a copy from or into it is pending or running."""
+        active = self.store.active_move(project_id)
+        if active is not None:
+            raise MoveInProgress(project_id, active.id, moving)
+        copies = self.store.list_copies(project_id=project_id, blocking=True)
+        if copies:
+            raise CopyInProgress(project_id, copies[0].id, copying)
 
     def remove_project(self, project_id: str) -> bool:
         """Forget a project's record (its files and backups stay where they are: `delete` removes
@@ -262,13 +268,8 @@ class Hub:
             project = self.store.get_project(project_id)
         except NotFound:
             return False
-        active = self.store.active_move(project_id)
-        if active is not None:
-            raise MoveInProgress(project_id, active.id, "a project is not deleted while it moves")
-        copying = self.store.list_copies(project_id=project_id, blocking=True)
-        if copying:
-            raise CopyInProgress(project_id, copying[0].id, "a project is not deleted while files are copied "
-                                 "from or into it")
+        self._require_no_job(project_id, moving="a project is not deleted while it moves",
+                             copying="a project is not deleted while files are copied from or into it")
         host = self._deleting_host(project)
         self._finished(f"deleting project {project_id} on {host.id}",
                        self.client(host).delete_project(project_id, delete_repository=True), observer)
