@@ -7,7 +7,6 @@ one event per call and turn agent errors into status codes via
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import time
 from typing import AsyncIterator, Callable
@@ -17,6 +16,7 @@ import structlog
 from google.protobuf.message import DecodeError
 
 from agent import convert, errors, status_codes
+from agent.in_flight import CallsInFlight
 from agent.model import OperationRecord, ProgressEvent
 from agent.service import AgentService
 from agent.status_codes import status_code_for
@@ -174,31 +174,12 @@ def _repository(request) -> object:
     return convert.repository_from_proto(request.repository, request.HasField("repository"))
 
 
-class AgentServicer(pb_grpc.AgentServicer):
+class AgentServicer(CallsInFlight, pb_grpc.AgentServicer):
     """Takes the :class:`AgentService` it serves."""
 
     def __init__(self, service: AgentService) -> None:
         self._service = service
-        self._in_flight = 0
-        self._idle = asyncio.Event()
-        self._idle.set()
-
-    def _enter(self) -> None:
-        self._in_flight += 1
-        self._idle.clear()
-
-    def _leave(self) -> None:
-        self._in_flight -= 1
-        if self._in_flight == 0:
-            self._idle.set()
-
-    async def wait_idle(self, timeout: float) -> bool:
-        """Wait until none of this servicer's calls is in flight; False when ``timeout`` passed first."""
-        try:
-            await asyncio.wait_for(self._idle.wait(), timeout)
-            return True
-        except asyncio.TimeoutError:
-            return False
+        self._init_in_flight()
 
     # ------------------------------------------------------------ operations
 

@@ -12,6 +12,7 @@ from typing import Callable
 import grpc
 import structlog
 
+from agent.in_flight import CallsInFlight
 from agent.servicer import Undecodable, _lenient, status_message
 from agent.errors import InvalidArgument
 from hub_client.proto.buckets.v1 import agent_pb2 as apb
@@ -113,32 +114,14 @@ def _host(view: HostView) -> hpb.Host:
     return convert.host_message(view.host, view.backup, probed=view.probed, answer=view.answer)
 
 
-class HubServicer(hpb_grpc.HubServicer):
+class HubServicer(CallsInFlight, hpb_grpc.HubServicer):
     """Takes the :class:`HubService` it serves and the keep-alive period of FollowLog."""
 
     def __init__(self, service: HubService, *, keepalive_interval: float = 10.0, poll: float = 0.25) -> None:
         self._service = service
         self._keepalive = keepalive_interval
         self._poll = poll
-        self._in_flight = 0
-        self._idle = asyncio.Event()
-        self._idle.set()
-
-    def _enter(self) -> None:
-        self._in_flight += 1
-        self._idle.clear()
-
-    def _leave(self) -> None:
-        self._in_flight -= 1
-        if self._in_flight == 0:
-            self._idle.set()
-
-    async def wait_idle(self, timeout: float) -> bool:
-        try:
-            await asyncio.wait_for(self._idle.wait(), timeout)
-            return True
-        except asyncio.TimeoutError:
-            return False
+        self._init_in_flight()
 
     def _project(self, project) -> hpb.Project:
         return convert.project_message(project, utcnow(), self._service.freshness_bound)
