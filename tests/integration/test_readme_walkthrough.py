@@ -127,12 +127,11 @@ def test_the_readme_walkthrough_runs_as_written(netns: str, tmp_path: Path) -> N
     logs = "".join(f"\n--- {log.name}\n{log.read_text()[-3000:]}" for log in sorted(work.glob("*.log")))
     assert ran.returncode == 0, f"exit {ran.returncode}\n{ran.stdout[-6000:]}\n{ran.stderr[-6000:]}{logs}"
 
-    # No agent left running: the pids it wrote are gone, and nothing runs in its namespace.
-    for pid_file in ("host-a.pid", "host-b.pid"):
-        pid = int((work / pid_file).read_text())
-        assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text().lower(), (
-            f"agent {pid} ({pid_file}) still runs")
-    assert namespace_pids(netns) == []
+    # No agent left running: nothing runs in its namespace (a pid of the machine's other
+    # processes may have been reused by now, a process in this namespace is ours).
+    agents = {int((work / name).read_text()): name for name in ("host-a.pid", "host-b.pid")}
+    left = namespace_pids(netns)
+    assert left == [], f"still running in the walk-through's namespace: {left} (the agents: {agents})"
 
     # The moved project is on host-b, byte for byte what was written, with the copied manual.
     assert files_under(work / "host-b/projects" / f"project-{WEB}") == {
