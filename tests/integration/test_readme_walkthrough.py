@@ -116,10 +116,11 @@ def test_the_readme_walkthrough_runs_as_written(netns: str, tmp_path: Path) -> N
     home.mkdir()
     (tmp_path / "walkthrough.sh").write_text(script)
     env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}", "HOME": str(home)}
-    for name in ("BUCKETS_STORE", "BUCKETS_AGENT_CONFIG", "BUCKETS_HUB_CONFIG", "BUCKETS_TOKEN"):
-        env.pop(name, None)  # a reader's fresh shell has none of these
+    for name in [name for name in env if name.startswith("BUCKETS_")]:
+        del env[name]  # a reader's fresh shell has none of these (store, configs, token, home)
     try:
-        ran = subprocess.run(["ip", "netns", "exec", netns, "bash", "-euo", "pipefail", str(tmp_path / "walkthrough.sh")],
+        ran = subprocess.run(["ip", "netns", "exec", netns, "bash", "-euo", "pipefail",
+                              str(tmp_path / "walkthrough.sh")],
                              cwd=home, env=env, capture_output=True, text=True, timeout=RUN_TIMEOUT)
     except subprocess.TimeoutExpired as exc:
         pytest.fail(f"the walk-through did not end in {RUN_TIMEOUT} s:\n{exc.stdout}\n{exc.stderr}")
