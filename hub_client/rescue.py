@@ -43,12 +43,22 @@ def same_snapshot(left: str, right: str) -> bool:
     return len(shorter) >= 8 and longer.startswith(shorter)
 
 
+def holds_changes(rescue: Rescue) -> bool:
+    """Whether the rescue's backup found new or changed files against its parent snapshot."""
+    return bool(rescue.bytes_added or rescue.files_new or rescue.files_changed)
+
+
 def changed_text(rescue: Rescue) -> str:
     """What a rescue holds beyond its parent, for the operator."""
-    if not (rescue.bytes_added or rescue.files_new or rescue.files_changed):
-        return "an earlier backup of the copy, not the moved snapshot"
-    return (f"{rescue.files_new} new and {rescue.files_changed} changed files, "
-            f"{rescue.bytes_added} bytes added")
+    if holds_changes(rescue):
+        return (f"{rescue.files_new} new and {rescue.files_changed} changed files, "
+                f"{rescue.bytes_added} bytes added")
+    if rescue.files_processed:
+        # A new snapshot whose engine found nothing new: what the directory backend gives, which
+        # cannot tell "unchanged" without a backup. Kept all the same: its parent may not be
+        # the moved snapshot.
+        return "no new or changed file against its parent snapshot"
+    return "an earlier backup of the copy, not the moved snapshot"
 
 
 def secure_source_copy(store: Store, client: AgentClient, move: Move, host: Host, log: Log, *,
@@ -96,8 +106,13 @@ def _record(store: Store, move: Move, host: Host, snapshot_id: str, summary: pb.
         files_new=summary.files_new, files_changed=summary.files_changed,
         bytes_processed=summary.bytes_processed, files_processed=summary.files_processed))
     moved = (move.snapshot_id or "")[:8] or "none"
-    log("rescue", f"copy on {host.id} held changes newer than the moved snapshot {moved}: rescued as snapshot "
-        f"{snapshot_id[:8]} ({changed_text(rescue)}) before its removal",
+    if holds_changes(rescue):
+        text = (f"copy on {host.id} held changes newer than the moved snapshot {moved}: rescued as snapshot "
+                f"{snapshot_id[:8]} ({changed_text(rescue)}) before its removal")
+    else:
+        text = (f"copy on {host.id} kept as rescue snapshot {snapshot_id[:8]} before its removal "
+                f"({changed_text(rescue)}; the moved snapshot is {moved})")
+    log("rescue", text,
         {"host": host.id, "snapshot_id": snapshot_id, "moved_snapshot_id": move.snapshot_id,
          "bytes_added": rescue.bytes_added, "files_new": rescue.files_new, "files_changed": rescue.files_changed})
     return rescue
