@@ -62,3 +62,15 @@ def api_paths(recorded: Iterable[str]) -> tuple[str, ...]:
     for path in recorded:
         found.update(api_path(path))
     return tuple(sorted(found, key=_order))
+
+
+def shown_path(recorded: str) -> str:
+    """One path an engine names (a file of a backup's warning) in the API form when it has exactly
+    one (:func:`api_path`), else as given."""
+    shown = api_path(recorded)
+    return shown[0] if len(shown) == 1 else recorded
+
+
+def shown_in(text: str, recorded: str) -> str:
+    """``text`` with every occurrence of the path ``recorded`` in its API form (:func:`shown_path`)."""
+    return text.replace(recorded, shown_path(recorded)) if recorded else text

@@ -45,3 +45,17 @@ def test_api_paths_keep_subpaths_and_foreign_paths_in_a_stable_order():
     assert api_paths(["/srv/x", f"{STATE_VIEW}/persist/b", f"{FIXED_ROOT}/project/z", "/project/a"]) == (
         "/project/a", "/project/z", "/persist/b", "/srv/x")
     assert api_paths([]) == ()
+
+
+def test_a_backup_warning_names_the_file_as_the_api_does():
+    from agent.engine import restic_args as ra
+    from agent.engine.restic import item_warning
+
+    # restic 0.18.1, recorded: the item and its message name the file in the view root it ran in
+    view_file = f"{STATE_VIEW}/project/secret"
+    error = ra.BackupItemError(item=view_file, during="archival",
+                               message=f"{view_file}: open project/secret: permission denied")
+    assert item_warning(error) == "/project/secret: /project/secret: open project/secret: permission denied"
+    fixed = ra.BackupItemError(item=f"{FIXED_ROOT}/persist/db", during="archival", message="open persist/db: EIO")
+    assert item_warning(fixed) == "/persist/db: open persist/db: EIO"
+    assert item_warning(ra.BackupItemError(item="", during="scan", message="boom")) == ": boom"
