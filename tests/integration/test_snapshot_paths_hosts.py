@@ -67,12 +67,23 @@ def _unmodified(engine_summary: dict | None, summary: pb.OperationSummary) -> in
 
 
 def test_a_project_keeps_its_parent_on_a_host_with_another_state_dir(agent_factory, engine_under_test, tmp_path):
-    engine = engine_under_test
-    shared = tmp_path / "shared"
+    _moves_with_its_parent(agent_factory, engine_under_test, tmp_path, tmp_path / "shared", backend="directory")
+
+
+def test_a_btrfs_project_keeps_its_parent_on_a_host_with_another_state_dir(agent_factory, btrfs_fs, tmp_path):
+    """The btrfs backend's view (read-only snapshots mounted on the fixed root), on the oldest engine."""
+    shared = btrfs_fs.mountpoint / f"shared-{new_id()[:8]}"
+    _moves_with_its_parent(agent_factory, ENGINES[2], tmp_path, shared, backend="btrfs")
+
+
+def _moves_with_its_parent(agent_factory, engine: EngineUnderTest, tmp_path: Path, shared: Path, *,
+                           backend: str) -> None:
+    """Back up a project on agent A; agent B, with another state dir, gets the same trees and
+    repository, changes one file and backs up: checks (a) to (c) of the module's docstring."""
     project_id = new_id()
     state_a, state_b = tmp_path / "a" / "state", tmp_path / "b" / "state"
 
-    a = agent_factory("a", engine=engine.driver, extra=_config(engine, state_a, shared))
+    a = agent_factory("a", engine=engine.driver, backend=backend, extra=_config(engine, state_a, shared))
     repository = Path(a.make_repository(project_id))
     assert repository == shared / "repos" / f"project-{project_id}"
     created = a.stub.EnsureProject(pb.EnsureProjectRequest(request_id=new_id(), project_id=project_id,
@@ -88,7 +99,7 @@ def test_a_project_keeps_its_parent_on_a_host_with_another_state_dir(agent_facto
     a.stop()
 
     # The same disks on another host, whose agent keeps its state elsewhere.
-    b = agent_factory("b", engine=engine.driver, extra=_config(engine, state_b, shared))
+    b = agent_factory("b", engine=engine.driver, backend=backend, extra=_config(engine, state_b, shared))
     changed = next(home.rglob("f3.bin"))
     changed.write_bytes(changed.read_bytes() + b"changed on b")
     second = b.wait(b.backup(project_id).id)
@@ -102,14 +113,14 @@ def test_a_project_keeps_its_parent_on_a_host_with_another_state_dir(agent_facto
         second.summary, s2.get("summary"))
     assert s1["paths"] == s2["paths"]
     for path in s1["paths"]:
-        assert not any(str(root) in path for root in (tmp_path, state_a, state_b)), s1["paths"]
+        assert not any(str(root) in path for root in (tmp_path, shared, state_a, state_b)), s1["paths"]
 
     # (b) ListSnapshots: the API's one form, whatever the engine recorded.
     listed = b.stub.ListSnapshots(pb.ListSnapshotsRequest(project_id=project_id), timeout=30).snapshots
     assert [list(s.paths) for s in listed] == [["/project", "/persist"]] * 2
 
     # (c) Messages and errors name the configured repository as the API does.
-    hidden = (str(tmp_path), str(state_b), str(repository))
+    hidden = (str(tmp_path), str(shared), str(state_b), str(repository))
     missing = "0" * 64
     failed = b.wait(b.restore(project_id, missing).id)
     assert failed.state == pb.FAILED and failed.error.code == "NOT_FOUND", failed
