@@ -158,12 +158,12 @@ async def find_snapshot(services: Services, repo: Repository, project_id: str, s
         snapshots = [s for s in await services.engine.snapshots(repo, host=project_dir_name(project_id))
                      if is_project_line(s)]
         if not snapshots:
-            raise errors.SnapshotNotFound(f"project {project_id} has no snapshot in {repo.display}",
+            raise errors.SnapshotNotFound(f"project {project_id} has no snapshot in {repo.label}",
                                           snapshot_id="latest", project_id=project_id)
         return max(snapshots, key=lambda s: s.time)
     snapshots = await services.engine.snapshots(repo, ids=[snapshot_id])
     if not snapshots:
-        raise errors.SnapshotNotFound(f"snapshot {snapshot_id} not found in {repo.display}",
+        raise errors.SnapshotNotFound(f"snapshot {snapshot_id} not found in {repo.label}",
                                       snapshot_id=snapshot_id, project_id=project_id)
     return snapshots[0]
 
@@ -227,7 +227,7 @@ async def backup(
             # swapped in since the request must not lead the engine out of the project.
             await asyncio.to_thread(project_paths.check_source, view.project, subpath, field="subpath",
                                     check_link=False)
-        what = f"{'project/' + subpath if subpath else 'the project'} to {repo.display}"
+        what = f"{'project/' + subpath if subpath else 'the project'} to {repo.label}"
         # The engine initialises a new repository in the backup's own run: until its first
         # figures, that is what the time goes to (a few seconds of key derivation).
         if repo.kind == "local" and not os.path.lexists(repo.location):
@@ -702,7 +702,7 @@ async def report_restore_progress(context: OperationContext, project, persist, s
 
 async def verify(context: OperationContext, services: Services, repo: Repository, *, read_data_subset: str) -> Summary:
     started = time.monotonic()
-    context.progress("verify", message=f"checking {repo.display}")
+    context.progress("verify", message=f"checking {repo.label}")
     await services.engine.check(repo, read_data_subset=read_data_subset or None)
     return Summary(duration_seconds=time.monotonic() - started)
 
@@ -853,7 +853,7 @@ async def ensure_project(
             return _restored_summary(summary, duration_seconds=time.monotonic() - started)
         if mode == "required":
             raise errors.FailedPrecondition(
-                f"project {project_id} is missing and has no layout-v2 backup in {repo.display}"
+                f"project {project_id} is missing and has no layout-v2 backup in {repo.label}"
             )
     created = await backend.create(project_id, quota_bytes=quota_bytes)
     services.journal.ensure_projects([project_id])  # a new project is unprotected from its creation on
@@ -961,11 +961,11 @@ async def delete_project(context: OperationContext, services: Services, *, repo:
             await precopies.discard(services.journal, services.backend, record)
     services.journal.forget_project(project_id, repo.display if repo is not None else None)
     if repo is not None:
-        context.progress("delete", message=f"deleting repository {repo.display}")
+        context.progress("delete", message=f"deleting {repo.label}")
         if repo.s3 is not None:
             await asyncio.to_thread(buckets.delete_repository, repo.s3)
         else:
-            await asyncio.to_thread(_remove_local_repository, Path(repo.location))
+            await asyncio.to_thread(_remove_local_repository, Path(repo.location), repo.label)
     context.progress("delete", percent=100.0, message="deleted")
     return Summary(duration_seconds=time.monotonic() - started)
 
@@ -1019,12 +1019,13 @@ async def undo_restore(context: OperationContext, services: Services, *, restore
     return Summary(duration_seconds=time.monotonic() - started)
 
 
-def _remove_local_repository(path: Path) -> None:
+def _remove_local_repository(path: Path, label: str) -> None:
+    """Remove the local repository at ``path`` (``label``: how the error names it)."""
     if not path.exists():
         return
     # Only ever a directory that is a repository: a wrong path in a request must not remove anything else.
     if not ((path / "config").is_file() and (path / "keys").is_dir() and (path / "data").is_dir()):
-        raise errors.FailedPrecondition(f"{path} is not a restic repository; not deleting it")
+        raise errors.FailedPrecondition(f"{label} is not a restic repository; not deleting it")
     fsops.remove_tree(path)
 
 

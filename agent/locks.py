@@ -10,7 +10,9 @@ removes stale locks only: a lock of a live process, on this host or another, sta
 The repository is opened again from the agent's configuration: the hub never sends a spec, so
 the journaled display is the configured repository of the project. An operation whose request
 named its own repository (credentials are never stored) is reopened only when it is a local
-path the configured password opens; otherwise its note says that the locks may remain.
+path the configured password opens; otherwise its note says that the locks may remain. Notes name
+a repository as the API does (:attr:`agent.repository.Repository.label`), never by this host's
+path of the configured one.
 """
 
 from __future__ import annotations
@@ -67,6 +69,10 @@ def repositories_used(records: Iterable[OperationRecord]) -> list[UsedRepository
     return [UsedRepository(display, project, tuple(ops)) for (display, project), ops in found.items()]
 
 
+def _by_display(display: str, _project_id: str) -> str:
+    return f"repository {display}"
+
+
 async def remove_stale_locks(
     used: list[UsedRepository],
     *,
@@ -74,29 +80,31 @@ async def remove_stale_locks(
     unlock: Callable[[Repository], Awaitable[bool]],
     deadline: float = DEADLINE_SECONDS,
     concurrency: int = CONCURRENCY,
+    label: Callable[[str, str], str] = _by_display,
 ) -> dict[str, str]:
     """Unlock each repository of ``used``: ``open_repository(display, project_id)`` opens it
     (raises a BucketsError when it cannot), ``unlock`` removes its stale locks (False: the
-    engine keeps none). Returns a note per operation id for its record; never raises a
-    BucketsError (each failure is logged and noted)."""
+    engine keeps none). Returns a note per operation id for its record, naming the repository
+    by ``label(display, project_id)``; never raises a BucketsError (each failure is logged and
+    noted)."""
     notes: dict[str, str] = {}
     gate = asyncio.Semaphore(max(1, concurrency))
 
     async def one(entry: UsedRepository) -> None:
+        shown = label(entry.display, entry.project_id)
         async with gate:
             try:
                 repo = open_repository(entry.display, entry.project_id)
                 if not await unlock(repo):
                     return
             except errors.NotFound:
-                note = f"repository {entry.display} does not exist: no lock to remove"
+                note = f"{shown} does not exist: no lock to remove"
             except errors.BucketsError as exc:
-                note = (f"stale locks may remain in repository {entry.display} ({exc.message}); "
-                        "`restic unlock` on it removes them")
+                note = f"stale locks may remain in {shown} ({exc.message}); `restic unlock` on it removes them"
                 log.warning("recovery.unlock_failed", repository=entry.display, operations=list(entry.operation_ids),
                             error=exc.message)
             else:
-                note = f"stale locks removed from repository {entry.display}"
+                note = f"stale locks removed from {shown}"
                 log.info("recovery.unlocked", repository=entry.display, operations=list(entry.operation_ids))
             for operation_id in entry.operation_ids:
                 notes[operation_id] = note
@@ -112,8 +120,8 @@ async def remove_stale_locks(
         if task in pending:
             log.warning("recovery.unlock_timed_out", repository=entry.display, deadline=deadline)
             for operation_id in entry.operation_ids:
-                notes.setdefault(operation_id, f"stale locks may remain in repository {entry.display} (no answer "
-                                 f"within {deadline:g} s); `restic unlock` on it removes them")
+                notes.setdefault(operation_id, f"stale locks may remain in {label(entry.display, entry.project_id)} "
+                                 f"(no answer within {deadline:g} s); `restic unlock` on it removes them")
         elif not task.cancelled() and task.exception() is not None:
             log.error("recovery.unlock_crashed", repository=entry.display, error=repr(task.exception()))
     return notes

@@ -45,7 +45,9 @@ class RepositorySpec:
 
 @dataclass(frozen=True)
 class Repository:
-    """An opened repository: ``location`` for the engine, ``display`` for people and logs."""
+    """An opened repository: ``location`` for the engine; ``display`` for logs and as the
+    journal's key (a local repository's path on this host: it must stay what it was); ``label``
+    for what callers read (operation messages, errors): the repository as the API names it."""
 
     kind: str  # "local" | "s3"
     location: str
@@ -53,10 +55,44 @@ class Repository:
     password: str = field(repr=False)
     env: dict[str, str] = field(default_factory=dict, repr=False)
     s3: S3Spec | None = field(default=None, repr=False)
+    # How callers are told of it when not by its display (the configured local repository).
+    name: str = ""
+
+    @property
+    def label(self) -> str:
+        """The repository in a message: ``the configured repository of project <uuid>`` for the
+        agent's configured local one (its path is this host's business), else ``repository`` and
+        the location as the request gave it (a local path, ``s3:endpoint/bucket/root``)."""
+        return self.name or f"repository {self.display}"
 
     @property
     def secrets(self) -> tuple[str, ...]:
         return tuple(v for v in (self.password, self.env.get("AWS_SECRET_ACCESS_KEY", "")) if v)
+
+
+def configured_name(project_id: str) -> str:
+    """How messages name the agent's configured local repository of ``project_id``."""
+    return f"the configured repository of project {project_id}"
+
+
+def configured_local_path(project_id: str, config: AgentConfig) -> str | None:
+    """Where the agent's configuration puts ``project_id``'s repository when that is a local
+    directory; None when it is in S3."""
+    if config.repository.kind == "s3" and config.repository.s3 is not None:
+        return None
+    return _local_path(project_id, config)
+
+
+def _local_path(project_id: str, config: AgentConfig) -> str:
+    return str(config.repository.local.root / project_dir_name(project_id))
+
+
+def label_of(display: str, project_id: str, config: AgentConfig) -> str:
+    """:attr:`Repository.label` of the repository journaled as ``display`` for ``project_id``,
+    without opening it (nothing is read)."""
+    if display == configured_local_path(project_id, config):
+        return configured_name(project_id)
+    return f"repository {display}"
 
 
 def _read_password(path: Path) -> str:
@@ -133,6 +169,7 @@ def resolve(spec: RepositorySpec | None, project_id: str, config: AgentConfig) -
     spec = spec or RepositorySpec()
     check_spec(spec)  # before anything of it is registered as a secret to mask
     location = spec.location
+    name = ""
     if location is None:
         if config.repository.kind == "s3" and config.repository.s3 is not None:
             s3 = config.repository.s3
@@ -146,8 +183,9 @@ def resolve(spec: RepositorySpec | None, project_id: str, config: AgentConfig) -
             )
             default_password_file = s3.password_file
         else:
-            location = LocalSpec(path=str(config.repository.local.root / project_dir_name(project_id)))
+            location = LocalSpec(path=_local_path(project_id, config))
             default_password_file = config.repository.local.password_file
+            name = configured_name(project_id)
     else:
         default_password_file = config.repository.local.password_file
     password = spec.password or (_read_password(default_password_file) if default_password_file else "")
@@ -157,7 +195,7 @@ def resolve(spec: RepositorySpec | None, project_id: str, config: AgentConfig) -
     if isinstance(location, LocalSpec):
         if not location.path.startswith("/"):
             raise errors.InvalidArgument(f"repository.local.path {location.path!r} must be absolute")
-        return Repository(kind="local", location=location.path, display=location.path, password=password)
+        return Repository(kind="local", location=location.path, display=location.path, password=password, name=name)
     for name in ("bucket", "root"):
         if not getattr(location, name):
             raise errors.InvalidArgument(f"repository.s3.{name} is required")

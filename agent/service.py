@@ -14,14 +14,14 @@ import shutil
 import time
 import uuid
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Sequence
 
 import psutil
 import structlog
 
 from agent import browse, cgroup_freeze, errors, ids, jobs, locks, placing, precopies, precopy, project_paths, sentinel
-from agent import rpo, usertree, writers
+from agent import rpo, snapshot_roots, usertree, writers
 from agent import copy as copying
 from agent import drain as draining
 from agent import freshness as fresh
@@ -37,7 +37,7 @@ from agent.journal import Journal
 from agent.metrics import AgentMetrics
 from agent.model import OperationKind, OperationRecord, OperationState
 from agent.operations import OperationManager
-from agent.repository import LocalSpec, RepositorySpec, resolve
+from agent.repository import LocalSpec, RepositorySpec, label_of, resolve
 from agent.schedule.runner import Scheduler
 
 log = structlog.get_logger("agent.service")
@@ -216,7 +216,8 @@ class AgentService:
         unlocked = await locks.remove_stale_locks(
             locks.repositories_used(self.journal.unfinished_operations()),
             open_repository=self._recovery_repository, unlock=self.engine.unlock,
-            concurrency=self.config.limits.max_concurrent_operations)
+            concurrency=self.config.limits.max_concurrent_operations,
+            label=lambda display, project_id: label_of(display, project_id, self.config))
         interrupted = self.operations.recover_interrupted(notes=unlocked)
         # A pre-copy's staging outlives its operation: kept while its record is.
         removed = await self.backend.remove_stale(
@@ -958,7 +959,8 @@ class AgentService:
             snapshots = []  # no repository yet: no backups
         snapshots.sort(key=lambda s: (s.time, s.id), reverse=True)
         size = min(page_size or 100, 1000)
-        page = snapshots[offset : offset + size]
+        # Shown in the API's one form, whichever engine and view root recorded them.
+        page = [replace(s, paths=snapshot_roots.api_paths(s.paths)) for s in snapshots[offset : offset + size]]
         token = str(offset + size) if offset + size < len(snapshots) else ""
         return page, token, [self._snapshot_size(repo, s.id) for s in page]
 

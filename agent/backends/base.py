@@ -27,7 +27,7 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Protocol
 
 from agent import errors, fsops, usertree, writers
-from agent.backends import bindexec
+from agent.backends import bindexec, views
 from agent.ids import project_dir_name
 
 if TYPE_CHECKING:
@@ -111,6 +111,20 @@ class ProjectLayout:
     projects_root: Path
     persist_root: Path
     _views: Path
+    # The backup view root shared by every project (agent.backends.views.FIXED_ROOT), or None
+    # for a view per project under ``_views``; set by :meth:`_init_backup_views`.
+    _fixed_view: Path | None = None
+    _view_limitations: tuple[str, ...] = ()
+
+    def _init_backup_views(self) -> None:
+        fixed, limitation = views.backup_roots(self._views)
+        self._fixed_view = fixed
+        self._view_limitations = (limitation,) if limitation else ()
+
+    def _backup_root(self, project_id: str) -> Path:
+        """The directory a backup of ``project_id`` runs in (:mod:`agent.backends.views`), its
+        ``project`` and ``persist`` mount points made."""
+        return views.backup_view_root(self._fixed_view, self._views, project_id)
 
     def home(self, project_id: str) -> Path:
         return self.projects_root / project_dir_name(project_id)

@@ -64,10 +64,12 @@ class BtrfsBackend(ProjectLayout):
             directory.mkdir(parents=True, exist_ok=True)
         for directory in (self._snapshots, projects_root / ".staging", persist_root / ".staging"):
             directory.mkdir(mode=0o700, exist_ok=True)
-        self.limitations: tuple[str, ...] = ()
+        self._init_backup_views()
+        self.limitations: tuple[str, ...] = self._view_limitations
         if "noatime" not in mount_options(projects_root):
             # Reads then update atimes, which changes generations: reads look like writes.
             self.limitations = (
+                *self.limitations,
                 f"btrfs backend: {projects_root} is not mounted noatime; reading a project counts as a "
                 "change (dirty, and no unchanged-backup skip)",
             )
@@ -221,13 +223,14 @@ class BtrfsBackend(ProjectLayout):
     async def backup_view(self, project_id: str, operation_id: str) -> AsyncIterator[EngineView]:
         """Read-only snapshots of the home and persist location, bind-mounted as the view.
 
-        The view directory is stable per project so the engine finds its
-        parent snapshot by path. The snapshots are removed in every outcome;
-        ``EngineView.generation`` is what they froze.
+        The view root is the same for every backup (:mod:`agent.backends.views`) so the engine
+        finds its parent snapshot by path, on any host. The snapshots are removed in every
+        outcome; ``EngineView.generation`` is what they froze.
         """
         snapshot_dir = self._snapshots / operation_id
         snapshot_dir.mkdir(mode=0o700)
         try:
+            root = self._backup_root(project_id)
             binds = []
             generation = {}
             for name, source in (("project", self.home(project_id)), ("persist", self.persist(project_id))):
@@ -237,10 +240,7 @@ class BtrfsBackend(ProjectLayout):
                 await self._run(bc.snapshot_args(self.binary, str(source), str(snapshot), readonly=True),
                                 action="subvolume snapshot")
                 generation[name] = (await asyncio.to_thread(read_subvolume, snapshot)).otransid
-                binds.append((snapshot, self._views / project_dir_name(project_id) / name))
-            root = self._views / project_dir_name(project_id)
-            for _snapshot, mount_point in binds:
-                mount_point.mkdir(parents=True, exist_ok=True)
+                binds.append((snapshot, root / name))
             frozen = Generation(project=generation.get("project", 0), persist=generation.get("persist", 0))
             yield EngineView(wrapper=bind_wrapper(binds), root=root, generation=frozen,
                              project=snapshot_dir / "project" if "project" in generation else None)

@@ -57,23 +57,25 @@ class DirectoryBackend(ProjectLayout):
         self._frozen = state_dir / "frozen"
         for directory in (projects_root, persist_root, self._views, self._frozen):
             directory.mkdir(parents=True, exist_ok=True)
+        self._init_backup_views()
         self._max_watches = max_watches
         self._watcher: dirwatch.ChangeWatcher | None = None
         self._watching = asyncio.Lock()
 
     @property
     def limitations(self) -> tuple[str, ...]:
+        base = (*LIMITATIONS, *self._view_limitations)
         watcher = self._watcher
         if watcher is None:
-            return LIMITATIONS
+            return base
         if not watcher.available:
-            return (*LIMITATIONS, "directory backend: inotify is not available; every project is scanned in full "
-                                  "every cycle")
+            return (*base, "directory backend: inotify is not available; every project is scanned in full "
+                           "every cycle")
         if watcher.unwatched:
-            return (*LIMITATIONS, f"directory backend: {len(watcher.unwatched)} projects could not be watched "
-                                  f"(inotify watch limit; {watcher.watches} watches in use) and are scanned in "
-                                  "full every cycle")
-        return LIMITATIONS
+            return (*base, f"directory backend: {len(watcher.unwatched)} projects could not be watched "
+                           f"(inotify watch limit; {watcher.watches} watches in use) and are scanned in "
+                           "full every cycle")
+        return base
 
     # ------------------------------------------------------------ life cycle
 
@@ -203,16 +205,14 @@ class DirectoryBackend(ProjectLayout):
     async def backup_view(self, project_id: str, operation_id: str) -> AsyncIterator[EngineView]:
         """Yield the view an engine backs up from.
 
-        The view directory is stable per project so the engine finds its parent
-        snapshot by path and skips unchanged files.
+        The view root is the same for every backup (:mod:`agent.backends.views`) so the engine
+        finds its parent snapshot by path, on any host, and skips unchanged files.
         """
-        root = self._views / project_dir_name(project_id)
+        root = self._backup_root(project_id)
         binds = []
         for name, source in (("project", self.home(project_id)), ("persist", self.persist(project_id))):
-            mount_point = root / name
-            mount_point.mkdir(parents=True, exist_ok=True)
             if source.is_dir():
-                binds.append((source, mount_point))
+                binds.append((source, root / name))
         home = self.home(project_id)
         # The live tree, which its user may change meanwhile: mounted read-only and nosymfollow,
         # so no directory swapped for a symlink leads the engine's reads out of the project.

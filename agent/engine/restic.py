@@ -15,7 +15,7 @@ from typing import Callable, Sequence
 
 import structlog
 
-from agent import buckets, errors, s3_access
+from agent import buckets, errors, s3_access, snapshot_roots
 from agent.backends.base import EngineView
 from agent.engine import restic_args as ra
 from agent.engine.base import (
@@ -36,6 +36,12 @@ UNLOCK_TIMEOUT = 60.0
 
 # Symlinks whose targets one ``restic find`` looks up (its argv stays far below ARG_MAX).
 FIND_BATCH = 256
+
+
+def item_warning(error: ra.BackupItemError) -> str:
+    """A backup's warning about one file: the file (restic names it by its path in the view root
+    it ran in, this host's directory) and restic's words, both with the path in the API form."""
+    return f"{snapshot_roots.shown_path(error.item)}: {snapshot_roots.shown_in(error.message, error.item)}"
 
 
 class ResticEngine:
@@ -205,7 +211,7 @@ class ResticEngine:
             elif isinstance(parsed, ra.BackupSummary):
                 summary.append(parsed)
             elif isinstance(parsed, ra.BackupItemError):
-                item_errors.append(f"{parsed.item}: {parsed.message}")
+                item_errors.append(item_warning(parsed))
 
         if init_missing and repo.kind == "local" and not os.path.lexists(repo.location):
             # Surely no repository yet: initialised first, not after a backup run that would

@@ -373,8 +373,9 @@ class KeepPolicy:
 
 def forget_plan_args(binary: str, common: CommonOptions, *, host: str, policy: KeepPolicy) -> list[str]:
     """``restic forget --json --dry-run --host H --group-by host --keep-...``: what the policy would
-    remove, without removing it. Grouped by host only: snapshot paths are the agent's view
-    directories, which differ between agents, and must not split one project's history."""
+    remove, without removing it. Grouped by host only: snapshot paths name the view root the
+    engine ran in, which differed between agents before the fixed one (agent/backends/views.py)
+    and still does for an agent that is not root, and must not split one project's history."""
     if not host or host.startswith("-"):
         raise ValueError(f"forget needs a host name, got {host!r}")
     return [*_common(binary, common), "forget", "--json", "--dry-run", "--host", host, "--group-by", "host",

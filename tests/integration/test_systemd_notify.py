@@ -199,6 +199,7 @@ def test_unit_hardening_leaves_what_btrfs_and_restores_need():
     # The projects and persist roots (README) and the state dir stay writable under ProtectSystem=strict.
     assert set(unit["Service.ReadWritePaths"].split()) == {"/projects", "/persist"}
     assert unit["Service.StateDirectory"] == "buckets"
+    assert unit["Service.RuntimeDirectory"] == "buckets"  # the backup view root /run/buckets/view
     assert "@mount" in unit["Service.SystemCallFilter"].split()  # bindexec.py bind-mounts the snapshot view
     assert unit["Service.RestrictNamespaces"] == "mnt"
     assert unit["Service.LoadCredential"].startswith("repository.password:/")

@@ -85,3 +85,14 @@ def test_remove_stale_locks_gives_up_at_its_deadline_and_says_so() -> None:
     assert notes == {"a": "stale locks may remain in repository /slow (no answer within 0.1 s); "
                           "`restic unlock` on it removes them"}
     assert asyncio.run(locks.remove_stale_locks(used, open_repository=lambda d, p: repo(d), unlock=quiet)) == {}
+
+
+def test_notes_name_a_repository_by_the_label_they_are_given() -> None:
+    async def unlock(repository: Repository) -> bool:
+        return True
+
+    used = [locks.UsedRepository("/var/lib/buckets/repos/project-x", P1, ("a",))]
+    notes = asyncio.run(locks.remove_stale_locks(
+        used, open_repository=lambda d, p: repo(d), unlock=unlock,
+        label=lambda display, project_id: f"the configured repository of project {project_id}"))
+    assert notes == {"a": f"stale locks removed from the configured repository of project {P1}"}
