@@ -59,7 +59,7 @@ class _Quiet:
 
 def _engine_runs(agent: AgentProcess, start: datetime, end: datetime) -> list[dict]:
     """The agent's engine processes (argv's action, seconds) that started inside [start, end],
-    and its GetProjectStatus calls that ended inside it (their seconds)."""
+    its operations and GetProjectStatus calls that ended inside it (their seconds)."""
     runs = []
     started: dict[int, tuple[float, str]] = {}
     for event in agent.log_events():
@@ -76,6 +76,8 @@ def _engine_runs(agent: AgentProcess, start: datetime, end: datetime) -> list[di
             argv = event.get("argv") or []
             words = [a for a in argv[1:] if not str(a).startswith("-") and "/" not in str(a)]
             started[event.get("pid")] = (moment.timestamp(), " ".join(str(w) for w in words[:2]))
+        elif event.get("event") == "operation.finished":
+            runs.append({"what": f"op {event.get('kind')}", "seconds": event.get("duration")})
         elif event.get("event") == "rpc" and event.get("method") == "GetProjectStatus":
             runs.append({"what": "rpc GetProjectStatus", "seconds": event.get("duration")})
         elif event.get("event") == "process.exit" and event.get("pid") in started:
