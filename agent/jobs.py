@@ -813,8 +813,8 @@ async def verify_counts(
     if expected is None:
         snapshot, manifest = await snapshot_manifest(context, services, repo, snapshot_id)
         expected, shown = tree_compare.counts_of(manifest), snapshot.short_id
-    live = await asyncio.to_thread(live_tree.manifest, live_roots(backend, project_id))
-    differences = tree_compare.compare_counts(expected, tree_compare.counts_of(live))
+    live = await asyncio.to_thread(live_tree.counts, live_roots(backend, project_id))
+    differences = tree_compare.compare_counts(expected, live)
     if differences:
         raise errors.DataLoss(f"the live trees differ from snapshot {shown}: {'; '.join(differences)}")
     context.progress("verify", percent=100.0, files_done=expected.entries, files_total=expected.entries,

@@ -1,5 +1,6 @@
 """The manifest of a project's live trees (home and persist location): the one live walk that
-Verify SNAPSHOT_TREE and COUNTS compare with a snapshot (:mod:`agent.tree_compare`).
+Verify SNAPSHOT_TREE compares with a snapshot (:mod:`agent.tree_compare`); and their counts
+alone (:func:`counts`, Verify COUNTS), by the same rules without recording each entry.
 
 The walk never follows a symlink, the roots included: every directory is opened relative to
 its parent's descriptor with O_NOFOLLOW and described by the descriptor it opened (fstat), so
@@ -18,7 +19,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from agent import errors
-from agent.tree_compare import Entry
+from agent.tree_compare import Counts, Entry
 
 _DIRECTORY_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 # An entry that is no longer what it was when listed: it is left out, or recorded as it is now.
@@ -168,3 +169,109 @@ def _names(fd: int, path: str) -> list[str]:
 
 def _unreadable(path: str, exc: OSError) -> errors.BucketsError:
     return errors.Internal(f"cannot read {path[:300]!r} of the live tree: {exc.strerror or exc}")
+
+
+def counts(roots: Mapping[str, Path]) -> Counts:
+    """What ``tree_compare.counts_of(manifest(roots))`` is — entries (the roots included) and
+    bytes of regular files — walked by the same rules (no symlink followed, the roots included;
+    an entry gone meanwhile not counted), without recording each entry: no lstat of a directory
+    (scandir's type; its descriptor is opened with O_NOFOLLOW), none of a symlink, no readlink.
+    Raises Internal for a directory it cannot read."""
+    entries = size = 0
+    for path in roots.values():
+        path = Path(path)
+        try:
+            parent_fd = os.open(str(path.parent), os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            continue
+        try:
+            root_fd, root_entries, root_bytes = _count_one(parent_fd, path.name, path.name, None)
+        finally:
+            os.close(parent_fd)
+        entries, size = entries + root_entries, size + root_bytes
+        if root_fd is not None:
+            below_entries, below_bytes = _count_below(root_fd, path.name)
+            entries, size = entries + below_entries, size + below_bytes
+    return Counts(entries=entries, bytes=size)
+
+
+def _count_one(parent_fd: int, name: str, path: str, is_dir: bool | None) -> tuple[int | None, int, int]:
+    """(open descriptor when ``name`` is a directory, entries, bytes) of one entry of
+    ``parent_fd``; ``is_dir`` as the directory listing said (None: not known, lstat it)."""
+    if is_dir is None:
+        try:
+            is_dir = stat.S_ISDIR(os.stat(name, dir_fd=parent_fd, follow_symlinks=False).st_mode)
+        except OSError as exc:
+            if exc.errno in _GONE:
+                return None, 0, 0
+            raise _unreadable(path, exc) from exc
+    if is_dir:
+        try:
+            return os.open(name, _DIRECTORY_FLAGS, dir_fd=parent_fd), 1, 0
+        except OSError as exc:
+            if exc.errno not in _GONE:
+                raise _unreadable(path, exc) from exc
+            # No longer a directory (or gone): counted as what is there now.
+    try:
+        st = os.stat(name, dir_fd=parent_fd, follow_symlinks=False)
+    except OSError as exc:
+        if exc.errno in _GONE:
+            return None, 0, 0
+        raise _unreadable(path, exc) from exc
+    if stat.S_ISDIR(st.st_mode):  # became one since the listing: recorded, not entered (as manifest would next time)
+        return None, 1, 0
+    return None, 1, st.st_size if stat.S_ISREG(st.st_mode) else 0
+
+
+def _count_below(root_fd: int, root: str) -> tuple[int, int]:
+    """Entries and file bytes below the open directory ``root_fd`` (closed here); only the
+    descriptors of the current directory's ancestors stay open."""
+    entries = size = 0
+
+    def listed(fd: int, path: str) -> list[str]:
+        nonlocal entries, size
+        directories = []
+        try:
+            with os.scandir(fd) as iterator:
+                for entry in iterator:
+                    is_dir = entry.is_dir(follow_symlinks=False)
+                    if is_dir:
+                        directories.append(entry.name)
+                        continue
+                    if entry.is_symlink() or not entry.is_file(follow_symlinks=False):
+                        entries += 1
+                        continue
+                    _, one, file_bytes = _count_one(fd, entry.name, f"{path}/{entry.name}", False)
+                    entries, size = entries + one, size + file_bytes
+        except OSError as exc:
+            raise _unreadable(path, exc) from exc
+        return directories
+
+    stack: list[tuple[int, str, list[str]]] = []
+    try:
+        stack.append((root_fd, root, listed(root_fd, root)))
+    except BaseException:
+        os.close(root_fd)
+        raise
+    try:
+        while stack:
+            fd, path, names = stack[-1]
+            if not names:
+                os.close(fd)
+                stack.pop()
+                continue
+            name = names.pop()
+            child_path = f"{path}/{name}"
+            child_fd, one, file_bytes = _count_one(fd, name, child_path, True)
+            entries, size = entries + one, size + file_bytes
+            if child_fd is not None:
+                try:
+                    below = listed(child_fd, child_path)
+                except BaseException:
+                    os.close(child_fd)
+                    raise
+                stack.append((child_fd, child_path, below))
+    finally:
+        for fd, _, _ in stack:
+            os.close(fd)
+    return entries, size

@@ -1078,11 +1078,13 @@ class AgentService:
                  for project_id, state in zip(projects, states)]
         return found, observed_at
 
-    async def project_status(self, project_id: str) -> ProjectStatus:
-        """Looks at the project now (a generation read, or a scan on the directory backend)."""
+    async def project_status(self, project_id: str, *, scan: bool = True) -> ProjectStatus:
+        """Looks at the project now (a generation read, or a scan on the directory backend).
+        Without ``scan`` the trees are not looked at: no change observed, size 0, the rest as
+        the journal and the backend's presence and freeze state say (cheap on every backend)."""
         project_id = ids.project_id(project_id)
         present = self.backend.exists(project_id)
-        if present:
+        if present and scan:
             await fresh.observe(self.journal, self.backend, project_id)
         running = self.operations.active_operation(project_id)
         last_failed = self._standing_failure(project_id)
@@ -1094,7 +1096,7 @@ class AgentService:
         return ProjectStatus(
             project_id=project_id,
             present=present,
-            size_bytes=await self.backend.size(project_id) if present else 0,
+            size_bytes=await self.backend.size(project_id) if present and scan else 0,
             freshness=state,
             observed_at=observed_at,
             over_rpo_reason=self.over_rpo_reason(project_id, state, observed_at) if present else "",

@@ -357,7 +357,8 @@ class AgentServicer(CallsInFlight, pb_grpc.AgentServicer):
 
     @rpc
     async def GetProjectStatus(self, request: pb.GetProjectStatusRequest, context) -> pb.ProjectStatus:
-        return convert.project_status_to_proto(await self._service.project_status(request.project_id))
+        return convert.project_status_to_proto(
+            await self._service.project_status(request.project_id, scan=not request.without_scan))
 
     @rpc
     async def GetHostStatus(self, request: pb.GetHostStatusRequest, context) -> pb.HostStatus:

@@ -553,8 +553,11 @@ class AgentClient:
 
     # ------------------------------------------------------------ status
 
-    def project_status(self, project_id: str) -> pb.ProjectStatus:
-        return self.call("GetProjectStatus", pb.GetProjectStatusRequest(project_id=project_id))
+    def project_status(self, project_id: str, *, scan: bool = True) -> pb.ProjectStatus:
+        """The project's status; without ``scan`` the agent does not look at the trees (size 0,
+        no change observed: GetProjectStatusRequest.without_scan)."""
+        return self.call("GetProjectStatus", pb.GetProjectStatusRequest(project_id=project_id,
+                                                                        without_scan=not scan))
 
     def list_projects(self) -> pb.ListProjectsResponse:
         """Every project on the host with its freshness as the agent knows it (no scan)."""

@@ -239,7 +239,13 @@ class RepositoryReader:
                 # read fails, and the engine is asked.
                 names = frozenset(name for name in self.storage.names("index") if _is_id(name))
                 if names != self._index_files:
-                    self._trees = self._read_index(key, names)
+                    if names > self._index_files:
+                        # Only added (a backup since): an index file is named by the hash of
+                        # its content and never changes, so the ones read stay true; read the
+                        # new ones only, not the whole index again (it grows with the project).
+                        self._trees = {**self._trees, **self._read_index(key, names - self._index_files)}
+                    else:  # some were replaced (a prune): what they said may name packs now gone
+                        self._trees = self._read_index(key, names)
                     self._index_files = names
                 location = self._trees.get(tree_id)
         if location is None:

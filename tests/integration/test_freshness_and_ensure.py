@@ -202,3 +202,23 @@ def test_the_last_error_shows_with_its_time_until_an_operation_of_its_kind_succe
     assert agent.wait(agent.backup(project_id, force=True).id).state == pb.SUCCEEDED
     cleared = status(agent, project_id)
     assert not cleared.last_error.code and not cleared.HasField("last_error_time")
+
+
+def test_status_without_scan_does_not_look_at_the_trees(agent_factory, project_id) -> None:
+    """GetProjectStatus ``without_scan`` (a move's verify step, which walks the trees itself)
+    answers from the journal: presence, receipt and freeze as they are, no size, and a change
+    made since the last look is not observed by it; the scanning call that follows sees it."""
+    agent = agent_factory("fresh-noscan", limits="reconcile_interval = 0")
+    assert agent.wait(ensure(agent, project_id).id).state == pb.SUCCEEDED
+    write_tree(agent.home(project_id), files=5)
+    backup = agent.wait(agent.backup(project_id).id)
+    assert backup.state == pb.SUCCEEDED, backup.error
+    assert not status(agent, project_id).dirty
+    time.sleep(0.05)  # a write in a later instant than the backup's capture
+    (agent.home(project_id) / "after-the-backup.txt").write_text("not yet observed\n")
+    quick = agent.stub.GetProjectStatus(pb.GetProjectStatusRequest(project_id=project_id, without_scan=True),
+                                        timeout=30)
+    assert quick.present and not quick.frozen and quick.size_bytes == 0
+    assert quick.last_backup_snapshot_id == backup.summary.snapshot_id and not quick.dirty
+    scanned = status(agent, project_id)
+    assert scanned.dirty and scanned.size_bytes > 0

@@ -252,6 +252,63 @@ def test_changes_between_bulk_and_freeze_reach_the_target(agent_factory, tmp_pat
         store.close()
 
 
+def test_a_staged_copy_changed_after_its_precopy_outside_the_catch_up_fails_verification(
+        agent_factory, tmp_path: Path) -> None:
+    """The frozen window checks the whole target against the catch-up snapshot, not only what the
+    catch-up touched: entries of the pre-copied staging that the catch-up does not name, changed
+    on the target after the pre-copy was checked (one file's size with its mtime put back,
+    another's mode, an extra file in a directory whose mtime is put back), are found by the
+    verify step, and the move keeps the source."""
+    from tests.engines import ENGINES
+
+    a, b = engine_hosts(agent_factory, tmp_path, next(e for e in ENGINES if e.driver == "rustic"))
+    store = open_store(f"sqlite://{tmp_path / 'hub.sqlite'}")
+    try:
+        with hub_on(store, (a, b)) as hub:
+            project_id = create_project(a, files=40, size=2048)
+            write_file(a.home(project_id) / "changed/at-freeze.txt", b"before the freeze\n")
+            write_file(a.home(project_id) / "untouched/sized.txt", b"staged as pre-copied\n")
+            write_file(a.home(project_id) / "untouched/moded.txt", b"mode\n")
+            hub.add_project(project_id, "host-a", "eu")
+            home_before: dict = {}
+            tampered: list[Path] = []
+
+            def before_step(step: str) -> None:
+                if step == "freeze":  # a real catch-up: one file elsewhere changes
+                    write_file(a.home(project_id) / "changed/at-freeze.txt", b"after the bulk backup\n")
+                    home_before.update(manifest(a.home(project_id)))
+                if step == "restore":  # the catch-up backup is taken; the target has not caught up yet
+                    staged = {p.relative_to(p.parents[1]).as_posix(): p for p in staged_files(b, project_id)
+                              if p.parent.name == "untouched"}
+                    sized, moded = staged["untouched/sized.txt"], staged["untouched/moded.txt"]
+                    kept = os.lstat(sized)
+                    with sized.open("ab") as out:
+                        out.write(b"written on the target's staging\n")
+                    os.utime(sized, ns=(kept.st_atime_ns, kept.st_mtime_ns))
+                    moded.chmod(0o600 if stat.S_IMODE(moded.stat().st_mode) != 0o600 else 0o640)
+                    directory = os.lstat(sized.parent)
+                    (sized.parent / "extra.txt").write_bytes(b"not in any snapshot\n")
+                    os.utime(sized.parent, ns=(directory.st_atime_ns, directory.st_mtime_ns))
+                    tampered.append(sized)
+
+            with pytest.raises(MoveError, match="verification failed"):
+                hub.move(project_id, "host-b", before_step=before_step)
+            assert tampered, "the pre-copy's staging was not there to change"
+            move = store.active_move(project_id)
+            assert (move.status, move.step) == (MoveStatus.FAILED, "verify")
+            assert restore_entry(hub, move.id).data["restore_mode"] == "incremental"
+            for named in ("project/untouched/extra.txt: extra", "project/untouched/sized.txt: size",
+                          "project/untouched/moded.txt: mode"):
+                assert named in move.error, move.error
+            assert "in 3 place(s)" in move.error, move.error
+            assert store.get_project(project_id).host_id == "host-a"
+            assert manifest(a.home(project_id)) == home_before
+            assert not status(a, project_id).frozen
+            assert not status(b, project_id).present and staged_files(b, project_id) == []
+    finally:
+        store.close()
+
+
 # ---------------------------------------------------------------- (c) kills: target agent, hub
 
 

@@ -200,3 +200,31 @@ def test_the_walk_closes_every_descriptor(tmp_path, depth) -> None:
     manifest = live_tree.manifest({"project": deep})
     assert len(manifest) == depth + 2
     assert len(os.listdir("/proc/self/fd")) == before
+
+
+def test_live_counts_are_the_counts_of_the_live_manifest(tmp_path) -> None:
+    """Verify COUNTS walks with live_tree.counts: it must count exactly what counts_of(manifest)
+    counts, every kind included, never following a symlink (a root that is one, one to a
+    directory full of files, one to a big file), a missing root as nothing."""
+    home, persist, outside = tmp_path / "home", tmp_path / "persist", tmp_path / "outside"
+    for directory in (home / "sub" / "deeper", home / "empty", persist / "state", outside / "many"):
+        directory.mkdir(parents=True)
+    for index in range(20):
+        (outside / "many" / f"f{index}").write_bytes(b"x" * 1000)
+    (outside / "big").write_bytes(b"y" * 50_000)
+    (home / "a").write_text("abc")
+    (home / "sub" / "deeper" / "b").write_bytes(b"0123456789")
+    (home / "sub" / "hard").write_bytes(b"h" * 7)
+    os.link(home / "sub" / "hard", home / "sub" / "hard-too")
+    os.symlink("../outside/many", home / "sub" / "to-dir")
+    os.symlink(str(outside / "big"), home / "to-file")
+    os.symlink("nowhere", home / "dangling")
+    os.mkfifo(home / "pipe")
+    (persist / "state" / "db").write_bytes(b"z" * 123)
+    os.symlink(outside, tmp_path / "linked-root")
+    for roots in ({"project": home, "persist": persist},
+                  {"project": home, "persist": tmp_path / "missing"},
+                  {"project": tmp_path / "linked-root"},
+                  {"project": home / "a"}):
+        assert live_tree.counts(roots) == counts_of(live_tree.manifest(roots)), roots
+    assert live_tree.counts({"project": home, "persist": persist}) == Counts(entries=15, bytes=3 + 10 + 7 + 7 + 123)

@@ -498,10 +498,12 @@ class CancelOperationRequest(_message.Message):
     def __init__(self, operation_id: _Optional[str] = ...) -> None: ...
 
 class GetProjectStatusRequest(_message.Message):
-    __slots__ = ("project_id",)
+    __slots__ = ("project_id", "without_scan")
     PROJECT_ID_FIELD_NUMBER: _ClassVar[int]
+    WITHOUT_SCAN_FIELD_NUMBER: _ClassVar[int]
     project_id: str
-    def __init__(self, project_id: _Optional[str] = ...) -> None: ...
+    without_scan: bool
+    def __init__(self, project_id: _Optional[str] = ..., without_scan: bool = ...) -> None: ...
 
 class RestoreReceipt(_message.Message):
     __slots__ = ("snapshot_id", "time", "operation_id")
