@@ -325,13 +325,21 @@ async def restore(
     # What the project holds now, unless this is a clone (of a project that is not here).
     replaces = owner == project_id and await has_content(backend, project_id)
     pre_restore, dirty = "", False
+    # Whether the project has unsaved changes is asked beside the restore into staging (the scan of
+    # a tree swapped in since the last look costs a walk of it): the answer is awaited before the
+    # restore's progress starts and long before any swap, and a project with changes has its
+    # restore stopped and begun again after the pre-restore backup (see protect_unsaved).
+    unsaved: asyncio.Task | None = None
     if replaces:
         if snapshot_id == "latest" and resolved is None:
             # Resolved before a pre-restore snapshot can become the newest one.
             resolved = await find_snapshot(services, repo, owner, snapshot_id)
             require_whole(resolved, owner)
             snapshot_id = resolved.id
-        dirty, pre_restore = await protect_unsaved(context, services, repo, force=force)
+        if force or not backend.exists(project_id):
+            dirty, pre_restore = await protect_unsaved(context, services, repo, force=force)
+        else:
+            unsaved = asyncio.create_task(has_unsaved_changes(services, project_id))
     # An engine that reports its restore progress (restic >= 0.17: restore --json) is listened to.
     engine_reports = RESTORE_PROGRESS in await services.engine.features()
     lookup: asyncio.Task | None = None
@@ -364,25 +372,42 @@ async def restore(
     try:
         staging = await backend.prepare_staging(project_id, context.operation_id)
     except BaseException:
-        for task in (lookup, size_task):
+        for task in (lookup, size_task, unsaved):
             if task is not None:
                 task.cancel()
-        await asyncio.gather(*(t for t in (lookup, size_task) if t is not None), return_exceptions=True)
+        await asyncio.gather(*(t for t in (lookup, size_task, unsaved) if t is not None), return_exceptions=True)
         await backend.discard_staging(context.operation_id)
         raise
-    # For an engine that does not report its restore progress itself the staged tree is measured.
-    poller = None if engine_reports else asyncio.create_task(
-        report_restore_progress(context, staging.project, staging.persist, size_task))
+
+    def start_engine() -> asyncio.Task:
+        if engine_reports:
+            return asyncio.create_task(services.engine.restore(
+                repo, snapshot_id, staging.view, on_status=functools.partial(restore_status, context)))
+        return asyncio.create_task(services.engine.restore(repo, snapshot_id, staging.view))
+
+    poller: asyncio.Task | None = None
     writer = asyncio.create_task(write_back_while_restoring(backend, staging))
+    engine_run = start_engine()
     outcome = SwapOutcome()
     try:
+        if unsaved is not None and await unsaved:
+            # Changes since the last backup: nothing restored so far counts. The engine run is
+            # stopped and its staging emptied, the changes backed up first (or the restore refused
+            # by the policy), then the restore begins again into fresh staging.
+            engine_run.cancel()
+            await asyncio.gather(engine_run, return_exceptions=True)
+            await backend.discard_staging(context.operation_id)
+            dirty, pre_restore = await protect_unsaved(context, services, repo, force=False)
+            staging = await backend.prepare_staging(project_id, context.operation_id)
+            writer.cancel()
+            writer = asyncio.create_task(write_back_while_restoring(backend, staging))
+            engine_run = start_engine()
+        # For an engine that does not report its restore progress itself the staged tree is measured.
+        poller = None if engine_reports else asyncio.create_task(
+            report_restore_progress(context, staging.project, staging.persist, size_task))
         context.progress("restore", message=f"restoring snapshot {snapshot_id[:8]}")
         try:
-            if engine_reports:
-                await services.engine.restore(repo, snapshot_id, staging.view,
-                                              on_status=functools.partial(restore_status, context))
-            else:
-                await services.engine.restore(repo, snapshot_id, staging.view)
+            await engine_run
         except errors.BucketsError:
             if lookup is not None:
                 await lookup  # when the snapshot is missing or the password wrong, that error says it best
@@ -397,7 +422,7 @@ async def restore(
         await swap_restored(context, services, repo, staging, snapshot=snapshot, owner=owner, replaces=replaces,
                             pre_restore=pre_restore, total=total, outcome=outcome)
     finally:
-        helpers = [task for task in (poller, writer, size_task, lookup) if task is not None]
+        helpers = [task for task in (engine_run, unsaved, poller, writer, size_task, lookup) if task is not None]
         for task in helpers:
             task.cancel()
         with contextlib.suppress(BaseException):
@@ -522,6 +547,13 @@ async def has_content(backend: Backend, project_id: str) -> bool:
         return path.is_dir() and not path.is_symlink() and any(path.iterdir())
     return await asyncio.to_thread(
         lambda: any_entry(backend.home(project_id)) or any_entry(backend.persist(project_id)))
+
+
+async def has_unsaved_changes(services: Services, project_id: str) -> bool:
+    """Whether the project (which has a home) has changes since its last backup: what
+    :func:`protect_unsaved` asks first, without acting on it. Raises what the scan raises."""
+    await fresh.observe(services.journal, services.backend, project_id)
+    return fresh.freshness(services.journal, project_id).dirty
 
 
 async def protect_unsaved(

@@ -102,6 +102,7 @@ import json
 import os
 import platform
 import random
+import resource
 import shutil
 import signal
 import statistics
@@ -231,6 +232,22 @@ class Figure:
             "note": self.note,
             "extra": {key: _stats(values) for key, values in self.extra.items()},
         }
+
+
+def process_cpu(pid: int) -> tuple[float, float]:
+    """(utime + stime, cutime + cstime) of process ``pid`` in seconds, from /proc/PID/stat: its own
+    CPU time and that of the children it has waited for."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    tick = os.sysconf("SC_CLK_TCK")
+    # After the ")" the fields start at field 3 (state): utime..cstime are fields 14..17.
+    utime, stime, cutime, cstime = (int(value) / tick for value in fields[11:15])
+    return utime + stime, cutime + cstime
+
+
+def children_cpu() -> float:
+    """CPU seconds (user + sys) of this process's waited-for children so far (the raw engines)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def _stats(samples: list[float]) -> dict:
@@ -405,6 +422,12 @@ class Bench:
             ),
             accept=accept,
         )
+
+    def agent_cpu(self, since: tuple[float, float] = (0.0, 0.0)) -> tuple[float, float]:
+        """(CPU seconds of the agent process itself, of its children it has reaped: the engines),
+        user + sys from /proc, minus ``since``."""
+        own, children = process_cpu(self.agent.process.pid)
+        return own - since[0], children - since[1]
 
     def agent_engine_starts(self) -> int:
         """How many restic processes the agent has started so far, from its log (``process.start``)."""
@@ -634,41 +657,63 @@ def full_backup_and_restore_rounds(
     )
     for figure in (backup, restore):
         figure.extra["agent_job_seconds"] = []  # the operation's own duration, as the agent reports it
+        # CPU seconds (user + sys) of the engine processes of each side, and of the agent itself:
+        # figures a loaded machine inflates far less than wall times (what the engine did, not
+        # how long it waited for a core).
+        figure.extra["agent_engine_cpu_seconds"] = []
+        figure.extra["agent_own_cpu_seconds"] = []
+        figure.extra["raw_engine_cpu_seconds"] = []
     if engine.driver == rawe.RESTIC:
         backup.extra["raw_init_seconds"] = []  # the `restic init` part of the raw backup
     home, persist = bench.agent.home(bench.project_id), bench.agent.persist(bench.project_id)
 
     def agent_round(measured: bool) -> None:
         repository, cleanup = new_agent_repository()
+        bench.settle()
+        cpu = bench.agent_cpu()
         seconds, operation = bench.agent_backup(repository)
+        backup_cpu = bench.agent_cpu(since=cpu)
         bench.log(f"  agent backup  {seconds:8.3f} s  snapshot {operation.summary.snapshot_id}")
         if operation.summary.files_processed != bench.tree_files:
             raise RuntimeError(f"agent backup processed {operation.summary.files_processed} files")
         if measured:
             backup.agent.append(seconds)
             backup.extra["agent_job_seconds"].append(operation.summary.duration_seconds)
+            backup.extra["agent_own_cpu_seconds"].append(backup_cpu[0])
+            backup.extra["agent_engine_cpu_seconds"].append(backup_cpu[1])
+        bench.settle()
+        cpu = bench.agent_cpu()
         seconds, restored = bench.agent_restore(repository, operation.summary.snapshot_id)
+        restore_cpu = bench.agent_cpu(since=cpu)
         bench.log(f"  agent restore {seconds:8.3f} s")
         bench.check_tree("agent restore", home, persist)
         if measured:
             restore.agent.append(seconds)
             restore.extra["agent_job_seconds"].append(restored.summary.duration_seconds)
+            restore.extra["agent_own_cpu_seconds"].append(restore_cpu[0])
+            restore.extra["agent_engine_cpu_seconds"].append(restore_cpu[1])
         cleanup()
 
     def raw_round(measured: bool) -> None:
         repository, cleanup = new_raw_repository()
+        cpu = children_cpu()
         seconds, init_seconds, snapshot_id = bench.raw_backup(repository)
+        backup_cpu = children_cpu() - cpu
         bench.log(f"  raw backup    {seconds:8.3f} s  snapshot {snapshot_id} (init {init_seconds:.3f} s)")
         if measured:
             backup.raw.append(seconds)
+            backup.extra["raw_engine_cpu_seconds"].append(backup_cpu)
             if "raw_init_seconds" in backup.extra:
                 backup.extra["raw_init_seconds"].append(init_seconds)
         target = bench.fresh_restore_dir()
+        cpu = children_cpu()
         seconds = bench.raw_restore(repository, snapshot_id, target)
+        restore_cpu = children_cpu() - cpu
         bench.log(f"  raw restore   {seconds:8.3f} s")
         bench.check_tree("raw restore", *(target / p for p in bench.raw_paths))
         if measured:
             restore.raw.append(seconds)
+            restore.extra["raw_engine_cpu_seconds"].append(restore_cpu)
         shutil.rmtree(target.parent)
         cleanup()
 
