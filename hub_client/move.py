@@ -24,7 +24,9 @@ the step (and a pre-copy's round), so a hub that dies mid-step resumes by joinin
 operation it had started. Any failure leaves the placement on the source, thaws the source (only
 while it is still the placement), removes the target's pre-copy and partial copy, and records
 why; the move then stays active until it is resumed, retried (from preflight, maybe with force)
-or cancelled. Placement changes in one store transaction with the move's completion,
+or cancelled. ``force`` accepts the loss of edits newer than the last backup (source down);
+``force_target`` allows a target host that is draining or was not seen recently; neither
+implies the other. Placement changes in one store transaction with the move's completion,
 after verification.
 """
 
@@ -164,6 +166,11 @@ def precopy_key(move_id: str) -> str:
     return "move-" + hashlib.sha256(move_id.encode()).hexdigest()[:32]
 
 
+def override_words(move: Move) -> str:
+    """The refusals ``move`` may override, as the CLI's flags name them ("" when none)."""
+    return " ".join(flag for flag, on in (("--force", move.force), ("--to-draining", move.force_target)) if on)
+
+
 def sentinel_for(move_id: str) -> str:
     return f"buckets move {move_id}\n"
 
@@ -255,8 +262,10 @@ class MoveRunner(JobRunner):
     def resume(self) -> Move:
         return self._run("resume")
 
-    def retry(self, *, force: bool | None = None) -> Move:
-        return self._run("retry", force=force)
+    def retry(self, *, force: bool | None = None, force_target: bool | None = None) -> Move:
+        """Start the move again from preflight; ``force``/``force_target`` replace the move's
+        when given (None: as it had them)."""
+        return self._run("retry", force=force, force_target=force_target)
 
     def cancel(self) -> Move:
         with self.store.move_lock(self.project_id), self._leased():
@@ -268,7 +277,7 @@ class MoveRunner(JobRunner):
             self._log("cancelled", "move cancelled; the project stays on its source host")
             return cancelled
 
-    def _run(self, how: str, *, force: bool | None = None) -> Move:
+    def _run(self, how: str, *, force: bool | None = None, force_target: bool | None = None) -> Move:
         with self.store.move_lock(self.project_id), self._leased():
             move = self._require_active(how)
             crashed = move.status == MoveStatus.RUNNING
@@ -278,6 +287,8 @@ class MoveRunner(JobRunner):
                 start, continuing = "preflight", False
                 if force is not None:
                     self.store.set_move_force(self.move_id, force)
+                if force_target is not None:
+                    self.store.set_move_force_target(self.move_id, force_target)
                 self.store.set_move_snapshot(self.move_id, None)
             elif how == "resume" and move.status != MoveStatus.PENDING:
                 start = resume_point(self._plan(), move.step, crashed)
@@ -285,7 +296,9 @@ class MoveRunner(JobRunner):
             else:
                 start, continuing = "preflight", False
             self.move = self.store.update_move_status(self.move_id, MoveStatus.RUNNING, new_attempt=True)
-            self._attempt(self.move.attempts, how, start, continuing, {"force": self.move.force})
+            self._attempt(self.move.attempts, how, start, continuing,
+                          {"force": self.move.force, "force_target": self.move.force_target},
+                          overrides=override_words(self.move))
             return self.store.get_move(self.move_id)
 
     def _require_active(self, what: str) -> Move:
@@ -352,11 +365,15 @@ class MoveRunner(JobRunner):
         if copying:
             raise MoveRefused(f"files are being copied from or into project {project.id} (copy {copying[0].id}); "
                               "let it finish or cancel it first")
-        if target.status != "running" and not move.force:
-            raise MoveRefused(f"target host {target.id} is {target.status}; use force to move there anyway")
-        if not move.force and not self._seen_recently(target):
+        # Only force_target overrides the target's state: force accepts a loss of edits, which
+        # says nothing about whether the target should receive the project.
+        if target.status != "running" and not move.force_target:
+            raise MoveRefused(f"target host {target.id} is {target.status}; use force_target (--to-draining) to "
+                              "move there anyway")
+        if not move.force_target and not self._seen_recently(target):
             raise MoveRefused(f"target host {target.id} was not seen in the last "
-                              f"{self.settings.host_seen_within}; use force to move there anyway")
+                              f"{self.settings.host_seen_within}; use force_target (--to-draining) to move there "
+                              "anyway")
         target_client = self._client(target)
         try:
             target_client.capabilities()
@@ -528,7 +545,7 @@ class MoveRunner(JobRunner):
         why = "is unreachable" if not reachable else "does not hold the project"
         if reachable and not self.move.force:
             raise MoveRefused(f"project {project.id} is not present on its source host {source.id}; "
-                              "use force to move it from its last backup")
+                              "use force (--force) to move it from its last backup")
         # Without the source there is no location to compare (the store's may be stale): the
         # target's own listing is what the move goes by.
         where = target_client.project_status(project.id).repository_location
@@ -539,7 +556,7 @@ class MoveRunner(JobRunner):
         window = offline_window(project, newest.id, snapshot_time, utcnow(), self.settings.freshness_valid_for)
         if window is not None and not self.move.force:
             raise MoveRefused(f"source host {source.id} {why}; {window.describe(self.settings.freshness_valid_for)}. "
-                              f"Repeat with force to move from the last backup ({newest.short_id} of "
+                              f"Repeat with force (--force) to move from the last backup ({newest.short_id} of "
                               f"{_iso(snapshot_time)}).", loss_minutes=window.minutes)
         self.move = self.store.set_move_snapshot(self.move_id, newest.id)
         if window is None:

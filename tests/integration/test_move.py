@@ -187,7 +187,8 @@ def test_refusals_change_nothing(sqlite_hub: Hub, two_hosts) -> None:
 
     refused("host-us", "cross-region")
     refused("host-gone", "was not seen")
-    refused("host-gone", "does not answer", force=True)
+    refused("host-gone", "was not seen", force=True)  # force accepts a loss of edits, not a silent target
+    refused("host-gone", "does not answer", force_target=True)
     hub.store.upsert_host(Host("host-b", f"127.0.0.1:{b.port}", "eu", "draining"))
     refused("host-b", "host-b is draining")
     register(hub, "host-b", b)
@@ -196,7 +197,7 @@ def test_refusals_change_nothing(sqlite_hub: Hub, two_hosts) -> None:
     assert b.wait(foreign.id).state == pb.SUCCEEDED
     refused("host-b", "already holds a copy")
     assert b.home(project_id).is_dir()  # not ours to remove
-    assert [m.status for m in hub.store.list_moves(project_id=project_id)] == [MoveStatus.CANCELLED] * 5
+    assert [m.status for m in hub.store.list_moves(project_id=project_id)] == [MoveStatus.CANCELLED] * 6
 
 
 # ---------------------------------------------------------------- hub processes
