@@ -51,6 +51,8 @@ from hub_client.repository_copy import BucketConfig, RepositoryCopyError, copy_r
 from hub_client.steps import PROGRESS_INTERVAL, JobError, JobRunner, Observer, job_request_id
 
 SENTINEL_PATH = "persist/.buckets-move-sentinel"
+# ThawResponse.sentinel when the sentinel is gone (agent/sentinel.py REMOVED, ABSENT).
+SENTINEL_REMOVED, SENTINEL_ABSENT = "removed", "absent"
 ONLINE_STEPS = ("preflight", "backup", "precopy", "freeze", "final_backup", "restore", "verify", "finalize")
 OFFLINE_STEPS = ("preflight", "restore", "verify", "finalize")
 # A cross-region move copies the repository into the target region's bucket twice: in bulk while
@@ -802,13 +804,17 @@ class MoveRunner(JobRunner):
                   {"host": target.id, "snapshot_id": snapshot_id, "entries": entries,
                    "bytes": operation.summary.bytes_processed, "sentinel": with_sentinel})
 
-    def _verify_counts(self, target: Host) -> None:
+    def _verify_counts(self, target: Host, *, without_sentinel: bool) -> None:
         """Right before placement changes: the target's live trees still hold the snapshot's
-        entries and bytes (Verify COUNTS; cheap, the target remembers the listing)."""
+        entries and bytes (Verify COUNTS; cheap, the target remembers the listing), less the
+        move's sentinel and with it gone when ``without_sentinel``."""
         snapshot_id = self.move.snapshot_id or ""
+        sentinel = ({"sentinel_path": SENTINEL_PATH, "sentinel_content": self.sentinel} if without_sentinel
+                    else {})
         handle = self._client(target).verify(
             self.project_id, mode=pb.VerifyRequest.COUNTS, snapshot_id=snapshot_id,
-            request_id=job_request_id(self.kind, self.move_id, "finalize-counts", self._round("finalize")))
+            request_id=job_request_id(self.kind, self.move_id, "finalize-counts", self._round("finalize")),
+            **sentinel)
         try:
             operation = self._await("finalize", target, handle)
         except MoveError as exc:
@@ -820,7 +826,10 @@ class MoveRunner(JobRunner):
 
     def _step_finalize(self) -> None:
         source, target = self._hosts()
-        self._verify_counts(target)
+        with_sentinel = self._plan() != "offline"
+        if with_sentinel:  # the verify needed it; the user's tree does not
+            self._remove_target_sentinel(target)
+        self._verify_counts(target, without_sentinel=with_sentinel)
         caught_up = caught_up_bytes(self._read_log()) if self._plan() != "offline" else None
         self.move = self.store.complete_move(
             self.move_id, message=f"complete: project {self.project_id} is on {target.id}",
@@ -831,6 +840,33 @@ class MoveRunner(JobRunner):
             record_status(self.store, target, self.project_id, self._client(target).project_status(self.project_id))
         except AgentError:
             pass  # the next report of the target records it
+
+    def _remove_target_sentinel(self, target: Host) -> None:
+        """Remove the move's sentinel from the target's persist location before the project is
+        handed over (Thaw with the sentinel: nothing else changes there). "absent" is a removal
+        done before a hub crash; any other file there now (the verify proved the sentinel) is a
+        change after the verify: MoveError DATA_LOSS, the file kept."""
+        outcome = self._client(target).thaw_removing_sentinel(self.project_id, SENTINEL_PATH, self.sentinel).sentinel
+        if outcome not in (SENTINEL_REMOVED, SENTINEL_ABSENT):
+            raise MoveError(f"the sentinel {SENTINEL_PATH} on {target.id} {outcome or 'was not looked at'} "
+                            "after the verify; it is kept", "DATA_LOSS")
+        self._log("sentinel", f"sentinel {SENTINEL_PATH} " + ("removed from" if outcome == SENTINEL_REMOVED
+                                                              else "already gone from") + f" {target.id}",
+                  {"host": target.id, "sentinel_path": SENTINEL_PATH, "outcome": outcome})
+
+    def _thaw_source(self, source: Host) -> None:
+        """Make the source writable again and take the move's sentinel out of its persist location
+        (only a file holding exactly this move's sentinel). Raises AgentError."""
+        answer = self._client(source).thaw_removing_sentinel(self.project_id, SENTINEL_PATH, self.sentinel)
+        self.move = self.store.set_move_frozen_at(self.move_id, None)  # the frozen window ended
+        self._log("thaw", f"project writable again on {source.id}", {"host": source.id})
+        if answer.sentinel in (SENTINEL_REMOVED, SENTINEL_ABSENT):
+            self._log("sentinel", f"sentinel {SENTINEL_PATH} " + ("removed from" if answer.sentinel == SENTINEL_REMOVED
+                                                                  else "not on") + f" {source.id}",
+                      {"host": source.id, "sentinel_path": SENTINEL_PATH, "outcome": answer.sentinel})
+        else:
+            self._log("warning", f"{SENTINEL_PATH} on {source.id} was kept: it {answer.sentinel or 'was not looked at'}",
+                      {"host": source.id, "sentinel_path": SENTINEL_PATH, "outcome": answer.sentinel})
 
     # ------------------------------------------------------------ failure
 
@@ -865,9 +901,7 @@ class MoveRunner(JobRunner):
         placed_on = self.store.get_project(self.project_id).host_id
         if plan != "offline" and reached >= steps.index("freeze") and placed_on == source.id:
             try:
-                self._client(source).thaw(self.project_id)
-                self.move = self.store.set_move_frozen_at(self.move_id, None)  # the frozen window ended
-                self._log("thaw", f"project writable again on {source.id}", {"host": source.id})
+                self._thaw_source(source)
             except AgentError as exc:
                 self._log("warning", f"could not thaw the project on {source.id} ({exc}); it stays read-only "
                           "until the move is resumed, retried or cancelled", {"host": source.id})
