@@ -13,8 +13,9 @@ freeze is lost; the target brings its pre-copy to exactly that snapshot (never "
 later) and places it, restoring whole only without a usable pre-copy. ``verify`` proves the
 target's live home and persist location equal that snapshot (its restore receipt, then Verify
 SNAPSHOT_TREE: a manifest of the live trees against the snapshot's listing, plus the sentinel),
-and ``finalize`` checks the live trees' entries and bytes once more (Verify COUNTS) right before
-placement changes; the frozen window (freeze step start → placement) and the bytes caught up
+and ``finalize`` removes the sentinel from the target (Thaw with the sentinel: only that exact
+file; "absent" for a finalize resumed after a crash) and checks the live trees' entries and bytes
+once more (Verify COUNTS, the snapshot's less the sentinel) right before placement changes; the frozen window (freeze step start → placement) and the bytes caught up
 after the freeze are recorded with the completion. With the source host unreachable the move
 runs ``preflight → restore → verify → finalize`` from the newest backup (verified the same way,
 without a sentinel), and only with ``force`` when the store knows of edits after that backup.
@@ -22,7 +23,7 @@ without a sentinel), and only with ``force`` when the store knows of edits after
 Every step is recorded in the store before it starts, with a request id derived from the move and
 the step (and a pre-copy's round), so a hub that dies mid-step resumes by joining the agent
 operation it had started. Any failure leaves the placement on the source, thaws the source (only
-while it is still the placement), removes the target's pre-copy and partial copy, and records
+while it is still the placement; the same Thaw removes the move's sentinel there), removes the target's pre-copy and partial copy, and records
 why; the move then stays active until it is resumed, retried (from preflight, maybe with force)
 or cancelled. ``force`` accepts the loss of edits newer than the last backup (source down);
 ``force_target`` allows a target host that is draining or was not seen recently; neither
