@@ -288,9 +288,14 @@ def test_btrfs_move_verifies_the_data_and_an_emptied_target_fails(btrfs_hub) -> 
     assert_source_kept_and_writable(hub, a, project_id, home_before)
     assert not status(b, project_id).present
 
+    # The failure's thaw took the sentinel out of the source's persist subvolume.
+    assert not (a.persist(project_id) / SENTINEL_NAME).exists()
+
     # Retried untouched: the exact restore on btrfs (subvolume roots, modes, mtimes) verifies.
-    home_now = manifest(a.home(project_id))
+    home_now, persist_now = manifest(a.home(project_id)), manifest(a.persist(project_id))
     retried = hub.retry(move.id)
     assert retried.status == MoveStatus.SUCCEEDED
     assert manifest(b.home(project_id)) == home_now
+    # The sentinel went at finalize: the persist subvolume is the source's as before the freeze.
+    assert manifest(b.persist(project_id)) == persist_now
     assert hub.store.get_project(project_id).host_id == "host-b"
