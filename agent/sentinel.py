@@ -176,6 +176,19 @@ def mismatch(sentinel: Sentinel, expected: bytes, roots: Mapping[str, Path]) -> 
 
 REMOVED = "removed"
 ABSENT = "absent"
+# What a removable sentinel looks like: a Thaw may remove a file only when its name and its content
+# say it is a move's sentinel, so no caller can use it to delete a user's file whose content it knows.
+REMOVABLE_NAME_PREFIX = ".buckets"
+REMOVABLE_CONTENT_PREFIX = "buckets move "
+
+
+def check_removable(checked: Sentinel, content: str) -> None:
+    """InvalidArgument unless the sentinel's name begins with :data:`REMOVABLE_NAME_PREFIX` and
+    ``content`` with :data:`REMOVABLE_CONTENT_PREFIX`; touches nothing."""
+    if not checked.name.startswith(REMOVABLE_NAME_PREFIX) or not content.startswith(REMOVABLE_CONTENT_PREFIX):
+        raise errors.InvalidArgument(
+            f"only a move's sentinel is removed: a file named {REMOVABLE_NAME_PREFIX}… holding "
+            f"{REMOVABLE_CONTENT_PREFIX!r}…; not {checked.path[:200]!r} with that content")
 
 
 def remove(sentinel: Sentinel, expected: bytes, roots: Mapping[str, Path]) -> str:

@@ -946,10 +946,13 @@ class AgentService:
         with other content, a symlink or anything but a regular file stays; a missing one is
         fine), under the freeze lock, so no Freeze of another move writes its sentinel between.
 
-        Raises InvalidArgument (bad id or sentinel, a sentinel path a symlink leads out of its
+        Raises InvalidArgument (bad id or sentinel, a sentinel that does not look like a move's
+        (:func:`agent.sentinel.check_removable`), a sentinel path a symlink leads out of its
         root), NotFound, FailedPrecondition (a read-only tree)."""
         project_id = ids.project_id(project_id)
         checked = sentinel.check(sentinel_path, sentinel_content, required=False)
+        if checked is not None:
+            sentinel.check_removable(checked, sentinel_content)
         outcome = ""
         async with self._freeze_lock:
             await self.backend.thaw(project_id)

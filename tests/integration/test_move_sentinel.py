@@ -66,12 +66,22 @@ def test_thaw_removes_only_the_exact_sentinel_and_follows_nothing(agent_factory,
     # holds a file named like the sentinel with its content: refused, nothing outside touched.
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
-    (elsewhere / "s").write_text(CONTENT)
+    (elsewhere / ".buckets-s").write_text(CONTENT)
     (persist / "linked").symlink_to(elsewhere)
     with pytest.raises(grpc.RpcError) as refused:
-        thaw(agent, project_id, path="persist/linked/s")
-    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert (elsewhere / "s").read_text() == CONTENT
+        thaw(agent, project_id, path="persist/linked/.buckets-s")
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "leads out" in refused.value.details()
+    assert (elsewhere / ".buckets-s").read_text() == CONTENT
+
+    # Only what looks like a move's sentinel may go: not a user's file whose content the caller knows.
+    (persist / "notes.txt").write_text("hello\n")
+    (persist / ".buckets-notes").write_text("hello\n")
+    for path, content in (("persist/notes.txt", "hello\n"), ("persist/.buckets-notes", "hello\n"),
+                          ("persist/notes.txt", CONTENT)):
+        with pytest.raises(grpc.RpcError) as refused:
+            thaw(agent, project_id, path=path, content=content)
+        assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert (persist / "notes.txt").read_text() == (persist / ".buckets-notes").read_text() == "hello\n"
 
     # A directory at the path is no sentinel either.
     sentinel.mkdir()
