@@ -830,11 +830,14 @@ async def verify_snapshot_tree(
 
 
 async def verify_counts(
-    context: OperationContext, services: Services, repo: Repository, *, snapshot_id: str
+    context: OperationContext, services: Services, repo: Repository, *, snapshot_id: str,
+    removed_sentinel: sentinel.Sentinel | None = None, sentinel_content: bytes = b"",
 ) -> Summary:
     """The cheap check: the live trees' entries and bytes against snapshot ``snapshot_id``'s, as
-    remembered from listing it (listed again when unknown). Raises NotFound (no project, no
-    snapshot), DataLoss naming what differs."""
+    remembered from listing it (listed again when unknown). With ``removed_sentinel``: against
+    the snapshot's less that file (``sentinel_content`` long), which must be gone from the live
+    tree (a move removed it at finalize, after a tree verify proved it in the snapshot). Raises
+    NotFound (no project, no snapshot), DataLoss naming what differs."""
     started = time.monotonic()
     project_id = context.project_id
     backend = services.backend
@@ -845,6 +848,18 @@ async def verify_counts(
     if expected is None:
         snapshot, manifest = await snapshot_manifest(context, services, repo, snapshot_id)
         expected, shown = tree_compare.counts_of(manifest), snapshot.short_id
+        if removed_sentinel is not None:
+            held = manifest.get(removed_sentinel.path)
+            if held is None or held.type != "file" or held.size != len(sentinel_content):
+                raise errors.DataLoss(f"snapshot {shown} holds no sentinel {removed_sentinel.path} of "
+                                      f"{len(sentinel_content)} bytes to leave out")
+    if removed_sentinel is not None:
+        problem = await asyncio.to_thread(sentinel.mismatch, removed_sentinel, sentinel_content,
+                                          sentinel_roots(backend, project_id))
+        if problem != "is missing":
+            raise errors.DataLoss(f"sentinel {removed_sentinel.path} should be gone from this host and "
+                                  + ("is still there" if problem is None else f"something else is there ({problem})"))
+        expected = tree_compare.Counts(entries=expected.entries - 1, bytes=expected.bytes - len(sentinel_content))
     live = await asyncio.to_thread(live_tree.counts, live_roots(backend, project_id))
     differences = tree_compare.compare_counts(expected, live)
     if differences:

@@ -10,11 +10,15 @@ the live trees of a project, given as ``roots`` (``{"project": home,
 
 - :func:`confine` refuses a path that a symlink leads out of its root;
 - :func:`write` puts the content in place durably and atomically;
-- :func:`mismatch` says whether the file holds exactly an expected content.
+- :func:`mismatch` says whether the file holds exactly an expected content;
+- :func:`remove` takes the file away when it holds exactly an expected content.
 
-All three refuse a path whose parent directory, with symlinks resolved, leaves
-its root; write and mismatch then walk to it without following symlinks, so a
-link swapped in after the check cannot lead them out either.
+All four refuse a path whose parent directory, with symlinks resolved, leaves
+its root; write, mismatch and remove then walk to it without following
+symlinks, so a link swapped in after the check cannot lead them out either.
+write and remove leave the parent directory's mtime as they found it: the
+sentinel is the move's, not an edit of the user's tree (a target holds the
+source's trees exactly once its sentinel is gone).
 """
 
 from __future__ import annotations
@@ -113,6 +117,7 @@ def write(sentinel: Sentinel, content: bytes, roots: Mapping[str, Path]) -> None
             raise
         directory = _walk(sentinel, directory, inside, create=True, owner=owner)
         try:
+            before = os.fstat(directory)
             temporary = f".{sentinel.name[:200]}.tmp-{uuid.uuid4().hex}"
             _write_file(directory, temporary, content, owner)
             try:
@@ -120,6 +125,7 @@ def write(sentinel: Sentinel, content: bytes, roots: Mapping[str, Path]) -> None
             except BaseException:
                 _unlink_quietly(directory, temporary)
                 raise
+            _keep_times(directory, before)
             os.fsync(directory)  # the rename itself must survive a crash too
         finally:
             os.close(directory)
@@ -166,6 +172,103 @@ def mismatch(sentinel: Sentinel, expected: bytes, roots: Mapping[str, Path]) -> 
     if len(found) > len(expected):
         return f"differs from the expected content (longer than the {len(expected)} bytes expected)"
     return f"differs from the expected content ({len(found)} bytes found, {len(expected)} expected)"
+
+
+REMOVED = "removed"
+ABSENT = "absent"
+# What a removable sentinel looks like: a Thaw may remove a file only when its name and its content
+# say it is a move's sentinel, so no caller can use it to delete a user's file whose content it knows.
+REMOVABLE_NAME_PREFIX = ".buckets"
+REMOVABLE_CONTENT_PREFIX = "buckets move "
+
+
+def check_removable(checked: Sentinel, content: str) -> None:
+    """InvalidArgument unless the sentinel's name begins with :data:`REMOVABLE_NAME_PREFIX` and
+    ``content`` with :data:`REMOVABLE_CONTENT_PREFIX`; touches nothing."""
+    if not checked.name.startswith(REMOVABLE_NAME_PREFIX) or not content.startswith(REMOVABLE_CONTENT_PREFIX):
+        raise errors.InvalidArgument(
+            f"only a move's sentinel is removed: a file named {REMOVABLE_NAME_PREFIX}… holding "
+            f"{REMOVABLE_CONTENT_PREFIX!r}…; not {checked.path[:200]!r} with that content")
+
+
+def remove(sentinel: Sentinel, expected: bytes, roots: Mapping[str, Path]) -> str:
+    """Take the sentinel file away when it holds exactly ``expected``; never anything else.
+
+    Returns :data:`REMOVED`, :data:`ABSENT` (nothing there, or a parent directory missing: a
+    removal done before is done), or why the file was kept, in words that never quote its content
+    ("differs from ...", "is a symlink, not the sentinel file", "is not a regular file", "was
+    replaced while it was being removed"). Nothing is followed: the parent is reached through
+    directory descriptors without symlinks, the file is opened with O_NOFOLLOW, and the name is
+    first renamed to a private one in the same directory, removed only when that is still the
+    file that was checked (else put back). Raises InvalidArgument when the parent leaves its root
+    (through a symlink), FailedPrecondition (a read-only tree), Internal for other I/O errors.
+    """
+    root = Path(roots[sentinel.root])
+    inside = _inside_parts(sentinel, root)
+    try:
+        directory = _walk(sentinel, _open_root(root), inside, create=False, owner=None)
+    except (FileNotFoundError, NotADirectoryError):
+        return ABSENT
+    except OSError as exc:
+        raise _os_error(sentinel, exc) from exc
+    try:
+        before = os.fstat(directory)
+        checked = _checked_file(directory, sentinel.name, expected)
+        if isinstance(checked, str):
+            return checked
+        aside = f".{sentinel.name[:200]}.removing-{uuid.uuid4().hex}"
+        try:
+            os.rename(sentinel.name, aside, src_dir_fd=directory, dst_dir_fd=directory)
+        except FileNotFoundError:
+            return ABSENT
+        moved = os.stat(aside, dir_fd=directory, follow_symlinks=False)
+        if (moved.st_dev, moved.st_ino) != checked:
+            _put_back(directory, aside, sentinel.name)
+            return "was replaced while it was being removed"
+        os.unlink(aside, dir_fd=directory)
+        _keep_times(directory, before)
+        os.fsync(directory)
+        return REMOVED
+    except OSError as exc:
+        raise _os_error(sentinel, exc) from exc
+    finally:
+        os.close(directory)
+
+
+def _checked_file(directory: int, name: str, expected: bytes) -> tuple[int, int] | str:
+    """The (device, inode) of ``name`` in ``directory`` when it is a regular file holding exactly
+    ``expected``; otherwise :data:`ABSENT` or why it is not the sentinel."""
+    try:
+        descriptor = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=directory)
+    except FileNotFoundError:
+        return ABSENT
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return "is a symlink, not the sentinel file"
+        raise
+    try:
+        info = os.fstat(descriptor)
+        if not stat.S_ISREG(info.st_mode):
+            return "is not a regular file"
+        if _read_at_most(descriptor, len(expected) + 1) != expected:
+            return "differs from this move's sentinel"
+        return info.st_dev, info.st_ino
+    finally:
+        os.close(descriptor)
+
+
+def _put_back(directory: int, aside: str, name: str) -> None:
+    """Give a file renamed aside its name again without replacing what may be there now (a hard
+    link, then the aside name removed); when the name is taken, it keeps the aside name."""
+    try:
+        os.link(aside, name, src_dir_fd=directory, dst_dir_fd=directory, follow_symlinks=False)
+    except FileExistsError:
+        return
+    os.unlink(aside, dir_fd=directory)
+
+
+def _keep_times(directory: int, before: os.stat_result) -> None:
+    os.utime(directory, ns=(before.st_atime_ns, before.st_mtime_ns))
 
 
 # ---------------------------------------------------------------- helpers

@@ -151,6 +151,15 @@ def _remember(cache: OrderedDict, key, value, *, limit: int) -> None:
 
 
 @dataclass(frozen=True)
+class ThawResult:
+    """Whether the project is still frozen (read back), and what became of the sentinel asked to
+    be removed ("" when none was asked for; see :func:`agent.sentinel.remove`)."""
+
+    frozen: bool
+    sentinel: str
+
+
+@dataclass(frozen=True)
 class FreezeResult:
     """What a Freeze did: the processes it stopped or froze, and the cgroup it froze ("" = none)."""
 
@@ -500,9 +509,14 @@ class AgentService:
         repo = self._repository(repository, project_id)
         params = {"repository": repo.display, "mode": mode, "snapshot_id": snapshot_id}
         if mode == "counts":
-            if path or content:
-                raise errors.InvalidArgument("verify mode counts takes no sentinel; use snapshot_tree or sentinel")
-            job = functools.partial(jobs.verify_counts, services=self.services, repo=repo, snapshot_id=snapshot_id)
+            # With a sentinel: the snapshot's counts less that file, which a move removed from
+            # the target after its tree verify proved it there (ThawRequest.sentinel_path).
+            checked = sentinel.check(path, content, required=False)
+            expected = content.encode("utf-8", "surrogatepass")
+            if checked is not None:
+                params.update(without_sentinel=checked.path, sentinel_sha256=hashlib.sha256(expected).hexdigest())
+            job = functools.partial(jobs.verify_counts, services=self.services, repo=repo, snapshot_id=snapshot_id,
+                                    removed_sentinel=checked, sentinel_content=expected)
         else:
             checked = sentinel.check(path, content, required=False)
             expected = content.encode("utf-8", "surrogatepass")
@@ -926,17 +940,34 @@ class AgentService:
             return
         await asyncio.to_thread(sentinel.write, checked, content, roots)
 
-    async def thaw(self, project_id: str) -> bool:
-        """Undo :meth:`freeze`: the trees writable again, the project's cgroup thawed."""
+    async def thaw(self, project_id: str, sentinel_path: str = "", sentinel_content: str = "") -> ThawResult:
+        """Undo :meth:`freeze`: the trees writable again, the project's cgroup thawed (nothing to do
+        on a project that is not frozen). With ``sentinel_path``, then the move's sentinel is
+        removed when it holds exactly ``sentinel_content`` (:func:`agent.sentinel.remove`: a file
+        with other content, a symlink or anything but a regular file stays; a missing one is
+        fine), under the freeze lock, so no Freeze of another move writes its sentinel between.
+
+        Raises InvalidArgument (bad id or sentinel, a sentinel that does not look like a move's
+        (:func:`agent.sentinel.check_removable`), a sentinel path a symlink leads out of its
+        root), NotFound, FailedPrecondition (a read-only tree)."""
         project_id = ids.project_id(project_id)
+        checked = sentinel.check(sentinel_path, sentinel_content, required=False)
+        if checked is not None:
+            sentinel.check_removable(checked, sentinel_content)
+        outcome = ""
         async with self._freeze_lock:
             await self.backend.thaw(project_id)
             cgroup = self.config.freeze.cgroup_of(project_id)
             if cgroup is not None:
                 cgroup_freeze.thaw(cgroup)
             frozen = await self.backend.is_frozen(project_id)
-        log.info("project.thawed", project_id=project_id)
-        return frozen
+            if checked is not None and not frozen:
+                outcome = await asyncio.to_thread(
+                    sentinel.remove, checked, sentinel_content.encode("utf-8", "surrogatepass"),
+                    jobs.sentinel_roots(self.backend, project_id))
+        log.info("project.thawed", project_id=project_id, sentinel=checked.path if checked else "",
+                 sentinel_outcome=outcome)
+        return ThawResult(frozen=frozen, sentinel=outcome)
 
     # ------------------------------------------------------------ browsing
 

@@ -457,7 +457,9 @@ class AgentServicer(CallsInFlight, pb_grpc.AgentServicer):
 
     @rpc
     async def Thaw(self, request: pb.ThawRequest, context) -> pb.ThawResponse:
-        return pb.ThawResponse(frozen=await self._service.thaw(request.project_id))
+        result = await self._service.thaw(request.project_id, sentinel_path=request.sentinel_path,
+                                          sentinel_content=request.sentinel_content)
+        return pb.ThawResponse(frozen=result.frozen, sentinel=result.sentinel)
 
     @rpc
     async def MarkEdited(self, request: pb.MarkEditedRequest, context) -> pb.MarkEditedResponse:

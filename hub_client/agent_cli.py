@@ -346,6 +346,7 @@ def add_agent_commands(commands, *, invocation: str, host_side: bool = False) ->
     move.add_argument("project")
     move.add_argument("--to", required=True, dest="target", help="the target host's id in the hub")
     move.add_argument("--force", action="store_true")
+    move.add_argument("--to-draining", action="store_true", dest="force_target")
 
 
 # ---------------------------------------------------------------- running them
@@ -454,7 +455,8 @@ class _Output:
 
     def hub_only_move(self) -> int:
         args = self.args
-        hub = ["buckets", "move", args.project, "--to", args.target] + (["--force"] if args.force else [])
+        hub = (["buckets", "move", args.project, "--to", args.target] + (["--force"] if args.force else [])
+               + (["--to-draining"] if args.force_target else []))
         command = shlex.join(hub)
         self.record({"project_id": args.project, "target": args.target, "hub_command": command}, None)
         self.error("a move involves two hosts and the hub's records (placement, move lock, movelog), so only the "

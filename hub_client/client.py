@@ -595,6 +595,12 @@ class AgentClient:
     def thaw(self, project_id: str) -> bool:
         return self.call("Thaw", pb.ThawRequest(project_id=project_id)).frozen
 
+    def thaw_removing_sentinel(self, project_id: str, sentinel_path: str, sentinel_content: str) -> pb.ThawResponse:
+        """Thaw the project (nothing to do when it is not frozen), then remove the move's sentinel
+        when it holds exactly ``sentinel_content``; ``.sentinel`` says what became of it."""
+        return self.call("Thaw", pb.ThawRequest(project_id=project_id, sentinel_path=sentinel_path,
+                                                sentinel_content=sentinel_content))
+
     def mark_edited(self, project_id: str, when: datetime | None = None) -> None:
         """Report a change; ``when`` (a naive datetime is taken as UTC) defaults to the agent's now."""
         request = pb.MarkEditedRequest(project_id=project_id)

@@ -382,12 +382,16 @@ class Hub:
 
     def move(self, project_id: str, target_host: str, *, force: bool = False, observer: Observer | None = None,
              before_step: Callable[[str], None] | None = None, clean_now: bool = True,
-             cross_region: bool = False) -> Move:
+             cross_region: bool = False, force_target: bool = False) -> Move:
         """Move the project to ``target_host`` and return the finished move; raises MoveError
         (the move stays recorded as failed) or MoveInProgress (another move of it is active).
 
-        A move to the same target that preflight refused is taken up again (with ``force`` as
-        given) instead of starting another record. The move is complete when the project is
+        ``force`` accepts the loss of edits newer than the project's last backup (its source host
+        down); ``force_target`` allows a target host that is draining or was not seen recently.
+        Neither implies the other.
+
+        A move to the same target that preflight refused is taken up again (with ``force`` and
+        ``force_target`` as given) instead of starting another record. The move is complete when the project is
         placed on the target; the source copy's removal is scheduled then, and done right away
         unless ``clean_now`` is False (then :meth:`run_cleanups` does it later).
 
@@ -405,13 +409,13 @@ class Hub:
         runner_hooks = {"observer": observer, "before_step": before_step}
         refused = (active is not None and active.status == MoveStatus.FAILED and active.step == "preflight")
         if refused and active.target_host == target_host and active.cross_region == cross_region:
-            move = self.runner(active.id, **runner_hooks).retry(force=force)
+            move = self.runner(active.id, **runner_hooks).retry(force=force, force_target=force_target)
         else:
             if refused:  # asked again differently: the refused record (nothing was done) gives way,
                 # and its "cancelled" entry goes to the caller's observer too: said, not silent.
                 self.runner(active.id, observer=observer).cancel()
             move = self.store.create_move(project_id, project.host_id, target_host, force=force,
-                                          cross_region=cross_region)
+                                          cross_region=cross_region, force_target=force_target)
             move = self.runner(move.id, **runner_hooks).start()
         return self._scheduled_cleanup(move, observer, clean_now)
 
@@ -423,8 +427,10 @@ class Hub:
     def resume(self, move_id: str, *, clean_now: bool = True, **hooks) -> Move:
         return self._scheduled_cleanup(self.runner(move_id, **hooks).resume(), hooks.get("observer"), clean_now)
 
-    def retry(self, move_id: str, *, force: bool | None = None, clean_now: bool = True, **hooks) -> Move:
-        move = self.runner(move_id, **hooks).retry(force=force)
+    def retry(self, move_id: str, *, force: bool | None = None, force_target: bool | None = None,
+              clean_now: bool = True, **hooks) -> Move:
+        """Start a failed move again from preflight; ``force``/``force_target`` None: as it had them."""
+        move = self.runner(move_id, **hooks).retry(force=force, force_target=force_target)
         return self._scheduled_cleanup(move, hooks.get("observer"), clean_now)
 
     def cancel(self, move_id: str, **hooks) -> Move:

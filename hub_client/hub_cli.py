@@ -7,12 +7,13 @@ Examples:
   buckets projects --host host-a --json
   buckets move 0b6f...-uuid --to host-b           # live movelog; exit 0 when complete
   buckets move 0b6f...-uuid --to host-b --force   # source host down: move from the last backup
+  buckets move 0b6f...-uuid --to host-c --to-draining   # the target is draining or silent
   buckets --buckets regions.toml move 0b6f...-uuid --to host-us --cross-region
   buckets moves --active                          # with each completed move's frozen window
   buckets --precopy-rounds 0 move 0b6f...-uuid --to host-b   # no pre-copy: restore whole after the freeze
   buckets movelog MOVE_ID --follow
   buckets metrics                                 # the hub's Prometheus metrics (frozen windows …)
-  buckets resume MOVE_ID | retry MOVE_ID [--force] | cancel-move MOVE_ID
+  buckets resume MOVE_ID | retry MOVE_ID [--force] [--to-draining] | cancel-move MOVE_ID
   buckets cleanup                                 # remove source copies left by completed moves
                                                   # (each proved clean, or rescued into a snapshot, first)
   buckets refresh                                 # every host's projects: last backup / last change now
@@ -47,7 +48,7 @@ from hub_client.hub import Hub
 from hub_client.copying import CopyRefused
 from hub_client.metrics import exposition
 from hub_client.lease import DEFAULT_LEASE_SECONDS, LeaseSettings
-from hub_client.move import DEFAULT_PRECOPY_ROUNDS, DEFAULT_PRECOPY_STOP_BYTES, MoveSettings
+from hub_client.move import DEFAULT_PRECOPY_ROUNDS, DEFAULT_PRECOPY_STOP_BYTES, MoveSettings, override_words
 from hub_client.steps import JobError
 from hub_client.progress import ProgressPrinter
 from hub_client.rescue import changed_text
@@ -164,6 +165,8 @@ def add_hub_commands(commands) -> None:
     move.add_argument("--to", required=True, dest="target")
     move.add_argument("--force", action="store_true",
                       help="move although the source host is down and edits newer than its last backup may be lost")
+    move.add_argument("--to-draining", action="store_true", dest="force_target",
+                      help="move to a target host that is draining or has not reported recently")
     move.add_argument("--cross-region", action="store_true",
                       help="move to a host of another region: the repository is copied into that region's bucket "
                            "(needs --buckets)")
@@ -179,7 +182,10 @@ def add_hub_commands(commands) -> None:
         command = commands.add_parser(name, help=f"{text} (buckets {name} MOVE)")
         command.add_argument("move")
         if name == "retry":
-            command.add_argument("--force", action="store_true")
+            command.add_argument("--force", action="store_true",
+                                 help="accept the loss of edits newer than the last backup (source host down)")
+            command.add_argument("--to-draining", action="store_true", dest="force_target",
+                                 help="move to a target host that is draining or has not reported recently")
     commands.add_parser("cleanup", help="remove source copies that completed moves left behind (each frozen and "
                                         "proved to hold nothing newer than the moved snapshot, or rescued first)")
     commands.add_parser("refresh", help="record every host's projects' last backup and last change as their agents "
@@ -393,13 +399,14 @@ def _dispatch(hub: Hub, args) -> int:
         return EXIT_OK
     if command == "move":
         move = hub.move(args.project, args.target, force=args.force, observer=_observer(args),
-                        cross_region=args.cross_region)
+                        cross_region=args.cross_region, force_target=args.force_target)
         return EXIT_OK if move.status == "succeeded" else EXIT_FAILED
     if command == "moves":
         for move in hub.store.list_moves(project_id=args.project, active=True if args.active else None):
             _emit(args, {**_row(move), "frozen_seconds": move.frozen_seconds},
                   f"{move.id}  {move.project_id}  {move.source_host} → {move.target_host}  "
                   f"{move.status:<9} step {move.step:<12} attempts {move.attempts}" + _frozen_text(move)
+                  + (f"  {override_words(move)}" if override_words(move) else "")
                   + (f"  error: {move.error}" if move.error else ""))
         return EXIT_OK
     if command == "metrics":
@@ -416,7 +423,8 @@ def _dispatch(hub: Hub, args) -> int:
         if command == "resume":
             move = hub.resume(args.move, observer=observer)
         elif command == "retry":
-            move = hub.retry(args.move, force=True if args.force else None, observer=observer)
+            move = hub.retry(args.move, force=True if args.force else None,
+                             force_target=True if args.force_target else None, observer=observer)
         else:
             move = hub.cancel(args.move, observer=observer)
         return EXIT_OK if move.status in ("succeeded", "cancelled") else EXIT_FAILED

@@ -13,8 +13,9 @@ freeze is lost; the target brings its pre-copy to exactly that snapshot (never "
 later) and places it, restoring whole only without a usable pre-copy. ``verify`` proves the
 target's live home and persist location equal that snapshot (its restore receipt, then Verify
 SNAPSHOT_TREE: a manifest of the live trees against the snapshot's listing, plus the sentinel),
-and ``finalize`` checks the live trees' entries and bytes once more (Verify COUNTS) right before
-placement changes; the frozen window (freeze step start → placement) and the bytes caught up
+and ``finalize`` removes the sentinel from the target (Thaw with the sentinel: only that exact
+file; "absent" for a finalize resumed after a crash) and checks the live trees' entries and bytes
+once more (Verify COUNTS, the snapshot's less the sentinel) right before placement changes; the frozen window (freeze step start → placement) and the bytes caught up
 after the freeze are recorded with the completion. With the source host unreachable the move
 runs ``preflight → restore → verify → finalize`` from the newest backup (verified the same way,
 without a sentinel), and only with ``force`` when the store knows of edits after that backup.
@@ -22,9 +23,11 @@ without a sentinel), and only with ``force`` when the store knows of edits after
 Every step is recorded in the store before it starts, with a request id derived from the move and
 the step (and a pre-copy's round), so a hub that dies mid-step resumes by joining the agent
 operation it had started. Any failure leaves the placement on the source, thaws the source (only
-while it is still the placement), removes the target's pre-copy and partial copy, and records
+while it is still the placement; the same Thaw removes the move's sentinel there), removes the target's pre-copy and partial copy, and records
 why; the move then stays active until it is resumed, retried (from preflight, maybe with force)
-or cancelled. Placement changes in one store transaction with the move's completion,
+or cancelled. ``force`` accepts the loss of edits newer than the last backup (source down);
+``force_target`` allows a target host that is draining or was not seen recently; neither
+implies the other. Placement changes in one store transaction with the move's completion,
 after verification.
 """
 
@@ -49,6 +52,8 @@ from hub_client.repository_copy import BucketConfig, RepositoryCopyError, copy_r
 from hub_client.steps import PROGRESS_INTERVAL, JobError, JobRunner, Observer, job_request_id
 
 SENTINEL_PATH = "persist/.buckets-move-sentinel"
+# ThawResponse.sentinel when the sentinel is gone (agent/sentinel.py REMOVED, ABSENT).
+SENTINEL_REMOVED, SENTINEL_ABSENT = "removed", "absent"
 ONLINE_STEPS = ("preflight", "backup", "precopy", "freeze", "final_backup", "restore", "verify", "finalize")
 OFFLINE_STEPS = ("preflight", "restore", "verify", "finalize")
 # A cross-region move copies the repository into the target region's bucket twice: in bulk while
@@ -164,6 +169,11 @@ def precopy_key(move_id: str) -> str:
     return "move-" + hashlib.sha256(move_id.encode()).hexdigest()[:32]
 
 
+def override_words(move: Move) -> str:
+    """The refusals ``move`` may override, as the CLI's flags name them ("" when none)."""
+    return " ".join(flag for flag, on in (("--force", move.force), ("--to-draining", move.force_target)) if on)
+
+
 def sentinel_for(move_id: str) -> str:
     return f"buckets move {move_id}\n"
 
@@ -255,8 +265,10 @@ class MoveRunner(JobRunner):
     def resume(self) -> Move:
         return self._run("resume")
 
-    def retry(self, *, force: bool | None = None) -> Move:
-        return self._run("retry", force=force)
+    def retry(self, *, force: bool | None = None, force_target: bool | None = None) -> Move:
+        """Start the move again from preflight; ``force``/``force_target`` replace the move's
+        when given (None: as it had them)."""
+        return self._run("retry", force=force, force_target=force_target)
 
     def cancel(self) -> Move:
         with self.store.move_lock(self.project_id), self._leased():
@@ -268,7 +280,7 @@ class MoveRunner(JobRunner):
             self._log("cancelled", "move cancelled; the project stays on its source host")
             return cancelled
 
-    def _run(self, how: str, *, force: bool | None = None) -> Move:
+    def _run(self, how: str, *, force: bool | None = None, force_target: bool | None = None) -> Move:
         with self.store.move_lock(self.project_id), self._leased():
             move = self._require_active(how)
             crashed = move.status == MoveStatus.RUNNING
@@ -278,6 +290,8 @@ class MoveRunner(JobRunner):
                 start, continuing = "preflight", False
                 if force is not None:
                     self.store.set_move_force(self.move_id, force)
+                if force_target is not None:
+                    self.store.set_move_force_target(self.move_id, force_target)
                 self.store.set_move_snapshot(self.move_id, None)
             elif how == "resume" and move.status != MoveStatus.PENDING:
                 start = resume_point(self._plan(), move.step, crashed)
@@ -285,7 +299,9 @@ class MoveRunner(JobRunner):
             else:
                 start, continuing = "preflight", False
             self.move = self.store.update_move_status(self.move_id, MoveStatus.RUNNING, new_attempt=True)
-            self._attempt(self.move.attempts, how, start, continuing, {"force": self.move.force})
+            self._attempt(self.move.attempts, how, start, continuing,
+                          {"force": self.move.force, "force_target": self.move.force_target},
+                          overrides=override_words(self.move))
             return self.store.get_move(self.move_id)
 
     def _require_active(self, what: str) -> Move:
@@ -352,11 +368,15 @@ class MoveRunner(JobRunner):
         if copying:
             raise MoveRefused(f"files are being copied from or into project {project.id} (copy {copying[0].id}); "
                               "let it finish or cancel it first")
-        if target.status != "running" and not move.force:
-            raise MoveRefused(f"target host {target.id} is {target.status}; use force to move there anyway")
-        if not move.force and not self._seen_recently(target):
+        # Only force_target overrides the target's state: force accepts a loss of edits, which
+        # says nothing about whether the target should receive the project.
+        if target.status != "running" and not move.force_target:
+            raise MoveRefused(f"target host {target.id} is {target.status}; use force_target (--to-draining) to "
+                              "move there anyway")
+        if not move.force_target and not self._seen_recently(target):
             raise MoveRefused(f"target host {target.id} was not seen in the last "
-                              f"{self.settings.host_seen_within}; use force to move there anyway")
+                              f"{self.settings.host_seen_within}; use force_target (--to-draining) to move there "
+                              "anyway")
         target_client = self._client(target)
         try:
             target_client.capabilities()
@@ -528,7 +548,7 @@ class MoveRunner(JobRunner):
         why = "is unreachable" if not reachable else "does not hold the project"
         if reachable and not self.move.force:
             raise MoveRefused(f"project {project.id} is not present on its source host {source.id}; "
-                              "use force to move it from its last backup")
+                              "use force (--force) to move it from its last backup")
         # Without the source there is no location to compare (the store's may be stale): the
         # target's own listing is what the move goes by.
         where = target_client.project_status(project.id).repository_location
@@ -539,7 +559,7 @@ class MoveRunner(JobRunner):
         window = offline_window(project, newest.id, snapshot_time, utcnow(), self.settings.freshness_valid_for)
         if window is not None and not self.move.force:
             raise MoveRefused(f"source host {source.id} {why}; {window.describe(self.settings.freshness_valid_for)}. "
-                              f"Repeat with force to move from the last backup ({newest.short_id} of "
+                              f"Repeat with force (--force) to move from the last backup ({newest.short_id} of "
                               f"{_iso(snapshot_time)}).", loss_minutes=window.minutes)
         self.move = self.store.set_move_snapshot(self.move_id, newest.id)
         if window is None:
@@ -787,13 +807,17 @@ class MoveRunner(JobRunner):
                   {"host": target.id, "snapshot_id": snapshot_id, "entries": entries,
                    "bytes": operation.summary.bytes_processed, "sentinel": with_sentinel})
 
-    def _verify_counts(self, target: Host) -> None:
+    def _verify_counts(self, target: Host, *, without_sentinel: bool) -> None:
         """Right before placement changes: the target's live trees still hold the snapshot's
-        entries and bytes (Verify COUNTS; cheap, the target remembers the listing)."""
+        entries and bytes (Verify COUNTS; cheap, the target remembers the listing), less the
+        move's sentinel and with it gone when ``without_sentinel``."""
         snapshot_id = self.move.snapshot_id or ""
+        sentinel = ({"sentinel_path": SENTINEL_PATH, "sentinel_content": self.sentinel} if without_sentinel
+                    else {})
         handle = self._client(target).verify(
             self.project_id, mode=pb.VerifyRequest.COUNTS, snapshot_id=snapshot_id,
-            request_id=job_request_id(self.kind, self.move_id, "finalize-counts", self._round("finalize")))
+            request_id=job_request_id(self.kind, self.move_id, "finalize-counts", self._round("finalize")),
+            **sentinel)
         try:
             operation = self._await("finalize", target, handle)
         except MoveError as exc:
@@ -805,7 +829,10 @@ class MoveRunner(JobRunner):
 
     def _step_finalize(self) -> None:
         source, target = self._hosts()
-        self._verify_counts(target)
+        with_sentinel = self._plan() != "offline"
+        if with_sentinel:  # the verify needed it; the user's tree does not
+            self._remove_target_sentinel(target)
+        self._verify_counts(target, without_sentinel=with_sentinel)
         caught_up = caught_up_bytes(self._read_log()) if self._plan() != "offline" else None
         self.move = self.store.complete_move(
             self.move_id, message=f"complete: project {self.project_id} is on {target.id}",
@@ -816,6 +843,33 @@ class MoveRunner(JobRunner):
             record_status(self.store, target, self.project_id, self._client(target).project_status(self.project_id))
         except AgentError:
             pass  # the next report of the target records it
+
+    def _remove_target_sentinel(self, target: Host) -> None:
+        """Remove the move's sentinel from the target's persist location before the project is
+        handed over (Thaw with the sentinel: nothing else changes there). "absent" is a removal
+        done before a hub crash; any other file there now (the verify proved the sentinel) is a
+        change after the verify: MoveError DATA_LOSS, the file kept."""
+        outcome = self._client(target).thaw_removing_sentinel(self.project_id, SENTINEL_PATH, self.sentinel).sentinel
+        if outcome not in (SENTINEL_REMOVED, SENTINEL_ABSENT):
+            raise MoveError(f"the sentinel {SENTINEL_PATH} on {target.id} {outcome or 'was not looked at'} "
+                            "after the verify; it is kept", "DATA_LOSS")
+        self._log("sentinel", f"sentinel {SENTINEL_PATH} " + ("removed from" if outcome == SENTINEL_REMOVED
+                                                              else "already gone from") + f" {target.id}",
+                  {"host": target.id, "sentinel_path": SENTINEL_PATH, "outcome": outcome})
+
+    def _thaw_source(self, source: Host) -> None:
+        """Make the source writable again and take the move's sentinel out of its persist location
+        (only a file holding exactly this move's sentinel). Raises AgentError."""
+        answer = self._client(source).thaw_removing_sentinel(self.project_id, SENTINEL_PATH, self.sentinel)
+        self.move = self.store.set_move_frozen_at(self.move_id, None)  # the frozen window ended
+        self._log("thaw", f"project writable again on {source.id}", {"host": source.id})
+        if answer.sentinel in (SENTINEL_REMOVED, SENTINEL_ABSENT):
+            self._log("sentinel", f"sentinel {SENTINEL_PATH} " + ("removed from" if answer.sentinel == SENTINEL_REMOVED
+                                                                  else "not on") + f" {source.id}",
+                      {"host": source.id, "sentinel_path": SENTINEL_PATH, "outcome": answer.sentinel})
+        else:
+            self._log("warning", f"{SENTINEL_PATH} on {source.id} was kept: it {answer.sentinel or 'was not looked at'}",
+                      {"host": source.id, "sentinel_path": SENTINEL_PATH, "outcome": answer.sentinel})
 
     # ------------------------------------------------------------ failure
 
@@ -850,9 +904,7 @@ class MoveRunner(JobRunner):
         placed_on = self.store.get_project(self.project_id).host_id
         if plan != "offline" and reached >= steps.index("freeze") and placed_on == source.id:
             try:
-                self._client(source).thaw(self.project_id)
-                self.move = self.store.set_move_frozen_at(self.move_id, None)  # the frozen window ended
-                self._log("thaw", f"project writable again on {source.id}", {"host": source.id})
+                self._thaw_source(source)
             except AgentError as exc:
                 self._log("warning", f"could not thaw the project on {source.id} ({exc}); it stays read-only "
                           "until the move is resumed, retried or cancelled", {"host": source.id})

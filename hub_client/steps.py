@@ -176,9 +176,12 @@ class JobRunner:
         """Copy the operation's progress into the log until it ends; raise unless it succeeded."""
         return follow_operation(self._log, step, host.id, handle, timeout=self.operation_timeout, error=self.error)
 
-    def _attempt(self, attempts: int, how: str, start: str, continuing: bool, data: dict[str, Any]) -> None:
-        """Log the attempt and run the steps from ``start``; on any failure, ``_fail`` first."""
+    def _attempt(self, attempts: int, how: str, start: str, continuing: bool, data: dict[str, Any],
+                 overrides: str = "") -> None:
+        """Log the attempt and run the steps from ``start``; on any failure, ``_fail`` first.
+        ``overrides``: the refusals the attempt may override, in words for the log's text."""
         self._log("attempt", f"attempt {attempts}: {how} from {start}"
+                  + (f" with {overrides}" if overrides else "")
                   + (" (continuing the step a stopped hub had started)" if continuing else ""),
                   {"how": how, "from": start, **data})
         try:

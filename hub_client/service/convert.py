@@ -7,7 +7,7 @@ import json
 import re
 import uuid
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Mapping
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
@@ -126,7 +126,7 @@ def move_message(move: Move) -> hpb.Move:
         id=move.id, project_id=move.project_id, source_host=move.source_host, target_host=move.target_host,
         step=move.step, status=JOB_STATUS.get(move.status, hpb.JOB_STATUS_UNSPECIFIED), force=move.force,
         error=move.error or "", attempts=move.attempts, snapshot_id=move.snapshot_id or "", cleanup=move.cleanup,
-        cross_region=move.cross_region)
+        cross_region=move.cross_region, force_target=move.force_target)
     for field in ("created_at", "updated_at", "frozen_at", "placed_at"):
         _set_time(message, field, getattr(move, field))
     if move.caught_up_bytes is not None:
@@ -169,9 +169,15 @@ def rescue_message(rescue: Rescue) -> hpb.Rescue:
                       bytes_added=rescue.bytes_added, files_new=rescue.files_new, files_changed=rescue.files_changed)
 
 
-def move_parameters(move: Move) -> dict[str, Any]:
-    """What a StartMove asked for, as recorded (compared when a request_id comes again)."""
-    return {"project_id": move.project_id, "target_host": move.target_host, "force": move.force,
+def move_parameters(move: Move, first_attempt: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """What a StartMove asked for, as recorded (compared when a request_id comes again).
+    ``first_attempt``: the data of the move's first "attempt" movelog entry, which holds
+    ``force``/``force_target`` as the move was created with them (a retry may have changed the
+    move's since); None before the first attempt, when the move's are those."""
+    asked = first_attempt or {}
+    return {"project_id": move.project_id, "target_host": move.target_host,
+            "force": bool(asked.get("force", move.force)),
+            "force_target": bool(asked.get("force_target", move.force_target)),
             "cross_region": move.cross_region}
 
 

@@ -174,15 +174,17 @@ class HubService:
     # ------------------------------------------------------------ moves
 
     def start_move(self, request_id: str, project_id: str, target_host: str, force: bool,
-                   cross_region: bool) -> Move:
+                   cross_region: bool, force_target: bool = False) -> Move:
         """Record the move the request names (or find it: the same request id) and have the
-        runner start it; returns the move as recorded now."""
+        runner start it; returns the move as recorded now. The same request id with another
+        target, cross_region, force or force_target (as the move was created) is RequestIdReused."""
         convert.request_id(request_id)
         convert.project_id(project_id)
         convert.name(target_host, "target_host")
         move_id = job_id_for(MOVE, request_id)
-        asked = {"project_id": project_id, "target_host": target_host, "cross_region": cross_region}
-        existing = self._same_request(self.store.get_move, move_id, asked, convert.move_parameters)
+        asked = {"project_id": project_id, "target_host": target_host, "cross_region": cross_region,
+                 "force": bool(force), "force_target": bool(force_target)}
+        existing = self._same_request(self.store.get_move, move_id, asked, self._move_as_asked)
         if existing is not None:
             return existing
         project = self.store.get_project(project_id)
@@ -198,18 +200,22 @@ class HubService:
                    else "cross_region is only for a host of another region"))
         try:
             move = self.store.create_move(project_id, project.host_id, target_host, force=force, move_id=move_id,
-                                          cross_region=cross_region)
+                                          cross_region=cross_region, force_target=force_target)
         except MoveInProgress as exc:
             if exc.move_id == move_id:  # the same request, a moment earlier
-                return self._same_request(self.store.get_move, move_id, asked, convert.move_parameters)
+                return self._same_request(self.store.get_move, move_id, asked, self._move_as_asked)
             raise
         except Exception:  # the move id taken by the same request a moment earlier
-            again = self._same_request(self.store.get_move, move_id, asked, convert.move_parameters)
+            again = self._same_request(self.store.get_move, move_id, asked, self._move_as_asked)
             if again is None:
                 raise
             return again
         self.runner.submit(MOVE, move.id, "start")
         return move
+
+    def _move_as_asked(self, move: Move) -> dict[str, Any]:
+        first = next((entry for entry in self.store.movelog(move.id) if entry.kind == "attempt"), None)
+        return convert.move_parameters(move, first.data if first is not None else None)
 
     def _same_request(self, get: Callable[[str], Any], job_id: str, asked: dict[str, Any],
                       recorded: Callable[[Any], dict[str, Any]]) -> Any | None:
@@ -250,13 +256,14 @@ class HubService:
         begun.wait(BEGIN_WAIT)
         return get(job_id)
 
-    def retry_move(self, move_id: str, force: bool | None) -> Move:
+    def retry_move(self, move_id: str, force: bool | None, force_target: bool | None = None) -> Move:
         move = self.get_move(move_id)
         self._require_active_move(move, "retry")
         if move.status != MoveStatus.FAILED:
             raise FailedPrecondition(f"move {move.id} is {move.status}; only a failed move is retried "
                                      "(resume a stopped one)")
-        return self._begun(self.runner.submit(MOVE, move.id, "retry", force=force), self.store.get_move, move.id)
+        return self._begun(self.runner.submit(MOVE, move.id, "retry", force=force,
+                                                             force_target=force_target), self.store.get_move, move.id)
 
     def _require_active_move(self, move: Move, what: str) -> None:
         if not move.active:

@@ -27,10 +27,10 @@ HOWS = ("start", "resume", "retry")
 
 
 def run_job(hub: Hub, kind: str, job_id: str, how: str, *, force: bool | None = None,
-            observer: Observer | None = None) -> None:
+            force_target: bool | None = None, observer: Observer | None = None) -> None:
     """Run the move or copy ``job_id`` (``kind``) to its end, as ``how`` says: ``start`` (a
     pending job from its preflight), ``resume`` (where it stopped), ``retry`` (a failed move from
-    preflight, with ``force`` when given; a copy's retry is its resume, which starts a failed copy
+    preflight, with ``force`` and ``force_target`` when given; a copy's retry is its resume, which starts a failed copy
     again from preflight). ``observer`` sees each log entry as it is written. A finished move's
     source copy is removed right away (or left pending for the next cleanup when that fails).
     Raises what the library raises."""
@@ -40,7 +40,7 @@ def run_job(hub: Hub, kind: str, job_id: str, how: str, *, force: bool | None = 
         elif how == "resume":
             hub.resume(job_id, observer=observer)
         else:
-            hub.retry(job_id, force=force, observer=observer)
+            hub.retry(job_id, force=force, force_target=force_target, observer=observer)
     elif kind == COPY:
         if how == "start":
             hub.copy_runner(job_id, observer=observer).start()
@@ -61,7 +61,8 @@ class Runner:
         self._lock = threading.Lock()
         self._running: dict[str, Future] = {}
 
-    def submit(self, kind: str, job_id: str, how: str, *, force: bool | None = None) -> threading.Event:
+    def submit(self, kind: str, job_id: str, how: str, *, force: bool | None = None,
+               force_target: bool | None = None) -> threading.Event:
         """Queue the job; returns an event set once its attempt has begun (its first log entry is
         written: the job is recorded running) or it ended without one. Raises
         agent.errors.Conflict (ABORTED) when this process runs it already."""
@@ -71,7 +72,8 @@ class Runner:
         with self._lock:
             if job_id in self._running:
                 raise Conflict(f"{kind} {job_id} is running in this hub process already")
-            self._running[job_id] = future = self._pool.submit(self._guarded, kind, job_id, how, force, begun)
+            self._running[job_id] = future = self._pool.submit(self._guarded, kind, job_id, how, force, force_target,
+                                                                   begun)
         future.add_done_callback(lambda _: (self._done(job_id), begun.set()))
         return begun
 
@@ -87,10 +89,12 @@ class Runner:
         with self._lock:
             self._running.pop(job_id, None)
 
-    def _guarded(self, kind: str, job_id: str, how: str, force: bool | None, begun: threading.Event) -> None:
+    def _guarded(self, kind: str, job_id: str, how: str, force: bool | None, force_target: bool | None,
+                 begun: threading.Event) -> None:
         log.info("job.started", kind=kind, job_id=job_id, how=how)
         try:
-            self._run(self.hub, kind, job_id, how, force=force, observer=lambda _entry: begun.set())
+            self._run(self.hub, kind, job_id, how, force=force, force_target=force_target,
+                      observer=lambda _entry: begun.set())
         except JobError as exc:  # recorded in the store and the job's log by the library
             log.info("job.failed", kind=kind, job_id=job_id, error=str(exc))
         except (MoveInProgress, CopyInProgress) as exc:

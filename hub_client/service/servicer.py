@@ -206,7 +206,7 @@ class HubServicer(CallsInFlight, hpb_grpc.HubServicer):
     async def StartMove(self, request, context):
         return convert.move_message(await self._call(
             self._service.start_move, request.request_id, request.project_id, request.target_host, request.force,
-            request.cross_region))
+            request.cross_region, request.force_target))
 
     @rpc
     async def GetMove(self, request, context):
@@ -228,7 +228,8 @@ class HubServicer(CallsInFlight, hpb_grpc.HubServicer):
     @rpc
     async def RetryMove(self, request, context):
         force = request.force if request.HasField("force") else None
-        return convert.move_message(await self._call(self._service.retry_move, request.move_id, force))
+        force_target = request.force_target if request.HasField("force_target") else None
+        return convert.move_message(await self._call(self._service.retry_move, request.move_id, force, force_target))
 
     # ------------------------------------------------------------ copies
 

@@ -74,12 +74,14 @@ class Store(Protocol):
     # -- moves ----------------------------------------------------------------------------
     def create_move(
         self, project_id: str, source_host: str, target_host: str, *, force: bool = False,
-        move_id: str | None = None, step: str = "created", cross_region: bool = False,
+        move_id: str | None = None, step: str = "created", cross_region: bool = False, force_target: bool = False,
     ) -> Move:
         """Record a new PENDING move; raises MoveInProgress if the project has an active move
         (enforced by a unique index, so it holds across hub processes) and NotFound for an unknown
         project or host. ``cross_region``: the move takes the project's repository to the target
-        host's region, and completing it sets the project's region."""
+        host's region, and completing it sets the project's region. ``force``: the move may go
+        ahead losing edits newer than the project's last backup (its source is down);
+        ``force_target``: it may go to a target host that is draining or was not seen recently."""
 
     def get_move(self, move_id: str) -> Move:
         """The move; raises NotFound."""
@@ -102,6 +104,10 @@ class Store(Protocol):
 
     def set_move_force(self, move_id: str, force: bool) -> Move:
         """Record that the active move runs with (or without) force; raises NotFound or InvalidTransition."""
+
+    def set_move_force_target(self, move_id: str, force_target: bool) -> Move:
+        """Record that the active move may (or may not) go to a draining or silent target host;
+        raises NotFound or InvalidTransition."""
 
     def set_move_snapshot(self, move_id: str, snapshot_id: str | None) -> Move:
         """Record the exact snapshot the move's target restores (None clears it, for a retry);

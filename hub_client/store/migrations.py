@@ -206,6 +206,16 @@ def _leases(time: str, epoch: str) -> tuple[str, ...]:
     return tuple(statements)
 
 
+def _force_target(boolean: str) -> tuple[str, ...]:
+    # ``force`` used to mean both "accept the loss of edits newer than the last backup" and "move
+    # to a target that is draining or was not seen recently"; the second is force_target now. A
+    # move recorded with force before the split keeps both meanings it was asked with.
+    return (
+        f"ALTER TABLE moves ADD COLUMN force_target {boolean} NOT NULL DEFAULT FALSE",
+        "UPDATE moves SET force_target = force",
+    )
+
+
 # The moment a lease of a job that was running before leases existed "lapsed", in each dialect's
 # time representation (SQLite: ISO 8601 text with microseconds, which sorts as time).
 _LONG_AGO = {"sqlite": "'1970-01-01T00:00:00.000000+00:00'", "postgres": "'1970-01-01 00:00:00+00'"}
@@ -220,6 +230,7 @@ MIGRATIONS: dict[str, tuple[Migration, ...]] = {
         Migration(5, "projects: last_backup_snapshot, reported_at; rescues", _freshness_and_rescues("TEXT")),
         Migration(6, "moves: frozen_at, placed_at, caught_up_bytes", _frozen_window("TEXT")),
         Migration(7, "moves, copies: leases", _leases("TEXT", _LONG_AGO["sqlite"])),
+        Migration(8, "moves: force_target", _force_target("INTEGER")),
     ),
     "postgres": (
         Migration(1, "hosts, projects, moves, movelog", _initial("TEXT", "TIMESTAMPTZ", "BOOLEAN", "JSONB")),
@@ -229,6 +240,7 @@ MIGRATIONS: dict[str, tuple[Migration, ...]] = {
         Migration(5, "projects: last_backup_snapshot, reported_at; rescues", _freshness_and_rescues("TIMESTAMPTZ")),
         Migration(6, "moves: frozen_at, placed_at, caught_up_bytes", _frozen_window("TIMESTAMPTZ")),
         Migration(7, "moves, copies: leases", _leases("TIMESTAMPTZ", _LONG_AGO["postgres"])),
+        Migration(8, "moves: force_target", _force_target("BOOLEAN")),
     ),
 }
 

@@ -120,6 +120,9 @@ class Move:
     frozen_at: datetime | None = None
     placed_at: datetime | None = None
     caught_up_bytes: int | None = None
+    # ``force``: the loss of edits newer than the last backup is accepted (source down);
+    # ``force_target``: the target may be draining or not seen recently.
+    force_target: bool = False
 
     @property
     def active(self) -> bool:

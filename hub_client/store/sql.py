@@ -30,7 +30,8 @@ _RESCUE_COLUMNS = ("move_id, project_id, host_id, snapshot_id, created_at, bytes
 _NEW_MOVE_COLUMNS = (
     "id, project_id, source_host, target_host, step, status, force, error, attempts, created_at, updated_at"
 )
-_MOVE_COLUMNS = f"{_NEW_MOVE_COLUMNS}, snapshot_id, cleanup, cross_region, frozen_at, placed_at, caught_up_bytes"
+_MOVE_COLUMNS = (f"{_NEW_MOVE_COLUMNS}, snapshot_id, cleanup, cross_region, frozen_at, placed_at, caught_up_bytes,"
+                 " force_target")
 _COPY_COLUMNS = (
     "id, source_project, source_path, target_project, target_path, on_conflict, source_host, target_host, step,"
     " status, error, attempts, created_at, updated_at, snapshot_id"
@@ -168,7 +169,7 @@ class SqlStore(ABC):
             created_at=self._time_out(row[9]), updated_at=self._time_out(row[10]),
             snapshot_id=row[11], cleanup=row[12], cross_region=bool(row[13]),
             frozen_at=self._time_out(row[14]), placed_at=self._time_out(row[15]),
-            caught_up_bytes=None if row[16] is None else int(row[16]),
+            caught_up_bytes=None if row[16] is None else int(row[16]), force_target=bool(row[17]),
         )
 
     def _copy(self, row: tuple) -> Copy:
@@ -322,7 +323,7 @@ class SqlStore(ABC):
     # -- moves ----------------------------------------------------------------------------
     def create_move(
         self, project_id: str, source_host: str, target_host: str, *, force: bool = False,
-        move_id: str | None = None, step: str = "created", cross_region: bool = False,
+        move_id: str | None = None, step: str = "created", cross_region: bool = False, force_target: bool = False,
     ) -> Move:
         move_id = move_id or str(uuid.uuid4())
         now = self._time_in(utcnow())
@@ -330,10 +331,10 @@ class SqlStore(ABC):
             with self._transaction() as conn:
                 row = self._exec(
                     conn,
-                    f"INSERT INTO moves ({_NEW_MOVE_COLUMNS}, cross_region)"
-                    f" VALUES (?, ?, ?, ?, ?, ?, ?, NULL, 0, ?, ?, ?) RETURNING {_MOVE_COLUMNS}",
+                    f"INSERT INTO moves ({_NEW_MOVE_COLUMNS}, cross_region, force_target)"
+                    f" VALUES (?, ?, ?, ?, ?, ?, ?, NULL, 0, ?, ?, ?, ?) RETURNING {_MOVE_COLUMNS}",
                     (move_id, project_id, source_host, target_host, step, MoveStatus.PENDING, bool(force), now, now,
-                     bool(cross_region)),
+                     bool(cross_region), bool(force_target)),
                 ).fetchone()
         except self._integrity_errors() as exc:
             kind = self._conflict(exc)
@@ -404,6 +405,10 @@ class SqlStore(ABC):
     def set_move_force(self, move_id: str, force: bool) -> Move:
         with self._transaction() as conn:
             return self._update_active(conn, move_id, "force = ?", (bool(force),))
+
+    def set_move_force_target(self, move_id: str, force_target: bool) -> Move:
+        with self._transaction() as conn:
+            return self._update_active(conn, move_id, "force_target = ?", (bool(force_target),))
 
     def set_move_snapshot(self, move_id: str, snapshot_id: str | None) -> Move:
         with self._transaction() as conn:

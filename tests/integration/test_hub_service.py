@@ -17,7 +17,7 @@ import pytest
 
 from hub_client.proto.buckets.v1 import agent_pb2 as apb
 from hub_client.proto.buckets.v1 import hub_pb2 as hpb
-from hub_client.move import SENTINEL_PATH, sentinel_for
+from hub_client.move import SENTINEL_PATH
 from tests.conftest import requires_restic
 from tests.harness import REPO_ROOT, AgentProcess, create_project, manifest, unmount_below, write_tree
 from tests.hub_process import HubProcess
@@ -131,11 +131,10 @@ def test_move_over_the_api_followed_to_the_end_and_replayed_from_the_middle(serv
     assert done.status == hpb.JOB_SUCCEEDED
     # Ground truth: the target's trees are the source's as they were.
     assert manifest(b.home(project_id)) == home_before
-    # The persist location also holds the move's sentinel, written at the freeze (changing its mtime).
-    persist_after = manifest(b.persist(project_id))
-    assert (b.persist(project_id) / SENTINEL_NAME).read_text() == sentinel_for(started.id)
-    assert {k: v for k, v in persist_after.items() if k not in (".", SENTINEL_NAME)} == \
-        {k: v for k, v in persist_before.items() if k != "."}
+    # The move's sentinel, written at the freeze, was removed at finalize: the persist location is
+    # the source's as it was, its mtime included.
+    assert not (b.persist(project_id) / SENTINEL_NAME).exists()
+    assert manifest(b.persist(project_id)) == persist_before
     assert hub.stub.GetProject(hpb.GetProjectRequest(project_id=project_id), timeout=10).host_id == "host-b"
     assert b.stub.GetProjectStatus(apb.GetProjectStatusRequest(project_id=project_id), timeout=10).present
 

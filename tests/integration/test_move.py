@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from hub_client.hub import Hub
-from hub_client.move import ONLINE_STEPS, SENTINEL_PATH, MoveError, MoveRefused, sentinel_for
+from hub_client.move import ONLINE_STEPS, SENTINEL_PATH, MoveError, MoveRefused
 from hub_client.proto.buckets.v1 import agent_pb2 as pb
 from hub_client.store import Cleanup, Host, MoveStatus, Project, open_store
 from tests.harness import REPO_ROOT, create_project, manifest, new_id
@@ -42,6 +42,7 @@ def test_move_of_a_few_thousand_files(hub: Hub, two_hosts) -> None:
     def before_step(step: str) -> None:
         if step == "freeze":  # after the bulk backup: an edit only the catch-up backup can carry
             (a.home(project_id) / "edited-before-freeze.txt").write_text("late edit\n")
+            seen_on_source["persist_before_freeze"] = manifest(a.persist(project_id))
         if step == "restore":  # the source is frozen: this is what the target must end up with
             seen_on_source["home"] = manifest(a.home(project_id))
             seen_on_source["persist"] = manifest(a.persist(project_id))
@@ -52,8 +53,10 @@ def test_move_of_a_few_thousand_files(hub: Hub, two_hosts) -> None:
     assert move.status == MoveStatus.SUCCEEDED
     assert manifest(b.home(project_id)) == seen_on_source["home"]
     assert len(seen_on_source["home"]) > 3000
-    assert manifest(b.persist(project_id)) == seen_on_source["persist"]
-    assert (b.persist(project_id) / SENTINEL_NAME).read_text() == sentinel_for(move.id)
+    # The sentinel proved the catch-up snapshot on the target and was removed at finalize: the
+    # persist location is the source's as it was before the freeze, its mtime included.
+    assert manifest(b.persist(project_id)) == seen_on_source["persist_before_freeze"]
+    assert not (b.persist(project_id) / SENTINEL_NAME).exists()
     assert (b.home(project_id) / "edited-before-freeze.txt").read_text() == "late edit\n"
     assert [e.message for e in entries if e.kind == "step"] == list(ONLINE_STEPS)
     assert any(e.kind == "verify" and "sentinel found" in e.message for e in entries)
@@ -187,7 +190,8 @@ def test_refusals_change_nothing(sqlite_hub: Hub, two_hosts) -> None:
 
     refused("host-us", "cross-region")
     refused("host-gone", "was not seen")
-    refused("host-gone", "does not answer", force=True)
+    refused("host-gone", "was not seen", force=True)  # force accepts a loss of edits, not a silent target
+    refused("host-gone", "does not answer", force_target=True)
     hub.store.upsert_host(Host("host-b", f"127.0.0.1:{b.port}", "eu", "draining"))
     refused("host-b", "host-b is draining")
     register(hub, "host-b", b)
@@ -196,7 +200,7 @@ def test_refusals_change_nothing(sqlite_hub: Hub, two_hosts) -> None:
     assert b.wait(foreign.id).state == pb.SUCCEEDED
     refused("host-b", "already holds a copy")
     assert b.home(project_id).is_dir()  # not ours to remove
-    assert [m.status for m in hub.store.list_moves(project_id=project_id)] == [MoveStatus.CANCELLED] * 5
+    assert [m.status for m in hub.store.list_moves(project_id=project_id)] == [MoveStatus.CANCELLED] * 6
 
 
 # ---------------------------------------------------------------- hub processes

@@ -184,12 +184,13 @@ def test_the_source_copy_is_intact_until_placement_changes(sqlite_hub: Hub, two_
     verified = [e for e in entries if e.kind == "verify" and "entries" in e.data]
     assert "equal snapshot" in verified[0].message and "sentinel found" in verified[0].message
     assert verified[0].data["entries"] > 40
-    assert "still holds" in verified[1].message and verified[1].data["entries"] == verified[0].data["entries"]
+    # Finalize counts the trees after the sentinel's removal: one entry fewer than the snapshot.
+    assert "still holds" in verified[1].message and verified[1].data["entries"] == verified[0].data["entries"] - 1
     # Then, and only then, the source copy is removed.
     assert hub.store.get_project(project_id).host_id == "host-b"
     assert not a.home(project_id).exists()
     assert hub.store.get_move(move.id).cleanup == Cleanup.DONE
-    assert (b.persist(project_id) / SENTINEL_NAME).exists()
+    assert not (b.persist(project_id) / SENTINEL_NAME).exists()  # removed at finalize
 
 
 @pytest.mark.parametrize("same_tree", [False, True], ids=["other-data", "same-tree"])
@@ -287,9 +288,14 @@ def test_btrfs_move_verifies_the_data_and_an_emptied_target_fails(btrfs_hub) -> 
     assert_source_kept_and_writable(hub, a, project_id, home_before)
     assert not status(b, project_id).present
 
+    # The failure's thaw took the sentinel out of the source's persist subvolume.
+    assert not (a.persist(project_id) / SENTINEL_NAME).exists()
+
     # Retried untouched: the exact restore on btrfs (subvolume roots, modes, mtimes) verifies.
-    home_now = manifest(a.home(project_id))
+    home_now, persist_now = manifest(a.home(project_id)), manifest(a.persist(project_id))
     retried = hub.retry(move.id)
     assert retried.status == MoveStatus.SUCCEEDED
     assert manifest(b.home(project_id)) == home_now
+    # The sentinel went at finalize: the persist subvolume is the source's as before the freeze.
+    assert manifest(b.persist(project_id)) == persist_now
     assert hub.store.get_project(project_id).host_id == "host-b"

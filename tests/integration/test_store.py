@@ -231,6 +231,9 @@ def test_move_state_for_resume_and_source_cleanup(store: Store) -> None:
     move = store.create_move(project.id, source.id, target.id)
     assert (move.snapshot_id, move.cleanup, move.force) == (None, Cleanup.NONE, False)
     assert store.set_move_force(move.id, True).force is True
+    assert store.get_move(move.id).force_target is False  # force is not force_target (issue 21)
+    assert store.set_move_force_target(move.id, True).force_target is True
+    assert store.get_move(move.id).force is True
     assert store.set_move_snapshot(move.id, "4488a640" * 8).snapshot_id == "4488a640" * 8
     assert store.get_move(move.id).snapshot_id == "4488a640" * 8
     assert store.set_move_snapshot(move.id, None).snapshot_id is None

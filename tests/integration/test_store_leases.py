@@ -4,6 +4,7 @@ renew as fencing, release. A lease of 0 seconds lapses at once, so nothing here 
 from __future__ import annotations
 
 import threading
+import uuid
 
 import pytest
 
@@ -18,6 +19,19 @@ LONG = 600.0  # seconds: a lease that does not lapse during a test
 def a_move(store: Store) -> str:
     _, target, project = seed(store)
     return store.create_move(project.id, project.host_id, target.id).id
+
+
+def a_version_6_move(store) -> str:
+    """A pending move written with only the columns schema version 6 has (create_move writes
+    later ones)."""
+    _, target, project = seed(store)
+    move_id = str(uuid.uuid4())
+    now = store._time_in(store.store_time())
+    with store._transaction() as conn:
+        store._exec(conn, "INSERT INTO moves (id, project_id, source_host, target_host, step, status, force, "
+                    "attempts, created_at, updated_at) VALUES (?, ?, ?, ?, 'created', ?, ?, 0, ?, ?)",
+                    (move_id, project.id, project.host_id, target.id, MoveStatus.PENDING, False, now, now))
+    return move_id
 
 
 def a_copy(store: Store) -> str:
@@ -157,12 +171,41 @@ def test_running_jobs_from_before_leases_are_taken_over(store_target) -> None:
                     store._exec(conn, statement)
                 store._exec(conn, "INSERT INTO schema_version (version, description, applied_at) VALUES (?, ?, ?)",
                             (migration.version, migration.description, store._time_in(store.store_time())))
-        running, pending = a_move(store), a_move(store)
+        running, pending = a_version_6_move(store), a_version_6_move(store)
         with store._transaction() as conn:
             store._exec(conn, "UPDATE moves SET status = ? WHERE id = ?", (MoveStatus.RUNNING, running))
-        assert store.migrate() == 1
+        assert store.migrate() == migrations.latest(store.dialect) - 6
         [lease] = store.claim_lapsed(JobKind.MOVE, "hub-new", LONG)
         assert lease.job_id == running and lease.epoch == 1
         assert store.get_lease(JobKind.MOVE, pending) is None
     finally:
         store.close()
+
+
+def test_moves_forced_before_the_split_keep_both_overrides(store_target) -> None:
+    """Migration 8: a move recorded with force before force_target existed keeps both meanings its
+    force had (a loss of edits, a draining or silent target); one without force gets neither."""
+    store = store_target.open(migrate=False)
+    try:
+        with store._migration_transaction() as conn:
+            store._exec(conn, migrations.BOOTSTRAP[store.dialect])
+            for migration in migrations.MIGRATIONS[store.dialect][:7]:
+                for statement in migration.statements:
+                    store._exec(conn, statement)
+                store._exec(conn, "INSERT INTO schema_version (version, description, applied_at) VALUES (?, ?, ?)",
+                            (migration.version, migration.description, store._time_in(store.store_time())))
+        forced, plain = a_version_6_move(store), a_version_6_move(store)
+        with store._transaction() as conn:
+            store._exec(conn, "UPDATE moves SET force = ? WHERE id = ?", (True, forced))
+        assert store.migrate() == migrations.latest(store.dialect) - 7
+        assert (store.get_move(forced).force, store.get_move(forced).force_target) == (True, True)
+        assert (store.get_move(plain).force, store.get_move(plain).force_target) == (False, False)
+        fresh = store.create_move(*_placed_elsewhere(store), force=True)
+        assert (fresh.force, fresh.force_target) == (True, False)
+    finally:
+        store.close()
+
+
+def _placed_elsewhere(store) -> tuple[str, str, str]:
+    _, target, project = seed(store)
+    return project.id, project.host_id, target.id

@@ -169,8 +169,15 @@ def test_bad_input(agent_factory, project_id, tmp_path):
         assert (unknown.state, unknown.error.code) == (pb.FAILED, "NOT_FOUND"), unknown.error
         missing = target.wait(target.verify(str(uuid.uuid4()), mode=mode, snapshot_id=snapshot_id).id)
         assert (missing.state, missing.error.code) == (pb.FAILED, "NOT_FOUND"), missing.error
+    # COUNTS with a sentinel counts the snapshot less it and needs it gone from the live tree (a
+    # move removed it): while it is still there, that is DATA_LOSS.
+    (target.persist(project_id) / SENTINEL.split("/", 1)[1]).write_text(MOVE_TOKEN)
+    still_there = target.wait(target.verify(project_id, mode=pb.VerifyRequest.COUNTS, snapshot_id=snapshot_id,
+                                            sentinel_path=SENTINEL, sentinel_content=MOVE_TOKEN).id)
+    assert (still_there.state, still_there.error.code) == (pb.FAILED, "DATA_LOSS"), still_there.error
+    assert "still there" in still_there.error.message
     code, _ = code_of(lambda: target.verify(project_id, mode=pb.VerifyRequest.COUNTS, snapshot_id=snapshot_id,
-                                            sentinel_path=SENTINEL, sentinel_content=MOVE_TOKEN))
+                                            sentinel_path="../x", sentinel_content="x"))
     assert code == grpc.StatusCode.INVALID_ARGUMENT
     code, _ = code_of(lambda: target.verify(project_id, mode=pb.VerifyRequest.SNAPSHOT_TREE,
                                             snapshot_id=snapshot_id, sentinel_path="../x", sentinel_content="x"))

@@ -46,6 +46,12 @@ export interface CallOptions {
 /** How a LogUpdate reads for the follower: the job (first message), an entry, a keep-alive. No
  * entry is `terminal`: entries may follow the ending one (source cleanup), so the end is the
  * stream's, judged by LogEnd. */
+/** What `retryMove` may change; each unset: as the move had it. */
+export interface RetryMoveOptions {
+  force?: boolean;  // accept the loss of edits newer than the last backup (source down)
+  force_target?: boolean;  // move to a draining target, or one that has not reported recently
+}
+
 export function readLog(update: LogUpdate__Output): Reading<LogEntry__Output> {
   if (update.update === "entry" && update.entry) {
     return { kind: "event", event: update.entry, seq: toBigInt(update.entry.seq), terminal: false };
@@ -167,9 +173,16 @@ export class HubClient extends ServiceClient<HubStub> {
   }
   cancelMove(moveId: string): Promise<Move__Output> { return this.unary("CancelMove", { move_id: moveId }); }
   resumeMove(moveId: string): Promise<Move__Output> { return this.unary("ResumeMove", { move_id: moveId }); }
-  /** `force` unset: as the move had it. */
-  retryMove(moveId: string, force?: boolean): Promise<Move__Output> {
-    return this.unary("RetryMove", { move_id: moveId, ...(force === undefined ? {} : { force }) });
+  /** Start a failed move again from preflight. `force` (a boolean: the old form) accepts the loss
+   * of edits newer than the last backup (source down); `force_target` allows a target host that is
+   * draining or has not reported recently. Each unset: as the move had it. */
+  retryMove(moveId: string, options: boolean | RetryMoveOptions = {}): Promise<Move__Output> {
+    const { force, force_target } = typeof options === "boolean" ? { force: options, force_target: undefined } : options;
+    return this.unary("RetryMove", {
+      move_id: moveId,
+      ...(force === undefined ? {} : { force }),
+      ...(force_target === undefined ? {} : { force_target }),
+    });
   }
 
   // ------------------------------------------------------------ copies

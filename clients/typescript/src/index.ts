@@ -5,7 +5,7 @@ export {
   loadServices, newRequestId, tlsFromFiles, toBigInt,
 } from "./connection";
 export { BucketsError, ErrorInfo, RpcStatus, STATUS_DETAILS_KEY, decodeStatusDetails } from "./errors";
-export { CallOptions, ENDING_KINDS, HubClient, LogEnd, RUNNING_JOB, readLog } from "./hub";
+export { CallOptions, ENDING_KINDS, HubClient, LogEnd, RetryMoveOptions, RUNNING_JOB, readLog } from "./hub";
 export { FollowSpec, Reading, RECONNECT_CODES, follow } from "./follow";
 export type * as agentTypes from "./generated/agent";
 export type * as hubTypes from "./generated/hub";

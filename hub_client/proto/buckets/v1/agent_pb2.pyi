@@ -804,16 +804,22 @@ class StoppedProcess(_message.Message):
     def __init__(self, pid: _Optional[int] = ..., uid: _Optional[int] = ..., command: _Optional[str] = ..., action: _Optional[str] = ..., paths: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ThawRequest(_message.Message):
-    __slots__ = ("project_id",)
+    __slots__ = ("project_id", "sentinel_path", "sentinel_content")
     PROJECT_ID_FIELD_NUMBER: _ClassVar[int]
+    SENTINEL_PATH_FIELD_NUMBER: _ClassVar[int]
+    SENTINEL_CONTENT_FIELD_NUMBER: _ClassVar[int]
     project_id: str
-    def __init__(self, project_id: _Optional[str] = ...) -> None: ...
+    sentinel_path: str
+    sentinel_content: str
+    def __init__(self, project_id: _Optional[str] = ..., sentinel_path: _Optional[str] = ..., sentinel_content: _Optional[str] = ...) -> None: ...
 
 class ThawResponse(_message.Message):
-    __slots__ = ("frozen",)
+    __slots__ = ("frozen", "sentinel")
     FROZEN_FIELD_NUMBER: _ClassVar[int]
+    SENTINEL_FIELD_NUMBER: _ClassVar[int]
     frozen: bool
-    def __init__(self, frozen: bool = ...) -> None: ...
+    sentinel: str
+    def __init__(self, frozen: bool = ..., sentinel: _Optional[str] = ...) -> None: ...
 
 class MarkEditedRequest(_message.Message):
     __slots__ = ("project_id", "time")

@@ -295,7 +295,7 @@ class CloneProjectRequest(_message.Message):
     def __init__(self, project_id: _Optional[str] = ..., clone_id: _Optional[str] = ..., host_id: _Optional[str] = ...) -> None: ...
 
 class Move(_message.Message):
-    __slots__ = ("id", "project_id", "source_host", "target_host", "step", "status", "force", "error", "attempts", "created_at", "updated_at", "snapshot_id", "cleanup", "cross_region", "frozen_at", "placed_at", "caught_up_bytes", "frozen_seconds")
+    __slots__ = ("id", "project_id", "source_host", "target_host", "step", "status", "force", "error", "attempts", "created_at", "updated_at", "snapshot_id", "cleanup", "cross_region", "frozen_at", "placed_at", "caught_up_bytes", "frozen_seconds", "force_target")
     ID_FIELD_NUMBER: _ClassVar[int]
     PROJECT_ID_FIELD_NUMBER: _ClassVar[int]
     SOURCE_HOST_FIELD_NUMBER: _ClassVar[int]
@@ -314,6 +314,7 @@ class Move(_message.Message):
     PLACED_AT_FIELD_NUMBER: _ClassVar[int]
     CAUGHT_UP_BYTES_FIELD_NUMBER: _ClassVar[int]
     FROZEN_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    FORCE_TARGET_FIELD_NUMBER: _ClassVar[int]
     id: str
     project_id: str
     source_host: str
@@ -332,21 +333,24 @@ class Move(_message.Message):
     placed_at: _timestamp_pb2.Timestamp
     caught_up_bytes: int
     frozen_seconds: float
-    def __init__(self, id: _Optional[str] = ..., project_id: _Optional[str] = ..., source_host: _Optional[str] = ..., target_host: _Optional[str] = ..., step: _Optional[str] = ..., status: _Optional[_Union[JobStatus, str]] = ..., force: bool = ..., error: _Optional[str] = ..., attempts: _Optional[int] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., snapshot_id: _Optional[str] = ..., cleanup: _Optional[str] = ..., cross_region: bool = ..., frozen_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., placed_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., caught_up_bytes: _Optional[int] = ..., frozen_seconds: _Optional[float] = ...) -> None: ...
+    force_target: bool
+    def __init__(self, id: _Optional[str] = ..., project_id: _Optional[str] = ..., source_host: _Optional[str] = ..., target_host: _Optional[str] = ..., step: _Optional[str] = ..., status: _Optional[_Union[JobStatus, str]] = ..., force: bool = ..., error: _Optional[str] = ..., attempts: _Optional[int] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., snapshot_id: _Optional[str] = ..., cleanup: _Optional[str] = ..., cross_region: bool = ..., frozen_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., placed_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., caught_up_bytes: _Optional[int] = ..., frozen_seconds: _Optional[float] = ..., force_target: bool = ...) -> None: ...
 
 class StartMoveRequest(_message.Message):
-    __slots__ = ("request_id", "project_id", "target_host", "force", "cross_region")
+    __slots__ = ("request_id", "project_id", "target_host", "force", "cross_region", "force_target")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     PROJECT_ID_FIELD_NUMBER: _ClassVar[int]
     TARGET_HOST_FIELD_NUMBER: _ClassVar[int]
     FORCE_FIELD_NUMBER: _ClassVar[int]
     CROSS_REGION_FIELD_NUMBER: _ClassVar[int]
+    FORCE_TARGET_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     project_id: str
     target_host: str
     force: bool
     cross_region: bool
-    def __init__(self, request_id: _Optional[str] = ..., project_id: _Optional[str] = ..., target_host: _Optional[str] = ..., force: bool = ..., cross_region: bool = ...) -> None: ...
+    force_target: bool
+    def __init__(self, request_id: _Optional[str] = ..., project_id: _Optional[str] = ..., target_host: _Optional[str] = ..., force: bool = ..., cross_region: bool = ..., force_target: bool = ...) -> None: ...
 
 class GetMoveRequest(_message.Message):
     __slots__ = ("move_id",)
@@ -381,12 +385,14 @@ class ResumeMoveRequest(_message.Message):
     def __init__(self, move_id: _Optional[str] = ...) -> None: ...
 
 class RetryMoveRequest(_message.Message):
-    __slots__ = ("move_id", "force")
+    __slots__ = ("move_id", "force", "force_target")
     MOVE_ID_FIELD_NUMBER: _ClassVar[int]
     FORCE_FIELD_NUMBER: _ClassVar[int]
+    FORCE_TARGET_FIELD_NUMBER: _ClassVar[int]
     move_id: str
     force: bool
-    def __init__(self, move_id: _Optional[str] = ..., force: bool = ...) -> None: ...
+    force_target: bool
+    def __init__(self, move_id: _Optional[str] = ..., force: bool = ..., force_target: bool = ...) -> None: ...
 
 class Copy(_message.Message):
     __slots__ = ("id", "source_project", "source_path", "target_project", "target_path", "on_conflict", "source_host", "target_host", "step", "status", "error", "attempts", "created_at", "updated_at", "snapshot_id")
