@@ -23,6 +23,7 @@ source's trees exactly once its sentinel is gone).
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import stat
@@ -31,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
 
-from agent import browse, errors, usertree
+from agent import browse, errors, fsops, usertree
 
 MAX_CONTENT_BYTES = 4096
 FILE_MODE = 0o644
@@ -95,11 +96,13 @@ def confine(sentinel: Sentinel, roots: Mapping[str, Path]) -> None:
 
 def write(sentinel: Sentinel, content: bytes, roots: Mapping[str, Path]) -> None:
     """Put ``content`` at the sentinel's path: a temporary file in the same directory, fsync,
-    rename over the target, fsync of the directory. Missing parent directories are created.
+    rename into place, fsync of the directory. Missing parent directories are created. Only a
+    move's sentinel already there is replaced; a user's file (or link) of that name is kept.
 
     Raises InvalidArgument (the parent leaves its root, or the path passes through or names
     something that is not a directory / a file), NotFound (the root itself is missing),
-    ResourceExhausted (disk or quota full), FailedPrecondition (read-only tree), Internal.
+    ResourceExhausted (disk or quota full), FailedPrecondition (read-only tree; a user's file or
+    link at the path), Internal.
     """
     root = Path(roots[sentinel.root])
     inside = _inside_parts(sentinel, root)
@@ -121,9 +124,11 @@ def write(sentinel: Sentinel, content: bytes, roots: Mapping[str, Path]) -> None
             temporary = f".{sentinel.name[:200]}.tmp-{uuid.uuid4().hex}"
             _write_file(directory, temporary, content, owner)
             try:
-                os.rename(temporary, sentinel.name, src_dir_fd=directory, dst_dir_fd=directory)
+                _place(directory, temporary, sentinel, content)
             except BaseException:
                 _unlink_quietly(directory, temporary)
+                with contextlib.suppress(OSError):
+                    _keep_times(directory, before)  # refused: the directory as the user left it
                 raise
             _keep_times(directory, before)
             os.fsync(directory)  # the rename itself must survive a crash too
@@ -131,6 +136,44 @@ def write(sentinel: Sentinel, content: bytes, roots: Mapping[str, Path]) -> None
             os.close(directory)
     except OSError as exc:
         raise _os_error(sentinel, exc) from exc
+
+
+def _place(directory: int, temporary: str, sentinel: Sentinel, content: bytes) -> None:
+    """Rename the written ``temporary`` file to the sentinel's name, never over a file of the
+    user's: what is there already is replaced only when it is a regular file holding a move's
+    sentinel (an earlier move's, or this content: a Freeze repeated). Raises FailedPrecondition
+    otherwise (the caller removes ``temporary``)."""
+    try:
+        fsops.renameat2(directory, temporary, directory, sentinel.name, fsops.RENAME_NOREPLACE)
+        return
+    except FileExistsError:
+        pass
+    if stat.S_ISDIR(os.stat(sentinel.name, dir_fd=directory, follow_symlinks=False).st_mode):
+        raise errors.InvalidArgument(f"sentinel_path {sentinel.path[:200]!r} names a directory")
+    if not _holds_a_sentinel(directory, sentinel.name, content):
+        raise errors.FailedPrecondition(
+            f"{sentinel.path[:200]!r} exists in the project and is not a move's sentinel: it is not "
+            "overwritten (rename or remove it, or use another sentinel_path)")
+    # A name that is a sentinel file now: a user swapping something else in within this instant
+    # loses only that name's entry (renames replace the entry, never follow a link).
+    os.rename(temporary, sentinel.name, src_dir_fd=directory, dst_dir_fd=directory)
+
+
+def _holds_a_sentinel(directory: int, name: str, content: bytes) -> bool:
+    """Whether ``name`` in ``directory`` is a regular file (not followed) holding ``content`` or
+    a move's sentinel (:data:`REMOVABLE_CONTENT_PREFIX`...)."""
+    try:
+        descriptor = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=directory)
+    except OSError:
+        return False  # a symlink (ELOOP), gone, unreadable: not known to be a sentinel
+    try:
+        if not stat.S_ISREG(os.fstat(descriptor).st_mode):
+            return False
+        held = _read_at_most(descriptor, MAX_CONTENT_BYTES + 1)
+    finally:
+        os.close(descriptor)
+    return held == content or (len(held) <= MAX_CONTENT_BYTES
+                                and held.startswith(REMOVABLE_CONTENT_PREFIX.encode()))
 
 
 def mismatch(sentinel: Sentinel, expected: bytes, roots: Mapping[str, Path]) -> str | None:

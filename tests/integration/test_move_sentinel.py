@@ -87,6 +87,30 @@ def test_thaw_removes_only_the_exact_sentinel_and_follows_nothing(agent_factory,
     sentinel.mkdir()
     assert thaw(agent, project_id).sentinel == "is not a regular file"
     assert sentinel.is_dir()
+    sentinel.rmdir()
+
+    # Freeze never writes its sentinel over a user's file (or link) of that name: refused before
+    # anything is frozen, the file kept byte for byte.
+    for users in ("file", "link"):
+        if users == "file":
+            sentinel.write_text("the user's own notes\n")
+        else:
+            sentinel.symlink_to(outside)
+        before = manifest(persist)
+        with pytest.raises(grpc.RpcError) as refused:
+            agent.stub.Freeze(pb.FreezeRequest(project_id=project_id, sentinel_path=SENTINEL_PATH,
+                                               sentinel_content=CONTENT), timeout=30)
+        assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION, refused.value.details()
+        assert manifest(persist) == before
+        assert outside.read_text() == CONTENT
+        assert not agent.stub.GetProjectStatus(pb.GetProjectStatusRequest(project_id=project_id), timeout=30).frozen
+        sentinel.unlink()
+    # An earlier move's sentinel left there is replaced.
+    sentinel.write_text("buckets move an-earlier-one\n")
+    agent.stub.Freeze(pb.FreezeRequest(project_id=project_id, sentinel_path=SENTINEL_PATH,
+                                       sentinel_content=CONTENT), timeout=30)
+    assert sentinel.read_text() == CONTENT
+    assert thaw(agent, project_id).sentinel == "removed"
 
 
 # ---------------------------------------------------------------- through moves

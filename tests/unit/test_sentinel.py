@@ -72,15 +72,34 @@ def roots(tmp_path: Path) -> dict[str, Path]:
     return sentinel.roots_of(home, persist)
 
 
-def test_write_creates_parents_and_replaces_atomically(roots):
-    location = sentinel.check("persist/moves/m1/sentinel", "first", required=True)
-    sentinel.write(location, b"first", roots)
+def test_write_creates_parents_and_replaces_an_earlier_sentinel_atomically(roots):
+    location = sentinel.check("persist/moves/m1/sentinel", "buckets move m1 first", required=True)
+    sentinel.write(location, b"buckets move m1 first", roots)
     target = roots["persist"] / "moves" / "m1" / "sentinel"
-    assert target.read_bytes() == b"first"
-    sentinel.write(location, b"second", roots)
-    assert target.read_bytes() == b"second"
+    assert target.read_bytes() == b"buckets move m1 first"
+    sentinel.write(location, b"buckets move m1 first", roots)  # a Freeze repeated
+    sentinel.write(location, b"buckets move m2 second", roots)  # a later move's
+    assert target.read_bytes() == b"buckets move m2 second"
     assert sorted(os.listdir(target.parent)) == ["sentinel"], "no temporary file may stay behind"
-    assert sentinel.mismatch(location, b"second", roots) is None
+    assert sentinel.mismatch(location, b"buckets move m2 second", roots) is None
+
+
+def test_write_never_overwrites_a_users_file_or_link_at_the_sentinel_path(roots, tmp_path):
+    location = sentinel.check("persist/.buckets-move-sentinel", "buckets move m1", required=True)
+    users = roots["persist"] / ".buckets-move-sentinel"
+    users.write_bytes(b"the user's own notes")
+    with pytest.raises(errors.FailedPrecondition, match="not a move's sentinel"):
+        sentinel.write(location, b"buckets move m1", roots)
+    assert users.read_bytes() == b"the user's own notes"
+    assert sorted(os.listdir(roots["persist"])) == [".buckets-move-sentinel"], "no temporary file may stay behind"
+    users.unlink()
+    outside = tmp_path / "outside"
+    outside.write_bytes(b"buckets move m0, but outside the project")
+    users.symlink_to(outside)
+    with pytest.raises(errors.FailedPrecondition):
+        sentinel.write(location, b"buckets move m1", roots)
+    assert users.is_symlink() and os.readlink(users) == str(outside)
+    assert outside.read_bytes() == b"buckets move m0, but outside the project"
 
 
 def test_mismatch_names_missing_and_different_without_the_content(roots):
