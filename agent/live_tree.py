@@ -15,7 +15,7 @@ from __future__ import annotations
 import errno
 import os
 import stat
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from agent import errors
@@ -133,9 +133,22 @@ def _describe_again(parent_fd: int, entry: str, path: str, found: dict[str, Entr
 
 
 def _walk(root_fd: int, root: str, found: dict[str, Entry]) -> None:
-    """Depth first below the open directory ``root_fd`` (closed here); only the descriptors of
-    the current directory's ancestors stay open."""
-    stack: list[tuple[int, str, list[str]]] = [(root_fd, root, _names(root_fd, root))]
+    """Record every entry below the open directory ``root_fd`` (closed here) in ``found``."""
+    _depth_first(root_fd, root, _names, lambda fd, name, path: _describe(fd, name, path, found))
+
+
+def _depth_first(root_fd: int, root: str, listed: Callable[[int, str], list[str]],
+                 enter: Callable[[int, str, str], int | None]) -> None:
+    """Depth first below the open directory ``root_fd`` (closed here): ``listed(fd, path)`` names
+    what to visit in a directory, ``enter(parent_fd, name, path)`` visits one and returns the
+    open descriptor of a directory to go into (None: not one). Only the descriptors of the
+    current directory's ancestors stay open."""
+    stack: list[tuple[int, str, list[str]]] = []
+    try:
+        stack.append((root_fd, root, listed(root_fd, root)))
+    except BaseException:
+        os.close(root_fd)
+        raise
     try:
         while stack:
             fd, path, names = stack[-1]
@@ -145,10 +158,10 @@ def _walk(root_fd: int, root: str, found: dict[str, Entry]) -> None:
                 continue
             name = names.pop()
             child_path = f"{path}/{name}"
-            child_fd = _describe(fd, name, child_path, found)
+            child_fd = enter(fd, name, child_path)
             if child_fd is not None:
                 try:
-                    names_below = _names(child_fd, child_path)
+                    names_below = listed(child_fd, child_path)
                 except BaseException:
                     os.close(child_fd)
                     raise
@@ -247,31 +260,11 @@ def _count_below(root_fd: int, root: str) -> tuple[int, int]:
             raise _unreadable(path, exc) from exc
         return directories
 
-    stack: list[tuple[int, str, list[str]]] = []
-    try:
-        stack.append((root_fd, root, listed(root_fd, root)))
-    except BaseException:
-        os.close(root_fd)
-        raise
-    try:
-        while stack:
-            fd, path, names = stack[-1]
-            if not names:
-                os.close(fd)
-                stack.pop()
-                continue
-            name = names.pop()
-            child_path = f"{path}/{name}"
-            child_fd, one, file_bytes = _count_one(fd, name, child_path, True)
-            entries, size = entries + one, size + file_bytes
-            if child_fd is not None:
-                try:
-                    below = listed(child_fd, child_path)
-                except BaseException:
-                    os.close(child_fd)
-                    raise
-                stack.append((child_fd, child_path, below))
-    finally:
-        for fd, _, _ in stack:
-            os.close(fd)
+    def enter(fd: int, name: str, path: str) -> int | None:
+        nonlocal entries, size
+        child_fd, one, file_bytes = _count_one(fd, name, path, True)
+        entries, size = entries + one, size + file_bytes
+        return child_fd
+
+    _depth_first(root_fd, root, listed, enter)
     return entries, size
