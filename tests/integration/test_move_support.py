@@ -22,7 +22,7 @@ from tests.integration.test_freshness_and_ensure import restic_restores
 
 pytestmark = requires_restic
 
-MOVE_TOKEN = "move 5f0c7d8e: frozen on host-a for host-b"
+MOVE_TOKEN = "buckets move 5f0c7d8e: frozen on host-a for host-b"
 
 
 def code_of(call) -> tuple[grpc.StatusCode, str]:
@@ -102,15 +102,15 @@ def test_freeze_writes_the_sentinel_then_freezes_and_a_resumed_freeze_must_match
 
     freeze(agent, project_id, path, MOVE_TOKEN)  # a resumed move: same sentinel, OK
     assert is_frozen(agent, project_id)
-    code, details = code_of(lambda: freeze(agent, project_id, path, "another move"))
+    code, details = code_of(lambda: freeze(agent, project_id, path, "buckets move another one"))
     assert code == grpc.StatusCode.FAILED_PRECONDITION
-    assert "frozen and its sentinel differs" in details and "another move" not in details
+    assert "frozen and its sentinel differs" in details and "buckets move another one" not in details
     assert target.read_text() == MOVE_TOKEN and is_frozen(agent, project_id)
 
     agent.stub.Thaw(pb.ThawRequest(project_id=project_id), timeout=10)
     assert not is_frozen(agent, project_id)
-    freeze(agent, project_id, path, "another move")  # thawed: a new move may freeze it
-    assert target.read_text() == "another move" and is_frozen(agent, project_id)
+    freeze(agent, project_id, path, "buckets move another one")  # thawed: a new move may freeze it
+    assert target.read_text() == "buckets move another one" and is_frozen(agent, project_id)
 
 
 def test_bad_sentinel_paths_are_invalid_argument_and_write_nothing(agent_factory, project_id, tmp_path):

@@ -378,6 +378,8 @@ def test_killed_precopy_is_continued_then_killed_catch_up_is_continued(hosts, en
         assert resumed.summary.files_fetched < BIG_FILES + UNCHANGED_FILES
 
     change_tree(source.home(project_id), source.persist(project_id))
+    # And 24 MB new: a catch-up of a few changed bytes can be over within one poll of a loaded machine.
+    (source.home(project_id) / "catch-up.dat").write_bytes(os.urandom(24 * 1024 * 1024))
     second = backup(source, project_id)
     caught_up = trees(source, project_id)
     placing = ensure_started(target, project_id, snapshot_id=second, precopy_key=KEY)

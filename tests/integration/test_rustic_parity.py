@@ -29,7 +29,7 @@ from agent.backends.base import EngineView
 from agent.engine.restic import ResticEngine
 from agent.engine.rustic import RusticEngine
 from agent.repository import Repository
-from hub_client.move import ONLINE_STEPS
+from hub_client.move import ONLINE_STEPS, SENTINEL_PATH
 from hub_client.proto.buckets.v1 import agent_pb2 as pb
 from hub_client.store import MoveStatus, open_store
 from tests.conftest import requires_restic
@@ -298,7 +298,10 @@ def test_a_hub_move_between_two_rustic_agents_verifies_and_verify_names_what_dif
             assert [e.message for e in entries if e.kind == "step"] == list(ONLINE_STEPS)
             assert hub.store.get_project(project_id).host_id == "host-b"
             assert manifest(b.home(project_id)) == seen["home"]
-            assert manifest(b.persist(project_id)) == seen["persist"]
+            # The move's sentinel was in the source's persist location from the freeze on; the
+            # target's lost it at finalize.
+            assert manifest(b.persist(project_id)) == {k: v for k, v in seen["persist"].items()
+                                                       if k != SENTINEL_PATH.split("/", 1)[1]}
             assert (b.home(project_id) / "late.txt").read_text() == "late edit\n"
             # The target proved its live trees equal the snapshot (SNAPSHOT_TREE, then COUNTS right
             # before placement) from rustic's listing of it.
@@ -312,6 +315,12 @@ def test_a_hub_move_between_two_rustic_agents_verifies_and_verify_names_what_dif
         store.close()
 
     home = b.home(project_id)
+    # The move's snapshot holds the move's sentinel, which finalize took out of the target's tree:
+    # the target's own first backup is what its live trees equal.
+    assert "persist/.buckets-move-sentinel: missing" in data_loss(tree_verify(b, project_id, snapshot_id))
+    backed_up = b.wait(b.backup(project_id).id)
+    assert backed_up.state == pb.SUCCEEDED, backed_up.error
+    snapshot_id = backed_up.summary.snapshot_id
     passed = tree_verify(b, project_id, snapshot_id)
     assert passed.state == pb.SUCCEEDED, passed.error
     entries = sum(len(d) + len(f) for tree in (home, b.persist(project_id)) for _, d, f in os.walk(tree)) + 2
