@@ -434,6 +434,15 @@ class AgentClient:
 
     def close(self) -> None:
         self._channel.close()
+        # A reconnection wait (_pause) subscribes to the channel's connectivity, which runs grpc's
+        # polling thread until ~0.2 s after the unsubscription. An interpreter exiting meanwhile
+        # (Ctrl-C right after a lost connection) can freeze that daemon thread while it holds
+        # its lock, and the channel's __del__ at exit then waits on that lock for ever: the
+        # thread is let end first (grpc keeps the flag on the channel's private state).
+        state = getattr(self._channel, "_connectivity_state", None)
+        until = time.monotonic() + 1.0
+        while state is not None and getattr(state, "polling", False) and time.monotonic() < until:
+            time.sleep(0.01)
 
     def call(self, method: str, request, *, timeout: float | None = None):
         """Call the unary RPC ``method`` (e.g. "GetOperation") with a deadline of ``timeout``
