@@ -383,7 +383,10 @@ def catch_engine(agent, subcommand: str, timeout: float = 120.0) -> psutil.Proce
 def cancel_caught(agent, operation_id: str, child: psutil.Process) -> pb.Operation:
     """Cancel the operation while its engine is stopped, then let the engine take the signal."""
     agent.stub.CancelOperation(pb.CancelOperationRequest(operation_id=operation_id), timeout=10)
-    child.resume()
+    try:
+        child.resume()
+    except psutil.NoSuchProcess:
+        pass  # killed already: the agent's kill grace ran out on a loaded machine (a stopped engine takes only SIGKILL)
     return agent.wait(operation_id, timeout=300)
 
 
