@@ -120,7 +120,7 @@ if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
 from hub_client.proto.buckets.v1 import agent_pb2 as pb  # noqa: E402
-from tests.btrfsfs import LoopBtrfs, btrfs_unavailable_reason  # noqa: E402
+from tests.btrfsfs import LoopBtrfs, LoopExt4, btrfs_unavailable_reason, ext4_unavailable_reason  # noqa: E402
 from tests.harness import AgentProcess, config_text, new_id  # noqa: E402
 
 try:  # bench/ is sys.path[0] when this file runs as a script (make bench)
@@ -1294,7 +1294,8 @@ def render(figures: list[Figure], machine: dict, params: dict) -> str:
     out += [
         "",
         f"machine: {machine['cpu']}, {machine['cores']} cores ({machine['usable_cores']} usable), "
-        f"{gib:.1f} GiB RAM, kernel {machine['kernel']}, scratch on {machine['filesystem']}",
+        f"{gib:.1f} GiB RAM, kernel {machine['kernel']}, scratch on "
+        f"{params.get('scratch_filesystem') or machine['filesystem']}",
         f"         {machine['restic']}; Python {machine['python']}; {machine['date']}",
     ]
     if machine.get("load_average"):
@@ -1387,6 +1388,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--scale-only", action="store_true",
                         help="run only the scale rows (the other rows' set-up still runs: pair with --quick)")
     parser.add_argument("--keep-scratch", action="store_true", help="do not remove the scratch dir (debugging)")
+    parser.add_argument(
+        "--scratch-fs", choices=("loop-ext4", "tmpdir"), default="loop-ext4",
+        help="where the agents, trees and repositories live: a journaled ext4 on a loop device made for this "
+        "run (default, as root; image under --tmpdir) or the --tmpdir filesystem itself",
+    )
     args = parser.parse_args(argv)
     quick = (20, 200, 3) if args.quick else (200, 2000, 5)
     args.size_mb = args.size_mb if args.size_mb is not None else quick[0]
@@ -1441,6 +1447,38 @@ def loop_btrfs_size_mb(size_mb: int) -> int:
     subvolume is deleted afterwards, asynchronously), a raw restore, one more tree of slack; plus
     room for metadata (DUP), the btrfs agent's state and restic's cache."""
     return 4 * size_mb + 512
+
+
+def scratch_filesystem_size_mb(args: argparse.Namespace, engines: int) -> int:
+    """MiB of the scratch filesystem (sparse; deleted blocks are given back): the tree, every agent
+    restore's replaced tree (kept, ``[restore] keep_replaced``), repositories and raw restores of
+    the engine rows; the frozen rows' largest size eight times (template, source, repository,
+    target, staging, the raw side's copy, repository and restore); room for the other rows."""
+    restores = (args.warmup + args.runs) * max(1, engines) * (1 if args.no_s3 else 2)
+    frozen = 0 if args.no_frozen or args.scale_only else 8 * max(args.frozen_sizes, default=0)
+    return args.size_mb * (restores + 8) + frozen + 4096
+
+
+def start_scratch_filesystem(
+    args: argparse.Namespace, outer: Path, engines: int, log: Callable[[str], None]
+) -> tuple[LoopExt4 | None, str]:
+    """The scratch filesystem by ``--scratch-fs``: a journaled ext4 on a loop device (image in
+    ``outer``), or None to work in ``outer`` itself; and a line saying which and why."""
+    if args.scratch_fs == "tmpdir":
+        return None, f"{filesystem_of(outer)} of {outer} (--scratch-fs tmpdir)"
+    reason = ext4_unavailable_reason()
+    size_mb = scratch_filesystem_size_mb(args, engines)
+    free_mb = shutil.disk_usage(outer).free // (1024 * 1024)
+    if reason is None and size_mb > free_mb:
+        reason = f"it would need up to {size_mb} MiB and {outer} has {free_mb} MiB free"
+    if reason is not None:
+        log(f"scratch: NOT on a loop-device ext4 ({reason}); figures depend on {outer}'s filesystem state")
+        return None, f"{filesystem_of(outer)} of {outer} (no loop-device ext4: {reason})"
+    filesystem = LoopExt4(outer / "scratch-fs", size_mb=size_mb)
+    log(f"scratch: making a {size_mb} MiB ext4 (journal) on a loop device, image {filesystem.image} (sparse)")
+    filesystem.start()
+    return filesystem, f"{size_mb} MiB ext4 with a journal on a loop device made for this run (image on " \
+        f"{filesystem_of(outer)})"
 
 
 def make_btrfs_project(
@@ -1502,7 +1540,15 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         print(f"bench: {exc}", file=sys.stderr)
         return 2
-    scratch = Path(tempfile.mkdtemp(prefix="buckets-bench-", dir=args.tmpdir))
+    outer = Path(tempfile.mkdtemp(prefix="buckets-bench-", dir=args.tmpdir))
+    try:
+        scratch_fs, scratch_description = start_scratch_filesystem(
+            args, outer, sum(isinstance(engine, rawe.RawEngine) for engine in resolved),
+            lambda message: print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True))
+    except BaseException:
+        shutil.rmtree(outer, ignore_errors=True)
+        raise
+    scratch = outer if scratch_fs is None else scratch_fs.mountpoint
     agent = AgentProcess(base=scratch / "agent")
     s3: S3Server | None = None
     filesystem: LoopBtrfs | None = None
@@ -1556,7 +1602,7 @@ def main(argv: list[str] | None = None) -> int:
         if bench.btrfs_skipped:
             bench.log(f"btrfs rows skipped: {bench.btrfs_skipped}")
         else:
-            filesystem = LoopBtrfs(scratch / "btrfs", size_mb=loop_btrfs_size_mb(args.size_mb))
+            filesystem = LoopBtrfs(outer / "btrfs", size_mb=loop_btrfs_size_mb(args.size_mb))
             bench.log(f"making a {filesystem.size_mb} MiB btrfs on a loop device ({filesystem.image})")
             filesystem.start()
             bench.log(f"loop device {filesystem.device} mounted on {filesystem.mountpoint}")
@@ -1591,6 +1637,7 @@ def main(argv: list[str] | None = None) -> int:
                 "other_rows": f"{DEFAULT_ENGINE_ID} ({bench.restic})",
             },
             "fastest": fastest_engines(figures),
+            "scratch_filesystem": scratch_description,
             "sync_before_each_step": bench.sync,
             "unchanged_runs": args.unchanged_runs,
             "btrfs": (
@@ -1599,7 +1646,7 @@ def main(argv: list[str] | None = None) -> int:
                 else {
                     "skipped": None,
                     "filesystem": f"{filesystem.size_mb} MiB btrfs (quotas on) on a loop device, image on "
-                    f"{filesystem_of(scratch)}; agent backend btrfs, base dir on it",
+                    f"{filesystem_of(outer)}; agent backend btrfs, base dir on it",
                     "size_mib": filesystem.size_mb,
                 }
             ),
@@ -1642,10 +1689,18 @@ def main(argv: list[str] | None = None) -> int:
             except BaseException as exc:  # noqa: BLE001 - reported (and raised) below
                 cleanup_error = exc
                 print(f"bench: cleaning up the loop-device btrfs failed: {exc}", file=sys.stderr)
+        if scratch_fs is not None and not args.keep_scratch and cleanup_error is None:
+            try:
+                scratch_fs.stop()
+            except BaseException as exc:  # noqa: BLE001 - reported (and raised) below
+                cleanup_error = exc
+                print(f"bench: cleaning up the loop-device scratch ext4 failed: {exc}", file=sys.stderr)
         if args.keep_scratch or cleanup_error is not None:
-            print(f"scratch kept: {scratch}", file=sys.stderr)
+            print(f"scratch kept: {outer}" + ("" if scratch_fs is None or cleanup_error is not None
+                                              else f" (ext4 still mounted on {scratch_fs.mountpoint})"),
+                  file=sys.stderr)
         else:
-            shutil.rmtree(scratch, ignore_errors=True)
+            shutil.rmtree(outer, ignore_errors=True)
         if cleanup_error is not None:
             raise cleanup_error
 

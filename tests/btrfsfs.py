@@ -164,16 +164,19 @@ def _alive(pid: int) -> bool:
 
 class LoopBtrfs:
     """A btrfs filesystem of ``size_mb`` MiB in ``workdir/btrfs.img``, mounted on ``workdir/mnt``.
+    Subclasses make another filesystem (:meth:`_make_filesystem`) with the same life cycle.
 
     ``size_mb`` must be at least about 120 (mkfs.btrfs refuses smaller
     devices with its default DUP metadata). ``device`` is the loop device
     once started, ``""`` before and after.
     """
 
+    KIND = "btrfs"
+
     def __init__(self, workdir: Path, size_mb: int = 1024) -> None:
         self.workdir = Path(workdir)
         self.size_mb = size_mb
-        self.image = self.workdir / "btrfs.img"
+        self.image = self.workdir / f"{self.KIND}.img"
         self.mountpoint = self.workdir / "mnt"
         self.device = ""
 
@@ -193,12 +196,8 @@ class LoopBtrfs:
             self.device = _run(["losetup", "--find", "--show", str(self.image)]).stdout.strip()
             if not self.device.startswith("/dev/"):
                 raise RuntimeError(f"losetup --find --show printed {self.device!r}")
-            _run(["mkfs.btrfs", "-q", self.device])
             self.mountpoint.mkdir(exist_ok=True)
-            # noatime, as project hosts mount it: with atime updates every read changes the
-            # subvolume's generation, and the agent would count reads as changes.
-            _run(["mount", "-t", "btrfs", "-o", "noatime", self.device, str(self.mountpoint)])
-            _run(["btrfs", "quota", "enable", str(self.mountpoint)])
+            self._make_filesystem()
         except BaseException:
             try:
                 self.stop()
@@ -206,6 +205,14 @@ class LoopBtrfs:
                 pass
             raise
         return self
+
+    def _make_filesystem(self) -> None:
+        """Format ``device`` and mount it on ``mountpoint`` (which exists)."""
+        _run(["mkfs.btrfs", "-q", self.device])
+        # noatime, as project hosts mount it: with atime updates every read changes the
+        # subvolume's generation, and the agent would count reads as changes.
+        _run(["mount", "-t", "btrfs", "-o", "noatime", self.device, str(self.mountpoint)])
+        _run(["btrfs", "quota", "enable", str(self.mountpoint)])
 
     # ------------------------------------------------------------ stop
 
@@ -299,3 +306,34 @@ class LoopBtrfs:
 
     def __exit__(self, *exc_info: object) -> None:
         self.stop()
+
+
+class LoopExt4(LoopBtrfs):
+    """An ext4 filesystem WITH a journal (mkfs.ext4's default) on a loop device, for the bench's
+    scratch dir: a filesystem whose state the bench owns, as a host's would be.
+
+    Why not the machine's own temporary directory: an ext4 without a journal (as some VM images
+    have) checks every free inode it might hand out for a recent deletion, reading inode tables
+    (``recently_deleted`` in the kernel's inode allocator), so after thousands of files were
+    deleted, creating files costs several times the CPU it costs on a journaled ext4; a bench
+    that deletes restored trees between runs would measure that, unequally between its sides.
+    ``discard`` gives deleted blocks back to the sparse image; ``noinit_itable`` keeps the
+    kernel's background inode-table zeroing off the measured runs."""
+
+    KIND = "ext4"
+
+    def _make_filesystem(self) -> None:
+        _run(["mkfs.ext4", "-q", "-F", self.device])
+        _run(["mount", "-t", "ext4", "-o", "noatime,discard,noinit_itable", self.device, str(self.mountpoint)])
+
+
+def ext4_unavailable_reason() -> str | None:
+    """None when a loop-device ext4 can be made here; otherwise why not."""
+    if os.geteuid() != 0:
+        return f"a loop-device filesystem needs root; running as uid {os.geteuid()}"
+    missing = [tool for tool in ("mkfs.ext4", "losetup", "mount", "umount") if shutil.which(tool) is None]
+    if missing:
+        return f"a loop-device ext4 needs {', '.join(missing)} on PATH (e2fsprogs, util-linux)"
+    if not Path("/dev/loop-control").exists():
+        return "loop devices are missing: /dev/loop-control does not exist"
+    return None
