@@ -19,7 +19,7 @@ from typing import Sequence
 
 import structlog
 
-from agent import buckets, errors, fsops, live_tree, placing, precopies, project_paths, s3_access, sentinel
+from agent import bookkeeping, buckets, errors, fsops, live_tree, placing, precopies, project_paths, s3_access, sentinel
 from agent import tree_compare, undo, usertree
 from agent import freshness as fresh
 from agent.backends.base import Backend, Staging, remove_fd_view
@@ -711,7 +711,7 @@ async def report_restore_progress(context: OperationContext, project, persist, s
     while True:
         await asyncio.sleep(delay)
         walk_began = time.monotonic()
-        done_bytes, done_files = await asyncio.to_thread(
+        done_bytes, done_files = await bookkeeping.run(
             lambda: tuple(map(sum, zip(tree_size(project), tree_size(persist))))
         )
         delay = max(RESTORE_POLL_INTERVAL, RESTORE_WALK_SPACING * (time.monotonic() - walk_began))

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import structlog
 
-from agent import errors, fsops, writers
+from agent import bookkeeping, errors, fsops, writers
 from agent.backends import dirwatch, mounts, nsremove
 from agent.backends.base import EngineView, Generation, ProjectLayout, Staging, bind_wrapper
 from agent.executor import run_process
@@ -150,7 +150,7 @@ class DirectoryBackend(ProjectLayout):
     async def last_modified(self, project_id: str) -> float | None:
         if not self.exists(project_id):
             return None
-        return await asyncio.to_thread(
+        return await bookkeeping.run(
             lambda: max(fsops.newest_change(self.home(project_id)), fsops.newest_change(self.persist(project_id)))
         )
 
