@@ -250,8 +250,10 @@ async def backup(
                 with contextlib.suppress(BaseException):
                     await keeping
             raise
-        if keeping is not None:
-            await keeping
+        if keeping is not None and not await keeping:
+            # Read beside a backup that made the repository (its init), the key was not there
+            # yet: read now, in the background; the move's next runs here wait for that one read.
+            services.housekeeping.later(f"keep the master key of {repo.label}", _keep_key(services.engine, repo))
     result = outcome.summary
     services.journal.record_snapshot(
         repository=repo.display, snapshot_id=result.snapshot_id, project_id=project_id, tags=tags,
@@ -274,12 +276,15 @@ async def backup(
     )
 
 
-async def _keep_key(engine: Engine, repo: Repository) -> None:
-    """:meth:`Engine.keep_key`, its failure logged only (the backup beside it says what is wrong)."""
+async def _keep_key(engine: Engine, repo: Repository) -> bool:
+    """:meth:`Engine.keep_key`, its failure logged only (the backup beside it says what is wrong);
+    whether it kept the key."""
     try:
         await engine.keep_key(repo)
     except Exception as exc:  # noqa: BLE001 - a key not kept only costs the next run its KDF
-        log.warning("engine.keep_key_failed", repository=repo.display, error=str(exc))
+        log.info("engine.keep_key_failed", repository=repo.display, error=str(exc))
+        return False
+    return True
 
 
 async def _unchanged_since_last_backup(services: Services, repo: Repository, project_id: str) -> str | None:

@@ -457,14 +457,19 @@ class MoveRunner(JobRunner):
             raise MoveRefused(f"target host {target.id} cannot read project {self.project_id}'s repository "
                               f"{where}: {exc}", code=code) from exc
 
-    def _target_sees_newest(self, source: Host, target: Host, target_client: AgentClient, where: str) -> bool:
-        """Whether the target lists the source's newest backup of the project: False when the
-        source has none, MoveRefused when the target cannot list or does not see it."""
-        try:
-            newest = newest_backup(self._client(source).snapshots(self.project_id), self.project_id)
-        except AgentError as exc:
-            raise MoveRefused(f"source host {source.id} cannot read project {self.project_id}'s repository "
-                              f"{where}: {exc}") from exc
+    def _target_sees_newest(self, source: Host, target: Host, target_client: AgentClient, where: str,
+                            *, newest_id: str = "") -> bool:
+        """Whether the target lists the source's newest backup of the project (``newest_id`` when
+        the caller knows it, else listed on the source): False when the source has none,
+        MoveRefused when the target cannot list or does not see it."""
+        if newest_id:
+            newest: pb.Snapshot | None = pb.Snapshot(id=newest_id, short_id=newest_id[:8])
+        else:
+            try:
+                newest = newest_backup(self._client(source).snapshots(self.project_id), self.project_id)
+            except AgentError as exc:
+                raise MoveRefused(f"source host {source.id} cannot read project {self.project_id}'s repository "
+                                  f"{where}: {exc}") from exc
         seen = self._target_snapshots(target, target_client, where)
         if newest is None:
             return False
@@ -590,7 +595,8 @@ class MoveRunner(JobRunner):
         the freeze); MoveRefused naming why not."""
         client = self._client(target)
         where = client.project_status(self.project_id).repository_location
-        if not self._target_sees_newest(source, target, client, where):
+        # The source's newest backup is the bulk backup's snapshot, just made (or confirmed).
+        if not self._target_sees_newest(source, target, client, where, newest_id=self._bulk_snapshot()):
             raise MoveRefused(f"source host {source.id} lists no backup of project {self.project_id} after "
                               "backing it up")
         self._log("verify", f"{target.id} reads the source's newest backup in {where}", {"host": target.id})

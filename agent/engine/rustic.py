@@ -146,6 +146,8 @@ class RusticEngine:
         self._parsed_trees = _ParsedTrees(TREE_NODES_KEPT)
         # (location, password digest) -> master key: a listing then skips the password's KDF.
         self._master_keys: OrderedDict[tuple[str, str], tuple[str, float]] = OrderedDict()
+        # Master keys being read (``cat masterkey``) for a slot: one KDF however many runs wait.
+        self._deriving: dict[tuple[str, str], asyncio.Future[str]] = {}
         # Repositories whose tree blobs are read without a process (their index kept).
         self._readers: OrderedDict[tuple[str, str], formats.RepositoryReader] = OrderedDict()
 
@@ -168,6 +170,39 @@ class RusticEngine:
 
     def _forget_master_key(self, repo: Repository) -> None:
         self._master_keys.pop(self._key_slot(repo), None)
+
+    async def _master_key(self, repo: Repository, *, derive: bool = True) -> str | None:
+        """The master key kept for ``repo`` and its password; else, with ``derive``, read once
+        (``cat masterkey``: the one password KDF) and kept, however many runs ask at the same
+        moment (they wait for the one read); without ``derive`` only a read already under way
+        is waited for. None when there is none or the read failed: the caller then runs with
+        the password, and that run says what is wrong (a wrong password, no repository)."""
+        kept = self._kept_master_key(repo)
+        if kept is not None:
+            return kept
+        slot = self._key_slot(repo)
+        pending = self._deriving.get(slot)
+        if pending is None:
+            if not derive:
+                return None
+            pending = asyncio.ensure_future(self._read_master_key(repo))
+            self._deriving[slot] = pending
+            pending.add_done_callback(lambda _: self._deriving.pop(slot, None))
+        try:
+            # Shielded: a waiter cancelled (its operation) does not end the read for the others;
+            # the read is a short process of its own that ends by itself.
+            return await asyncio.shield(pending)
+        except errors.BucketsError:
+            return None
+
+    async def _read_master_key(self, repo: Repository) -> str:
+        self._tmp.mkdir(parents=True, exist_ok=True)
+        result = await self._run_once(repo, lambda p: rua.cat_masterkey_args(self.binary, p), action="cat",
+                                      view=None, on_stdout_line=None, capture_stdout=True, niceness=0,
+                                      master_key=None, report=False)
+        key = rua.parse_masterkey(result.stdout)
+        self._keep_master_key(repo, key)
+        return key
 
     def _repository_reader(self, repo: Repository) -> formats.RepositoryReader | None:
         """The reader of ``repo``'s tree blobs from its files or objects (None: none for its kind)."""
@@ -262,11 +297,13 @@ class RusticEngine:
         """Run the argv ``build(profile_path)`` makes, inside ``view`` when given (with a profile
         holding ``master_key`` instead of the password when given). A run that only reads the
         repository (:data:`KEY_READS`) uses the master key the driver kept for it, when there is
-        one, and skips the password's KDF; when the repository refuses that key (it was made
-        anew since) the key is dropped and the run repeated once with the password."""
+        one, or reads it first (one KDF for every run that follows within
+        :data:`MASTER_KEY_SECONDS`, and for the runs started beside it); when the repository
+        refuses that key (it was made anew since) the key is dropped and the run repeated once
+        with the password."""
         self._tmp.mkdir(parents=True, exist_ok=True)
         await s3_access.require(repo)
-        kept = self._kept_master_key(repo) if master_key is None and action in KEY_READS else None
+        kept = await self._master_key(repo) if master_key is None and action in KEY_READS else None
         if kept is None:
             return await self._run_once(repo, build, action=action, view=view, on_stdout_line=on_stdout_line,
                                         capture_stdout=capture_stdout, niceness=niceness, master_key=master_key,
@@ -380,7 +417,7 @@ class RusticEngine:
 
         run = functools.partial(self._run_once, repo, action="backup", view=view,
                                 on_stdout_line=on_line if json_progress else None, capture_stdout=True, niceness=0)
-        kept = self._kept_master_key(repo)
+        kept = await self._master_key(repo, derive=False)
         if kept is not None:
             # The key kept for this repository and password spares the password's KDF (most of a
             # small backup's time: a move's catch-up after the freeze). Never with --init: rustic
@@ -411,10 +448,8 @@ class RusticEngine:
         if self._kept_master_key(repo) is not None:
             return
         # Not reported as a failure of the repository: whatever fails here, the backup beside it meets.
-        result = await self._run_once(repo, lambda p: rua.cat_masterkey_args(self.binary, p), action="cat",
-                                      view=None, on_stdout_line=None, capture_stdout=True, niceness=0,
-                                      master_key=None, report=False)
-        self._keep_master_key(repo, rua.parse_masterkey(result.stdout))
+        if await self._master_key(repo) is None:
+            await self._read_master_key(repo)  # raises what failed
 
     async def snapshots(self, repo: Repository, *, host: str | None = None, ids: Sequence[str] = ()) -> list[Snapshot]:
         result = await self._run(
@@ -640,14 +675,17 @@ class _TreeReader:
         for this repository and password is used when there is one; when a run with it fails
         (the repository was made anew since, say) it is read again (``cat masterkey``, which
         checks the password) and the lookup repeated once."""
-        kept = engine._kept_master_key(repo)
+        kept = await engine._master_key(repo)
         if kept is not None:
             try:
                 return await cls._with_key(engine, repo, snapshot_id, kept)
             except errors.BucketsError:
                 engine._forget_master_key(repo)
-        result = await engine._run(repo, lambda p: rua.cat_masterkey_args(engine.binary, p), action="cat",
-                                   capture_stdout=True)
+        # No key (the read failed): once more, reported, for the error that says why.
+        await s3_access.require(repo)
+        result = await engine._run_once(repo, lambda p: rua.cat_masterkey_args(engine.binary, p), action="cat",
+                                        view=None, on_stdout_line=None, capture_stdout=True, niceness=0,
+                                        master_key=None, report=True)
         key = rua.parse_masterkey(result.stdout)
         reader = await cls._with_key(engine, repo, snapshot_id, key)
         engine._keep_master_key(repo, key)

@@ -38,7 +38,8 @@ class Counting:
 
     def __init__(self, engine, monkeypatch) -> None:
         self.runs: list[str] = []
-        original = engine._run
+        # Every run goes through _run_once, the master key's own read (``cat masterkey``) too.
+        original = engine._run_once
 
         async def run(repo, build, **kwargs):
             argv = build("/profile.toml")
@@ -46,7 +47,7 @@ class Counting:
                              else kwargs.get("action", "?"))
             return await original(repo, build, **kwargs)
 
-        monkeypatch.setattr(engine, "_run", run)
+        monkeypatch.setattr(engine, "_run_once", run)
 
     def take(self) -> list[str]:
         taken, self.runs = self.runs, []
@@ -287,5 +288,34 @@ def test_a_backup_uses_the_kept_key_and_never_makes_a_repository_without_a_key_f
         fourth = await backup()
         assert keyed == [("backup", True), ("backup", False)]
         await opened_by_password(other, fourth)
+
+    asyncio.run(scenario())
+
+
+def test_read_runs_started_together_derive_the_key_once_and_a_wrong_password_still_fails(tmp_path, monkeypatch) -> None:
+    """A move's target starts its first reads of a repository together (the snapshot's lookup,
+    its size, the restore): they wait for one ``cat masterkey`` and all run with that key. A
+    wrong password derives nothing and fails the way it always did."""
+    writer = build_engine(RUSTIC, tmp_path / "writer")  # another agent wrote it: nothing kept here
+    engine = build_engine(RUSTIC, tmp_path / "agent")
+    repo = Repository(kind="local", location=str(tmp_path / "repo"), display="repo", password="together")
+    source = tmp_path / "source"
+    make_tree(source, directories=2)
+
+    async def scenario() -> None:
+        outcome = await writer.backup(repo, EngineView(wrapper=(), root=source), host="project-together",
+                                      tags=["layout=v2"], on_status=lambda status: None)
+        keyed = recording_keys(engine, monkeypatch)
+        listings = await asyncio.gather(*(engine.snapshots(repo) for _ in range(3)))
+        assert all([s.id for s in listed] == [outcome.summary.snapshot_id] for listed in listings)
+        assert sorted(keyed) == [("cat", False), ("snapshots", True), ("snapshots", True), ("snapshots", True)]
+
+        keyed.clear()
+        wrong = Repository(kind="local", location=repo.location, display="repo", password="not-together")
+        with pytest.raises(errors.FailedPrecondition):
+            await engine.snapshots(wrong)
+        # The key could not be read with it: the run was made with the password, which failed.
+        assert keyed == [("cat", False), ("snapshots", False)]
+        assert engine._kept_master_key(wrong) is None
 
     asyncio.run(scenario())
