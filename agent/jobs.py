@@ -778,16 +778,18 @@ def live_roots(backend: Backend, project_id: str) -> dict[str, Path]:
 
 async def snapshot_manifest(
     context: OperationContext, services: Services, repo: Repository, snapshot_id: str, *,
-    resolved: Snapshot | None = None,
+    resolved: Snapshot | None = None, announce: bool = True,
 ) -> tuple[Snapshot, dict[str, tree_compare.Entry]]:
     """The project's snapshot ``snapshot_id`` and the manifest of its listing (both roots, with
     symlink targets); its counts are remembered for COUNTS. ``resolved``: the snapshot when the
-    caller looked it up already (no second lookup). Raises NotFound (no such snapshot),
-    FailedPrecondition (not a layout-v2 snapshot of the whole project)."""
+    caller looked it up already (no second lookup); ``announce``: a progress event says so (not
+    for a listing read beside other work, which says what it is doing itself). Raises NotFound
+    (no such snapshot), FailedPrecondition (not a layout-v2 snapshot of the whole project)."""
     project_id = context.project_id
     snapshot = resolved or await find_snapshot(services, repo, project_id, snapshot_id)
     require_whole(snapshot, project_id)
-    context.progress("verify", message=f"listing snapshot {snapshot.short_id}")
+    if announce:
+        context.progress("verify", message=f"listing snapshot {snapshot.short_id}")
     nodes = await services.engine.find(repo, snapshot.id, ["/project", "/persist"])
     expected = tree_compare.manifest_from_nodes(nodes)
     if "project" not in expected:

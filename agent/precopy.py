@@ -67,19 +67,30 @@ async def precopy(
             context.progress("restore", message=f"replacing the pre-copy {record.key}")
             await precopies.discard(services.journal, backend, record)
             record = None
-        outcome = await _make(context, services, repo, record, key=key, snapshot=snapshot, size=size)
-        if outcome is None:
-            return Summary(snapshot_id=snapshot.id, state=OperationState.UP_TO_DATE,
-                           duration_seconds=time.monotonic() - started)
-        mode, fetched, size = outcome
-        entries = await _check_staged(context, services, repo, key=key, snapshot=snapshot)
+        # The snapshot's listing, which the staged trees are checked against, is read from the
+        # repository beside the restore (it does not depend on what is staged).
+        listing = asyncio.ensure_future(jobs.snapshot_manifest(context, services, repo, snapshot.id,
+                                                               resolved=snapshot, announce=False))
+        try:
+            outcome = await _make(context, services, repo, record, key=key, snapshot=snapshot, size=size)
+            if outcome is None:
+                return Summary(snapshot_id=snapshot.id, state=OperationState.UP_TO_DATE,
+                               duration_seconds=time.monotonic() - started)
+            mode, fetched, size = outcome
+            entries = await _check_staged(context, services, key=key, snapshot=snapshot, listing=listing)
+        finally:
+            if not listing.done():
+                listing.cancel()
+            with contextlib.suppress(BaseException):
+                await listing
         context.progress("restore", percent=100.0, message=f"the pre-copy {key} holds snapshot {snapshot.short_id} "
                                                            f"({entries} entries checked)")
         return _summary(snapshot, mode, fetched, size, duration=time.monotonic() - started)
 
 
 async def _check_staged(
-    context: OperationContext, services: jobs.Services, repo: Repository, *, key: str, snapshot: Snapshot,
+    context: OperationContext, services: jobs.Services, *, key: str, snapshot: Snapshot,
+    listing: asyncio.Future[tuple[Snapshot, dict[str, tree_compare.Entry]]],
 ) -> int:
     """The staged trees equal ``snapshot``'s listing (the comparison Verify SNAPSHOT_TREE makes
     of live trees), checked while the project still runs elsewhere: a pre-copy that is not the
@@ -90,7 +101,8 @@ async def _check_staged(
     staging = services.backend.open_staging(record.staging) if record is not None else None
     if record is None or staging is None:
         raise errors.Internal(f"the pre-copy {key} vanished while it was checked")
-    _, expected = await jobs.snapshot_manifest(context, services, repo, snapshot.id, resolved=snapshot)
+    context.progress("verify", message=f"checking the pre-copy against the listing of snapshot {snapshot.short_id}")
+    _, expected = await listing
     staged = await asyncio.to_thread(live_tree.manifest, {"project": staging.project, "persist": staging.persist})
     differences = tree_compare.compare(expected, staged)
     if differences:
