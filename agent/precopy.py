@@ -17,7 +17,7 @@ from dataclasses import replace
 
 import structlog
 
-from agent import catch_up, errors, jobs, live_tree, precopies, tree_compare
+from agent import catch_up, errors, fsops, jobs, live_tree, precopies, tree_compare
 from agent.backends.base import Staging
 from agent.engine.base import RESTORE_PROGRESS, RestoreSize, RestoreSummary, Snapshot
 from agent.model import OperationState, Summary
@@ -77,6 +77,7 @@ async def precopy(
                 return Summary(snapshot_id=snapshot.id, state=OperationState.UP_TO_DATE,
                                duration_seconds=time.monotonic() - started)
             mode, fetched, size = outcome
+            await _write_to_disk(context, services, key=key)
             entries = await _check_staged(context, services, key=key, snapshot=snapshot, listing=listing)
         finally:
             if not listing.done():
@@ -110,6 +111,20 @@ async def _check_staged(
         raise errors.DataLoss(f"the pre-copy {key} differs from snapshot {snapshot.short_id} in "
                               f"{len(differences)} place(s): {tree_compare.describe(differences)}; it was discarded")
     return len(expected)
+
+
+async def _write_to_disk(context: OperationContext, services: jobs.Services, *, key: str) -> None:
+    """The staged trees on disk before the pre-copy is reported held (syncfs of their
+    filesystem): a move freezes right after its last round, and a frozen window whose catch-up
+    shares the disk with the kernel writing back gigabytes of pre-copy is longer for it (4 GB:
+    the catch-up's verify walk took 0.84 s instead of 0.24 s). Kept this way the pre-copy also
+    outlives a crash of the host whole, as its journal record says it is."""
+    record = precopies.current(services.journal, context.project_id)
+    staging = services.backend.open_staging(record.staging) if record is not None else None
+    if staging is None:
+        raise errors.Internal(f"the pre-copy {key} vanished while it was written to disk")
+    context.progress("restore", message=f"writing the pre-copy {key} to disk")
+    await asyncio.to_thread(fsops.syncfs, staging.project)
 
 
 async def ensure(

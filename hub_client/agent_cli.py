@@ -50,6 +50,13 @@ def quiet_on_closed_pipe(run: Callable[[], int]) -> int:
     try:
         code = run()
         sys.stdout.flush()
+        if code == EXIT_INTERRUPTED:
+            # Ctrl-C while following, maybe right after the agent was lost: grpc's connectivity
+            # thread can be frozen at interpreter exit holding a lock that a channel's finalizer
+            # then waits on for ever (a CLI that never exits). Everything to say is said and
+            # flushed, and an interrupted follow leaves nothing to write: exit without finalizers.
+            sys.stderr.flush()
+            os._exit(code)
         return code
     except BrokenPipeError:
         devnull = os.open(os.devnull, os.O_WRONLY)

@@ -36,6 +36,7 @@ from __future__ import annotations
 import hashlib
 import math
 import re
+import threading
 import time
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
@@ -158,6 +159,36 @@ def fetched_bytes_known(summary: pb.OperationSummary) -> bool:
 
 
 _PRECOPY_KEY = re.compile(r"[A-Za-z0-9._:-]{1,64}")
+
+
+class RepositoryOpener:
+    """While a move's bulk backup makes the project's repository, the target lists it as soon as it
+    exists (every :data:`OPEN_INTERVAL` seconds until one listing answers): its engine then reads
+    the repository's key (rustic: the password's KDF, kept for the runs that follow) beside the
+    backup rather than after it, when the move waits for the target to list the new backup.
+    Best effort: any answer other than "no repository yet" ends it, and so does :meth:`stop`;
+    what the move relies on is checked after the backup as before."""
+
+    OPEN_INTERVAL = 0.25
+
+    def __init__(self, client: AgentClient, project_id: str) -> None:
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(target=self._open, args=(client, project_id), daemon=True,
+                                        name=f"open repository of {project_id} on the target")
+        self._thread.start()
+
+    def _open(self, client: AgentClient, project_id: str) -> None:
+        while not self._stopped.wait(self.OPEN_INTERVAL):
+            try:
+                client.snapshots(project_id)
+                return
+            except AgentError as exc:
+                if exc.code.name != "NOT_FOUND":
+                    return
+
+    def stop(self) -> None:
+        """No further listing (one under way ends by itself)."""
+        self._stopped.set()
 
 
 def precopy_key(move_id: str) -> str:
@@ -581,7 +612,15 @@ class MoveRunner(JobRunner):
 
     def _step_backup(self) -> None:
         source, target = self._hosts()
-        operation = self._backup(source, "backup", force=False)
+        opener = None
+        if self._plan() == "online" and not self._plan_data().get("target_reads_backups", True):
+            # The repository is made by this backup: the target opens it as soon as it exists.
+            opener = RepositoryOpener(self._client(target), self.project_id)
+        try:
+            operation = self._backup(source, "backup", force=False)
+        finally:
+            if opener is not None:
+                opener.stop()
         done = ("nothing changed since the last backup" if operation.state == pb.UP_TO_DATE
                 else f"snapshot {operation.summary.snapshot_id[:8]}")
         self._log("backup", f"bulk backup on {source.id}: {done}",
@@ -629,6 +668,12 @@ class MoveRunner(JobRunner):
             fetched += operation.summary.bytes_fetched
             if precopy_done(done, settings.precopy_rounds, difference, settings.precopy_stop_bytes):
                 break
+            if self._source_unchanged_since(source, snapshot_id):
+                # Another round would back up and bring over nothing: the catch-up after the
+                # freeze (a full backup of the frozen project, whatever this said) takes the rest.
+                self._log("precopy", f"round {done + 1}: {source.id} reports no change since snapshot "
+                          f"{snapshot_id[:8]}", {"round": done + 1, "snapshot_id": snapshot_id, "difference": 0})
+                break
             backup = self._backup(source, "precopy", force=False,
                                   request_id=self._part_request_id("precopy", f"backup-{done + 1}"))
             if backup.state == pb.UP_TO_DATE or not backup.summary.snapshot_id:
@@ -645,6 +690,18 @@ class MoveRunner(JobRunner):
                   f"({fetched} bytes fetched while the project ran)",
                   {"used": True, "rounds": done, "snapshot_id": snapshot_id, "bytes_fetched": fetched,
                    "host": target.id})
+
+    def _source_unchanged_since(self, source: Host, snapshot_id: str) -> bool:
+        """Whether the source says the project is clean and its last backup is ``snapshot_id``
+        (its status looks at the project now: generations on btrfs, a scan of the trees on the
+        directory backend). Only decides whether another pre-copy round is worth its backup:
+        the catch-up after the freeze backs up the frozen project whatever this says."""
+        try:
+            status = self._client(source).project_status(self.project_id)
+        except AgentError:
+            return False  # the round's backup will say what is wrong
+        return (status.present and not status.dirty
+                and bool(status.last_backup_snapshot_id) and same_snapshot(status.last_backup_snapshot_id, snapshot_id))
 
     def _precopy(self, target: Host, snapshot_id: str, round_: int, difference: int | None) -> pb.Operation | None:
         """One PreCopy of ``snapshot_id`` on the target, logged; None (with a warning) when the

@@ -438,6 +438,40 @@ def test_hub_killed_between_precopy_and_catch_up_resumes_without_redoing_the_pre
 # ---------------------------------------------------------------- (d) failure and cancel leave no staging
 
 
+def test_a_project_unchanged_since_the_bulk_backup_gets_no_second_round_and_still_arrives_whole(
+    restic_hosts, tmp_path: Path,
+) -> None:
+    """No write during the pre-copy: the source says so (its status scans the trees), so no second
+    round's backup and PreCopy; a file written right before the freeze still reaches the target
+    through the catch-up (the skip decides nothing about what the move carries). The test that
+    writes during round 1 (test_changes_between_bulk_and_freeze_reach_the_target) gets a round 2."""
+    a, b = restic_hosts
+    store = open_store(f"sqlite://{tmp_path / 'hub.sqlite'}")
+    try:
+        with hub_on(store, (a, b)) as hub:
+            project_id = create_project(a, files=30, size=2048)
+            hub.add_project(project_id, "host-a", "eu")
+            home = a.home(project_id)
+            seen = {}
+
+            def write_before_freeze(step: str) -> None:
+                if step == "freeze":
+                    write_file(home / "late/right-before-the-freeze.bin", os.urandom(64 * 1024))
+                    seen["frozen"] = frozen_trees(a, project_id)
+
+            move = hub.move(project_id, "host-b", before_step=write_before_freeze, clean_now=False)
+            assert move.status == MoveStatus.SUCCEEDED
+            entries = store.movelog(move.id)
+            rounds = [e.data["round"] for e in entries if e.kind == "precopy" and "restore_mode" in e.data]
+            assert rounds == [1], [(e.kind, e.message) for e in entries]
+            assert any(e.kind == "precopy" and "reports no change since snapshot" in e.message for e in entries)
+            backups = [op for op in operations(a, project_id) if op.kind == pb.OPERATION_KIND_BACKUP]
+            assert len(backups) == 2, [(op.id, op.state, op.summary.snapshot_id) for op in backups]  # the bulk backup and the catch-up after the freeze
+            assert differences(frozen_trees(b, project_id), less_sentinel(seen["frozen"])) == {}
+    finally:
+        store.close()
+
+
 def test_failure_after_the_precopy_and_cancel_leave_no_staging(restic_hosts, tmp_path: Path) -> None:
     a, b = restic_hosts
     store = open_store(f"sqlite://{tmp_path / 'hub.sqlite'}")
