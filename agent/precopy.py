@@ -77,15 +77,8 @@ async def precopy(
                 return Summary(snapshot_id=snapshot.id, state=OperationState.UP_TO_DATE,
                                duration_seconds=time.monotonic() - started)
             mode, fetched, size = outcome
-            # Written to disk while it is checked (the check reads what the restore left cached).
-            written = asyncio.ensure_future(_write_to_disk(context, services, key=key))
-            try:
-                entries = await _check_staged(context, services, key=key, snapshot=snapshot, listing=listing)
-            except BaseException:
-                with contextlib.suppress(BaseException):
-                    await written  # the check's failure is the one to report
-                raise
-            await written
+            await _write_to_disk(context, services, key=key)
+            entries = await _check_staged(context, services, key=key, snapshot=snapshot, listing=listing)
         finally:
             if not listing.done():
                 listing.cancel()
