@@ -81,7 +81,9 @@ RSS and CPU when idle and under those loads. Two more agents run for them.
 Both sides use a restic cache directory of their own (the agent its state dir's
 ``cache/``, raw restic one under the scratch dir, for the btrfs rows one on the
 btrfs mount) and the same restic binary. Repositories are always local
-directories in the scratch dir (or S3).
+directories in the scratch dir (or S3). As root the scratch dir is a journaled ext4 on a loop
+device made for the run (``--scratch-fs``): an ext4 without a journal, as some machines' /tmp is,
+makes file creation after mass deletions several times dearer (tests/btrfsfs.LoopExt4).
 Page cache is not dropped; instead the order (agent first / raw first)
 alternates per run, and min and max are reported next to the median. Before
 every timed step ``sync`` writes back what earlier steps left dirty (untimed;
