@@ -76,7 +76,11 @@ def exit_when_interrupt_hangs() -> None:
             pass
         time.sleep(INTERRUPT_GRACE)
         if not INTERRUPT_SAID.is_set():
-            os.write(2, b"buckets: interrupted; whatever was running on an agent goes on without us\n")
+            try:  # never blocked by a terminal nobody reads
+                os.set_blocking(2, False)
+                os.write(2, b"buckets: interrupted; whatever was running on an agent goes on without us\n")
+            except OSError:
+                pass
         os._exit(EXIT_INTERRUPTED)
 
     threading.Thread(target=watch, name="interrupt watch", daemon=True).start()
