@@ -19,12 +19,9 @@ import base64
 import json
 import os
 import shlex
-import signal
 import stat
 import sys
 import textwrap
-import threading
-import time
 from datetime import timezone
 from pathlib import Path
 from typing import Any, Callable
@@ -46,61 +43,13 @@ EXIT_INTERRUPTED = 130  # Ctrl-C while following an operation: the operation its
 EXIT_PIPE_CLOSED = 141  # 128 + SIGPIPE: what a shell shows for a tool its reader stopped
 
 
-# Seconds a Ctrl-C'd CLI has to say so and exit before it is made to (see exit_when_interrupt_hangs).
-INTERRUPT_GRACE = 10.0
-INTERRUPT_SAID = threading.Event()
-_interrupt_watch: list[int] = []
-
-
-def exit_when_interrupt_hangs() -> None:
-    """Once per process, from the main thread: a thread that learns of SIGINT at the C level (the
-    signal wakeup fd) and, when the process is still there :data:`INTERRUPT_GRACE` seconds later,
-    says so (unless the CLI did) and exits 130. The main thread may be inside grpc's C code
-    holding out the Python-level handler (seen: a channel's close waiting on a lock of grpc's
-    connectivity thread after a lost agent); Ctrl-C must end a CLI all the same. A program that
-    sets a wakeup fd of its own later (asyncio: the agent daemon) replaces this one."""
-    if _interrupt_watch or threading.current_thread() is not threading.main_thread():
-        return
-    read, write = os.pipe()
-    os.set_blocking(write, False)
-    try:
-        signal.set_wakeup_fd(write, warn_on_full_buffer=False)
-    except ValueError:
-        os.close(read)
-        os.close(write)
-        return
-    _interrupt_watch.extend((read, write))
-
-    def watch() -> None:
-        while signal.SIGINT not in os.read(read, 64):
-            pass
-        time.sleep(INTERRUPT_GRACE)
-        if not INTERRUPT_SAID.is_set():
-            try:  # never blocked by a terminal nobody reads
-                os.set_blocking(2, False)
-                os.write(2, b"buckets: interrupted; whatever was running on an agent goes on without us\n")
-            except OSError:
-                pass
-        os._exit(EXIT_INTERRUPTED)
-
-    threading.Thread(target=watch, name="interrupt watch", daemon=True).start()
-
-
 def quiet_on_closed_pipe(run: Callable[[], int]) -> int:
     """``run()``'s exit code; when the reader of stdout goes away (``buckets … | head``),
     :data:`EXIT_PIPE_CLOSED` without a traceback. stdout is pointed at /dev/null first, so the
     interpreter's own flush at exit does not raise again."""
-    exit_when_interrupt_hangs()
     try:
         code = run()
         sys.stdout.flush()
-        if code == EXIT_INTERRUPTED:
-            # Ctrl-C while following, maybe right after the agent was lost: grpc's connectivity
-            # thread can be frozen at interpreter exit holding a lock that a channel's finalizer
-            # then waits on for ever (a CLI that never exits). Everything to say is said and
-            # flushed, and an interrupted follow leaves nothing to write: exit without finalizers.
-            sys.stderr.flush()
-            os._exit(code)
         return code
     except BrokenPipeError:
         devnull = os.open(os.devnull, os.O_WRONLY)
@@ -493,7 +442,6 @@ class _Output:
                 printer.end_line()
             self.error(f"interrupted; operation {handle.id} goes on without us: follow it with "
                        f"`{self.invocation} watch {handle.id}`, stop it with `{self.invocation} cancel {handle.id}`")
-            INTERRUPT_SAID.set()
             return EXIT_INTERRUPTED
         self.message(final, None)
         if not self.json:

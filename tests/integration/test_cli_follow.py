@@ -48,14 +48,7 @@ class Terminal:
         return text in self.output
 
     def finish(self, timeout: float = 60.0) -> int:
-        # The terminal is read while waiting: one nobody reads fills up, and the CLI's next write
-        # (its "interrupted" line, a progress redraw) then blocks it for ever.
-        deadline = time.monotonic() + timeout
-        while self.process.poll() is None:
-            if time.monotonic() > deadline:
-                raise subprocess.TimeoutExpired(self.process.args, timeout, output=self.output)
-            self.read_until("\0", timeout=0.1)
-        code = self.process.returncode
+        code = self.process.wait(timeout=timeout)
         self.read_until("\0", timeout=0.5)  # whatever is left
         os.close(self.master)
         return code
