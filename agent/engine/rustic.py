@@ -195,11 +195,13 @@ class RusticEngine:
         except errors.BucketsError:
             return None
 
-    async def _read_master_key(self, repo: Repository) -> str:
+    async def _read_master_key(self, repo: Repository, *, report: bool = False) -> str:
+        """``cat masterkey`` (the password's KDF), the key kept; ``report``: a failure goes to
+        ``on_failure`` too (a run whose error is the answer, not a try)."""
         self._tmp.mkdir(parents=True, exist_ok=True)
         result = await self._run_once(repo, lambda p: rua.cat_masterkey_args(self.binary, p), action="cat",
                                       view=None, on_stdout_line=None, capture_stdout=True, niceness=0,
-                                      master_key=None, report=False)
+                                      master_key=None, report=report)
         key = rua.parse_masterkey(result.stdout)
         self._keep_master_key(repo, key)
         return key
@@ -445,8 +447,6 @@ class RusticEngine:
         one kept for it is still fresh, so that the runs that follow within
         :data:`MASTER_KEY_SECONDS` (a move's catch-up backup after its freeze, say) skip the KDF.
         Raises a BucketsError (wrong password, no repository, ...)."""
-        if self._kept_master_key(repo) is not None:
-            return
         # Not reported as a failure of the repository: whatever fails here, the backup beside it meets.
         if await self._master_key(repo) is None:
             await self._read_master_key(repo)  # raises what failed
@@ -683,13 +683,8 @@ class _TreeReader:
                 engine._forget_master_key(repo)
         # No key (the read failed): once more, reported, for the error that says why.
         await s3_access.require(repo)
-        result = await engine._run_once(repo, lambda p: rua.cat_masterkey_args(engine.binary, p), action="cat",
-                                        view=None, on_stdout_line=None, capture_stdout=True, niceness=0,
-                                        master_key=None, report=True)
-        key = rua.parse_masterkey(result.stdout)
-        reader = await cls._with_key(engine, repo, snapshot_id, key)
-        engine._keep_master_key(repo, key)
-        return reader
+        key = await engine._read_master_key(repo, report=True)
+        return await cls._with_key(engine, repo, snapshot_id, key)
 
     @classmethod
     async def _with_key(cls, engine: RusticEngine, repo: Repository, snapshot_id: str, key: str) -> "_TreeReader":
