@@ -98,10 +98,7 @@ async def _check_staged(
     snapshot is discarded (DataLoss) before a move freezes anything. The listing is also what
     the catch-up's diff and the move's verify read again, from the engine's caches where it
     keeps them (rustic's tree blobs). Returns the entries compared."""
-    record = precopies.current(services.journal, context.project_id)
-    staging = services.backend.open_staging(record.staging) if record is not None else None
-    if record is None or staging is None:
-        raise errors.Internal(f"the pre-copy {key} vanished while it was checked")
+    record, staging = _current(services, context.project_id, key=key, doing="checked")
     context.progress("verify", message=f"checking the pre-copy against the listing of snapshot {snapshot.short_id}")
     _, expected = await listing
     staged = await asyncio.to_thread(live_tree.manifest, {"project": staging.project, "persist": staging.persist})
@@ -113,16 +110,23 @@ async def _check_staged(
     return len(expected)
 
 
+def _current(services: jobs.Services, project_id: str, *, key: str, doing: str) -> tuple[precopies.Record, Staging]:
+    """The project's pre-copy record and its open staging; Internal when it vanished while
+    being ``doing`` (another operation cannot take it: the staging lock is held)."""
+    record = precopies.current(services.journal, project_id)
+    staging = services.backend.open_staging(record.staging) if record is not None else None
+    if record is None or staging is None:
+        raise errors.Internal(f"the pre-copy {key} vanished while it was {doing}")
+    return record, staging
+
+
 async def _write_to_disk(context: OperationContext, services: jobs.Services, *, key: str) -> None:
     """The staged trees on disk before the pre-copy is reported held (syncfs of their
     filesystem): a move freezes right after its last round, and a frozen window whose catch-up
     shares the disk with the kernel writing back gigabytes of pre-copy is longer for it (4 GB:
     the catch-up's verify walk took 0.84 s instead of 0.24 s). Kept this way the pre-copy also
     outlives a crash of the host whole, as its journal record says it is."""
-    record = precopies.current(services.journal, context.project_id)
-    staging = services.backend.open_staging(record.staging) if record is not None else None
-    if staging is None:
-        raise errors.Internal(f"the pre-copy {key} vanished while it was written to disk")
+    _, staging = _current(services, context.project_id, key=key, doing="written to disk")
     context.progress("restore", message=f"writing the pre-copy {key} to disk")
     await asyncio.to_thread(fsops.syncfs, staging.project)
 
