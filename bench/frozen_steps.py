@@ -59,7 +59,8 @@ class _Quiet:
 
 def _engine_runs(agent: AgentProcess, start: datetime, end: datetime) -> list[dict]:
     """The agent's engine processes (argv's action, seconds) that started inside [start, end],
-    its operations and GetProjectStatus calls that ended inside it (their seconds)."""
+    its operations and GetProjectStatus calls that ended inside it (their seconds); each with
+    ``at``, the seconds from ``start`` to its end."""
     runs = []
     started: dict[int, tuple[float, str]] = {}
     for event in agent.log_events():
@@ -72,17 +73,18 @@ def _engine_runs(agent: AgentProcess, start: datetime, end: datetime) -> list[di
             moment = moment.replace(tzinfo=start.tzinfo)
         if not (start <= moment <= end):
             continue
+        at = round((moment - start).total_seconds(), 3)
         if event.get("event") == "process.start":
             argv = event.get("argv") or []
             words = [a for a in argv[1:] if not str(a).startswith("-") and "/" not in str(a)]
             started[event.get("pid")] = (moment.timestamp(), " ".join(str(w) for w in words[:2]))
         elif event.get("event") == "operation.finished":
-            runs.append({"what": f"op {event.get('kind')}", "seconds": event.get("duration")})
+            runs.append({"what": f"op {event.get('kind')}", "seconds": event.get("duration"), "at": at})
         elif event.get("event") == "rpc" and event.get("method") == "GetProjectStatus":
-            runs.append({"what": "rpc GetProjectStatus", "seconds": event.get("duration")})
+            runs.append({"what": "rpc GetProjectStatus", "seconds": event.get("duration"), "at": at})
         elif event.get("event") == "process.exit" and event.get("pid") in started:
             began, what = started.pop(event.get("pid"))
-            runs.append({"what": what, "seconds": round(moment.timestamp() - began, 3)})
+            runs.append({"what": what, "seconds": round(moment.timestamp() - began, 3), "at": at})
     return runs
 
 
@@ -91,6 +93,8 @@ def main() -> int:
     parser.add_argument("--sizes", default="100,4000", help="project sizes in MB, comma-separated")
     parser.add_argument("--files", default="", help="file counts per size (default ~1 MB files)")
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--whole", action="store_true",
+                        help="every step of the move and the engine runs from its start, not the frozen window's only")
     parser.add_argument("--label", default=os.path.basename(os.getcwd()))
     parser.add_argument("--scratch", required=True, help="agents, repository, hub (removed at the end)")
     parser.add_argument("--trees", default="", help="where the generated trees are kept between invocations "
@@ -128,10 +132,11 @@ def main() -> int:
                     seconds, frozen, caught_up, changed, steps = _move_once(quiet, hub, store, source, target,
                                                                              template)
                     window = {s: round(v, 3) for s, v in steps.items()
-                              if s in ("freeze", "final_backup", "restore", "verify", "finalize")}
+                              if args.whole or s in ("freeze", "final_backup", "restore", "verify", "finalize")}
                     move = store.list_moves()[0]
                     entries = store.movelog(move.id)
-                    freeze = next((e.time for e in entries if e.kind == "step" and e.message == "freeze"), None)
+                    freeze = (entries[0].time if args.whole and entries else
+                              next((e.time for e in entries if e.kind == "step" and e.message == "freeze"), None))
                     done = next((e.time for e in entries if e.kind == "complete"), None)
                     runs = {}
                     if freeze is not None and done is not None:

@@ -162,14 +162,23 @@ _PRECOPY_KEY = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 
 
 class RepositoryOpener:
-    """While a move's bulk backup makes the project's repository, the target lists it as soon as it
-    exists (every :data:`OPEN_INTERVAL` seconds until one listing answers): its engine then reads
-    the repository's key (rustic: the password's KDF, kept for the runs that follow) beside the
-    backup rather than after it, when the move waits for the target to list the new backup.
-    Best effort: any answer other than "no repository yet" ends it, and so does :meth:`stop`;
-    what the move relies on is checked after the backup as before."""
+    """While a move's bulk backup makes the project's repository, the target lists it until it
+    exists: its engine then reads the repository's key (rustic: the password's KDF, kept for the
+    runs that follow) beside the backup rather than after it, when the move waits for the target
+    to list the new backup.
+
+    The agent answers a repository that does not exist yet with an empty listing (no backups), as
+    it does one that exists and holds no backup yet, so an empty listing is no proof that the key
+    was read: the target lists again, at intervals growing from :data:`OPEN_INTERVAL` by
+    :data:`BACKOFF` (the repository appears in the backup's first seconds, its init; a long
+    backup gets a few listings, not one every quarter second), for at most :data:`OPEN_FOR`
+    seconds. Best effort: a listing with a backup in it, an error other than "no repository"
+    (NOT_FOUND), :meth:`stop` or the time limit end it; what the move relies on is checked after
+    the backup as before."""
 
     OPEN_INTERVAL = 0.25
+    BACKOFF = 1.5
+    OPEN_FOR = 30.0
 
     def __init__(self, client: AgentClient, project_id: str) -> None:
         self._stopped = threading.Event()
@@ -178,10 +187,13 @@ class RepositoryOpener:
         self._thread.start()
 
     def _open(self, client: AgentClient, project_id: str) -> None:
-        while not self._stopped.wait(self.OPEN_INTERVAL):
+        ends = time.monotonic() + self.OPEN_FOR
+        interval = self.OPEN_INTERVAL
+        while not self._stopped.wait(interval) and time.monotonic() < ends:
+            interval *= self.BACKOFF
             try:
-                client.snapshots(project_id)
-                return
+                if client.snapshots(project_id):
+                    return
             except AgentError as exc:
                 if exc.code.name != "NOT_FOUND":
                     return

@@ -14,6 +14,7 @@ import stat
 import subprocess
 import sys
 import time
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -468,6 +469,49 @@ def test_a_project_unchanged_since_the_bulk_backup_gets_no_second_round_and_stil
             backups = [op for op in operations(a, project_id) if op.kind == pb.OPERATION_KIND_BACKUP]
             assert len(backups) == 2, [(op.id, op.state, op.summary.snapshot_id) for op in backups]  # the bulk backup and the catch-up after the freeze
             assert differences(frozen_trees(b, project_id), less_sentinel(seen["frozen"])) == {}
+    finally:
+        store.close()
+
+
+def _event_time(event: dict) -> datetime:
+    return datetime.fromisoformat(str(event["timestamp"]).replace("Z", "+00:00"))
+
+
+def key_reads(agent) -> list[tuple[datetime, datetime | None, int | None]]:
+    """The agent's ``cat masterkey`` runs (rustic: the password's KDF): (start, end, returncode)."""
+    started, runs = {}, {}
+    for event in agent.log_events():
+        if event.get("event") == "process.start" and "masterkey" in event.get("argv", []):
+            started[event["pid"]] = _event_time(event)
+            runs[event["pid"]] = (started[event["pid"]], None, None)
+        elif event.get("event") == "process.exit" and event.get("pid") in started:
+            runs[event["pid"]] = (started[event["pid"]], _event_time(event), event.get("returncode"))
+    return list(runs.values())
+
+
+def test_the_target_reads_a_new_repositorys_key_while_the_bulk_backup_makes_it(agent_factory, tmp_path: Path) -> None:
+    """A project with no repository yet: the bulk backup makes it (its init, a real KDF), and the
+    target derives the repository's key while that backup still runs (the hub's RepositoryOpener
+    lists the repository until it exists; the agent answers a missing one with an empty listing),
+    so that no run on the target derives it after the backup: the pre-copy and the catch-up read
+    with the kept key."""
+    from tests.engines import ENGINES
+
+    a, b = engine_hosts(agent_factory, tmp_path, next(e for e in ENGINES if e.driver == "rustic"))
+    store = open_store(f"sqlite://{tmp_path / 'hub.sqlite'}")
+    try:
+        with hub_on(store, (a, b)) as hub:
+            # Enough data that the backup outlasts its init by a second or more.
+            project_id = create_project(a, files=120, size=MiB, repository=False)
+            hub.add_project(project_id, "host-a", "eu")
+            move = hub.move(project_id, "host-b", clean_now=False)
+            assert move.status == MoveStatus.SUCCEEDED, move.error
+            bulk_backup_ended = min(_event_time(e) for e in a.log_events()
+                                    if e.get("event") == "operation.finished" and e.get("kind") == "backup")
+            reads = key_reads(b)
+            assert any(end is not None and end < bulk_backup_ended and code == 0 for _, end, code in reads), \
+                (bulk_backup_ended, reads)
+            assert [read for read in reads if read[0] > bulk_backup_ended] == []
     finally:
         store.close()
 
