@@ -487,18 +487,24 @@ class Bench:
         return path
 
     def raw_run(
-        self, argv: list[str], *, cwd: Path | None = None, repository: rawe.RawRepository | str | None = None
+        self, argv: list[str], *, cwd: Path | None = None, repository: rawe.RawRepository | str | None = None,
+        master_key: str | None = None,
     ) -> str:
         """Run one raw command; returns its stdout. Raises on a non-zero exit. ``repository``
-        picks the environment (default: the ``-r`` value of ``argv``)."""
-        return self._raw_process(argv, cwd=cwd, repository=repository).stdout
+        picks the environment (default: the ``-r`` value of ``argv``); ``master_key`` (rustic):
+        in ``RUSTIC_KEY``, which rustic takes instead of the password."""
+        return self._raw_process(argv, cwd=cwd, repository=repository, master_key=master_key).stdout
 
     def _raw_process(
-        self, argv: list[str], *, cwd: Path | None = None, repository: rawe.RawRepository | str | None = None
+        self, argv: list[str], *, cwd: Path | None = None, repository: rawe.RawRepository | str | None = None,
+        master_key: str | None = None,
     ) -> subprocess.CompletedProcess:
         if repository is None and "-r" in argv:
             repository = argv[argv.index("-r") + 1]
-        result = subprocess.run(argv, cwd=cwd, env=self.raw_env(repository), capture_output=True, text=True)
+        env = self.raw_env(repository)
+        if master_key is not None:
+            env["RUSTIC_KEY"] = master_key
+        result = subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True)
         if result.returncode != 0:
             raise RuntimeError(f"{' '.join(argv)} exited {result.returncode}:\n{result.stderr[-2000:]}")
         return result
@@ -530,11 +536,20 @@ class Bench:
             return Path(repository)
         return repository
 
-    def raw_backup_summary(self, repository: rawe.RawRepository | str, *, init: bool) -> tuple[float, float, dict]:
+    def raw_master_key(self, repository: rawe.RawRepository | str) -> str:
+        """rustic's master key of ``repository`` (``cat masterkey``, untimed) for
+        :meth:`raw_backup_summary`'s ``master_key``."""
+        repository = self._raw_repository(repository)
+        argv = rawe.masterkey_argv(self.raw_engine, repository, self.raw_cache_dir, self.raw_profile(repository))
+        return self.raw_run(argv, repository=repository).strip()
+
+    def raw_backup_summary(self, repository: rawe.RawRepository | str, *, init: bool,
+                           master_key: str | None = None) -> tuple[float, float, dict]:
         """[init +] backup with ``--json`` (timed); returns (seconds, init seconds, the summary: restic's
         summary object or rustic's snapshot summary, ``snapshot_id`` in both). Without ``init`` the
         repository must exist; the engine then picks the latest snapshot of the same host and paths
-        as the parent (an incremental scan). rustic initialises inside its backup (init seconds 0)."""
+        as the parent (an incremental scan). rustic initialises inside its backup (init seconds 0).
+        ``master_key`` (rustic, :meth:`raw_master_key`): the backup skips the password's KDF."""
         repository = self._raw_repository(repository)
         engine = self.raw_engine
         profile = self.raw_profile(repository)
@@ -550,6 +565,7 @@ class Bench:
                              init=init, profile=profile),
             cwd=self.agent.base,
             repository=repository,
+            master_key=master_key,
         )
         seconds = time.perf_counter() - began
         try:

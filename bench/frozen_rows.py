@@ -127,6 +127,7 @@ def measure_frozen(
     store = open_store(f"sqlite://{scratch / 'frozen-hub.sqlite'}")
     figures: list[Figure] = []
     windows: dict[int, Figure] = {}
+    catch_ups: dict[int, Figure] = {}
     try:
         for agent in agents:
             agent.start()
@@ -148,6 +149,10 @@ def measure_frozen(
                     f"Move total time, {_size(size_mb)}, 1% changed", engine=rustic.id, target=TARGET_TOTAL_RATIO,
                     note="agent: the new flow's hub move (its 1% rewrite taken out); raw: rustic backup --init of "
                     "the same tree into a new repository + restore into an empty directory")
+                catch_up = figure_type(
+                    f"Move catch-up backup, {_size(size_mb)}, 1% changed", engine=rustic.id, target=None,
+                    note="agent: the new flow's final_backup step (frozen); raw: rustic backup of the same 1% "
+                    "rewrite with the first backup as parent and the key read beforehand (no KDF, as the agent's)")
                 for figure in (window, total):
                     figure.extra.update({"old_flow_move_seconds": [], "new_flow_caught_up_mb": [],
                                          "old_flow_caught_up_mb": [], "changed_mb": []})
@@ -178,11 +183,15 @@ def measure_frozen(
                                 window.raw.append(frozen)
                                 total.extra["old_flow_move_seconds"].append(seconds)
                                 window.extra["old_flow_caught_up_mb"].append(caught_up / 1e6)
-                        total.raw.append(_raw_once(bench, source, template))
+                        raw_total, raw_catch_up = _raw_once(bench, source, template)
+                        total.raw.append(raw_total)
+                        catch_up.raw.append(raw_catch_up)
+                        catch_up.agent.extend(window.extra["new_flow_final_backup_seconds"][-1:])
                 finally:
                     shutil.rmtree(template, ignore_errors=True)
                 windows[size_mb] = window
-                figures += [window, total]
+                catch_ups[size_mb] = catch_up
+                figures += [window, total, catch_up]
         if len(windows) >= 2:
             smallest, largest = min(windows), max(windows)
             growth = figure_type(
@@ -197,6 +206,18 @@ def measure_frozen(
                 if small > 0 and not math.isnan(large):
                     growth.agent.append(large / small)
             figures.append(growth)
+            floor = figure_type(
+                f"Move frozen window growth floor, raw catch-up {_size(largest)} / window {_size(smallest)}",
+                engine=rustic.id, target=TARGET_FROZEN_GROWTH, unit="×",
+                note="the raw engine's catch-up backup alone at the largest size over the new flow's whole window "
+                "at the smallest: above the growth target, no window that backs the project up after the freeze "
+                "(the issue's flow) meets it on this machine")
+            floor.target_is_absolute = True
+            if windows[smallest].agent and catch_ups[largest].raw:
+                small = statistics.median(windows[smallest].agent)
+                if small > 0:
+                    floor.agent.append(statistics.median(catch_ups[largest].raw) / small)
+            figures.append(floor)
     finally:
         for agent in agents:
             agent.stop()
@@ -223,11 +244,7 @@ def _move_once(bench: "Bench", hub: Hub, store, source: AgentProcess, target: Ag
         if step != "freeze":
             return
         began = time.perf_counter()
-        for path in changed:
-            with open(path, "r+b") as handle:
-                handle.write(os.urandom(sizes[path]))
-                handle.flush()
-                os.fsync(handle.fileno())
+        rewrite(changed, sizes)
         spent[0] += time.perf_counter() - began
 
     bench.settle()
@@ -249,9 +266,22 @@ def _move_once(bench: "Bench", hub: Hub, store, source: AgentProcess, target: Ag
             steps)
 
 
-def _raw_once(bench: "Bench", source: AgentProcess, template: Path) -> float:
+def rewrite(paths: list[Path], sizes: dict[Path, int]) -> None:
+    """New random bytes over each of ``paths`` (its size kept), written to disk: the bench's 1%."""
+    for path in paths:
+        with open(path, "r+b") as handle:
+            handle.write(os.urandom(sizes[path]))
+            handle.flush()
+            os.fsync(handle.fileno())
+
+
+def _raw_once(bench: "Bench", source: AgentProcess, template: Path) -> tuple[float, float]:
     """rustic backup --init of the tree (as a project of the source agent, the paths the agent
-    reads) into a new repository + restore into an empty directory; returns the seconds."""
+    reads) into a new repository + restore of that snapshot into an empty directory: their
+    seconds, the total rows' raw side. Between the two, 1% of the tree rewritten as a move's is
+    and rustic's key read (untimed), then the raw catch-up: a backup of the change with the first
+    as parent and the key (the agent's catch-up keeps the key too): its seconds, the least a
+    frozen window that backs the project up after the freeze can contain. Returns both."""
     project_id = new_id()
     create_empty_project(source, project_id)
     shutil.copytree(template, source.home(project_id), dirs_exist_ok=True)
@@ -260,9 +290,14 @@ def _raw_once(bench: "Bench", source: AgentProcess, template: Path) -> float:
     restored = raw.fresh_restore_dir()
     try:
         backup_seconds, _, snapshot_id = raw.raw_backup(repository)
+        home = source.home(project_id)
+        sizes = {path: path.stat().st_size for path in home.rglob("*") if path.is_file()}
+        rewrite(files_to_change(sizes, CHANGED_FRACTION), sizes)
+        catch_up_seconds, _, _ = raw.raw_backup_summary(repository, init=False, master_key=raw.raw_master_key(repository))
         restore_seconds = raw.raw_restore(repository, snapshot_id, restored)
-        bench.log(f"  raw backup + restore {backup_seconds + restore_seconds:8.3f} s")
-        return backup_seconds + restore_seconds
+        bench.log(f"  raw backup + restore {backup_seconds + restore_seconds:8.3f} s; raw catch-up backup "
+                  f"{catch_up_seconds:.3f} s")
+        return backup_seconds + restore_seconds, catch_up_seconds
     finally:
         shutil.rmtree(restored.parent, ignore_errors=True)
         shutil.rmtree(repository.parent, ignore_errors=True)

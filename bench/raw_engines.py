@@ -170,6 +170,15 @@ def restore_argv(
     return [*prefix, "restore", "--", snapshot_id, str(target)]
 
 
+def masterkey_argv(engine: RawEngine, repository: RawRepository, cache_dir: Path,
+                   profile: Path | None = None) -> list[str]:
+    """rustic's ``cat masterkey`` (the password's KDF, once): its output in ``RUSTIC_KEY`` lets
+    the next runs skip the KDF, as the agent's kept key does. restic has no such option."""
+    if engine.driver != RUSTIC:
+        raise ValueError(f"{engine.id} takes no master key in place of the password")
+    return [*_prefix(engine, repository, cache_dir, profile), "cat", "masterkey"]
+
+
 def environment(engine: RawEngine, repository: RawRepository, password: str, base: dict[str, str]) -> dict[str, str]:
     """``base`` plus the password (and, for restic and S3, the keys and region)."""
     env = dict(base)

@@ -60,6 +60,14 @@ def test_rustic_local_backup_initialises_in_the_same_process():
                                                                    "NO_COLOR": "1"}
 
 
+def test_rustic_master_key_argv_and_restic_has_none():
+    """The frozen-window floor row's raw catch-up backup reads rustic's key once, as the agent keeps it."""
+    assert rawe.masterkey_argv(RUSTIC, REPO, CACHE) == [
+        "/opt/rustic", "-r", str(REPO), "--cache-dir", str(CACHE), "--no-progress", "cat", "masterkey"]
+    with pytest.raises(ValueError, match="no master key"):
+        rawe.masterkey_argv(RESTIC, REPO, CACHE)
+
+
 def test_rustic_s3_goes_through_a_profile_without_its_suffix():
     argv = rawe.restore_argv(RUSTIC, S3, CACHE, snapshot_id="abcd1234", target=Path("/t"), profile=PROFILE)
     assert argv == ["/opt/rustic", "-P", "/scratch/raw-profiles/bench_raw-1", "--cache-dir", str(CACHE),
