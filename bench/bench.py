@@ -574,15 +574,18 @@ class Bench:
             raise RuntimeError(f"raw {engine.id} backup: {exc}") from exc
         return seconds, init_seconds, summary
 
-    def raw_restore(self, repository: rawe.RawRepository | str, snapshot_id: str, target: Path) -> float:
+    def raw_restore(self, repository: rawe.RawRepository | str, snapshot_id: str, target: Path, *,
+                    over: bool = False, master_key: str | None = None) -> float:
+        """A timed restore of ``snapshot_id`` into ``target``; ``over`` and ``master_key`` as
+        :func:`raw_engines.restore_argv` and :meth:`raw_run` take them."""
         repository = self._raw_repository(repository)
         engine = self.raw_engine
         profile = self.raw_profile(repository)
         argv = rawe.restore_argv(engine, repository, self.raw_cache_dir, snapshot_id=snapshot_id, target=target,
-                                 profile=profile)
+                                 profile=profile, over=over)
         self.settle()
         began = time.perf_counter()
-        result = self._raw_process(argv, repository=repository)
+        result = self._raw_process(argv, repository=repository, master_key=master_key)
         seconds = time.perf_counter() - began
         if not rawe.restore_done(engine, result.stdout, result.stderr):
             raise RuntimeError(f"raw {engine.id} restore did not say it finished:\n{result.stderr[-2000:]}")

@@ -150,9 +150,10 @@ def measure_frozen(
                     note="agent: the new flow's hub move (its 1% rewrite taken out); raw: rustic backup --init of "
                     "the same tree into a new repository + restore into an empty directory")
                 catch_up = figure_type(
-                    f"Move catch-up backup, {_size(size_mb)}, 1% changed", engine=rustic.id, target=None,
-                    note="agent: the new flow's final_backup step (frozen); raw: rustic backup of the same 1% "
-                    "rewrite with the first backup as parent and the key read beforehand (no KDF, as the agent's)")
+                    f"Move catch-up, {_size(size_mb)}, 1% changed", engine=rustic.id, target=None,
+                    note="agent: the new flow's final_backup + restore steps (frozen); raw: rustic backup of the same "
+                    "1% rewrite with the first backup as parent + restore of it over the restored tree (--delete), "
+                    "the key read beforehand (no KDF, as the agent's)")
                 for figure in (window, total):
                     figure.extra.update({"old_flow_move_seconds": [], "new_flow_caught_up_mb": [],
                                          "old_flow_caught_up_mb": [], "changed_mb": []})
@@ -186,7 +187,9 @@ def measure_frozen(
                         raw_total, raw_catch_up = _raw_once(bench, source, template)
                         total.raw.append(raw_total)
                         catch_up.raw.append(raw_catch_up)
-                        catch_up.agent.extend(window.extra["new_flow_final_backup_seconds"][-1:])
+                        if window.extra["new_flow_final_backup_seconds"] and window.extra["new_flow_restore_seconds"]:
+                            catch_up.agent.append(window.extra["new_flow_final_backup_seconds"][-1]
+                                                  + window.extra["new_flow_restore_seconds"][-1])
                 finally:
                     shutil.rmtree(template, ignore_errors=True)
                 windows[size_mb] = window
@@ -209,9 +212,9 @@ def measure_frozen(
             floor = figure_type(
                 f"Move frozen window growth floor, raw catch-up {_size(largest)} / window {_size(smallest)}",
                 engine=rustic.id, target=TARGET_FROZEN_GROWTH, unit="×",
-                note="the raw engine's catch-up backup alone at the largest size over the new flow's whole window "
-                "at the smallest: above the growth target, no window that backs the project up after the freeze "
-                "(the issue's flow) meets it on this machine")
+                note="the raw engine's catch-up (backup + restore over the tree) alone at the largest size over the "
+                "new flow's whole window at the smallest: above the growth target, no window that backs the project "
+                "up and restores it after the freeze (the issue's flow) meets it on this machine")
             floor.target_is_absolute = True
             if windows[smallest].agent and catch_ups[largest].raw:
                 small = statistics.median(windows[smallest].agent)
@@ -278,10 +281,11 @@ def rewrite(paths: list[Path], sizes: dict[Path, int]) -> None:
 def _raw_once(bench: "Bench", source: AgentProcess, template: Path) -> tuple[float, float]:
     """rustic backup --init of the tree (as a project of the source agent, the paths the agent
     reads) into a new repository + restore of that snapshot into an empty directory: their
-    seconds, the total rows' raw side. Between the two, 1% of the tree rewritten as a move's is
-    and rustic's key read (untimed), then the raw catch-up: a backup of the change with the first
-    as parent and the key (the agent's catch-up keeps the key too): its seconds, the least a
-    frozen window that backs the project up after the freeze can contain. Returns both."""
+    seconds, the total rows' raw side. Then the raw catch-up, with rustic's key read beforehand
+    (untimed; the agent keeps its key too): 1% of the tree rewritten as a move's is (untimed), a
+    backup of the change with the first as parent, and a restore of that snapshot over the
+    restored tree (``--delete``: only what differs is fetched): their seconds, the engines' least
+    part of a frozen window that backs the project up after the freeze. Returns both."""
     project_id = new_id()
     create_empty_project(source, project_id)
     shutil.copytree(template, source.home(project_id), dirs_exist_ok=True)
@@ -290,14 +294,16 @@ def _raw_once(bench: "Bench", source: AgentProcess, template: Path) -> tuple[flo
     restored = raw.fresh_restore_dir()
     try:
         backup_seconds, _, snapshot_id = raw.raw_backup(repository)
+        restore_seconds = raw.raw_restore(repository, snapshot_id, restored)
+        key = raw.raw_master_key(repository)
         home = source.home(project_id)
         sizes = {path: path.stat().st_size for path in home.rglob("*") if path.is_file()}
         rewrite(files_to_change(sizes, CHANGED_FRACTION), sizes)
-        catch_up_seconds, _, _ = raw.raw_backup_summary(repository, init=False, master_key=raw.raw_master_key(repository))
-        restore_seconds = raw.raw_restore(repository, snapshot_id, restored)
-        bench.log(f"  raw backup + restore {backup_seconds + restore_seconds:8.3f} s; raw catch-up backup "
-                  f"{catch_up_seconds:.3f} s")
-        return backup_seconds + restore_seconds, catch_up_seconds
+        catch_up_backup, _, summary = raw.raw_backup_summary(repository, init=False, master_key=key)
+        catch_up_restore = raw.raw_restore(repository, summary["snapshot_id"], restored, over=True, master_key=key)
+        bench.log(f"  raw backup + restore {backup_seconds + restore_seconds:8.3f} s; raw catch-up: backup "
+                  f"{catch_up_backup:.3f} s + restore over the tree {catch_up_restore:.3f} s")
+        return backup_seconds + restore_seconds, catch_up_backup + catch_up_restore
     finally:
         shutil.rmtree(restored.parent, ignore_errors=True)
         shutil.rmtree(repository.parent, ignore_errors=True)

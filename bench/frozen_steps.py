@@ -59,7 +59,7 @@ class _Quiet:
 
 def _engine_runs(agent: AgentProcess, start: datetime, end: datetime) -> list[dict]:
     """The agent's engine processes (argv's action, seconds) that started inside [start, end],
-    its operations and GetProjectStatus calls that ended inside it (their seconds); each with
+    its operations and calls (but progress streams and GetOperation) that ended inside it (their seconds); each with
     ``at``, the seconds from ``start`` to its end."""
     runs = []
     started: dict[int, tuple[float, str]] = {}
@@ -80,8 +80,8 @@ def _engine_runs(agent: AgentProcess, start: datetime, end: datetime) -> list[di
             started[event.get("pid")] = (moment.timestamp(), " ".join(str(w) for w in words[:2]))
         elif event.get("event") == "operation.finished":
             runs.append({"what": f"op {event.get('kind')}", "seconds": event.get("duration"), "at": at})
-        elif event.get("event") == "rpc" and event.get("method") == "GetProjectStatus":
-            runs.append({"what": "rpc GetProjectStatus", "seconds": event.get("duration"), "at": at})
+        elif event.get("event") == "rpc" and event.get("method") not in ("StreamProgress", "GetOperation"):
+            runs.append({"what": f"rpc {event.get('method')}", "seconds": event.get("duration"), "at": at})
         elif event.get("event") == "process.exit" and event.get("pid") in started:
             began, what = started.pop(event.get("pid"))
             runs.append({"what": what, "seconds": round(moment.timestamp() - began, 3), "at": at})

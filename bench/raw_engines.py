@@ -161,13 +161,17 @@ def backup_argv(
 
 def restore_argv(
     engine: RawEngine, repository: RawRepository, cache_dir: Path, *, snapshot_id: str, target: Path,
-    profile: Path | None = None,
+    profile: Path | None = None, over: bool = False,
 ) -> list[str]:
-    """A restore of the whole snapshot into ``target`` (an empty or missing directory)."""
+    """A restore of the whole snapshot into ``target`` (an empty or missing directory); ``over``
+    (rustic): into a ``target`` holding another snapshot, fetching only the files whose size or
+    mtime differ and removing what the snapshot does not hold (``--delete``)."""
     prefix = _prefix(engine, repository, cache_dir, profile)
     if engine.driver == RESTIC:
+        if over:
+            raise ValueError("the bench restores over a tree with rustic only")
         return [*prefix, "restore", "--target", str(target), "--", snapshot_id]
-    return [*prefix, "restore", "--", snapshot_id, str(target)]
+    return [*prefix, "restore", *(["--delete"] if over else []), "--", snapshot_id, str(target)]
 
 
 def masterkey_argv(engine: RawEngine, repository: RawRepository, cache_dir: Path,

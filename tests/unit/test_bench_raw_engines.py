@@ -66,6 +66,12 @@ def test_rustic_master_key_argv_and_restic_has_none():
         "/opt/rustic", "-r", str(REPO), "--cache-dir", str(CACHE), "--no-progress", "cat", "masterkey"]
     with pytest.raises(ValueError, match="no master key"):
         rawe.masterkey_argv(RESTIC, REPO, CACHE)
+    # ... and restores the catch-up snapshot over the tree restored before, as the agent's staging.
+    assert rawe.restore_argv(RUSTIC, REPO, CACHE, snapshot_id="abcd1234", target=Path("/t"), over=True) == [
+        "/opt/rustic", "-r", str(REPO), "--cache-dir", str(CACHE), "--no-progress",
+        "restore", "--delete", "--", "abcd1234", "/t"]
+    with pytest.raises(ValueError, match="rustic only"):
+        rawe.restore_argv(RESTIC, REPO, CACHE, snapshot_id="abcd1234", target=Path("/t"), over=True)
 
 
 def test_rustic_s3_goes_through_a_profile_without_its_suffix():
