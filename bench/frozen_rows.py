@@ -39,6 +39,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
+from agent.fsops import syncfs
 from hub_client.client import ClientConfig
 from hub_client.hub import Hub
 from hub_client.move import MoveSettings
@@ -148,7 +149,8 @@ def measure_frozen(
                 total = figure_type(
                     f"Move total time, {_size(size_mb)}, 1% changed", engine=rustic.id, target=TARGET_TOTAL_RATIO,
                     note="agent: the new flow's hub move (its 1% rewrite taken out); raw: rustic backup --init of "
-                    "the same tree into a new repository + restore into an empty directory")
+                    "the same tree into a new repository + restore into an empty directory (raw with sync: and a "
+                    "syncfs of it after, as the move's pre-copy is on disk before the freeze)")
                 catch_up = figure_type(
                     f"Move catch-up, {_size(size_mb)}, 1% changed", engine=rustic.id, target=None,
                     note="agent: the new flow's final_backup + restore steps (frozen); raw: rustic backup of the same "
@@ -159,6 +161,7 @@ def measure_frozen(
                                          "old_flow_caught_up_mb": [], "changed_mb": []})
                 window.extra.update({f"new_flow_{step}_seconds": [] for step in FROZEN_STEPS})
                 total.extra.update({f"new_flow_{step}_seconds": [] for step in PRE_FREEZE_STEPS})
+                total.extra["raw_with_sync_seconds"] = []
                 template = scratch / f"frozen-tree-{size_mb}"
                 bench.log(f"frozen rows: generating {size_mb} MB in {files_for(size_mb)} files")
                 generate(template, total_bytes=size_mb * 1_000_000, files=files_for(size_mb))
@@ -184,8 +187,9 @@ def measure_frozen(
                                 window.raw.append(frozen)
                                 total.extra["old_flow_move_seconds"].append(seconds)
                                 window.extra["old_flow_caught_up_mb"].append(caught_up / 1e6)
-                        raw_total, raw_catch_up = _raw_once(bench, source, template)
+                        raw_total, raw_sync, raw_catch_up = _raw_once(bench, source, template)
                         total.raw.append(raw_total)
+                        total.extra["raw_with_sync_seconds"].append(raw_total + raw_sync)
                         catch_up.raw.append(raw_catch_up)
                         if window.extra["new_flow_final_backup_seconds"] and window.extra["new_flow_restore_seconds"]:
                             catch_up.agent.append(window.extra["new_flow_final_backup_seconds"][-1]
@@ -278,10 +282,12 @@ def rewrite(paths: list[Path], sizes: dict[Path, int]) -> None:
             os.fsync(handle.fileno())
 
 
-def _raw_once(bench: "Bench", source: AgentProcess, template: Path) -> tuple[float, float]:
+def _raw_once(bench: "Bench", source: AgentProcess, template: Path) -> tuple[float, float, float]:
     """rustic backup --init of the tree (as a project of the source agent, the paths the agent
     reads) into a new repository + restore of that snapshot into an empty directory: their
-    seconds, the total rows' raw side. Then the raw catch-up, with rustic's key read beforehand
+    seconds, the total rows' raw side; and the seconds of a syncfs of the restored tree's
+    filesystem right after (a move's pre-copy is on disk before the freeze: an extra figure,
+    not in the ratio). Then the raw catch-up, with rustic's key read beforehand
     (untimed; the agent keeps its key too): 1% of the tree rewritten as a move's is (untimed), a
     backup of the change with the first as parent, and a restore of that snapshot over the
     restored tree (``--delete``: only what differs is fetched): their seconds, the engines' least
@@ -295,6 +301,9 @@ def _raw_once(bench: "Bench", source: AgentProcess, template: Path) -> tuple[flo
     try:
         backup_seconds, _, snapshot_id = raw.raw_backup(repository)
         restore_seconds = raw.raw_restore(repository, snapshot_id, restored)
+        began = time.perf_counter()
+        syncfs(restored)
+        sync_seconds = time.perf_counter() - began
         key = raw.raw_master_key(repository)
         home = source.home(project_id)
         sizes = {path: path.stat().st_size for path in home.rglob("*") if path.is_file()}
@@ -303,7 +312,7 @@ def _raw_once(bench: "Bench", source: AgentProcess, template: Path) -> tuple[flo
         catch_up_restore = raw.raw_restore(repository, summary["snapshot_id"], restored, over=True, master_key=key)
         bench.log(f"  raw backup + restore {backup_seconds + restore_seconds:8.3f} s; raw catch-up: backup "
                   f"{catch_up_backup:.3f} s + restore over the tree {catch_up_restore:.3f} s")
-        return backup_seconds + restore_seconds, catch_up_backup + catch_up_restore
+        return backup_seconds + restore_seconds, sync_seconds, catch_up_backup + catch_up_restore
     finally:
         shutil.rmtree(restored.parent, ignore_errors=True)
         shutil.rmtree(repository.parent, ignore_errors=True)
