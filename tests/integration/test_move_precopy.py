@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from hub_client.hub import Hub
-from hub_client.move import ONLINE_STEPS, SENTINEL_PATH, MoveError, MoveSettings
+from hub_client.move import ONLINE_STEPS, SENTINEL_PATH, MoveError, MoveSettings, RepositoryOpener
 from hub_client.proto.buckets.v1 import agent_pb2 as pb
 from hub_client.store import MoveStatus, open_store
 from tests.harness import REPO_ROOT, create_project, manifest
@@ -489,7 +489,8 @@ def key_reads(agent) -> list[tuple[datetime, datetime | None, int | None]]:
     return list(runs.values())
 
 
-def test_the_target_reads_a_new_repositorys_key_while_the_bulk_backup_makes_it(agent_factory, tmp_path: Path) -> None:
+def test_the_target_reads_a_new_repositorys_key_while_the_bulk_backup_makes_it(agent_factory, tmp_path: Path,
+                                                                               monkeypatch) -> None:
     """A project with no repository yet: the bulk backup makes it (its init, a real KDF), and the
     target derives the repository's key while that backup still runs (the hub's RepositoryOpener
     lists the repository until it exists; the agent answers a missing one with an empty listing),
@@ -497,6 +498,9 @@ def test_the_target_reads_a_new_repositorys_key_while_the_bulk_backup_makes_it(a
     with the kept key."""
     from tests.engines import ENGINES
 
+    # Listings from 50 ms on (the hub's are from 250 ms): the repository is found soon after its
+    # init on a loaded machine too, where the backup below lasts a second or more after it.
+    monkeypatch.setattr(RepositoryOpener, "OPEN_INTERVAL", 0.05)
     a, b = engine_hosts(agent_factory, tmp_path, next(e for e in ENGINES if e.driver == "rustic"))
     store = open_store(f"sqlite://{tmp_path / 'hub.sqlite'}")
     try:
