@@ -284,7 +284,7 @@ async def _restore_whole(
         size_task = asyncio.create_task(services.engine.restore_size(repo, snapshot.id))
     poller = None if engine_reports else asyncio.create_task(
         jobs.report_restore_progress(context, staging.project, staging.persist, size_task))
-    writer = asyncio.create_task(_write_back_as_it_goes(staging))
+    writer = asyncio.create_task(jobs.write_back_while_restoring(backend, staging))
     try:
         context.progress("restore", message=f"restoring snapshot {snapshot.short_id} into the pre-copy {record.key}")
         if engine_reports:
@@ -304,18 +304,6 @@ async def _restore_whole(
     services.journal.set_precopy_state(context.project_id, state=precopies.COMPLETE, snapshot_id=snapshot.id,
                                        base_snapshot_id=None, now=time.time())
     return size
-
-
-async def _write_back_as_it_goes(staging: Staging) -> None:
-    """syncfs of the staged trees' filesystem every :data:`agent.jobs.RESTORE_POLL_INTERVAL`
-    while the pre-copy's whole restore runs, on every backend (a whole restore elsewhere syncs
-    only where its end waits for the disk, :meth:`Backend.write_back`): the pre-copy is written
-    to disk before it is reported held (:func:`_write_to_disk`), and the disk writing beside the
-    engine's CPU work costs the move less than all of it after the restore (directory backend,
-    1 GB: the syncfs after it took 1.6 s)."""
-    while True:
-        await asyncio.sleep(jobs.RESTORE_POLL_INTERVAL)
-        await asyncio.to_thread(fsops.syncfs, staging.project)
 
 
 async def _bring(
