@@ -291,7 +291,8 @@ def _raw_once(bench: "Bench", source: AgentProcess, template: Path) -> tuple[flo
     (untimed; the agent keeps its key too): 1% of the tree rewritten as a move's is (untimed), a
     backup of the change with the first as parent, and a restore of that snapshot over the
     restored tree (``--delete``: only what differs is fetched): their seconds, the engines' least
-    part of a frozen window that backs the project up after the freeze. Returns both."""
+    part of a frozen window that backs the project up after the freeze. Returns the three
+    (total, sync, catch-up) in seconds."""
     project_id = new_id()
     create_empty_project(source, project_id)
     shutil.copytree(template, source.home(project_id), dirs_exist_ok=True)
