@@ -305,7 +305,7 @@ def _os_failure(exc: OSError, what: str) -> errors.BucketsError:
 
 async def bring_to(
     engine: Engine, repo: Repository, staging: Staging, snapshot_id: str, *, base_snapshot_id: str | None,
-    on_status: Callable[[RestoreStatus], None] | None = None,
+    on_status: Callable[[RestoreStatus], None] | None = None, tree: str = "",
 ) -> RestoreSummary:
     """Make ``staging``'s trees equal to snapshot ``snapshot_id`` (content, type, mode, owner,
     mtime of every entry). They hold snapshot ``base_snapshot_id`` whole, or (None) an
@@ -314,13 +314,14 @@ async def bring_to(
     restored paths). ``on_status`` gets the engine's progress where the way has any (restore-over
     on restic >= 0.17). Raises Unimplemented when the engine has no way (:func:`way_for`), a
     BucketsError on failure (the staging is then in no known state: the caller restores whole
-    or discards it)."""
+    or discards it). ``tree``: snapshot ``snapshot_id``'s root tree id from the caller's lookup
+    (:meth:`Engine.listing`)."""
     features = await engine.features()
     way = way_for(features, base_snapshot_id=base_snapshot_id)
     changes: Sequence[DiffEntry] | None = None
     if way == DIFF_WAY and RESTORE_OVER in features:
         assert base_snapshot_id is not None
-        changes = await engine.diff(repo, base_snapshot_id, snapshot_id)
+        changes = await engine.diff(repo, base_snapshot_id, snapshot_id, tree=tree)
         if not all(spelled(change.path) for change in changes):
             way = RESTORE_OVER_WAY  # a name the listing could not spell exactly: no path can name it
     if way == RESTORE_OVER_WAY:
@@ -335,7 +336,7 @@ async def bring_to(
         return summary
     if way == DIFF_WAY:
         assert base_snapshot_id is not None
-        return await _bring_by_diff(engine, repo, staging, base_snapshot_id, snapshot_id, changes)
+        return await _bring_by_diff(engine, repo, staging, base_snapshot_id, snapshot_id, changes, tree=tree)
     raise errors.Unimplemented(f"{engine.name} {await engine.version()} cannot bring a restored tree to another "
                                "snapshot incrementally")
 
@@ -377,12 +378,13 @@ async def _invalidate(engine: Engine, repo: Repository, staging: Staging, base: 
 
 
 async def _bring_by_diff(engine: Engine, repo: Repository, staging: Staging, base: str, new: str,
-                         changes: Sequence[DiffEntry] | None = None) -> RestoreSummary:
+                         changes: Sequence[DiffEntry] | None = None, *, tree: str = "") -> RestoreSummary:
     if changes is None:
         # Both read without a lock: one run's wait (restic 0.14 derives its key each run) instead of two.
-        changes, listed = await first_error(engine.diff(repo, base, new), engine.listing(repo, new))
+        changes, listed = await first_error(engine.diff(repo, base, new, tree=tree),
+                                            engine.listing(repo, new, tree=tree))
     else:
-        listed = await engine.listing(repo, new)
+        listed = await engine.listing(repo, new, tree=tree)
     nodes = {n.path: n for n in listed}
     symlinks = [c.path for c in changes if c.change == "metadata" and nodes.get(c.path) is not None
                 and nodes[c.path].type == "symlink"]

@@ -790,7 +790,8 @@ async def snapshot_manifest(
     require_whole(snapshot, project_id)
     if announce:
         context.progress("verify", message=f"listing snapshot {snapshot.short_id}")
-    nodes = await services.engine.find(repo, snapshot.id, ["/project", "/persist"])
+    # The lookup just made (here or by the caller) names the snapshot's tree: no second one.
+    nodes = await services.engine.find(repo, snapshot.id, ["/project", "/persist"], tree=snapshot.tree)
     expected = tree_compare.manifest_from_nodes(nodes)
     if "project" not in expected:
         raise errors.FailedPrecondition(f"snapshot {snapshot.short_id} has no project/ root")

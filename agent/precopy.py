@@ -322,7 +322,8 @@ async def _bring(
     writer = asyncio.create_task(jobs.write_back_while_restoring(services.backend, staging))
     try:
         fetched = await catch_up.bring_to(services.engine, repo, staging, snapshot.id, base_snapshot_id=base,
-                                          on_status=functools.partial(jobs.restore_status, context))
+                                          on_status=functools.partial(jobs.restore_status, context),
+                                          tree=snapshot.tree)
     finally:
         writer.cancel()
         with contextlib.suppress(BaseException):

@@ -254,10 +254,11 @@ class Engine(Protocol):
         (feature "restore-over" missing), a BucketsError on failure; a run stopped before the
         engine reported that it finished is never a success."""
 
-    async def diff(self, repo: Repository, base_snapshot_id: str, snapshot_id: str) -> list[DiffEntry]:
+    async def diff(self, repo: Repository, base_snapshot_id: str, snapshot_id: str, *, tree: str = "") -> list[DiffEntry]:
         """What snapshot ``snapshot_id`` differs in from ``base_snapshot_id``, by content (data
         blob ids), type and node metadata, never by size and mtime alone. Needs the feature
-        :data:`SNAPSHOT_DIFF` (Unimplemented otherwise); NotFound for a missing snapshot."""
+        :data:`SNAPSHOT_DIFF` (Unimplemented otherwise); NotFound for a missing snapshot.
+        ``tree``: as for :meth:`listing`."""
 
     async def restore_paths(
         self, repo: Repository, snapshot_id: str, paths: Sequence[str], view: EngineView,
@@ -291,12 +292,14 @@ class Engine(Protocol):
         """Nodes at ``path`` (absolute in the snapshot) and below it: direct children, or all
         with ``recursive``; NotFound when nothing is there."""
 
-    async def listing(self, repo: Repository, snapshot_id: str) -> list[TreeNode]:
+    async def listing(self, repo: Repository, snapshot_id: str, *, tree: str = "") -> list[TreeNode]:
         """Every node of the snapshot (with uid, gid and mtime_ns), in one pass; symlink targets
-        may be missing (""). NotFound for a missing snapshot."""
+        may be missing (""). NotFound for a missing snapshot. ``tree``: the snapshot's root tree
+        id (:attr:`Snapshot.tree`) from a lookup the caller made in the same operation, so that an
+        engine reading tree blobs itself need not look the snapshot up again ("" to look it up)."""
 
-    async def find(self, repo: Repository, snapshot_id: str, paths: Sequence[str]) -> list[TreeNode]:
-        """The nodes at ``paths``, with symlink targets."""
+    async def find(self, repo: Repository, snapshot_id: str, paths: Sequence[str], *, tree: str = "") -> list[TreeNode]:
+        """The nodes at ``paths``, with symlink targets. ``tree``: as for :meth:`listing`."""
 
     async def dump(self, repo: Repository, snapshot_id: str, path: str, *, limit: int) -> bytes:
         """At most ``limit`` bytes of the regular file at ``path``."""

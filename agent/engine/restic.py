@@ -336,18 +336,19 @@ class ResticEngine:
         )
         return await self._with_link_targets(repo, snapshot_id, ra.parse_ls(result.stdout))
 
-    async def listing(self, repo: Repository, snapshot_id: str) -> list[TreeNode]:
+    async def listing(self, repo: Repository, snapshot_id: str, *, tree: str = "") -> list[TreeNode]:
         """Every node of the snapshot from one ``ls --json --recursive`` (no symlink targets:
-        finding them costs a ``find`` per :data:`FIND_BATCH` symlinks)."""
+        finding them costs a ``find`` per :data:`FIND_BATCH` symlinks); ``tree`` is of no use to
+        restic's own listing."""
         result = await self._run(
             repo, ra.ls_args(self.binary, self._common(repo), snapshot_id, recursive=True),
             action="ls", capture_stdout=True,
         )
         return ra.parse_ls(result.stdout)
 
-    async def diff(self, repo: Repository, base_snapshot_id: str, snapshot_id: str) -> list[DiffEntry]:
+    async def diff(self, repo: Repository, base_snapshot_id: str, snapshot_id: str, *, tree: str = "") -> list[DiffEntry]:
         """``restic diff --json --metadata BASE ID``, judged by its closing statistics line
-        (:func:`ra.parse_diff`). Raises a BucketsError."""
+        (:func:`ra.parse_diff`; ``tree`` unused). Raises a BucketsError."""
         result = await self._run(
             repo, ra.diff_args(self.binary, self._common(repo), base_snapshot_id, snapshot_id),
             action="diff", capture_stdout=True,
@@ -387,8 +388,8 @@ class ResticEngine:
         return [dataclasses.replace(n, link_target=targets.get(n.path, "")) if n.path in targets else n
                 for n in nodes]
 
-    async def find(self, repo: Repository, snapshot_id: str, paths: Sequence[str]) -> list[TreeNode]:
-        """The nodes at ``paths`` with their symlink targets (which ``ls`` does not give)."""
+    async def find(self, repo: Repository, snapshot_id: str, paths: Sequence[str], *, tree: str = "") -> list[TreeNode]:
+        """The nodes at ``paths`` with their symlink targets (which ``ls`` does not give; ``tree`` unused)."""
         result = await self._run(
             repo, ra.find_args(self.binary, self._common(repo), snapshot_id, paths), action="find",
             capture_stdout=True,

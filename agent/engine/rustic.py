@@ -491,13 +491,15 @@ class RusticEngine:
         rua.check_restore_output(result.stdout)
         return rua.parse_restore_files(result.stdout)
 
-    async def ls(self, repo: Repository, snapshot_id: str, path: str, *, recursive: bool) -> list[TreeNode]:
+    async def ls(self, repo: Repository, snapshot_id: str, path: str, *, recursive: bool,
+                 tree: str = "") -> list[TreeNode]:
         """The node at ``path`` (absolute in the snapshot) and its direct children, or with
         ``recursive`` its whole subtree, as restic ``ls`` lists them; [] when nothing is there
         (also below a file). For "/" the snapshot's top-level nodes (and below). NotFound for a
-        missing snapshot. One rustic run per directory read (see :class:`_TreeReader`)."""
+        missing snapshot. One rustic run per directory read (see :class:`_TreeReader`); ``tree``
+        as :meth:`listing` takes it."""
         rua.check_snapshot_path(snapshot_id, path)
-        reader = await _TreeReader.open(self, repo, snapshot_id)
+        reader = await _TreeReader.open(self, repo, snapshot_id, tree=tree)
         if path.strip("/") == "":
             top = await reader.entries(reader.root, "/")
             return [e.node for e in top] + (await reader.below(top, recursive=True) if recursive else [])
@@ -506,11 +508,12 @@ class RusticEngine:
             return []
         return [found.node] + await reader.below([found], recursive=recursive)
 
-    async def listing(self, repo: Repository, snapshot_id: str) -> list[TreeNode]:
-        """Every node of the snapshot, read from its tree blobs (with symlink targets)."""
-        return await self.ls(repo, snapshot_id, "/", recursive=True)
+    async def listing(self, repo: Repository, snapshot_id: str, *, tree: str = "") -> list[TreeNode]:
+        """Every node of the snapshot, read from its tree blobs (with symlink targets); with
+        ``tree`` (the caller's lookup) and a kept key, without looking the snapshot up again."""
+        return await self.ls(repo, snapshot_id, "/", recursive=True, tree=tree)
 
-    async def diff(self, repo: Repository, base_snapshot_id: str, snapshot_id: str) -> list[DiffEntry]:
+    async def diff(self, repo: Repository, base_snapshot_id: str, snapshot_id: str, *, tree: str = "") -> list[DiffEntry]:
         """The entries snapshot ``snapshot_id`` differs in from ``base_snapshot_id``, from their
         tree blobs (:func:`rua.diff_trees`, a level at a time): only directories whose tree ids
         differ are read, files are compared by their data blob ids. Raises NotFound for a missing
@@ -518,7 +521,7 @@ class RusticEngine:
         if SNAPSHOT_DIFF not in await self._features():
             raise errors.Unimplemented(f"rustic {await self.version()} is not known to diff snapshots "
                                        "(checked from 0.11.4)")
-        reader = await _TreeReader.open(self, repo, snapshot_id)
+        reader = await _TreeReader.open(self, repo, snapshot_id, tree=tree)
         base_root = await reader.root_of(base_snapshot_id)
         changes: list[DiffEntry] = []
         level = [(base_root, reader.root, "/")] if base_root != reader.root else []
@@ -559,15 +562,16 @@ class RusticEngine:
             )
             rua.check_restore_output(result.stdout)
 
-    async def find(self, repo: Repository, snapshot_id: str, paths: Sequence[str]) -> list[TreeNode]:
+    async def find(self, repo: Repository, snapshot_id: str, paths: Sequence[str], *, tree: str = "") -> list[TreeNode]:
         """The nodes at ``paths`` with their symlink targets, and everything below those that are
         directories (as restic ``find`` with these exact paths gives them); missing paths give
-        nothing. Raises ValueError for no paths or a relative one, NotFound for a missing snapshot."""
+        nothing. Raises ValueError for no paths or a relative one, NotFound for a missing snapshot.
+        ``tree`` as :meth:`listing` takes it."""
         if isinstance(paths, str) or not paths:
             raise ValueError("find needs at least one path")
         for path in paths:
             rua.check_snapshot_path(snapshot_id, path)
-        reader = await _TreeReader.open(self, repo, snapshot_id)
+        reader = await _TreeReader.open(self, repo, snapshot_id, tree=tree)
         nodes: dict[str, TreeNode] = {}  # a node below two of the paths is listed once, as restic does
         for path in dict.fromkeys(paths):
             found = await reader.resolve(path)
@@ -670,12 +674,19 @@ class _TreeReader:
         self._direct_off = False
 
     @classmethod
-    async def open(cls, engine: RusticEngine, repo: Repository, snapshot_id: str) -> _TreeReader:
+    async def open(cls, engine: RusticEngine, repo: Repository, snapshot_id: str, *, tree: str = "") -> _TreeReader:
         """Raises NotFound for a missing repository or snapshot. The master key the driver kept
         for this repository and password is used when there is one; when a run with it fails
         (the repository was made anew since, say) it is read again (``cat masterkey``, which
-        checks the password) and the lookup repeated once."""
+        checks the password) and the lookup repeated once.
+
+        ``tree``: the snapshot's root tree id from the caller's own lookup in the same operation
+        (a snapshot's id is the digest of its file, which names its tree): with a kept key, no
+        lookup here. That lookup ran with the key the driver keeps now (a refused key is dropped
+        and read again), and a snapshot forgotten since fails as it would a moment after ours."""
         kept = await engine._master_key(repo)
+        if kept is not None and tree:
+            return cls(engine, repo, kept, rua.checked_tree_id(tree, snapshot_id))
         if kept is not None:
             try:
                 return await cls._with_key(engine, repo, snapshot_id, kept)

@@ -880,8 +880,12 @@ def tree_id_of(snapshots: Sequence[Snapshot], snapshot_id: str) -> str:
     matches = [s for s in snapshots if s.id.startswith(snapshot_id)]
     if not matches:
         raise errors.SnapshotNotFound(f"snapshot {snapshot_id[:64]} not found", snapshot_id=snapshot_id)
-    tree = matches[0].tree
-    if not _BLOB_ID.fullmatch(tree or ""):
+    return checked_tree_id(matches[0].tree, snapshot_id)
+
+
+def checked_tree_id(tree: str, snapshot_id: str) -> str:
+    """``tree`` when it is a blob id (64 hex digits); Internal naming snapshot ``snapshot_id`` otherwise."""
+    if not isinstance(tree, str) or not _BLOB_ID.fullmatch(tree):
         raise errors.Internal(f"snapshot {snapshot_id[:8]} has no readable tree id", detail=repr(tree)[:200])
     return tree
 

@@ -319,3 +319,40 @@ def test_read_runs_started_together_derive_the_key_once_and_a_wrong_password_sti
         assert engine._kept_master_key(wrong) is None
 
     asyncio.run(scenario())
+
+
+def test_a_tree_from_the_callers_own_lookup_spares_the_readers_lookup(tmp_path, monkeypatch) -> None:
+    """A catch-up or a verify looks its snapshot up first; given that lookup's root tree id, the
+    listing, find and diff run no ``snapshots`` of their own for it (a diff still looks up its
+    base), and list exactly what they list without it. Without a tree they look it up as before;
+    a tree that is not a blob id is refused."""
+    engine = build_engine(RUSTIC, tmp_path / "agent")
+    repo = Repository(kind="local", location=str(tmp_path / "repo"), display="repo", password="tree-given")
+    source = tmp_path / "source"
+    make_tree(source, directories=3)
+
+    async def backup() -> str:
+        outcome = await engine.backup(repo, EngineView(wrapper=(), root=source), host="project-tree",
+                                      tags=["layout=v2"], on_status=lambda status: None)
+        return outcome.summary.snapshot_id
+
+    async def scenario() -> None:
+        first = await backup()
+        (source / "project" / "d1" / "g.txt").write_text("new\n")
+        second = await backup()
+        await engine.keep_key(repo)
+        looked_up = (await engine.snapshots(repo, ids=[second]))[0]
+        runs = Counting(engine, monkeypatch)
+        listed = await engine.listing(repo, second)
+        diffed = await engine.diff(repo, first, second)
+        found = await engine.find(repo, second, ["/project"])
+        assert runs.take().count("snapshots") == 4  # listing, find and the diff's two
+        assert await engine.listing(repo, second, tree=looked_up.tree) == listed
+        assert await engine.diff(repo, first, second, tree=looked_up.tree) == diffed
+        assert await engine.find(repo, second, ["/project"], tree=looked_up.tree) == found
+        assert runs.take().count("snapshots") == 1  # the diff's base only
+        assert "/project/d1/g.txt" in {node.path for node in listed}
+        with pytest.raises(errors.Internal):
+            await engine.listing(repo, second, tree="not-a-tree-id")
+
+    asyncio.run(scenario())

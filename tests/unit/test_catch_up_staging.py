@@ -41,10 +41,10 @@ class ScriptedEngine:
     async def version(self):
         return "0"
 
-    async def diff(self, repo, base, new):
+    async def diff(self, repo, base, new, *, tree=""):
         return list(self.changes)
 
-    async def listing(self, repo, snapshot_id):
+    async def listing(self, repo, snapshot_id, *, tree=""):
         return list(self.nodes)
 
     async def restore_paths(self, repo, snapshot_id, paths, view):
@@ -144,7 +144,7 @@ def test_removed_entries_are_counted_and_their_directory_fixed(tmp_path) -> None
 
 def test_a_diff_that_fails_is_raised_as_itself(tmp_path) -> None:
     class Failing(ScriptedEngine):
-        async def diff(self, repo, base, new):
+        async def diff(self, repo, base, new, *, tree=""):
             raise errors.NotFound("no snapshot")
 
     staging = staged(tmp_path)
