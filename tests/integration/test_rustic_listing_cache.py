@@ -33,6 +33,16 @@ def make_tree(root: Path, directories: int) -> None:
     (root / "persist" / "state").write_text("state\n")
 
 
+def engine_repo_source(tmp_path: Path, name: str, password: str, directories: int):
+    """An engine of its own (agent dir ``name``), a local repository under ``tmp_path`` with
+    ``password`` and a source tree of ``directories`` directories (:func:`make_tree`)."""
+    engine = build_engine(RUSTIC, tmp_path / name)
+    repo = Repository(kind="local", location=str(tmp_path / "repo"), display="repo", password=password)
+    source = tmp_path / "source"
+    make_tree(source, directories=directories)
+    return engine, repo, source
+
+
 class Counting:
     """Counts the driver's rustic runs by subcommand ("cat masterkey", "cat tree-blob", …)."""
 
@@ -296,11 +306,8 @@ def test_read_runs_started_together_derive_the_key_once_and_a_wrong_password_sti
     """A move's target starts its first reads of a repository together (the snapshot's lookup,
     its size, the restore): they wait for one ``cat masterkey`` and all run with that key. A
     wrong password derives nothing and fails the way it always did."""
-    writer = build_engine(RUSTIC, tmp_path / "writer")  # another agent wrote it: nothing kept here
+    writer, repo, source = engine_repo_source(tmp_path, "writer", "together", 2)  # nothing kept here
     engine = build_engine(RUSTIC, tmp_path / "agent")
-    repo = Repository(kind="local", location=str(tmp_path / "repo"), display="repo", password="together")
-    source = tmp_path / "source"
-    make_tree(source, directories=2)
 
     async def scenario() -> None:
         outcome = await writer.backup(repo, EngineView(wrapper=(), root=source), host="project-together",
@@ -326,10 +333,7 @@ def test_a_tree_from_the_callers_own_lookup_spares_the_readers_lookup(tmp_path, 
     listing, find and diff run no ``snapshots`` of their own for it (a diff still looks up its
     base), and list exactly what they list without it. Without a tree they look it up as before;
     a tree that is not a blob id is refused."""
-    engine = build_engine(RUSTIC, tmp_path / "agent")
-    repo = Repository(kind="local", location=str(tmp_path / "repo"), display="repo", password="tree-given")
-    source = tmp_path / "source"
-    make_tree(source, directories=3)
+    engine, repo, source = engine_repo_source(tmp_path, "agent", "tree-given", 3)
 
     async def backup() -> str:
         outcome = await engine.backup(repo, EngineView(wrapper=(), root=source), host="project-tree",
