@@ -69,6 +69,11 @@ def files_for(size_mb: int) -> int:
     return max(50, size_mb)
 
 
+def file_sizes(root: Path) -> dict[Path, int]:
+    """The size of every regular file below ``root``: what the 1% rewrite is chosen from."""
+    return {path: path.stat().st_size for path in root.rglob("*") if path.is_file()}
+
+
 def files_to_change(sizes: dict[Path, int], fraction: float) -> list[Path]:
     """The fewest files, taken in path order, whose sizes add up to at least ``fraction`` of all
     bytes: what the bench rewrites between the bulk backup and the freeze."""
@@ -243,7 +248,7 @@ def _move_once(bench: "Bench", hub: Hub, store, source: AgentProcess, target: Ag
     shutil.copytree(template, source.home(project_id), dirs_exist_ok=True)
     hub.add_project(project_id, "frozen-a", REGION)
     home = source.home(project_id)
-    sizes = {path: path.stat().st_size for path in home.rglob("*") if path.is_file()}
+    sizes = file_sizes(home)
     changed = files_to_change(sizes, CHANGED_FRACTION)
     spent = [0.0]
 
@@ -306,8 +311,7 @@ def _raw_once(bench: "Bench", source: AgentProcess, template: Path) -> tuple[flo
         syncfs(restored)
         sync_seconds = time.perf_counter() - began
         key = raw.raw_master_key(repository)
-        home = source.home(project_id)
-        sizes = {path: path.stat().st_size for path in home.rglob("*") if path.is_file()}
+        sizes = file_sizes(source.home(project_id))
         rewrite(files_to_change(sizes, CHANGED_FRACTION), sizes)
         catch_up_backup, _, summary = raw.raw_backup_summary(repository, init=False, master_key=key)
         catch_up_restore = raw.raw_restore(repository, summary["snapshot_id"], restored, over=True, master_key=key)

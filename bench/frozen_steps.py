@@ -29,7 +29,7 @@ from pathlib import Path
 sys.path[0] = os.getcwd()  # the checkout under test, not bench/ (whose bench.py would shadow the package)
 
 from bench.bench import generate_tree  # noqa: E402
-from bench.frozen_rows import _move_once, files_for  # noqa: E402
+from bench.frozen_rows import FROZEN_STEPS, _move_once, files_for  # noqa: E402
 from bench.move_row import frozen_window, step_seconds  # noqa: E402,F401
 from hub_client.client import ClientConfig  # noqa: E402
 from hub_client.hub import Hub  # noqa: E402
@@ -59,8 +59,8 @@ class _Quiet:
 
 def _engine_runs(agent: AgentProcess, start: datetime, end: datetime) -> list[dict]:
     """The agent's engine processes (argv's action, seconds) that started inside [start, end],
-    its operations and calls (but progress streams and GetOperation) that ended inside it (their seconds); each with
-    ``at``, the seconds from ``start`` to its end."""
+    its operations and calls (but progress streams and GetOperation) that ended inside it (their
+    seconds); each with ``at``, the seconds from ``start`` to its end."""
     runs = []
     started: dict[int, tuple[float, str]] = {}
     for event in agent.log_events():
@@ -132,7 +132,7 @@ def main() -> int:
                     seconds, frozen, caught_up, changed, steps = _move_once(quiet, hub, store, source, target,
                                                                              template)
                     window = {s: round(v, 3) for s, v in steps.items()
-                              if args.whole or s in ("freeze", "final_backup", "restore", "verify", "finalize")}
+                              if args.whole or s in FROZEN_STEPS}
                     move = store.list_moves()[0]
                     entries = store.movelog(move.id)
                     freeze = (entries[0].time if args.whole and entries else
