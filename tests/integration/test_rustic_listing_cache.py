@@ -78,13 +78,10 @@ def recording_keys(engine, monkeypatch) -> list[tuple[str, bool]]:
 
 
 def test_listings_reuse_the_key_and_the_blobs_but_never_past_the_password(tmp_path, monkeypatch) -> None:
-    engine = build_engine(RUSTIC, tmp_path / "agent")
+    engine, repo, source = engine_repo_source(tmp_path, "agent", "listing-cache", 6)
     # Tree blobs through the engine (``cat tree-blob``), as for an S3 repository: a local one's are
     # read from its files (test_a_local_repository_is_listed_from_its_files below).
     monkeypatch.setattr(engine, "_repository_reader", lambda repo: None)
-    repo = Repository(kind="local", location=str(tmp_path / "repo"), display="repo", password="listing-cache")
-    source = tmp_path / "source"
-    make_tree(source, directories=6)
 
     async def backup(by=engine) -> str:
         outcome = await by.backup(repo, EngineView(wrapper=(), root=source), host="project-cache",
@@ -156,11 +153,8 @@ def test_a_local_repository_is_listed_from_its_files(writer, tmp_path, monkeypat
     directory), equal node for node to what ``cat tree-blob`` gives, for a version 2 repository
     (rustic: compressed) and a version 1 one (restic 0.14); a newer snapshot's index is read
     again; a damaged tree blob is never listed (the engine is asked, and it refuses too)."""
-    engine = build_engine(RUSTIC, tmp_path / "agent")
+    engine, repo, source = engine_repo_source(tmp_path, "agent", "direct-reads", 5)
     written_by = build_engine(writer, tmp_path / "writer")
-    repo = Repository(kind="local", location=str(tmp_path / "repo"), display="repo", password="direct-reads")
-    source = tmp_path / "source"
-    make_tree(source, directories=5)
     (source / "project" / "d1" / "link").symlink_to("../d2/f.txt")
 
     async def backup() -> str:
@@ -251,10 +245,7 @@ def test_a_backup_uses_the_kept_key_and_never_makes_a_repository_without_a_key_f
     backup of a move, after its freeze); a repository removed or made anew since is backed up
     with the password as before, and what a backup made is always opened by the password alone
     (rustic's --init with a key profile would make a repository without a key file)."""
-    engine = build_engine(RUSTIC, tmp_path / "agent")
-    repo = Repository(kind="local", location=str(tmp_path / "repo"), display="repo", password="backup-key")
-    source = tmp_path / "source"
-    make_tree(source, directories=2)
+    engine, repo, source = engine_repo_source(tmp_path, "agent", "backup-key", 2)
     keyed = recording_keys(engine, monkeypatch)
 
     async def backup(by=engine, repository: Repository = repo) -> str:
